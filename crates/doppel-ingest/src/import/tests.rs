@@ -1,0 +1,98 @@
+use super::*;
+use std::io::Write;
+
+fn import(text: &str, name: &str, options: &ImportOptions) -> Result<Vec<Point>, ImportError> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    std::fs::File::create(&path).unwrap().write_all(text.as_bytes()).unwrap();
+    let mut points = Vec::new();
+    import_file(&path, options, |_| {}, |batch: WriteBatch| {
+        points.extend(batch.points);
+        Ok::<_, String>(())
+    })?;
+    Ok(points)
+}
+
+#[test]
+fn csv_with_date_column_like_ett() {
+    let text = "date,HUFL,OT\n2016-07-01 00:00:00,5.827,30.531\n2016-07-01 01:00:00,5.693,27.787\n";
+    let points = import(text, "ETTh1.csv", &ImportOptions::default()).unwrap();
+    assert_eq!(points.len(), 2);
+    assert_eq!(points[0].measurement, "ETTh1");
+    assert_eq!(points[1].time - points[0].time, 3_600_000_000_000);
+    assert_eq!(points[0].time, doppel_core::time::parse_rfc3339("2016-07-01T00:00:00Z").unwrap());
+    assert_eq!(points[0].fields[1], ("OT".into(), FieldValue::Float(30.531)));
+}
+
+#[test]
+fn separators_are_detected() {
+    for sep in [";", "\t", "|"] {
+        let text = format!("time{sep}a\n1{sep}2.5\n");
+        let points = import(&text, "x.csv", &ImportOptions::default()).unwrap();
+        assert_eq!(points[0].time, 1_000_000_000, "{sep:?}");
+        assert_eq!(points[0].fields[0].1, FieldValue::Float(2.5));
+    }
+}
+
+#[test]
+fn whitespace_tables_with_generated_time() {
+    let text = "  1.0   2.0\n  3.0   4.0\n  5.0 6.0\n";
+    let options = ImportOptions {
+        column_names: Some(vec!["a".into(), "b".into()]),
+        time: TimeSource::Generated { start: 0, period: 180_000_000_000 },
+        measurement: Some("tep".into()),
+        ..Default::default()
+    };
+    let points = import(text, "d01.dat", &options).unwrap();
+    assert_eq!(points.len(), 3);
+    assert_eq!(points[2].time, 360_000_000_000);
+    assert_eq!(points[2].fields[1].1, FieldValue::Float(6.0));
+}
+
+#[test]
+fn transposed_files_become_rows() {
+    let text = "1 2 3\n4 5 6\n";
+    let options = ImportOptions {
+        transpose: true,
+        time: TimeSource::Generated { start: 0, period: 1 },
+        ..Default::default()
+    };
+    let points = import(text, "d00.dat", &options).unwrap();
+    assert_eq!(points.len(), 3);
+    assert_eq!(points[1].fields, vec![("c1".into(), FieldValue::Float(2.0)), ("c2".into(), FieldValue::Float(5.0))]);
+}
+
+#[test]
+fn tags_quoted_csv_and_missing_values() {
+    let text = "time,site,v,note\n2020-01-01T00:00:00Z,a,1,\"x, y\"\n2020-01-01T00:01:00Z,b,,\n";
+    let options = ImportOptions {
+        tag_columns: vec!["site".into()],
+        tags: vec![("plant".into(), "p1".into())],
+        ..Default::default()
+    };
+    let points = import(text, "m.csv", &options).unwrap();
+    assert_eq!(points[0].tags, vec![("plant".into(), "p1".into()), ("site".into(), "a".into())]);
+    assert_eq!(points[0].fields[1].1, FieldValue::String("x, y".into()));
+    assert_eq!(points.len(), 1, "a row with every value missing is skipped");
+}
+
+#[test]
+fn errors_name_file_line_and_column() {
+    let e = import("time,v\n1,2\n2,hello\n", "m.csv", &ImportOptions::default()).unwrap_err();
+    assert_eq!((e.line, e.column.as_deref()), (3, Some("v")));
+    assert!(e.to_string().contains("m.csv:3, column `v`: value `hello` is not a float"), "{e}");
+
+    let e = import("time,v\n1,2,3\n", "m.csv", &ImportOptions::default()).unwrap_err();
+    assert_eq!(e.line, 2);
+    assert!(e.message.contains("has 3 values"));
+
+    let e = import("when,v\n1,2\n", "m.csv", &ImportOptions::default()).unwrap_err();
+    assert!(e.message.contains("no time column found"), "{e}");
+
+    let e = import("time,v\nsoon,2\n", "m.csv", &ImportOptions::default()).unwrap_err();
+    assert_eq!((e.line, e.column.as_deref()), (2, Some("time")));
+    assert!(e.message.contains("is not a time"));
+
+    let e = import("", "m.csv", &ImportOptions::default()).unwrap_err();
+    assert!(e.message.contains("empty"));
+}

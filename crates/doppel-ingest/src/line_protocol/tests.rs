@@ -1,0 +1,276 @@
+use super::*;
+use proptest::prelude::*;
+
+const NOW: i64 = 1_700_000_000_000_000_000;
+
+fn one(line: &str) -> Point {
+    let out = parse_lines(line, Precision::Nanoseconds, NOW);
+    assert!(out.errors.is_empty(), "{:?}", out.errors);
+    assert_eq!(out.points.len(), 1);
+    out.points.into_iter().next().unwrap()
+}
+
+fn error(line: &str) -> LineError {
+    let out = parse_lines(line, Precision::Nanoseconds, NOW);
+    assert_eq!(out.errors.len(), 1, "expected one error for {line:?}, got {:?}", out.points);
+    out.errors.into_iter().next().unwrap()
+}
+
+#[test]
+fn parses_every_field_type() {
+    let p = one("m,host=a f=1.5,i=-3i,u=7u,s=\"hi\",b=true,b2=F,e=1e3 1000");
+    assert_eq!(p.measurement, "m");
+    assert_eq!(p.tags, vec![("host".into(), "a".into())]);
+    assert_eq!(
+        p.fields,
+        vec![
+            ("f".into(), FieldValue::Float(1.5)),
+            ("i".into(), FieldValue::Integer(-3)),
+            ("u".into(), FieldValue::UInteger(7)),
+            ("s".into(), FieldValue::String("hi".into())),
+            ("b".into(), FieldValue::Boolean(true)),
+            ("b2".into(), FieldValue::Boolean(false)),
+            ("e".into(), FieldValue::Float(1000.0)),
+        ]
+    );
+    assert_eq!(p.time, 1000);
+}
+
+#[test]
+fn integers_without_suffix_are_floats() {
+    assert_eq!(one("m v=3").fields[0].1, FieldValue::Float(3.0));
+}
+
+#[test]
+fn every_boolean_spelling() {
+    for t in ["t", "T", "true", "True", "TRUE"] {
+        assert_eq!(one(&format!("m v={t}")).fields[0].1, FieldValue::Boolean(true));
+    }
+    for f in ["f", "F", "false", "False", "FALSE"] {
+        assert_eq!(one(&format!("m v={f}")).fields[0].1, FieldValue::Boolean(false));
+    }
+}
+
+#[test]
+fn missing_timestamp_takes_server_time_and_precision_scales() {
+    assert_eq!(one("m v=1").time, NOW);
+    let out = parse_lines("m v=1 5", Precision::Seconds, NOW);
+    assert_eq!(out.points[0].time, 5_000_000_000);
+    let out = parse_lines("m v=1 5", Precision::Milliseconds, NOW);
+    assert_eq!(out.points[0].time, 5_000_000);
+    let out = parse_lines("m v=1 5", Precision::Microseconds, NOW);
+    assert_eq!(out.points[0].time, 5_000);
+    assert_eq!(one("m v=1 -5").time, -5);
+}
+
+#[test]
+fn measurement_escapes() {
+    let p = one(r"my\ meas\,ure=x v=1");
+    assert_eq!(p.measurement, "my meas,ure=x");
+}
+
+#[test]
+fn tag_and_field_key_escapes() {
+    let p = one(r"m,t\ k\=1\,2=v\ a\,l\=ue f\ k\=\,=1");
+    assert_eq!(p.tags, vec![("t k=1,2".into(), "v a,l=ue".into())]);
+    assert_eq!(p.fields[0].0, "f k=,");
+}
+
+#[test]
+fn backslashes_before_other_characters_stay() {
+    let p = one(r"m\x,t=a\b v=1");
+    assert_eq!(p.measurement, r"m\x");
+    assert_eq!(p.tags[0].1, r"a\b");
+    let p = one(r"m,t=a\\b v=1");
+    assert_eq!(p.tags[0].1, r"a\b");
+}
+
+#[test]
+fn string_escapes_and_special_characters() {
+    let p = one(r#"m s="a \"quoted\" \\ back, with spaces=and equals" 1"#);
+    assert_eq!(
+        p.fields[0].1,
+        FieldValue::String(r#"a "quoted" \ back, with spaces=and equals"#.into())
+    );
+    // Other backslashes inside strings stay as they are.
+    assert_eq!(one(r#"m s="a\nb""#).fields[0].1, FieldValue::String(r"a\nb".into()));
+}
+
+#[test]
+fn strings_may_span_lines() {
+    let out = parse_lines("m s=\"two\nlines\" 1\nm v=2 2\n", Precision::Nanoseconds, NOW);
+    assert!(out.errors.is_empty(), "{:?}", out.errors);
+    assert_eq!(out.points.len(), 2);
+    assert_eq!(out.points[0].fields[0].1, FieldValue::String("two\nlines".into()));
+}
+
+#[test]
+fn comments_blank_lines_and_crlf_are_skipped() {
+    let body = "# a comment\n\n   \nm v=1 1\r\n  # indented comment\nm v=2 2\n\n";
+    let out = parse_lines(body, Precision::Nanoseconds, NOW);
+    assert!(out.errors.is_empty(), "{:?}", out.errors);
+    assert_eq!(out.points.len(), 2);
+}
+
+#[test]
+fn tags_are_sorted() {
+    let p = one("m,z=1,a=2,m=3 v=1");
+    let keys: Vec<_> = p.tags.iter().map(|t| t.0.as_str()).collect();
+    assert_eq!(keys, ["a", "m", "z"]);
+}
+
+#[test]
+fn error_paths_name_line_column_and_reason() {
+    let cases: &[(&str, usize, &str)] = &[
+        ("m", 2, "expected a space and then fields"),
+        ("m ", 3, "empty field key"),
+        (",t=1 v=1", 1, "missing measurement"),
+        ("m,t v=1", 4, "tag `t` has no `=value`"),
+        ("m,=1 v=1", 3, "empty tag key"),
+        ("m,t= v=1", 5, "tag `t` has an empty value"),
+        ("m v", 4, "field `v` has no `=value`"),
+        ("m v=", 5, "field `v` has an empty value"),
+        ("m v=abc", 5, "is not a number"),
+        ("m v=NaN", 5, "is not a number"),
+        ("m v=inf", 5, "is not a number"),
+        ("m v=1.2.3", 5, "is not a number"),
+        ("m v=12x3i", 5, "signed integer"),
+        ("m v=99999999999999999999i", 5, "signed integer"),
+        ("m v=-1u", 5, "unsigned integer"),
+        ("m v=\"open", 5, "no closing quote"),
+        ("m v=1 12x", 7, "timestamp `12x` is not an integer"),
+        ("m v=1 1 extra", 9, "unexpected text after the timestamp"),
+        ("m v=1,v=2", 10, "field `v` appears twice"),
+        ("m,t=1,t=2 v=1", 14, "tag `t` appears twice"),
+        ("m,t=1 t=1", 10, "both a tag and a field"),
+        ("m,time=1 v=1", 9, "`time` cannot be a tag key"),
+        ("m time=1", 9, "`time` cannot be a field key"),
+        ("m v=\"s\"x", 8, "unexpected `x` after the fields"),
+    ];
+    for (line, column, message) in cases {
+        let e = error(line);
+        assert_eq!(e.line_number, 1, "{line}");
+        assert!(e.message.contains(message), "{line}: got `{}`", e.message);
+        assert_eq!(e.column, *column, "{line}: {}", e.message);
+        assert_eq!(e.original_line, *line);
+    }
+}
+
+#[test]
+fn timestamp_overflow_is_an_error() {
+    let out = parse_lines("m v=1 9223372036854775807", Precision::Seconds, NOW);
+    assert!(out.errors[0].message.contains("out of range"));
+}
+
+#[test]
+fn bad_lines_are_reported_and_good_ones_kept() {
+    let body = "m v=1 1\nbad line\nm v=2 2\nm v=oops 3\n";
+    let out = parse_lines(body, Precision::Nanoseconds, NOW);
+    assert_eq!(out.points.len(), 2);
+    let numbers: Vec<_> = out.errors.iter().map(|e| e.line_number).collect();
+    assert_eq!(numbers, [2, 4]);
+    assert_eq!(out.errors[0].original_line, "bad line");
+}
+
+#[test]
+fn line_numbers_count_multi_line_strings() {
+    let body = "m s=\"a\nb\nc\" 1\nnope\n";
+    let out = parse_lines(body, Precision::Nanoseconds, NOW);
+    assert_eq!(out.errors[0].line_number, 4);
+}
+
+/// Same inputs through the reference crate: both must agree on what each good line means.
+#[test]
+fn agrees_with_the_reference_parser() {
+    let body = r#"cpu,host=server01,region=us-west usage_idle=98.2,usage_user=1.3 1434055562000000000
+my\ meas,tag\ key=tag\,value f=1i,g=2u,s="x \"y\" z",b=t 1
+weather,location=us\,midwest temperature=82 1465839830100400200
+disk,path=/var\ log free=12345678901u,full=false
+"#;
+    let ours = parse_lines(body, Precision::Nanoseconds, NOW);
+    assert!(ours.errors.is_empty(), "{:?}", ours.errors);
+    let reference: Vec<_> = influxdb_line_protocol::parse_lines(body)
+        .collect::<Result<_, _>>()
+        .expect("reference parses the same body");
+    assert_eq!(ours.points.len(), reference.len());
+    for (ours, theirs) in ours.points.iter().zip(&reference) {
+        assert_eq!(ours.measurement, theirs.series.measurement.to_string());
+        let mut their_tags: Vec<(String, String)> = theirs
+            .series
+            .tag_set
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        their_tags.sort();
+        assert_eq!(ours.tags, their_tags);
+        assert_eq!(ours.fields.len(), theirs.field_set.len());
+        for ((key, value), (their_key, their_value)) in ours.fields.iter().zip(&theirs.field_set) {
+            assert_eq!(key, &their_key.to_string());
+            use influxdb_line_protocol::FieldValue as F;
+            let same = match (value, their_value) {
+                (FieldValue::Float(a), F::F64(b)) => a == b,
+                (FieldValue::Integer(a), F::I64(b)) => a == b,
+                (FieldValue::UInteger(a), F::U64(b)) => a == b,
+                (FieldValue::String(a), F::String(b)) => a == &b.to_string(),
+                (FieldValue::Boolean(a), F::Boolean(b)) => a == b,
+                _ => false,
+            };
+            assert!(same, "{key}: {value:?} vs {their_value:?}");
+        }
+        assert_eq!(Some(ours.time), theirs.timestamp.or(Some(NOW)));
+    }
+}
+
+fn name_strategy() -> impl Strategy<Value = String> {
+    // Letters, digits, every escapable character and backslashes; no newline (names cannot
+    // hold one) and no leading `#` or whitespace (that line would be a comment or trimmed).
+    "[a-zA-Z0-9_][a-zA-Z0-9_ ,=\\\\.\"-]{0,12}"
+}
+
+fn field_value_strategy() -> impl Strategy<Value = FieldValue> {
+    prop_oneof![
+        any::<f64>()
+            .prop_filter("finite", |v| v.is_finite())
+            .prop_map(FieldValue::Float),
+        any::<i64>().prop_map(FieldValue::Integer),
+        any::<u64>().prop_map(FieldValue::UInteger),
+        any::<bool>().prop_map(FieldValue::Boolean),
+        "[a-zA-Z0-9 ,=\\\\\"\n]{0,16}".prop_map(FieldValue::String),
+    ]
+}
+
+fn point_strategy() -> impl Strategy<Value = Point> {
+    (
+        name_strategy(),
+        proptest::collection::btree_map(name_strategy(), name_strategy(), 0..4),
+        proptest::collection::btree_map(name_strategy(), field_value_strategy(), 1..5),
+        any::<i64>(),
+    )
+        .prop_filter_map("tag and field keys must differ, and not be `time`", |(m, tags, fields, time)| {
+            if tags.keys().chain(fields.keys()).any(|k| k == "time")
+                || tags.keys().any(|k| fields.contains_key(k))
+            {
+                return None;
+            }
+            Some(Point {
+                measurement: m,
+                tags: tags.into_iter().collect(),
+                fields: fields.into_iter().collect(),
+                time,
+            })
+        })
+}
+
+proptest! {
+    #[test]
+    fn parse_of_format_is_identity(points in proptest::collection::vec(point_strategy(), 1..8)) {
+        let mut body = String::new();
+        for p in &points {
+            write_line(&mut body, p);
+        }
+        let out = parse_lines(&body, Precision::Nanoseconds, NOW);
+        prop_assert!(out.errors.is_empty(), "{:?}\n{}", out.errors, body);
+        prop_assert_eq!(out.points, points);
+    }
+}
