@@ -1,1 +1,609 @@
+//! doppel's lake: durable, queryable storage for sensor data.
+//!
+//! A write is checked against the catalog, appended to the write-ahead log, fsynced (many
+//! writers share one fsync), applied to the in-memory buffer and only then acknowledged, so a
+//! query right after sees it and a crash right after keeps it. The buffer is persisted to
+//! Parquet on size or age; the manifest then records the files, and only after that is the
+//! WAL cut. See `docs/LAKE.md` for the files on disk.
+//!
+//! The lake must never depend on the model or the simulator; it stores what it is given.
 
+mod buffer;
+pub mod catalog;
+mod codec;
+mod error;
+mod persist;
+mod query;
+mod wal;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use doppel_core::WriteBatch;
+use parking_lot::RwLock;
+
+pub use buffer::TIME_COLUMN;
+pub use catalog::{Catalog, PointRejection};
+pub use error::{LakeError, Result};
+pub use persist::PersistConfig;
+
+/// How the lake buffers and persists.
+#[derive(Debug, Clone)]
+pub struct LakeConfig {
+    /// Persist the buffer once it holds this many bytes.
+    pub flush_bytes: usize,
+    /// Persist the buffer once its oldest write is this old.
+    pub flush_age: Duration,
+    /// Refuse writes (`Busy`) while the buffer holds more than this.
+    pub max_buffer_bytes: usize,
+    pub persist: PersistConfig,
+}
+
+impl Default for LakeConfig {
+    fn default() -> Self {
+        LakeConfig {
+            flush_bytes: 128 << 20,
+            flush_age: Duration::from_secs(300),
+            max_buffer_bytes: 512 << 20,
+            persist: PersistConfig::default(),
+        }
+    }
+}
+
+/// What a write did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WriteOutcome {
+    pub points_written: usize,
+    pub rejected: Vec<PointRejection>,
+}
+
+/// Numbers for `/health` and the logs.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LakeStats {
+    pub buffered_rows: usize,
+    pub buffered_bytes: usize,
+    pub persisting: bool,
+    pub databases: usize,
+    pub tables: usize,
+    pub files: usize,
+    pub file_bytes: u64,
+    pub wal_segment: u64,
+}
+
+/// The lake over one data directory. Cheap to clone; all clones share the same state.
+///
+/// Dropping the last clone without [`Lake::shutdown`] stops the lake's threads without
+/// persisting: the buffered writes stay in the WAL and are replayed at the next open.
+#[derive(Clone)]
+pub struct Lake {
+    inner: Arc<Inner>,
+    _threads: Arc<ThreadsGuard>,
+}
+
+/// Stops the background threads when the last [`Lake`] handle goes (the threads hold the
+/// shared state too, so without this it would never be dropped and the lock never released).
+struct ThreadsGuard {
+    inner: Arc<Inner>,
+}
+
+impl Drop for ThreadsGuard {
+    fn drop(&mut self) {
+        self.inner.stop_threads();
+    }
+}
+
+struct Inner {
+    dir: PathBuf,
+    config: LakeConfig,
+    state: RwLock<State>,
+    wal_tx: Mutex<Option<mpsc::Sender<WalCommand>>>,
+    wakeup: (Mutex<bool>, Condvar),
+    shutting_down: AtomicBool,
+    failed: AtomicBool,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Holds the directory's lock for as long as the lake is open.
+    _lock: File,
+}
+
+struct State {
+    catalog: Catalog,
+    active: buffer::Buffer,
+    active_since: Option<Instant>,
+    frozen: Option<Arc<buffer::Buffer>>,
+    wal_segment: u64,
+    /// Replaced files, deleted a while later so queries already reading them can finish.
+    graveyard: Vec<(Instant, PathBuf)>,
+}
+
+enum WalCommand {
+    Append {
+        payload: Vec<u8>,
+        batch: WriteBatch,
+        reply: tokio::sync::oneshot::Sender<Result<()>>,
+    },
+    Rotate {
+        reply: mpsc::Sender<Result<u64>>,
+    },
+}
+
+const WAL_DIR: &str = "wal";
+const GROUP_COMMIT_BYTES: usize = 16 << 20;
+const GRAVEYARD_DELAY: Duration = Duration::from_secs(60);
+
+impl Lake {
+    /// Opens (or creates) the lake in `dir`: takes its lock, reads the manifest, removes
+    /// leftovers of an interrupted persist and replays the WAL.
+    pub fn open(dir: impl AsRef<Path>, config: LakeConfig) -> Result<Lake> {
+        let dir = dir.as_ref().to_owned();
+        let wal_dir = dir.join(WAL_DIR);
+        std::fs::create_dir_all(&wal_dir).map_err(|e| LakeError::io(&wal_dir, e))?;
+        let lock_path = dir.join("LOCK");
+        let lock = File::create(&lock_path).map_err(|e| LakeError::io(&lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(LakeError::Locked { dir }),
+            Err(std::fs::TryLockError::Error(e)) => return Err(LakeError::io(&lock_path, e)),
+        }
+        let mut catalog = Catalog::load(&dir)?.unwrap_or_default();
+        remove_leftovers(&dir, &catalog)?;
+
+        let mut active = buffer::Buffer::default();
+        let started = Instant::now();
+        let last_segment = wal::replay(&wal_dir, catalog.wal_persisted_through, |payload| {
+            let batch = codec::decode(payload).map_err(|reason| LakeError::WalCorrupt {
+                path: wal_dir.clone(),
+                offset: 0,
+                reason: format!("a record passed its checksum but cannot be decoded: {reason}"),
+            })?;
+            catalog.admit(&batch, true);
+            active.append(&batch.database, &batch.points);
+            Ok(())
+        })?;
+        if !active.is_empty() {
+            tracing::info!(rows = active.rows, elapsed = ?started.elapsed(), "replayed the write-ahead log");
+        }
+        let writer = wal::WalWriter::create(&wal_dir, last_segment.max(catalog.wal_persisted_through))?;
+        let active_since = (!active.is_empty()).then(Instant::now);
+        let (tx, rx) = mpsc::channel();
+        let inner = Arc::new(Inner {
+            dir,
+            config,
+            state: RwLock::new(State {
+                catalog,
+                active,
+                active_since,
+                frozen: None,
+                wal_segment: writer.segment(),
+                graveyard: Vec::new(),
+            }),
+            wal_tx: Mutex::new(Some(tx)),
+            wakeup: (Mutex::new(false), Condvar::new()),
+            shutting_down: AtomicBool::new(false),
+            failed: AtomicBool::new(false),
+            threads: Mutex::new(Vec::new()),
+            _lock: lock,
+        });
+        let wal_inner = inner.clone();
+        let wal_thread = std::thread::Builder::new()
+            .name("doppel-wal".into())
+            .spawn(move || wal_inner.run_wal(writer, rx))
+            .map_err(|e| LakeError::io(&inner.dir, e))?;
+        let flush_inner = inner.clone();
+        let flush_thread = std::thread::Builder::new()
+            .name("doppel-persist".into())
+            .spawn(move || flush_inner.run_flusher())
+            .map_err(|e| LakeError::io(&inner.dir, e))?;
+        inner.threads.lock().unwrap().extend([wal_thread, flush_thread]);
+        Ok(Lake {
+            _threads: Arc::new(ThreadsGuard { inner: inner.clone() }),
+            inner,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Writes a batch durably. With `accept_partial` the points the catalog refuses are left
+    /// out and reported; without it any refused point refuses the whole batch (nothing written).
+    pub async fn write(&self, batch: WriteBatch, accept_partial: bool) -> Result<WriteOutcome> {
+        let (batch, outcome, payload) = match self.prepare(batch, accept_partial)? {
+            Some(prepared) => prepared,
+            None => return Ok(WriteOutcome::default()),
+        };
+        let (reply, wait) = tokio::sync::oneshot::channel();
+        self.send(WalCommand::Append { payload, batch, reply })?;
+        wait.await.map_err(|_| LakeError::ShuttingDown)??;
+        Ok(outcome)
+    }
+
+    /// [`Lake::write`] for callers outside an async runtime (imports, tests).
+    pub fn write_blocking(&self, batch: WriteBatch, accept_partial: bool) -> Result<WriteOutcome> {
+        let (batch, outcome, payload) = match self.prepare(batch, accept_partial)? {
+            Some(prepared) => prepared,
+            None => return Ok(WriteOutcome::default()),
+        };
+        let (reply, wait) = tokio::sync::oneshot::channel();
+        self.send(WalCommand::Append { payload, batch, reply })?;
+        wait.blocking_recv().map_err(|_| LakeError::ShuttingDown)??;
+        Ok(outcome)
+    }
+
+    fn prepare(&self, mut batch: WriteBatch, accept_partial: bool) -> Result<Option<(WriteBatch, WriteOutcome, Vec<u8>)>> {
+        if self.inner.failed.load(Ordering::Relaxed) {
+            return Err(LakeError::Invalid(
+                "the lake stopped accepting writes after a failed fsync; restart doppel".into(),
+            ));
+        }
+        doppel_core::point::validate_database_name(&batch.database).map_err(LakeError::Invalid)?;
+        let buffered = {
+            let state = self.inner.state.read();
+            state.active.bytes + state.frozen.as_ref().map_or(0, |f| f.bytes)
+        };
+        if buffered > self.inner.config.max_buffer_bytes {
+            self.inner.wake_flusher();
+            return Err(LakeError::Busy {
+                buffered_bytes: buffered,
+            });
+        }
+        let rejected = {
+            let mut state = self.inner.state.write();
+            let (_, rejected) = state.catalog.admit(&batch, false);
+            if !rejected.is_empty() && !accept_partial {
+                return Err(LakeError::Rejected(rejected));
+            }
+            // Check again and register under the same lock, so two batches racing to create
+            // a column with different types cannot both win.
+            let (accepted, rejected) = state.catalog.admit(&batch, true);
+            let mut keep = accepted.into_iter();
+            batch.points.retain(|_| keep.next().unwrap_or(false));
+            rejected
+        };
+        let outcome = WriteOutcome {
+            points_written: batch.points.len(),
+            rejected,
+        };
+        if batch.points.is_empty() {
+            return Ok(None);
+        }
+        let mut payload = Vec::with_capacity(batch.points.len() * 64);
+        codec::encode(&batch, &mut payload);
+        Ok(Some((batch, outcome, payload)))
+    }
+
+    fn send(&self, command: WalCommand) -> Result<()> {
+        let tx = self.inner.wal_tx.lock().unwrap();
+        tx.as_ref()
+            .ok_or(LakeError::ShuttingDown)?
+            .send(command)
+            .map_err(|_| LakeError::ShuttingDown)
+    }
+
+    /// Runs SQL against a database; returns the result's schema and batches.
+    pub async fn query(&self, database: &str, sql: &str) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        let tables = self.snapshot(database)?;
+        let ctx = query::session(&self.inner.dir, tables)?;
+        let frame = ctx.sql(sql).await?;
+        let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+        let batches = frame.collect().await?;
+        Ok((schema, batches))
+    }
+
+    fn snapshot(&self, database: &str) -> Result<Vec<query::TableSnapshot>> {
+        let state = self.inner.state.read();
+        let db = state
+            .catalog
+            .databases
+            .get(database)
+            .ok_or_else(|| LakeError::DatabaseNotFound(database.to_owned()))?;
+        let mut tables = Vec::with_capacity(db.tables.len());
+        for (name, table) in &db.tables {
+            let schema = table.schema();
+            let mut buffers = Vec::new();
+            for buffer in state.frozen.as_deref().into_iter().chain([&state.active]) {
+                if let Some(rows) = buffer.databases.get(database).and_then(|d| d.get(name)) {
+                    buffers.push(rows.to_batch(&schema)?);
+                }
+            }
+            tables.push(query::TableSnapshot {
+                name: name.clone(),
+                schema,
+                files: table.files.clone(),
+                buffers,
+            });
+        }
+        Ok(tables)
+    }
+
+    /// The databases, in name order.
+    pub fn databases(&self) -> Vec<String> {
+        self.inner.state.read().catalog.databases.keys().cloned().collect()
+    }
+
+    /// A copy of the catalog (schemas, files, retention).
+    pub fn catalog(&self) -> Catalog {
+        self.inner.state.read().catalog.clone()
+    }
+
+    /// Sets (or clears) a table's retention period; it takes effect at the next persist.
+    pub fn set_retention(&self, database: &str, table: &str, retention: Option<Duration>) -> Result<()> {
+        let mut state = self.inner.state.write();
+        let t = state
+            .catalog
+            .databases
+            .get_mut(database)
+            .ok_or_else(|| LakeError::DatabaseNotFound(database.to_owned()))?
+            .tables
+            .get_mut(table)
+            .ok_or_else(|| LakeError::Invalid(format!("table `{table}` not found in database `{database}`")))?;
+        t.retention_nanos = retention.map(|d| d.as_nanos().min(i64::MAX as u128) as i64);
+        state.catalog.save(&self.inner.dir)
+    }
+
+    pub fn stats(&self) -> LakeStats {
+        let state = self.inner.state.read();
+        let frozen = state.frozen.as_deref();
+        let tables = state.catalog.databases.values().flat_map(|d| d.tables.values());
+        LakeStats {
+            buffered_rows: state.active.rows + frozen.map_or(0, |f| f.rows),
+            buffered_bytes: state.active.bytes + frozen.map_or(0, |f| f.bytes),
+            persisting: frozen.is_some(),
+            databases: state.catalog.databases.len(),
+            tables: tables.clone().count(),
+            files: tables.clone().map(|t| t.files.len()).sum(),
+            file_bytes: tables.flat_map(|t| &t.files).map(|f| f.bytes).sum(),
+            wal_segment: state.wal_segment,
+        }
+    }
+
+    /// Persists everything buffered now and waits for it.
+    pub fn flush(&self) -> Result<()> {
+        self.inner.flush_once()
+    }
+
+    /// Persists what is buffered and stops the lake's threads. Writes after this fail.
+    pub fn shutdown(&self) -> Result<()> {
+        if self.inner.shutting_down.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        let result = self.inner.flush_once();
+        self.inner.stop_threads();
+        result
+    }
+}
+
+impl Inner {
+    fn stop_threads(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        self.wal_tx.lock().unwrap().take();
+        self.wake_flusher();
+        let threads: Vec<_> = self.threads.lock().unwrap().drain(..).collect();
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+
+    fn wake_flusher(&self) {
+        let (lock, cvar) = &self.wakeup;
+        *lock.lock().unwrap() = true;
+        cvar.notify_one();
+    }
+
+    /// The WAL thread: appends everything waiting with one fsync, applies it, acknowledges it.
+    fn run_wal(self: Arc<Self>, mut writer: wal::WalWriter, rx: mpsc::Receiver<WalCommand>) {
+        let mut appends: Vec<(Vec<u8>, WriteBatch, tokio::sync::oneshot::Sender<Result<()>>)> = Vec::new();
+        let mut rotations = Vec::new();
+        while let Ok(first) = rx.recv() {
+            let mut group_bytes = 0;
+            let mut next = Some(first);
+            while let Some(command) = next.take() {
+                match command {
+                    WalCommand::Append { payload, batch, reply } => {
+                        group_bytes += payload.len();
+                        appends.push((payload, batch, reply));
+                    }
+                    WalCommand::Rotate { reply } => rotations.push(reply),
+                }
+                if group_bytes < GROUP_COMMIT_BYTES {
+                    next = rx.try_recv().ok();
+                }
+            }
+            if !appends.is_empty() {
+                let result = writer.append_all(appends.iter().map(|(p, _, _)| p.as_slice()));
+                match result {
+                    Ok(()) => {
+                        let mut state = self.state.write();
+                        for (_, batch, _) in &appends {
+                            state.active.append(&batch.database, &batch.points);
+                        }
+                        if state.active_since.is_none() {
+                            state.active_since = Some(Instant::now());
+                        }
+                        let full = state.active.bytes >= self.config.flush_bytes;
+                        drop(state);
+                        for (_, _, reply) in appends.drain(..) {
+                            let _ = reply.send(Ok(()));
+                        }
+                        if full {
+                            self.wake_flusher();
+                        }
+                    }
+                    Err(e) => {
+                        // After a failed fsync the file's state is unknown: stop taking writes.
+                        tracing::error!(error = %e, "WAL write failed; refusing further writes");
+                        self.failed.store(true, Ordering::SeqCst);
+                        let message = e.to_string();
+                        for (_, _, reply) in appends.drain(..) {
+                            let _ = reply.send(Err(LakeError::Invalid(format!("WAL write failed: {message}"))));
+                        }
+                    }
+                }
+            }
+            for reply in rotations.drain(..) {
+                let result = writer.rotate().map(|closed| {
+                    let mut state = self.state.write();
+                    let active = std::mem::take(&mut state.active);
+                    state.frozen = Some(Arc::new(active));
+                    state.active_since = None;
+                    state.wal_segment = writer.segment();
+                    closed
+                });
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    /// The persist thread: flushes on size and age, and retries after a failure.
+    fn run_flusher(self: Arc<Self>) {
+        loop {
+            {
+                let (lock, cvar) = &self.wakeup;
+                let mut woken = lock.lock().unwrap();
+                if !*woken {
+                    woken = cvar.wait_timeout(woken, Duration::from_secs(1)).unwrap().0;
+                }
+                *woken = false;
+            }
+            if self.shutting_down.load(Ordering::SeqCst) {
+                return;
+            }
+            let due = {
+                let state = self.state.read();
+                state.frozen.is_some()
+                    || state.active.bytes >= self.config.flush_bytes
+                    || state.active_since.is_some_and(|t| t.elapsed() >= self.config.flush_age)
+            };
+            if due && let Err(e) = self.flush_once() {
+                tracing::error!(error = %e, "persisting the buffer failed; it stays in memory and in the WAL, retrying");
+                std::thread::sleep(Duration::from_secs(5));
+            }
+            self.empty_graveyard(false);
+        }
+    }
+
+    /// Rotates the WAL, writes the frozen buffer to Parquet, records it in the manifest, then
+    /// removes the WAL segments it covered. One at a time (the persist lock).
+    fn flush_once(&self) -> Result<()> {
+        static PERSIST: Mutex<()> = Mutex::new(());
+        let _one_at_a_time = PERSIST.lock().unwrap();
+        let needs_rotation = {
+            let state = self.state.read();
+            state.frozen.is_none() && !state.active.is_empty()
+        };
+        let closed_segment = if needs_rotation {
+            let (reply, wait) = mpsc::channel();
+            {
+                let tx = self.wal_tx.lock().unwrap();
+                let Some(tx) = tx.as_ref() else { return Ok(()) };
+                tx.send(WalCommand::Rotate { reply }).map_err(|_| LakeError::ShuttingDown)?;
+            }
+            Some(wait.recv().map_err(|_| LakeError::ShuttingDown)??)
+        } else {
+            None
+        };
+        let (frozen, mut catalog) = {
+            let state = self.state.read();
+            match &state.frozen {
+                Some(f) => (f.clone(), state.catalog.clone()),
+                None => return Ok(()),
+            }
+        };
+        // The frozen buffer covers every segment before the active one.
+        let covered = closed_segment.unwrap_or_else(|| self.state.read().wal_segment - 1);
+        let started = Instant::now();
+        let changes = persist::persist(&self.dir, &frozen, &mut catalog, &self.config.persist)?;
+        let removed_paths: Vec<PathBuf> = {
+            let mut state = self.state.write();
+            changes.apply(&mut state.catalog);
+            state.catalog.next_file_id = catalog.next_file_id;
+            state.catalog.wal_persisted_through = covered;
+            let expired = persist::expired_files(&state.catalog, doppel_core::time::now_nanos());
+            expired.apply(&mut state.catalog);
+            state.catalog.save(&self.dir)?;
+            state.frozen = None;
+            let removed: Vec<PathBuf> = changes
+                .removed
+                .iter()
+                .chain(&expired.removed)
+                .map(|(_, _, p)| self.dir.join(p))
+                .collect();
+            let now = Instant::now();
+            state.graveyard.extend(removed.iter().map(|p| (now, p.clone())));
+            removed
+        };
+        wal::remove_through(&self.dir.join(WAL_DIR), covered)?;
+        tracing::info!(
+            rows = frozen.rows,
+            files_written = changes.added.len(),
+            files_replaced = removed_paths.len(),
+            elapsed = ?started.elapsed(),
+            "persisted the write buffer"
+        );
+        Ok(())
+    }
+
+    fn empty_graveyard(&self, all: bool) {
+        let due: Vec<PathBuf> = {
+            let mut state = self.state.write();
+            let (due, keep): (Vec<_>, Vec<_>) = state
+                .graveyard
+                .drain(..)
+                .partition(|(t, _)| all || t.elapsed() >= GRAVEYARD_DELAY);
+            state.graveyard = keep;
+            due.into_iter().map(|(_, p)| p).collect()
+        };
+        for path in due {
+            if let Err(e) = std::fs::remove_file(&path)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(file = %path.display(), error = %e, "cannot remove a replaced file");
+            }
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.empty_graveyard(true);
+    }
+}
+
+/// Removes temporary files and Parquet files the manifest does not list: what a crash in
+/// the middle of a persist leaves behind (the data is still in the WAL).
+fn remove_leftovers(dir: &Path, catalog: &Catalog) -> Result<()> {
+    let listed: std::collections::HashSet<PathBuf> = catalog
+        .databases
+        .values()
+        .flat_map(|d| d.tables.values())
+        .flat_map(|t| &t.files)
+        .map(|f| dir.join(&f.path))
+        .collect();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(folder) = stack.pop() {
+        for entry in std::fs::read_dir(&folder).map_err(|e| LakeError::io(&folder, e))? {
+            let entry = entry.map_err(|e| LakeError::io(&folder, e))?;
+            let path = entry.path();
+            let file_type = entry.file_type().map_err(|e| LakeError::io(&path, e))?;
+            if file_type.is_dir() {
+                if path.file_name().is_some_and(|n| n != WAL_DIR) {
+                    stack.push(path);
+                }
+                continue;
+            }
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            let stray_parquet = name.ends_with(".parquet") && !listed.contains(&path);
+            if name.ends_with(".parquet.tmp") || name.ends_with(".json.tmp") || stray_parquet {
+                tracing::warn!(file = %path.display(), "removing a leftover of an interrupted persist");
+                std::fs::remove_file(&path).map_err(|e| LakeError::io(&path, e))?;
+            }
+        }
+    }
+    Ok(())
+}

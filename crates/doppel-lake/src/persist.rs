@@ -1,0 +1,260 @@
+//! Turning buffered rows into Parquet files, merging, compacting and expiring files.
+//!
+//! Invariant kept here: within a table, no two files hold the same series and timestamp. New
+//! rows whose time range overlaps an existing file of the same day are merged with it (last
+//! write wins) and the file is replaced, so queries over files never need to deduplicate.
+//! Files are written to a temporary name, fsynced and renamed; the caller records them in the
+//! manifest before anything that depended on the old state (the WAL, replaced files) goes.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::Path;
+
+use datafusion::arrow::array::{ArrayRef, AsArray, RecordBatch, UInt32Array, new_null_array};
+use datafusion::arrow::compute::{concat_batches, take};
+use datafusion::arrow::datatypes::{SchemaRef, TimestampNanosecondType};
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::parquet::basic::Compression;
+use datafusion::parquet::file::properties::WriterProperties;
+
+use crate::buffer::{Buffer, TIME_COLUMN, sort_dedupe};
+use crate::catalog::{Catalog, FileMeta};
+use crate::error::{LakeError, Result};
+use crate::wal::sync_dir;
+
+pub const NANOS_PER_DAY: i64 = 86_400 * 1_000_000_000;
+
+/// How files are laid out and kept.
+#[derive(Debug, Clone)]
+pub struct PersistConfig {
+    /// A day partition with more files than this has its small files merged.
+    pub max_files_per_partition: usize,
+    /// Files below this size count as small for compaction.
+    pub small_file_bytes: u64,
+}
+
+impl Default for PersistConfig {
+    fn default() -> Self {
+        PersistConfig {
+            max_files_per_partition: 8,
+            small_file_bytes: 64 << 20,
+        }
+    }
+}
+
+/// File changes to record in the catalog: per (database, table), files added and removed.
+#[derive(Debug, Default)]
+pub struct FileChanges {
+    pub added: Vec<(String, String, FileMeta)>,
+    pub removed: Vec<(String, String, String)>,
+}
+
+impl FileChanges {
+    pub fn apply(&self, catalog: &mut Catalog) {
+        for (db, table, path) in &self.removed {
+            if let Some(t) = catalog.databases.get_mut(db).and_then(|d| d.tables.get_mut(table)) {
+                t.files.retain(|f| &f.path != path);
+            }
+        }
+        for (db, table, meta) in &self.added {
+            let t = catalog
+                .databases
+                .entry(db.clone())
+                .or_default()
+                .tables
+                .entry(table.clone())
+                .or_default();
+            t.files.push(meta.clone());
+            t.files.sort_by(|a, b| (a.day, a.min_time).cmp(&(b.day, b.min_time)));
+        }
+    }
+}
+
+/// Writes the buffer's rows into Parquet under `dir`, merging with the overlapping files that
+/// `catalog` lists. `catalog.next_file_id` is advanced for the files written.
+pub fn persist(dir: &Path, buffer: &Buffer, catalog: &mut Catalog, config: &PersistConfig) -> Result<FileChanges> {
+    let mut changes = FileChanges::default();
+    for (db, tables) in &buffer.databases {
+        for (table, rows) in tables {
+            let Some(table_catalog) = catalog.table(db, table) else {
+                return Err(LakeError::Invalid(format!("buffered table {db}.{table} is not in the catalog")));
+            };
+            let schema = table_catalog.schema();
+            let existing = table_catalog.files.clone();
+            let batch = rows.to_batch(&schema)?;
+            for (day, part) in split_by_day(&batch)? {
+                let (min, max) = time_range(&part);
+                let in_day: Vec<&FileMeta> = existing.iter().filter(|f| f.day == day).collect();
+                let overlapping: Vec<&FileMeta> =
+                    in_day.iter().copied().filter(|f| f.min_time <= max && f.max_time >= min).collect();
+                let small: Vec<&FileMeta> = if in_day.len() + 1 > config.max_files_per_partition {
+                    in_day.iter().copied().filter(|f| f.bytes < config.small_file_bytes).collect()
+                } else {
+                    Vec::new()
+                };
+                let mut merge: Vec<&FileMeta> = overlapping;
+                for f in small {
+                    if !merge.iter().any(|m| m.path == f.path) {
+                        merge.push(f);
+                    }
+                }
+                // Older data first so the new rows win.
+                merge.sort_by_key(|f| f.path.clone());
+                let combined = if merge.is_empty() {
+                    part
+                } else {
+                    let mut batches = Vec::with_capacity(merge.len() + 1);
+                    for f in &merge {
+                        batches.push(read_file(&dir.join(&f.path), &schema.arrow)?);
+                        changes.removed.push((db.clone(), table.clone(), f.path.clone()));
+                    }
+                    batches.push(part);
+                    let all = concat_batches(&schema.arrow, &batches).map_err(LakeError::arrow)?;
+                    sort_dedupe(&all, schema.tag_count)?
+                };
+                let id = catalog.next_file_id;
+                catalog.next_file_id += 1;
+                let meta = write_file(dir, db, table, day, id, &combined)?;
+                changes.added.push((db.clone(), table.clone(), meta));
+            }
+        }
+    }
+    Ok(changes)
+}
+
+/// Files of tables with a retention period whose newest row is older than it.
+pub fn expired_files(catalog: &Catalog, now: i64) -> FileChanges {
+    let mut changes = FileChanges::default();
+    for (db, database) in &catalog.databases {
+        for (table, t) in &database.tables {
+            let Some(retention) = t.retention_nanos else { continue };
+            for f in &t.files {
+                if f.max_time < now - retention {
+                    changes.removed.push((db.clone(), table.clone(), f.path.clone()));
+                }
+            }
+        }
+    }
+    changes
+}
+
+pub fn time_range(batch: &RecordBatch) -> (i64, i64) {
+    let times = batch
+        .column_by_name(TIME_COLUMN)
+        .expect("every table has a time column")
+        .as_primitive::<TimestampNanosecondType>();
+    let min = times.values().iter().copied().min().unwrap_or(0);
+    let max = times.values().iter().copied().max().unwrap_or(0);
+    (min, max)
+}
+
+/// Splits a sorted batch into one batch per UTC day, keeping the order within each.
+fn split_by_day(batch: &RecordBatch) -> Result<Vec<(i64, RecordBatch)>> {
+    let times = batch
+        .column_by_name(TIME_COLUMN)
+        .expect("every table has a time column")
+        .as_primitive::<TimestampNanosecondType>();
+    let mut days: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
+    for (i, t) in times.values().iter().enumerate() {
+        days.entry(t.div_euclid(NANOS_PER_DAY)).or_default().push(i as u32);
+    }
+    if days.len() == 1 {
+        let day = *days.keys().next().expect("one day");
+        return Ok(vec![(day, batch.clone())]);
+    }
+    days.into_iter()
+        .map(|(day, rows)| {
+            let indices = UInt32Array::from(rows);
+            let columns = batch
+                .columns()
+                .iter()
+                .map(|c| take(c.as_ref(), &indices, None))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(LakeError::arrow)?;
+            Ok((day, RecordBatch::try_new(batch.schema(), columns).map_err(LakeError::arrow)?))
+        })
+        .collect()
+}
+
+/// Makes a table or database name safe as one path component: letters, digits, `_`, `-`
+/// and `.` stay; anything else becomes `%XX` (so distinct names stay distinct).
+pub fn path_component(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-') || (b == b'.' && !out.is_empty()) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn day_name(day: i64) -> String {
+    chrono::DateTime::from_timestamp(day * 86_400, 0)
+        .map(|d| d.format("%Y-%m-%d").to_string())
+        .unwrap_or_else(|| format!("day{day}"))
+}
+
+fn write_file(dir: &Path, db: &str, table: &str, day: i64, id: u64, batch: &RecordBatch) -> Result<FileMeta> {
+    let relative = format!("{}/{}/{}/{id:012}.parquet", path_component(db), path_component(table), day_name(day));
+    let path = dir.join(&relative);
+    let partition = path.parent().expect("a file has a folder");
+    std::fs::create_dir_all(partition).map_err(|e| LakeError::io(partition, e))?;
+    let tmp = path.with_extension("parquet.tmp");
+    let file = File::create(&tmp).map_err(|e| LakeError::io(&tmp, e))?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(1 << 20))
+        .build();
+    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(LakeError::arrow)?;
+    writer.write(batch).map_err(LakeError::arrow)?;
+    let file = writer.into_inner().map_err(LakeError::arrow)?;
+    file.sync_all().map_err(|e| LakeError::io(&tmp, e))?;
+    let bytes = file.metadata().map_err(|e| LakeError::io(&tmp, e))?.len();
+    std::fs::rename(&tmp, &path).map_err(|e| LakeError::io(&path, e))?;
+    sync_dir(partition)?;
+    if let Some(table_dir) = partition.parent() {
+        sync_dir(table_dir)?;
+    }
+    let (min_time, max_time) = time_range(batch);
+    Ok(FileMeta {
+        path: relative,
+        day,
+        min_time,
+        max_time,
+        rows: batch.num_rows() as u64,
+        bytes,
+    })
+}
+
+/// Reads a whole Parquet file into one batch with the table's current schema (columns the
+/// file predates are null).
+pub fn read_file(path: &Path, schema: &SchemaRef) -> Result<RecordBatch> {
+    let file = File::open(path).map_err(|e| LakeError::io(path, e))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(LakeError::arrow)?
+        .with_batch_size(64 * 1024)
+        .build()
+        .map_err(LakeError::arrow)?;
+    let mut batches = Vec::new();
+    for batch in reader {
+        batches.push(align_to_schema(&batch.map_err(LakeError::arrow)?, schema)?);
+    }
+    concat_batches(schema, &batches).map_err(LakeError::arrow)
+}
+
+/// The batch's columns in `schema`'s order, with nulls for the columns it lacks.
+pub fn align_to_schema(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    let columns: Vec<ArrayRef> = schema
+        .fields()
+        .iter()
+        .map(|f| match batch.column_by_name(f.name()) {
+            Some(c) => c.clone(),
+            None => new_null_array(f.data_type(), batch.num_rows()),
+        })
+        .collect();
+    RecordBatch::try_new(schema.clone(), columns).map_err(LakeError::arrow)
+}
+

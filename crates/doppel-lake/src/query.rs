@@ -1,0 +1,140 @@
+//! SQL over a database: every table is its Parquet files plus its buffered rows.
+//!
+//! A query works on a snapshot taken under the lake's lock (file list and buffered batches),
+//! so it never sees a half-persisted state. Files never overlap each other (see `persist`);
+//! buffered rows may overlap files or each other, and then that table is merged in memory
+//! with last-write-wins before it is scanned. This module reads; it never changes the lake.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::datasource::MemTable;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::error::Result as DfResult;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::union::UnionExec;
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+use crate::buffer::{TableSchema, sort_dedupe};
+use crate::catalog::FileMeta;
+use crate::error::{LakeError, Result};
+use crate::persist::read_file;
+
+/// One table as a query sees it.
+pub struct TableSnapshot {
+    pub name: String,
+    pub schema: TableSchema,
+    pub files: Vec<FileMeta>,
+    /// Buffered rows, oldest buffer first, each sorted and deduplicated, in the table schema.
+    pub buffers: Vec<RecordBatch>,
+}
+
+/// Builds a DataFusion session with the database's tables registered.
+pub fn session(data_dir: &Path, tables: Vec<TableSnapshot>) -> Result<SessionContext> {
+    let config = SessionConfig::new()
+        .with_information_schema(true)
+        .with_target_partitions(std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let ctx = SessionContext::new_with_config(config);
+    for table in tables {
+        let name = table.name.clone();
+        let provider = LakeTable::new(data_dir, table)?;
+        ctx.register_table(datafusion::common::TableReference::bare(name), Arc::new(provider))?;
+    }
+    Ok(ctx)
+}
+
+#[derive(Debug)]
+struct LakeTable {
+    schema: SchemaRef,
+    files: Vec<PathBuf>,
+    memory: Vec<RecordBatch>,
+}
+
+impl LakeTable {
+    fn new(data_dir: &Path, table: TableSnapshot) -> Result<Self> {
+        let schema = table.schema.arrow.clone();
+        let mut files: Vec<&FileMeta> = table.files.iter().collect();
+        let mut memory = Vec::new();
+        let buffered_rows: usize = table.buffers.iter().map(RecordBatch::num_rows).sum();
+        if buffered_rows > 0 {
+            let (min, max) = table
+                .buffers
+                .iter()
+                .filter(|b| b.num_rows() > 0)
+                .map(crate::persist::time_range)
+                .fold((i64::MAX, i64::MIN), |(lo, hi), (a, b)| (lo.min(a), hi.max(b)));
+            let overlapping: Vec<&FileMeta> =
+                files.iter().copied().filter(|f| f.min_time <= max && f.max_time >= min).collect();
+            let several_buffers = table.buffers.iter().filter(|b| b.num_rows() > 0).count() > 1;
+            if overlapping.is_empty() && !several_buffers {
+                memory = table.buffers;
+            } else {
+                // Overlap: merge these files and the buffers in memory, newest last so it wins.
+                let mut batches = Vec::new();
+                for f in &overlapping {
+                    batches.push(read_file(&data_dir.join(&f.path), &schema)?);
+                }
+                batches.extend(table.buffers);
+                let all = concat_batches(&schema, &batches).map_err(LakeError::arrow)?;
+                memory = vec![sort_dedupe(&all, table.schema.tag_count)?];
+                files.retain(|f| !overlapping.iter().any(|o| o.path == f.path));
+            }
+        }
+        Ok(LakeTable {
+            schema,
+            files: files.iter().map(|f| data_dir.join(&f.path)).collect(),
+            memory,
+        })
+    }
+}
+
+#[async_trait]
+impl TableProvider for LakeTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        // Filters prune Parquet row groups; DataFusion still applies them exactly afterwards.
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+        if !self.files.is_empty() {
+            let urls = self
+                .files
+                .iter()
+                .map(|p| ListingTableUrl::parse(p.to_string_lossy()))
+                .collect::<DfResult<Vec<_>>>()?;
+            let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+            let config = ListingTableConfig::new_with_multi_paths(urls)
+                .with_listing_options(options)
+                .with_schema(self.schema.clone());
+            let listing = ListingTable::try_new(config)?;
+            inputs.push(listing.scan(state, projection, filters, limit).await?);
+        }
+        if !self.memory.is_empty() || inputs.is_empty() {
+            let memory = MemTable::try_new(self.schema.clone(), vec![self.memory.clone()])?;
+            inputs.push(memory.scan(state, projection, filters, limit).await?);
+        }
+        UnionExec::try_new(inputs)
+    }
+}
