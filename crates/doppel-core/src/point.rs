@@ -90,7 +90,10 @@ pub fn validate_name(kind: &str, name: &str) -> Result<(), String> {
         return Err(format!("{kind} name is empty"));
     }
     if name.chars().any(|c| c.is_control()) {
-        return Err(format!("{kind} name `{}` contains a control character", name.escape_debug()));
+        return Err(format!(
+            "{kind} name `{}` contains a control character",
+            name.escape_debug()
+        ));
     }
     Ok(())
 }

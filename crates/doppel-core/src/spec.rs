@@ -192,7 +192,12 @@ impl<'a> Problems<'a> {
         }
     }
 
-    fn push(&mut self, span: std::ops::Range<usize>, key: impl Into<String>, message: impl Into<String>) {
+    fn push(
+        &mut self,
+        span: std::ops::Range<usize>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) {
         let (line, column) = line_and_column(self.text, span.start);
         self.list.push(SpecProblem {
             file: self.file.to_owned(),
@@ -219,7 +224,11 @@ fn validate(raw: RawSpec, problems: &mut Problems) -> TwinSpec {
         let site = site.into_inner();
         check_id(problems, &site.id, &format!("site[{i}].id"));
         if !site_ids.insert(site.id.get_ref().clone()) {
-            problems.push(site.id.span(), format!("site[{i}].id"), format!("duplicate site id `{}`", site.id.get_ref()));
+            problems.push(
+                site.id.span(),
+                format!("site[{i}].id"),
+                format!("duplicate site id `{}`", site.id.get_ref()),
+            );
         }
         sites.push(Site {
             id: site.id.into_inner(),
@@ -236,17 +245,28 @@ fn validate(raw: RawSpec, problems: &mut Problems) -> TwinSpec {
         let key = format!("asset[{i}]");
         check_id(problems, &asset.id, &format!("{key}.id"));
         if asset_index.insert(asset.id.get_ref().clone(), i).is_some() {
-            problems.push(asset.id.span(), format!("{key}.id"), format!("duplicate asset id `{}`", asset.id.get_ref()));
+            problems.push(
+                asset.id.span(),
+                format!("{key}.id"),
+                format!("duplicate asset id `{}`", asset.id.get_ref()),
+            );
         }
         if !site_ids.contains(asset.site.get_ref()) {
             problems.push(
                 asset.site.span(),
                 format!("{key}.site"),
-                format!("unknown site `{}`: declare it in a [[site]] table", asset.site.get_ref()),
+                format!(
+                    "unknown site `{}`: declare it in a [[site]] table",
+                    asset.site.get_ref()
+                ),
             );
         }
         if asset.kind.get_ref().trim().is_empty() {
-            problems.push(asset.kind.span(), format!("{key}.kind"), "kind is empty: say what the asset is, e.g. `pump`");
+            problems.push(
+                asset.kind.span(),
+                format!("{key}.kind"),
+                "kind is empty: say what the asset is, e.g. `pump`",
+            );
         }
         parent_spans.push(asset.parent.as_ref().map(|p| p.span()));
         assets.push(Asset {
@@ -261,20 +281,33 @@ fn validate(raw: RawSpec, problems: &mut Problems) -> TwinSpec {
     check_parents(problems, &assets, &asset_index, &parent_spans);
 
     let mut sensor_ids: HashSet<String> = HashSet::new();
-    let mut series_owner: HashMap<(String, BTreeMap<String, String>, String), String> = HashMap::new();
+    let mut series_owner: HashMap<(String, BTreeMap<String, String>, String), String> =
+        HashMap::new();
     let mut sensors = Vec::new();
     for (i, sensor) in raw.sensors.into_iter().enumerate() {
         let s = sensor.into_inner();
         let key = format!("sensor[{i}]");
         check_id(problems, &s.id, &format!("{key}.id"));
         if !sensor_ids.insert(s.id.get_ref().clone()) {
-            problems.push(s.id.span(), format!("{key}.id"), format!("duplicate sensor id `{}`", s.id.get_ref()));
+            problems.push(
+                s.id.span(),
+                format!("{key}.id"),
+                format!("duplicate sensor id `{}`", s.id.get_ref()),
+            );
         }
         if !asset_index.contains_key(s.asset.get_ref()) {
-            problems.push(s.asset.span(), format!("{key}.asset"), format!("unknown asset `{}`", s.asset.get_ref()));
+            problems.push(
+                s.asset.span(),
+                format!("{key}.asset"),
+                format!("unknown asset `{}`", s.asset.get_ref()),
+            );
         }
         if s.unit.get_ref().trim().is_empty() {
-            problems.push(s.unit.span(), format!("{key}.unit"), "unit is empty: use e.g. `degC`, `kW`, `1` for dimensionless");
+            problems.push(
+                s.unit.span(),
+                format!("{key}.unit"),
+                "unit is empty: use e.g. `degC`, `kW`, `1` for dimensionless",
+            );
         }
         if let (Some(min), Some(max)) = (&s.min, &s.max)
             && min.get_ref() > max.get_ref()
@@ -287,7 +320,11 @@ fn validate(raw: RawSpec, problems: &mut Problems) -> TwinSpec {
         }
         for bound in [&s.min, &s.max].into_iter().flatten() {
             if !bound.get_ref().is_finite() {
-                problems.push(bound.span(), format!("{key}.min/max"), "bounds must be finite numbers");
+                problems.push(
+                    bound.span(),
+                    format!("{key}.min/max"),
+                    "bounds must be finite numbers",
+                );
             }
         }
         let period_nanos = match parse_duration(s.period.get_ref()) {
@@ -298,12 +335,20 @@ fn validate(raw: RawSpec, problems: &mut Problems) -> TwinSpec {
             }
         };
         if s.measurement.get_ref().is_empty() {
-            problems.push(s.measurement.span(), format!("{key}.measurement"), "measurement is empty");
+            problems.push(
+                s.measurement.span(),
+                format!("{key}.measurement"),
+                "measurement is empty",
+            );
         }
         if s.field.get_ref().is_empty() {
             problems.push(s.field.span(), format!("{key}.field"), "field is empty");
         }
-        let series = (s.measurement.get_ref().clone(), s.tags.clone(), s.field.get_ref().clone());
+        let series = (
+            s.measurement.get_ref().clone(),
+            s.tags.clone(),
+            s.field.get_ref().clone(),
+        );
         if let Some(other) = series_owner.insert(series, s.id.get_ref().clone()) {
             problems.push(
                 s.field.span(),
@@ -342,7 +387,10 @@ fn check_id(problems: &mut Problems, id: &Spanned<String>, key: &str) {
         problems.push(
             id.span(),
             key,
-            format!("id `{}` must be non-empty letters, digits, `_`, `-`, `.` or `:`", value.escape_debug()),
+            format!(
+                "id `{}` must be non-empty letters, digits, `_`, `-`, `.` or `:`",
+                value.escape_debug()
+            ),
         );
     }
 }
@@ -355,10 +403,16 @@ fn check_parents(
     parent_spans: &[Option<std::ops::Range<usize>>],
 ) {
     for (i, asset) in assets.iter().enumerate() {
-        let Some(parent) = &asset.parent else { continue };
+        let Some(parent) = &asset.parent else {
+            continue;
+        };
         let span = parent_spans[i].clone().unwrap_or(0..0);
         if !index.contains_key(parent) {
-            problems.push(span, format!("asset[{i}].parent"), format!("unknown parent asset `{parent}`"));
+            problems.push(
+                span,
+                format!("asset[{i}].parent"),
+                format!("unknown parent asset `{parent}`"),
+            );
             continue;
         }
         // Walk up at most assets.len() steps: a longer walk must have gone round a cycle.
@@ -413,7 +467,10 @@ field = "vibration"
 "#;
 
     fn problems(text: &str) -> Vec<SpecProblem> {
-        parse(text, Path::new("twin.toml")).unwrap_err().problems().to_vec()
+        parse(text, Path::new("twin.toml"))
+            .unwrap_err()
+            .problems()
+            .to_vec()
     }
 
     #[test]
@@ -427,7 +484,9 @@ field = "vibration"
 
     #[test]
     fn duplicate_ids_are_reported_with_line() {
-        let text = GOOD.replace("id = \"loop\"", "id = \"pump-1\"").replace("parent = \"loop\"", "");
+        let text = GOOD
+            .replace("id = \"loop\"", "id = \"pump-1\"")
+            .replace("parent = \"loop\"", "");
         let found = problems(&text);
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].key, "asset[1].id");
@@ -437,7 +496,9 @@ field = "vibration"
 
     #[test]
     fn unknown_parent_and_min_above_max_are_both_reported() {
-        let text = GOOD.replace("parent = \"loop\"", "parent = \"nowhere\"").replace("max = 45.0", "max = -1.0");
+        let text = GOOD
+            .replace("parent = \"loop\"", "parent = \"nowhere\"")
+            .replace("max = 45.0", "max = -1.0");
         let found = problems(&text);
         let keys: Vec<_> = found.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(keys, ["asset[1].parent", "sensor[0].min"]);
@@ -447,14 +508,23 @@ field = "vibration"
 
     #[test]
     fn cycles_are_found() {
-        let text = GOOD.replace("kind = \"coolant_loop\"", "kind = \"coolant_loop\"\nparent = \"pump-1\"");
+        let text = GOOD.replace(
+            "kind = \"coolant_loop\"",
+            "kind = \"coolant_loop\"\nparent = \"pump-1\"",
+        );
         let found = problems(&text);
-        assert!(found.iter().any(|p| p.message.contains("parent cycle: loop -> pump-1 -> loop")), "{found:?}");
+        assert!(
+            found
+                .iter()
+                .any(|p| p.message.contains("parent cycle: loop -> pump-1 -> loop")),
+            "{found:?}"
+        );
     }
 
     #[test]
     fn toml_errors_and_unknown_keys_say_where() {
-        let found = problems("[[asset]]\nid = \"a\"\nsite = \"s\"\nkind = \"k\"\ncolour = \"red\"\n");
+        let found =
+            problems("[[asset]]\nid = \"a\"\nsite = \"s\"\nkind = \"k\"\ncolour = \"red\"\n");
         assert_eq!(found[0].line, 5);
         assert!(found[0].message.contains("colour"), "{}", found[0].message);
         let found = problems("name = \n");

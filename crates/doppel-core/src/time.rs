@@ -113,7 +113,9 @@ pub fn parse_duration(text: &str) -> Result<i64, String> {
     };
     let nanos = value * unit_nanos;
     if !(nanos.is_finite() && nanos > 0.0 && nanos < i64::MAX as f64) {
-        return Err(format!("duration `{text}` must be positive and below 292 years"));
+        return Err(format!(
+            "duration `{text}` must be positive and below 292 years"
+        ));
     }
     Ok(nanos.round() as i64)
 }

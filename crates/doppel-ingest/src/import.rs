@@ -125,8 +125,12 @@ pub fn import_file<E: std::fmt::Display>(
         if builder.batch.points.len() >= options.batch_rows {
             stats.values += builder.batch.field_count() as u64;
             progress(stats.rows);
-            let batch = std::mem::replace(&mut builder.batch, WriteBatch::new(options.database.clone()));
-            sink(batch).map_err(|e| builder.error(row.line, None, format!("writing failed: {e}")))?;
+            let batch = std::mem::replace(
+                &mut builder.batch,
+                WriteBatch::new(options.database.clone()),
+            );
+            sink(batch)
+                .map_err(|e| builder.error(row.line, None, format!("writing failed: {e}")))?;
         }
     }
     if !builder.batch.points.is_empty() {
@@ -187,7 +191,10 @@ impl TextTable {
             .map_err(|e| err(1, format!("cannot read: {e}")))?;
         let first = first.trim_start_matches('\u{feff}').to_owned();
         if first.trim().is_empty() {
-            return Err(err(1, "the file is empty (or its first line is blank)".into()));
+            return Err(err(
+                1,
+                "the file is empty (or its first line is blank)".into(),
+            ));
         }
         let separator = match options.separator {
             Separator::Auto => detect_separator(&first),
@@ -298,7 +305,10 @@ impl RowSource for TextRows {
                 .into_iter()
                 .map(|f| {
                     let f = f.trim();
-                    if f.is_empty() || f.eq_ignore_ascii_case("nan") || f.eq_ignore_ascii_case("null") {
+                    if f.is_empty()
+                        || f.eq_ignore_ascii_case("nan")
+                        || f.eq_ignore_ascii_case("null")
+                    {
                         Cell::Missing
                     } else {
                         Cell::Text(f.to_owned())
@@ -307,22 +317,32 @@ impl RowSource for TextRows {
                 .collect(),
         }))
     }
-
 }
 
 /// Reads a file stored with one variable per line and turns it into one row per sample.
-fn transpose(path: &Path, options: &ImportOptions, mut lines: LineSplitter) -> Result<Table, ImportError> {
+fn transpose(
+    path: &Path,
+    options: &ImportOptions,
+    mut lines: LineSplitter,
+) -> Result<Table, ImportError> {
     let mut variables = Vec::new();
     while let Some((_, fields)) = lines.next_fields()? {
         variables.push(fields);
     }
     let samples = variables.first().map_or(0, Vec::len);
-    if let Some((i, v)) = variables.iter().enumerate().find(|(_, v)| v.len() != samples) {
+    if let Some((i, v)) = variables
+        .iter()
+        .enumerate()
+        .find(|(_, v)| v.len() != samples)
+    {
         return Err(ImportError {
             file: path.to_owned(),
             line: i + 1,
             column: None,
-            message: format!("has {} values but line 1 has {samples}: a transposed file must be rectangular", v.len()),
+            message: format!(
+                "has {} values but line 1 has {samples}: a transposed file must be rectangular",
+                v.len()
+            ),
         });
     }
     let columns = options
@@ -338,7 +358,9 @@ fn transpose(path: &Path, options: &ImportOptions, mut lines: LineSplitter) -> R
         .collect();
     Ok(Table {
         columns,
-        rows: Box::new(VecRows { rows: rows.into_iter() }),
+        rows: Box::new(VecRows {
+            rows: rows.into_iter(),
+        }),
     })
 }
 
@@ -405,12 +427,14 @@ impl RowSource for ParquetRows {
                     .columns()
                     .iter()
                     .enumerate()
-                    .map(|(c, array)| arrow_cell(array.as_ref(), i).map_err(|message| ImportError {
-                        file: self.path.clone(),
-                        line: self.row_number,
-                        column: Some(batch.schema().field(c).name().clone()),
-                        message,
-                    }))
+                    .map(|(c, array)| {
+                        arrow_cell(array.as_ref(), i).map_err(|message| ImportError {
+                            file: self.path.clone(),
+                            line: self.row_number,
+                            column: Some(batch.schema().field(c).name().clone()),
+                            message,
+                        })
+                    })
                     .collect::<Result<_, _>>()?;
                 return Ok(Some(Row {
                     line: self.row_number,
@@ -434,7 +458,6 @@ impl RowSource for ParquetRows {
             }
         }
     }
-
 }
 
 fn arrow_cell(array: &dyn Array, i: usize) -> Result<Cell, String> {
@@ -458,9 +481,15 @@ fn arrow_cell(array: &dyn Array, i: usize) -> Result<Cell, String> {
         DataType::LargeUtf8 => Cell::Text(array.as_string::<i64>().value(i).to_owned()),
         DataType::Timestamp(unit, _) => {
             let value = match unit {
-                TimeUnit::Second => array.as_primitive::<TimestampSecondType>().value(i) * 1_000_000_000,
-                TimeUnit::Millisecond => array.as_primitive::<TimestampMillisecondType>().value(i) * 1_000_000,
-                TimeUnit::Microsecond => array.as_primitive::<TimestampMicrosecondType>().value(i) * 1_000,
+                TimeUnit::Second => {
+                    array.as_primitive::<TimestampSecondType>().value(i) * 1_000_000_000
+                }
+                TimeUnit::Millisecond => {
+                    array.as_primitive::<TimestampMillisecondType>().value(i) * 1_000_000
+                }
+                TimeUnit::Microsecond => {
+                    array.as_primitive::<TimestampMicrosecondType>().value(i) * 1_000
+                }
                 TimeUnit::Nanosecond => array.as_primitive::<TimestampNanosecondType>().value(i),
             };
             Cell::Time(value)
@@ -470,7 +499,11 @@ fn arrow_cell(array: &dyn Array, i: usize) -> Result<Cell, String> {
                 .map_err(|e| format!("cannot read dictionary value: {e}"))?;
             Cell::Text(cast.as_string::<i32>().value(0).to_owned())
         }
-        other => return Err(format!("column type {other} is not supported: use numbers, booleans, text or timestamps")),
+        other => {
+            return Err(format!(
+                "column type {other} is not supported: use numbers, booleans, text or timestamps"
+            ));
+        }
     })
 }
 
@@ -512,7 +545,11 @@ impl BatchBuilder {
         if columns.is_empty() {
             return Err(this.error(1, None, "the file has no columns".into()));
         }
-        if let Some(dup) = columns.iter().enumerate().find(|(i, c)| columns[..*i].contains(c)) {
+        if let Some(dup) = columns
+            .iter()
+            .enumerate()
+            .find(|(i, c)| columns[..*i].contains(c))
+        {
             return Err(this.error(1, Some(dup.1), "column name appears twice".into()));
         }
         if let TimeSource::Column { name, .. } = &options.time {
@@ -543,7 +580,11 @@ impl BatchBuilder {
             this.roles[i] = Role::Tag;
         }
         if !this.roles.iter().any(|r| matches!(r, Role::Field(_))) {
-            return Err(this.error(1, None, "the file has no value columns besides time and tags".into()));
+            return Err(this.error(
+                1,
+                None,
+                "the file has no value columns besides time and tags".into(),
+            ));
         }
         Ok(this)
     }
@@ -562,14 +603,22 @@ impl BatchBuilder {
             return Err(self.error(
                 line,
                 None,
-                format!("has {} values but the header names {} columns", cells.len(), self.columns.len()),
+                format!(
+                    "has {} values but the header names {} columns",
+                    cells.len(),
+                    self.columns.len()
+                ),
             ));
         }
         let time = match (&self.options.time, self.time_column) {
             (TimeSource::Generated { start, period }, _) => start + period * index as i64,
-            (TimeSource::Column { epoch_unit_nanos, .. }, Some(c)) => {
-                parse_time(&cells[c], *epoch_unit_nanos).map_err(|m| self.error(line, Some(&self.columns[c]), m))?
-            }
+            (
+                TimeSource::Column {
+                    epoch_unit_nanos, ..
+                },
+                Some(c),
+            ) => parse_time(&cells[c], *epoch_unit_nanos)
+                .map_err(|m| self.error(line, Some(&self.columns[c]), m))?,
             (TimeSource::Column { .. }, None) => unreachable!("a time column was found in new()"),
         };
         let mut tags = self.options.tags.clone();
@@ -593,7 +642,11 @@ impl BatchBuilder {
                         return Err(self.error(
                             line,
                             Some(&self.columns[c]),
-                            format!("value `{}` is not a {} like the rest of the column", cell_to_string(cell), expected.expect("typed")),
+                            format!(
+                                "value `{}` is not a {} like the rest of the column",
+                                cell_to_string(cell),
+                                expected.expect("typed")
+                            ),
                         ));
                     };
                     self.roles[c] = Role::Field(Some(value.field_type()));
@@ -691,7 +744,12 @@ fn parse_time_text(text: &str, epoch_unit_nanos: i64) -> Result<i64, String> {
     if let Ok(t) = doppel_core::time::parse_rfc3339(text) {
         return Ok(t);
     }
-    for format in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y/%m/%d %H:%M:%S%.f", "%Y-%m-%d %H:%M"] {
+    for format in [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y/%m/%d %H:%M:%S%.f",
+        "%Y-%m-%d %H:%M",
+    ] {
         if let Ok(t) = chrono::NaiveDateTime::parse_from_str(text, format) {
             return t
                 .and_utc()
@@ -700,12 +758,12 @@ fn parse_time_text(text: &str, epoch_unit_nanos: i64) -> Result<i64, String> {
         }
     }
     if let Ok(d) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-        return Ok(d
+        return d
             .and_hms_opt(0, 0, 0)
             .expect("midnight exists")
             .and_utc()
             .timestamp_nanos_opt()
-            .ok_or_else(|| "time is outside the years 1677..2262".to_string())?);
+            .ok_or_else(|| "time is outside the years 1677..2262".to_string());
     }
     Err(format!(
         "`{text}` is not a time: expected RFC 3339, `YYYY-MM-DD HH:MM:SS` (UTC) or an epoch number"

@@ -42,6 +42,9 @@ impl fmt::Display for LineError {
 #[derive(Debug, Default)]
 pub struct ParseOutcome {
     pub points: Vec<Point>,
+    /// For each point, its 1-based line number and its byte range in the body, so that a
+    /// later refusal (a field type conflict, say) can name the line too.
+    pub sources: Vec<(usize, std::ops::Range<usize>)>,
     pub errors: Vec<LineError>,
 }
 
@@ -69,9 +72,17 @@ pub fn parse_lines(body: &str, precision: Precision, default_time: i64) -> Parse
             Err(_) => parser.skip_to_line_end(),
         };
         let line_text = body[start..end].trim_end_matches(['\n', '\r']);
-        let extra_lines = body[start..end].trim_end_matches('\n').matches('\n').count();
+        let extra_lines = body[start..end]
+            .trim_end_matches('\n')
+            .matches('\n')
+            .count();
         match result {
-            Ok(Some(point)) => outcome.points.push(point),
+            Ok(Some(point)) => {
+                outcome.points.push(point);
+                outcome
+                    .sources
+                    .push((line_number, start..start + line_text.len()));
+            }
             Ok(None) => {}
             Err((column, message)) => outcome.errors.push(LineError {
                 line_number,
@@ -165,7 +176,8 @@ impl<'a> LineParser<'a> {
         loop {
             let key = self.name(NameKind::FieldKey)?;
             if key.is_empty() {
-                return self.fail("empty field key (a line needs at least one field, as key=value)");
+                return self
+                    .fail("empty field key (a line needs at least one field, as key=value)");
             }
             if self.peek() != Some(b'=') {
                 return self.fail(format!("field `{key}` has no `=value`"));
@@ -197,7 +209,10 @@ impl<'a> LineParser<'a> {
                     let raw = self.timestamp()?;
                     time = match precision.to_nanos(raw) {
                         Some(t) => t,
-                        None => return self.fail(format!("timestamp {raw}{precision} is out of range")),
+                        None => {
+                            return self
+                                .fail(format!("timestamp {raw}{precision} is out of range"));
+                        }
                     };
                 }
             }
@@ -324,7 +339,9 @@ impl<'a> LineParser<'a> {
             .all(|c| c.is_ascii_digit() || matches!(c, b'.' | b'-' | b'+' | b'e' | b'E'));
         match raw.parse::<f64>() {
             Ok(v) if looks_numeric && v.is_finite() => Ok(FieldValue::Float(v)),
-            _ => invalid("a number, an integer (`1i`), an unsigned integer (`1u`), a boolean or a \"string\""),
+            _ => invalid(
+                "a number, an integer (`1i`), an unsigned integer (`1u`), a boolean or a \"string\"",
+            ),
         }
     }
 
@@ -368,7 +385,9 @@ impl<'a> LineParser<'a> {
             Ok(v) if is_plain_integer(raw, true) => Ok(v),
             _ => Err((
                 start - self.line_start + 1,
-                format!("timestamp `{raw}` is not an integer (Unix time in the request's precision)"),
+                format!(
+                    "timestamp `{raw}` is not an integer (Unix time in the request's precision)"
+                ),
             )),
         }
     }

@@ -149,7 +149,10 @@ impl FieldColumn {
             (FieldColumn::Boolean(b), FieldValue::Boolean(v)) => b.append_value(*v),
             (column, value) => {
                 // Unreachable when the catalog did its job; a null keeps the columns aligned.
-                tracing::error!(?value, "field value does not match its column type; stored as null");
+                tracing::error!(
+                    ?value,
+                    "field value does not match its column type; stored as null"
+                );
                 column.append_nulls(1);
             }
         }
@@ -176,7 +179,11 @@ impl TableBuffer {
             Some(&id) => id,
             None => {
                 let id = self.series_tags.len() as u32;
-                bytes += point.tags.iter().map(|(k, v)| k.len() + v.len() + 48).sum::<usize>();
+                bytes += point
+                    .tags
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len() + 48)
+                    .sum::<usize>();
                 self.series.insert(point.tags.clone(), id);
                 self.series_tags.push(point.tags.clone());
                 id
@@ -228,10 +235,14 @@ impl TableBuffer {
             } else if let Some(column) = self.fields.get(name) {
                 columns.push(column.finish_cloned());
             } else {
-                columns.push(datafusion::arrow::array::new_null_array(field.data_type(), rows));
+                columns.push(datafusion::arrow::array::new_null_array(
+                    field.data_type(),
+                    rows,
+                ));
             }
         }
-        let batch = RecordBatch::try_new(schema.arrow.clone(), columns).map_err(LakeError::arrow)?;
+        let batch =
+            RecordBatch::try_new(schema.arrow.clone(), columns).map_err(LakeError::arrow)?;
         sort_dedupe(&batch, schema.tag_count)
     }
 }
@@ -306,7 +317,11 @@ pub fn sort_dedupe(batch: &RecordBatch, tag_count: usize) -> Result<RecordBatch>
                     Some(group[0])
                 } else {
                     // The last write with a value wins; all null stays null.
-                    group.iter().rev().copied().find(|&r| column.is_valid(r as usize))
+                    group
+                        .iter()
+                        .rev()
+                        .copied()
+                        .find(|&r| column.is_valid(r as usize))
                 }
             })
             .collect();
@@ -323,8 +338,14 @@ mod tests {
     fn point(tags: &[(&str, &str)], fields: &[(&str, FieldValue)], time: i64) -> Point {
         Point {
             measurement: "m".into(),
-            tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            fields: fields.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+            tags: tags
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            fields: fields
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
             time,
         }
     }
@@ -336,14 +357,21 @@ mod tests {
             "db",
             &[
                 point(&[("a", "2")], &[("x", FieldValue::Float(1.0))], 20),
-                point(&[("a", "1")], &[("x", FieldValue::Float(2.0)), ("y", FieldValue::Integer(7))], 10),
+                point(
+                    &[("a", "1")],
+                    &[("x", FieldValue::Float(2.0)), ("y", FieldValue::Integer(7))],
+                    10,
+                ),
                 point(&[("a", "1")], &[("x", FieldValue::Float(3.0))], 10),
                 point(&[("a", "1")], &[("x", FieldValue::Float(4.0))], 5),
             ],
         );
         let table = &buffer.databases["db"]["m"];
         let tags = ["a".to_string()];
-        let fields = [("x".to_string(), FieldType::Float), ("y".to_string(), FieldType::Integer)];
+        let fields = [
+            ("x".to_string(), FieldType::Float),
+            ("y".to_string(), FieldType::Integer),
+        ];
         let schema = TableSchema::new(tags.iter(), fields.iter().map(|(n, t)| (n, t)));
         let batch = table.to_batch(&schema).unwrap();
         let text = pretty_format_batches(&[batch]).unwrap().to_string();

@@ -124,7 +124,11 @@ impl Catalog {
     /// earlier points): a field keeps its type, a name is a tag or a field, never both.
     /// Returns, per point, whether it is accepted, and the rejections. When `register` is set
     /// the new columns of the accepted points are added to the catalog.
-    pub fn admit(&mut self, batch: &WriteBatch, register: bool) -> (Vec<bool>, Vec<PointRejection>) {
+    pub fn admit(
+        &mut self,
+        batch: &WriteBatch,
+        register: bool,
+    ) -> (Vec<bool>, Vec<PointRejection>) {
         #[derive(Clone, Copy, PartialEq)]
         enum Column {
             Tag,
@@ -149,7 +153,12 @@ impl Catalog {
                 .tags
                 .iter()
                 .map(|(k, _)| (k.as_str(), Column::Tag))
-                .chain(point.fields.iter().map(|(k, v)| (k.as_str(), Column::Field(v.field_type()))));
+                .chain(
+                    point
+                        .fields
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), Column::Field(v.field_type()))),
+                );
             for (name, column) in columns {
                 if name == TIME_COLUMN {
                     problem = Some("`time` is reserved for the timestamp".to_string());
@@ -167,8 +176,12 @@ impl Catalog {
                             "field type conflict: `{}.{name}` is {had} but this line writes {got}",
                             point.measurement
                         ),
-                        (Column::Tag, _) => format!("`{name}` is a tag of `{}`, not a field", point.measurement),
-                        (_, Column::Tag) => format!("`{name}` is a field of `{}`, not a tag", point.measurement),
+                        (Column::Tag, _) => {
+                            format!("`{name}` is a tag of `{}`, not a field", point.measurement)
+                        }
+                        (_, Column::Tag) => {
+                            format!("`{name}` is a field of `{}`, not a tag", point.measurement)
+                        }
                     });
                     break;
                 }
@@ -184,7 +197,10 @@ impl Catalog {
                         seen.insert((point.measurement.as_str(), k.as_str()), Column::Tag);
                     }
                     for (k, v) in &point.fields {
-                        seen.insert((point.measurement.as_str(), k.as_str()), Column::Field(v.field_type()));
+                        seen.insert(
+                            (point.measurement.as_str(), k.as_str()),
+                            Column::Field(v.field_type()),
+                        );
                     }
                 }
             }

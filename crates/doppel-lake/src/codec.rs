@@ -94,7 +94,10 @@ pub fn decode(bytes: &[u8]) -> Result<WriteBatch, String> {
         });
     }
     if r.pos != bytes.len() {
-        return Err(format!("{} bytes left over after the batch", bytes.len() - r.pos));
+        return Err(format!(
+            "{} bytes left over after the batch",
+            bytes.len() - r.pos
+        ));
     }
     Ok(WriteBatch { database, points })
 }
@@ -125,12 +128,15 @@ impl Reader<'_> {
 
     fn string(&mut self) -> Result<String, String> {
         let len = self.u32()? as usize;
-        let slice = self
-            .bytes
-            .get(self.pos..self.pos + len)
-            .ok_or_else(|| format!("string of {len} bytes runs past the record at byte {}", self.pos))?;
+        let slice = self.bytes.get(self.pos..self.pos + len).ok_or_else(|| {
+            format!(
+                "string of {len} bytes runs past the record at byte {}",
+                self.pos
+            )
+        })?;
         self.pos += len;
-        String::from_utf8(slice.to_vec()).map_err(|_| format!("string at byte {} is not UTF-8", self.pos - len))
+        String::from_utf8(slice.to_vec())
+            .map_err(|_| format!("string at byte {} is not UTF-8", self.pos - len))
     }
 }
 

@@ -31,7 +31,9 @@ pub enum LakeError {
     Manifest { path: PathBuf, reason: String },
     #[error("{} point(s) rejected", .0.len())]
     Rejected(Vec<PointRejection>),
-    #[error("the write buffer is full ({buffered_bytes} bytes) while earlier data is being persisted; retry in a moment")]
+    #[error(
+        "the write buffer is full ({buffered_bytes} bytes) while earlier data is being persisted; retry in a moment"
+    )]
     Busy { buffered_bytes: usize },
     #[error("database `{0}` not found")]
     DatabaseNotFound(String),

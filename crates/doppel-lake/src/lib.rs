@@ -166,10 +166,14 @@ impl Lake {
             active.append(&batch.database, &batch.points);
             Ok(())
         })?;
-        if !active.is_empty() {
+        if active.is_empty() {
+            // Segments with nothing to replay (left by processes that only read) can go.
+            wal::remove_through(&wal_dir, last_segment)?;
+        } else {
             tracing::info!(rows = active.rows, elapsed = ?started.elapsed(), "replayed the write-ahead log");
         }
-        let writer = wal::WalWriter::create(&wal_dir, last_segment.max(catalog.wal_persisted_through))?;
+        let writer =
+            wal::WalWriter::create(&wal_dir, last_segment.max(catalog.wal_persisted_through))?;
         let active_since = (!active.is_empty()).then(Instant::now);
         let (tx, rx) = mpsc::channel();
         let inner = Arc::new(Inner {
@@ -200,9 +204,15 @@ impl Lake {
             .name("doppel-persist".into())
             .spawn(move || flush_inner.run_flusher())
             .map_err(|e| LakeError::io(&inner.dir, e))?;
-        inner.threads.lock().unwrap().extend([wal_thread, flush_thread]);
+        inner
+            .threads
+            .lock()
+            .unwrap()
+            .extend([wal_thread, flush_thread]);
         Ok(Lake {
-            _threads: Arc::new(ThreadsGuard { inner: inner.clone() }),
+            _threads: Arc::new(ThreadsGuard {
+                inner: inner.clone(),
+            }),
             inner,
         })
     }
@@ -219,7 +229,11 @@ impl Lake {
             None => return Ok(WriteOutcome::default()),
         };
         let (reply, wait) = tokio::sync::oneshot::channel();
-        self.send(WalCommand::Append { payload, batch, reply })?;
+        self.send(WalCommand::Append {
+            payload,
+            batch,
+            reply,
+        })?;
         wait.await.map_err(|_| LakeError::ShuttingDown)??;
         Ok(outcome)
     }
@@ -231,12 +245,21 @@ impl Lake {
             None => return Ok(WriteOutcome::default()),
         };
         let (reply, wait) = tokio::sync::oneshot::channel();
-        self.send(WalCommand::Append { payload, batch, reply })?;
-        wait.blocking_recv().map_err(|_| LakeError::ShuttingDown)??;
+        self.send(WalCommand::Append {
+            payload,
+            batch,
+            reply,
+        })?;
+        wait.blocking_recv()
+            .map_err(|_| LakeError::ShuttingDown)??;
         Ok(outcome)
     }
 
-    fn prepare(&self, mut batch: WriteBatch, accept_partial: bool) -> Result<Option<(WriteBatch, WriteOutcome, Vec<u8>)>> {
+    fn prepare(
+        &self,
+        mut batch: WriteBatch,
+        accept_partial: bool,
+    ) -> Result<Option<(WriteBatch, WriteOutcome, Vec<u8>)>> {
         if self.inner.failed.load(Ordering::Relaxed) {
             return Err(LakeError::Invalid(
                 "the lake stopped accepting writes after a failed fsync; restart doppel".into(),
@@ -324,7 +347,14 @@ impl Lake {
 
     /// The databases, in name order.
     pub fn databases(&self) -> Vec<String> {
-        self.inner.state.read().catalog.databases.keys().cloned().collect()
+        self.inner
+            .state
+            .read()
+            .catalog
+            .databases
+            .keys()
+            .cloned()
+            .collect()
     }
 
     /// A copy of the catalog (schemas, files, retention).
@@ -333,7 +363,12 @@ impl Lake {
     }
 
     /// Sets (or clears) a table's retention period; it takes effect at the next persist.
-    pub fn set_retention(&self, database: &str, table: &str, retention: Option<Duration>) -> Result<()> {
+    pub fn set_retention(
+        &self,
+        database: &str,
+        table: &str,
+        retention: Option<Duration>,
+    ) -> Result<()> {
         let mut state = self.inner.state.write();
         let t = state
             .catalog
@@ -342,7 +377,11 @@ impl Lake {
             .ok_or_else(|| LakeError::DatabaseNotFound(database.to_owned()))?
             .tables
             .get_mut(table)
-            .ok_or_else(|| LakeError::Invalid(format!("table `{table}` not found in database `{database}`")))?;
+            .ok_or_else(|| {
+                LakeError::Invalid(format!(
+                    "table `{table}` not found in database `{database}`"
+                ))
+            })?;
         t.retention_nanos = retention.map(|d| d.as_nanos().min(i64::MAX as u128) as i64);
         state.catalog.save(&self.inner.dir)
     }
@@ -350,7 +389,11 @@ impl Lake {
     pub fn stats(&self) -> LakeStats {
         let state = self.inner.state.read();
         let frozen = state.frozen.as_deref();
-        let tables = state.catalog.databases.values().flat_map(|d| d.tables.values());
+        let tables = state
+            .catalog
+            .databases
+            .values()
+            .flat_map(|d| d.tables.values());
         LakeStats {
             buffered_rows: state.active.rows + frozen.map_or(0, |f| f.rows),
             buffered_bytes: state.active.bytes + frozen.map_or(0, |f| f.bytes),
@@ -398,14 +441,22 @@ impl Inner {
 
     /// The WAL thread: appends everything waiting with one fsync, applies it, acknowledges it.
     fn run_wal(self: Arc<Self>, mut writer: wal::WalWriter, rx: mpsc::Receiver<WalCommand>) {
-        let mut appends: Vec<(Vec<u8>, WriteBatch, tokio::sync::oneshot::Sender<Result<()>>)> = Vec::new();
+        let mut appends: Vec<(
+            Vec<u8>,
+            WriteBatch,
+            tokio::sync::oneshot::Sender<Result<()>>,
+        )> = Vec::new();
         let mut rotations = Vec::new();
         while let Ok(first) = rx.recv() {
             let mut group_bytes = 0;
             let mut next = Some(first);
             while let Some(command) = next.take() {
                 match command {
-                    WalCommand::Append { payload, batch, reply } => {
+                    WalCommand::Append {
+                        payload,
+                        batch,
+                        reply,
+                    } => {
                         group_bytes += payload.len();
                         appends.push((payload, batch, reply));
                     }
@@ -441,20 +492,22 @@ impl Inner {
                         self.failed.store(true, Ordering::SeqCst);
                         let message = e.to_string();
                         for (_, _, reply) in appends.drain(..) {
-                            let _ = reply.send(Err(LakeError::Invalid(format!("WAL write failed: {message}"))));
+                            let _ = reply.send(Err(LakeError::Invalid(format!(
+                                "WAL write failed: {message}"
+                            ))));
                         }
                     }
                 }
             }
             for reply in rotations.drain(..) {
-                let result = writer.rotate().map(|closed| {
+                let result = writer.rotate();
+                if result.is_ok() {
                     let mut state = self.state.write();
                     let active = std::mem::take(&mut state.active);
                     state.frozen = Some(Arc::new(active));
                     state.active_since = None;
                     state.wal_segment = writer.segment();
-                    closed
-                });
+                }
                 let _ = reply.send(result);
             }
         }
@@ -478,7 +531,9 @@ impl Inner {
                 let state = self.state.read();
                 state.frozen.is_some()
                     || state.active.bytes >= self.config.flush_bytes
-                    || state.active_since.is_some_and(|t| t.elapsed() >= self.config.flush_age)
+                    || state
+                        .active_since
+                        .is_some_and(|t| t.elapsed() >= self.config.flush_age)
             };
             if due && let Err(e) = self.flush_once() {
                 tracing::error!(error = %e, "persisting the buffer failed; it stays in memory and in the WAL, retrying");
@@ -502,7 +557,8 @@ impl Inner {
             {
                 let tx = self.wal_tx.lock().unwrap();
                 let Some(tx) = tx.as_ref() else { return Ok(()) };
-                tx.send(WalCommand::Rotate { reply }).map_err(|_| LakeError::ShuttingDown)?;
+                tx.send(WalCommand::Rotate { reply })
+                    .map_err(|_| LakeError::ShuttingDown)?;
             }
             Some(wait.recv().map_err(|_| LakeError::ShuttingDown)??)
         } else {
@@ -535,7 +591,9 @@ impl Inner {
                 .map(|(_, _, p)| self.dir.join(p))
                 .collect();
             let now = Instant::now();
-            state.graveyard.extend(removed.iter().map(|p| (now, p.clone())));
+            state
+                .graveyard
+                .extend(removed.iter().map(|p| (now, p.clone())));
             removed
         };
         wal::remove_through(&self.dir.join(WAL_DIR), covered)?;

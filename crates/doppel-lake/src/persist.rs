@@ -53,7 +53,11 @@ pub struct FileChanges {
 impl FileChanges {
     pub fn apply(&self, catalog: &mut Catalog) {
         for (db, table, path) in &self.removed {
-            if let Some(t) = catalog.databases.get_mut(db).and_then(|d| d.tables.get_mut(table)) {
+            if let Some(t) = catalog
+                .databases
+                .get_mut(db)
+                .and_then(|d| d.tables.get_mut(table))
+            {
                 t.files.retain(|f| &f.path != path);
             }
         }
@@ -66,19 +70,26 @@ impl FileChanges {
                 .entry(table.clone())
                 .or_default();
             t.files.push(meta.clone());
-            t.files.sort_by(|a, b| (a.day, a.min_time).cmp(&(b.day, b.min_time)));
+            t.files.sort_by_key(|f| (f.day, f.min_time));
         }
     }
 }
 
 /// Writes the buffer's rows into Parquet under `dir`, merging with the overlapping files that
 /// `catalog` lists. `catalog.next_file_id` is advanced for the files written.
-pub fn persist(dir: &Path, buffer: &Buffer, catalog: &mut Catalog, config: &PersistConfig) -> Result<FileChanges> {
+pub fn persist(
+    dir: &Path,
+    buffer: &Buffer,
+    catalog: &mut Catalog,
+    config: &PersistConfig,
+) -> Result<FileChanges> {
     let mut changes = FileChanges::default();
     for (db, tables) in &buffer.databases {
         for (table, rows) in tables {
             let Some(table_catalog) = catalog.table(db, table) else {
-                return Err(LakeError::Invalid(format!("buffered table {db}.{table} is not in the catalog")));
+                return Err(LakeError::Invalid(format!(
+                    "buffered table {db}.{table} is not in the catalog"
+                )));
             };
             let schema = table_catalog.schema();
             let existing = table_catalog.files.clone();
@@ -86,10 +97,17 @@ pub fn persist(dir: &Path, buffer: &Buffer, catalog: &mut Catalog, config: &Pers
             for (day, part) in split_by_day(&batch)? {
                 let (min, max) = time_range(&part);
                 let in_day: Vec<&FileMeta> = existing.iter().filter(|f| f.day == day).collect();
-                let overlapping: Vec<&FileMeta> =
-                    in_day.iter().copied().filter(|f| f.min_time <= max && f.max_time >= min).collect();
+                let overlapping: Vec<&FileMeta> = in_day
+                    .iter()
+                    .copied()
+                    .filter(|f| f.min_time <= max && f.max_time >= min)
+                    .collect();
                 let small: Vec<&FileMeta> = if in_day.len() + 1 > config.max_files_per_partition {
-                    in_day.iter().copied().filter(|f| f.bytes < config.small_file_bytes).collect()
+                    in_day
+                        .iter()
+                        .copied()
+                        .filter(|f| f.bytes < config.small_file_bytes)
+                        .collect()
                 } else {
                     Vec::new()
                 };
@@ -107,7 +125,9 @@ pub fn persist(dir: &Path, buffer: &Buffer, catalog: &mut Catalog, config: &Pers
                     let mut batches = Vec::with_capacity(merge.len() + 1);
                     for f in &merge {
                         batches.push(read_file(&dir.join(&f.path), &schema.arrow)?);
-                        changes.removed.push((db.clone(), table.clone(), f.path.clone()));
+                        changes
+                            .removed
+                            .push((db.clone(), table.clone(), f.path.clone()));
                     }
                     batches.push(part);
                     let all = concat_batches(&schema.arrow, &batches).map_err(LakeError::arrow)?;
@@ -128,10 +148,14 @@ pub fn expired_files(catalog: &Catalog, now: i64) -> FileChanges {
     let mut changes = FileChanges::default();
     for (db, database) in &catalog.databases {
         for (table, t) in &database.tables {
-            let Some(retention) = t.retention_nanos else { continue };
+            let Some(retention) = t.retention_nanos else {
+                continue;
+            };
             for f in &t.files {
                 if f.max_time < now - retention {
-                    changes.removed.push((db.clone(), table.clone(), f.path.clone()));
+                    changes
+                        .removed
+                        .push((db.clone(), table.clone(), f.path.clone()));
                 }
             }
         }
@@ -157,7 +181,9 @@ fn split_by_day(batch: &RecordBatch) -> Result<Vec<(i64, RecordBatch)>> {
         .as_primitive::<TimestampNanosecondType>();
     let mut days: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
     for (i, t) in times.values().iter().enumerate() {
-        days.entry(t.div_euclid(NANOS_PER_DAY)).or_default().push(i as u32);
+        days.entry(t.div_euclid(NANOS_PER_DAY))
+            .or_default()
+            .push(i as u32);
     }
     if days.len() == 1 {
         let day = *days.keys().next().expect("one day");
@@ -172,7 +198,10 @@ fn split_by_day(batch: &RecordBatch) -> Result<Vec<(i64, RecordBatch)>> {
                 .map(|c| take(c.as_ref(), &indices, None))
                 .collect::<std::result::Result<Vec<_>, _>>()
                 .map_err(LakeError::arrow)?;
-            Ok((day, RecordBatch::try_new(batch.schema(), columns).map_err(LakeError::arrow)?))
+            Ok((
+                day,
+                RecordBatch::try_new(batch.schema(), columns).map_err(LakeError::arrow)?,
+            ))
         })
         .collect()
 }
@@ -197,8 +226,20 @@ fn day_name(day: i64) -> String {
         .unwrap_or_else(|| format!("day{day}"))
 }
 
-fn write_file(dir: &Path, db: &str, table: &str, day: i64, id: u64, batch: &RecordBatch) -> Result<FileMeta> {
-    let relative = format!("{}/{}/{}/{id:012}.parquet", path_component(db), path_component(table), day_name(day));
+fn write_file(
+    dir: &Path,
+    db: &str,
+    table: &str,
+    day: i64,
+    id: u64,
+    batch: &RecordBatch,
+) -> Result<FileMeta> {
+    let relative = format!(
+        "{}/{}/{}/{id:012}.parquet",
+        path_component(db),
+        path_component(table),
+        day_name(day)
+    );
     let path = dir.join(&relative);
     let partition = path.parent().expect("a file has a folder");
     std::fs::create_dir_all(partition).map_err(|e| LakeError::io(partition, e))?;
@@ -208,7 +249,8 @@ fn write_file(dir: &Path, db: &str, table: &str, day: i64, id: u64, batch: &Reco
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_row_count(Some(1 << 20))
         .build();
-    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(LakeError::arrow)?;
+    let mut writer =
+        ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(LakeError::arrow)?;
     writer.write(batch).map_err(LakeError::arrow)?;
     let file = writer.into_inner().map_err(LakeError::arrow)?;
     file.sync_all().map_err(|e| LakeError::io(&tmp, e))?;
@@ -257,4 +299,3 @@ pub fn align_to_schema(batch: &RecordBatch, schema: &SchemaRef) -> Result<Record
         .collect();
     RecordBatch::try_new(schema.clone(), columns).map_err(LakeError::arrow)
 }
-

@@ -15,7 +15,9 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
 use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::ExecutionPlan;
@@ -45,7 +47,10 @@ pub fn session(data_dir: &Path, tables: Vec<TableSnapshot>) -> Result<SessionCon
     for table in tables {
         let name = table.name.clone();
         let provider = LakeTable::new(data_dir, table)?;
-        ctx.register_table(datafusion::common::TableReference::bare(name), Arc::new(provider))?;
+        ctx.register_table(
+            datafusion::common::TableReference::bare(name),
+            Arc::new(provider),
+        )?;
     }
     Ok(ctx)
 }
@@ -69,9 +74,14 @@ impl LakeTable {
                 .iter()
                 .filter(|b| b.num_rows() > 0)
                 .map(crate::persist::time_range)
-                .fold((i64::MAX, i64::MIN), |(lo, hi), (a, b)| (lo.min(a), hi.max(b)));
-            let overlapping: Vec<&FileMeta> =
-                files.iter().copied().filter(|f| f.min_time <= max && f.max_time >= min).collect();
+                .fold((i64::MAX, i64::MIN), |(lo, hi), (a, b)| {
+                    (lo.min(a), hi.max(b))
+                });
+            let overlapping: Vec<&FileMeta> = files
+                .iter()
+                .copied()
+                .filter(|f| f.min_time <= max && f.max_time >= min)
+                .collect();
             let several_buffers = table.buffers.iter().filter(|b| b.num_rows() > 0).count() > 1;
             if overlapping.is_empty() && !several_buffers {
                 memory = table.buffers;
@@ -105,7 +115,10 @@ impl TableProvider for LakeTable {
         TableType::Base
     }
 
-    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DfResult<Vec<TableProviderFilterPushDown>> {
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
         // Filters prune Parquet row groups; DataFusion still applies them exactly afterwards.
         Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
     }
@@ -124,7 +137,8 @@ impl TableProvider for LakeTable {
                 .iter()
                 .map(|p| ListingTableUrl::parse(p.to_string_lossy()))
                 .collect::<DfResult<Vec<_>>>()?;
-            let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+            let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+                .with_file_extension(".parquet");
             let config = ListingTableConfig::new_with_multi_paths(urls)
                 .with_listing_options(options)
                 .with_schema(self.schema.clone());

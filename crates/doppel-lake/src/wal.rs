@@ -44,7 +44,11 @@ pub fn segment_ids(dir: &Path) -> Result<Vec<u64>> {
 
 /// Replays every record of the segments after `persisted_through`, in order, calling `apply`
 /// with each payload. Returns the highest segment id seen (0 when none).
-pub fn replay(dir: &Path, persisted_through: u64, mut apply: impl FnMut(&[u8]) -> Result<()>) -> Result<u64> {
+pub fn replay(
+    dir: &Path,
+    persisted_through: u64,
+    mut apply: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<u64> {
     let ids = segment_ids(dir)?;
     let last = ids.last().copied().unwrap_or(0);
     for &id in &ids {
@@ -79,7 +83,8 @@ pub fn replay(dir: &Path, persisted_through: u64, mut apply: impl FnMut(&[u8]) -
                 }
                 Err(reason) => {
                     // Torn tail: the bad record reaches the end of the last segment.
-                    let extends_to_end = record_end(&bytes[pos..]).is_none_or(|end| pos + end >= bytes.len());
+                    let extends_to_end =
+                        record_end(&bytes[pos..]).is_none_or(|end| pos + end >= bytes.len());
                     if is_last && extends_to_end {
                         tracing::warn!(
                             file = %path.display(),
@@ -87,8 +92,12 @@ pub fn replay(dir: &Path, persisted_through: u64, mut apply: impl FnMut(&[u8]) -
                             lost_bytes = bytes.len() - pos,
                             "cutting a torn record off the end of the WAL (a crash during a write that was never acknowledged)"
                         );
-                        let file = OpenOptions::new().write(true).open(&path).map_err(|e| LakeError::io(&path, e))?;
-                        file.set_len(pos as u64).map_err(|e| LakeError::io(&path, e))?;
+                        let file = OpenOptions::new()
+                            .write(true)
+                            .open(&path)
+                            .map_err(|e| LakeError::io(&path, e))?;
+                        file.set_len(pos as u64)
+                            .map_err(|e| LakeError::io(&path, e))?;
                         file.sync_all().map_err(|e| LakeError::io(&path, e))?;
                         break;
                     }
@@ -112,8 +121,16 @@ fn record_end(bytes: &[u8]) -> Option<usize> {
 
 fn check_record(bytes: &[u8]) -> std::result::Result<&[u8], String> {
     let end = record_end(bytes).ok_or("record header is cut short")?;
-    let crc = u32::from_le_bytes(bytes.get(4..8).ok_or("record header is cut short")?.try_into().unwrap());
-    let payload = bytes.get(8..end).ok_or_else(|| format!("record of {} bytes is cut short", end - 8))?;
+    let crc = u32::from_le_bytes(
+        bytes
+            .get(4..8)
+            .ok_or("record header is cut short")?
+            .try_into()
+            .unwrap(),
+    );
+    let payload = bytes
+        .get(8..end)
+        .ok_or_else(|| format!("record of {} bytes is cut short", end - 8))?;
     if end == 8 {
         return Err("empty record (zeroed space at the end of the file?)".into());
     }
@@ -153,13 +170,19 @@ impl WalWriter {
     pub fn append_all<'a>(&mut self, payloads: impl Iterator<Item = &'a [u8]>) -> Result<()> {
         self.buffer.clear();
         for payload in payloads {
-            self.buffer.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-            self.buffer.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+            self.buffer
+                .extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            self.buffer
+                .extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
             self.buffer.extend_from_slice(payload);
         }
         let path = || segment_path(&self.dir, self.segment);
-        self.file.write_all(&self.buffer).map_err(|e| LakeError::io(path(), e))?;
-        self.file.sync_data().map_err(|e| LakeError::io(path(), e))?;
+        self.file
+            .write_all(&self.buffer)
+            .map_err(|e| LakeError::io(path(), e))?;
+        self.file
+            .sync_data()
+            .map_err(|e| LakeError::io(path(), e))?;
         Ok(())
     }
 
@@ -220,10 +243,14 @@ mod tests {
     fn records_survive_and_rotate() {
         let dir = tempfile::tempdir().unwrap();
         let mut w = WalWriter::create(dir.path(), 0).unwrap();
-        w.append_all([b"one".as_slice(), b"two"].into_iter()).unwrap();
+        w.append_all([b"one".as_slice(), b"two"].into_iter())
+            .unwrap();
         assert_eq!(w.rotate().unwrap(), 1);
         w.append_all([b"three".as_slice()].into_iter()).unwrap();
-        assert_eq!(replayed(dir.path()).unwrap(), vec![b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]);
+        assert_eq!(
+            replayed(dir.path()).unwrap(),
+            vec![b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]
+        );
         remove_through(dir.path(), 1).unwrap();
         assert_eq!(replayed(dir.path()).unwrap(), vec![b"three".to_vec()]);
     }
@@ -233,11 +260,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut w = WalWriter::create(dir.path(), 0).unwrap();
         w.append_all([b"kept".as_slice()].into_iter()).unwrap();
-        w.append_all([b"torn-record".as_slice()].into_iter()).unwrap();
+        w.append_all([b"torn-record".as_slice()].into_iter())
+            .unwrap();
         drop(w);
         let path = segment_path(dir.path(), 1);
         let len = fs::metadata(&path).unwrap().len();
-        OpenOptions::new().write(true).open(&path).unwrap().set_len(len - 3).unwrap();
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(len - 3)
+            .unwrap();
         assert_eq!(replayed(dir.path()).unwrap(), vec![b"kept".to_vec()]);
         assert_eq!(fs::metadata(&path).unwrap().len(), (HEADER + 8 + 4) as u64);
     }
@@ -246,7 +279,8 @@ mod tests {
     fn corruption_in_the_middle_stops_with_where() {
         let dir = tempfile::tempdir().unwrap();
         let mut w = WalWriter::create(dir.path(), 0).unwrap();
-        w.append_all([b"first".as_slice(), b"second"].into_iter()).unwrap();
+        w.append_all([b"first".as_slice(), b"second"].into_iter())
+            .unwrap();
         drop(w);
         let path = segment_path(dir.path(), 1);
         let mut bytes = fs::read(&path).unwrap();
@@ -268,7 +302,15 @@ mod tests {
         drop(w);
         let path = segment_path(dir.path(), 1);
         let len = fs::metadata(&path).unwrap().len();
-        OpenOptions::new().write(true).open(&path).unwrap().set_len(len - 1).unwrap();
-        assert!(matches!(replayed(dir.path()), Err(LakeError::WalCorrupt { .. })));
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(len - 1)
+            .unwrap();
+        assert!(matches!(
+            replayed(dir.path()),
+            Err(LakeError::WalCorrupt { .. })
+        ));
     }
 }

@@ -10,7 +10,10 @@ fn point(measurement: &str, asset: &str, fields: &[(&str, FieldValue)], time: i6
     Point {
         measurement: measurement.into(),
         tags: vec![("asset".into(), asset.into())],
-        fields: fields.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+        fields: fields
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
         time,
     }
 }
@@ -31,7 +34,10 @@ fn config() -> LakeConfig {
 }
 
 fn query(lake: &Lake, sql: &str) -> String {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let (_, batches) = runtime.block_on(lake.query("plant", sql)).unwrap();
     pretty_format_batches(&batches).unwrap().to_string()
 }
@@ -54,12 +60,23 @@ fn writes_are_visible_then_persisted_then_replayed_after_reopen() {
         assert!(query(&lake, "SELECT count(*) AS n FROM pumps").contains("| 2 |"));
         lake.flush().unwrap();
         assert_eq!(lake.stats().files, 1);
-        lake.write_blocking(batch(vec![point("pumps", "p1", &[("speed", FieldValue::Float(0.9))], DAY + 10)]), false)
-            .unwrap();
+        lake.write_blocking(
+            batch(vec![point(
+                "pumps",
+                "p1",
+                &[("speed", FieldValue::Float(0.9))],
+                DAY + 10,
+            )]),
+            false,
+        )
+        .unwrap();
         // Dropped without shutdown: the last write lives only in the WAL.
     }
     let lake = Lake::open(dir.path(), config()).unwrap();
-    let text = query(&lake, "SELECT asset, speed, time FROM pumps ORDER BY time, asset");
+    let text = query(
+        &lake,
+        "SELECT asset, speed, time FROM pumps ORDER BY time, asset",
+    );
     let expected = "\
 +-------+-------+-------------------------------+
 | asset | speed | time                          |
@@ -82,13 +99,21 @@ fn last_write_wins_across_buffer_and_files_and_merges_fields() {
     let dir = tempfile::tempdir().unwrap();
     let lake = Lake::open(dir.path(), config()).unwrap();
     lake.write_blocking(
-        batch(vec![point("m", "a", &[("x", FieldValue::Float(1.0)), ("y", FieldValue::Float(1.0))], 100)]),
+        batch(vec![point(
+            "m",
+            "a",
+            &[("x", FieldValue::Float(1.0)), ("y", FieldValue::Float(1.0))],
+            100,
+        )]),
         false,
     )
     .unwrap();
     lake.flush().unwrap();
-    lake.write_blocking(batch(vec![point("m", "a", &[("x", FieldValue::Float(2.0))], 100)]), false)
-        .unwrap();
+    lake.write_blocking(
+        batch(vec![point("m", "a", &[("x", FieldValue::Float(2.0))], 100)]),
+        false,
+    )
+    .unwrap();
     let expected = "\
 +---+-----+-----+
 | a | x   | y   |
@@ -106,8 +131,11 @@ fn last_write_wins_across_buffer_and_files_and_merges_fields() {
 fn field_type_conflicts_reject_the_whole_batch_unless_partial() {
     let dir = tempfile::tempdir().unwrap();
     let lake = Lake::open(dir.path(), config()).unwrap();
-    lake.write_blocking(batch(vec![point("m", "a", &[("x", FieldValue::Float(1.0))], 1)]), false)
-        .unwrap();
+    lake.write_blocking(
+        batch(vec![point("m", "a", &[("x", FieldValue::Float(1.0))], 1)]),
+        false,
+    )
+    .unwrap();
     let bad = batch(vec![
         point("m", "a", &[("x", FieldValue::Float(2.0))], 2),
         point("m", "a", &[("x", FieldValue::Integer(3))], 3),
@@ -116,11 +144,19 @@ fn field_type_conflicts_reject_the_whole_batch_unless_partial() {
         Err(LakeError::Rejected(r)) => {
             assert_eq!(r.len(), 1);
             assert_eq!(r[0].index, 1);
-            assert!(r[0].message.contains("`m.x` is float but this line writes integer"), "{}", r[0].message);
+            assert!(
+                r[0].message
+                    .contains("`m.x` is float but this line writes integer"),
+                "{}",
+                r[0].message
+            );
         }
         other => panic!("expected a rejection, got {other:?}"),
     }
-    assert!(query(&lake, "SELECT count(*) AS n FROM m").contains("| 1 |"), "nothing of the batch written");
+    assert!(
+        query(&lake, "SELECT count(*) AS n FROM m").contains("| 1 |"),
+        "nothing of the batch written"
+    );
     let outcome = lake.write_blocking(bad, true).unwrap();
     assert_eq!(outcome.points_written, 1);
     assert_eq!(outcome.rejected.len(), 1);
@@ -131,7 +167,9 @@ fn field_type_conflicts_reject_the_whole_batch_unless_partial() {
 fn a_second_process_cannot_open_the_same_directory() {
     let dir = tempfile::tempdir().unwrap();
     let _lake = Lake::open(dir.path(), config()).unwrap();
-    let err = Lake::open(dir.path(), config()).err().expect("the directory is locked");
+    let err = Lake::open(dir.path(), config())
+        .err()
+        .expect("the directory is locked");
     assert!(matches!(err, LakeError::Locked { .. }));
     assert!(err.to_string().contains("in use by another doppel process"));
 }
@@ -140,12 +178,22 @@ fn a_second_process_cannot_open_the_same_directory() {
 fn unknown_database_and_bad_sql_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let lake = Lake::open(dir.path(), config()).unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let err = runtime.block_on(lake.query("nope", "SELECT 1")).unwrap_err();
-    assert_eq!(err.to_string(), "database `nope` not found");
-    lake.write_blocking(batch(vec![point("m", "a", &[("x", FieldValue::Float(1.0))], 1)]), false)
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
         .unwrap();
-    let err = runtime.block_on(lake.query("plant", "SELECT nope FROM m")).unwrap_err();
+    let err = runtime
+        .block_on(lake.query("nope", "SELECT 1"))
+        .unwrap_err();
+    assert_eq!(err.to_string(), "database `nope` not found");
+    lake.write_blocking(
+        batch(vec![point("m", "a", &[("x", FieldValue::Float(1.0))], 1)]),
+        false,
+    )
+    .unwrap();
+    let err = runtime
+        .block_on(lake.query("plant", "SELECT nope FROM m"))
+        .unwrap_err();
     assert!(err.to_string().contains("nope"), "{err}");
 }
 
@@ -162,7 +210,8 @@ fn retention_drops_old_day_partitions() {
         false,
     )
     .unwrap();
-    lake.set_retention("plant", "m", Some(Duration::from_secs(30 * 86_400))).unwrap();
+    lake.set_retention("plant", "m", Some(Duration::from_secs(30 * 86_400)))
+        .unwrap();
     lake.flush().unwrap();
     assert!(query(&lake, "SELECT count(*) AS n FROM m").contains("| 1 |"));
 }
@@ -173,7 +222,14 @@ fn show_tables_and_date_bin_work() {
     let lake = Lake::open(dir.path(), config()).unwrap();
     let minute = 60_000_000_000;
     let points = (0..120)
-        .map(|i| point("m", "a", &[("x", FieldValue::Float(i as f64))], i * minute / 2))
+        .map(|i| {
+            point(
+                "m",
+                "a",
+                &[("x", FieldValue::Float(i as f64))],
+                i * minute / 2,
+            )
+        })
         .collect();
     lake.write_blocking(batch(points), false).unwrap();
     assert!(query(&lake, "SHOW TABLES").contains("| datafusion    | public             | m "));

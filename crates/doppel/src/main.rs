@@ -1,1 +1,77 @@
-fn main() {}
+//! The `doppel` command: wiring only. Each subcommand lives in its own module and calls
+//! into the library crates; nothing here owns data or logic another part could need.
+
+mod client;
+mod import;
+mod query;
+mod serve;
+mod spec;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// doppel: a self-hosted digital twin for industrial operations.
+///
+/// Start with `doppel up`, then write line protocol to http://127.0.0.1:7700/api/v2/write
+/// and query it with `doppel query --db plant "SHOW TABLES"`.
+#[derive(Parser)]
+#[command(name = "doppel", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole twin on defaults (data in ./doppel-data, HTTP on 127.0.0.1:7700).
+    Up(serve::ServeArgs),
+    /// Run the HTTP API over a data directory.
+    Serve(serve::ServeArgs),
+    /// Run SQL against a database, on a running server (--url) or straight on a data directory.
+    Query(query::QueryArgs),
+    /// Import history files (CSV, whitespace-separated tables, Parquet) into a database.
+    Import(Box<import::ImportArgs>),
+    /// Work with twin specs (`twin.toml`).
+    Spec {
+        #[command(subcommand)]
+        command: spec::SpecCommand,
+    },
+    /// Set how long a table keeps its data.
+    Retention(serve::RetentionArgs),
+}
+
+/// Where the lake lives, shared by the commands that open it.
+#[derive(clap::Args, Clone, Debug)]
+pub struct DataDirArg {
+    /// The data directory.
+    #[arg(long = "data", env = "DOPPEL_DATA", default_value = "./doppel-data")]
+    pub data: PathBuf,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("DOPPEL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let result = match cli.command {
+        Command::Up(args) => serve::run(args, true),
+        Command::Serve(args) => serve::run(args, false),
+        Command::Query(args) => query::run(args),
+        Command::Import(args) => import::run(*args),
+        Command::Spec { command } => spec::run(command),
+        Command::Retention(args) => serve::retention(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -4,12 +4,20 @@ use std::io::Write;
 fn import(text: &str, name: &str, options: &ImportOptions) -> Result<Vec<Point>, ImportError> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(name);
-    std::fs::File::create(&path).unwrap().write_all(text.as_bytes()).unwrap();
+    std::fs::File::create(&path)
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     let mut points = Vec::new();
-    import_file(&path, options, |_| {}, |batch: WriteBatch| {
-        points.extend(batch.points);
-        Ok::<_, String>(())
-    })?;
+    import_file(
+        &path,
+        options,
+        |_| {},
+        |batch: WriteBatch| {
+            points.extend(batch.points);
+            Ok::<_, String>(())
+        },
+    )?;
     Ok(points)
 }
 
@@ -20,8 +28,14 @@ fn csv_with_date_column_like_ett() {
     assert_eq!(points.len(), 2);
     assert_eq!(points[0].measurement, "ETTh1");
     assert_eq!(points[1].time - points[0].time, 3_600_000_000_000);
-    assert_eq!(points[0].time, doppel_core::time::parse_rfc3339("2016-07-01T00:00:00Z").unwrap());
-    assert_eq!(points[0].fields[1], ("OT".into(), FieldValue::Float(30.531)));
+    assert_eq!(
+        points[0].time,
+        doppel_core::time::parse_rfc3339("2016-07-01T00:00:00Z").unwrap()
+    );
+    assert_eq!(
+        points[0].fields[1],
+        ("OT".into(), FieldValue::Float(30.531))
+    );
 }
 
 #[test]
@@ -39,7 +53,10 @@ fn whitespace_tables_with_generated_time() {
     let text = "  1.0   2.0\n  3.0   4.0\n  5.0 6.0\n";
     let options = ImportOptions {
         column_names: Some(vec!["a".into(), "b".into()]),
-        time: TimeSource::Generated { start: 0, period: 180_000_000_000 },
+        time: TimeSource::Generated {
+            start: 0,
+            period: 180_000_000_000,
+        },
         measurement: Some("tep".into()),
         ..Default::default()
     };
@@ -54,12 +71,21 @@ fn transposed_files_become_rows() {
     let text = "1 2 3\n4 5 6\n";
     let options = ImportOptions {
         transpose: true,
-        time: TimeSource::Generated { start: 0, period: 1 },
+        time: TimeSource::Generated {
+            start: 0,
+            period: 1,
+        },
         ..Default::default()
     };
     let points = import(text, "d00.dat", &options).unwrap();
     assert_eq!(points.len(), 3);
-    assert_eq!(points[1].fields, vec![("c1".into(), FieldValue::Float(2.0)), ("c2".into(), FieldValue::Float(5.0))]);
+    assert_eq!(
+        points[1].fields,
+        vec![
+            ("c1".into(), FieldValue::Float(2.0)),
+            ("c2".into(), FieldValue::Float(5.0))
+        ]
+    );
 }
 
 #[test]
@@ -71,7 +97,10 @@ fn tags_quoted_csv_and_missing_values() {
         ..Default::default()
     };
     let points = import(text, "m.csv", &options).unwrap();
-    assert_eq!(points[0].tags, vec![("plant".into(), "p1".into()), ("site".into(), "a".into())]);
+    assert_eq!(
+        points[0].tags,
+        vec![("plant".into(), "p1".into()), ("site".into(), "a".into())]
+    );
     assert_eq!(points[0].fields[1].1, FieldValue::String("x, y".into()));
     assert_eq!(points.len(), 1, "a row with every value missing is skipped");
 }
@@ -80,7 +109,11 @@ fn tags_quoted_csv_and_missing_values() {
 fn errors_name_file_line_and_column() {
     let e = import("time,v\n1,2\n2,hello\n", "m.csv", &ImportOptions::default()).unwrap_err();
     assert_eq!((e.line, e.column.as_deref()), (3, Some("v")));
-    assert!(e.to_string().contains("m.csv:3, column `v`: value `hello` is not a float"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("m.csv:3, column `v`: value `hello` is not a float"),
+        "{e}"
+    );
 
     let e = import("time,v\n1,2,3\n", "m.csv", &ImportOptions::default()).unwrap_err();
     assert_eq!(e.line, 2);

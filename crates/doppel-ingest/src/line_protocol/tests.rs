@@ -12,7 +12,12 @@ fn one(line: &str) -> Point {
 
 fn error(line: &str) -> LineError {
     let out = parse_lines(line, Precision::Nanoseconds, NOW);
-    assert_eq!(out.errors.len(), 1, "expected one error for {line:?}, got {:?}", out.points);
+    assert_eq!(
+        out.errors.len(),
+        1,
+        "expected one error for {line:?}, got {:?}",
+        out.points
+    );
     out.errors.into_iter().next().unwrap()
 }
 
@@ -44,10 +49,16 @@ fn integers_without_suffix_are_floats() {
 #[test]
 fn every_boolean_spelling() {
     for t in ["t", "T", "true", "True", "TRUE"] {
-        assert_eq!(one(&format!("m v={t}")).fields[0].1, FieldValue::Boolean(true));
+        assert_eq!(
+            one(&format!("m v={t}")).fields[0].1,
+            FieldValue::Boolean(true)
+        );
     }
     for f in ["f", "F", "false", "False", "FALSE"] {
-        assert_eq!(one(&format!("m v={f}")).fields[0].1, FieldValue::Boolean(false));
+        assert_eq!(
+            one(&format!("m v={f}")).fields[0].1,
+            FieldValue::Boolean(false)
+        );
     }
 }
 
@@ -93,15 +104,25 @@ fn string_escapes_and_special_characters() {
         FieldValue::String(r#"a "quoted" \ back, with spaces=and equals"#.into())
     );
     // Other backslashes inside strings stay as they are.
-    assert_eq!(one(r#"m s="a\nb""#).fields[0].1, FieldValue::String(r"a\nb".into()));
+    assert_eq!(
+        one(r#"m s="a\nb""#).fields[0].1,
+        FieldValue::String(r"a\nb".into())
+    );
 }
 
 #[test]
 fn strings_may_span_lines() {
-    let out = parse_lines("m s=\"two\nlines\" 1\nm v=2 2\n", Precision::Nanoseconds, NOW);
+    let out = parse_lines(
+        "m s=\"two\nlines\" 1\nm v=2 2\n",
+        Precision::Nanoseconds,
+        NOW,
+    );
     assert!(out.errors.is_empty(), "{:?}", out.errors);
     assert_eq!(out.points.len(), 2);
-    assert_eq!(out.points[0].fields[0].1, FieldValue::String("two\nlines".into()));
+    assert_eq!(
+        out.points[0].fields[0].1,
+        FieldValue::String("two\nlines".into())
+    );
 }
 
 #[test]
@@ -247,19 +268,22 @@ fn point_strategy() -> impl Strategy<Value = Point> {
         proptest::collection::btree_map(name_strategy(), field_value_strategy(), 1..5),
         any::<i64>(),
     )
-        .prop_filter_map("tag and field keys must differ, and not be `time`", |(m, tags, fields, time)| {
-            if tags.keys().chain(fields.keys()).any(|k| k == "time")
-                || tags.keys().any(|k| fields.contains_key(k))
-            {
-                return None;
-            }
-            Some(Point {
-                measurement: m,
-                tags: tags.into_iter().collect(),
-                fields: fields.into_iter().collect(),
-                time,
-            })
-        })
+        .prop_filter_map(
+            "tag and field keys must differ, and not be `time`",
+            |(m, tags, fields, time)| {
+                if tags.keys().chain(fields.keys()).any(|k| k == "time")
+                    || tags.keys().any(|k| fields.contains_key(k))
+                {
+                    return None;
+                }
+                Some(Point {
+                    measurement: m,
+                    tags: tags.into_iter().collect(),
+                    fields: fields.into_iter().collect(),
+                    time,
+                })
+            },
+        )
 }
 
 proptest! {

@@ -1,0 +1,241 @@
+//! The write endpoints: line protocol in, durable points out.
+//!
+//! A batch is atomic unless `accept_partial=true`: any bad line (unparseable, or refused by the
+//! lake's catalog) refuses the whole body with `400` and a JSON list of the bad lines. The
+//! answer `204` is sent only once the lake has fsynced the batch.
+
+use std::io::Read;
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Json, Response};
+use doppel_core::{Precision, WriteBatch};
+use doppel_ingest::line_protocol::parse_lines;
+use doppel_lake::LakeError;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::{AppState, error_response, lake_error_response};
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct V2Params {
+    bucket: Option<String>,
+    #[allow(dead_code)]
+    org: Option<String>,
+    precision: Option<String>,
+    accept_partial: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct V1Params {
+    db: Option<String>,
+    precision: Option<String>,
+    accept_partial: Option<bool>,
+}
+
+pub(crate) async fn write_v2(
+    State(state): State<AppState>,
+    Query(params): Query<V2Params>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(bucket) = params.bucket else {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            "missing `bucket` parameter",
+        );
+    };
+    write(
+        state,
+        bucket,
+        params.precision,
+        params.accept_partial,
+        &headers,
+        body,
+    )
+    .await
+}
+
+pub(crate) async fn write_v1(
+    State(state): State<AppState>,
+    Query(params): Query<V1Params>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(db) = params.db else {
+        return error_response(StatusCode::BAD_REQUEST, "invalid", "missing `db` parameter");
+    };
+    write(
+        state,
+        db,
+        params.precision,
+        params.accept_partial,
+        &headers,
+        body,
+    )
+    .await
+}
+
+/// InfluxDB 3's own write endpoint: `db`, `precision`, `accept_partial`.
+pub(crate) async fn write_v3(
+    state: State<AppState>,
+    params: Query<V1Params>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    write_v1(state, params, headers, body).await
+}
+
+async fn write(
+    state: AppState,
+    database: String,
+    precision: Option<String>,
+    accept_partial: Option<bool>,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Response {
+    let precision = match precision.as_deref().map(str::parse::<Precision>) {
+        None => Precision::Nanoseconds,
+        Some(Ok(p)) => p,
+        Some(Err(message)) => return error_response(StatusCode::BAD_REQUEST, "invalid", &message),
+    };
+    let accept_partial = accept_partial.unwrap_or(false);
+    let text = match body_text(headers, &body, state.config.max_body_bytes) {
+        Ok(text) => text,
+        Err((status, code, message)) => return error_response(status, code, &message),
+    };
+    let parsed = parse_lines(&text, precision, doppel_core::time::now_nanos());
+    let mut bad_lines: Vec<serde_json::Value> = parsed
+        .errors
+        .iter()
+        .map(|e| {
+            json!({
+                "line_number": e.line_number,
+                "original_line": e.original_line,
+                "error_message": format!("column {}: {}", e.column, e.message),
+            })
+        })
+        .collect();
+    if !bad_lines.is_empty() && !accept_partial {
+        return bad_lines_response(
+            "no lines were written: the batch has lines that cannot be parsed",
+            bad_lines,
+        );
+    }
+    let sources = parsed.sources;
+    let batch = WriteBatch {
+        database,
+        points: parsed.points,
+    };
+    let line_of = |index: usize| {
+        let (number, range) = &sources[index];
+        json!({
+            "line_number": number,
+            "original_line": text[range.clone()].chars().take(1000).collect::<String>(),
+        })
+    };
+    match state.lake.write(batch, accept_partial).await {
+        Ok(outcome) => {
+            for r in &outcome.rejected {
+                let mut entry = line_of(r.index);
+                entry["error_message"] = r.message.clone().into();
+                bad_lines.push(entry);
+            }
+            if bad_lines.is_empty() {
+                StatusCode::NO_CONTENT.into_response()
+            } else {
+                bad_lines.sort_by_key(|l| l["line_number"].as_u64());
+                bad_lines_response(
+                    &format!(
+                        "partial write: {} point(s) written, {} line(s) rejected",
+                        outcome.points_written,
+                        bad_lines.len()
+                    ),
+                    bad_lines,
+                )
+            }
+        }
+        Err(LakeError::Rejected(rejections)) => {
+            let lines = rejections
+                .iter()
+                .map(|r| {
+                    let mut entry = line_of(r.index);
+                    entry["error_message"] = r.message.clone().into();
+                    entry
+                })
+                .collect();
+            bad_lines_response(
+                "no lines were written: the batch conflicts with the stored schema",
+                lines,
+            )
+        }
+        Err(e) => lake_error_response(e),
+    }
+}
+
+fn bad_lines_response(message: &str, lines: Vec<serde_json::Value>) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({
+            "code": "invalid",
+            "message": format!("{message}; first: line {}: {}", lines[0]["line_number"], lines[0]["error_message"].as_str().unwrap_or("")),
+            "error": message,
+            "data": lines,
+        })),
+    )
+        .into_response()
+}
+
+/// The body as text, gunzipped when `Content-Encoding: gzip`, never beyond `limit` bytes.
+/// Why a body cannot be read: the status, the error code and a message.
+type BodyError = (StatusCode, &'static str, String);
+
+fn body_text(headers: &HeaderMap, body: &Bytes, limit: usize) -> Result<String, BodyError> {
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("identity")
+        .trim()
+        .to_ascii_lowercase();
+    let bytes = match encoding.as_str() {
+        "identity" | "" => body.to_vec(),
+        "gzip" | "x-gzip" => {
+            let mut out = Vec::with_capacity(body.len() * 4);
+            let mut decoder = flate2::read::GzDecoder::new(&body[..]).take(limit as u64 + 1);
+            if let Err(e) = decoder.read_to_end(&mut out) {
+                return Err((
+                    StatusCode::BAD_REQUEST,
+                    "invalid",
+                    format!("the body is not valid gzip: {e}"),
+                ));
+            }
+            if out.len() > limit {
+                return Err((
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "request too large",
+                    format!("the body is larger than {limit} bytes once decompressed"),
+                ));
+            }
+            out
+        }
+        other => {
+            return Err((
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "invalid",
+                format!("Content-Encoding `{other}` is not supported: send identity or gzip"),
+            ));
+        }
+    };
+    String::from_utf8(bytes).map_err(|e| {
+        (
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            format!(
+                "the body is not UTF-8 (byte {})",
+                e.utf8_error().valid_up_to()
+            ),
+        )
+    })
+}

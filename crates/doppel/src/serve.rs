@@ -1,0 +1,157 @@
+//! `doppel serve` and `doppel up`: the HTTP API over a lake, with graceful shutdown.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use doppel_lake::{Lake, LakeConfig};
+use doppel_server::{ServerConfig, app};
+
+use crate::DataDirArg;
+
+#[derive(Args, Clone, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    data: DataDirArg,
+    /// The address to listen on. Anything but loopback needs --token.
+    #[arg(long, env = "DOPPEL_LISTEN", default_value = "127.0.0.1:7700")]
+    listen: SocketAddr,
+    /// A token every request must carry (Authorization: Token <token>).
+    #[arg(long, env = "DOPPEL_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The largest request body accepted, in MiB (after decompression).
+    #[arg(long, env = "DOPPEL_MAX_BODY_MIB", default_value_t = 10)]
+    max_body_mib: usize,
+    /// Persist the write buffer to Parquet once it holds this many MiB.
+    #[arg(long, env = "DOPPEL_FLUSH_MIB", default_value_t = 128)]
+    flush_mib: usize,
+    /// Persist the write buffer once its oldest write is this old (e.g. 5m, 30s).
+    #[arg(long, env = "DOPPEL_FLUSH_AGE", default_value = "5m", value_parser = parse_duration)]
+    flush_age: Duration,
+    /// Answer writes with 503 (retry later) while this many MiB are buffered.
+    #[arg(long, env = "DOPPEL_MAX_BUFFER_MIB", default_value_t = 512)]
+    max_buffer_mib: usize,
+}
+
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    doppel_core::time::parse_duration(text).map(|n| Duration::from_nanos(n as u64))
+}
+
+pub fn run(args: ServeArgs, up: bool) -> anyhow::Result<ExitCode> {
+    if !args.listen.ip().is_loopback() && args.token.is_none() {
+        bail!(
+            "refusing to listen on {} without a token: anyone who can reach it could read and write your data. \
+             Set --token (or DOPPEL_TOKEN), or listen on 127.0.0.1",
+            args.listen
+        );
+    }
+    let config = LakeConfig {
+        flush_bytes: args.flush_mib << 20,
+        flush_age: args.flush_age,
+        max_buffer_bytes: args.max_buffer_mib << 20,
+        ..LakeConfig::default()
+    };
+    let lake = Lake::open(&args.data.data, config).with_context(|| {
+        format!(
+            "cannot open the data directory {}",
+            args.data.data.display()
+        )
+    })?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let server_config = ServerConfig {
+        token: args.token.clone(),
+        max_body_bytes: args.max_body_mib << 20,
+    };
+    let result = runtime.block_on(async {
+        let listener = match tokio::net::TcpListener::bind(args.listen).await {
+            Ok(l) => l,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => bail!(
+                "{} is already in use (another doppel, or another program); choose another address with --listen",
+                args.listen
+            ),
+            Err(e) => return Err(e).with_context(|| format!("cannot listen on {}", args.listen)),
+        };
+        let address = listener.local_addr()?;
+        tracing::info!(%address, data = %args.data.data.display(), "doppel is serving");
+        if up {
+            print_what_next(address, args.token.is_some());
+        }
+        axum::serve(listener, app(lake.clone(), server_config))
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("the HTTP server failed")
+    });
+    tracing::info!("persisting buffered writes before exiting");
+    let flushed = lake.shutdown();
+    result?;
+    flushed.context(
+        "persisting at shutdown failed; the writes are safe in the WAL and will be replayed",
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_what_next(address: SocketAddr, token: bool) {
+    let auth = if token {
+        " -H \"Authorization: Token $DOPPEL_TOKEN\""
+    } else {
+        ""
+    };
+    eprintln!(
+        "\n  doppel is up on http://{address}\n\n  \
+         Write line protocol (as to InfluxDB):\n    \
+         curl -i{auth} -XPOST 'http://{address}/api/v2/write?bucket=plant&precision=s' \\\n      \
+         --data-binary 'pumps,asset=pump-1 speed=0.82,vibration=2.1 '\"$(date +%s)\"\n\n  \
+         Query it with SQL:\n    \
+         doppel query --url http://{address} --db plant \"SELECT * FROM pumps\"\n\n  \
+         Import history:  doppel import --url http://{address} --db history FILE.csv\n  \
+         Stop with Ctrl-C: buffered writes are persisted first.\n"
+    );
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down");
+}
+
+#[derive(Args)]
+pub struct RetentionArgs {
+    #[command(flatten)]
+    data: DataDirArg,
+    /// The database.
+    #[arg(long)]
+    db: String,
+    /// The table (measurement).
+    #[arg(long)]
+    table: String,
+    /// How long to keep data, such as 30d; `none` keeps it forever.
+    period: String,
+}
+
+pub fn retention(args: RetentionArgs) -> anyhow::Result<ExitCode> {
+    let period = match args.period.as_str() {
+        "none" | "forever" => None,
+        text => Some(parse_duration(text).map_err(anyhow::Error::msg)?),
+    };
+    let lake = Lake::open(&args.data.data, LakeConfig::default())
+        .with_context(|| format!("cannot open {}", args.data.data.display()))?;
+    lake.set_retention(&args.db, &args.table, period)?;
+    lake.shutdown()?;
+    println!("{}.{}: retention {}", args.db, args.table, args.period);
+    Ok(ExitCode::SUCCESS)
+}

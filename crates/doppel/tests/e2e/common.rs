@@ -1,0 +1,177 @@
+//! Starting and talking to a real `doppel serve` process.
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn doppel() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_doppel"))
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running server; killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub url: String,
+    pub port: u16,
+}
+
+impl Server {
+    pub fn start(data: &Path, extra: &[&str]) -> Server {
+        Self::start_on(data, free_port(), extra)
+    }
+
+    pub fn start_on(data: &Path, port: u16, extra: &[&str]) -> Server {
+        let listen = format!("127.0.0.1:{port}");
+        let child = doppel()
+            .args([
+                "serve",
+                "--data",
+                data.to_str().unwrap(),
+                "--listen",
+                &listen,
+            ])
+            .args(extra)
+            .env("DOPPEL_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("doppel starts");
+        let mut server = Server {
+            child,
+            url: format!("http://{listen}"),
+            port,
+        };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let mut stderr = String::new();
+                self.child
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut stderr)
+                    .unwrap();
+                panic!("doppel exited with {status} before serving: {stderr}");
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("doppel did not start listening within 60 s");
+    }
+
+    /// SIGTERM, then wait: a graceful stop that persists.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let status = self.child.wait().unwrap();
+        std::mem::forget(self);
+        status
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into()
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub body: String,
+    pub headers: ureq::http::HeaderMap,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+fn reply(result: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Reply {
+    let mut response = result.expect("the request reaches the server");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(1 << 30)
+        .read_to_string()
+        .unwrap();
+    Reply {
+        status,
+        body,
+        headers,
+    }
+}
+
+pub fn post(url: &str, headers: &[(&str, &str)], body: impl AsRef<[u8]>) -> Reply {
+    let mut request = agent().post(url);
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    reply(request.send(body.as_ref()))
+}
+
+pub fn get(url: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut request = agent().get(url);
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    reply(request.call())
+}
+
+/// Runs SQL through the HTTP API and returns the JSON rows.
+pub fn sql(server: &Server, db: &str, q: &str) -> Vec<serde_json::Value> {
+    let body = serde_json::json!({"db": db, "q": q, "format": "json"}).to_string();
+    let r = post(
+        &format!("{}/api/v3/query_sql", server.url),
+        &[("Content-Type", "application/json")],
+        body,
+    );
+    assert_eq!(r.status, 200, "{q}: {}", r.body);
+    r.json().as_array().unwrap().clone()
+}
+
+/// Where the shared data sets are, or `None` (tests then skip with a message).
+pub fn shared_data() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
+    if dir.join("ett/ETTh1.csv").exists() {
+        Some(dir)
+    } else {
+        eprintln!("SKIPPED: ../shared/data is absent, so the real-data tests cannot run here");
+        None
+    }
+}

@@ -1,0 +1,8 @@
+//! doppel end to end: the real binary, a real HTTP server on loopback, real files.
+//!
+//! One test binary for the whole CLI (each test binary links DataFusion; one keeps CI fast).
+
+mod common;
+mod crash;
+mod http_api;
+mod import_and_query;
