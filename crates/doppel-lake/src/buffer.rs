@@ -13,7 +13,9 @@ use datafusion::arrow::array::{
     Array, ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch, StringBuilder,
     TimestampNanosecondArray, UInt32Array, UInt64Builder,
 };
-use datafusion::arrow::compute::{SortColumn, SortOptions, lexsort_to_indices, take};
+use datafusion::arrow::compute::{
+    SortColumn, SortOptions, lexsort_to_indices, take, take_record_batch,
+};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::row::{RowConverter, SortField};
 use doppel_core::{FieldType, FieldValue, Point};
@@ -297,13 +299,7 @@ pub fn sort_dedupe(batch: &RecordBatch, tag_count: usize) -> Result<RecordBatch>
     }
     let order_values = order.values();
     if group_starts.len() == rows {
-        let columns = batch
-            .columns()
-            .iter()
-            .map(|c| take(c.as_ref(), &order, None))
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(LakeError::arrow)?;
-        return RecordBatch::try_new(schema, columns).map_err(LakeError::arrow);
+        return take_record_batch(batch, &order).map_err(LakeError::arrow);
     }
     group_starts.push(rows);
     let mut columns = Vec::with_capacity(batch.num_columns());

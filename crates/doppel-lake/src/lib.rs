@@ -133,6 +133,12 @@ enum WalCommand {
     },
 }
 
+/// The points left to write, and their WAL encoding.
+type EncodedBatch = (WriteBatch, Vec<u8>);
+
+/// Answers once the WAL thread has made a batch durable (or failed to).
+type DurableReceipt = tokio::sync::oneshot::Receiver<Result<()>>;
+
 const WAL_DIR: &str = "wal";
 const GROUP_COMMIT_BYTES: usize = 16 << 20;
 const GRAVEYARD_DELAY: Duration = Duration::from_secs(60);
@@ -224,42 +230,54 @@ impl Lake {
     /// Writes a batch durably. With `accept_partial` the points the catalog refuses are left
     /// out and reported; without it any refused point refuses the whole batch (nothing written).
     pub async fn write(&self, batch: WriteBatch, accept_partial: bool) -> Result<WriteOutcome> {
-        let (batch, outcome, payload) = match self.prepare(batch, accept_partial)? {
-            Some(prepared) => prepared,
-            None => return Ok(WriteOutcome::default()),
-        };
-        let (reply, wait) = tokio::sync::oneshot::channel();
-        self.send(WalCommand::Append {
-            payload,
-            batch,
-            reply,
-        })?;
-        wait.await.map_err(|_| LakeError::ShuttingDown)??;
-        Ok(outcome)
+        match self.enqueue(batch, accept_partial)? {
+            (outcome, Some(durable)) => {
+                durable.await.map_err(|_| LakeError::ShuttingDown)??;
+                Ok(outcome)
+            }
+            (outcome, None) => Ok(outcome),
+        }
     }
 
     /// [`Lake::write`] for callers outside an async runtime (imports, tests).
     pub fn write_blocking(&self, batch: WriteBatch, accept_partial: bool) -> Result<WriteOutcome> {
-        let (batch, outcome, payload) = match self.prepare(batch, accept_partial)? {
-            Some(prepared) => prepared,
-            None => return Ok(WriteOutcome::default()),
+        match self.enqueue(batch, accept_partial)? {
+            (outcome, Some(durable)) => {
+                durable
+                    .blocking_recv()
+                    .map_err(|_| LakeError::ShuttingDown)??;
+                Ok(outcome)
+            }
+            (outcome, None) => Ok(outcome),
+        }
+    }
+
+    /// Checks a batch and hands it to the WAL thread; the receiver answers once it is durable
+    /// (`None` when nothing was left to write).
+    fn enqueue(
+        &self,
+        batch: WriteBatch,
+        accept_partial: bool,
+    ) -> Result<(WriteOutcome, Option<DurableReceipt>)> {
+        let (outcome, prepared) = self.prepare(batch, accept_partial)?;
+        // Nothing left to write: every point refused (with accept_partial), or none sent.
+        let Some((batch, payload)) = prepared else {
+            return Ok((outcome, None));
         };
-        let (reply, wait) = tokio::sync::oneshot::channel();
+        let (reply, durable) = tokio::sync::oneshot::channel();
         self.send(WalCommand::Append {
             payload,
             batch,
             reply,
         })?;
-        wait.blocking_recv()
-            .map_err(|_| LakeError::ShuttingDown)??;
-        Ok(outcome)
+        Ok((outcome, Some(durable)))
     }
 
     fn prepare(
         &self,
         mut batch: WriteBatch,
         accept_partial: bool,
-    ) -> Result<Option<(WriteBatch, WriteOutcome, Vec<u8>)>> {
+    ) -> Result<(WriteOutcome, Option<EncodedBatch>)> {
         if self.inner.failed.load(Ordering::Relaxed) {
             return Err(LakeError::Invalid(
                 "the lake stopped accepting writes after a failed fsync; restart doppel".into(),
@@ -294,11 +312,11 @@ impl Lake {
             rejected,
         };
         if batch.points.is_empty() {
-            return Ok(None);
+            return Ok((outcome, None));
         }
         let mut payload = Vec::with_capacity(batch.points.len() * 64);
         codec::encode(&batch, &mut payload);
-        Ok(Some((batch, outcome, payload)))
+        Ok((outcome, Some((batch, payload))))
     }
 
     fn send(&self, command: WalCommand) -> Result<()> {

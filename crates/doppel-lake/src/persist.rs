@@ -11,7 +11,7 @@ use std::fs::File;
 use std::path::Path;
 
 use datafusion::arrow::array::{ArrayRef, AsArray, RecordBatch, UInt32Array, new_null_array};
-use datafusion::arrow::compute::{concat_batches, take};
+use datafusion::arrow::compute::{concat_batches, take_record_batch};
 use datafusion::arrow::datatypes::{SchemaRef, TimestampNanosecondType};
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -191,17 +191,9 @@ fn split_by_day(batch: &RecordBatch) -> Result<Vec<(i64, RecordBatch)>> {
     }
     days.into_iter()
         .map(|(day, rows)| {
-            let indices = UInt32Array::from(rows);
-            let columns = batch
-                .columns()
-                .iter()
-                .map(|c| take(c.as_ref(), &indices, None))
-                .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(LakeError::arrow)?;
-            Ok((
-                day,
-                RecordBatch::try_new(batch.schema(), columns).map_err(LakeError::arrow)?,
-            ))
+            let part =
+                take_record_batch(batch, &UInt32Array::from(rows)).map_err(LakeError::arrow)?;
+            Ok((day, part))
         })
         .collect()
 }

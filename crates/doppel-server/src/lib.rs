@@ -63,6 +63,10 @@ pub fn app(lake: Lake, config: ServerConfig) -> Router {
         .route("/ping", get(ping).head(ping))
         .route("/health", get(health))
         .route("/api/v3/health", get(health))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            refuse_oversized,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         // Compressed bodies are limited again after decompression (see `write::body_text`).
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
@@ -87,6 +91,27 @@ async fn health(State(state): State<AppState>) -> impl IntoResponse {
         "version": env!("CARGO_PKG_VERSION"),
         "lake": state.lake.stats(),
     }))
+}
+
+/// Answers `413` from the `Content-Length` alone, so a client is not made to upload a body
+/// that would be refused anyway (bodies without a length are limited while read).
+async fn refuse_oversized(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let length = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match length {
+        Some(n) if n > state.config.max_body_bytes as u64 => error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request too large",
+            &format!(
+                "the body is {n} bytes; the limit is {} (raise it with --max-body-mib, or send smaller batches)",
+                state.config.max_body_bytes
+            ),
+        ),
+        _ => next.run(request).await,
+    }
 }
 
 /// Checks the token when one is configured. Accepts what Influx clients send:

@@ -11,8 +11,8 @@ use doppel_ingest::import::{ImportOptions, Separator, TimeSource, import_file};
 use doppel_lake::{Lake, LakeConfig, LakeError};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::DataDirArg;
 use crate::client::Client;
+use crate::{DataDirArg, ServerArg};
 
 #[derive(Args)]
 #[command(after_help = "Examples:
@@ -64,12 +64,8 @@ pub struct ImportArgs {
     /// Rows per write batch.
     #[arg(long, default_value_t = 10_000)]
     batch_rows: usize,
-    /// Import through a running doppel at this URL instead of opening the data directory.
-    #[arg(long, env = "DOPPEL_URL")]
-    url: Option<String>,
-    /// The token of the running doppel.
-    #[arg(long, env = "DOPPEL_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    #[command(flatten)]
+    server: ServerArg,
     #[command(flatten)]
     data: DataDirArg,
 }
@@ -134,8 +130,8 @@ pub fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
         Lake(Lake),
         Http(Client),
     }
-    let sink = match &args.url {
-        Some(url) => Sink::Http(Client::new(url, args.token.clone())),
+    let sink = match &args.server.url {
+        Some(url) => Sink::Http(Client::new(url, args.server.token.clone())),
         None => match Lake::open(&args.data.data, LakeConfig::default()) {
             Ok(lake) => Sink::Lake(lake),
             Err(e @ LakeError::Locked { .. }) => {

@@ -1,6 +1,7 @@
 //! The `doppel` command: wiring only. Each subcommand lives in its own module and calls
 //! into the library crates; nothing here owns data or logic another part could need.
 
+mod bench;
 mod client;
 mod import;
 mod query;
@@ -39,6 +40,11 @@ enum Command {
     },
     /// Set how long a table keeps its data.
     Retention(serve::RetentionArgs),
+    /// Measure parsing, durable writes and HTTP ingest (see docs/BENCHMARKS.md).
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
 }
 
 /// Where the lake lives, shared by the commands that open it.
@@ -47,6 +53,18 @@ pub struct DataDirArg {
     /// The data directory.
     #[arg(long = "data", env = "DOPPEL_DATA", default_value = "./doppel-data")]
     pub data: PathBuf,
+}
+
+/// A running doppel to talk to instead of opening the data directory.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ServerArg {
+    /// Talk to a running doppel at this URL (such as http://127.0.0.1:7700) instead of
+    /// opening the data directory.
+    #[arg(long, env = "DOPPEL_URL")]
+    pub url: Option<String>,
+    /// The token of the running doppel.
+    #[arg(long, env = "DOPPEL_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -66,6 +84,7 @@ fn main() -> std::process::ExitCode {
         Command::Import(args) => import::run(*args),
         Command::Spec { command } => spec::run(command),
         Command::Retention(args) => serve::retention(args),
+        Command::Bench { command } => bench::run(command),
     };
     match result {
         Ok(code) => code,

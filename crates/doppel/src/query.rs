@@ -8,8 +8,8 @@ use clap::Args;
 use doppel_lake::{Lake, LakeConfig, LakeError};
 use doppel_server::query::{Format, render};
 
-use crate::DataDirArg;
 use crate::client::Client;
+use crate::{DataDirArg, ServerArg};
 
 #[derive(Args)]
 pub struct QueryArgs {
@@ -21,20 +21,16 @@ pub struct QueryArgs {
     /// Output format: pretty, json, jsonl or csv.
     #[arg(long, default_value = "pretty")]
     format: String,
-    /// Query a running doppel at this URL instead of opening the data directory.
-    #[arg(long, env = "DOPPEL_URL")]
-    url: Option<String>,
-    /// The token of the running doppel.
-    #[arg(long, env = "DOPPEL_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    #[command(flatten)]
+    server: ServerArg,
     #[command(flatten)]
     data: DataDirArg,
 }
 
 pub fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
     let format: Format = args.format.parse().map_err(anyhow::Error::msg)?;
-    let output = match &args.url {
-        Some(url) => Client::new(url, args.token.clone()).post_json(
+    let output = match &args.server.url {
+        Some(url) => Client::new(url, args.server.token.clone()).post_json(
             "/api/v3/query_sql",
             &serde_json::json!({"db": args.db, "q": args.sql, "format": args.format}),
         )?,

@@ -1,0 +1,263 @@
+//! `doppel bench`: the measurements behind docs/BENCHMARKS.md, runnable by anyone.
+//!
+//! The payload is plant-like: 200 assets, 8 float fields a line, 5,000 lines a batch.
+//! `ingest` speaks the InfluxDB v1/v2 write API, so the same command measures doppel and a
+//! peer (InfluxDB 1.x) side by side; see `benches/ingest_vs_influxdb.sh`.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use clap::{Args, Subcommand};
+use doppel_core::Precision;
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Line-protocol parsing on one core: lines/s and MB/s.
+    Parse(ParseArgs),
+    /// Durable writes into a lake in a temporary folder (WAL fsync + group commit).
+    Wal(WalArgs),
+    /// End-to-end HTTP ingest against a running server (doppel or InfluxDB).
+    Ingest(IngestArgs),
+}
+
+#[derive(Args)]
+pub struct ParseArgs {
+    /// Lines to parse (repeated batches of the plant payload).
+    #[arg(long, default_value_t = 1_000_000)]
+    lines: usize,
+}
+
+#[derive(Args)]
+pub struct WalArgs {
+    /// Concurrent writers.
+    #[arg(long, default_value_t = 4)]
+    writers: usize,
+    /// Batches each writer sends.
+    #[arg(long, default_value_t = 50)]
+    batches: usize,
+    /// Lines a batch.
+    #[arg(long, default_value_t = 5000)]
+    lines: usize,
+    /// Where to put the temporary lake (a folder on the disk to measure).
+    #[arg(long, default_value = ".")]
+    dir: std::path::PathBuf,
+}
+
+#[derive(Args)]
+pub struct IngestArgs {
+    /// The server, such as http://127.0.0.1:7700 (doppel) or http://127.0.0.1:8086 (InfluxDB).
+    #[arg(long)]
+    url: String,
+    /// The database (bucket) to write into; created beforehand for InfluxDB.
+    #[arg(long, default_value = "bench")]
+    db: String,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
+    /// Batches each client sends.
+    #[arg(long, default_value_t = 40)]
+    batches: usize,
+    /// Lines a batch.
+    #[arg(long, default_value_t = 5000)]
+    lines: usize,
+    /// A name for the server in the printed result.
+    #[arg(long, default_value = "server")]
+    label: String,
+}
+
+pub const ASSETS: usize = 200;
+pub const FIELDS: usize = 8;
+
+/// One batch of the plant payload: `lines` lines over 200 assets, timestamps from `start`.
+pub fn plant_batch(lines: usize, start_step: u64, seed: u64) -> String {
+    let mut out = String::with_capacity(lines * 160);
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    for i in 0..lines {
+        let asset = i % ASSETS;
+        let step = start_step + (i / ASSETS) as u64;
+        out.push_str("plant,site=north,asset=asset_");
+        out.push_str(&format!("{asset:03} "));
+        for f in 0..FIELDS {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let v = 10.0 + (x >> 40) as f64 / 1e5;
+            if f > 0 {
+                out.push(',');
+            }
+            out.push_str(&format!("f{f}={v:.4}"));
+        }
+        out.push_str(&format!(
+            " {}\n",
+            1_700_000_000_000_000_000u64 + step * 1_000_000_000
+        ));
+    }
+    out
+}
+
+pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        BenchCommand::Parse(args) => parse(args),
+        BenchCommand::Wal(args) => wal(args),
+        BenchCommand::Ingest(args) => ingest(args),
+    }
+}
+
+fn parse(args: ParseArgs) -> anyhow::Result<ExitCode> {
+    let batch = plant_batch(5000, 0, 1);
+    let rounds = args.lines.div_ceil(5000);
+    // Warm up once, then time.
+    let warm = doppel_ingest::parse_lines(&batch, Precision::Nanoseconds, 0);
+    if !warm.errors.is_empty() {
+        bail!("the benchmark payload does not parse: {}", warm.errors[0]);
+    }
+    let started = Instant::now();
+    let mut points = 0;
+    for _ in 0..rounds {
+        points += doppel_ingest::parse_lines(&batch, Precision::Nanoseconds, 0)
+            .points
+            .len();
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let bytes = batch.len() * rounds;
+    println!(
+        "parse: {points} lines in {seconds:.2} s: {:.0} lines/s, {:.1} MB/s, {:.2} M values/s (one core)",
+        points as f64 / seconds,
+        bytes as f64 / seconds / 1e6,
+        (points * FIELDS) as f64 / seconds / 1e6
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn wal(args: WalArgs) -> anyhow::Result<ExitCode> {
+    let dir = tempfile_in(&args.dir)?;
+    let lake = doppel_lake::Lake::open(&dir, doppel_lake::LakeConfig::default())?;
+    let batches: Vec<Vec<doppel_core::WriteBatch>> = (0..args.writers)
+        .map(|w| {
+            (0..args.batches)
+                .map(|b| {
+                    let step = ((b * args.writers + w) * args.lines / ASSETS) as u64;
+                    let text = plant_batch(args.lines, step, (w * 1000 + b) as u64);
+                    let parsed = doppel_ingest::parse_lines(&text, Precision::Nanoseconds, 0);
+                    doppel_core::WriteBatch {
+                        database: "bench".into(),
+                        points: parsed.points,
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for writer in batches {
+            let lake = lake.clone();
+            scope.spawn(move || {
+                for batch in writer {
+                    lake.write_blocking(batch, false).expect("bench write");
+                }
+            });
+        }
+    });
+    let seconds = started.elapsed().as_secs_f64();
+    let total = args.writers * args.batches;
+    println!(
+        "wal: {total} batches of {} lines from {} writers in {seconds:.2} s: {:.0} batches/s, {:.0} lines/s, {:.2} M values/s (durable)",
+        args.lines,
+        args.writers,
+        total as f64 / seconds,
+        (total * args.lines) as f64 / seconds,
+        (total * args.lines * FIELDS) as f64 / seconds / 1e6
+    );
+    drop(lake);
+    std::fs::remove_dir_all(&dir)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn tempfile_in(parent: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    let dir = parent.join(format!(".doppel-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
+    eprintln!(
+        "preparing {} batches of {} lines...",
+        args.clients * args.batches,
+        args.lines
+    );
+    let bodies: Vec<Vec<String>> = (0..args.clients)
+        .map(|c| {
+            (0..args.batches)
+                .map(|b| {
+                    let step = ((b * args.clients + c) * args.lines / ASSETS) as u64;
+                    plant_batch(args.lines, step, (c * 1000 + b) as u64)
+                })
+                .collect()
+        })
+        .collect();
+    let url = format!(
+        "{}/write?db={}&precision=ns",
+        args.url.trim_end_matches('/'),
+        args.db
+    );
+    let started = Instant::now();
+    let failures: usize = std::thread::scope(|scope| {
+        let handles: Vec<_> = bodies
+            .iter()
+            .map(|client_bodies| {
+                let url = url.clone();
+                scope.spawn(move || {
+                    let agent: ureq::Agent = ureq::Agent::config_builder()
+                        .http_status_as_error(false)
+                        .timeout_global(Some(Duration::from_secs(120)))
+                        .build()
+                        .into();
+                    let mut failures = 0;
+                    for body in client_bodies {
+                        loop {
+                            match agent.post(&url).send(body.as_str()) {
+                                Ok(r) if r.status().is_success() => break,
+                                Ok(r) if r.status().as_u16() == 503 => {
+                                    std::thread::sleep(Duration::from_millis(100))
+                                }
+                                Ok(r) => {
+                                    eprintln!("write failed: {}", r.status());
+                                    failures += 1;
+                                    break;
+                                }
+                                Err(e) => {
+                                    eprintln!("write failed: {e}");
+                                    failures += 1;
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    failures
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("client thread"))
+            .sum()
+    });
+    let seconds = started.elapsed().as_secs_f64();
+    let lines = args.clients * args.batches * args.lines;
+    if failures > 0 {
+        bail!("{failures} batches failed");
+    }
+    println!(
+        "ingest[{}]: {lines} lines ({} batches of {}, {} clients) in {seconds:.2} s: {:.0} lines/s, {:.2} M values/s",
+        args.label,
+        args.clients * args.batches,
+        args.lines,
+        args.clients,
+        lines as f64 / seconds,
+        (lines * FIELDS) as f64 / seconds / 1e6
+    );
+    Ok(ExitCode::SUCCESS)
+}
