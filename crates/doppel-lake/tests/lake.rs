@@ -162,7 +162,12 @@ fn field_type_conflicts_reject_the_whole_batch_unless_partial() {
     assert_eq!(outcome.rejected.len(), 1);
     assert!(query(&lake, "SELECT count(*) AS n FROM m").contains("| 2 |"));
     // Every point refused, partial: nothing written, and the refusals still reported.
-    let all_bad = batch(vec![point("m", "a", &[("x", FieldValue::Boolean(true))], 9)]);
+    let all_bad = batch(vec![point(
+        "m",
+        "a",
+        &[("x", FieldValue::Boolean(true))],
+        9,
+    )]);
     let outcome = lake.write_blocking(all_bad, true).unwrap();
     assert_eq!((outcome.points_written, outcome.rejected.len()), (0, 1));
 }

@@ -104,8 +104,8 @@ fn print_what_next(address: SocketAddr, token: bool) {
          curl -i{auth} -XPOST 'http://{address}/api/v2/write?bucket=plant&precision=s' \\\n      \
          --data-binary 'pumps,asset=pump-1 speed=0.82,vibration=2.1 '\"$(date +%s)\"\n\n  \
          Query it with SQL:\n    \
-         doppel query --url http://{address} --db plant \"SELECT * FROM pumps\"\n\n  \
-         Import history:  doppel import --url http://{address} --db history FILE.csv\n  \
+         {doppel} query --url http://{address} --db plant \"SELECT * FROM pumps\"\n\n  \
+         Import history:\n    {doppel} import --url http://{address} --db history FILE.csv\n\n  \
          Stop with Ctrl-C: buffered writes are persisted first.\n"
     );
 }
