@@ -98,6 +98,10 @@ fn print_what_next(address: SocketAddr, token: bool) {
     } else {
         ""
     };
+    // The commands name this very binary, which need not be on PATH after `cargo run`.
+    let doppel = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "doppel".into());
     eprintln!(
         "\n  doppel is up on http://{address}\n\n  \
          Write line protocol (as to InfluxDB):\n    \
