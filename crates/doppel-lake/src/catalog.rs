@@ -122,12 +122,13 @@ impl Catalog {
 
     /// Checks every point of a batch against the known schemas (and against the batch's
     /// earlier points): a field keeps its type, a name is a tag or a field, never both.
-    /// Returns, per point, whether it is accepted, and the rejections. When `register` is set
-    /// the new columns of the accepted points are added to the catalog.
+    /// Returns, per point, whether it is accepted, and the rejections. The new columns of the
+    /// accepted points are added to the catalog when `accept_partial` is set or nothing was
+    /// refused (a refused atomic batch changes nothing).
     pub fn admit(
         &mut self,
         batch: &WriteBatch,
-        register: bool,
+        accept_partial: bool,
     ) -> (Vec<bool>, Vec<PointRejection>) {
         #[derive(Clone, Copy, PartialEq)]
         enum Column {
@@ -205,7 +206,7 @@ impl Catalog {
                 }
             }
         }
-        if register {
+        if accept_partial || rejections.is_empty() {
             let additions: Vec<_> = seen
                 .into_iter()
                 .map(|((m, n), c)| (m.to_owned(), n.to_owned(), c))

@@ -168,7 +168,7 @@ impl Lake {
                 offset: 0,
                 reason: format!("a record passed its checksum but cannot be decoded: {reason}"),
             })?;
-            catalog.admit(&batch, true);
+            catalog.admit(&batch, true); // replayed batches were admitted before
             active.append(&batch.database, &batch.points);
             Ok(())
         })?;
@@ -295,14 +295,13 @@ impl Lake {
             });
         }
         let rejected = {
+            // Checking and registering under one lock: two batches racing to create a column
+            // with different types cannot both win.
             let mut state = self.inner.state.write();
-            let (_, rejected) = state.catalog.admit(&batch, false);
+            let (accepted, rejected) = state.catalog.admit(&batch, accept_partial);
             if !rejected.is_empty() && !accept_partial {
                 return Err(LakeError::Rejected(rejected));
             }
-            // Check again and register under the same lock, so two batches racing to create
-            // a column with different types cannot both win.
-            let (accepted, rejected) = state.catalog.admit(&batch, true);
             let mut keep = accepted.into_iter();
             batch.points.retain(|_| keep.next().unwrap_or(false));
             rejected
