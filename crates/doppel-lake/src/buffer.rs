@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch, StringBuilder,
-    TimestampNanosecondArray, UInt32Array, UInt64Builder,
+    Array, ArrayBuilder, ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch,
+    StringBuilder, TimestampNanosecondArray, UInt32Array, UInt64Builder,
 };
 use datafusion::arrow::compute::{
     SortColumn, SortOptions, lexsort_to_indices, take, take_record_batch,
@@ -128,6 +128,16 @@ impl FieldColumn {
         column
     }
 
+    fn len(&self) -> usize {
+        match self {
+            FieldColumn::Float(b) => b.len(),
+            FieldColumn::Integer(b) => b.len(),
+            FieldColumn::UInteger(b) => b.len(),
+            FieldColumn::String(b) => b.len(),
+            FieldColumn::Boolean(b) => b.len(),
+        }
+    }
+
     fn append_nulls(&mut self, n: usize) {
         match self {
             FieldColumn::Float(b) => b.append_nulls(n),
@@ -201,16 +211,21 @@ impl TableBuffer {
         self.series_of_row.push(series);
         self.times.push(point.time);
         for (name, value) in &point.fields {
-            if !self.fields.contains_key(name) {
-                self.fields
-                    .insert(name.clone(), FieldColumn::new(value.field_type(), row));
-            }
+            let column = match self.fields.get_mut(name) {
+                Some(column) => column,
+                None => self
+                    .fields
+                    .entry(name.clone())
+                    .or_insert_with(|| FieldColumn::new(value.field_type(), row)),
+            };
+            bytes += column.append(value);
         }
-        // Every column gets one entry per row: the point's value or a null.
-        for (name, column) in self.fields.iter_mut() {
-            match point.fields.iter().find(|(f, _)| f == name) {
-                Some((_, value)) => bytes += column.append(value),
-                None => column.append_nulls(1),
+        // Every column gets one entry per row: the columns this point left out get a null.
+        if self.fields.len() != point.fields.len() {
+            for column in self.fields.values_mut() {
+                if column.len() == row {
+                    column.append_nulls(1);
+                }
             }
         }
         bytes

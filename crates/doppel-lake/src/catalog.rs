@@ -165,10 +165,9 @@ impl Catalog {
                     problem = Some("`time` is reserved for the timestamp".to_string());
                     break;
                 }
-                let earlier = seen
-                    .get(&(point.measurement.as_str(), name))
-                    .copied()
-                    .or_else(|| known(name));
+                // The catalog first: in steady state every column is known there.
+                let earlier =
+                    known(name).or_else(|| seen.get(&(point.measurement.as_str(), name)).copied());
                 if let Some(earlier) = earlier
                     && earlier != column
                 {
@@ -194,14 +193,19 @@ impl Catalog {
                 }
                 None => {
                     accepted.push(true);
+                    // Only columns new to the catalog need remembering (and registering).
                     for (k, _) in &point.tags {
-                        seen.insert((point.measurement.as_str(), k.as_str()), Column::Tag);
+                        if known(k).is_none() {
+                            seen.insert((point.measurement.as_str(), k.as_str()), Column::Tag);
+                        }
                     }
                     for (k, v) in &point.fields {
-                        seen.insert(
-                            (point.measurement.as_str(), k.as_str()),
-                            Column::Field(v.field_type()),
-                        );
+                        if known(k).is_none() {
+                            seen.insert(
+                                (point.measurement.as_str(), k.as_str()),
+                                Column::Field(v.field_type()),
+                            );
+                        }
                     }
                 }
             }
