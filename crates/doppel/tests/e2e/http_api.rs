@@ -139,6 +139,12 @@ fn field_type_conflicts_are_400_with_the_line() {
     );
 }
 
+fn gzip(text: &str) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(text.as_bytes()).unwrap();
+    gz.finish().unwrap()
+}
+
 #[test]
 fn gzip_bodies_and_the_size_limit() {
     let dir = tempfile::tempdir().unwrap();
@@ -147,12 +153,10 @@ fn gzip_bodies_and_the_size_limit() {
     for i in 0..1000 {
         body.push_str(&format!("m,s=x v={i} {i}\n"));
     }
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(body.as_bytes()).unwrap();
     let r = post(
         &format!("{}/api/v2/write?bucket=db", server.url),
         &[("Content-Encoding", "gzip")],
-        gz.finish().unwrap(),
+        gzip(&body),
     );
     assert_eq!(r.status, 204, "{}", r.body);
     assert_eq!(
@@ -178,12 +182,10 @@ fn gzip_bodies_and_the_size_limit() {
     assert_eq!(&answer, b"HTTP/1.1 413");
     drop(stream);
     // A small gzip that inflates past the limit is refused too.
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-    gz.write_all(big.as_bytes()).unwrap();
     let r = post(
         &format!("{}/api/v2/write?bucket=db", server.url),
         &[("Content-Encoding", "gzip")],
-        gz.finish().unwrap(),
+        gzip(&big),
     );
     assert_eq!(r.status, 413, "{}", r.body);
     let r = post(
