@@ -548,6 +548,8 @@ impl Inner {
                 let state = self.state.read();
                 state.frozen.is_some()
                     || state.active.bytes >= self.config.flush_bytes
+                    // Writers are being refused: persist now, whatever the flush size says.
+                    || state.active.bytes > self.config.max_buffer_bytes
                     || state
                         .active_since
                         .is_some_and(|t| t.elapsed() >= self.config.flush_age)

@@ -322,3 +322,35 @@ fn ping_health_and_clear_start_up_errors() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("without a token"));
 }
+
+#[test]
+fn a_full_buffer_answers_503_with_retry_after_and_then_drains() {
+    let dir = tempfile::tempdir().unwrap();
+    // A buffer limit of 0 MiB: any buffered write makes the next one wait for a persist.
+    let server = Server::start(dir.path(), &["--max-buffer-mib", "0"]);
+    let url = format!("{}/api/v2/write?bucket=db", server.url);
+    let mut refused = 0;
+    for i in 0..20 {
+        let body = format!("m,s=x v={i} {i}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let r = post(&url, &[], &body);
+            if r.status == 204 {
+                break;
+            }
+            assert_eq!(r.status, 503, "{}", r.body);
+            assert_eq!(r.headers.get("retry-after").unwrap(), "1");
+            refused += 1;
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the buffer never drained"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+    assert!(refused > 0, "no write was ever refused");
+    assert_eq!(
+        sql(&server, "db", "SELECT count(*) AS n FROM m")[0]["n"],
+        20
+    );
+}
