@@ -47,7 +47,8 @@ pub struct ImportOptions {
     /// Columns whose values become tags rather than fields.
     pub tag_columns: Vec<String>,
     pub separator: Separator,
-    /// Column names for files without a header line; `None` means the first line is the header.
+    /// Column names for files without a header line (an empty list names them `c1`, `c2`,
+    /// ...); `None` means the first line is the header.
     pub column_names: Option<Vec<String>>,
     pub time: TimeSource,
     /// The file is stored with one variable per line (rows are columns), like TEP's `d00.dat`.
@@ -212,7 +213,11 @@ impl TextTable {
             return transpose(path, options, lines);
         }
         let columns = match &options.column_names {
-            Some(names) => names.clone(),
+            Some(names) if !names.is_empty() => names.clone(),
+            Some(_) => {
+                let first = lines.first.as_deref().unwrap_or_default();
+                default_names(lines.split(first.trim_end_matches(['\n', '\r']))?.len())
+            }
             None => {
                 let (_, header) = lines.next_fields()?.expect("the first line is not blank");
                 header.into_iter().map(|h| h.trim().to_owned()).collect()
@@ -269,28 +274,37 @@ impl LineSplitter {
             if text.trim().is_empty() {
                 continue;
             }
-            let fields = match self.separator {
-                Separator::Whitespace => text.split_whitespace().map(str::to_owned).collect(),
-                Separator::Char(sep) if text.contains('"') => {
-                    let mut reader = csv::ReaderBuilder::new()
-                        .has_headers(false)
-                        .delimiter(sep)
-                        .from_reader(text.as_bytes());
-                    let mut record = csv::StringRecord::new();
-                    reader.read_record(&mut record).map_err(|e| ImportError {
-                        file: self.path.clone(),
-                        line: self.line,
-                        column: None,
-                        message: format!("bad CSV: {e}"),
-                    })?;
-                    record.iter().map(str::to_owned).collect()
-                }
-                Separator::Char(sep) => text.split(sep as char).map(str::to_owned).collect(),
-                Separator::Auto => unreachable!("the separator is resolved before reading"),
-            };
+            let fields = self.split(text)?;
             return Ok(Some((self.line, fields)));
         }
     }
+
+    fn split(&self, text: &str) -> Result<Vec<String>, ImportError> {
+        Ok(match self.separator {
+            Separator::Whitespace => text.split_whitespace().map(str::to_owned).collect(),
+            Separator::Char(sep) if text.contains('"') => {
+                let mut reader = csv::ReaderBuilder::new()
+                    .has_headers(false)
+                    .delimiter(sep)
+                    .from_reader(text.as_bytes());
+                let mut record = csv::StringRecord::new();
+                reader.read_record(&mut record).map_err(|e| ImportError {
+                    file: self.path.clone(),
+                    line: self.line,
+                    column: None,
+                    message: format!("bad CSV: {e}"),
+                })?;
+                record.iter().map(str::to_owned).collect()
+            }
+            Separator::Char(sep) => text.split(sep as char).map(str::to_owned).collect(),
+            Separator::Auto => unreachable!("the separator is resolved before reading"),
+        })
+    }
+}
+
+/// Names for the columns of a file without a header: `c1`, `c2`, ...
+fn default_names(count: usize) -> Vec<String> {
+    (1..=count).map(|i| format!("c{i}")).collect()
 }
 
 struct TextRows {
@@ -348,7 +362,7 @@ fn transpose(
     let columns = options
         .column_names
         .clone()
-        .unwrap_or_else(|| (1..=variables.len()).map(|i| format!("c{i}")).collect());
+        .unwrap_or_else(|| default_names(variables.len()));
     let rows: Vec<Row> = (0..samples)
         .map(|s| Row {
             // For a transposed file the "line" of a sample is its position along the line.

@@ -144,10 +144,6 @@ pub fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
     let mut total_rows = 0;
     let mut total_values = 0;
     for file in &args.files {
-        let mut file_options = options.clone();
-        if args.no_header && args.columns.is_none() {
-            file_options.column_names = Some(header_for(file, &options)?);
-        }
         let bar = ProgressBar::new_spinner();
         bar.set_style(
             ProgressStyle::with_template("{spinner} {msg} {pos} rows ({per_sec}) {elapsed}")
@@ -156,7 +152,7 @@ pub fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
         bar.set_message(file.display().to_string());
         let stats = import_file(
             file,
-            &file_options,
+            &options,
             |rows| bar.set_position(rows),
             |batch: WriteBatch| -> anyhow::Result<()> {
                 match &sink {
@@ -202,31 +198,4 @@ pub fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
         total_rows as f64 / seconds.max(1e-9)
     );
     Ok(ExitCode::SUCCESS)
-}
-
-/// Names c1..cN for a headerless file, N from its first line.
-fn header_for(file: &std::path::Path, options: &ImportOptions) -> anyhow::Result<Vec<String>> {
-    use std::io::BufRead;
-    let reader = std::io::BufReader::new(
-        std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?,
-    );
-    let first = reader
-        .lines()
-        .map_while(Result::ok)
-        .find(|l| !l.trim().is_empty())
-        .with_context(|| format!("{} is empty", file.display()))?;
-    let count = match options.separator {
-        Separator::Char(c) => first.split(c as char).count(),
-        Separator::Whitespace => first.split_whitespace().count(),
-        Separator::Auto => {
-            let sep = [b'\t', b';', b'|', b',']
-                .into_iter()
-                .find(|c| first.as_bytes().contains(c));
-            match sep {
-                Some(c) => first.split(c as char).count(),
-                None => first.split_whitespace().count(),
-            }
-        }
-    };
-    Ok((1..=count).map(|i| format!("c{i}")).collect())
 }

@@ -67,6 +67,27 @@ fn whitespace_tables_with_generated_time() {
 }
 
 #[test]
+fn headerless_files_without_names_get_c1_to_cn() {
+    let options = ImportOptions {
+        column_names: Some(Vec::new()),
+        time: TimeSource::Generated {
+            start: 0,
+            period: 1,
+        },
+        ..Default::default()
+    };
+    let points = import("1.5 2.5\n3.5 4.5\n", "d01.dat", &options).unwrap();
+    assert_eq!(points.len(), 2, "the first line is data, not a header");
+    assert_eq!(
+        points[0].fields,
+        vec![
+            ("c1".into(), FieldValue::Float(1.5)),
+            ("c2".into(), FieldValue::Float(2.5))
+        ]
+    );
+}
+
+#[test]
 fn transposed_files_become_rows() {
     let text = "1 2 3\n4 5 6\n";
     let options = ImportOptions {
