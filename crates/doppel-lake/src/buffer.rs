@@ -234,6 +234,12 @@ impl TableBuffer {
     /// The buffered rows as one batch in `schema` (columns this buffer lacks are null), sorted
     /// by series and time, with last-write-wins applied.
     pub fn to_batch(&self, schema: &TableSchema) -> Result<RecordBatch> {
+        sort_dedupe(&self.to_unsorted_batch(schema)?, schema.tag_count)
+    }
+
+    /// The buffered rows copied out in write order, not yet sorted: cheap enough to take
+    /// under the lake's lock, leaving the sort for after it is released.
+    pub fn to_unsorted_batch(&self, schema: &TableSchema) -> Result<RecordBatch> {
         let rows = self.times.len();
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.arrow.fields().len());
         for (i, field) in schema.arrow.fields().iter().enumerate() {
@@ -258,9 +264,7 @@ impl TableBuffer {
                 ));
             }
         }
-        let batch =
-            RecordBatch::try_new(schema.arrow.clone(), columns).map_err(LakeError::arrow)?;
-        sort_dedupe(&batch, schema.tag_count)
+        RecordBatch::try_new(schema.arrow.clone(), columns).map_err(LakeError::arrow)
     }
 }
 

@@ -108,6 +108,8 @@ struct Inner {
     shutting_down: AtomicBool,
     failed: AtomicBool,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// One persist at a time (the persist thread, `flush` and `shutdown` may race).
+    persist_lock: Mutex<()>,
     /// Holds the directory's lock for as long as the lake is open.
     _lock: File,
 }
@@ -198,6 +200,7 @@ impl Lake {
             shutting_down: AtomicBool::new(false),
             failed: AtomicBool::new(false),
             threads: Mutex::new(Vec::new()),
+            persist_lock: Mutex::new(()),
             _lock: lock,
         });
         let wal_inner = inner.clone();
@@ -349,7 +352,7 @@ impl Lake {
             let mut buffers = Vec::new();
             for buffer in state.frozen.as_deref().into_iter().chain([&state.active]) {
                 if let Some(rows) = buffer.databases.get(database).and_then(|d| d.get(name)) {
-                    buffers.push(rows.to_batch(&schema)?);
+                    buffers.push(rows.to_unsorted_batch(&schema)?);
                 }
             }
             tables.push(query::TableSnapshot {
@@ -358,6 +361,13 @@ impl Lake {
                 files: table.files.clone(),
                 buffers,
             });
+        }
+        // Sort outside the lock: a long sort here would hold up the WAL thread's writes.
+        drop(state);
+        for table in &mut tables {
+            for buffer in &mut table.buffers {
+                *buffer = buffer::sort_dedupe(buffer, table.schema.tag_count)?;
+            }
         }
         Ok(tables)
     }
@@ -565,8 +575,7 @@ impl Inner {
     /// Rotates the WAL, writes the frozen buffer to Parquet, records it in the manifest, then
     /// removes the WAL segments it covered. One at a time (the persist lock).
     fn flush_once(&self) -> Result<()> {
-        static PERSIST: Mutex<()> = Mutex::new(());
-        let _one_at_a_time = PERSIST.lock().unwrap();
+        let _one_at_a_time = self.persist_lock.lock().unwrap();
         let needs_rotation = {
             let state = self.state.read();
             state.frozen.is_none() && !state.active.is_empty()

@@ -111,11 +111,8 @@ async fn write(
         .errors
         .iter()
         .map(|e| {
-            json!({
-                "line_number": e.line_number,
-                "original_line": e.original_line,
-                "error_message": format!("column {}: {}", e.column, e.message),
-            })
+            let message = format!("column {}: {}", e.column, e.message);
+            bad_line(e.line_number, &e.original_line, &message)
         })
         .collect();
     if !bad_lines.is_empty() && !accept_partial {
@@ -129,20 +126,15 @@ async fn write(
         database,
         points: parsed.points,
     };
-    let line_of = |index: usize| {
-        let (number, range) = &sources[index];
-        json!({
-            "line_number": number,
-            "original_line": text[range.clone()].chars().take(1000).collect::<String>(),
-        })
+    // A point the lake refused, reported like a line that did not parse.
+    let refused_line = |r: &doppel_lake::PointRejection| {
+        let (number, range) = &sources[r.index];
+        let original: String = text[range.clone()].chars().take(1000).collect();
+        bad_line(*number, &original, &r.message)
     };
     match state.lake.write(batch, accept_partial).await {
         Ok(outcome) => {
-            for r in &outcome.rejected {
-                let mut entry = line_of(r.index);
-                entry["error_message"] = r.message.clone().into();
-                bad_lines.push(entry);
-            }
+            bad_lines.extend(outcome.rejected.iter().map(refused_line));
             if bad_lines.is_empty() {
                 StatusCode::NO_CONTENT.into_response()
             } else {
@@ -158,14 +150,7 @@ async fn write(
             }
         }
         Err(LakeError::Rejected(rejections)) => {
-            let lines = rejections
-                .iter()
-                .map(|r| {
-                    let mut entry = line_of(r.index);
-                    entry["error_message"] = r.message.clone().into();
-                    entry
-                })
-                .collect();
+            let lines = rejections.iter().map(refused_line).collect();
             bad_lines_response(
                 "no lines were written: the batch conflicts with the stored schema",
                 lines,
@@ -173,6 +158,15 @@ async fn write(
         }
         Err(e) => lake_error_response(e),
     }
+}
+
+/// One entry of the `data` list of a refused write, in InfluxDB 3's shape.
+fn bad_line(line_number: usize, original_line: &str, message: &str) -> serde_json::Value {
+    json!({
+        "line_number": line_number,
+        "original_line": original_line,
+        "error_message": message,
+    })
 }
 
 fn bad_lines_response(message: &str, lines: Vec<serde_json::Value>) -> Response {

@@ -98,6 +98,21 @@ pub fn plant_batch(lines: usize, start_step: u64, seed: u64) -> String {
     out
 }
 
+/// Plant-payload bodies for `clients` concurrent senders, `batches` each, with timestamps that
+/// never collide across senders (so no write overwrites another).
+fn client_bodies(clients: usize, batches: usize, lines: usize) -> Vec<Vec<String>> {
+    (0..clients)
+        .map(|c| {
+            (0..batches)
+                .map(|b| {
+                    let step = ((b * clients + c) * lines / ASSETS) as u64;
+                    plant_batch(lines, step, (c * 1000 + b) as u64)
+                })
+                .collect()
+        })
+        .collect()
+}
+
 pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
     match command {
         BenchCommand::Parse(args) => parse(args),
@@ -135,21 +150,19 @@ fn parse(args: ParseArgs) -> anyhow::Result<ExitCode> {
 fn wal(args: WalArgs) -> anyhow::Result<ExitCode> {
     let dir = tempfile_in(&args.dir)?;
     let lake = doppel_lake::Lake::open(&dir, doppel_lake::LakeConfig::default())?;
-    let batches: Vec<Vec<doppel_core::WriteBatch>> = (0..args.writers)
-        .map(|w| {
-            (0..args.batches)
-                .map(|b| {
-                    let step = ((b * args.writers + w) * args.lines / ASSETS) as u64;
-                    let text = plant_batch(args.lines, step, (w * 1000 + b) as u64);
-                    let parsed = doppel_ingest::parse_lines(&text, Precision::Nanoseconds, 0);
-                    doppel_core::WriteBatch {
+    let batches: Vec<Vec<doppel_core::WriteBatch>> =
+        client_bodies(args.writers, args.batches, args.lines)
+            .into_iter()
+            .map(|bodies| {
+                bodies
+                    .iter()
+                    .map(|text| doppel_core::WriteBatch {
                         database: "bench".into(),
-                        points: parsed.points,
-                    }
-                })
-                .collect()
-        })
-        .collect();
+                        points: doppel_ingest::parse_lines(text, Precision::Nanoseconds, 0).points,
+                    })
+                    .collect()
+            })
+            .collect();
     let started = Instant::now();
     std::thread::scope(|scope| {
         for writer in batches {
@@ -188,16 +201,7 @@ fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
         args.clients * args.batches,
         args.lines
     );
-    let bodies: Vec<Vec<String>> = (0..args.clients)
-        .map(|c| {
-            (0..args.batches)
-                .map(|b| {
-                    let step = ((b * args.clients + c) * args.lines / ASSETS) as u64;
-                    plant_batch(args.lines, step, (c * 1000 + b) as u64)
-                })
-                .collect()
-        })
-        .collect();
+    let bodies = client_bodies(args.clients, args.batches, args.lines);
     let url = format!(
         "{}/write?db={}&precision=ns",
         args.url.trim_end_matches('/'),
