@@ -58,9 +58,19 @@ impl Client {
             let request = self
                 .auth(self.agent.post(&url))
                 .header("Content-Encoding", "gzip");
-            let response = request
-                .send(&body[..])
-                .with_context(|| format!("cannot reach doppel at {}", self.base))?;
+            let response = match request.send(&body[..]) {
+                Ok(r) => r,
+                // The server may be restarting: back off and try again a few times.
+                Err(e) if attempt < 5 => {
+                    tracing::warn!("cannot reach {} ({e}); retrying in {delay:?}", self.base);
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot reach doppel at {}", self.base));
+                }
+            };
             // The server is busy persisting: wait and send the same batch again.
             if response.status().as_u16() == 503 && attempt < 20 {
                 std::thread::sleep(delay);

@@ -4,8 +4,10 @@
 mod bench;
 mod client;
 mod import;
+mod progress;
 mod query;
 mod serve;
+mod sim;
 mod spec;
 
 use std::path::PathBuf;
@@ -25,8 +27,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the whole twin on defaults (data in ./doppel-data, HTTP on 127.0.0.1:7700).
-    Up(serve::ServeArgs),
+    /// Run the whole twin on defaults: data in ./doppel-data, HTTP on 127.0.0.1:7700, and the
+    /// simulated reference plant streaming live readings into bucket `plant`.
+    Up(serve::UpArgs),
     /// Run the HTTP API over a data directory.
     Serve(serve::ServeArgs),
     /// Run SQL against a database, on a running server (--url) or straight on a data directory.
@@ -37,6 +40,16 @@ enum Command {
     Spec {
         #[command(subcommand)]
         command: spec::SpecCommand,
+    },
+    /// Simulate the reference plant (a chilled-water cooling plant).
+    Sim {
+        #[command(subcommand)]
+        command: sim::SimCommand,
+    },
+    /// Run disruption scenarios many times and report what they cost (Monte Carlo KPIs).
+    Scenario {
+        #[command(subcommand)]
+        command: sim::ScenarioCommand,
     },
     /// Set how long a table keeps its data.
     Retention(serve::RetentionArgs),
@@ -78,8 +91,10 @@ fn main() -> std::process::ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match cli.command {
-        Command::Up(args) => serve::run(args, true),
-        Command::Serve(args) => serve::run(args, false),
+        Command::Up(args) => serve::run(args.serve, Some(args.source)),
+        Command::Serve(args) => serve::run(args, None),
+        Command::Sim { command } => sim::run_sim(command),
+        Command::Scenario { command } => sim::run_scenario(command),
         Command::Query(args) => query::run(args),
         Command::Import(args) => import::run(*args),
         Command::Spec { command } => spec::run(command),

@@ -10,6 +10,7 @@ use doppel_lake::{Lake, LakeConfig};
 use doppel_server::{ServerConfig, app};
 
 use crate::DataDirArg;
+use crate::sim::{LiveSource, SourceArgs};
 
 #[derive(Args, Clone, Debug)]
 pub struct ServeArgs {
@@ -35,11 +36,20 @@ pub struct ServeArgs {
     max_buffer_mib: usize,
 }
 
+/// `doppel up`: the server plus a live data source.
+#[derive(Args, Clone, Debug)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    #[command(flatten)]
+    pub source: SourceArgs,
+}
+
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     doppel_core::time::parse_duration(text).map(|n| Duration::from_nanos(n as u64))
 }
 
-pub fn run(args: ServeArgs, up: bool) -> anyhow::Result<ExitCode> {
+pub fn run(args: ServeArgs, up: Option<SourceArgs>) -> anyhow::Result<ExitCode> {
     if !args.listen.ip().is_loopback() && args.token.is_none() {
         bail!(
             "refusing to listen on {} without a token: anyone who can reach it could read and write your data. \
@@ -75,13 +85,23 @@ pub fn run(args: ServeArgs, up: bool) -> anyhow::Result<ExitCode> {
         };
         let address = listener.local_addr()?;
         tracing::info!(%address, data = %args.data.data.display(), "doppel is serving");
-        if up {
-            print_what_next(address, args.token.is_some());
-        }
-        axum::serve(listener, app(lake.clone(), server_config))
+        let source = match &up {
+            Some(source_args) => {
+                let source = LiveSource::start(source_args, lake.clone())?;
+                print_what_next(address, args.token.is_some(), source.is_some());
+                source
+            }
+            None => None,
+        };
+        let served = axum::serve(listener, app(lake.clone(), server_config))
             .with_graceful_shutdown(shutdown_signal())
             .await
-            .context("the HTTP server failed")
+            .context("the HTTP server failed");
+        if let Some(source) = source {
+            tracing::info!("stopping the reference plant");
+            source.stop().context("the reference plant failed")?;
+        }
+        served
     });
     tracing::info!("persisting buffered writes before exiting");
     let flushed = lake.shutdown();
@@ -92,7 +112,7 @@ pub fn run(args: ServeArgs, up: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_what_next(address: SocketAddr, token: bool) {
+fn print_what_next(address: SocketAddr, token: bool, plant: bool) {
     let auth = if token {
         " -H \"Authorization: Token $DOPPEL_TOKEN\""
     } else {
@@ -102,13 +122,24 @@ fn print_what_next(address: SocketAddr, token: bool) {
     let doppel = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "doppel".into());
+    let live = if plant {
+        format!(
+            "The simulated reference plant (a chilled-water cooling plant) is writing live\n  \
+             readings into bucket `plant`:\n    \
+             {doppel} query --url http://{address} --db plant \"SHOW TABLES\"\n    \
+             {doppel} query --url http://{address} --db plant \\\n      \
+             \"SELECT date_bin(INTERVAL '1 hour', time) AS hour, avg(power) FROM plant GROUP BY hour ORDER BY hour\"\n\n  "
+        )
+    } else {
+        String::new()
+    };
     eprintln!(
-        "\n  doppel is up on http://{address}\n\n  \
+        "\n  doppel is up on http://{address}\n\n  {live}\
          Write line protocol (as to InfluxDB):\n    \
-         curl -i{auth} -XPOST 'http://{address}/api/v2/write?bucket=plant&precision=s' \\\n      \
+         curl -i{auth} -XPOST 'http://{address}/api/v2/write?bucket=mine&precision=s' \\\n      \
          --data-binary 'pumps,asset=pump-1 speed=0.82,vibration=2.1 '\"$(date +%s)\"\n\n  \
          Query it with SQL:\n    \
-         {doppel} query --url http://{address} --db plant \"SELECT * FROM pumps\"\n\n  \
+         {doppel} query --url http://{address} --db mine \"SELECT * FROM pumps\"\n\n  \
          Import history:\n    {doppel} import --url http://{address} --db history FILE.csv\n\n  \
          Stop with Ctrl-C: buffered writes are persisted first.\n"
     );

@@ -1,0 +1,177 @@
+//! Many runs of a scenario and of its baseline, spread over all cores.
+//!
+//! Run `i` of a study uses the seed `run_seed(seed, i)` for both the scenario and the
+//! baseline, so the two differ only by the disruptions (common random numbers) and their
+//! difference is measured with far less noise. Runs are independent and collected in index
+//! order, so the result is the same whatever the number of threads.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::chiller::{ChillerPlant, ChillerPlantConfig};
+use crate::error::{Result, SimError};
+use crate::kpi::{Kpis, Summary, failures_cluster};
+use crate::plant::Plant;
+use crate::policy::PolicyKind;
+use crate::random::run_seed;
+use crate::run::{RunOutcome, RunSettings, simulate};
+use crate::scenario::Scenario;
+
+/// "At least `at_least` failures at `assets` or more distinct assets within `window_s`."
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ClusterQuestion {
+    pub at_least: usize,
+    pub assets: usize,
+    pub window_s: f64,
+}
+
+impl Default for ClusterQuestion {
+    fn default() -> Self {
+        ClusterQuestion {
+            at_least: 2,
+            assets: 2,
+            window_s: 7.0 * 86_400.0,
+        }
+    }
+}
+
+/// A Monte Carlo study of one scenario against its baseline.
+#[derive(Debug, Clone)]
+pub struct Study {
+    pub plant: ChillerPlantConfig,
+    pub policy: PolicyKind,
+    pub settings: RunSettings,
+    pub runs: usize,
+    pub seed: u64,
+    pub cluster: ClusterQuestion,
+    /// Threads to spread runs over (`None`: all cores). The result does not depend on it.
+    pub threads: Option<usize>,
+}
+
+/// KPI distributions of the scenario, the baseline and their paired difference.
+#[derive(Debug, Clone, Serialize)]
+pub struct StudyResult {
+    pub scenario_name: String,
+    pub runs: usize,
+    pub days: f64,
+    pub step_s: f64,
+    pub seed: u64,
+    pub policy: PolicyKind,
+    pub scenario: BTreeMap<&'static str, Summary>,
+    pub baseline: BTreeMap<&'static str, Summary>,
+    /// Scenario minus baseline, run by run (same seeds).
+    pub difference: BTreeMap<&'static str, Summary>,
+    pub cluster: ClusterAnswer,
+    /// How many runs had each disruption happen.
+    pub disruptions_drawn: BTreeMap<String, usize>,
+    /// Plant steps simulated in all (scenario and baseline).
+    pub plant_steps: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterAnswer {
+    pub at_least: usize,
+    pub assets: usize,
+    pub within_hours: f64,
+    pub scenario_probability: f64,
+    pub baseline_probability: f64,
+}
+
+/// One run of the study's plant and policy.
+pub fn run_once(study: &Study, seed: u64, scenario: &Scenario) -> Result<RunOutcome> {
+    let mut plant = ChillerPlant::new(study.plant.clone(), seed)?;
+    let mut policy = study.policy.build(&plant as &dyn Plant)?;
+    let events = scenario.draw(seed);
+    simulate(&mut plant, policy.as_mut(), events, study.settings, None)
+}
+
+/// Runs the study. `progress` is called with the number of runs finished so far.
+pub fn run_study(
+    study: &Study,
+    scenario: &Scenario,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<StudyResult> {
+    study.settings.steps()?;
+    let baseline = Scenario::baseline();
+    let finished = AtomicU64::new(0);
+    let all_runs = || {
+        (0..study.runs)
+            .into_par_iter()
+            .map(|i| {
+                let seed = run_seed(study.seed, i as u64);
+                let with = run_once(study, seed, scenario)?;
+                let without = run_once(study, seed, &baseline)?;
+                progress(finished.fetch_add(1, Ordering::Relaxed) + 1);
+                Ok((with, without))
+            })
+            .collect::<Result<Vec<(RunOutcome, RunOutcome)>>>()
+    };
+    let pairs = match study.threads {
+        Some(n) => rayon::ThreadPoolBuilder::new()
+            .num_threads(n.max(1))
+            .build()
+            .map_err(|e| SimError::Settings(format!("cannot start {n} threads: {e}")))?
+            .install(all_runs)?,
+        None => all_runs()?,
+    };
+    let pick = |f: &dyn Fn(&(RunOutcome, RunOutcome)) -> Kpis| -> Vec<Kpis> {
+        pairs.iter().map(f).collect()
+    };
+    let with = pick(&|p| p.0.kpis);
+    let without = pick(&|p| p.1.kpis);
+    let summarise = |list: &[Kpis], other: Option<&[Kpis]>| {
+        let mut out = BTreeMap::new();
+        for (k, (name, _)) in Kpis::default().named().iter().enumerate() {
+            let values: Vec<f64> = list
+                .iter()
+                .enumerate()
+                .map(|(i, kpis)| {
+                    let v = kpis.named()[k].1;
+                    other.map_or(v, |o| v - o[i].named()[k].1)
+                })
+                .collect();
+            out.insert(*name, Summary::of(&values));
+        }
+        out
+    };
+    let c = study.cluster;
+    let share = |f: &dyn Fn(&(RunOutcome, RunOutcome)) -> bool| {
+        pairs.iter().filter(|p| f(p)).count() as f64 / pairs.len().max(1) as f64
+    };
+    let mut disruptions_drawn = BTreeMap::new();
+    for d in &scenario.disruptions {
+        disruptions_drawn.entry(d.label.clone()).or_insert(0);
+    }
+    for (with, _) in &pairs {
+        for e in &with.events {
+            *disruptions_drawn.entry(e.label.clone()).or_insert(0) += 1;
+        }
+    }
+    Ok(StudyResult {
+        scenario_name: scenario.name.clone(),
+        runs: study.runs,
+        days: study.settings.days,
+        step_s: study.settings.step_s,
+        seed: study.seed,
+        policy: study.policy,
+        scenario: summarise(&with, None),
+        baseline: summarise(&without, None),
+        difference: summarise(&with, Some(&without)),
+        cluster: ClusterAnswer {
+            at_least: c.at_least,
+            assets: c.assets,
+            within_hours: c.window_s / 3600.0,
+            scenario_probability: share(&|p| {
+                failures_cluster(&p.0.failures, c.at_least, c.assets, c.window_s)
+            }),
+            baseline_probability: share(&|p| {
+                failures_cluster(&p.1.failures, c.at_least, c.assets, c.window_s)
+            }),
+        },
+        disruptions_drawn,
+        plant_steps: pairs.iter().map(|p| p.0.steps + p.1.steps).sum(),
+    })
+}

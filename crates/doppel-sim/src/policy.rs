@@ -1,0 +1,318 @@
+//! Who operates the plant during a run. A policy sees readings (never the truth) and emits
+//! actions; the plant checks every action and refuses impossible ones.
+//!
+//! Two ship with doppel: [`LocalControllersOnly`] (nobody intervenes; the plant's own
+//! controllers and standby changeover do what they can) and [`RuleBasedOperator`] (stages
+//! pumps and chillers by load, services a pump when its vibration passes a limit, cleans a
+//! fouled chiller, puts a tampered setpoint back). The autonomy layer adds learned policies.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, SimError};
+use crate::plant::{Action, Plant, Readings, actuator_index, sensor_index};
+
+pub trait Policy: Send {
+    fn name(&self) -> &str;
+    /// Whether the policy will look at the readings at time `t_s` (so runs can skip reading
+    /// the sensors when nobody looks).
+    fn wants_readings(&self, t_s: f64) -> bool;
+    /// Decides, at time `t_s`, given the latest readings.
+    fn decide(&mut self, t_s: f64, readings: &Readings, actions: &mut Vec<Action>);
+}
+
+/// Which shipped policy to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyKind {
+    /// Nobody intervenes beyond the plant's local controllers.
+    None,
+    /// The rule-based operator.
+    #[default]
+    Rules,
+}
+
+impl PolicyKind {
+    pub fn build(self, plant: &dyn Plant) -> Result<Box<dyn Policy>> {
+        Ok(match self {
+            PolicyKind::None => Box::new(LocalControllersOnly),
+            PolicyKind::Rules => Box::new(RuleBasedOperator::new(plant, OperatorRules::default())?),
+        })
+    }
+}
+
+/// Does nothing: the plant runs on its local controllers.
+pub struct LocalControllersOnly;
+
+impl Policy for LocalControllersOnly {
+    fn name(&self) -> &str {
+        "none"
+    }
+    fn wants_readings(&self, _t_s: f64) -> bool {
+        false
+    }
+    fn decide(&mut self, _t_s: f64, _readings: &Readings, _actions: &mut Vec<Action>) {}
+}
+
+/// The operator's rules of thumb.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OperatorRules {
+    /// How often the operator looks, seconds.
+    pub interval_s: f64,
+    /// Least time between two staging changes of the same kind, seconds.
+    pub staging_hold_s: f64,
+    /// Nameplate capacity of a chiller, kW, and the best flow of a pump, m³/h.
+    pub chiller_capacity_kw: f64,
+    pub pump_best_flow_m3h: f64,
+    /// Start a chiller above this share of the running capacity; stop one below this share
+    /// of what would remain.
+    pub chiller_start_load: f64,
+    pub chiller_stop_load: f64,
+    /// Pumps: start one above this share of best flow per pump; stop one below this share.
+    pub pump_start_flow: f64,
+    pub pump_stop_flow: f64,
+    /// Service a pump whose vibration passes this, mm/s (ISO 10816-3 zone C/D boundary).
+    pub vibration_limit_mm_s: f64,
+    /// Clean a chiller whose condensing temperature is this far above the tower water, K.
+    pub cond_approach_limit_k: f64,
+    /// The supply setpoint the operator holds.
+    pub supply_setpoint_c: f64,
+    /// Wait this long before asking again after a maintenance order was refused, seconds.
+    pub retry_s: f64,
+}
+
+impl Default for OperatorRules {
+    fn default() -> Self {
+        OperatorRules {
+            interval_s: 900.0,
+            staging_hold_s: 3600.0,
+            chiller_capacity_kw: 1000.0,
+            pump_best_flow_m3h: 120.0,
+            chiller_start_load: 0.85,
+            chiller_stop_load: 0.7,
+            pump_start_flow: 0.95,
+            pump_stop_flow: 0.6,
+            vibration_limit_mm_s: 4.5,
+            cond_approach_limit_k: 5.6,
+            supply_setpoint_c: 7.0,
+            retry_s: 4.0 * 3600.0,
+        }
+    }
+}
+
+/// Sensors and actuators of one unit, by index.
+struct Unit {
+    status: usize,
+    load: usize,
+    extra: usize,
+    run: usize,
+    asset: usize,
+}
+
+/// A rule-based operator for the chilled-water plant.
+pub struct RuleBasedOperator {
+    rules: OperatorRules,
+    pumps: Vec<Unit>,
+    chillers: Vec<Unit>,
+    supply: usize,
+    setpoint: usize,
+    setpoint_actuator: usize,
+    flow: usize,
+    tower_water: usize,
+    /// The last value seen of every sensor (an operator's screen keeps the last reading).
+    seen: Vec<f64>,
+    next_look_s: f64,
+    last_chiller_change_s: f64,
+    last_pump_change_s: f64,
+    last_order_s: Vec<f64>,
+}
+
+impl RuleBasedOperator {
+    pub fn new(plant: &dyn Plant, rules: OperatorRules) -> Result<Self> {
+        let missing = |what: String| SimError::Policy {
+            policy: "rules".into(),
+            reason: format!("the plant has no {what}"),
+        };
+        let sensor = |id: String| sensor_index(plant, &id).ok_or_else(|| missing(format!("sensor `{id}`")));
+        let actuator =
+            |name: String| actuator_index(plant, &name).ok_or_else(|| missing(format!("actuator `{name}`")));
+        let asset = |id: &str| {
+            plant
+                .assets()
+                .iter()
+                .position(|a| a.id == id)
+                .ok_or_else(|| missing(format!("asset `{id}`")))
+        };
+        let units = |kind: &str, load: &str, extra: &str| -> Result<Vec<Unit>> {
+            let ids: Vec<String> = plant
+                .assets()
+                .iter()
+                .filter(|a| a.kind == kind)
+                .map(|a| a.id.clone())
+                .collect();
+            ids.iter()
+                .map(|id| {
+                    Ok(Unit {
+                        status: sensor(format!("{id}_status"))?,
+                        load: sensor(format!("{id}_{load}"))?,
+                        extra: sensor(format!("{id}_{extra}"))?,
+                        run: actuator(format!("{id}.run"))?,
+                        asset: asset(id)?,
+                    })
+                })
+                .collect()
+        };
+        let pumps = units("pump", "speed", "vibration")?;
+        let chillers = units("chiller", "duty", "cond_temp")?;
+        Ok(RuleBasedOperator {
+            last_order_s: vec![f64::NEG_INFINITY; plant.assets().len()],
+            rules,
+            pumps,
+            chillers,
+            supply: sensor("chw_supply_temp".into())?,
+            setpoint: sensor("chw_setpoint".into())?,
+            setpoint_actuator: actuator("chw.supply_setpoint".into())?,
+            flow: sensor("chw_flow".into())?,
+            tower_water: sensor("tower_water_temp".into())?,
+            seen: vec![f64::NAN; plant.sensors().len()],
+            next_look_s: 0.0,
+            last_chiller_change_s: f64::NEG_INFINITY,
+            last_pump_change_s: f64::NEG_INFINITY,
+        })
+    }
+
+    fn running(&self, units: &[Unit]) -> Vec<usize> {
+        (0..units.len())
+            .filter(|&i| self.seen[units[i].status] == 1.0)
+            .collect()
+    }
+
+    fn idle(&self, units: &[Unit]) -> Vec<usize> {
+        (0..units.len())
+            .filter(|&i| self.seen[units[i].status] == 0.0)
+            .collect()
+    }
+}
+
+impl Policy for RuleBasedOperator {
+    fn name(&self) -> &str {
+        "rules"
+    }
+
+    fn wants_readings(&self, t_s: f64) -> bool {
+        t_s >= self.next_look_s
+    }
+
+    fn decide(&mut self, t_s: f64, readings: &Readings, actions: &mut Vec<Action>) {
+        for (i, seen) in self.seen.iter_mut().enumerate() {
+            if let Some(v) = readings.get(i) {
+                *seen = v;
+            }
+        }
+        if t_s < self.next_look_s {
+            return;
+        }
+        self.next_look_s = t_s + self.rules.interval_s;
+        let r = &self.rules;
+
+        // A setpoint someone else changed goes back.
+        if (self.seen[self.setpoint] - r.supply_setpoint_c).abs() > 0.05 {
+            actions.push(Action::Set {
+                actuator: self.setpoint_actuator,
+                value: r.supply_setpoint_c,
+            });
+        }
+
+        // Chillers by load.
+        let running = self.running(&self.chillers);
+        let idle = self.idle(&self.chillers);
+        let duty: f64 = running.iter().map(|&j| self.seen[self.chillers[j].load]).sum();
+        let n = running.len() as f64;
+        let supply_high = self.seen[self.supply] > r.supply_setpoint_c + 0.8;
+        if t_s - self.last_chiller_change_s >= r.staging_hold_s {
+            if (supply_high || duty > r.chiller_start_load * n * r.chiller_capacity_kw)
+                && let Some(&j) = idle.first()
+            {
+                actions.push(Action::Set {
+                    actuator: self.chillers[j].run,
+                    value: 1.0,
+                });
+                self.last_chiller_change_s = t_s;
+            } else if running.len() >= 2
+                && !supply_high
+                && duty < r.chiller_stop_load * (n - 1.0) * r.chiller_capacity_kw
+            {
+                // Stop the most fouled (warmest condenser).
+                let j = *running
+                    .iter()
+                    .max_by(|&&a, &&b| {
+                        self.seen[self.chillers[a].extra].total_cmp(&self.seen[self.chillers[b].extra])
+                    })
+                    .expect("two or more running");
+                actions.push(Action::Set {
+                    actuator: self.chillers[j].run,
+                    value: 0.0,
+                });
+                self.last_chiller_change_s = t_s;
+            }
+        }
+
+        // Pumps by flow per pump.
+        let running = self.running(&self.pumps);
+        let idle = self.idle(&self.pumps);
+        let flow = self.seen[self.flow];
+        let per_pump = flow / running.len().max(1) as f64;
+        if t_s - self.last_pump_change_s >= r.staging_hold_s {
+            if (running.is_empty() || per_pump > r.pump_start_flow * r.pump_best_flow_m3h)
+                && let Some(&i) = idle.first()
+            {
+                actions.push(Action::Set {
+                    actuator: self.pumps[i].run,
+                    value: 1.0,
+                });
+                self.last_pump_change_s = t_s;
+            } else if running.len() > 2
+                && flow / (running.len() - 1) as f64 <= r.pump_stop_flow * r.pump_best_flow_m3h
+            {
+                // Stop the roughest-running pump.
+                let i = *running
+                    .iter()
+                    .max_by(|&&a, &&b| {
+                        self.seen[self.pumps[a].extra].total_cmp(&self.seen[self.pumps[b].extra])
+                    })
+                    .expect("three or more running");
+                actions.push(Action::Set {
+                    actuator: self.pumps[i].run,
+                    value: 0.0,
+                });
+                self.last_pump_change_s = t_s;
+            }
+        }
+
+        // Condition-based maintenance: one order per look, with a standby to take over.
+        let standby_pump = !self.idle(&self.pumps).is_empty();
+        let standby_chiller = !self.idle(&self.chillers).is_empty();
+        let order = self
+            .pumps
+            .iter()
+            .find(|p| {
+                self.seen[p.status] <= 1.0
+                    && self.seen[p.extra] > r.vibration_limit_mm_s
+                    && (standby_pump || self.seen[p.status] == 0.0)
+                    && t_s - self.last_order_s[p.asset] >= r.retry_s
+            })
+            .or_else(|| {
+                self.chillers.iter().find(|c| {
+                    self.seen[c.status] == 1.0
+                        && self.seen[c.extra] - self.seen[self.tower_water] > r.cond_approach_limit_k
+                        && standby_chiller
+                        && t_s - self.last_order_s[c.asset] >= r.retry_s
+                })
+            });
+        if let Some(unit) = order {
+            let asset = unit.asset;
+            self.last_order_s[asset] = t_s;
+            actions.push(Action::Maintain { asset });
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! Progress bars on stderr for long work (hidden when stderr is not a terminal).
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// A bar counting `unit`s up to `len`, with rate and time left.
+pub fn bar(len: u64, unit: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{{bar:40}} {{pos}}/{{len}} {unit} ({{per_sec}}, {{eta}} left)"
+        ))
+        .expect("the template is valid"),
+    );
+    bar
+}

@@ -1,0 +1,634 @@
+//! `doppel sim run`, `doppel scenario run|check`, and the reference plant as `doppel up`'s
+//! live data source. Wiring only: the simulator lives in `doppel-sim`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use doppel_core::WriteBatch;
+use doppel_lake::Lake;
+use doppel_sim::chiller::{ChillerPlant, ChillerPlantConfig};
+use doppel_sim::monte_carlo::{ClusterQuestion, Study, StudyResult, run_study};
+use doppel_sim::output::{RunRecorder, SeriesLayout, events_path, labels_path, write_events};
+use doppel_sim::plant::Plant;
+use doppel_sim::policy::PolicyKind;
+use doppel_sim::random::run_seed;
+use doppel_sim::run::{Observer, RunSettings, StepView, simulate};
+use doppel_sim::scenario::Scenario;
+use doppel_sim::{SimError, kpi::Summary};
+
+use crate::client::Client;
+
+#[derive(Subcommand)]
+pub enum SimCommand {
+    /// Run the reference plant once and write its readings (and labels) to a file, or
+    /// stream them to a running doppel.
+    Run(Box<SimRunArgs>),
+}
+
+#[derive(Subcommand)]
+pub enum ScenarioCommand {
+    /// Run a scenario many times against its no-disruption baseline (same seeds) and report
+    /// KPI distributions.
+    Run(ScenarioRunArgs),
+    /// Check a scenario file and print what it will do.
+    Check {
+        /// The scenario file (TOML; see docs/SCENARIOS.md).
+        file: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum PolicyArg {
+    /// Nobody intervenes beyond the plant's local controllers.
+    None,
+    /// A rule-based operator: stages pumps and chillers by load, services worn pumps.
+    Rules,
+}
+
+impl From<PolicyArg> for PolicyKind {
+    fn from(p: PolicyArg) -> Self {
+        match p {
+            PolicyArg::None => PolicyKind::None,
+            PolicyArg::Rules => PolicyKind::Rules,
+        }
+    }
+}
+
+/// What every run shares.
+#[derive(Args, Clone, Debug)]
+pub struct RunShape {
+    /// How many days to simulate.
+    #[arg(long, default_value_t = 30.0)]
+    days: f64,
+    /// The simulation step (e.g. 60s, 10s, 5m).
+    #[arg(long, default_value = "60s", value_parser = seconds)]
+    step: f64,
+    /// Who operates the plant.
+    #[arg(long, value_enum, default_value = "rules")]
+    policy: PolicyArg,
+    /// When the simulated time starts (RFC 3339). Seasons and the daily rhythm follow it.
+    #[arg(long, default_value = "2026-07-01T00:00:00Z", value_parser = rfc3339)]
+    start: i64,
+}
+
+fn seconds(text: &str) -> Result<f64, String> {
+    doppel_core::time::parse_duration(text).map(|n| n as f64 / 1e9)
+}
+
+fn rfc3339(text: &str) -> Result<i64, String> {
+    doppel_core::time::parse_rfc3339(text)
+}
+
+/// How fast to run: a multiple of real time, or `max`.
+fn speed(text: &str) -> Result<Option<f64>, String> {
+    if text == "max" {
+        return Ok(None);
+    }
+    let number = text.trim_end_matches(['x', 'X']);
+    match number.parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(Some(v)),
+        _ => Err(format!(
+            "`{text}` is not a speed: write a multiple of real time such as 60x, or max"
+        )),
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct SimRunArgs {
+    #[command(flatten)]
+    shape: RunShape,
+    /// The seed: the same seed gives the same run, byte for byte.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// A scenario file whose disruptions happen in this run.
+    #[arg(long)]
+    scenario: Option<PathBuf>,
+    /// Write readings here (.parquet or .csv); labels go to NAME.labels.EXT and the drawn
+    /// disruptions to NAME.events.json.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Stream readings as line protocol to a running doppel (or any InfluxDB) at this URL.
+    #[arg(long)]
+    to: Option<String>,
+    /// The bucket (database) to stream into.
+    #[arg(long, default_value = "plant")]
+    bucket: String,
+    /// The token of the server streamed to.
+    #[arg(long, env = "DOPPEL_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// How fast to stream: a multiple of real time (60x) or max.
+    #[arg(long, default_value = "max", value_parser = speed)]
+    speed: Option<f64>,
+    /// Start from a state saved with --save-state (the run forks from that moment).
+    #[arg(long)]
+    load_state: Option<PathBuf>,
+    /// Save the plant's state at the end of the run (JSON).
+    #[arg(long)]
+    save_state: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct ScenarioRunArgs {
+    /// The scenario file (TOML; see docs/SCENARIOS.md).
+    file: PathBuf,
+    #[command(flatten)]
+    shape: RunShape,
+    /// How many runs (each with its own seed, shared with its baseline run).
+    #[arg(long, default_value_t = 1000)]
+    runs: usize,
+    /// The study's seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Output: a table for people or one JSON object.
+    #[arg(long, value_enum, default_value = "table")]
+    format: ReportFormat,
+    /// Threads to use (default: all cores). Results do not depend on it.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// For "P(at least N failures at M or more assets within T)": N.
+    #[arg(long, default_value_t = 2)]
+    cluster_failures: usize,
+    /// ... M.
+    #[arg(long, default_value_t = 2)]
+    cluster_assets: usize,
+    /// ... T.
+    #[arg(long, default_value = "7d", value_parser = seconds)]
+    cluster_within: f64,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
+pub enum ReportFormat {
+    Table,
+    Json,
+}
+
+pub fn run_sim(command: SimCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        SimCommand::Run(args) => sim_run(*args),
+    }
+}
+
+pub fn run_scenario(command: ScenarioCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        ScenarioCommand::Run(args) => scenario_run(args),
+        ScenarioCommand::Check { file } => scenario_check(&file),
+    }
+}
+
+fn plant_config(shape: &RunShape) -> ChillerPlantConfig {
+    ChillerPlantConfig {
+        start_ns: shape.start,
+        ..ChillerPlantConfig::default()
+    }
+}
+
+fn sim_run(args: SimRunArgs) -> anyhow::Result<ExitCode> {
+    if args.out.is_none() && args.to.is_none() {
+        bail!("say where the readings go: --out FILE.parquet (or .csv), and/or --to URL");
+    }
+    let mut plant = ChillerPlant::new(plant_config(&args.shape), args.seed)?;
+    if let Some(path) = &args.load_state {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let value: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not JSON", path.display()))?;
+        plant
+            .load_state(value)
+            .with_context(|| format!("cannot load {}", path.display()))?;
+    }
+    let scenario = match &args.scenario {
+        Some(path) => Scenario::load(path, &plant)?,
+        None => Scenario::baseline(),
+    };
+    let start_ns = plant.config().start_ns + (plant.time_s() * 1e9) as i64;
+    let events = scenario.draw(run_seed(args.seed, 0));
+    let settings = RunSettings {
+        days: args.shape.days,
+        step_s: args.shape.step,
+    };
+    let steps = settings.steps()?;
+    let mut policy = PolicyKind::from(args.shape.policy).build(&plant)?;
+    let mut recorder = match &args.out {
+        Some(path) => Some(RunRecorder::create(path, &plant, &events, start_ns)?),
+        None => None,
+    };
+    let mut stream = match &args.to {
+        Some(url) => Some(LineStream::new(
+            Client::new(url, args.token.clone()),
+            url,
+            &args.bucket,
+            &plant,
+            start_ns,
+            args.speed,
+        )),
+        None => None,
+    };
+    let bar = crate::progress::bar(steps, "steps");
+    let mut observer = Tee {
+        recorder: recorder.as_mut(),
+        stream: stream.as_mut(),
+        bar: &bar,
+    };
+    let began = Instant::now();
+    let outcome = simulate(&mut plant, policy.as_mut(), events.clone(), settings, Some(&mut observer))?;
+    if let Some(stream) = stream.as_mut() {
+        stream.flush()?;
+    }
+    bar.finish_and_clear();
+    if let (Some(recorder), Some(path)) = (recorder, &args.out) {
+        recorder.finish()?;
+        write_events(&events_path(path), &events, start_ns)?;
+        eprintln!(
+            "wrote {} (readings), {} (labels) and {} (events)",
+            path.display(),
+            labels_path(path).display(),
+            events_path(path).display()
+        );
+    }
+    if let Some(path) = &args.save_state {
+        let text = serde_json::to_string(&plant.save_state())?;
+        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    for (t, message) in &outcome.refused {
+        eprintln!("refused at day {:.2}: {message}", t / 86_400.0);
+    }
+    eprintln!(
+        "{} steps in {:.1} s; energy {:.0} kWh, cost {:.0}, {:.0} min above the supply limit, {} failure(s), downtime {:.1} h",
+        outcome.steps,
+        began.elapsed().as_secs_f64(),
+        outcome.kpis.energy_kwh,
+        outcome.kpis.energy_cost,
+        outcome.kpis.limit_excursion_minutes,
+        outcome.kpis.failures,
+        outcome.kpis.downtime_hours,
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Sends each step to the file and/or the server, and moves the progress bar.
+struct Tee<'a> {
+    recorder: Option<&'a mut RunRecorder>,
+    stream: Option<&'a mut LineStream>,
+    bar: &'a indicatif::ProgressBar,
+}
+
+impl Observer for Tee<'_> {
+    fn observe(&mut self, view: &StepView) -> doppel_sim::Result<bool> {
+        if let Some(r) = self.recorder.as_deref_mut() {
+            r.observe(view)?;
+        }
+        if let Some(s) = self.stream.as_deref_mut() {
+            s.observe(view)?;
+        }
+        self.bar.inc(1);
+        Ok(true)
+    }
+}
+
+/// Streams readings as line protocol, batched, paced to a multiple of real time.
+struct LineStream {
+    client: Client,
+    url: String,
+    bucket: String,
+    layout: SeriesLayout,
+    start_ns: i64,
+    speed: Option<f64>,
+    began: Instant,
+    first_t_s: Option<f64>,
+    body: String,
+    lines: usize,
+    last_send: Instant,
+    points: Vec<doppel_core::Point>,
+}
+
+impl LineStream {
+    fn new(
+        client: Client,
+        url: &str,
+        bucket: &str,
+        plant: &dyn Plant,
+        start_ns: i64,
+        speed: Option<f64>,
+    ) -> Self {
+        LineStream {
+            client,
+            url: url.to_owned(),
+            bucket: bucket.to_owned(),
+            layout: SeriesLayout::new(plant.sensors()),
+            start_ns,
+            speed,
+            began: Instant::now(),
+            first_t_s: None,
+            body: String::new(),
+            lines: 0,
+            last_send: Instant::now(),
+            points: Vec::new(),
+        }
+    }
+
+    fn flush(&mut self) -> doppel_sim::Result<()> {
+        if self.lines == 0 {
+            return Ok(());
+        }
+        self.client
+            .write_lines(&self.bucket, &self.body)
+            .map_err(|e| SimError::Output {
+                path: PathBuf::from(&self.url),
+                message: format!("{e:#}"),
+            })?;
+        self.body.clear();
+        self.lines = 0;
+        self.last_send = Instant::now();
+        Ok(())
+    }
+}
+
+impl Observer for LineStream {
+    fn observe(&mut self, view: &StepView) -> doppel_sim::Result<bool> {
+        let time = self.start_ns + (view.t_s * 1e9).round() as i64;
+        self.points.clear();
+        self.layout.points(view.readings, time, &mut self.points);
+        for p in &self.points {
+            doppel_ingest::write_line(&mut self.body, p);
+            self.body.push('\n');
+            self.lines += 1;
+        }
+        if let Some(speed) = self.speed {
+            // Wait until real time catches up with simulated time / speed.
+            let first = *self.first_t_s.get_or_insert(view.t_s);
+            let due = Duration::from_secs_f64((view.t_s - first) / speed);
+            let elapsed = self.began.elapsed();
+            if due > elapsed {
+                if self.lines > 0 {
+                    self.flush()?;
+                }
+                std::thread::sleep(due - elapsed);
+            }
+        }
+        if self.lines >= 5000 || self.last_send.elapsed() >= Duration::from_secs(1) {
+            self.flush()?;
+        }
+        Ok(true)
+    }
+}
+
+fn scenario_check(file: &PathBuf) -> anyhow::Result<ExitCode> {
+    let plant = ChillerPlant::new(ChillerPlantConfig::default(), 0)?;
+    let scenario = Scenario::load(file, &plant)?;
+    println!("{}: {}", scenario.name, scenario.description);
+    for (i, d) in scenario.disruptions.iter().enumerate() {
+        println!(
+            "  {}. {} (probability {}): start {:?}, duration {}, {:?}",
+            i + 1,
+            d.label,
+            d.probability,
+            d.start_s,
+            d.duration_s
+                .as_ref()
+                .map_or("until the end".to_owned(), |x| format!("{x:?}")),
+            d.effect
+        );
+    }
+    println!("(times in seconds)");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn scenario_run(args: ScenarioRunArgs) -> anyhow::Result<ExitCode> {
+    if args.runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    let config = plant_config(&args.shape);
+    let probe = ChillerPlant::new(config.clone(), 0)?;
+    let scenario = Scenario::load(&args.file, &probe)?;
+    let study = Study {
+        plant: config,
+        policy: args.shape.policy.into(),
+        settings: RunSettings {
+            days: args.shape.days,
+            step_s: args.shape.step,
+        },
+        runs: args.runs,
+        seed: args.seed,
+        cluster: ClusterQuestion {
+            at_least: args.cluster_failures,
+            assets: args.cluster_assets,
+            window_s: args.cluster_within,
+        },
+        threads: args.threads,
+    };
+    let bar = crate::progress::bar(args.runs as u64, "runs");
+    let began = Instant::now();
+    let result = run_study(&study, &scenario, &|done| bar.set_position(done))?;
+    bar.finish_and_clear();
+    let seconds = began.elapsed().as_secs_f64();
+    match args.format {
+        ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&result)?),
+        ReportFormat::Table => print_table(&result),
+    }
+    let threads = args.threads.unwrap_or_else(rayon_threads);
+    let per_second = result.plant_steps as f64 / seconds;
+    eprintln!(
+        "{:.1} M plant steps in {seconds:.1} s: {:.2} M steps/s on {threads} thread(s), {:.2} M per thread",
+        result.plant_steps as f64 / 1e6,
+        per_second / 1e6,
+        per_second / 1e6 / threads as f64,
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn rayon_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn print_table(r: &StudyResult) {
+    println!(
+        "scenario {}: {} runs of {} days (step {} s), policy {:?}, seed {}; baseline = same seeds without the disruptions\n",
+        r.scenario_name, r.runs, r.days, r.step_s, r.policy, r.seed
+    );
+    let cell = |s: &Summary| format!("{:.1} [{:.1}, {:.1}]", s.p50, s.p5, s.p95);
+    println!(
+        "{:<27} {:>30} {:>30} {:>14}",
+        "KPI", "baseline p50 [p5, p95]", "scenario p50 [p5, p95]", "mean change"
+    );
+    for (name, base) in &r.baseline {
+        let with = &r.scenario[name];
+        let diff = &r.difference[name];
+        println!(
+            "{name:<27} {:>30} {:>30} {:>+14.1}",
+            cell(base),
+            cell(with),
+            diff.mean
+        );
+    }
+    let c = &r.cluster;
+    println!(
+        "\nP(at least {} failures at {} or more assets within {} h): baseline {:.3}, scenario {:.3}",
+        c.at_least, c.assets, c.within_hours, c.baseline_probability, c.scenario_probability
+    );
+    let drawn: Vec<String> = r
+        .disruptions_drawn
+        .iter()
+        .map(|(label, n)| format!("{label} in {n}/{} runs", r.runs))
+        .collect();
+    if !drawn.is_empty() {
+        println!("disruptions: {}", drawn.join("; "));
+    }
+}
+
+/// Options of the reference plant as `doppel up`'s data source.
+#[derive(Args, Clone, Debug)]
+pub struct SourceArgs {
+    /// Where live data comes from: the simulated reference plant, or nothing.
+    #[arg(long, value_enum, default_value = "reference")]
+    source: SourceKind,
+    /// How fast the reference plant runs: a multiple of real time (60x) or max.
+    #[arg(long, default_value = "60x", value_parser = speed)]
+    speed: Option<f64>,
+    /// History to simulate at once before going live (e.g. 1d; 0 for none).
+    #[arg(long, default_value = "1d", value_parser = backfill)]
+    backfill: f64,
+    /// The bucket the reference plant writes to.
+    #[arg(long, default_value = "plant")]
+    bucket: String,
+}
+
+fn backfill(text: &str) -> Result<f64, String> {
+    if text.trim_end_matches(|c: char| c.is_ascii_alphabetic()) == "0" {
+        return Ok(0.0);
+    }
+    seconds(text)
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
+pub enum SourceKind {
+    Reference,
+    None,
+}
+
+/// The reference plant writing into the lake until `stop` is set.
+pub struct LiveSource {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<anyhow::Result<()>>,
+}
+
+impl LiveSource {
+    /// Starts the reference plant, or returns `None` when the source is `none`.
+    pub fn start(args: &SourceArgs, lake: Lake) -> anyhow::Result<Option<LiveSource>> {
+        if args.source == SourceKind::None {
+            return Ok(None);
+        }
+        let step_s = 60.0;
+        let now = doppel_core::time::now_nanos();
+        let step_ns = (step_s * 1e9) as i64;
+        let start_ns = (now - (args.backfill * 1e9) as i64) / step_ns * step_ns;
+        let config = ChillerPlantConfig {
+            start_ns,
+            ..ChillerPlantConfig::default()
+        };
+        let seed = (now as u64) ^ 0x5EED;
+        let mut plant = ChillerPlant::new(config, seed)?;
+        let mut policy = PolicyKind::Rules.build(&plant)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut writer = LakeWriter {
+            lake,
+            bucket: args.bucket.clone(),
+            layout: SeriesLayout::new(plant.sensors()),
+            start_ns,
+            speed: args.speed,
+            batch: WriteBatch::new(args.bucket.clone()),
+            stop: stop.clone(),
+            live_from_s: args.backfill,
+            began: None,
+            last_write: Instant::now(),
+        };
+        let settings = RunSettings {
+            days: 365.0 * 100.0,
+            step_s,
+        };
+        let thread = std::thread::Builder::new()
+            .name("reference-plant".into())
+            .spawn(move || {
+                simulate(&mut plant, policy.as_mut(), Vec::new(), settings, Some(&mut writer))?;
+                writer.write()?;
+                Ok(())
+            })?;
+        Ok(Some(LiveSource { stop, thread }))
+    }
+
+    /// Stops the plant after the step in progress and waits for its last write.
+    pub fn stop(self) -> anyhow::Result<()> {
+        self.stop.store(true, Ordering::Relaxed);
+        match self.thread.join() {
+            Ok(result) => result,
+            Err(_) => bail!("the reference plant's thread panicked"),
+        }
+    }
+}
+
+/// Writes readings into the lake in batches, paced once the backfill is done.
+struct LakeWriter {
+    lake: Lake,
+    bucket: String,
+    layout: SeriesLayout,
+    start_ns: i64,
+    speed: Option<f64>,
+    batch: WriteBatch,
+    stop: Arc<AtomicBool>,
+    live_from_s: f64,
+    /// Real and simulated time when going live.
+    began: Option<(Instant, f64)>,
+    last_write: Instant,
+}
+
+impl LakeWriter {
+    fn write(&mut self) -> doppel_sim::Result<()> {
+        if self.batch.points.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::replace(&mut self.batch, WriteBatch::new(self.bucket.clone()));
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match self.lake.write_blocking(batch.clone(), false) {
+                Ok(_) => break,
+                // The lake is persisting: wait, as any writer would.
+                Err(doppel_lake::LakeError::Busy { .. }) if !self.stop.load(Ordering::Relaxed) => {
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+                Err(e) => {
+                    return Err(SimError::Output {
+                        path: PathBuf::from(format!("lake bucket {}", self.bucket)),
+                        message: e.to_string(),
+                    });
+                }
+            }
+        }
+        self.last_write = Instant::now();
+        Ok(())
+    }
+}
+
+impl Observer for LakeWriter {
+    fn observe(&mut self, view: &StepView) -> doppel_sim::Result<bool> {
+        let time = self.start_ns + (view.t_s * 1e9).round() as i64;
+        self.layout.points(view.readings, time, &mut self.batch.points);
+        let live = view.t_s >= self.live_from_s;
+        if self.batch.points.len() >= 20_000 || (live && self.last_write.elapsed() >= Duration::from_secs(1)) {
+            self.write()?;
+        }
+        if live && let Some(speed) = self.speed {
+            let (real, sim) = *self.began.get_or_insert((Instant::now(), view.t_s));
+            let due = Duration::from_secs_f64((view.t_s - sim) / speed);
+            // Sleep in short slices so a stop request is seen quickly.
+            while real.elapsed() < due && !self.stop.load(Ordering::Relaxed) {
+                std::thread::sleep((due - real.elapsed()).min(Duration::from_millis(200)));
+            }
+        }
+        Ok(!self.stop.load(Ordering::Relaxed))
+    }
+}
