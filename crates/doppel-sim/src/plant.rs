@@ -139,6 +139,8 @@ pub struct Disturbances {
     pub parts_delay_h: f64,
     /// A fault on each sensor, by sensor index (`None`: healthy).
     pub sensor_faults: Vec<Option<SensorFault>>,
+    /// Whether any of `sensor_faults` is set (lets healthy runs skip them).
+    pub any_sensor_fault: bool,
 }
 
 impl Disturbances {
@@ -151,6 +153,7 @@ impl Disturbances {
             trips: Vec::new(),
             parts_delay_h: 0.0,
             sensor_faults: vec![None; sensors],
+            any_sensor_fault: false,
         }
     }
 }

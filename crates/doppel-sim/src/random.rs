@@ -4,7 +4,8 @@
 //! seeded afresh from those three numbers whenever it is needed. Two consequences we rely on:
 //! a snapshot needs no generator state (the step number is enough), and a disruption that changes
 //! how many draws one part makes cannot shift the draws of another part, so a scenario and its
-//! baseline see the same weather, load and wear noise (common random numbers).
+//! baseline see the same weather, load and wear noise (common random numbers). Within a step,
+//! a stream always makes the same number of draws in the same order, whatever happens.
 
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -13,10 +14,9 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 #[derive(Debug, Clone, Copy)]
 #[repr(u64)]
 pub enum Stream {
-    Weather = 1,
-    Load = 2,
-    Degradation = 3,
-    Failures = 4,
+    /// Everything the physics draws in a step (weather, load, wear, failures), always the
+    /// same count in the same order.
+    Physics = 1,
     Sensors = 5,
     Scenario = 6,
     Initial = 7,
@@ -56,10 +56,10 @@ mod tests {
 
     #[test]
     fn streams_are_reproducible_and_distinct() {
-        let a: f64 = stream(7, Stream::Weather, 3).random();
-        let b: f64 = stream(7, Stream::Weather, 3).random();
-        let c: f64 = stream(7, Stream::Load, 3).random();
-        let d: f64 = stream(7, Stream::Weather, 4).random();
+        let a: f64 = stream(7, Stream::Physics, 3).random();
+        let b: f64 = stream(7, Stream::Physics, 3).random();
+        let c: f64 = stream(7, Stream::Sensors, 3).random();
+        let d: f64 = stream(7, Stream::Physics, 4).random();
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert_ne!(a, d);

@@ -89,6 +89,8 @@ pub struct SensorModel {
     held: Vec<(f64, f64)>,
     /// True history of watched sensors (ring buffers), for replay attacks.
     history: Vec<Option<History>>,
+    /// How many sensors are watched (most runs: none, and `track` has nothing to do).
+    watched: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -104,6 +106,7 @@ impl SensorModel {
             quality,
             held: vec![(f64::NAN, f64::NAN); sensors],
             history: vec![None; sensors],
+            watched: 0,
         }
     }
 
@@ -113,6 +116,9 @@ impl SensorModel {
         match &mut self.history[sensor] {
             Some(h) if h.values.len() >= steps => {}
             slot => {
+                if slot.is_none() {
+                    self.watched += 1;
+                }
                 *slot = Some(History {
                     values: vec![f64::NAN; steps],
                     next: 0,
@@ -123,7 +129,10 @@ impl SensorModel {
     }
 
     /// Called every step, read or not: remembers what faults need from the past.
-    pub fn track(&mut self, truth: &[f64], faults: &[Option<SensorFault>]) {
+    pub fn track(&mut self, truth: &[f64], faults: &[Option<SensorFault>], any_fault: bool) {
+        if self.watched == 0 && !any_fault {
+            return;
+        }
         for (i, h) in self.history.iter_mut().enumerate() {
             if let Some(h) = h {
                 let len = h.values.len();

@@ -62,7 +62,10 @@ impl Timeline {
         dist.parts_delay_h = 0.0;
         dist.trips.clear();
         dist.degradation_factor.iter_mut().for_each(|f| *f = 1.0);
-        dist.sensor_faults.iter_mut().for_each(|f| *f = None);
+        if dist.any_sensor_fault {
+            dist.sensor_faults.iter_mut().for_each(|f| *f = None);
+            dist.any_sensor_fault = false;
+        }
         for (i, e) in self.events.iter().enumerate() {
             let active = e.start_s <= t_s && t_s < e.end_s;
             // One-off events fire at the first step at or after their start.
@@ -111,6 +114,7 @@ impl Timeline {
                     magnitude,
                     offset_s,
                 } => {
+                    dist.any_sensor_fault = true;
                     for &s in sensors {
                         dist.sensor_faults[s] = Some(SensorFault {
                             mode: *mode,

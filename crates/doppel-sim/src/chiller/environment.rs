@@ -100,9 +100,9 @@ impl Calendar {
 
 const TAU: f64 = std::f64::consts::TAU;
 
-/// One AR(1) step: keeps the process at standard deviation `sd` with correlation time `tau_s`.
-pub fn ar1(x: f64, sd: f64, tau_s: f64, dt: f64, z: f64) -> f64 {
-    let phi = (-dt / tau_s).exp();
+/// One AR(1) step: keeps the process at standard deviation `sd`; `phi = e^(−dt/τ)` sets its
+/// correlation time τ.
+pub fn ar1(x: f64, sd: f64, phi: f64, z: f64) -> f64 {
     x * phi + sd * (1.0 - phi * phi).sqrt() * z
 }
 
@@ -197,7 +197,7 @@ mod tests {
         let n = 200_000;
         for _ in 0..n {
             let z: f64 = StandardNormal.sample(&mut rng);
-            x = ar1(x, 2.0, 3600.0, 60.0, z);
+            x = ar1(x, 2.0, (-60.0f64 / 3600.0).exp(), z);
             sum2 += x * x;
         }
         let sd = (sum2 / n as f64).sqrt();

@@ -226,6 +226,7 @@ pub struct ChillerPlant {
     actuators: Vec<ActuatorSpec>,
     assets: Vec<AssetSpec>,
     state: State,
+    decay: step::Decay,
 }
 
 impl ChillerPlant {
@@ -298,6 +299,7 @@ impl ChillerPlant {
             config,
             seed,
             state,
+            decay: step::Decay::default(),
         })
     }
 

@@ -153,7 +153,7 @@ impl ChillerCurves {
 pub fn wet_bulb_c(t: f64, rh: f64) -> f64 {
     let rh = rh.clamp(5.0, 99.0);
     t * (0.151977 * (rh + 8.313659).sqrt()).atan() + (t + rh).atan() - (rh - 1.676331).atan()
-        + 0.00391838 * rh.powf(1.5) * (0.023101 * rh).atan()
+        + 0.00391838 * rh * rh.sqrt() * (0.023101 * rh).atan()
         - 4.686035
 }
 
@@ -174,7 +174,9 @@ pub fn tower(
     }
     let room = setpoint_c - wet_bulb;
     let needed = if room > 0.0 {
-        (design_approach_k * load / room).powf(1.25)
+        // x^1.25 as x·x^¼
+        let x = design_approach_k * load / room;
+        x * x.sqrt().sqrt()
     } else {
         1.0
     };
