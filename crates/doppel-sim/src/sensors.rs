@@ -86,7 +86,7 @@ impl Default for SensorQuality {
 pub struct SensorModel {
     quality: SensorQuality,
     /// The value a stuck or faked sensor holds, and the fault start it was taken at.
-    held: Vec<(f64, f64)>,
+    held: Vec<Option<(f64, f64)>>,
     /// True history of watched sensors (ring buffers), for replay attacks.
     history: Vec<Option<History>>,
     /// How many sensors are watched (most runs: none, and `track` has nothing to do).
@@ -104,7 +104,7 @@ impl SensorModel {
     pub fn new(sensors: usize, quality: SensorQuality) -> Self {
         SensorModel {
             quality,
-            held: vec![(f64::NAN, f64::NAN); sensors],
+            held: vec![None; sensors],
             history: vec![None; sensors],
             watched: 0,
         }
@@ -120,7 +120,7 @@ impl SensorModel {
                     self.watched += 1;
                 }
                 *slot = Some(History {
-                    values: vec![f64::NAN; steps],
+                    values: vec![0.0; steps],
                     next: 0,
                     filled: 0,
                 })
@@ -144,11 +144,15 @@ impl SensorModel {
         for (i, fault) in faults.iter().enumerate() {
             if let Some(f) = fault
                 && matches!(f.mode, FaultMode::Stuck | FaultMode::Fake)
-                && self.held[i].1 != f.since_s
+                && self.held[i].is_none_or(|(_, since)| since != f.since_s)
             {
-                self.held[i] = (truth[i], f.since_s);
+                self.held[i] = Some((truth[i], f.since_s));
             }
         }
+    }
+
+    fn held_value(&self, sensor: usize, now: f64) -> f64 {
+        self.held[sensor].map_or(now, |(v, _)| v)
     }
 
     /// The true value `back_steps` steps ago (0 = now), if kept.
@@ -195,7 +199,7 @@ impl SensorModel {
             let mut present = true;
             if let Some(f) = faults[i] {
                 match f.mode {
-                    FaultMode::Stuck => value = self.held[i].0,
+                    FaultMode::Stuck => value = self.held_value(i, truth[i]),
                     FaultMode::Drift => value += f.magnitude * (t_s - f.since_s) / 86_400.0,
                     FaultMode::Bias => value += f.magnitude,
                     FaultMode::Spike => {
@@ -213,7 +217,7 @@ impl SensorModel {
                             None => present = false,
                         }
                     }
-                    FaultMode::Fake => value = self.held[i].0 + spec.noise_sd * z,
+                    FaultMode::Fake => value = self.held_value(i, truth[i]) + spec.noise_sd * z,
                 }
             }
             if !present || !value.is_finite() {

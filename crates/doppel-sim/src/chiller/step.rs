@@ -227,7 +227,7 @@ impl ChillerPlant {
             1
         };
         let h = dt / substeps as f64;
-        let (mut duty_kj, mut absorbed_kj) = (0.0, 0.0);
+        let (mut duty_kj, mut absorbed_kj, mut unmet_kj) = (0.0, 0.0, 0.0);
         for _ in 0..substeps {
             let (ts, tr) = (st.supply_c, st.return_c);
             let absorbed = if mc > 0.0 {
@@ -245,10 +245,10 @@ impl ChillerPlant {
             st.supply_c = ts + h / m_supply * (mc * (leaving - ts));
             duty_kj += duty * h;
             absorbed_kj += absorbed * h;
+            unmet_kj += (env.load_kw - absorbed) * h;
             f.leaving_c = leaving;
         }
         let duty_kw = duty_kj / dt;
-        let absorbed_kw = absorbed_kj / dt;
         let mut chiller_kw_total = 0.0;
         for j in 0..l.chillers {
             if st.ops.chiller_cmd[j] && total_cap > 0.0 {
@@ -332,7 +332,7 @@ impl ChillerPlant {
             k.limit_excursion_minutes += dt / 60.0;
         }
         k.peak_supply_temp_c = k.peak_supply_temp_c.max(st.supply_c);
-        k.unmet_cooling_kwh += (env.load_kw - absorbed_kw).max(0.0) * hours;
+        k.unmet_cooling_kwh += unmet_kj / 3600.0;
         for status in st.ops.pump_status.iter().chain(&st.ops.chiller_status) {
             if status.is_unplanned_down() {
                 k.downtime_hours += hours;
