@@ -461,3 +461,16 @@ mode = "melted"
     let err = Scenario::parse("[[disruption]]\nkind = \"heat_wave\"\ndelta_c = 3\nstrat = \"1d\"", Path::new("y.toml"), &p).unwrap_err();
     assert!(err.to_string().contains("y.toml:4:") && err.to_string().contains("strat"), "{err}");
 }
+
+#[test]
+fn the_shipped_twin_spec_is_the_plants_own_and_valid() {
+    let p = plant(0);
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/reference-plant/twin.toml");
+    let shipped = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(shipped, p.twin_spec(), "regenerate it with `doppel sim spec > {}`", file.display());
+    let spec = doppel_core::spec::parse(&shipped, &file).unwrap();
+    assert_eq!(spec.sensors.len(), p.sensors().len());
+    for (s, t) in spec.sensors.iter().zip(p.sensors()) {
+        assert_eq!((&s.id, &s.measurement, &s.field), (&t.id, &t.measurement, &t.field));
+    }
+}

@@ -28,6 +28,8 @@ pub enum SimCommand {
     /// Run the reference plant once and write its readings (and labels) to a file, or
     /// stream them to a running doppel.
     Run(Box<SimRunArgs>),
+    /// Print the reference plant's twin spec (twin.toml): its assets and sensors.
+    Spec,
 }
 
 #[derive(Subcommand)]
@@ -84,14 +86,17 @@ fn rfc3339(text: &str) -> Result<i64, String> {
     doppel_core::time::parse_rfc3339(text)
 }
 
-/// How fast to run: a multiple of real time, or `max`.
-fn speed(text: &str) -> Result<Option<f64>, String> {
+/// How fast to run: a multiple of real time, or as fast as possible.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Speed(Option<f64>);
+
+fn speed(text: &str) -> Result<Speed, String> {
     if text == "max" {
-        return Ok(None);
+        return Ok(Speed(None));
     }
     let number = text.trim_end_matches(['x', 'X']);
     match number.parse::<f64>() {
-        Ok(v) if v > 0.0 && v.is_finite() => Ok(Some(v)),
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(Speed(Some(v))),
         _ => Err(format!(
             "`{text}` is not a speed: write a multiple of real time such as 60x, or max"
         )),
@@ -123,7 +128,7 @@ pub struct SimRunArgs {
     token: Option<String>,
     /// How fast to stream: a multiple of real time (60x) or max.
     #[arg(long, default_value = "max", value_parser = speed)]
-    speed: Option<f64>,
+    speed: Speed,
     /// Start from a state saved with --save-state (the run forks from that moment).
     #[arg(long)]
     load_state: Option<PathBuf>,
@@ -170,6 +175,10 @@ pub enum ReportFormat {
 pub fn run_sim(command: SimCommand) -> anyhow::Result<ExitCode> {
     match command {
         SimCommand::Run(args) => sim_run(*args),
+        SimCommand::Spec => {
+            print!("{}", ChillerPlant::new(ChillerPlantConfig::default(), 0)?.twin_spec());
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -224,7 +233,7 @@ fn sim_run(args: SimRunArgs) -> anyhow::Result<ExitCode> {
             &args.bucket,
             &plant,
             start_ns,
-            args.speed,
+            args.speed.0,
         )),
         None => None,
     };
@@ -488,7 +497,7 @@ pub struct SourceArgs {
     source: SourceKind,
     /// How fast the reference plant runs: a multiple of real time (60x) or max.
     #[arg(long, default_value = "60x", value_parser = speed)]
-    speed: Option<f64>,
+    speed: Speed,
     /// History to simulate at once before going live (e.g. 1d; 0 for none).
     #[arg(long, default_value = "1d", value_parser = backfill)]
     backfill: f64,
@@ -539,7 +548,7 @@ impl LiveSource {
             bucket: args.bucket.clone(),
             layout: SeriesLayout::new(plant.sensors()),
             start_ns,
-            speed: args.speed,
+            speed: args.speed.0,
             batch: WriteBatch::new(args.bucket.clone()),
             stop: stop.clone(),
             live_from_s: args.backfill,

@@ -311,6 +311,11 @@ impl ChillerPlant {
         self.layout
     }
 
+    /// The twin spec (`twin.toml` text) describing this plant's assets and sensors.
+    pub fn twin_spec(&self) -> String {
+        layout::twin_spec(&self.layout)
+    }
+
     /// Keeps `horizon_s` of one sensor's true history, so a replay attack can send it back.
     pub fn watch_sensor(&mut self, sensor: usize, horizon_s: f64, dt: f64) {
         let steps = (horizon_s / dt).ceil() as usize + 1;

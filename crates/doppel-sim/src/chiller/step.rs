@@ -227,7 +227,7 @@ impl ChillerPlant {
             1
         };
         let h = dt / substeps as f64;
-        let (mut duty_kj, mut absorbed_kj, mut unmet_kj) = (0.0, 0.0, 0.0);
+        let (mut duty_kj, mut unmet_kj) = (0.0, 0.0);
         for _ in 0..substeps {
             let (ts, tr) = (st.supply_c, st.return_c);
             let absorbed = if mc > 0.0 {
@@ -244,7 +244,6 @@ impl ChillerPlant {
             st.return_c = tr + h / m_return * (mc * (ts - tr) + absorbed);
             st.supply_c = ts + h / m_supply * (mc * (leaving - ts));
             duty_kj += duty * h;
-            absorbed_kj += absorbed * h;
             unmet_kj += (env.load_kw - absorbed) * h;
             f.leaving_c = leaving;
         }

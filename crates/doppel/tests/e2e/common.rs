@@ -31,10 +31,19 @@ impl Server {
     }
 
     pub fn start_on(data: &Path, port: u16, extra: &[&str]) -> Server {
+        Self::start_command("serve", data, port, extra)
+    }
+
+    /// `doppel up` (the server with the reference plant as its data source).
+    pub fn up(data: &Path, extra: &[&str]) -> Server {
+        Self::start_command("up", data, free_port(), extra)
+    }
+
+    fn start_command(command: &str, data: &Path, port: u16, extra: &[&str]) -> Server {
         let listen = format!("127.0.0.1:{port}");
         let child = doppel()
             .args([
-                "serve",
+                command,
                 "--data",
                 data.to_str().unwrap(),
                 "--listen",

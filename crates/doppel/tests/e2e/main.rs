@@ -6,3 +6,4 @@ mod common;
 mod crash;
 mod http_api;
 mod import_and_query;
+mod simulate;
