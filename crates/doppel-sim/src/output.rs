@@ -11,7 +11,9 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BooleanBuilder, Float64Builder, StringBuilder, TimestampNanosecondArray};
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Float64Builder, StringBuilder, TimestampNanosecondArray,
+};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use doppel_core::{FieldValue, Point};
@@ -33,7 +35,12 @@ pub enum Format {
 
 impl Format {
     pub fn of(path: &Path) -> Result<Format> {
-        match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+        match path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
             Some("csv") => Ok(Format::Csv),
             Some("parquet") => Ok(Format::Parquet),
             _ => Err(SimError::Output {
@@ -46,7 +53,14 @@ impl Format {
 
 /// `run.parquet` → `run.labels.parquet`.
 pub fn labels_path(readings: &Path) -> PathBuf {
-    sibling(readings, "labels", readings.extension().and_then(|e| e.to_str()).unwrap_or("csv"))
+    sibling(
+        readings,
+        "labels",
+        readings
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("csv"),
+    )
 }
 
 /// `run.parquet` → `run.events.json`.
@@ -55,12 +69,14 @@ pub fn events_path(readings: &Path) -> PathBuf {
 }
 
 fn sibling(path: &Path, tag: &str, ext: &str) -> PathBuf {
-    let stem = path.file_stem().map_or("run".into(), |s| s.to_string_lossy().into_owned());
+    let stem = path
+        .file_stem()
+        .map_or("run".into(), |s| s.to_string_lossy().into_owned());
     path.with_file_name(format!("{stem}.{tag}.{ext}"))
 }
 
 enum Sink {
-    Csv(arrow::csv::Writer<File>),
+    Csv(Box<arrow::csv::Writer<File>>),
     Parquet(Box<ArrowWriter<File>>),
 }
 
@@ -87,16 +103,20 @@ impl TableWriter {
             message: e.to_string(),
         };
         let format = Format::of(path)?;
-        let mut all = vec![Field::new("time", DataType::Timestamp(TimeUnit::Nanosecond, None), false)];
+        let mut all = vec![Field::new(
+            "time",
+            DataType::Timestamp(TimeUnit::Nanosecond, None),
+            false,
+        )];
         all.extend(fields);
         let schema = Arc::new(Schema::new(all));
         let file = File::create(path).map_err(|e| fail(&e))?;
         let sink = match format {
-            Format::Csv => Sink::Csv(
+            Format::Csv => Sink::Csv(Box::new(
                 arrow::csv::WriterBuilder::new()
                     .with_timestamp_format("%Y-%m-%dT%H:%M:%S%.fZ".into())
                     .build(file),
-            ),
+            )),
             Format::Parquet => Sink::Parquet(Box::new(
                 ArrowWriter::try_new(file, schema.clone(), None).map_err(|e| fail(&e))?,
             )),
@@ -148,8 +168,9 @@ impl TableWriter {
         if self.times.is_empty() {
             return Ok(());
         }
-        let mut arrays: Vec<ArrayRef> =
-            vec![Arc::new(TimestampNanosecondArray::from(std::mem::take(&mut self.times)))];
+        let mut arrays: Vec<ArrayRef> = vec![Arc::new(TimestampNanosecondArray::from(
+            std::mem::take(&mut self.times),
+        ))];
         for c in &mut self.columns {
             arrays.push(match c {
                 Column::Float(b) => Arc::new(b.finish()),
@@ -206,7 +227,11 @@ impl RunRecorder {
     pub fn create(path: &Path, plant: &dyn Plant, events: &[Event], start_ns: i64) -> Result<Self> {
         let readings = TableWriter::create(
             path,
-            plant.sensors().iter().map(|s| Field::new(&s.id, DataType::Float64, true)).collect(),
+            plant
+                .sensors()
+                .iter()
+                .map(|s| Field::new(&s.id, DataType::Float64, true))
+                .collect(),
         )?;
         let maintained: Vec<usize> = plant
             .assets()
@@ -222,7 +247,11 @@ impl RunRecorder {
             fields.push(Field::new(format!("{id}_health"), DataType::Float64, false));
         }
         for s in plant.sensors() {
-            fields.push(Field::new(format!("true_{}", s.id), DataType::Float64, true));
+            fields.push(Field::new(
+                format!("true_{}", s.id),
+                DataType::Float64,
+                true,
+            ));
         }
         for (i, e) in events.iter().enumerate() {
             fields.push(Field::new(
@@ -282,7 +311,9 @@ impl Observer for RunRecorder {
 pub fn write_events(path: &Path, events: &[Event], start_ns: i64) -> Result<()> {
     let at = |s: f64| {
         if s.is_finite() {
-            serde_json::Value::String(doppel_core::time::format_rfc3339(start_ns + (s * 1e9) as i64))
+            serde_json::Value::String(doppel_core::time::format_rfc3339(
+                start_ns + (s * 1e9) as i64,
+            ))
         } else {
             serde_json::Value::Null
         }
@@ -306,20 +337,34 @@ pub fn write_events(path: &Path, events: &[Event], start_ns: i64) -> Result<()> 
     })
 }
 
+/// One series: a measurement, its tags, and which sensors are its fields.
+struct Series {
+    measurement: String,
+    tags: Vec<(String, String)>,
+    fields: Vec<(usize, String)>,
+}
+
 /// Groups a plant's sensors into series (measurement + tags), to turn readings into points.
 pub struct SeriesLayout {
-    series: Vec<(String, Vec<(String, String)>, Vec<(usize, String)>)>,
+    series: Vec<Series>,
 }
 
 impl SeriesLayout {
     pub fn new(sensors: &[SensorSpec]) -> Self {
-        let mut series: Vec<(String, Vec<(String, String)>, Vec<(usize, String)>)> = Vec::new();
+        let mut series: Vec<Series> = Vec::new();
         for (i, s) in sensors.iter().enumerate() {
             let mut tags = s.tags.clone();
             tags.sort();
-            match series.iter_mut().find(|(m, t, _)| *m == s.measurement && *t == tags) {
-                Some((_, _, fields)) => fields.push((i, s.field.clone())),
-                None => series.push((s.measurement.clone(), tags, vec![(i, s.field.clone())])),
+            match series
+                .iter_mut()
+                .find(|x| x.measurement == s.measurement && x.tags == tags)
+            {
+                Some(x) => x.fields.push((i, s.field.clone())),
+                None => series.push(Series {
+                    measurement: s.measurement.clone(),
+                    tags,
+                    fields: vec![(i, s.field.clone())],
+                }),
             }
         }
         SeriesLayout { series }
@@ -327,15 +372,20 @@ impl SeriesLayout {
 
     /// One point per series that has at least one reading; missing readings are left out.
     pub fn points(&self, readings: &Readings, time_ns: i64, out: &mut Vec<Point>) {
-        for (measurement, tags, fields) in &self.series {
-            let values: Vec<(String, FieldValue)> = fields
+        for series in &self.series {
+            let values: Vec<(String, FieldValue)> = series
+                .fields
                 .iter()
-                .filter_map(|(i, name)| readings.get(*i).map(|v| (name.clone(), FieldValue::Float(v))))
+                .filter_map(|(i, name)| {
+                    readings
+                        .get(*i)
+                        .map(|v| (name.clone(), FieldValue::Float(v)))
+                })
                 .collect();
             if !values.is_empty() {
                 out.push(Point {
-                    measurement: measurement.clone(),
-                    tags: tags.clone(),
+                    measurement: series.measurement.clone(),
+                    tags: series.tags.clone(),
                     fields: values,
                     time: time_ns,
                 });

@@ -133,9 +133,11 @@ impl RuleBasedOperator {
             policy: "rules".into(),
             reason: format!("the plant has no {what}"),
         };
-        let sensor = |id: String| sensor_index(plant, &id).ok_or_else(|| missing(format!("sensor `{id}`")));
-        let actuator =
-            |name: String| actuator_index(plant, &name).ok_or_else(|| missing(format!("actuator `{name}`")));
+        let sensor =
+            |id: String| sensor_index(plant, &id).ok_or_else(|| missing(format!("sensor `{id}`")));
+        let actuator = |name: String| {
+            actuator_index(plant, &name).ok_or_else(|| missing(format!("actuator `{name}`")))
+        };
         let asset = |id: &str| {
             plant
                 .assets()
@@ -226,7 +228,10 @@ impl Policy for RuleBasedOperator {
         // Chillers by load.
         let running = self.running(&self.chillers);
         let idle = self.idle(&self.chillers);
-        let duty: f64 = running.iter().map(|&j| self.seen[self.chillers[j].load]).sum();
+        let duty: f64 = running
+            .iter()
+            .map(|&j| self.seen[self.chillers[j].load])
+            .sum();
         let n = running.len() as f64;
         let supply_high = self.seen[self.supply] > r.supply_setpoint_c + 0.8;
         if t_s - self.last_chiller_change_s >= r.staging_hold_s {
@@ -246,7 +251,8 @@ impl Policy for RuleBasedOperator {
                 let j = *running
                     .iter()
                     .max_by(|&&a, &&b| {
-                        self.seen[self.chillers[a].extra].total_cmp(&self.seen[self.chillers[b].extra])
+                        self.seen[self.chillers[a].extra]
+                            .total_cmp(&self.seen[self.chillers[b].extra])
                     })
                     .expect("two or more running");
                 actions.push(Action::Set {
@@ -304,7 +310,8 @@ impl Policy for RuleBasedOperator {
             .or_else(|| {
                 self.chillers.iter().find(|c| {
                     self.seen[c.status] == 1.0
-                        && self.seen[c.extra] - self.seen[self.tower_water] > r.cond_approach_limit_k
+                        && self.seen[c.extra] - self.seen[self.tower_water]
+                            > r.cond_approach_limit_k
                         && standby_chiller
                         && t_s - self.last_order_s[c.asset] >= r.retry_s
                 })

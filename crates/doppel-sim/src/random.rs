@@ -37,9 +37,9 @@ pub fn run_seed(seed: u64, index: u64) -> u64 {
 
 /// A generator for one stream at one step of a run.
 pub fn stream(seed: u64, stream: Stream, step: u64) -> Xoshiro256PlusPlus {
-    Xoshiro256PlusPlus::seed_from_u64(mix(
-        mix(seed ^ (stream as u64).wrapping_mul(0xA24B_AED4_963E_E407)) ^ step,
-    ))
+    Xoshiro256PlusPlus::seed_from_u64(mix(mix(
+        seed ^ (stream as u64).wrapping_mul(0xA24B_AED4_963E_E407)
+    ) ^ step))
 }
 
 /// A uniform number in [0, 1) from a hash of its coordinates, for draws made rarely and

@@ -35,12 +35,8 @@ impl Dist {
         match self {
             Dist::Fixed(v) => *v,
             Dist::Uniform(a, b) => a + (b - a) * rng.random::<f64>(),
-            Dist::Normal(m, s) => Normal::new(*m, *s)
-                .map(|d| d.sample(rng))
-                .unwrap_or(*m),
-            Dist::Exponential(mean) => Exp::new(1.0 / mean)
-                .map(|d| d.sample(rng))
-                .unwrap_or(*mean),
+            Dist::Normal(m, s) => Normal::new(*m, *s).map(|d| d.sample(rng)).unwrap_or(*m),
+            Dist::Exponential(mean) => Exp::new(1.0 / mean).map(|d| d.sample(rng)).unwrap_or(*mean),
             Dist::Choice(values) => values[rng.random_range(0..values.len())],
         }
     }
@@ -310,14 +306,38 @@ struct RawDisruption {
 
 /// Each kind, the keys it takes (beyond kind, label, probability, start) and what it is for.
 const KINDS: [(&str, &[&str], &str); 10] = [
-    ("heat_wave", &["duration", "delta_c"], "outdoor temperature up by delta_c K"),
-    ("load_surge", &["duration", "factor"], "heat load times factor"),
+    (
+        "heat_wave",
+        &["duration", "delta_c"],
+        "outdoor temperature up by delta_c K",
+    ),
+    (
+        "load_surge",
+        &["duration", "factor"],
+        "heat load times factor",
+    ),
     ("pump_trip", &["asset"], "a pump trips"),
     ("trip", &["asset"], "a pump or chiller trips"),
-    ("bearing_wear", &["duration", "asset", "factor"], "pump bearings wear factor times faster"),
-    ("fouling", &["duration", "asset", "factor"], "chiller tubes foul factor times faster"),
-    ("price_spike", &["duration", "factor"], "electricity price times factor"),
-    ("parts_delay", &["duration", "delay"], "spare parts arrive later by delay"),
+    (
+        "bearing_wear",
+        &["duration", "asset", "factor"],
+        "pump bearings wear factor times faster",
+    ),
+    (
+        "fouling",
+        &["duration", "asset", "factor"],
+        "chiller tubes foul factor times faster",
+    ),
+    (
+        "price_spike",
+        &["duration", "factor"],
+        "electricity price times factor",
+    ),
+    (
+        "parts_delay",
+        &["duration", "delay"],
+        "spare parts arrive later by delay",
+    ),
     (
         "sensor_fault",
         &["duration", "sensor", "mode", "magnitude"],
@@ -338,7 +358,12 @@ struct Problems<'a> {
 }
 
 impl Problems<'_> {
-    fn push(&mut self, span: std::ops::Range<usize>, key: impl Into<String>, msg: impl Into<String>) {
+    fn push(
+        &mut self,
+        span: std::ops::Range<usize>,
+        key: impl Into<String>,
+        msg: impl Into<String>,
+    ) {
         let (line, column) = line_and_column(self.text, span.start);
         self.list.push(ScenarioProblem {
             file: self.file.to_owned(),
@@ -353,7 +378,10 @@ impl Problems<'_> {
 /// Seconds from a duration string; `0` and `0s` are allowed (a start at the beginning).
 fn seconds(text: &str) -> std::result::Result<f64, String> {
     let t = text.trim();
-    if t.trim_end_matches(|c: char| c.is_ascii_alphabetic()) .parse::<f64>() == Ok(0.0) {
+    if t.trim_end_matches(|c: char| c.is_ascii_alphabetic())
+        .parse::<f64>()
+        == Ok(0.0)
+    {
         return Ok(0.0);
     }
     doppel_core::time::parse_duration(t).map(|n| n as f64 / 1e9)
@@ -451,7 +479,10 @@ fn target(
                     .filter(|&i| allowed(i))
                     .map(|i| names[i])
                     .collect();
-                Err(format!("unknown {what} `{name}`; this plant has: {}", valid.join(", ")))
+                Err(format!(
+                    "unknown {what} `{name}`; this plant has: {}",
+                    valid.join(", ")
+                ))
             }
         }
     };
@@ -521,7 +552,10 @@ fn check_disruption(
             problems.push(
                 v.span(),
                 key(name),
-                format!("`{name}` does not apply to {kind} (it takes: {})", takes.join(", ")),
+                format!(
+                    "`{name}` does not apply to {kind} (it takes: {})",
+                    takes.join(", ")
+                ),
             );
         }
     }
@@ -540,48 +574,77 @@ fn check_disruption(
     let sensors: Vec<&str> = plant.sensors().iter().map(|s| s.id.as_str()).collect();
     let actuators: Vec<&str> = plant.actuators().iter().map(|a| a.name.as_str()).collect();
     let kinds: Vec<&str> = plant.assets().iter().map(|a| a.kind.as_str()).collect();
-    let pick = |problems: &mut Problems,
-                name: &str,
-                value: &Value,
-                names: &[&str],
-                allowed: &dyn Fn(usize) -> bool,
-                what: &str| {
-        ctx.pick(problems, name, value, names, allowed, what)
-    };
+    let pick =
+        |problems: &mut Problems,
+         name: &str,
+         value: &Value,
+         names: &[&str],
+         allowed: &dyn Fn(usize) -> bool,
+         what: &str| { ctx.pick(problems, name, value, names, allowed, what) };
     let is = |k: &'static str| {
         let kinds = kinds.clone();
         move |i: usize| kinds[i] == k
     };
     let effect = match kind.as_str() {
-        "heat_wave" => get(problems, "delta_c", &d.delta_c, true, Unit::Number).map(|delta_c| Effect::HeatWave { delta_c }),
-        "load_surge" => get(problems, "factor", &d.factor, true, Unit::Number).map(|factor| Effect::LoadSurge { factor }),
-        "price_spike" => get(problems, "factor", &d.factor, true, Unit::Number).map(|factor| Effect::PriceSpike { factor }),
-        "parts_delay" => get(problems, "delay", &d.delay, true, Unit::Seconds).map(|delay_s| Effect::PartsDelay { delay_s }),
-        "pump_trip" => pick(problems, "asset", &d.asset, &assets, &is("pump"), "pump").map(|assets| Effect::Trip { assets }),
+        "heat_wave" => get(problems, "delta_c", &d.delta_c, true, Unit::Number)
+            .map(|delta_c| Effect::HeatWave { delta_c }),
+        "load_surge" => get(problems, "factor", &d.factor, true, Unit::Number)
+            .map(|factor| Effect::LoadSurge { factor }),
+        "price_spike" => get(problems, "factor", &d.factor, true, Unit::Number)
+            .map(|factor| Effect::PriceSpike { factor }),
+        "parts_delay" => get(problems, "delay", &d.delay, true, Unit::Seconds)
+            .map(|delay_s| Effect::PartsDelay { delay_s }),
+        "pump_trip" => pick(problems, "asset", &d.asset, &assets, &is("pump"), "pump")
+            .map(|assets| Effect::Trip { assets }),
         "trip" => {
             let (p, c) = (is("pump"), is("chiller"));
-            pick(problems, "asset", &d.asset, &assets, &move |i| p(i) || c(i), "pump or chiller")
-                .map(|assets| Effect::Trip { assets })
+            pick(
+                problems,
+                "asset",
+                &d.asset,
+                &assets,
+                &move |i| p(i) || c(i),
+                "pump or chiller",
+            )
+            .map(|assets| Effect::Trip { assets })
         }
         "bearing_wear" | "fouling" => {
-            let (kind_of, what) = if kind == "bearing_wear" { ("pump", "pump") } else { ("chiller", "chiller") };
+            let (kind_of, what) = if kind == "bearing_wear" {
+                ("pump", "pump")
+            } else {
+                ("chiller", "chiller")
+            };
             let t = pick(problems, "asset", &d.asset, &assets, &is(kind_of), what);
             let f = get(problems, "factor", &d.factor, true, Unit::Number);
-            t.zip(f).map(|(assets, factor)| Effect::Degradation { assets, factor })
+            t.zip(f)
+                .map(|(assets, factor)| Effect::Degradation { assets, factor })
         }
         "sensor_fault" | "spoof" => {
             let t = pick(problems, "sensor", &d.sensor, &sensors, &|_| true, "sensor");
             let mode = fault_mode(&kind, &d.mode, &key("mode"), span.clone(), problems);
-            let needs_magnitude = matches!(mode, Some(FaultMode::Drift | FaultMode::Bias | FaultMode::Spike | FaultMode::Noise));
+            let needs_magnitude = matches!(
+                mode,
+                Some(FaultMode::Drift | FaultMode::Bias | FaultMode::Spike | FaultMode::Noise)
+            );
             let magnitude = if kind == "sensor_fault" {
                 if !needs_magnitude && let Some(v) = &d.magnitude {
                     problems.push(v.span(), key("magnitude"), "this mode takes no magnitude");
                 }
-                get(problems, "magnitude", &d.magnitude, needs_magnitude, Unit::Number)
+                get(
+                    problems,
+                    "magnitude",
+                    &d.magnitude,
+                    needs_magnitude,
+                    Unit::Number,
+                )
             } else {
                 None
             };
-            let offset = if kind == "spoof" { get(problems, "offset", &d.offset, false, Unit::Seconds) } else { None };
+            let offset = if kind == "spoof" {
+                get(problems, "offset", &d.offset, false, Unit::Seconds)
+            } else {
+                None
+            };
             match (t, mode) {
                 (Some(sensors), Some(mode)) => Some(Effect::Sensors {
                     sensors,
@@ -606,7 +669,11 @@ fn check_disruption(
                     }
                 },
                 None => {
-                    problems.push(span.clone(), key("actuator"), "malicious_command needs `actuator`");
+                    problems.push(
+                        span.clone(),
+                        key("actuator"),
+                        "malicious_command needs `actuator`",
+                    );
                     None
                 }
             };
@@ -638,7 +705,9 @@ fn check_disruption(
                     );
                 }
             }
-            actuator.zip(value).map(|(actuator, value)| Effect::Command { actuator, value })
+            actuator
+                .zip(value)
+                .map(|(actuator, value)| Effect::Command { actuator, value })
         }
         _ => unreachable!("kind checked above"),
     };
@@ -647,14 +716,21 @@ fn check_disruption(
         Some(Dist::Fixed(p)) if (0.0..=1.0).contains(&p) => p,
         Some(_) => {
             let span = d.probability.as_ref().map_or(span.clone(), |v| v.span());
-            problems.push(span, key("probability"), "a probability is a fixed number from 0 to 1");
+            problems.push(
+                span,
+                key("probability"),
+                "a probability is a fixed number from 0 to 1",
+            );
             return None;
         }
     };
     if problems.list.len() > before {
         return None;
     }
-    let label = d.label.map(Spanned::into_inner).unwrap_or_else(|| describe(&kind, &effect, plant));
+    let label = d
+        .label
+        .map(Spanned::into_inner)
+        .unwrap_or_else(|| describe(&kind, &effect, plant));
     Some(Disruption {
         kind,
         label,
@@ -761,7 +837,11 @@ fn fault_mode(
         .map(|(n, _)| *n)
         .collect();
     let Some(v) = value else {
-        problems.push(span, key, format!("{kind} needs `mode` ({})", names.join(", ")));
+        problems.push(
+            span,
+            key,
+            format!("{kind} needs `mode` ({})", names.join(", ")),
+        );
         return None;
     };
     let found = v.get_ref().as_str().and_then(|s| {
@@ -771,7 +851,15 @@ fn fault_mode(
             .map(|(_, m)| *m)
     });
     if found.is_none() {
-        problems.push(v.span(), key, format!("unknown mode {}; {kind} takes: {}", v.get_ref(), names.join(", ")));
+        problems.push(
+            v.span(),
+            key,
+            format!(
+                "unknown mode {}; {kind} takes: {}",
+                v.get_ref(),
+                names.join(", ")
+            ),
+        );
     }
     found
 }

@@ -38,7 +38,8 @@ impl Observer for Tape {
         self.readings
             .push((0..v.truth.len()).map(|i| v.readings.get(i)).collect());
         self.truth.push(v.truth.to_vec());
-        self.status.push(v.labels.iter().map(|l| l.status).collect());
+        self.status
+            .push(v.labels.iter().map(|l| l.status).collect());
         Ok(true)
     }
 }
@@ -50,17 +51,16 @@ fn record(
     days: f64,
 ) -> (ChillerPlant, Tape, RunOutcome) {
     let mut p = plant(seed);
-    let events = scenario.map_or(Vec::new(), |s| self::scenario(s, &p).draw(run_seed(seed, 0)));
+    let events = scenario.map_or(Vec::new(), |s| {
+        self::scenario(s, &p).draw(run_seed(seed, 0))
+    });
     let mut policy = policy.build(&p).unwrap();
     let mut tape = Tape::default();
     let out = simulate(
         &mut p,
         policy.as_mut(),
         events,
-        RunSettings {
-            days,
-            step_s: 60.0,
-        },
+        RunSettings { days, step_s: 60.0 },
         Some(&mut tape),
     )
     .unwrap();
@@ -99,7 +99,11 @@ fn the_loop_balances_heat_over_a_day() {
         "load {load_kj} kJ, chillers {duty_kj} kJ, stored {stored} kJ"
     );
     // The day's load is what a 1.5 MW hall uses: about 36 MWh.
-    assert!((25_000.0..50_000.0).contains(&(load_kj / 3600.0)), "{}", load_kj / 3600.0);
+    assert!(
+        (25_000.0..50_000.0).contains(&(load_kj / 3600.0)),
+        "{}",
+        load_kj / 3600.0
+    );
 }
 
 #[test]
@@ -140,16 +144,32 @@ fn a_plant_at_steady_load_settles() {
     );
     let last_hour = &tape.truth[tape.truth.len() - 60..];
     for key in [supply, ret] {
-        let lo = last_hour.iter().map(|t| t[key]).fold(f64::INFINITY, f64::min);
-        let hi = last_hour.iter().map(|t| t[key]).fold(f64::NEG_INFINITY, f64::max);
+        let lo = last_hour
+            .iter()
+            .map(|t| t[key])
+            .fold(f64::INFINITY, f64::min);
+        let hi = last_hour
+            .iter()
+            .map(|t| t[key])
+            .fold(f64::NEG_INFINITY, f64::max);
         assert!(hi - lo < 0.01, "sensor {key} still moving: {lo}..{hi}");
     }
     let t = last_hour.last().unwrap();
-    let duty: f64 = (1..=3).map(|j| t[idx(&p, &format!("chiller{j}_duty"))]).sum();
-    assert!((duty - t[load]).abs() < 0.005 * t[load], "duty {duty} vs load {}", t[load]);
+    let duty: f64 = (1..=3)
+        .map(|j| t[idx(&p, &format!("chiller{j}_duty"))])
+        .sum();
+    assert!(
+        (duty - t[load]).abs() < 0.005 * t[load],
+        "duty {duty} vs load {}",
+        t[load]
+    );
     // Held near the setpoint, plus the small offset fouled chillers leave.
     assert!((7.0..7.7).contains(&t[supply]), "{}", t[supply]);
-    assert!((t[ret] - t[supply] - 6.0).abs() < 0.5, "ΔT {}", t[ret] - t[supply]);
+    assert!(
+        (t[ret] - t[supply] - 6.0).abs() < 0.5,
+        "ΔT {}",
+        t[ret] - t[supply]
+    );
 }
 
 /// A light observer that fails on any non-finite value.
@@ -196,7 +216,11 @@ fn a_year_under_every_scenario_has_no_nan_or_infinite_value() {
             )
             .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
             for (name, v) in out.kpis.named() {
-                assert!(v.is_finite() && v >= 0.0, "{}: {name} = {v}", file.display());
+                assert!(
+                    v.is_finite() && v >= 0.0,
+                    "{}: {name} = {v}",
+                    file.display()
+                );
             }
         }
     }
@@ -206,10 +230,7 @@ fn study(policy: PolicyKind, runs: usize, days: f64) -> Study {
     Study {
         plant: ChillerPlantConfig::default(),
         policy,
-        settings: RunSettings {
-            days,
-            step_s: 60.0,
-        },
+        settings: RunSettings { days, step_s: 60.0 },
         runs,
         seed: 42,
         cluster: ClusterQuestion::default(),
@@ -227,7 +248,10 @@ fn disruptions_cost_what_they_claim_against_the_same_seeds() {
     assert!(heat.difference["peak_supply_temp_c"].mean > 0.0);
 
     let surge = run_study(&s, &scenario("load_surge.toml", &p), &|_| {}).unwrap();
-    assert!(surge.difference["energy_kwh"].p5 > 0.0, "every run uses more");
+    assert!(
+        surge.difference["energy_kwh"].p5 > 0.0,
+        "every run uses more"
+    );
 
     // A price spike changes what energy costs, not how much is used: exactly the same kWh.
     let price = run_study(&s, &scenario("price_spike.toml", &p), &|_| {}).unwrap();
@@ -291,7 +315,9 @@ fn sensor_faults_look_like_their_names() {
     let (p, tape, _) = record(4, Some("sensor_faults.toml"), PolicyKind::None, 22.0);
     let at = |d: f64| (d * 1440.0) as usize;
     let present = |s: usize, from: usize, to: usize| -> Vec<(usize, f64)> {
-        (from..to).filter_map(|k| tape.readings[k][s].map(|v| (k, v))).collect()
+        (from..to)
+            .filter_map(|k| tape.readings[k][s].map(|v| (k, v)))
+            .collect()
     };
     // Stuck (days 2–5): one value, repeated.
     let supply = idx(&p, "chw_supply_temp");
@@ -299,21 +325,33 @@ fn sensor_faults_look_like_their_names() {
     assert!(stuck.len() > 3000);
     assert!(stuck.iter().all(|(_, v)| *v == stuck[0].1));
     let truth_moves = (at(2.0)..at(5.0)).map(|k| tape.truth[k][supply]);
-    let (lo, hi) = truth_moves.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(x), b.max(x)));
+    let (lo, hi) = truth_moves.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
+        (a.min(x), b.max(x))
+    });
     assert!(hi > lo, "the truth kept moving");
     // Drift (from day 6, 0.5 °C/day): a week later, about 3.5 °C off.
     let ret = idx(&p, "chw_return_temp");
     let k = at(13.0);
-    let off: f64 = present(ret, k, k + 60).iter().map(|(k, v)| v - tape.truth[*k][ret]).sum::<f64>() / 60.0;
+    let off: f64 = present(ret, k, k + 60)
+        .iter()
+        .map(|(k, v)| v - tape.truth[*k][ret])
+        .sum::<f64>()
+        / 60.0;
     assert!((off - 3.5).abs() < 0.2, "drift {off}");
     // Bias (days 10–15): −40 m³/h.
     let flow = idx(&p, "chw_flow");
-    let bias: Vec<f64> = present(flow, at(11.0), at(12.0)).iter().map(|(k, v)| v - tape.truth[*k][flow]).collect();
+    let bias: Vec<f64> = present(flow, at(11.0), at(12.0))
+        .iter()
+        .map(|(k, v)| v - tape.truth[*k][flow])
+        .collect();
     let mean = bias.iter().sum::<f64>() / bias.len() as f64;
     assert!((mean + 40.0).abs() < 1.0, "bias {mean}");
     // Spikes (days 12–14): some readings 6 mm/s above the truth.
     let vib = idx(&p, "pump1_vibration");
-    let spikes = present(vib, at(12.0), at(14.0)).iter().filter(|(k, v)| v - tape.truth[*k][vib] > 5.0).count();
+    let spikes = present(vib, at(12.0), at(14.0))
+        .iter()
+        .filter(|(k, v)| v - tape.truth[*k][vib] > 5.0)
+        .count();
     assert!((50..400).contains(&spikes), "{spikes} spikes");
     // Dropout (day 15, 12 h): nothing at all.
     let power = idx(&p, "plant_power");
@@ -321,7 +359,10 @@ fn sensor_faults_look_like_their_names() {
     assert!(present(power, at(16.0), at(16.5)).len() > 600);
     // Extra noise (days 18–22): sd about 3 °C instead of 0.2.
     let bearing = idx(&p, "pump2_bearing_temp");
-    let errors: Vec<f64> = present(bearing, at(19.0), at(21.0)).iter().map(|(k, v)| v - tape.truth[*k][bearing]).collect();
+    let errors: Vec<f64> = present(bearing, at(19.0), at(21.0))
+        .iter()
+        .map(|(k, v)| v - tape.truth[*k][bearing])
+        .collect();
     let sd = (errors.iter().map(|e| e * e).sum::<f64>() / errors.len() as f64).sqrt();
     assert!((2.5..3.5).contains(&sd), "sd {sd}");
 }
@@ -330,20 +371,42 @@ fn sensor_faults_look_like_their_names() {
 fn an_intruders_setpoint_is_put_back_by_the_operator_and_not_otherwise() {
     let alone = record(2, Some("cyber_setpoint.toml"), PolicyKind::None, 30.0).2;
     let watched = record(2, Some("cyber_setpoint.toml"), PolicyKind::Rules, 30.0).2;
-    assert!(alone.kpis.limit_excursion_minutes > 60.0 * 24.0, "{}", alone.kpis.limit_excursion_minutes);
+    assert!(
+        alone.kpis.limit_excursion_minutes > 60.0 * 24.0,
+        "{}",
+        alone.kpis.limit_excursion_minutes
+    );
     assert!(alone.kpis.peak_supply_temp_c > 11.0);
-    assert!(watched.kpis.limit_excursion_minutes < 60.0, "{}", watched.kpis.limit_excursion_minutes);
+    assert!(
+        watched.kpis.limit_excursion_minutes < 60.0,
+        "{}",
+        watched.kpis.limit_excursion_minutes
+    );
 }
 
 #[test]
 fn a_pump_trip_fails_the_pump_at_its_time_and_a_standby_takes_over() {
     let (p, tape, out) = record(6, Some("pump_trip.toml"), PolicyKind::None, 30.0);
     let event = &out.events[0];
-    let pump = out.failures.iter().find(|f| (f.time_s - event.start_s).abs() <= 60.0).expect("a failure at the event");
+    let pump = out
+        .failures
+        .iter()
+        .find(|f| (f.time_s - event.start_s).abs() <= 60.0)
+        .expect("a failure at the event");
     // The trip fires at the first step that starts at or after its time.
-    let k = tape.t.iter().position(|&t| t > event.start_s + 60.0).unwrap();
-    assert!(!tape.status[k][pump.asset].is_available(), "{:?}", tape.status[k][pump.asset]);
-    let running = (0..4).filter(|&i| tape.status[k][i] == AssetStatus::Running).count();
+    let k = tape
+        .t
+        .iter()
+        .position(|&t| t > event.start_s + 60.0)
+        .unwrap();
+    assert!(
+        !tape.status[k][pump.asset].is_available(),
+        "{:?}",
+        tape.status[k][pump.asset]
+    );
+    let running = (0..4)
+        .filter(|&i| tape.status[k][i] == AssetStatus::Running)
+        .count();
     assert_eq!(running, 3, "the standby pump started");
     let _ = p;
 }
@@ -362,35 +425,79 @@ fn the_same_seed_gives_the_same_run_and_snapshots_fork_exactly() {
     simulate(&mut p, policy.as_mut(), Vec::new(), settings(2.0), None).unwrap();
     let saved = serde_json::to_string(&p.save_state()).unwrap();
     let mut tape1 = Tape::default();
-    simulate(&mut p, policy.as_mut(), Vec::new(), settings(1.0), Some(&mut tape1)).unwrap();
+    simulate(
+        &mut p,
+        policy.as_mut(),
+        Vec::new(),
+        settings(1.0),
+        Some(&mut tape1),
+    )
+    .unwrap();
     let mut q = plant(999);
     q.load_state(serde_json::from_str(&saved).unwrap()).unwrap();
     assert_eq!(q.time_s(), 2.0 * 86_400.0);
     let mut tape2 = Tape::default();
-    simulate(&mut q, policy.as_mut(), Vec::new(), settings(1.0), Some(&mut tape2)).unwrap();
+    simulate(
+        &mut q,
+        policy.as_mut(),
+        Vec::new(),
+        settings(1.0),
+        Some(&mut tape2),
+    )
+    .unwrap();
     assert_eq!(tape1.truth, tape2.truth);
     assert_eq!(tape1.readings, tape2.readings);
-    assert!(q.load_state(serde_json::json!({"plant": "windmill"})).is_err());
+    assert!(
+        q.load_state(serde_json::json!({"plant": "windmill"}))
+            .is_err()
+    );
 }
 
 #[test]
 fn impossible_actions_are_refused_with_the_reason() {
     let mut p = plant(1);
     let setpoint = actuator_index(&p, "chw.supply_setpoint").unwrap();
-    let e = p.act(&Action::Set { actuator: setpoint, value: 15.0 }).unwrap_err().to_string();
-    assert!(e.contains("chw.supply_setpoint") && e.contains("outside 5..=12"), "{e}");
-    let e = p.act(&Action::Set { actuator: 999, value: 1.0 }).unwrap_err().to_string();
+    let e = p
+        .act(&Action::Set {
+            actuator: setpoint,
+            value: 15.0,
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("chw.supply_setpoint") && e.contains("outside 5..=12"),
+        "{e}"
+    );
+    let e = p
+        .act(&Action::Set {
+            actuator: 999,
+            value: 1.0,
+        })
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("no such actuator"), "{e}");
     let run = actuator_index(&p, "pump4.run").unwrap();
-    let e = p.act(&Action::Set { actuator: run, value: 0.5 }).unwrap_err().to_string();
+    let e = p
+        .act(&Action::Set {
+            actuator: run,
+            value: 0.5,
+        })
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("0 or 1"), "{e}");
     // One crew: a second planned job at the same time is beyond its capacity.
     let chiller3 = asset_index(&p, "chiller3").unwrap();
     let chiller2 = asset_index(&p, "chiller2").unwrap();
     p.act(&Action::Maintain { asset: chiller3 }).unwrap();
-    let e = p.act(&Action::Maintain { asset: chiller2 }).unwrap_err().to_string();
+    let e = p
+        .act(&Action::Maintain { asset: chiller2 })
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("chiller2") && e.contains("crew capacity"), "{e}");
-    let e = p.act(&Action::Maintain { asset: chiller3 }).unwrap_err().to_string();
+    let e = p
+        .act(&Action::Maintain { asset: chiller3 })
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("already down"), "{e}");
     let hall = asset_index(&p, "hall").unwrap();
     assert!(p.act(&Action::Maintain { asset: hall }).is_err());
@@ -398,8 +505,14 @@ fn impossible_actions_are_refused_with_the_reason() {
     let before = p.save_state();
     let dist = doppel_sim::plant::Disturbances::none(p.assets().len(), p.sensors().len());
     let batch = [
-        Action::Set { actuator: setpoint, value: 8.0 },
-        Action::Set { actuator: setpoint, value: 99.0 },
+        Action::Set {
+            actuator: setpoint,
+            value: 8.0,
+        },
+        Action::Set {
+            actuator: setpoint,
+            value: 99.0,
+        },
     ];
     assert!(p.step(60.0, &batch, &dist, None).is_err());
     assert_eq!(p.save_state(), before);
@@ -445,7 +558,11 @@ mode = "melted"
     let err = Scenario::parse(text, Path::new("bad.toml"), &p).unwrap_err();
     let problems: Vec<String> = err.problems().iter().map(|p| p.to_string()).collect();
     let find = |needle: &str| {
-        problems.iter().find(|p| p.contains(needle)).unwrap_or_else(|| panic!("no `{needle}` in {problems:#?}")).clone()
+        problems
+            .iter()
+            .find(|p| p.contains(needle))
+            .unwrap_or_else(|| panic!("no `{needle}` in {problems:#?}"))
+            .clone()
     };
     assert!(find("uniform bounds are reversed").starts_with("bad.toml:6:"));
     assert!(find("unknown pump `pump9`").starts_with("bad.toml:11:"));
@@ -458,19 +575,36 @@ mode = "melted"
 
     let err = Scenario::parse("[[disruption]\nkind = 1", Path::new("x.toml"), &p).unwrap_err();
     assert!(err.to_string().contains("x.toml:1:"), "{err}");
-    let err = Scenario::parse("[[disruption]]\nkind = \"heat_wave\"\ndelta_c = 3\nstrat = \"1d\"", Path::new("y.toml"), &p).unwrap_err();
-    assert!(err.to_string().contains("y.toml:4:") && err.to_string().contains("strat"), "{err}");
+    let err = Scenario::parse(
+        "[[disruption]]\nkind = \"heat_wave\"\ndelta_c = 3\nstrat = \"1d\"",
+        Path::new("y.toml"),
+        &p,
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("y.toml:4:") && err.to_string().contains("strat"),
+        "{err}"
+    );
 }
 
 #[test]
 fn the_shipped_twin_spec_is_the_plants_own_and_valid() {
     let p = plant(0);
-    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/reference-plant/twin.toml");
+    let file =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/reference-plant/twin.toml");
     let shipped = std::fs::read_to_string(&file).unwrap();
-    assert_eq!(shipped, p.twin_spec(), "regenerate it with `doppel sim spec > {}`", file.display());
+    assert_eq!(
+        shipped,
+        p.twin_spec(),
+        "regenerate it with `doppel sim spec > {}`",
+        file.display()
+    );
     let spec = doppel_core::spec::parse(&shipped, &file).unwrap();
     assert_eq!(spec.sensors.len(), p.sensors().len());
     for (s, t) in spec.sensors.iter().zip(p.sensors()) {
-        assert_eq!((&s.id, &s.measurement, &s.field), (&t.id, &t.measurement, &t.field));
+        assert_eq!(
+            (&s.id, &s.measurement, &s.field),
+            (&t.id, &t.measurement, &t.field)
+        );
     }
 }

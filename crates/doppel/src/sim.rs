@@ -1,7 +1,7 @@
 //! `doppel sim run`, `doppel scenario run|check`, and the reference plant as `doppel up`'s
 //! live data source. Wiring only: the simulator lives in `doppel-sim`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,7 +18,7 @@ use doppel_sim::plant::Plant;
 use doppel_sim::policy::PolicyKind;
 use doppel_sim::random::run_seed;
 use doppel_sim::run::{Observer, RunSettings, StepView, simulate};
-use doppel_sim::scenario::Scenario;
+use doppel_sim::scenario::{Dist, Scenario};
 use doppel_sim::{SimError, kpi::Summary};
 
 use crate::client::Client;
@@ -176,7 +176,10 @@ pub fn run_sim(command: SimCommand) -> anyhow::Result<ExitCode> {
     match command {
         SimCommand::Run(args) => sim_run(*args),
         SimCommand::Spec => {
-            print!("{}", ChillerPlant::new(ChillerPlantConfig::default(), 0)?.twin_spec());
+            print!(
+                "{}",
+                ChillerPlant::new(ChillerPlantConfig::default(), 0)?.twin_spec()
+            );
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -244,7 +247,13 @@ fn sim_run(args: SimRunArgs) -> anyhow::Result<ExitCode> {
         bar: &bar,
     };
     let began = Instant::now();
-    let outcome = simulate(&mut plant, policy.as_mut(), events.clone(), settings, Some(&mut observer))?;
+    let outcome = simulate(
+        &mut plant,
+        policy.as_mut(),
+        events.clone(),
+        settings,
+        Some(&mut observer),
+    )?;
     if let Some(stream) = stream.as_mut() {
         stream.flush()?;
     }
@@ -386,25 +395,51 @@ impl Observer for LineStream {
     }
 }
 
-fn scenario_check(file: &PathBuf) -> anyhow::Result<ExitCode> {
+fn scenario_check(file: &Path) -> anyhow::Result<ExitCode> {
     let plant = ChillerPlant::new(ChillerPlantConfig::default(), 0)?;
     let scenario = Scenario::load(file, &plant)?;
     println!("{}: {}", scenario.name, scenario.description);
     for (i, d) in scenario.disruptions.iter().enumerate() {
+        let duration = d
+            .duration_s
+            .as_ref()
+            .map_or("until the end of the run".to_owned(), |x| {
+                format!("lasting {}", dist_text(x, true))
+            });
         println!(
-            "  {}. {} (probability {}): start {:?}, duration {}, {:?}",
+            "  {}. {}: probability {}, starts at {}, {duration}; {}",
             i + 1,
             d.label,
             d.probability,
-            d.start_s,
-            d.duration_s
-                .as_ref()
-                .map_or("until the end".to_owned(), |x| format!("{x:?}")),
-            d.effect
+            dist_text(&d.start_s, true),
+            serde_json::to_string(&d.effect)?,
         );
     }
-    println!("(times in seconds)");
     Ok(ExitCode::SUCCESS)
+}
+
+/// A distribution in words, times in the largest whole unit.
+fn dist_text(d: &Dist, time: bool) -> String {
+    let v = |x: f64| {
+        if !time {
+            return format!("{x}");
+        }
+        match x {
+            x if x != 0.0 && x % 86_400.0 == 0.0 => format!("{}d", x / 86_400.0),
+            x if x != 0.0 && x % 3600.0 == 0.0 => format!("{}h", x / 3600.0),
+            x => format!("{x}s"),
+        }
+    };
+    match d {
+        Dist::Fixed(x) => v(*x),
+        Dist::Uniform(a, b) => format!("uniform {}..{}", v(*a), v(*b)),
+        Dist::Normal(m, s) => format!("normal(mean {}, sd {})", v(*m), v(*s)),
+        Dist::Exponential(m) => format!("exponential(mean {})", v(*m)),
+        Dist::Choice(xs) => format!(
+            "one of {}",
+            xs.iter().map(|x| v(*x)).collect::<Vec<_>>().join(", ")
+        ),
+    }
 }
 
 fn scenario_run(args: ScenarioRunArgs) -> anyhow::Result<ExitCode> {
@@ -562,7 +597,13 @@ impl LiveSource {
         let thread = std::thread::Builder::new()
             .name("reference-plant".into())
             .spawn(move || {
-                simulate(&mut plant, policy.as_mut(), Vec::new(), settings, Some(&mut writer))?;
+                simulate(
+                    &mut plant,
+                    policy.as_mut(),
+                    Vec::new(),
+                    settings,
+                    Some(&mut writer),
+                )?;
                 writer.write()?;
                 Ok(())
             })?;
@@ -625,9 +666,12 @@ impl LakeWriter {
 impl Observer for LakeWriter {
     fn observe(&mut self, view: &StepView) -> doppel_sim::Result<bool> {
         let time = self.start_ns + (view.t_s * 1e9).round() as i64;
-        self.layout.points(view.readings, time, &mut self.batch.points);
+        self.layout
+            .points(view.readings, time, &mut self.batch.points);
         let live = view.t_s >= self.live_from_s;
-        if self.batch.points.len() >= 20_000 || (live && self.last_write.elapsed() >= Duration::from_secs(1)) {
+        if self.batch.points.len() >= 20_000
+            || (live && self.last_write.elapsed() >= Duration::from_secs(1))
+        {
             self.write()?;
         }
         if live && let Some(speed) = self.speed {

@@ -139,7 +139,11 @@ impl EnvironmentConfig {
             * (1.0 + load_noise)
             * load_factor;
         let day = !cal.weekend && (7.0..22.0).contains(&cal.hour);
-        let price = if day { self.price_day } else { self.price_night } * price_factor;
+        let price = if day {
+            self.price_day
+        } else {
+            self.price_night
+        } * price_factor;
         Environment {
             outdoor_c,
             humidity_pct,

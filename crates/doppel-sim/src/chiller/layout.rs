@@ -38,17 +38,57 @@ pub const CHILLER_COND: usize = 4;
 /// Plant-wide sensors: (asset, measurement, field, unit, period, noise, resolution, min, max).
 #[allow(clippy::type_complexity)]
 const PLANT_FIELDS: [(&str, &str, &str, &str, f64, f64, f64, f64, f64); 11] = [
-    ("chw", "chw_loop", "supply_temp", "°C", 60.0, 0.05, 0.01, -5.0, 40.0),
-    ("chw", "chw_loop", "return_temp", "°C", 60.0, 0.05, 0.01, -5.0, 60.0),
-    ("chw", "chw_loop", "flow", "m³/h", 60.0, 2.0, 0.1, 0.0, 2000.0),
+    (
+        "chw",
+        "chw_loop",
+        "supply_temp",
+        "°C",
+        60.0,
+        0.05,
+        0.01,
+        -5.0,
+        40.0,
+    ),
+    (
+        "chw",
+        "chw_loop",
+        "return_temp",
+        "°C",
+        60.0,
+        0.05,
+        0.01,
+        -5.0,
+        60.0,
+    ),
+    (
+        "chw", "chw_loop", "flow", "m³/h", 60.0, 2.0, 0.1, 0.0, 2000.0,
+    ),
     ("chw", "chw_loop", "dp", "kPa", 60.0, 1.0, 0.1, 0.0, 1000.0),
-    ("chw", "chw_loop", "setpoint", "°C", 60.0, 0.0, 0.1, 0.0, 40.0),
-    ("tower", "tower", "water_temp", "°C", 60.0, 0.1, 0.1, -5.0, 50.0),
+    (
+        "chw", "chw_loop", "setpoint", "°C", 60.0, 0.0, 0.1, 0.0, 40.0,
+    ),
+    (
+        "tower",
+        "tower",
+        "water_temp",
+        "°C",
+        60.0,
+        0.1,
+        0.1,
+        -5.0,
+        50.0,
+    ),
     ("tower", "tower", "fan", "%", 60.0, 0.0, 0.1, 0.0, 100.0),
-    ("weather", "weather", "temp", "°C", 300.0, 0.2, 0.1, -40.0, 60.0),
-    ("weather", "weather", "humidity", "%", 300.0, 1.0, 1.0, 0.0, 100.0),
+    (
+        "weather", "weather", "temp", "°C", 300.0, 0.2, 0.1, -40.0, 60.0,
+    ),
+    (
+        "weather", "weather", "humidity", "%", 300.0, 1.0, 1.0, 0.0, 100.0,
+    ),
     ("hall", "hall", "load", "kW", 60.0, 5.0, 1.0, 0.0, 10_000.0),
-    ("plant", "plant", "power", "kW", 60.0, 1.0, 0.1, 0.0, 10_000.0),
+    (
+        "plant", "plant", "power", "kW", 60.0, 1.0, 0.1, 0.0, 10_000.0,
+    ),
 ];
 pub const CHW_SUPPLY: usize = 0;
 pub const CHW_RETURN: usize = 1;
@@ -154,7 +194,11 @@ impl Layout {
             }
         }
         for (asset, measurement, field, unit, period, noise, res, min, max) in PLANT_FIELDS {
-            push(asset, measurement, (field, unit, period, noise, res, min, max));
+            push(
+                asset,
+                measurement,
+                (field, unit, period, noise, res, min, max),
+            );
         }
         out
     }
@@ -249,7 +293,11 @@ pub fn twin_spec(layout: &Layout) -> String {
         }
     }
     for s in layout.sensors() {
-        let tags: Vec<String> = s.tags.iter().map(|(k, v)| format!("{k} = \"{v}\"")).collect();
+        let tags: Vec<String> = s
+            .tags
+            .iter()
+            .map(|(k, v)| format!("{k} = \"{v}\""))
+            .collect();
         let _ = write!(
             out,
             "\n[[sensor]]\nid = \"{}\"\nasset = \"{}\"\nunit = \"{}\"\nmin = {:?}\nmax = {:?}\nperiod = \"{}s\"\nmeasurement = \"{}\"\ntags = {{ {} }}\nfield = \"{}\"\n",

@@ -150,7 +150,14 @@ impl Maintenance {
             Equipment::Pump => (config.pump_service_h, config.pump_service_cost),
             Equipment::Chiller => (config.chiller_clean_h, config.chiller_clean_cost),
         };
-        self.start(asset, equipment, now_s + hours * 3600.0, true, now_s, lead_time_h);
+        self.start(
+            asset,
+            equipment,
+            now_s + hours * 3600.0,
+            true,
+            now_s,
+            lead_time_h,
+        );
         cost + self.kit_cost(config, equipment)
     }
 

@@ -131,8 +131,7 @@ impl ChillerPlantConfig {
         if self.pumps == 0 || self.chillers == 0 {
             return bad("the plant needs at least one pump and one chiller".into());
         }
-        if self.initial_pumps_running > self.pumps
-            || self.initial_chillers_running > self.chillers
+        if self.initial_pumps_running > self.pumps || self.initial_chillers_running > self.chillers
         {
             return bad("more units running at the start than the plant has".into());
         }
@@ -366,7 +365,11 @@ impl ChillerPlant {
                     let (cmd, status, k) = if actuator < l.pumps {
                         (&mut ops.pump_cmd, &ops.pump_status, actuator)
                     } else {
-                        (&mut ops.chiller_cmd, &ops.chiller_status, actuator - l.pumps)
+                        (
+                            &mut ops.chiller_cmd,
+                            &ops.chiller_status,
+                            actuator - l.pumps,
+                        )
                     };
                     if on && !status[k].is_available() {
                         return Err(SimError::action(

@@ -14,7 +14,7 @@ use crate::plant::{AssetStatus, Disturbances};
 use crate::random::{Stream, stream};
 
 /// e^(6·1.2) and e^(6·(1.5 − 0.8)): the largest trip hazards' exponentials.
-const PUMP_HAZARD_CAP: f64 = 1339.430_764_394_418_4;
+const PUMP_HAZARD_CAP: f64 = 1_339.430_764_394_418_4;
 const CHILLER_HAZARD_CAP: f64 = 66.686_331_040_925_14;
 
 /// First-order decay factors for a step length, computed once per step length rather than
@@ -57,6 +57,9 @@ struct Flows {
 }
 
 impl ChillerPlant {
+    // Pumps and chillers live in parallel arrays (state, flows, capacities); indexing them by
+    // unit number reads closer to the equations than zipped iterators.
+    #[allow(clippy::needless_range_loop)]
     pub(super) fn advance(&mut self, dt: f64, dist: &Disturbances) {
         for &asset in &dist.trips {
             self.fail(asset);
@@ -68,10 +71,7 @@ impl ChillerPlant {
         let t = self.state.t_s;
 
         // Environment.
-        let cal = Calendar::at(
-            cfg.start_ns as f64 / 1e9 + t,
-            cfg.environment.utc_offset_h,
-        );
+        let cal = Calendar::at(cfg.start_ns as f64 / 1e9 + t, cfg.environment.utc_offset_h);
         let mut rng = stream(seed, Stream::Physics, step);
         let z_weather: f64 = rng.sample(StandardNormal);
         let z_load: f64 = rng.sample(StandardNormal);
@@ -165,10 +165,7 @@ impl ChillerPlant {
                     let lo = physics::parallel_flow(pump, system, n_pumps, cfg.pump_min_speed);
                     let hi = physics::parallel_flow(pump, system, n_pumps, 1.0);
                     let flow = need.clamp(lo, hi);
-                    (
-                        physics::speed_for_flow(pump, system, n_pumps, flow),
-                        flow,
-                    )
+                    (physics::speed_for_flow(pump, system, n_pumps, flow), flow)
                 }
             };
             f.speed = speed;
@@ -296,8 +293,8 @@ impl ChillerPlant {
                 // Random trips: hazard 2e-6·e^(6w) per hour, w capped at 1.2. Most draws are
                 // far above any possible hazard, so the exponential is rarely needed.
                 let w = st.wear[i].min(1.2);
-                let tripped = u < 2e-6 * PUMP_HAZARD_CAP * hours
-                    && u < 2e-6 * (6.0 * w).exp() * hours;
+                let tripped =
+                    u < 2e-6 * PUMP_HAZARD_CAP * hours && u < 2e-6 * (6.0 * w).exp() * hours;
                 if st.wear[i] >= 1.0 || tripped {
                     trips[n_trips] = l.pump_asset(i);
                     n_trips += 1;
@@ -347,7 +344,8 @@ impl ChillerPlant {
         }
         self.fill_truth(&f, &env, total_kw);
         let st = &mut self.state;
-        st.sensors.track(&st.truth, &dist.sensor_faults, dist.any_sensor_fault);
+        st.sensors
+            .track(&st.truth, &dist.sensor_faults, dist.any_sensor_fault);
     }
 
     fn fill_truth(&mut self, f: &Flows, env: &Environment, total_kw: f64) {
@@ -366,7 +364,11 @@ impl ChillerPlant {
             truth[l.pump(i, PUMP_BEARING)] = st.bearing_c[i];
             truth[l.pump(i, PUMP_VIBRATION)] = if running {
                 // w^2.5 as w²·√w: the same number, a fraction of the cost of powf.
-                0.5 + 0.9 * s * s + 7.0 * { let w = w.min(1.2); w * w * w.sqrt() }
+                0.5 + 0.9 * s * s
+                    + 7.0 * {
+                        let w = w.min(1.2);
+                        w * w * w.sqrt()
+                    }
             } else {
                 0.05
             };

@@ -24,40 +24,96 @@ fn sim_run_writes_readings_labels_and_events_that_import_back() {
     let csv = dir.path().join("run.csv");
     let faults = scenarios().join("sensor_faults.toml");
     ok(&[
-        "sim", "run", "--days", "1", "--seed", "3", "--scenario", faults.to_str().unwrap(),
-        "--out", csv.to_str().unwrap(),
+        "sim",
+        "run",
+        "--days",
+        "1",
+        "--seed",
+        "3",
+        "--scenario",
+        faults.to_str().unwrap(),
+        "--out",
+        csv.to_str().unwrap(),
     ]);
     let text = std::fs::read_to_string(&csv).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 1 + 1440, "a header and one row a minute");
-    assert!(lines[0].starts_with("time,pump1_status,pump1_speed,"), "{}", lines[0]);
-    assert!(lines[1].starts_with("2026-07-01T00:01:00Z,"), "{}", lines[1]);
+    assert!(
+        lines[0].starts_with("time,pump1_status,pump1_speed,"),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1].starts_with("2026-07-01T00:01:00Z,"),
+        "{}",
+        lines[1]
+    );
     // Weather reports every 5 minutes: the other rows leave its cell empty, never invented.
-    let column = lines[0].split(',').position(|c| c == "weather_temp").unwrap();
-    let filled = lines[1..].iter().filter(|l| !l.split(',').nth(column).unwrap().is_empty()).count();
+    let column = lines[0]
+        .split(',')
+        .position(|c| c == "weather_temp")
+        .unwrap();
+    let filled = lines[1..]
+        .iter()
+        .filter(|l| !l.split(',').nth(column).unwrap().is_empty())
+        .count();
     assert!((270..=288).contains(&filled), "{filled} weather readings");
 
     let labels = std::fs::read_to_string(dir.path().join("run.labels.csv")).unwrap();
     let header = labels.lines().next().unwrap();
-    for column in ["pump1_state", "pump1_health", "true_chw_supply_temp", "disruption1_sensor_fault_chw_supply_temp"] {
-        assert!(header.split(',').any(|c| c == column), "no {column} in {header}");
+    for column in [
+        "pump1_state",
+        "pump1_health",
+        "true_chw_supply_temp",
+        "disruption1_sensor_fault_chw_supply_temp",
+    ] {
+        assert!(
+            header.split(',').any(|c| c == column),
+            "no {column} in {header}"
+        );
     }
     let events: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("run.events.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("run.events.json")).unwrap())
+            .unwrap();
     assert_eq!(events.as_array().unwrap().len(), 6);
     assert_eq!(events[0]["start"], "2026-07-03T00:00:00Z");
 
     // The file is plain CSV: doppel's own importer reads it back, every row.
     let data = dir.path().join("lake");
-    ok(&["import", "--data", data.to_str().unwrap(), "--db", "sim", csv.to_str().unwrap()]);
-    let (out, _) = ok(&["query", "--data", data.to_str().unwrap(), "--db", "sim", "--format", "csv", "SELECT count(*) AS n FROM run"]);
+    ok(&[
+        "import",
+        "--data",
+        data.to_str().unwrap(),
+        "--db",
+        "sim",
+        csv.to_str().unwrap(),
+    ]);
+    let (out, _) = ok(&[
+        "query",
+        "--data",
+        data.to_str().unwrap(),
+        "--db",
+        "sim",
+        "--format",
+        "csv",
+        "SELECT count(*) AS n FROM run",
+    ]);
     assert_eq!(out.trim(), "n\n1440");
 
     // The same seed writes the same bytes (Parquet too).
     let a = dir.path().join("a.parquet");
     let b = dir.path().join("b.parquet");
     for path in [&a, &b] {
-        ok(&["sim", "run", "--days", "0.5", "--seed", "8", "--out", path.to_str().unwrap()]);
+        ok(&[
+            "sim",
+            "run",
+            "--days",
+            "0.5",
+            "--seed",
+            "8",
+            "--out",
+            path.to_str().unwrap(),
+        ]);
     }
     assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
     assert_eq!(
@@ -70,13 +126,32 @@ fn sim_run_writes_readings_labels_and_events_that_import_back() {
 fn sim_run_streams_line_protocol_into_a_running_doppel() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
-    ok(&["sim", "run", "--days", "0.25", "--to", &server.url, "--bucket", "plant", "--speed", "max"]);
+    ok(&[
+        "sim",
+        "run",
+        "--days",
+        "0.25",
+        "--to",
+        &server.url,
+        "--bucket",
+        "plant",
+        "--speed",
+        "max",
+    ]);
     let rows = sql(&server, "plant", "SELECT count(*) AS n FROM chw_loop");
     let n = rows[0]["n"].as_i64().unwrap();
     assert!((350..=360).contains(&n), "{n} loop rows for 360 steps");
-    let assets = sql(&server, "plant", "SELECT DISTINCT asset FROM pump ORDER BY asset");
+    let assets = sql(
+        &server,
+        "plant",
+        "SELECT DISTINCT asset FROM pump ORDER BY asset",
+    );
     assert_eq!(assets.len(), 4);
-    let hot = sql(&server, "plant", "SELECT max(supply_temp) AS t FROM chw_loop");
+    let hot = sql(
+        &server,
+        "plant",
+        "SELECT max(supply_temp) AS t FROM chw_loop",
+    );
     let t = hot[0]["t"].as_f64().unwrap();
     assert!((6.5..9.0).contains(&t), "supply temperature {t}");
 }
@@ -86,8 +161,19 @@ fn scenario_reports_are_json_and_the_same_on_one_and_two_threads() {
     let heat = scenarios().join("heatwave.toml");
     let run = |threads: &str| {
         ok(&[
-            "scenario", "run", heat.to_str().unwrap(), "--runs", "4", "--days", "3", "--seed", "5",
-            "--format", "json", "--threads", threads,
+            "scenario",
+            "run",
+            heat.to_str().unwrap(),
+            "--runs",
+            "4",
+            "--days",
+            "3",
+            "--seed",
+            "5",
+            "--format",
+            "json",
+            "--threads",
+            threads,
         ])
         .0
     };
@@ -95,28 +181,56 @@ fn scenario_reports_are_json_and_the_same_on_one_and_two_threads() {
     assert_eq!(one, run("2"));
     let report: serde_json::Value = serde_json::from_str(&one).unwrap();
     for part in ["scenario", "baseline"] {
-        for kpi in ["energy_kwh", "energy_cost", "limit_excursion_minutes", "downtime_hours", "maintenance_cost", "failures"] {
+        for kpi in [
+            "energy_kwh",
+            "energy_cost",
+            "limit_excursion_minutes",
+            "downtime_hours",
+            "maintenance_cost",
+            "failures",
+        ] {
             for stat in ["mean", "p5", "p50", "p95"] {
-                assert!(report[part][kpi][stat].is_number(), "{part}.{kpi}.{stat} in {one}");
+                assert!(
+                    report[part][kpi][stat].is_number(),
+                    "{part}.{kpi}.{stat} in {one}"
+                );
             }
         }
     }
     assert!(report["cluster"]["scenario_probability"].is_number());
 
-    let (table, _) = ok(&["scenario", "run", heat.to_str().unwrap(), "--runs", "2", "--days", "2"]);
-    assert!(table.contains("energy_kwh") && table.contains("P(at least 2 failures"), "{table}");
+    let (table, _) = ok(&[
+        "scenario",
+        "run",
+        heat.to_str().unwrap(),
+        "--runs",
+        "2",
+        "--days",
+        "2",
+    ]);
+    assert!(
+        table.contains("energy_kwh") && table.contains("P(at least 2 failures"),
+        "{table}"
+    );
 }
 
 #[test]
 fn a_bad_scenario_file_is_refused_with_where_and_what() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bad.toml");
-    std::fs::write(&file, "[[disruption]]\nkind = \"heat_wave\"\ndelta_c = \"hot\"\n").unwrap();
+    std::fs::write(
+        &file,
+        "[[disruption]]\nkind = \"heat_wave\"\ndelta_c = \"hot\"\n",
+    )
+    .unwrap();
     for command in [&["scenario", "check"][..], &["scenario", "run"][..]] {
         let out = doppel().args(command).arg(&file).output().unwrap();
         assert!(!out.status.success());
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains("bad.toml:3:11: disruption[0].delta_c: expected a number"), "{stderr}");
+        assert!(
+            stderr.contains("bad.toml:3:11: disruption[0].delta_c: expected a number"),
+            "{stderr}"
+        );
     }
 }
 
@@ -130,7 +244,8 @@ fn up_streams_the_reference_plant_into_bucket_plant() {
         let r = crate::common::post(
             &format!("{}/api/v3/query_sql", server.url),
             &[("Content-Type", "application/json")],
-            serde_json::json!({"db": "plant", "q": "SELECT count(*) AS n FROM chw_loop"}).to_string(),
+            serde_json::json!({"db": "plant", "q": "SELECT count(*) AS n FROM chw_loop"})
+                .to_string(),
         );
         if r.status == 200 {
             n = r.json()[0]["n"].as_i64().unwrap();
@@ -140,7 +255,10 @@ fn up_streams_the_reference_plant_into_bucket_plant() {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert!(n > 130, "after the 2 h backfill the plant keeps going live: {n} rows");
+    assert!(
+        n > 130,
+        "after the 2 h backfill the plant keeps going live: {n} rows"
+    );
     let status = server.stop();
     assert!(status.success(), "{status}");
 }
