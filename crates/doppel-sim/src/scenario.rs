@@ -435,7 +435,13 @@ fn dist(v: &toml::Value, unit: Unit) -> std::result::Result<Dist, String> {
         "uniform" => {
             let v = list(Some(2))?;
             if v[0] > v[1] {
-                return Err(format!("uniform bounds are reversed: {} > {}", v[0], v[1]));
+                let toml::Value::Array(items) = arg else {
+                    unreachable!("list() checked it is an array")
+                };
+                return Err(format!(
+                    "uniform bounds are reversed: {} > {}",
+                    items[0], items[1]
+                ));
             }
             Ok(Dist::Uniform(v[0], v[1]))
         }

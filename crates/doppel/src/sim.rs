@@ -217,7 +217,9 @@ fn sim_run(args: SimRunArgs) -> anyhow::Result<ExitCode> {
         Some(path) => Scenario::load(path, &plant)?,
         None => Scenario::baseline(),
     };
-    let start_ns = plant.config().start_ns + (plant.time_s() * 1e9) as i64;
+    // Step times count from the plant's own start, also after --load-state (a fork goes on
+    // from the saved moment, and scenario times count from the plant's start too).
+    let start_ns = plant.config().start_ns;
     let events = scenario.draw(run_seed(args.seed, 0));
     let settings = RunSettings {
         days: args.shape.days,
