@@ -18,6 +18,8 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use doppel_core::{FieldValue, Point};
 use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
 
 use crate::error::{Result, SimError};
 use crate::plant::{Plant, Readings, SensorSpec};
@@ -117,9 +119,17 @@ impl TableWriter {
                     .with_timestamp_format("%Y-%m-%dT%H:%M:%S%.fZ".into())
                     .build(file),
             )),
-            Format::Parquet => Sink::Parquet(Box::new(
-                ArrowWriter::try_new(file, schema.clone(), None).map_err(|e| fail(&e))?,
-            )),
+            Format::Parquet => {
+                // Row groups of 64 Ki rows keep memory bounded on year-long runs.
+                let props = WriterProperties::builder()
+                    .set_compression(Compression::SNAPPY)
+                    .set_max_row_group_row_count(Some(65_536))
+                    .build();
+                Sink::Parquet(Box::new(
+                    ArrowWriter::try_new(file, schema.clone(), Some(props))
+                        .map_err(|e| fail(&e))?,
+                ))
+            }
         };
         let columns = schema.fields()[1..]
             .iter()
