@@ -7,6 +7,7 @@
 //! This crate sits at the bottom of the workspace: it must never depend on anything heavy
 //! (no Arrow, no DataFusion, no async runtime), so every part can use it cheaply.
 
+pub mod located;
 pub mod point;
 pub mod spec;
 pub mod time;

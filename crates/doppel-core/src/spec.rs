@@ -6,8 +6,9 @@
 //! This module must never touch the lake or the network: a spec is checked on its own.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fmt;
 use std::path::{Path, PathBuf};
+
+use crate::located::Problems;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -56,29 +57,7 @@ pub struct Sensor {
 }
 
 /// One problem found in a spec, with where it is.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SpecProblem {
-    pub file: PathBuf,
-    pub line: usize,
-    pub column: usize,
-    /// The key the problem is about, such as `asset[2].parent`.
-    pub key: String,
-    pub message: String,
-}
-
-impl fmt::Display for SpecProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}:{}: {}: {}",
-            self.file.display(),
-            self.line,
-            self.column,
-            self.key,
-            self.message
-        )
-    }
-}
+pub type SpecProblem = crate::located::Problem;
 
 /// Everything wrong with a spec.
 #[derive(Debug, thiserror::Error)]
@@ -175,46 +154,6 @@ pub fn parse(text: &str, file: &Path) -> Result<TwinSpec, SpecError> {
     } else {
         Err(SpecError::Invalid(problems.list))
     }
-}
-
-struct Problems<'a> {
-    text: &'a str,
-    file: &'a Path,
-    list: Vec<SpecProblem>,
-}
-
-impl<'a> Problems<'a> {
-    fn new(text: &'a str, file: &'a Path) -> Self {
-        Problems {
-            text,
-            file,
-            list: Vec::new(),
-        }
-    }
-
-    fn push(
-        &mut self,
-        span: std::ops::Range<usize>,
-        key: impl Into<String>,
-        message: impl Into<String>,
-    ) {
-        let (line, column) = line_and_column(self.text, span.start);
-        self.list.push(SpecProblem {
-            file: self.file.to_owned(),
-            line,
-            column,
-            key: key.into(),
-            message: message.into(),
-        });
-    }
-}
-
-/// 1-based line and column (in characters) of a byte offset.
-pub fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    (line, before[line_start..].chars().count() + 1)
 }
 
 fn validate(raw: RawSpec, problems: &mut Problems) -> TwinSpec {

@@ -3,29 +3,7 @@
 use std::path::PathBuf;
 
 /// One problem in a scenario file, with its place.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ScenarioProblem {
-    pub file: PathBuf,
-    pub line: usize,
-    pub column: usize,
-    /// The key the problem is about, such as `disruption[2].start`.
-    pub key: String,
-    pub message: String,
-}
-
-impl std::fmt::Display for ScenarioProblem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}:{}:{}: {}: {}",
-            self.file.display(),
-            self.line,
-            self.column,
-            self.key,
-            self.message
-        )
-    }
-}
+pub type ScenarioProblem = doppel_core::located::Problem;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {

@@ -9,13 +9,13 @@
 
 use std::path::Path;
 
-use doppel_core::spec::line_and_column;
+use doppel_core::located::Problems;
 use rand::Rng;
 use rand_distr::{Distribution, Exp, Normal};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use crate::error::{Result, ScenarioProblem, SimError};
+use crate::error::{Result, SimError};
 use crate::plant::{ActuatorKind, Plant};
 use crate::random::{Stream, stream};
 use crate::sensors::FaultMode;
@@ -175,11 +175,7 @@ impl Scenario {
 
     /// Parses and checks a scenario; `file` is only used in messages.
     pub fn parse(text: &str, file: &Path, plant: &dyn Plant) -> Result<Scenario> {
-        let mut problems = Problems {
-            text,
-            file,
-            list: Vec::new(),
-        };
+        let mut problems = Problems::new(text, file);
         let raw: RawScenario = match toml::from_str(text) {
             Ok(raw) => raw,
             Err(e) => {
@@ -350,30 +346,6 @@ const KINDS: [(&str, &[&str], &str); 10] = [
     ),
 ];
 const COMMAND_KEYS: &[&str] = &["actuator", "value"];
-
-struct Problems<'a> {
-    text: &'a str,
-    file: &'a Path,
-    list: Vec<ScenarioProblem>,
-}
-
-impl Problems<'_> {
-    fn push(
-        &mut self,
-        span: std::ops::Range<usize>,
-        key: impl Into<String>,
-        msg: impl Into<String>,
-    ) {
-        let (line, column) = line_and_column(self.text, span.start);
-        self.list.push(ScenarioProblem {
-            file: self.file.to_owned(),
-            line,
-            column,
-            key: key.into(),
-            message: msg.into(),
-        });
-    }
-}
 
 /// Seconds from a duration string; `0` and `0s` are allowed (a start at the beginning).
 fn seconds(text: &str) -> std::result::Result<f64, String> {

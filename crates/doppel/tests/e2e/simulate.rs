@@ -124,10 +124,37 @@ fn sim_run_writes_readings_labels_and_events_that_import_back() {
     // A saved state forks: the next run starts where the last one ended.
     let state = dir.path().join("state.json");
     let forked = dir.path().join("fork.csv");
-    ok(&["sim", "run", "--days", "0.5", "--seed", "8", "--out", a.to_str().unwrap(), "--save-state", state.to_str().unwrap()]);
-    ok(&["sim", "run", "--days", "0.5", "--load-state", state.to_str().unwrap(), "--out", forked.to_str().unwrap()]);
+    ok(&[
+        "sim",
+        "run",
+        "--days",
+        "0.5",
+        "--seed",
+        "8",
+        "--out",
+        a.to_str().unwrap(),
+        "--save-state",
+        state.to_str().unwrap(),
+    ]);
+    ok(&[
+        "sim",
+        "run",
+        "--days",
+        "0.5",
+        "--load-state",
+        state.to_str().unwrap(),
+        "--out",
+        forked.to_str().unwrap(),
+    ]);
     let text = std::fs::read_to_string(&forked).unwrap();
-    assert!(text.lines().nth(1).unwrap().starts_with("2026-07-01T12:01:00Z,"), "{}", text.lines().nth(1).unwrap());
+    assert!(
+        text.lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("2026-07-01T12:01:00Z,"),
+        "{}",
+        text.lines().nth(1).unwrap()
+    );
 }
 
 #[test]
