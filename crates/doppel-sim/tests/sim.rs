@@ -1,6 +1,8 @@
 //! The simulator against its promises: physics that balances, disruptions that do what they
 //! claim, determinism, snapshots, refused actions and clear scenario errors.
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
 
 use doppel_sim::chiller::{ChillerPlant, ChillerPlantConfig, EnvironmentConfig};
@@ -607,4 +609,43 @@ fn the_shipped_twin_spec_is_the_plants_own_and_valid() {
             (&t.id, &t.measurement, &t.field)
         );
     }
+}
+
+/// Counts the allocations of the current thread (tests run on many threads at once).
+struct CountingAllocator;
+
+thread_local! {
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+}
+
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.with(|n| n.set(n.get() + 1));
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+#[test]
+fn the_step_loop_does_not_allocate() {
+    let mut p = plant(17);
+    let mut dist = doppel_sim::plant::Disturbances::none(p.assets().len(), p.sensors().len());
+    dist.degradation_factor.iter_mut().for_each(|f| *f = 30.0);
+    let mut readings = doppel_sim::plant::Readings::new(p.sensors().len());
+    let before = ALLOCATIONS.with(Cell::get);
+    for step in 0..20_000 {
+        let look = step % 3 == 0;
+        p.step(60.0, &[], &dist, look.then_some(&mut readings))
+            .unwrap();
+    }
+    let allocations = ALLOCATIONS.with(Cell::get) - before;
+    // Fast wear makes pumps fail and get repaired within these two weeks: failures, repair
+    // queues and part orders are part of what must not allocate.
+    assert!(!p.failures().is_empty(), "the test should see failures");
+    assert_eq!(allocations, 0);
 }

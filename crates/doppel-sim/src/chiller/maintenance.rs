@@ -91,8 +91,9 @@ impl Maintenance {
         Maintenance {
             crews: vec![None; config.crews.max(1)],
             kits: config.bearing_kits,
-            deliveries: Vec::new(),
-            queue: Vec::new(),
+            // Room up front, so orders and repairs in the step loop do not allocate.
+            deliveries: Vec::with_capacity(16),
+            queue: Vec::with_capacity(16),
         }
     }
 

@@ -286,7 +286,8 @@ impl ChillerPlant {
             heat_rejected_kw: config.tower_design_heat_kw * 0.5,
             ops,
             kpis: Kpis::default(),
-            failures: Vec::new(),
+            // Room up front, so a failure in the step loop does not allocate.
+            failures: Vec::with_capacity(64),
             truth: vec![0.0; sensors.len()],
             sensors: SensorModel::new(sensors.len(), config.sensor_quality),
         };
