@@ -1,0 +1,288 @@
+//! Recordings: sensor files read into channels on a regular time grid, with a mask of what
+//! was really observed.
+//!
+//! Each file is one recording (one machine, one run); windows are cut inside a recording and
+//! never across two. Files whose rows are irregular are put on the grid (the median step
+//! between rows), and every grid slot without a reading is marked missing: missing data stays
+//! a mask, never an invented value. Any format `doppel import` reads works here (CSV with any
+//! separator, whitespace tables, Parquet).
+
+use std::path::{Path, PathBuf};
+
+use doppel_core::{FieldValue, WriteBatch};
+use doppel_ingest::import::{ImportOptions, TimeSource, import_file};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ModelError, Result};
+
+/// One recording on a regular grid: `values[c][t]`, meaningful where `observed[c][t]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recording {
+    pub source: PathBuf,
+    /// Time of the first grid slot, ns since the epoch, and the grid step, ns.
+    pub start_ns: i64,
+    pub step_ns: i64,
+    pub channels: Vec<String>,
+    pub values: Vec<Vec<f32>>,
+    pub observed: Vec<Vec<bool>>,
+}
+
+impl Recording {
+    pub fn len(&self) -> usize {
+        self.values.first().map_or(0, Vec::len)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Time of grid slot `t`.
+    pub fn time_ns(&self, t: usize) -> i64 {
+        self.start_ns + t as i64 * self.step_ns
+    }
+
+    /// Keeps only `channels`, in that order; names a missing one in the error.
+    pub fn select(&self, channels: &[String]) -> Result<Recording> {
+        let mut out = Recording {
+            source: self.source.clone(),
+            start_ns: self.start_ns,
+            step_ns: self.step_ns,
+            channels: channels.to_vec(),
+            values: Vec::new(),
+            observed: Vec::new(),
+        };
+        for name in channels {
+            let Some(c) = self.channels.iter().position(|n| n == name) else {
+                return Err(ModelError::Input {
+                    path: self.source.clone(),
+                    message: format!(
+                        "the model needs channel `{name}`, which this file lacks (it has: {})",
+                        self.channels.join(", ")
+                    ),
+                });
+            };
+            out.values.push(self.values[c].clone());
+            out.observed.push(self.observed[c].clone());
+        }
+        Ok(out)
+    }
+}
+
+/// How to read input files.
+#[derive(Debug, Clone, Default)]
+pub struct ReadOptions {
+    /// The time column (default: the importer's guess: time, timestamp, date...).
+    pub time_column: Option<String>,
+    /// Channels to keep (default: every numeric column).
+    pub channels: Option<Vec<String>>,
+}
+
+/// Reads one file into a recording on its own grid.
+pub fn read_recording(path: &Path, options: &ReadOptions) -> Result<Recording> {
+    let import = ImportOptions {
+        measurement: Some("recording".into()),
+        time: TimeSource::Column {
+            name: options.time_column.clone(),
+            epoch_unit_nanos: 1_000_000_000,
+        },
+        ..ImportOptions::default()
+    };
+    let mut rows: Vec<(i64, Vec<(String, f32)>)> = Vec::new();
+    let mut names: Vec<String> = Vec::new();
+    import_file(
+        path,
+        &import,
+        |_| {},
+        |batch: WriteBatch| -> std::result::Result<(), String> {
+            for p in batch.points {
+                let mut row = Vec::with_capacity(p.fields.len());
+                for (name, value) in p.fields {
+                    let v = match value {
+                        FieldValue::Float(v) => v as f32,
+                        FieldValue::Integer(v) => v as f32,
+                        FieldValue::UInteger(v) => v as f32,
+                        FieldValue::String(_) | FieldValue::Boolean(_) => continue,
+                    };
+                    if !names.contains(&name) {
+                        names.push(name.clone());
+                    }
+                    row.push((name, v));
+                }
+                rows.push((p.time, row));
+            }
+            Ok(())
+        },
+    )
+    .map_err(|e| ModelError::Input {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
+    let input = |message: String| ModelError::Input {
+        path: path.to_owned(),
+        message,
+    };
+    if names.is_empty() {
+        return Err(input("no numeric column to model".into()));
+    }
+    if rows.len() < 2 {
+        return Err(input(format!("{} row(s): too few to model", rows.len())));
+    }
+    rows.sort_by_key(|r| r.0);
+    let channels: Vec<String> = match &options.channels {
+        Some(wanted) => wanted.clone(),
+        None => names,
+    };
+    // The grid: the median step between rows, so a few gaps or jitter do not change it.
+    let mut steps: Vec<i64> = rows
+        .windows(2)
+        .map(|w| w[1].0 - w[0].0)
+        .filter(|&d| d > 0)
+        .collect();
+    if steps.is_empty() {
+        return Err(input("every row has the same time".into()));
+    }
+    steps.sort_unstable();
+    let step_ns = steps[steps.len() / 2];
+    let start_ns = rows[0].0;
+    let slots = ((rows.last().unwrap().0 - start_ns) as f64 / step_ns as f64).round() as usize + 1;
+    let mut values = vec![vec![0.0f32; slots]; channels.len()];
+    let mut observed = vec![vec![false; slots]; channels.len()];
+    for (time, row) in &rows {
+        let slot = ((time - start_ns) as f64 / step_ns as f64).round() as usize;
+        for (name, v) in row {
+            if let Some(c) = channels.iter().position(|n| n == name)
+                && v.is_finite()
+            {
+                values[c][slot] = *v;
+                observed[c][slot] = true;
+            }
+        }
+    }
+    for (c, name) in channels.iter().enumerate() {
+        if !observed[c].iter().any(|&o| o) {
+            return Err(input(format!(
+                "channel `{name}` has no numeric value at all"
+            )));
+        }
+    }
+    Ok(Recording {
+        source: path.to_owned(),
+        start_ns,
+        step_ns,
+        channels,
+        values,
+        observed,
+    })
+}
+
+/// Per-channel mean and standard deviation, from training data only; saved with the model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Normalizer {
+    pub channels: Vec<String>,
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+}
+
+impl Normalizer {
+    /// Statistics over the observed values of the first `rows` slots of each recording
+    /// (`None`: all of them).
+    pub fn fit(recordings: &[Recording], rows: Option<usize>) -> Normalizer {
+        let channels = recordings[0].channels.clone();
+        let mut mean = Vec::new();
+        let mut std = Vec::new();
+        for c in 0..channels.len() {
+            let (mut n, mut sum, mut sum2) = (0.0f64, 0.0f64, 0.0f64);
+            for r in recordings {
+                let end = rows.unwrap_or(r.len()).min(r.len());
+                for t in 0..end {
+                    if r.observed[c][t] {
+                        let v = r.values[c][t] as f64;
+                        n += 1.0;
+                        sum += v;
+                        sum2 += v * v;
+                    }
+                }
+            }
+            let m = if n > 0.0 { sum / n } else { 0.0 };
+            let var = if n > 1.0 {
+                (sum2 / n - m * m).max(0.0)
+            } else {
+                0.0
+            };
+            mean.push(m as f32);
+            // A constant channel keeps unit scale rather than dividing by zero.
+            std.push(if var > 1e-12 { var.sqrt() as f32 } else { 1.0 });
+        }
+        Normalizer {
+            channels,
+            mean,
+            std,
+        }
+    }
+
+    pub fn apply(&self, r: &Recording) -> Recording {
+        let mut out = r.clone();
+        for c in 0..out.channels.len() {
+            for v in &mut out.values[c] {
+                *v = (*v - self.mean[c]) / self.std[c];
+            }
+        }
+        out
+    }
+
+    pub fn invert(&self, channel: usize, value: f32) -> f32 {
+        value * self.std[channel] + self.mean[channel]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn irregular_rows_land_on_a_grid_with_gaps_masked() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("x.csv");
+        std::fs::write(
+            &file,
+            "time,a,b,label\n\
+             2024-01-01T00:00:00Z,1,10,x\n\
+             2024-01-01T00:01:00Z,2,,x\n\
+             2024-01-01T00:02:01Z,3,30,x\n\
+             2024-01-01T00:05:00Z,6,60,x\n",
+        )
+        .unwrap();
+        let r = read_recording(&file, &ReadOptions::default()).unwrap();
+        assert_eq!(r.channels, ["a", "b"]);
+        assert_eq!(r.step_ns, 60_000_000_000);
+        assert_eq!(r.len(), 6);
+        assert_eq!(r.observed[0], [true, true, true, false, false, true]);
+        assert_eq!(r.observed[1], [true, false, true, false, false, true]);
+        assert_eq!(r.values[0][5], 6.0);
+        let n = Normalizer::fit(std::slice::from_ref(&r), None);
+        assert!((n.mean[0] - 3.0).abs() < 1e-6);
+        let missing = r.select(&["c".into()]).unwrap_err().to_string();
+        assert!(
+            missing.contains("`c`") && missing.contains("a, b"),
+            "{missing}"
+        );
+    }
+
+    #[test]
+    fn files_without_numbers_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("words.csv");
+        std::fs::write(
+            &file,
+            "time,name\n2024-01-01T00:00:00Z,a\n2024-01-01T00:01:00Z,b\n",
+        )
+        .unwrap();
+        let e = read_recording(&file, &ReadOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("words.csv") && e.contains("no numeric column"),
+            "{e}"
+        );
+    }
+}

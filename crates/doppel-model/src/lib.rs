@@ -1,0 +1,11 @@
+//! doppel's large sensor model: patch tokens, a masked-autoencoder transformer pretrained on a
+//! plant's own unlabeled history, and the tasks a twin needs (fill gaps, forecast, score,
+//! embed). Built on burn; reads sensor files, never the lake's insides.
+
+pub mod batch;
+pub mod data;
+pub mod error;
+pub mod model;
+pub mod train;
+
+pub use error::{ModelError, Result};

@@ -1,0 +1,211 @@
+//! Masked pretraining: windows drawn from the recordings, 80 % of tokens hidden, AdamW with
+//! warm-up then cosine decay and gradient clipping, a validation loss on fixed windows and
+//! masks. Every random choice comes from the seed: the same seed gives the same weights.
+
+use burn::grad_clipping::GradientClippingConfig;
+use burn::optim::{AdamWConfig, GradientsParams};
+use burn::prelude::*;
+use rand::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+use serde::{Deserialize, Serialize};
+
+use crate::batch::{Mask, Window, make_batch};
+use crate::data::Recording;
+use crate::error::{ModelError, Result};
+use crate::model::{ModelConfig, SensorModel, masked_mse};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub steps: usize,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    pub warmup_steps: usize,
+    pub weight_decay: f32,
+    pub clip_norm: f32,
+    pub seed: u64,
+    /// The last share of each recording, kept for validation.
+    pub validation_fraction: f64,
+    pub eval_every: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            steps: 600,
+            batch_size: 32,
+            learning_rate: 1e-3,
+            warmup_steps: 50,
+            weight_decay: 0.05,
+            clip_norm: 1.0,
+            seed: 0,
+            validation_fraction: 0.2,
+            eval_every: 50,
+        }
+    }
+}
+
+/// One point of the training curve.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CurvePoint {
+    pub step: usize,
+    pub train_loss: f64,
+    pub validation_loss: f64,
+    pub learning_rate: f64,
+}
+
+/// What the progress bar shows after each step.
+pub struct Progress {
+    pub step: usize,
+    pub loss: f64,
+    pub tokens_per_second: f64,
+}
+
+/// Warm-up then cosine decay to a tenth of the peak.
+pub fn learning_rate(config: &TrainConfig, step: usize) -> f64 {
+    let peak = config.learning_rate;
+    if step < config.warmup_steps {
+        return peak * (step + 1) as f64 / config.warmup_steps as f64;
+    }
+    let span = (config.steps - config.warmup_steps).max(1) as f64;
+    let x = ((step - config.warmup_steps) as f64 / span).min(1.0);
+    peak * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * x).cos()))
+}
+
+/// Where windows may start: (recording, first slot) pairs, split into training and validation
+/// by time inside each recording, so validation windows are later than any training window.
+fn window_starts(
+    recordings: &[Recording],
+    window: usize,
+    validation: f64,
+) -> (Vec<(usize, usize)>, Vec<(usize, usize)>) {
+    let (mut train, mut val) = (Vec::new(), Vec::new());
+    for (r, rec) in recordings.iter().enumerate() {
+        if rec.len() < window {
+            continue;
+        }
+        let cut = ((rec.len() as f64) * (1.0 - validation)) as usize;
+        for start in 0..=rec.len() - window {
+            if start + window <= cut {
+                train.push((r, start));
+            } else if start >= cut {
+                val.push((r, start));
+            }
+        }
+    }
+    (train, val)
+}
+
+/// Cuts window `start..start+len` of a recording (standardised already).
+pub fn cut(rec: &Recording, start: usize, len: usize, channel_ids: &[usize]) -> Window {
+    let c = rec.channels.len();
+    let mut values = Vec::with_capacity(c * len);
+    let mut observed = Vec::with_capacity(c * len);
+    for ch in 0..c {
+        values.extend_from_slice(&rec.values[ch][start..start + len]);
+        observed.extend_from_slice(&rec.observed[ch][start..start + len]);
+    }
+    Window {
+        values,
+        observed,
+        channels: channel_ids.to_vec(),
+    }
+}
+
+/// Pretrains a model on standardised recordings. Returns the model and its curve.
+pub fn pretrain(
+    recordings: &[Recording],
+    model_config: &ModelConfig,
+    config: &TrainConfig,
+    device: &Device,
+    mut progress: impl FnMut(&Progress),
+) -> Result<(SensorModel, Vec<CurvePoint>)> {
+    let window = model_config.window();
+    let (train, val) = window_starts(recordings, window, config.validation_fraction);
+    if train.is_empty() {
+        let longest = recordings.iter().map(Recording::len).max().unwrap_or(0);
+        return Err(ModelError::Settings(format!(
+            "the window ({window} steps) is longer than the training part of every file \
+             (the longest has {longest} steps, {:.0} % kept for validation): use fewer or \
+             shorter patches",
+            config.validation_fraction * 100.0
+        )));
+    }
+    let channel_ids: Vec<usize> = (0..model_config.channels).collect();
+    device.seed(config.seed);
+    let mut model = model_config.init(device);
+    let mut optimizer = AdamWConfig::new()
+        .with_weight_decay(config.weight_decay)
+        .with_grad_clipping(Some(GradientClippingConfig::Norm(config.clip_norm)))
+        .init();
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(config.seed);
+
+    // Fixed validation windows and masks: the curve measures the model, not the draw.
+    let mut val_rng = Xoshiro256PlusPlus::seed_from_u64(config.seed ^ 0x7A1);
+    let val_windows: Vec<Window> = (0..val.len().min(64))
+        .map(|i| {
+            let (r, s) = val[(i * val.len()) / val.len().min(64).max(1)];
+            cut(&recordings[r], s, window, &channel_ids)
+        })
+        .collect();
+    let val_batch = (!val_windows.is_empty()).then(|| {
+        make_batch(
+            &val_windows,
+            model_config,
+            &Mask::Random(model_config.mask_ratio),
+            &mut val_rng,
+            device,
+        )
+    });
+
+    let mut curve = Vec::new();
+    let mut recent = Vec::new();
+    let tokens_per_batch =
+        (config.batch_size * model_config.channels * model_config.patches) as f64;
+    let started = std::time::Instant::now();
+    for step in 0..config.steps {
+        let windows: Vec<Window> = (0..config.batch_size)
+            .map(|_| {
+                let (r, s) = train[rng.random_range(0..train.len())];
+                cut(&recordings[r], s, window, &channel_ids)
+            })
+            .collect();
+        let batch = make_batch(
+            &windows,
+            model_config,
+            &Mask::Random(model_config.mask_ratio),
+            &mut rng,
+            device,
+        );
+        let prediction = model.forward(&batch.tokens);
+        let loss = masked_mse(prediction, batch.target, batch.weight);
+        let loss_value = loss.clone().into_scalar::<f32>() as f64;
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let lr = learning_rate(config, step);
+        model = optimizer.step(lr, model, grads);
+        recent.push(loss_value);
+        progress(&Progress {
+            step: step + 1,
+            loss: loss_value,
+            tokens_per_second: tokens_per_batch * (step + 1) as f64
+                / started.elapsed().as_secs_f64(),
+        });
+        if (step + 1) % config.eval_every == 0 || step + 1 == config.steps {
+            let validation_loss = match &val_batch {
+                Some(b) => {
+                    let valid = model.valid();
+                    let p = valid.forward(&b.tokens);
+                    masked_mse(p, b.target.clone(), b.weight.clone()).into_scalar::<f32>() as f64
+                }
+                None => f64::NAN,
+            };
+            curve.push(CurvePoint {
+                step: step + 1,
+                train_loss: recent.iter().sum::<f64>() / recent.len() as f64,
+                validation_loss,
+                learning_rate: lr,
+            });
+            recent.clear();
+        }
+    }
+    Ok((model, curve))
+}
