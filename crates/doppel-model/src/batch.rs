@@ -30,7 +30,7 @@ pub enum Mask {
     Channels(Vec<usize>),
     /// Patches `from..to` of every channel (interpolation).
     Block(usize, usize),
-    /// Only the patches with no data (imputation, embedding).
+    /// Every patch with a missing value (imputation): the model fills it from the rest.
     Gaps,
 }
 
@@ -71,13 +71,17 @@ pub fn make_batch(
         let (ch, patch) = (token / n, token % n);
         !(0..p).any(|i| w.observed[ch * t_len + patch * p + i])
     };
-    let most_empty = windows
+    let incomplete = |w: &Window, token: usize| {
+        let (ch, patch) = (token / n, token % n);
+        (0..p).any(|i| !w.observed[ch * t_len + patch * p + i])
+    };
+    let most_incomplete = windows
         .iter()
-        .map(|w| (0..l).filter(|&tk| empty(w, tk)).count())
+        .map(|w| (0..l).filter(|&tk| incomplete(w, tk)).count())
         .max()
         .unwrap_or(0);
     let visible = match mask {
-        Mask::Gaps => l - most_empty,
+        Mask::Gaps => l - most_incomplete,
         _ => l - hidden_wanted,
     }
     .max(1);
@@ -99,7 +103,8 @@ pub fn make_batch(
                     Mask::Tail(k) => patch + k >= n,
                     Mask::Channels(list) => list.contains(&ch),
                     Mask::Block(from, to) => (*from..*to).contains(&patch),
-                    Mask::Random(_) | Mask::Gaps => false,
+                    Mask::Gaps => incomplete(w, tk),
+                    Mask::Random(_) => false,
                 };
                 let u: f64 = rng.random();
                 let s = if empty(w, tk) {
@@ -121,7 +126,7 @@ pub fn make_batch(
                 hidden[tk] = false;
             }
         }
-        for tk in 0..l {
+        for (tk, &is_hidden) in hidden.iter().enumerate() {
             let (ch, patch) = (tk / n, tk % n);
             channel.push(w.channels[ch] as i64);
             position.push(patch as i64);
@@ -131,7 +136,7 @@ pub fn make_batch(
                 let v = if seen { w.values[base + i] } else { 0.0 };
                 features.push(v);
                 target.push(v);
-                weight.push(if seen && hidden[tk] { 1.0 } else { 0.0 });
+                weight.push(if seen && is_hidden { 1.0 } else { 0.0 });
             }
             for i in 0..p {
                 features.push(if w.observed[base + i] { 1.0 } else { 0.0 });

@@ -132,7 +132,8 @@ pub fn read_recording(path: &Path, options: &ReadOptions) -> Result<Recording> {
         Some(wanted) => wanted.clone(),
         None => names,
     };
-    // The grid: the median step between rows, so a few gaps or jitter do not change it.
+    // The grid: the most common step between rows (the smallest of equally common ones), so
+    // gaps and the odd late row do not change it.
     let mut steps: Vec<i64> = rows
         .windows(2)
         .map(|w| w[1].0 - w[0].0)
@@ -142,7 +143,14 @@ pub fn read_recording(path: &Path, options: &ReadOptions) -> Result<Recording> {
         return Err(input("every row has the same time".into()));
     }
     steps.sort_unstable();
-    let step_ns = steps[steps.len() / 2];
+    let mut step_ns = steps[0];
+    let mut best = 0;
+    for run in steps.chunk_by(|a, b| a == b) {
+        if run.len() > best {
+            best = run.len();
+            step_ns = run[0];
+        }
+    }
     let start_ns = rows[0].0;
     let slots = ((rows.last().unwrap().0 - start_ns) as f64 / step_ns as f64).round() as usize + 1;
     let mut values = vec![vec![0.0f32; slots]; channels.len()];

@@ -6,6 +6,8 @@ pub mod batch;
 pub mod data;
 pub mod error;
 pub mod model;
+pub mod store;
+pub mod tasks;
 pub mod train;
 
 pub use error::{ModelError, Result};

@@ -71,13 +71,16 @@ pub fn learning_rate(config: &TrainConfig, step: usize) -> f64 {
     peak * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * x).cos()))
 }
 
-/// Where windows may start: (recording, first slot) pairs, split into training and validation
-/// by time inside each recording, so validation windows are later than any training window.
+/// A window's place: (recording, first slot).
+type Start = (usize, usize);
+
+/// Where windows may start, split into training and validation by time inside each
+/// recording, so validation windows are later than any training window.
 fn window_starts(
     recordings: &[Recording],
     window: usize,
     validation: f64,
-) -> (Vec<(usize, usize)>, Vec<(usize, usize)>) {
+) -> (Vec<Start>, Vec<Start>) {
     let (mut train, mut val) = (Vec::new(), Vec::new());
     for (r, rec) in recordings.iter().enumerate() {
         if rec.len() < window {
@@ -141,9 +144,11 @@ pub fn pretrain(
 
     // Fixed validation windows and masks: the curve measures the model, not the draw.
     let mut val_rng = Xoshiro256PlusPlus::seed_from_u64(config.seed ^ 0x7A1);
-    let val_windows: Vec<Window> = (0..val.len().min(64))
+    let val_count = val.len().min(64);
+    let val_windows: Vec<Window> = (0..val_count)
         .map(|i| {
-            let (r, s) = val[(i * val.len()) / val.len().min(64).max(1)];
+            // Spread evenly over the validation part.
+            let (r, s) = val[(i * val.len()) / val_count];
             cut(&recordings[r], s, window, &channel_ids)
         })
         .collect();

@@ -1,0 +1,115 @@
+//! A model directory the plant owner keeps: `model.safetensors` (plain tensor names that
+//! PyTorch's safetensors reads) and `model.json` (the model card: config, channels,
+//! normalisation, the data it saw, its training curve, the code version). Nothing is ever
+//! fetched from anywhere.
+
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+use burn::store::{ModuleSnapshot, SafetensorsStore};
+use serde::{Deserialize, Serialize};
+
+use crate::data::Normalizer;
+use crate::error::{ModelError, Result};
+use crate::model::{ModelConfig, SensorModel};
+use crate::train::{CurvePoint, TrainConfig};
+
+pub const WEIGHTS: &str = "model.safetensors";
+pub const CARD: &str = "model.json";
+const FORMAT: &str = "doppel-sensor-model/1";
+
+/// What data a model was trained on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataRange {
+    pub file: PathBuf,
+    pub start: String,
+    pub end: String,
+    pub steps: usize,
+}
+
+/// The model card, saved as `model.json` next to the weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelCard {
+    pub format: String,
+    pub config: ModelConfig,
+    pub channels: Vec<String>,
+    pub normalizer: Normalizer,
+    /// The grid step the model was trained on, ns.
+    pub step_ns: i64,
+    pub parameters: usize,
+    pub data: Vec<DataRange>,
+    pub train: TrainConfig,
+    pub curve: Vec<CurvePoint>,
+    pub code_version: String,
+}
+
+impl ModelCard {
+    pub fn new(
+        config: ModelConfig,
+        normalizer: Normalizer,
+        step_ns: i64,
+        parameters: usize,
+        data: Vec<DataRange>,
+        train: TrainConfig,
+        curve: Vec<CurvePoint>,
+    ) -> Self {
+        ModelCard {
+            format: FORMAT.into(),
+            channels: normalizer.channels.clone(),
+            config,
+            normalizer,
+            step_ns,
+            parameters,
+            data,
+            train,
+            curve,
+            code_version: concat!("doppel ", env!("CARGO_PKG_VERSION")).into(),
+        }
+    }
+}
+
+fn store_error(path: &Path, message: impl std::fmt::Display) -> ModelError {
+    ModelError::Store {
+        path: path.to_owned(),
+        message: message.to_string(),
+    }
+}
+
+/// Writes the weights and the card into `dir` (created if needed).
+pub fn save(dir: &Path, model: &SensorModel, card: &ModelCard) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| store_error(dir, e))?;
+    let mut store = SafetensorsStore::from_file(dir.join(WEIGHTS));
+    model
+        .save_into(&mut store)
+        .map_err(|e| store_error(dir, format!("cannot write the weights: {e}")))?;
+    let text = serde_json::to_string_pretty(card).expect("the card serialises");
+    std::fs::write(dir.join(CARD), text + "\n").map_err(|e| store_error(dir, e))
+}
+
+/// Reads a model directory written by [`save`].
+pub fn load(dir: &Path, device: &Device) -> Result<(SensorModel, ModelCard)> {
+    let card_path = dir.join(CARD);
+    let text = std::fs::read_to_string(&card_path).map_err(|e| {
+        store_error(
+            dir,
+            format!("cannot read {CARD} ({e}); is this a model directory?"),
+        )
+    })?;
+    let card: ModelCard = serde_json::from_str(&text)
+        .map_err(|e| store_error(dir, format!("{CARD} is not a model card: {e}")))?;
+    if card.format != FORMAT {
+        return Err(store_error(
+            dir,
+            format!(
+                "{CARD} has format `{}`; this doppel reads `{FORMAT}`",
+                card.format
+            ),
+        ));
+    }
+    let mut model = card.config.init(device);
+    let mut store = SafetensorsStore::from_file(dir.join(WEIGHTS));
+    model
+        .load_from(&mut store)
+        .map_err(|e| store_error(dir, format!("cannot read the weights: {e}")))?;
+    Ok((model, card))
+}
