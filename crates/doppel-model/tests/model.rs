@@ -19,7 +19,7 @@ const TAU: f32 = std::f32::consts::TAU;
 /// Three correlated channels: sums of sines with noise, on a minute grid.
 fn sines(len: usize, seed: u64) -> Recording {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
-    let mut values = vec![Vec::with_capacity(len); 3];
+    let mut values: Vec<Vec<f32>> = (0..3).map(|_| Vec::with_capacity(len)).collect();
     for t in 0..len {
         let x = t as f32;
         let a = (x * TAU / 24.0).sin() + 0.5 * (x * TAU / 7.0).sin();
@@ -183,7 +183,7 @@ fn the_same_seed_trains_the_same_weights_and_a_reload_gives_identical_outputs() 
     let dir = tempfile::tempdir().unwrap();
     let card = ModelCard::new(
         config.clone(),
-        Normalizer::fit(&[raw.clone()], None),
+        Normalizer::fit(std::slice::from_ref(&raw), None),
         raw.step_ns,
         m1.num_params(),
         vec![],
