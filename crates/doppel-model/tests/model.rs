@@ -214,12 +214,12 @@ fn it_forecasts_a_known_pattern_far_better_than_seasonal_naive() {
         }
         let horizon = 16;
         let f = tasks::forecast(&t.model, &t.card, &context, horizon, &device).unwrap();
-        for c in 0..3 {
+        for (c, predicted) in f.iter().enumerate() {
             let sd = t.card.normalizer.std[c] as f64;
-            for h in 0..horizon {
+            for (h, &p) in predicted.iter().enumerate() {
                 let truth = test.values[c][end + h] as f64;
                 let naive = test.values[c][end + h - 24] as f64;
-                model_se += ((f[c][h] as f64 - truth) / sd).powi(2);
+                model_se += ((p as f64 - truth) / sd).powi(2);
                 naive_se += ((naive - truth) / sd).powi(2);
                 n += 1;
             }
