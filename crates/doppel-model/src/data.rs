@@ -192,16 +192,16 @@ pub struct Normalizer {
 }
 
 impl Normalizer {
-    /// Statistics over the observed values of the first `rows` slots of each recording
-    /// (`None`: all of them).
-    pub fn fit(recordings: &[Recording], rows: Option<usize>) -> Normalizer {
+    /// Statistics over the observed values of the first `share` (0..=1) of each recording:
+    /// the training part, so validation data never leaks into the model.
+    pub fn fit(recordings: &[Recording], share: f64) -> Normalizer {
         let channels = recordings[0].channels.clone();
         let mut mean = Vec::new();
         let mut std = Vec::new();
         for c in 0..channels.len() {
             let (mut n, mut sum, mut sum2) = (0.0f64, 0.0f64, 0.0f64);
             for r in recordings {
-                let end = rows.unwrap_or(r.len()).min(r.len());
+                let end = ((r.len() as f64 * share).ceil() as usize).min(r.len());
                 for t in 0..end {
                     if r.observed[c][t] {
                         let v = r.values[c][t] as f64;
@@ -267,7 +267,7 @@ mod tests {
         assert_eq!(r.observed[0], [true, true, true, false, false, true]);
         assert_eq!(r.observed[1], [true, false, true, false, false, true]);
         assert_eq!(r.values[0][5], 6.0);
-        let n = Normalizer::fit(std::slice::from_ref(&r), None);
+        let n = Normalizer::fit(std::slice::from_ref(&r), 1.0);
         assert!((n.mean[0] - 3.0).abs() < 1e-6);
         let missing = r.select(&["c".into()]).unwrap_err().to_string();
         assert!(

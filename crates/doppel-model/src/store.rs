@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
-use burn::store::{ModuleSnapshot, SafetensorsStore};
+use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
 use serde::{Deserialize, Serialize};
 
 use crate::data::Normalizer;
@@ -78,7 +78,11 @@ fn store_error(path: &Path, message: impl std::fmt::Display) -> ModelError {
 /// Writes the weights and the card into `dir` (created if needed).
 pub fn save(dir: &Path, model: &SensorModel, card: &ModelCard) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| store_error(dir, e))?;
-    let mut store = SafetensorsStore::from_file(dir.join(WEIGHTS));
+    // PyTorch's layout and names (linear weights [out, in], norms `weight`/`bias`), so
+    // `safetensors.torch.load_file` gives tensors a PyTorch module takes as they are.
+    let mut store = SafetensorsStore::from_file(dir.join(WEIGHTS))
+        .overwrite(true)
+        .with_to_adapter(BurnToPyTorchAdapter);
     model
         .save_into(&mut store)
         .map_err(|e| store_error(dir, format!("cannot write the weights: {e}")))?;
@@ -107,7 +111,8 @@ pub fn load(dir: &Path, device: &Device) -> Result<(SensorModel, ModelCard)> {
         ));
     }
     let mut model = card.config.init(device);
-    let mut store = SafetensorsStore::from_file(dir.join(WEIGHTS));
+    let mut store =
+        SafetensorsStore::from_file(dir.join(WEIGHTS)).with_from_adapter(PyTorchToBurnAdapter);
     model
         .load_from(&mut store)
         .map_err(|e| store_error(dir, format!("cannot read the weights: {e}")))?;

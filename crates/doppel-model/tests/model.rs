@@ -60,7 +60,7 @@ fn trained() -> &'static Trained {
     MODEL.get_or_init(|| {
         let device = Device::flex().autodiff();
         let raw = sines(3000, 1);
-        let normalizer = Normalizer::fit(std::slice::from_ref(&raw), None);
+        let normalizer = Normalizer::fit(std::slice::from_ref(&raw), 1.0);
         let config = ModelConfig::sized("tiny", 3, 8, 6).unwrap();
         let train = train_config(600, 3);
         let (model, curve) =
@@ -103,7 +103,7 @@ fn the_loss_ignores_what_the_encoder_saw_and_what_was_never_observed() {
     let device = Device::flex();
     let config = ModelConfig::sized("tiny", 3, 8, 6).unwrap();
     let model = config.init(&device);
-    let rec = Normalizer::fit(&[sines(200, 2)], None).apply(&sines(200, 2));
+    let rec = Normalizer::fit(&[sines(200, 2)], 1.0).apply(&sines(200, 2));
     for seed in 0..20u64 {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
         let start = rng.random_range(0..100);
@@ -147,7 +147,7 @@ fn the_loss_ignores_what_the_encoder_saw_and_what_was_never_observed() {
 fn the_same_seed_trains_the_same_weights_and_a_reload_gives_identical_outputs() {
     let device = Device::flex().autodiff();
     let raw = sines(600, 4);
-    let rec = Normalizer::fit(std::slice::from_ref(&raw), None).apply(&raw);
+    let rec = Normalizer::fit(std::slice::from_ref(&raw), 1.0).apply(&raw);
     let config = ModelConfig::sized("tiny", 3, 8, 4).unwrap();
     let run = || {
         pretrain(
@@ -183,7 +183,7 @@ fn the_same_seed_trains_the_same_weights_and_a_reload_gives_identical_outputs() 
     let dir = tempfile::tempdir().unwrap();
     let card = ModelCard::new(
         config.clone(),
-        Normalizer::fit(std::slice::from_ref(&raw), None),
+        Normalizer::fit(std::slice::from_ref(&raw), 1.0),
         raw.step_ns,
         m1.num_params(),
         vec![],

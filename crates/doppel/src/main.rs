@@ -4,6 +4,7 @@
 mod bench;
 mod client;
 mod import;
+mod model;
 mod progress;
 mod query;
 mod serve;
@@ -51,6 +52,11 @@ enum Command {
         #[command(subcommand)]
         command: sim::ScenarioCommand,
     },
+    /// The sensor model: pretrain it on a plant's history, fill gaps, forecast.
+    Model {
+        #[command(subcommand)]
+        command: model::ModelCommand,
+    },
     /// Set how long a table keeps its data.
     Retention(serve::RetentionArgs),
     /// Measure parsing, durable writes and HTTP ingest (see docs/BENCHMARKS.md).
@@ -95,6 +101,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => serve::run(args, None),
         Command::Sim { command } => sim::run_sim(command),
         Command::Scenario { command } => sim::run_scenario(command),
+        Command::Model { command } => model::run(command),
         Command::Query(args) => query::run(args),
         Command::Import(args) => import::run(*args),
         Command::Spec { command } => spec::run(command),

@@ -6,4 +6,5 @@ mod common;
 mod crash;
 mod http_api;
 mod import_and_query;
+mod model;
 mod simulate;

@@ -1,0 +1,303 @@
+//! `doppel model ...`: pretrain the sensor model on a plant's files and use it (fill gaps,
+//! forecast). Wiring only: the model lives in `doppel-model`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use burn::module::Module;
+use burn::prelude::Device;
+use clap::{Args, Subcommand};
+use doppel_core::time::format_rfc3339;
+use doppel_model::data::{Normalizer, ReadOptions, Recording, read_recording};
+use doppel_model::model::ModelConfig;
+use doppel_model::store::{self, DataRange, ModelCard};
+use doppel_model::tasks;
+use doppel_model::train::{TrainConfig, pretrain};
+
+#[derive(Subcommand)]
+pub enum ModelCommand {
+    /// Pretrain a model (masked autoencoder) on unlabeled sensor files.
+    Pretrain(PretrainArgs),
+    /// Fill every missing value of a file with the model's reconstruction.
+    Impute(TaskArgs),
+    /// Forecast the steps after the end of a file.
+    Forecast(ForecastArgs),
+    /// Show a model's card: size, channels, data, training curve.
+    Info {
+        /// The model directory.
+        #[arg(long)]
+        model: PathBuf,
+    },
+}
+
+#[derive(Args)]
+pub struct PretrainArgs {
+    /// Input files (CSV, whitespace tables or Parquet); each is one recording, and windows
+    /// never cross from one into the next.
+    #[arg(long, num_args = 1.., required = true)]
+    input: Vec<PathBuf>,
+    /// The time column (default: time, timestamp, date... as `doppel import` finds it).
+    #[arg(long)]
+    time_column: Option<String>,
+    /// Channels to model, comma-separated (default: every numeric column of the first file).
+    #[arg(long, value_delimiter = ',')]
+    channels: Option<Vec<String>>,
+    /// Model size: tiny (CPU, minutes), small, base, large.
+    #[arg(long, default_value = "tiny")]
+    size: String,
+    /// Steps per patch (a token is one patch of one channel).
+    #[arg(long, default_value_t = 8)]
+    patch: usize,
+    /// Patches per window.
+    #[arg(long, default_value_t = 12)]
+    patches: usize,
+    /// Training steps (batches).
+    #[arg(long, default_value_t = 600)]
+    steps: usize,
+    /// Windows per batch.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    /// The seed: the same seed and data give the same weights.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// The model directory to write (model.safetensors + model.json).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+pub struct TaskArgs {
+    /// The model directory.
+    #[arg(long)]
+    model: PathBuf,
+    /// The input file.
+    #[arg(long)]
+    input: PathBuf,
+    /// The time column (default: as `doppel import` finds it).
+    #[arg(long)]
+    time_column: Option<String>,
+    /// Where to write the result (CSV).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+pub struct ForecastArgs {
+    #[command(flatten)]
+    task: TaskArgs,
+    /// How many steps to forecast.
+    #[arg(long)]
+    horizon: usize,
+}
+
+pub fn run(command: ModelCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        ModelCommand::Pretrain(args) => pretrain_command(args),
+        ModelCommand::Impute(args) => impute_command(args),
+        ModelCommand::Forecast(args) => forecast_command(args),
+        ModelCommand::Info { model } => info(&model),
+    }
+}
+
+fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
+    let mut options = ReadOptions {
+        time_column: args.time_column.clone(),
+        channels: args.channels.clone(),
+    };
+    let mut recordings: Vec<Recording> = Vec::new();
+    for path in &args.input {
+        let rec = read_recording(path, &options)?;
+        if options.channels.is_none() {
+            options.channels = Some(rec.channels.clone());
+        }
+        recordings.push(rec);
+    }
+    let step_ns = recordings[0].step_ns;
+    if let Some(other) = recordings.iter().find(|r| r.step_ns != step_ns) {
+        bail!(
+            "{} has rows {} s apart, {} has {} s: give files on one grid",
+            other.source.display(),
+            other.step_ns as f64 / 1e9,
+            recordings[0].source.display(),
+            step_ns as f64 / 1e9
+        );
+    }
+    let channels = recordings[0].channels.clone();
+    let Some(config) = ModelConfig::sized(&args.size, channels.len(), args.patch, args.patches)
+    else {
+        bail!(
+            "unknown size `{}`: use tiny, small, base or large",
+            args.size
+        );
+    };
+    let train = TrainConfig {
+        steps: args.steps,
+        batch_size: args.batch,
+        learning_rate: args.lr,
+        warmup_steps: (args.steps / 10).max(1),
+        seed: args.seed,
+        ..TrainConfig::default()
+    };
+    let normalizer = Normalizer::fit(&recordings, 1.0 - train.validation_fraction);
+    let standardised: Vec<Recording> = recordings.iter().map(|r| normalizer.apply(r)).collect();
+    let device = Device::flex().autodiff();
+    let parameters = config.init(&Device::flex()).num_params();
+    eprintln!(
+        "pretraining a {} model ({parameters} parameters) on {} file(s), {} channel(s), windows of {} steps ({} patches of {})",
+        args.size,
+        recordings.len(),
+        channels.len(),
+        config.window(),
+        config.patches,
+        config.patch_len
+    );
+    let bar = crate::progress::bar(args.steps as u64, "steps");
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} steps {msg} ({eta} left)")
+            .expect("the template is valid"),
+    );
+    let (model, curve) = pretrain(&standardised, &config, &train, &device, |p| {
+        bar.set_position(p.step as u64);
+        bar.set_message(format!(
+            "loss {:.4}, {:.0} tokens/s",
+            p.loss, p.tokens_per_second
+        ));
+    })?;
+    bar.finish_and_clear();
+    let data = recordings
+        .iter()
+        .map(|r| DataRange {
+            file: r.source.clone(),
+            start: format_rfc3339(r.start_ns),
+            end: format_rfc3339(r.time_ns(r.len() - 1)),
+            steps: r.len(),
+        })
+        .collect();
+    let card = ModelCard::new(config, normalizer, step_ns, parameters, data, train, curve);
+    let model = model.valid();
+    store::save(&args.out, &model, &card)?;
+    if let Some(last) = card.curve.last() {
+        eprintln!(
+            "validation loss {:.4} (standardised MSE on hidden patches) after {} steps",
+            last.validation_loss, last.step
+        );
+    }
+    eprintln!("wrote {}", args.out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn load(
+    model: &Path,
+    input: &Path,
+    time_column: &Option<String>,
+) -> anyhow::Result<(
+    doppel_model::model::SensorModel,
+    ModelCard,
+    Recording,
+    Device,
+)> {
+    let device = Device::flex();
+    let (net, card) = store::load(model, &device)?;
+    let rec = read_recording(
+        input,
+        &ReadOptions {
+            time_column: time_column.clone(),
+            channels: Some(card.channels.clone()),
+        },
+    )?;
+    Ok((net, card, rec, device))
+}
+
+fn impute_command(args: TaskArgs) -> anyhow::Result<ExitCode> {
+    let (net, card, rec, device) = load(&args.model, &args.input, &args.time_column)?;
+    let (filled, was_missing) = tasks::impute(&net, &card, &rec, &device)?;
+    let count: usize = was_missing
+        .iter()
+        .map(|c| c.iter().filter(|&&m| m).count())
+        .sum();
+    let rows = (0..filled.len()).map(|t| {
+        (
+            filled.time_ns(t),
+            filled.values.iter().map(|c| c[t]).collect::<Vec<f32>>(),
+        )
+    });
+    write_csv(&args.out, &filled.channels, rows)?;
+    eprintln!(
+        "filled {count} missing value(s); wrote {}",
+        args.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn forecast_command(args: ForecastArgs) -> anyhow::Result<ExitCode> {
+    let (net, card, rec, device) =
+        load(&args.task.model, &args.task.input, &args.task.time_column)?;
+    let forecast = tasks::forecast(&net, &card, &rec, args.horizon, &device)?;
+    let last = rec.time_ns(rec.len() - 1);
+    let rows = (0..args.horizon).map(|h| {
+        (
+            last + (h as i64 + 1) * rec.step_ns,
+            forecast.iter().map(|c| c[h]).collect::<Vec<f32>>(),
+        )
+    });
+    write_csv(&args.task.out, &card.channels, rows)?;
+    eprintln!(
+        "forecast {} step(s); wrote {}",
+        args.horizon,
+        args.task.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn info(dir: &Path) -> anyhow::Result<ExitCode> {
+    let (_, card) = store::load(dir, &Device::flex())?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&serde_json::json!({
+            "parameters": card.parameters,
+            "config": card.config,
+            "channels": card.channels,
+            "step_s": card.step_ns as f64 / 1e9,
+            "data": card.data,
+            "final": card.curve.last(),
+            "code_version": card.code_version,
+        }))?
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A CSV with a `time` column (RFC 3339) and one column per channel.
+fn write_csv(
+    path: &Path,
+    channels: &[String],
+    rows: impl Iterator<Item = (i64, Vec<f32>)>,
+) -> anyhow::Result<()> {
+    let file =
+        std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    let quote = |s: &str| {
+        if s.contains([',', '"', '\n']) {
+            format!("\"{}\"", s.replace('"', "\"\""))
+        } else {
+            s.to_owned()
+        }
+    };
+    let header: Vec<String> = std::iter::once("time".to_owned())
+        .chain(channels.iter().map(|c| quote(c)))
+        .collect();
+    writeln!(out, "{}", header.join(","))?;
+    for (time, values) in rows {
+        write!(out, "{}", format_rfc3339(time))?;
+        for v in values {
+            write!(out, ",{v}")?;
+        }
+        writeln!(out)?;
+    }
+    out.flush()?;
+    Ok(())
+}

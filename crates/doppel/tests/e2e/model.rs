@@ -1,0 +1,210 @@
+//! The sensor model through the CLI: pretrain on a file, fill its gaps, forecast, and refuse
+//! bad input with a clear message.
+
+use std::fmt::Write;
+use std::path::Path;
+
+use crate::common::doppel;
+
+/// Three correlated channels of sines on a minute grid; `gaps` leaves some cells empty.
+fn write_sines(path: &Path, rows: usize, gaps: bool) {
+    let mut text = String::from("time,a,b,c\n");
+    for t in 0..rows {
+        let x = t as f64;
+        let a = (x * std::f64::consts::TAU / 24.0).sin()
+            + 0.5 * (x * std::f64::consts::TAU / 7.0).sin();
+        let time = doppel_core::time::format_rfc3339(
+            1_700_000_040_000_000_000 + t as i64 * 60_000_000_000,
+        );
+        let b = if gaps && t % 10 == 3 {
+            String::new()
+        } else {
+            format!("{}", 2.0 * a + 3.0)
+        };
+        writeln!(
+            text,
+            "{time},{a},{b},{}",
+            (x * std::f64::consts::TAU / 24.0).cos()
+        )
+        .unwrap();
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+fn run(args: &[&str]) -> (bool, String) {
+    let out = doppel().args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn pretrain_then_impute_and_forecast_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    write_sines(&dir.path().join("train.csv"), 1500, false);
+    write_sines(&dir.path().join("gaps.csv"), 300, true);
+    let (ok, err) = run(&[
+        "model",
+        "pretrain",
+        "--input",
+        &p("train.csv"),
+        "--steps",
+        "150",
+        "--batch",
+        "16",
+        "--patch",
+        "8",
+        "--patches",
+        "6",
+        "--seed",
+        "2",
+        "--out",
+        &p("m"),
+    ]);
+    assert!(ok, "{err}");
+    assert!(err.contains("parameters"), "{err}");
+    let card: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("m/model.json")).unwrap())
+            .unwrap();
+    assert_eq!(card["channels"], serde_json::json!(["a", "b", "c"]));
+    assert_eq!(card["step_ns"], 60_000_000_000i64);
+    assert!(card["curve"].as_array().unwrap().len() >= 3);
+
+    // The weights are plain safetensors with PyTorch's names and layouts.
+    let bytes = std::fs::read(dir.path().join("m/model.safetensors")).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    assert_eq!(
+        header["patch_embed.weight"]["shape"],
+        serde_json::json!([64, 16]),
+        "[out, in] as torch.nn.Linear"
+    );
+    assert_eq!(header["patch_embed.weight"]["dtype"], "F32");
+
+    let (ok, err) = run(&[
+        "model",
+        "impute",
+        "--model",
+        &p("m"),
+        "--input",
+        &p("gaps.csv"),
+        "--out",
+        &p("filled.csv"),
+    ]);
+    assert!(ok, "{err}");
+    assert!(err.contains("filled 30 missing value(s)"), "{err}");
+    let filled = std::fs::read_to_string(dir.path().join("filled.csv")).unwrap();
+    let lines: Vec<&str> = filled.lines().collect();
+    assert_eq!(lines.len(), 301);
+    assert_eq!(lines[0], "time,a,b,c");
+    for line in &lines[1..] {
+        assert!(line.split(',').all(|cell| !cell.is_empty()), "{line}");
+    }
+
+    let (ok, err) = run(&[
+        "model",
+        "forecast",
+        "--model",
+        &p("m"),
+        "--input",
+        &p("train.csv"),
+        "--horizon",
+        "10",
+        "--out",
+        &p("fc.csv"),
+    ]);
+    assert!(ok, "{err}");
+    let fc = std::fs::read_to_string(dir.path().join("fc.csv")).unwrap();
+    let lines: Vec<&str> = fc.lines().collect();
+    assert_eq!(lines.len(), 11);
+    let first_time =
+        doppel_core::time::format_rfc3339(1_700_000_040_000_000_000 + 1500 * 60_000_000_000);
+    assert!(
+        lines[1].starts_with(&format!("{first_time},")),
+        "{}",
+        lines[1]
+    );
+
+    // Bad input says what and where.
+    let (ok, err) = run(&[
+        "model",
+        "forecast",
+        "--model",
+        &p("m"),
+        "--input",
+        &p("train.csv"),
+        "--horizon",
+        "500",
+        "--out",
+        &p("x.csv"),
+    ]);
+    assert!(
+        !ok && err.contains("horizon must be 1 to 40 steps"),
+        "{err}"
+    );
+    std::fs::write(
+        dir.path().join("short.csv"),
+        "time,a,b,c\n2024-01-01T00:00:00Z,1,2,3\n2024-01-01T00:01:00Z,1,2,3\n",
+    )
+    .unwrap();
+    let (ok, err) = run(&[
+        "model",
+        "impute",
+        "--model",
+        &p("m"),
+        "--input",
+        &p("short.csv"),
+        "--out",
+        &p("x.csv"),
+    ]);
+    assert!(
+        !ok && err.contains("short.csv") && err.contains("needs 48"),
+        "{err}"
+    );
+    std::fs::write(
+        dir.path().join("other.csv"),
+        "time,x\n2024-01-01T00:00:00Z,1\n2024-01-01T00:01:00Z,2\n",
+    )
+    .unwrap();
+    let (ok, err) = run(&[
+        "model",
+        "impute",
+        "--model",
+        &p("m"),
+        "--input",
+        &p("other.csv"),
+        "--out",
+        &p("x.csv"),
+    ]);
+    assert!(!ok && err.contains("other.csv"), "{err}");
+    std::fs::write(
+        dir.path().join("words.csv"),
+        "time,name\n2024-01-01T00:00:00Z,a\n2024-01-01T00:01:00Z,b\n",
+    )
+    .unwrap();
+    let (ok, err) = run(&[
+        "model",
+        "pretrain",
+        "--input",
+        &p("words.csv"),
+        "--out",
+        &p("w"),
+    ]);
+    assert!(!ok && err.contains("no numeric column"), "{err}");
+    let (ok, err) = run(&[
+        "model",
+        "pretrain",
+        "--input",
+        &p("gaps.csv"),
+        "--patches",
+        "60",
+        "--out",
+        &p("w"),
+    ]);
+    assert!(
+        !ok && err.contains("longer than the training part"),
+        "{err}"
+    );
+}
