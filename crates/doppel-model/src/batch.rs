@@ -32,6 +32,9 @@ pub enum Mask {
     Block(usize, usize),
     /// Every patch with a missing value (imputation): the model fills it from the rest.
     Gaps,
+    /// These tokens (`channel * patches + patch`), plus the patches with missing values
+    /// (scoring: every token hidden once, in turns).
+    Tokens(Vec<usize>),
 }
 
 /// A batch: the tokens, what to reconstruct, and where the loss counts.
@@ -64,7 +67,7 @@ pub fn make_batch(
         Mask::Tail(k) => c * (*k).min(n),
         Mask::Channels(list) => list.len() * n,
         Mask::Block(from, to) => c * to.saturating_sub(*from).min(n),
-        Mask::Gaps => 0,
+        Mask::Gaps | Mask::Tokens(_) => 0,
     }
     .min(l - 1);
     let empty = |w: &Window, token: usize| {
@@ -82,6 +85,15 @@ pub fn make_batch(
         .unwrap_or(0);
     let visible = match mask {
         Mask::Gaps => l - most_incomplete,
+        Mask::Tokens(list) => windows
+            .iter()
+            .map(|w| {
+                (0..l)
+                    .filter(|&tk| list.contains(&tk) || incomplete(w, tk))
+                    .count()
+            })
+            .max()
+            .map_or(l, |hidden| l - hidden),
         _ => l - hidden_wanted,
     }
     .max(1);
@@ -104,6 +116,7 @@ pub fn make_batch(
                     Mask::Channels(list) => list.contains(&ch),
                     Mask::Block(from, to) => (*from..*to).contains(&patch),
                     Mask::Gaps => incomplete(w, tk),
+                    Mask::Tokens(list) => list.contains(&tk) || incomplete(w, tk),
                     Mask::Random(_) => false,
                 };
                 let u: f64 = rng.random();

@@ -1,4 +1,4 @@
-//! What a twin asks of the model: fill gaps and forecast (scoring and embedding follow).
+//! What a twin asks of the model: fill gaps, forecast, score anomalies, embed windows.
 //! Each task cuts the input into model-sized windows, hides the patches the task is about,
 //! and reads the reconstruction back in the data's own units.
 
@@ -77,11 +77,7 @@ pub fn impute(
         .iter()
         .map(|o| o.iter().map(|x| !x).collect())
         .collect();
-    let mut starts: Vec<usize> = (0..=std_rec.len() - w).step_by(w).collect();
-    if starts.last() != Some(&(std_rec.len() - w)) {
-        starts.push(std_rec.len() - w);
-    }
-    for start in starts {
+    for start in window_starts(std_rec.len(), w) {
         let recon = reconstruct(model, card, &std_rec, start, &Mask::Gaps, device);
         for c in 0..out.channels.len() {
             for i in 0..w {
@@ -140,4 +136,153 @@ pub fn forecast(
                 .collect()
         })
         .collect())
+}
+
+/// Turns into which every token is hidden exactly once when scoring.
+const SCORE_TURNS: usize = 4;
+
+/// Anomaly scores: per step, how surprised the model is (1 = as surprised as on the
+/// calibration rows, on average), whether that passes the threshold set on the calibration
+/// rows, and each sensor's share of the score.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scores {
+    pub score: Vec<f32>,
+    pub flag: Vec<bool>,
+    /// `contribution[c][t]`; the contributions of a step add up to its score.
+    pub contribution: Vec<Vec<f32>>,
+    pub threshold: f32,
+}
+
+/// Scores every step of a recording. The first `calibrate_rows` rows are taken as normal:
+/// each sensor's typical reconstruction error and the flag threshold (their 99.5th
+/// percentile score) come from them.
+pub fn score(
+    model: &SensorModel,
+    card: &ModelCard,
+    rec: &Recording,
+    calibrate_rows: usize,
+    device: &Device,
+) -> Result<Scores> {
+    let w = card.config.window();
+    let (p, n) = (card.config.patch_len, card.config.patches);
+    let std_rec = prepare(card, rec, w)?;
+    let c_count = std_rec.channels.len();
+    let len = std_rec.len();
+    if calibrate_rows < w || calibrate_rows > len {
+        return Err(ModelError::Settings(format!(
+            "--calibrate-rows must be between the window ({w}) and the file's {len} rows"
+        )));
+    }
+    // Squared reconstruction error of each value, each hidden once.
+    let mut error = vec![vec![f32::NAN; len]; c_count];
+    let ids: Vec<usize> = (0..c_count).collect();
+    let l = c_count * n;
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(0);
+    for start in window_starts(len, w) {
+        let window = cut(&std_rec, start, w, &ids);
+        for turn in 0..SCORE_TURNS {
+            // Token (c, k) is hidden in turn (c + k) mod turns: spread over channels and time.
+            let hide: Vec<usize> = (0..l)
+                .filter(|tk| (tk / n + tk % n) % SCORE_TURNS == turn)
+                .collect();
+            let batch = make_batch(
+                std::slice::from_ref(&window),
+                &card.config,
+                &Mask::Tokens(hide.clone()),
+                &mut rng,
+                device,
+            );
+            let recon = model
+                .forward(&batch.tokens)
+                .into_data()
+                .try_into_vec::<f32>()
+                .expect("the model outputs f32");
+            for &tk in &hide {
+                let (c, k) = (tk / n, tk % n);
+                for i in 0..p {
+                    let t = start + k * p + i;
+                    if std_rec.observed[c][t] {
+                        let d = recon[tk * p + i] - std_rec.values[c][t];
+                        error[c][t] = d * d;
+                    }
+                }
+            }
+        }
+    }
+    // Each sensor's typical error on the calibration rows.
+    let typical: Vec<f32> = error
+        .iter()
+        .map(|e| {
+            let seen: Vec<f32> = e[..calibrate_rows]
+                .iter()
+                .copied()
+                .filter(|x| x.is_finite())
+                .collect();
+            (seen.iter().sum::<f32>() / seen.len().max(1) as f32).max(1e-6)
+        })
+        .collect();
+    let mut contribution = vec![vec![0.0f32; len]; c_count];
+    let mut score = vec![0.0f32; len];
+    for t in 0..len {
+        let seen = (0..c_count)
+            .filter(|&c| error[c][t].is_finite())
+            .count()
+            .max(1) as f32;
+        for c in 0..c_count {
+            if error[c][t].is_finite() {
+                contribution[c][t] = error[c][t] / typical[c] / seen;
+                score[t] += contribution[c][t];
+            }
+        }
+    }
+    let mut calibration = score[..calibrate_rows].to_vec();
+    calibration.sort_by(f32::total_cmp);
+    let threshold = calibration[((calibration.len() - 1) as f32 * 0.995) as usize];
+    let flag = score.iter().map(|&s| s > threshold).collect();
+    Ok(Scores {
+        score,
+        flag,
+        contribution,
+        threshold,
+    })
+}
+
+/// Window starts covering `len` steps: every `w`, plus one aligned to the end.
+fn window_starts(len: usize, w: usize) -> Vec<usize> {
+    let mut starts: Vec<usize> = (0..=len - w).step_by(w).collect();
+    if starts.last() != Some(&(len - w)) {
+        starts.push(len - w);
+    }
+    starts
+}
+
+/// One embedding per window: the mean of the encoder's outputs over the visible tokens.
+/// Returns (first step, last step, vector) per window.
+pub fn embed(
+    model: &SensorModel,
+    card: &ModelCard,
+    rec: &Recording,
+    stride: usize,
+    device: &Device,
+) -> Result<Vec<(usize, usize, Vec<f32>)>> {
+    let w = card.config.window();
+    if stride == 0 {
+        return Err(ModelError::Settings("--stride must be at least 1".into()));
+    }
+    let std_rec = prepare(card, rec, w)?;
+    let ids: Vec<usize> = (0..std_rec.channels.len()).collect();
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(0);
+    let mut out = Vec::new();
+    for start in (0..=std_rec.len() - w).step_by(stride) {
+        let window = cut(&std_rec, start, w, &ids);
+        let batch = make_batch(&[window], &card.config, &Mask::Gaps, &mut rng, device);
+        let vector = model
+            .encode(&batch.tokens)
+            .mean_dim(1)
+            .into_data()
+            .try_into_vec::<f32>()
+            .expect("the model outputs f32");
+        out.push((start, start + w - 1, vector));
+    }
+    Ok(out)
 }

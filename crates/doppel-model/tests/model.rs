@@ -255,3 +255,48 @@ fn a_channel_missing_whole_is_rebuilt_from_its_correlated_neighbours() {
         "observed values are kept as they are"
     );
 }
+
+#[test]
+fn an_anomaly_is_flagged_and_blamed_on_the_right_sensor() {
+    let t = trained();
+    let device = Device::flex();
+    let mut rec = sines(3400, 1);
+    // Sensor b leaves its relation with a for 40 steps.
+    for i in 3000..3040 {
+        rec.values[1][i] += 3.0;
+    }
+    let s = tasks::score(&t.model, &t.card, &rec, 2000, &device).unwrap();
+    let inside = (3000..3040).filter(|&i| s.flag[i]).count();
+    let outside = (2000..2900).filter(|&i| s.flag[i]).count();
+    assert!(inside >= 30, "{inside}/40 anomalous steps flagged");
+    assert!(outside <= 20, "{outside}/900 normal steps flagged");
+    for i in 3000..3040 {
+        let sum: f32 = (0..3).map(|c| s.contribution[c][i]).sum();
+        assert!((sum - s.score[i]).abs() < 1e-3 * s.score[i].max(1.0));
+    }
+    let blamed = (0..3).max_by(|&a, &b| {
+        let total = |c: usize| (3000..3040).map(|i| s.contribution[c][i]).sum::<f32>();
+        total(a).total_cmp(&total(b))
+    });
+    assert_eq!(blamed, Some(1), "sensor b drives the flags");
+}
+
+#[test]
+fn embeddings_cover_the_windows_and_repeat_exactly() {
+    let t = trained();
+    let device = Device::flex();
+    let rec = sines(500, 5);
+    let e = tasks::embed(&t.model, &t.card, &rec, 24, &device).unwrap();
+    assert_eq!(e.len(), (500 - 48) / 24 + 1);
+    assert_eq!((e[1].0, e[1].1), (24, 71));
+    assert!(e.iter().all(|(_, _, v)| v.len() == t.card.config.d_model));
+    assert_eq!(
+        e,
+        tasks::embed(&t.model, &t.card, &rec, 24, &device).unwrap()
+    );
+    // Windows a whole period apart look alike; half a period apart, less so.
+    let dist = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f32>();
+    let same_phase = dist(&e[0].2, &e[7].2); // 168 steps apart: a multiple of 24 and 7
+    let other_phase = dist(&e[0].2, &e[1].2);
+    assert!(same_phase < other_phase, "{same_phase} vs {other_phase}");
+}

@@ -24,6 +24,11 @@ pub enum ModelCommand {
     Impute(TaskArgs),
     /// Forecast the steps after the end of a file.
     Forecast(ForecastArgs),
+    /// Score every step for anomalies (calibrated on rows assumed normal) and say which
+    /// sensors drive each flag.
+    Score(ScoreArgs),
+    /// One vector per window, for linear probes and similarity search.
+    Embed(EmbedArgs),
     /// Show a model's card: size, channels, data, training curve.
     Info {
         /// The model directory.
@@ -95,11 +100,35 @@ pub struct ForecastArgs {
     horizon: usize,
 }
 
+#[derive(Args)]
+pub struct ScoreArgs {
+    #[command(flatten)]
+    task: TaskArgs,
+    /// The first N rows are taken as normal: they set each sensor's typical error and the
+    /// flag threshold.
+    #[arg(long)]
+    calibrate_rows: usize,
+}
+
+#[derive(Args)]
+pub struct EmbedArgs {
+    #[command(flatten)]
+    task: TaskArgs,
+    /// Window length in steps (must be the model's window).
+    #[arg(long)]
+    window: Option<usize>,
+    /// Steps between window starts.
+    #[arg(long)]
+    stride: usize,
+}
+
 pub fn run(command: ModelCommand) -> anyhow::Result<ExitCode> {
     match command {
         ModelCommand::Pretrain(args) => pretrain_command(args),
         ModelCommand::Impute(args) => impute_command(args),
         ModelCommand::Forecast(args) => forecast_command(args),
+        ModelCommand::Score(args) => score_command(args),
+        ModelCommand::Embed(args) => embed_command(args),
         ModelCommand::Info { model } => info(&model),
     }
 }
@@ -250,6 +279,69 @@ fn forecast_command(args: ForecastArgs) -> anyhow::Result<ExitCode> {
         "forecast {} step(s); wrote {}",
         args.horizon,
         args.task.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn score_command(args: ScoreArgs) -> anyhow::Result<ExitCode> {
+    let t = &args.task;
+    let (net, card, rec, device) = load(&t.model, &t.input, &t.time_column)?;
+    let s = tasks::score(&net, &card, &rec, args.calibrate_rows, &device)?;
+    let mut header = vec!["score".to_owned(), "flag".to_owned()];
+    header.extend(card.channels.iter().cloned());
+    let rows = (0..rec.len()).map(|i| {
+        let mut row = vec![s.score[i], if s.flag[i] { 1.0 } else { 0.0 }];
+        row.extend(s.contribution.iter().map(|c| c[i]));
+        (rec.time_ns(i), row)
+    });
+    write_csv(&t.out, &header, rows)?;
+    let flagged = s.flag.iter().filter(|&&f| f).count();
+    eprintln!(
+        "threshold {:.3} (99.5th percentile of the calibration rows); {flagged} of {} steps flagged; wrote {}",
+        s.threshold,
+        rec.len(),
+        t.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn embed_command(args: EmbedArgs) -> anyhow::Result<ExitCode> {
+    let t = &args.task;
+    let (net, card, rec, device) = load(&t.model, &t.input, &t.time_column)?;
+    if let Some(w) = args.window
+        && w != card.config.window()
+    {
+        bail!(
+            "this model embeds windows of {} steps ({} patches of {}), not {w}",
+            card.config.window(),
+            card.config.patches,
+            card.config.patch_len
+        );
+    }
+    let vectors = tasks::embed(&net, &card, &rec, args.stride, &device)?;
+    let file = std::fs::File::create(&t.out)
+        .with_context(|| format!("cannot write {}", t.out.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    let dims = vectors.first().map_or(0, |v| v.2.len());
+    let names: Vec<String> = (0..dims).map(|i| format!("e{i}")).collect();
+    writeln!(out, "start,end,{}", names.join(","))?;
+    for (first, last, v) in &vectors {
+        write!(
+            out,
+            "{},{}",
+            format_rfc3339(rec.time_ns(*first)),
+            format_rfc3339(rec.time_ns(*last))
+        )?;
+        for x in v {
+            write!(out, ",{x}")?;
+        }
+        writeln!(out)?;
+    }
+    out.flush()?;
+    eprintln!(
+        "{} window(s) of {dims} dimensions; wrote {}",
+        vectors.len(),
+        t.out.display()
     );
     Ok(ExitCode::SUCCESS)
 }

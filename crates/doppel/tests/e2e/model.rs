@@ -127,6 +127,56 @@ fn pretrain_then_impute_and_forecast_from_the_command_line() {
         lines[1]
     );
 
+    let (ok, err) = run(&[
+        "model",
+        "score",
+        "--model",
+        &p("m"),
+        "--input",
+        &p("train.csv"),
+        "--calibrate-rows",
+        "1000",
+        "--out",
+        &p("score.csv"),
+    ]);
+    assert!(ok, "{err}");
+    let scores = std::fs::read_to_string(dir.path().join("score.csv")).unwrap();
+    assert_eq!(scores.lines().next().unwrap(), "time,score,flag,a,b,c");
+    assert_eq!(scores.lines().count(), 1501);
+    let (ok, err) = run(&[
+        "model",
+        "embed",
+        "--model",
+        &p("m"),
+        "--input",
+        &p("train.csv"),
+        "--window",
+        "48",
+        "--stride",
+        "100",
+        "--out",
+        &p("emb.csv"),
+    ]);
+    assert!(ok, "{err}");
+    let emb = std::fs::read_to_string(dir.path().join("emb.csv")).unwrap();
+    assert!(emb.lines().next().unwrap().starts_with("start,end,e0,e1,"));
+    assert_eq!(emb.lines().count(), 1 + 15);
+    let (ok, err) = run(&[
+        "model",
+        "embed",
+        "--model",
+        &p("m"),
+        "--input",
+        &p("train.csv"),
+        "--window",
+        "50",
+        "--stride",
+        "10",
+        "--out",
+        &p("x.csv"),
+    ]);
+    assert!(!ok && err.contains("windows of 48 steps"), "{err}");
+
     // Bad input says what and where.
     let (ok, err) = run(&[
         "model",
