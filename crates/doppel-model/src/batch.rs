@@ -47,6 +47,11 @@ pub struct Batch {
     pub weight: Tensor<3>,
     /// Whether each token was hidden, per window (for the tasks that read the output).
     pub hidden: Vec<Vec<bool>>,
+    /// Each window's per-channel mean and standard deviation (`[window][channel]`), taken
+    /// from the values the encoder sees: inputs and targets are in these units (RevIN-style
+    /// instance normalisation), so a level the training data never had does not throw the
+    /// model. Multiply and add them back to read the output.
+    pub scale: Vec<Vec<(f32, f32)>>,
 }
 
 pub fn make_batch(
@@ -106,6 +111,7 @@ pub fn make_batch(
     let mut order = Vec::with_capacity(b * l);
     let mut restore = vec![0i64; b * l];
     let mut hidden_all = Vec::with_capacity(b);
+    let mut scale_all = Vec::with_capacity(b);
     for (wi, w) in windows.iter().enumerate() {
         // Lower score = shown first. Tokens the mask hides score 2..3, empty ones 3..4.
         let mut score: Vec<(f64, usize)> = (0..l)
@@ -139,22 +145,65 @@ pub fn make_batch(
                 hidden[tk] = false;
             }
         }
+        // Instance statistics per channel, from what the encoder may see.
+        let scale: Vec<(f32, f32)> = (0..c)
+            .map(|ch| {
+                let (mut n_seen, mut sum, mut sum2) = (0.0f64, 0.0f64, 0.0f64);
+                for patch in 0..n {
+                    if hidden[ch * n + patch] {
+                        continue;
+                    }
+                    for i in 0..p {
+                        let at = ch * t_len + patch * p + i;
+                        if w.observed[at] {
+                            let v = w.values[at] as f64;
+                            n_seen += 1.0;
+                            sum += v;
+                            sum2 += v * v;
+                        }
+                    }
+                }
+                if n_seen < 1.0 || !config.instance_norm {
+                    return (0.0, 1.0);
+                }
+                let mean = sum / n_seen;
+                // Values are already standardised over the training data: a window's spread
+                // below a fifth of that is too little to divide by (a channel hidden almost
+                // whole would blow its targets up), and too few values give no spread at all.
+                let sd = if n_seen < 4.0 {
+                    1.0
+                } else {
+                    (sum2 / n_seen - mean * mean).max(0.0).sqrt().max(0.2)
+                };
+                (mean as f32, sd as f32)
+            })
+            .collect();
         for (tk, &is_hidden) in hidden.iter().enumerate() {
             let (ch, patch) = (tk / n, tk % n);
+            let (mean, sd) = scale[ch];
             channel.push(w.channels[ch] as i64);
             position.push(patch as i64);
             let base = ch * t_len + patch * p;
             for i in 0..p {
                 let seen = w.observed[base + i];
-                let v = if seen { w.values[base + i] } else { 0.0 };
-                features.push(v);
+                let v = if seen {
+                    (w.values[base + i] - mean) / sd
+                } else {
+                    0.0
+                };
+                features.push(if is_hidden { 0.0 } else { v });
                 target.push(v);
                 weight.push(if seen && is_hidden { 1.0 } else { 0.0 });
             }
             for i in 0..p {
-                features.push(if w.observed[base + i] { 1.0 } else { 0.0 });
+                features.push(if w.observed[base + i] && !is_hidden {
+                    1.0
+                } else {
+                    0.0
+                });
             }
         }
+        scale_all.push(scale);
         hidden_all.push(hidden);
     }
     let float =
@@ -172,5 +221,6 @@ pub fn make_batch(
         target: float(target, [b, l, p]),
         weight: float(weight, [b, l, p]),
         hidden: hidden_all,
+        scale: scale_all,
     }
 }

@@ -2,7 +2,9 @@
 //! plant's own unlabeled history, and the tasks a twin needs (fill gaps, forecast, score,
 //! embed). Built on burn; reads sensor files, never the lake's insides.
 
+pub mod baselines;
 pub mod batch;
+pub mod bench;
 pub mod data;
 pub mod error;
 pub mod model;

@@ -34,6 +34,10 @@ pub struct ModelConfig {
     pub decoder_layers: usize,
     /// Share of tokens hidden from the encoder in pretraining (LSM found 0.8 best).
     pub mask_ratio: f64,
+    /// Normalise each window by its own visible values (RevIN-style) before the network:
+    /// for data whose level drifts away from the training period.
+    #[serde(default)]
+    pub instance_norm: bool,
 }
 
 impl ModelConfig {
@@ -57,6 +61,7 @@ impl ModelConfig {
             decoder_d_model: dd,
             decoder_layers: dec,
             mask_ratio: 0.8,
+            instance_norm: false,
         })
     }
 

@@ -39,7 +39,8 @@ fn prepare(card: &ModelCard, rec: &Recording, min_len: usize) -> Result<Recordin
     Ok(card.normalizer.apply(&rec))
 }
 
-/// Runs the model on one window with a mask; returns the reconstruction [L × P], flat.
+/// Runs the model on one window with a mask; returns the reconstruction [L × P], flat, in
+/// the recording's standardised units.
 fn reconstruct(
     model: &SensorModel,
     card: &ModelCard,
@@ -53,11 +54,27 @@ fn reconstruct(
     // Task masks hide fixed patches; the generator only breaks ties, so any seed will do.
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(0);
     let batch = make_batch(&[window], &card.config, mask, &mut rng, device);
-    model
+    let out = model
         .forward(&batch.tokens)
         .into_data()
         .try_into_vec::<f32>()
-        .expect("the model outputs f32")
+        .expect("the model outputs f32");
+    unscale(out, &batch.scale[0], &card.config)
+}
+
+/// From a window's instance-normalised units back to the recording's standardised ones.
+fn unscale(
+    mut out: Vec<f32>,
+    scale: &[(f32, f32)],
+    config: &crate::model::ModelConfig,
+) -> Vec<f32> {
+    let per_channel = config.patches * config.patch_len;
+    for (c, (mean, sd)) in scale.iter().enumerate() {
+        for v in &mut out[c * per_channel..(c + 1) * per_channel] {
+            *v = *v * sd + mean;
+        }
+    }
+    out
 }
 
 /// Fills every missing value. Returns the filled recording and, per channel and step,
@@ -192,11 +209,15 @@ pub fn score(
                 &mut rng,
                 device,
             );
-            let recon = model
-                .forward(&batch.tokens)
-                .into_data()
-                .try_into_vec::<f32>()
-                .expect("the model outputs f32");
+            let recon = unscale(
+                model
+                    .forward(&batch.tokens)
+                    .into_data()
+                    .try_into_vec::<f32>()
+                    .expect("the model outputs f32"),
+                &batch.scale[0],
+                &card.config,
+            );
             for &tk in &hide {
                 let (c, k) = (tk / n, tk % n);
                 for i in 0..p {

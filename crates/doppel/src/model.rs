@@ -29,6 +29,11 @@ pub enum ModelCommand {
     Score(ScoreArgs),
     /// One vector per window, for linear probes and similarity search.
     Embed(EmbedArgs),
+    /// Benchmarks on public data (see docs/BENCHMARKS.md).
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
     /// Show a model's card: size, channels, data, training curve.
     Info {
         /// The model directory.
@@ -122,6 +127,34 @@ pub struct EmbedArgs {
     stride: usize,
 }
 
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// ETT forecasting and imputation under the standard protocol, next to published figures.
+    Ett(EttArgs),
+}
+
+#[derive(Args)]
+pub struct EttArgs {
+    /// The folder with ETTh1.csv, ETTh2.csv, ETTm1.csv, ETTm2.csv.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Where to write the results, one JSON object a line.
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, value_delimiter = ',', default_value = "ETTh1,ETTh2,ETTm1,ETTm2")]
+    datasets: Vec<String>,
+    #[arg(long, value_delimiter = ',', default_value = "96,192,336,720")]
+    horizons: Vec<usize>,
+    /// Imputation mask ratios (none: skip imputation).
+    #[arg(long, value_delimiter = ',', default_value = "0.125,0.25,0.375,0.5")]
+    mask_ratios: Vec<f64>,
+    /// Pretraining steps of the sensor model used for imputation.
+    #[arg(long, default_value_t = 1000)]
+    pretrain_steps: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
 pub fn run(command: ModelCommand) -> anyhow::Result<ExitCode> {
     match command {
         ModelCommand::Pretrain(args) => pretrain_command(args),
@@ -129,6 +162,9 @@ pub fn run(command: ModelCommand) -> anyhow::Result<ExitCode> {
         ModelCommand::Forecast(args) => forecast_command(args),
         ModelCommand::Score(args) => score_command(args),
         ModelCommand::Embed(args) => embed_command(args),
+        ModelCommand::Bench {
+            command: BenchCommand::Ett(args),
+        } => bench_ett(args),
         ModelCommand::Info { model } => info(&model),
     }
 }
@@ -342,6 +378,53 @@ fn embed_command(args: EmbedArgs) -> anyhow::Result<ExitCode> {
         "{} window(s) of {dims} dimensions; wrote {}",
         vectors.len(),
         t.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench_ett(args: EttArgs) -> anyhow::Result<ExitCode> {
+    let options = doppel_model::bench::EttOptions {
+        datasets: args.datasets,
+        horizons: args.horizons,
+        mask_ratios: args.mask_ratios,
+        pretrain_steps: args.pretrain_steps,
+        seed: args.seed,
+        ..Default::default()
+    };
+    let started = std::time::Instant::now();
+    let rows = doppel_model::bench::ett(&args.data_dir, &options, |m| eprintln!("{m}"))?;
+    let mut out = std::io::BufWriter::new(
+        std::fs::File::create(&args.out)
+            .with_context(|| format!("cannot write {}", args.out.display()))?,
+    );
+    for row in &rows {
+        writeln!(out, "{}", serde_json::to_string(row)?)?;
+    }
+    out.flush()?;
+    println!(
+        "{:<7} {:<9} {:>6} {:<20} {:>7} {:>7}",
+        "data", "task", "h/mask", "model", "MSE", "MAE"
+    );
+    for r in &rows {
+        let setting = r.horizon.map_or_else(
+            || format!("{}", r.mask_ratio.unwrap_or(0.0)),
+            |h| h.to_string(),
+        );
+        println!(
+            "{:<7} {:<9} {:>6} {:<20} {:>7.3} {:>7.3}",
+            r.dataset, r.task, setting, r.model, r.mse, r.mae
+        );
+    }
+    println!("\npublished (same protocol):");
+    for (data, task, model, mse, mae) in doppel_model::bench::PUBLISHED {
+        if options.datasets.iter().any(|d| d == data) {
+            println!("{data:<7} {task:<26} {model:<13} {mse:>7.3} {mae:>7.3}");
+        }
+    }
+    eprintln!(
+        "{:.0} s; wrote {}",
+        started.elapsed().as_secs_f64(),
+        args.out.display()
     );
     Ok(ExitCode::SUCCESS)
 }
