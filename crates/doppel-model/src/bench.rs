@@ -123,6 +123,8 @@ impl Errors {
 }
 
 /// Runs the benchmark; `log` hears what is being done.
+// Windows, channels and steps index several parallel arrays; plain indices read clearest.
+#[allow(clippy::needless_range_loop)]
 pub fn ett(dir: &Path, options: &EttOptions, mut log: impl FnMut(&str)) -> Result<Vec<BenchRow>> {
     let mut rows = Vec::new();
     for name in &options.datasets {
