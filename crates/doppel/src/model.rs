@@ -151,6 +151,9 @@ pub struct EttArgs {
     /// Pretraining steps of the sensor model used for imputation.
     #[arg(long, default_value_t = 1000)]
     pretrain_steps: usize,
+    /// Forecasting only.
+    #[arg(long)]
+    skip_impute: bool,
     #[arg(long, default_value_t = 0)]
     seed: u64,
 }
@@ -386,7 +389,11 @@ fn bench_ett(args: EttArgs) -> anyhow::Result<ExitCode> {
     let options = doppel_model::bench::EttOptions {
         datasets: args.datasets,
         horizons: args.horizons,
-        mask_ratios: args.mask_ratios,
+        mask_ratios: if args.skip_impute {
+            Vec::new()
+        } else {
+            args.mask_ratios
+        },
         pretrain_steps: args.pretrain_steps,
         seed: args.seed,
         ..Default::default()
