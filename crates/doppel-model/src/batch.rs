@@ -32,6 +32,9 @@ pub enum Mask {
     Block(usize, usize),
     /// Every patch with a missing value (imputation): the model fills it from the rest.
     Gaps,
+    /// Only the patches with no value at all; missing points inside the others are filled
+    /// from their own patch (imputation with a model pretrained with point masks).
+    Holes,
     /// These tokens (`channel * patches + patch`), plus the patches with missing values
     /// (scoring: every token hidden once, in turns).
     Tokens(Vec<usize>),
@@ -72,7 +75,7 @@ pub fn make_batch(
         Mask::Tail(k) => c * (*k).min(n),
         Mask::Channels(list) => list.len() * n,
         Mask::Block(from, to) => c * to.saturating_sub(*from).min(n),
-        Mask::Gaps | Mask::Tokens(_) => 0,
+        Mask::Gaps | Mask::Holes | Mask::Tokens(_) => 0,
     }
     .min(l - 1);
     let empty = |w: &Window, token: usize| {
@@ -88,8 +91,14 @@ pub fn make_batch(
         .map(|w| (0..l).filter(|&tk| incomplete(w, tk)).count())
         .max()
         .unwrap_or(0);
+    let most_empty = windows
+        .iter()
+        .map(|w| (0..l).filter(|&tk| empty(w, tk)).count())
+        .max()
+        .unwrap_or(0);
     let visible = match mask {
         Mask::Gaps => l - most_incomplete,
+        Mask::Holes => l - most_empty,
         Mask::Tokens(list) => windows
             .iter()
             .map(|w| {
@@ -112,6 +121,8 @@ pub fn make_batch(
     let mut restore = vec![0i64; b * l];
     let mut hidden_all = Vec::with_capacity(b);
     let mut scale_all = Vec::with_capacity(b);
+    let point_drop = matches!(mask, Mask::Random(_)) && config.point_mask_ratio > 0.0;
+    assert!(p <= 64, "patches of at most 64 steps");
     for (wi, w) in windows.iter().enumerate() {
         // Lower score = shown first. Tokens the mask hides score 2..3, empty ones 3..4.
         let mut score: Vec<(f64, usize)> = (0..l)
@@ -123,7 +134,7 @@ pub fn make_batch(
                     Mask::Block(from, to) => (*from..*to).contains(&patch),
                     Mask::Gaps => incomplete(w, tk),
                     Mask::Tokens(list) => list.contains(&tk) || incomplete(w, tk),
-                    Mask::Random(_) => false,
+                    Mask::Random(_) | Mask::Holes => false,
                 };
                 let u: f64 = rng.random();
                 let s = if empty(w, tk) {
@@ -184,23 +195,28 @@ pub fn make_batch(
             channel.push(w.channels[ch] as i64);
             position.push(patch as i64);
             let base = ch * t_len + patch * p;
-            for i in 0..p {
+            let mut shown = [false; 64];
+            for (i, shown_i) in shown.iter_mut().enumerate().take(p) {
                 let seen = w.observed[base + i];
                 let v = if seen {
                     (w.values[base + i] - mean) / sd
                 } else {
                     0.0
                 };
-                features.push(if is_hidden { 0.0 } else { v });
+                // Point masks inside visible tokens, in pretraining only.
+                let dropped =
+                    point_drop && !is_hidden && rng.random::<f64>() < config.point_mask_ratio;
+                *shown_i = seen && !is_hidden && !dropped;
+                features.push(if *shown_i { v } else { 0.0 });
                 target.push(v);
-                weight.push(if seen && is_hidden { 1.0 } else { 0.0 });
-            }
-            for i in 0..p {
-                features.push(if w.observed[base + i] && !is_hidden {
+                weight.push(if seen && (is_hidden || dropped) {
                     1.0
                 } else {
                     0.0
                 });
+            }
+            for &s in &shown[..p] {
+                features.push(if s { 1.0 } else { 0.0 });
             }
         }
         scale_all.push(scale);

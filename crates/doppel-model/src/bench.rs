@@ -40,6 +40,9 @@ pub struct EttOptions {
     pub lookback: usize,
     /// Pretraining steps of the sensor model used for imputation.
     pub pretrain_steps: usize,
+    /// Pretraining settings of the sensor model used for imputation.
+    pub point_mask_ratio: f64,
+    pub instance_norm: bool,
     pub seed: u64,
 }
 
@@ -56,6 +59,8 @@ impl Default for EttOptions {
             mask_ratios: vec![0.125, 0.25, 0.375, 0.5],
             lookback: 336,
             pretrain_steps: 1000,
+            point_mask_ratio: 0.25,
+            instance_norm: true,
             seed: 0,
         }
     }
@@ -263,7 +268,9 @@ fn pretrain_for_imputation(
 ) -> Result<(crate::model::SensorModel, ModelCard)> {
     // Train on the training split; the validation curve uses the validation split.
     let data = normalizer.apply(&slice(raw, 0, val_end));
-    let config = ModelConfig::sized("tiny", raw.channels.len(), 8, 12).expect("tiny is a size");
+    let mut config = ModelConfig::sized("tiny", raw.channels.len(), 8, 12).expect("tiny is a size");
+    config.point_mask_ratio = options.point_mask_ratio;
+    config.instance_norm = options.instance_norm;
     let train = TrainConfig {
         steps: options.pretrain_steps,
         batch_size: 32,

@@ -38,6 +38,11 @@ pub struct ModelConfig {
     /// for data whose level drifts away from the training period.
     #[serde(default)]
     pub instance_norm: bool,
+    /// In pretraining, the share of observed points also hidden inside the tokens the
+    /// encoder sees (and scored): it teaches the model to fill single missing points from
+    /// their own patch, so imputation can keep partly observed patches visible.
+    #[serde(default)]
+    pub point_mask_ratio: f64,
 }
 
 impl ModelConfig {
@@ -62,11 +67,22 @@ impl ModelConfig {
             decoder_layers: dec,
             mask_ratio: 0.8,
             instance_norm: false,
+            point_mask_ratio: 0.0,
         })
     }
 
     pub fn window(&self) -> usize {
         self.patch_len * self.patches
+    }
+
+    /// Initial weights drawn from `seed`, the same whatever else runs at the same time.
+    /// burn draws from one generator per device; seeding it and drawing the weights happen
+    /// under one process-wide lock, so parallel trainings (tests, a server) cannot interleave.
+    pub fn init_seeded(&self, seed: u64, device: &Device) -> SensorModel {
+        static DEVICE_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _guard = DEVICE_RNG.lock().unwrap_or_else(|e| e.into_inner());
+        device.seed(seed);
+        self.init(device)
     }
 
     pub fn init(&self, device: &Device) -> SensorModel {
@@ -153,8 +169,12 @@ impl SensorModel {
         let encoded = self.decoder_embed.forward(self.encode(t)); // [B, K, dd]
         let [b, k, dd] = encoded.dims();
         let l = t.order.dims()[1];
-        let masked = self.mask_token.val().expand([b, l - k, dd]); // [B, L-K, dd]
-        let shuffled = Tensor::cat(vec![encoded, masked], 1); // [B, L, dd], in `order`
+        let shuffled = if l > k {
+            let masked = self.mask_token.val().expand([b, l - k, dd]); // [B, L-K, dd]
+            Tensor::cat(vec![encoded, masked], 1) // [B, L, dd], in `order`
+        } else {
+            encoded // nothing hidden (imputation of a window with no empty patch)
+        };
         let index = t.restore.clone().unsqueeze_dim::<3>(2).repeat_dim(2, dd);
         let x = shuffled.gather(1, index) // back in token order: [B, L, dd]
             + self.decoder_channel_embed.forward(t.channel.clone())

@@ -110,7 +110,8 @@ pub fn load(dir: &Path, device: &Device) -> Result<(SensorModel, ModelCard)> {
             ),
         ));
     }
-    let mut model = card.config.init(device);
+    // Seeded (and locked) so loading never disturbs a training running beside it.
+    let mut model = card.config.init_seeded(0, device);
     let mut store =
         SafetensorsStore::from_file(dir.join(WEIGHTS)).with_from_adapter(PyTorchToBurnAdapter);
     model

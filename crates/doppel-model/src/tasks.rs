@@ -95,7 +95,13 @@ pub fn impute(
         .map(|o| o.iter().map(|x| !x).collect())
         .collect();
     for start in window_starts(std_rec.len(), w) {
-        let recon = reconstruct(model, card, &std_rec, start, &Mask::Gaps, device);
+        // A model that learned to fill points inside a patch keeps partly observed patches.
+        let mask = if card.config.point_mask_ratio > 0.0 {
+            Mask::Holes
+        } else {
+            Mask::Gaps
+        };
+        let recon = reconstruct(model, card, &std_rec, start, &mask, device);
         for c in 0..out.channels.len() {
             for i in 0..w {
                 let t = start + i;

@@ -134,8 +134,7 @@ pub fn pretrain(
         )));
     }
     let channel_ids: Vec<usize> = (0..model_config.channels).collect();
-    device.seed(config.seed);
-    let mut model = model_config.init(device);
+    let mut model = model_config.init_seeded(config.seed, device);
     let mut optimizer = AdamWConfig::new()
         .with_weight_decay(config.weight_decay)
         .with_grad_clipping(Some(GradientClippingConfig::Norm(config.clip_norm)))

@@ -16,6 +16,14 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 
 const TAU: f32 = std::f32::consts::TAU;
 
+/// One test at a time: burn's CPU backend sums in parallel (rayon), and the grouping of
+/// those sums, so the last bits of every weight, depends on what else shares the threads.
+/// Alone, a seed gives the same weights every time; side by side, trainings drift apart.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Three correlated channels: sums of sines with noise, on a minute grid.
 fn sines(len: usize, seed: u64) -> Recording {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
@@ -89,6 +97,7 @@ fn trained() -> &'static Trained {
 
 #[test]
 fn pretraining_lowers_the_validation_loss() {
+    let _serial = serial();
     let curve = &trained().curve;
     let first = curve.first().unwrap().validation_loss;
     let last = curve.last().unwrap().validation_loss;
@@ -100,9 +109,10 @@ fn pretraining_lowers_the_validation_loss() {
 
 #[test]
 fn the_loss_ignores_what_the_encoder_saw_and_what_was_never_observed() {
+    let _serial = serial();
     let device = Device::flex();
     let config = ModelConfig::sized("tiny", 3, 8, 6).unwrap();
-    let model = config.init(&device);
+    let model = config.init_seeded(0, &device);
     let rec = Normalizer::fit(&[sines(200, 2)], 1.0).apply(&sines(200, 2));
     for seed in 0..20u64 {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
@@ -128,11 +138,11 @@ fn the_loss_ignores_what_the_encoder_saw_and_what_was_never_observed() {
             batch.weight.clone(),
         );
         // Change every target value that has weight 0: the loss must not move.
-        let noise = Tensor::<3>::random(
-            batch.target.dims(),
-            burn::tensor::Distribution::Normal(0.0, 5.0),
-            &device,
-        );
+        let dims = batch.target.dims();
+        let noise: Vec<f32> = (0..dims.iter().product::<usize>())
+            .map(|_| 5.0 * (rng.random::<f32>() - 0.5))
+            .collect();
+        let noise = Tensor::<3>::from_data(TensorData::new(noise, dims), &device);
         let unweighted = batch.weight.clone().equal_elem(0.0).float();
         let changed = batch.target.clone() + noise * unweighted;
         let loss2 = masked_mse(prediction, changed, batch.weight.clone());
@@ -145,6 +155,7 @@ fn the_loss_ignores_what_the_encoder_saw_and_what_was_never_observed() {
 
 #[test]
 fn the_same_seed_trains_the_same_weights_and_a_reload_gives_identical_outputs() {
+    let _serial = serial();
     let device = Device::flex().autodiff();
     let raw = sines(600, 4);
     let rec = Normalizer::fit(std::slice::from_ref(&raw), 1.0).apply(&raw);
@@ -202,6 +213,7 @@ fn the_same_seed_trains_the_same_weights_and_a_reload_gives_identical_outputs() 
 
 #[test]
 fn it_forecasts_a_known_pattern_far_better_than_seasonal_naive() {
+    let _serial = serial();
     let t = trained();
     let device = Device::flex();
     let test = sines(3000 + 400, 1); // the same process, later: the last 400 steps are new
@@ -234,6 +246,7 @@ fn it_forecasts_a_known_pattern_far_better_than_seasonal_naive() {
 
 #[test]
 fn a_channel_missing_whole_is_rebuilt_from_its_correlated_neighbours() {
+    let _serial = serial();
     let t = trained();
     let device = Device::flex();
     let mut rec = sines(3400, 1);
@@ -258,6 +271,7 @@ fn a_channel_missing_whole_is_rebuilt_from_its_correlated_neighbours() {
 
 #[test]
 fn an_anomaly_is_flagged_and_blamed_on_the_right_sensor() {
+    let _serial = serial();
     let t = trained();
     let device = Device::flex();
     let mut rec = sines(3400, 1);
@@ -283,6 +297,7 @@ fn an_anomaly_is_flagged_and_blamed_on_the_right_sensor() {
 
 #[test]
 fn embeddings_cover_the_windows_and_repeat_exactly() {
+    let _serial = serial();
     let t = trained();
     let device = Device::flex();
     let rec = sines(500, 5);
@@ -299,4 +314,58 @@ fn embeddings_cover_the_windows_and_repeat_exactly() {
     let same_phase = dist(&e[0].2, &e[7].2); // 168 steps apart: a multiple of 24 and 7
     let other_phase = dist(&e[0].2, &e[1].2);
     assert!(same_phase < other_phase, "{same_phase} vs {other_phase}");
+}
+
+#[test]
+fn a_model_pretrained_with_point_masks_fills_scattered_points_from_their_own_patch() {
+    let _serial = serial();
+    let device = Device::flex().autodiff();
+    let raw = sines(3000, 6);
+    let normalizer = Normalizer::fit(std::slice::from_ref(&raw), 1.0);
+    let mut config = ModelConfig::sized("tiny", 3, 8, 6).unwrap();
+    config.point_mask_ratio = 0.25;
+    let train = train_config(800, 5);
+    let (model, curve) =
+        pretrain(&[normalizer.apply(&raw)], &config, &train, &device, |_| {}).unwrap();
+    let card = ModelCard::new(
+        config,
+        normalizer,
+        raw.step_ns,
+        model.num_params(),
+        vec![],
+        train,
+        curve,
+    );
+    let model = model.valid();
+    let mut rec = sines(600, 7);
+    let truth = rec.values.clone();
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(8);
+    for c in 0..3 {
+        for t in 0..600 {
+            if rng.random::<f64>() < 0.2 {
+                rec.observed[c][t] = false;
+            }
+        }
+    }
+    let mse = |model: &SensorModel, card: &ModelCard| {
+        let (filled, _) = tasks::impute(model, card, &rec, &Device::flex()).unwrap();
+        let (mut se, mut n) = (0.0f64, 0);
+        for c in 0..3 {
+            let sd = card.normalizer.std[c] as f64;
+            for t in 0..600 {
+                if !rec.observed[c][t] {
+                    se += ((filled.values[c][t] - truth[c][t]) as f64 / sd).powi(2);
+                    n += 1;
+                }
+            }
+        }
+        se / n as f64
+    };
+    // Against a model that can only hide whole patches (no point masks in pretraining).
+    let with_points = mse(&model, &card);
+    let whole_patches = mse(&trained().model, &trained().card);
+    assert!(
+        with_points < 0.8 * whole_patches && with_points < 0.3,
+        "scattered points: {with_points} with point-mask pretraining vs {whole_patches} hiding whole patches"
+    );
 }

@@ -214,7 +214,7 @@ fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
     let normalizer = Normalizer::fit(&recordings, 1.0 - train.validation_fraction);
     let standardised: Vec<Recording> = recordings.iter().map(|r| normalizer.apply(r)).collect();
     let device = Device::flex().autodiff();
-    let parameters = config.init(&Device::flex()).num_params();
+    let parameters = config.init_seeded(args.seed, &Device::flex()).num_params();
     eprintln!(
         "pretraining a {} model ({parameters} parameters) on {} file(s), {} channel(s), windows of {} steps ({} patches of {})",
         args.size,
