@@ -350,11 +350,11 @@ fn a_model_pretrained_with_point_masks_fills_scattered_points_from_their_own_pat
     let mse = |model: &SensorModel, card: &ModelCard| {
         let (filled, _) = tasks::impute(model, card, &rec, &Device::flex()).unwrap();
         let (mut se, mut n) = (0.0f64, 0);
-        for c in 0..3 {
+        for (c, true_values) in truth.iter().enumerate() {
             let sd = card.normalizer.std[c] as f64;
-            for t in 0..600 {
+            for (t, &y) in true_values.iter().enumerate() {
                 if !rec.observed[c][t] {
-                    se += ((filled.values[c][t] - truth[c][t]) as f64 / sd).powi(2);
+                    se += ((filled.values[c][t] - y) as f64 / sd).powi(2);
                     n += 1;
                 }
             }
