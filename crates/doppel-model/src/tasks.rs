@@ -198,31 +198,20 @@ pub fn score(
     }
     // Squared reconstruction error of each value, each hidden once.
     let mut error = vec![vec![f32::NAN; len]; c_count];
-    let ids: Vec<usize> = (0..c_count).collect();
     let l = c_count * n;
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(0);
     for start in window_starts(len, w) {
-        let window = cut(&std_rec, start, w, &ids);
         for turn in 0..SCORE_TURNS {
             // Token (c, k) is hidden in turn (c + k) mod turns: spread over channels and time.
             let hide: Vec<usize> = (0..l)
                 .filter(|tk| (tk / n + tk % n) % SCORE_TURNS == turn)
                 .collect();
-            let batch = make_batch(
-                std::slice::from_ref(&window),
-                &card.config,
+            let recon = reconstruct(
+                model,
+                card,
+                &std_rec,
+                start,
                 &Mask::Tokens(hide.clone()),
-                &mut rng,
                 device,
-            );
-            let recon = unscale(
-                model
-                    .forward(&batch.tokens)
-                    .into_data()
-                    .try_into_vec::<f32>()
-                    .expect("the model outputs f32"),
-                &batch.scale[0],
-                &card.config,
             );
             for &tk in &hide {
                 let (c, k) = (tk / n, tk % n);
