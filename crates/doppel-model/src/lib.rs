@@ -6,6 +6,7 @@ pub mod baselines;
 pub mod batch;
 pub mod bench;
 pub mod data;
+pub mod device;
 pub mod error;
 pub mod model;
 pub mod store;

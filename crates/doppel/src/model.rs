@@ -11,6 +11,7 @@ use burn::prelude::Device;
 use clap::{Args, Subcommand};
 use doppel_core::time::format_rfc3339;
 use doppel_model::data::{Normalizer, ReadOptions, Recording, read_recording};
+use doppel_model::device::Accelerator;
 use doppel_model::model::ModelConfig;
 use doppel_model::store::{self, DataRange, ModelCard};
 use doppel_model::tasks;
@@ -78,6 +79,9 @@ pub struct PretrainArgs {
     /// The model directory to write (model.safetensors + model.json).
     #[arg(long)]
     out: PathBuf,
+    /// Train on the GPU (needs a doppel built with `--features gpu`).
+    #[arg(long)]
+    gpu: bool,
 }
 
 #[derive(Args)]
@@ -213,7 +217,11 @@ fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
     };
     let normalizer = Normalizer::fit(&recordings, 1.0 - train.validation_fraction);
     let standardised: Vec<Recording> = recordings.iter().map(|r| normalizer.apply(r)).collect();
-    let device = Device::flex().autodiff();
+    let device = doppel_model::device::training(if args.gpu {
+        Accelerator::Gpu
+    } else {
+        Accelerator::Cpu
+    })?;
     let parameters = config.init_seeded(args.seed, &Device::flex()).num_params();
     eprintln!(
         "pretraining a {} model ({parameters} parameters) on {} file(s), {} channel(s), windows of {} steps ({} patches of {})",
