@@ -243,6 +243,18 @@ fn pretrain_then_impute_and_forecast_from_the_command_line() {
         &p("w"),
     ]);
     assert!(!ok && err.contains("no numeric column"), "{err}");
+    if !cfg!(feature = "gpu") {
+        let (ok, err) = run(&[
+            "model",
+            "pretrain",
+            "--input",
+            &p("train.csv"),
+            "--gpu",
+            "--out",
+            &p("g"),
+        ]);
+        assert!(!ok && err.contains("built without GPU support"), "{err}");
+    }
     let (ok, err) = run(&[
         "model",
         "pretrain",
