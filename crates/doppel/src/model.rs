@@ -135,6 +135,19 @@ pub struct EmbedArgs {
 pub enum BenchCommand {
     /// ETT forecasting and imputation under the standard protocol, next to published figures.
     Ett(EttArgs),
+    /// Tennessee Eastman fault detection: the sensor model's score next to PCA T²/SPE.
+    Tep {
+        /// The folder with d00.dat and d00_te.dat ... d21_te.dat.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Where to write the results, one JSON object a line.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 1000)]
+        pretrain_steps: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
 }
 
 #[derive(Args)]
@@ -172,6 +185,28 @@ pub fn run(command: ModelCommand) -> anyhow::Result<ExitCode> {
         ModelCommand::Bench {
             command: BenchCommand::Ett(args),
         } => bench_ett(args),
+        ModelCommand::Bench {
+            command:
+                BenchCommand::Tep {
+                    data_dir,
+                    out,
+                    pretrain_steps,
+                    seed,
+                },
+        } => {
+            let rows =
+                doppel_model::bench::tep(&data_dir, pretrain_steps, seed, |m| eprintln!("{m}"))?;
+            let mut file = std::io::BufWriter::new(
+                std::fs::File::create(&out)
+                    .with_context(|| format!("cannot write {}", out.display()))?,
+            );
+            for row in &rows {
+                writeln!(file, "{}", serde_json::to_string(row)?)?;
+            }
+            file.flush()?;
+            eprintln!("wrote {}", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
         ModelCommand::Info { model } => info(&model),
     }
 }
