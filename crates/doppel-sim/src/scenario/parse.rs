@@ -1,271 +1,45 @@
-//! Disruption scenarios: what goes wrong, when, where and how hard, read from TOML.
-//!
-//! A scenario is a list of `[[disruption]]` tables. Times and sizes are fixed values or
-//! distributions (`{ uniform = [a, b] }`, `{ normal = [mean, sd] }`, `{ exponential = mean }`,
-//! `{ choice = [...] }`), drawn afresh for every run of a Monte Carlo study from the run's
-//! `Scenario` stream. Every problem in a file is reported with file, line, column and key.
-//! The format is documented in docs/SCENARIOS.md. This module only reads and draws; it never
-//! runs a plant (that is [`crate::timeline`]).
+//! Reading scenario files: TOML into checked [`Disruption`]s, with every problem reported as
+//! file, line, column and key. Only reads; drawing and running live elsewhere.
 
 use std::path::Path;
 
 use doppel_core::located::Problems;
-use rand::Rng;
-use rand_distr::{Distribution, Exp, Normal};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use toml::Spanned;
 
+use super::{Disruption, Dist, Effect, Scenario, Target};
 use crate::error::{Result, SimError};
 use crate::plant::{ActuatorKind, Plant};
-use crate::random::{Stream, stream};
 use crate::sensors::FaultMode;
 
-/// A value drawn per run.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub enum Dist {
-    Fixed(f64),
-    Uniform(f64, f64),
-    Normal(f64, f64),
-    Exponential(f64),
-    Choice(Vec<f64>),
-}
-
-impl Dist {
-    fn sample(&self, rng: &mut impl Rng) -> f64 {
-        match self {
-            Dist::Fixed(v) => *v,
-            Dist::Uniform(a, b) => a + (b - a) * rng.random::<f64>(),
-            Dist::Normal(m, s) => Normal::new(*m, *s).map(|d| d.sample(rng)).unwrap_or(*m),
-            Dist::Exponential(mean) => Exp::new(1.0 / mean).map(|d| d.sample(rng)).unwrap_or(*mean),
-            Dist::Choice(values) => values[rng.random_range(0..values.len())],
+/// Parses and checks a scenario; `file` is only used in messages.
+pub(super) fn parse(text: &str, file: &Path, plant: &dyn Plant) -> Result<Scenario> {
+    let mut problems = Problems::new(text, file);
+    let raw: RawScenario = match toml::from_str(text) {
+        Ok(raw) => raw,
+        Err(e) => {
+            problems.push(e.span().unwrap_or(0..0), "toml", e.message());
+            return Err(SimError::Scenario(problems.list));
+        }
+    };
+    let name = raw.name.unwrap_or_else(|| {
+        file.file_stem()
+            .map_or("scenario".into(), |s| s.to_string_lossy().into_owned())
+    });
+    let mut disruptions = Vec::new();
+    for (i, d) in raw.disruptions.into_iter().enumerate() {
+        if let Some(d) = check_disruption(d, i, plant, &mut problems) {
+            disruptions.push(d);
         }
     }
-}
-
-/// Which assets, sensors... a disruption hits.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub enum Target {
-    /// All of these (by index).
-    All(Vec<usize>),
-    /// One of these, drawn per run.
-    OneOf(Vec<usize>),
-}
-
-impl Target {
-    fn draw(&self, rng: &mut impl Rng) -> Vec<usize> {
-        match self {
-            Target::All(v) => v.clone(),
-            Target::OneOf(v) => vec![v[rng.random_range(0..v.len())]],
-        }
-    }
-}
-
-/// What a disruption does, with its size still to be drawn.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub enum Effect {
-    /// Outdoor temperature raised by `delta_c` K at the peak (ramping in and out).
-    HeatWave { delta_c: Dist },
-    /// Heat load multiplied by `factor`.
-    LoadSurge { factor: Dist },
-    /// Assets trip (fail) at the start.
-    Trip { assets: Target },
-    /// Degradation (bearing wear, fouling) of assets runs `factor` times faster.
-    Degradation { assets: Target, factor: Dist },
-    /// Electricity price multiplied by `factor`.
-    PriceSpike { factor: Dist },
-    /// Spare parts ordered during the window take `delay` seconds longer.
-    PartsDelay { delay_s: Dist },
-    /// Sensors misbehave (faults or spoofing).
-    Sensors {
-        sensors: Target,
-        mode: FaultMode,
-        magnitude: Dist,
-        offset_s: Dist,
-    },
-    /// An intruder sets an actuator.
-    Command { actuator: usize, value: Dist },
-}
-
-/// One `[[disruption]]` of a scenario.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Disruption {
-    pub kind: String,
-    pub label: String,
-    pub probability: f64,
-    pub start_s: Dist,
-    /// `None`: until the end of the run.
-    pub duration_s: Option<Dist>,
-    pub effect: Effect,
-}
-
-/// A scenario: a name, a description and its disruptions.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Scenario {
-    pub name: String,
-    pub description: String,
-    pub disruptions: Vec<Disruption>,
-}
-
-/// One disruption as drawn for one run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Event {
-    /// Index of the disruption in its scenario.
-    pub disruption: usize,
-    pub kind: String,
-    /// Human-readable: kind and targets, such as `sensor_fault:pump1_vibration`.
-    pub label: String,
-    pub start_s: f64,
-    /// `f64::INFINITY`: until the end of the run.
-    pub end_s: f64,
-    pub effect: DrawnEffect,
-}
-
-/// An effect with its size drawn.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum DrawnEffect {
-    HeatWave {
-        delta_c: f64,
-    },
-    LoadSurge {
-        factor: f64,
-    },
-    Trip {
-        assets: Vec<usize>,
-    },
-    Degradation {
-        assets: Vec<usize>,
-        factor: f64,
-    },
-    PriceSpike {
-        factor: f64,
-    },
-    PartsDelay {
-        delay_h: f64,
-    },
-    Sensors {
-        sensors: Vec<usize>,
-        mode: FaultMode,
-        magnitude: f64,
-        offset_s: f64,
-    },
-    Command {
-        actuator: usize,
-        value: f64,
-    },
-}
-
-impl Scenario {
-    /// The scenario with no disruptions (the baseline).
-    pub fn baseline() -> Scenario {
-        Scenario {
-            name: "baseline".into(),
-            description: "no disruptions".into(),
-            disruptions: Vec::new(),
-        }
-    }
-
-    /// Reads and checks a scenario file against the plant it will run on.
-    pub fn load(path: &Path, plant: &dyn Plant) -> Result<Scenario> {
-        let text = std::fs::read_to_string(path).map_err(|source| SimError::ReadScenario {
-            path: path.to_owned(),
-            source,
-        })?;
-        Scenario::parse(&text, path, plant)
-    }
-
-    /// Parses and checks a scenario; `file` is only used in messages.
-    pub fn parse(text: &str, file: &Path, plant: &dyn Plant) -> Result<Scenario> {
-        let mut problems = Problems::new(text, file);
-        let raw: RawScenario = match toml::from_str(text) {
-            Ok(raw) => raw,
-            Err(e) => {
-                problems.push(e.span().unwrap_or(0..0), "toml", e.message());
-                return Err(SimError::Scenario(problems.list));
-            }
-        };
-        let name = raw.name.unwrap_or_else(|| {
-            file.file_stem()
-                .map_or("scenario".into(), |s| s.to_string_lossy().into_owned())
-        });
-        let mut disruptions = Vec::new();
-        for (i, d) in raw.disruptions.into_iter().enumerate() {
-            if let Some(d) = check_disruption(d, i, plant, &mut problems) {
-                disruptions.push(d);
-            }
-        }
-        if problems.list.is_empty() {
-            Ok(Scenario {
-                name,
-                description: raw.description.unwrap_or_default(),
-                disruptions,
-            })
-        } else {
-            Err(SimError::Scenario(problems.list))
-        }
-    }
-
-    /// Draws the events of run `run_seed`. Disruptions that do not happen in this run
-    /// (see `probability`) are left out.
-    pub fn draw(&self, run_seed: u64) -> Vec<Event> {
-        let mut events = Vec::new();
-        for (i, d) in self.disruptions.iter().enumerate() {
-            let mut rng = stream(run_seed, Stream::Scenario, i as u64);
-            // Always the same draws in the same order, so one disruption's settings never
-            // change another's.
-            let happens = rng.random::<f64>() < d.probability;
-            let start_s = d.start_s.sample(&mut rng).max(0.0);
-            let end_s = d
-                .duration_s
-                .as_ref()
-                .map_or(f64::INFINITY, |dur| start_s + dur.sample(&mut rng).max(0.0));
-            let effect = match &d.effect {
-                Effect::HeatWave { delta_c } => DrawnEffect::HeatWave {
-                    delta_c: delta_c.sample(&mut rng),
-                },
-                Effect::LoadSurge { factor } => DrawnEffect::LoadSurge {
-                    factor: factor.sample(&mut rng).max(0.0),
-                },
-                Effect::Trip { assets } => DrawnEffect::Trip {
-                    assets: assets.draw(&mut rng),
-                },
-                Effect::Degradation { assets, factor } => DrawnEffect::Degradation {
-                    assets: assets.draw(&mut rng),
-                    factor: factor.sample(&mut rng).max(0.0),
-                },
-                Effect::PriceSpike { factor } => DrawnEffect::PriceSpike {
-                    factor: factor.sample(&mut rng).max(0.0),
-                },
-                Effect::PartsDelay { delay_s } => DrawnEffect::PartsDelay {
-                    delay_h: delay_s.sample(&mut rng).max(0.0) / 3600.0,
-                },
-                Effect::Sensors {
-                    sensors,
-                    mode,
-                    magnitude,
-                    offset_s,
-                } => DrawnEffect::Sensors {
-                    sensors: sensors.draw(&mut rng),
-                    mode: *mode,
-                    magnitude: magnitude.sample(&mut rng),
-                    offset_s: offset_s.sample(&mut rng).max(0.0),
-                },
-                Effect::Command { actuator, value } => DrawnEffect::Command {
-                    actuator: *actuator,
-                    value: value.sample(&mut rng),
-                },
-            };
-            if happens {
-                events.push(Event {
-                    disruption: i,
-                    kind: d.kind.clone(),
-                    label: d.label.clone(),
-                    start_s,
-                    end_s,
-                    effect,
-                });
-            }
-        }
-        events
+    if problems.list.is_empty() {
+        Ok(Scenario {
+            name,
+            description: raw.description.unwrap_or_default(),
+            disruptions,
+        })
+    } else {
+        Err(SimError::Scenario(problems.list))
     }
 }
 
