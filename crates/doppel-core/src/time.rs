@@ -120,6 +120,19 @@ pub fn parse_duration(text: &str) -> Result<i64, String> {
     Ok(nanos.round() as i64)
 }
 
+/// Parses an offset such as `3d` or `90m` into seconds, where zero (`0`, `0s`) is allowed:
+/// "at the start", unlike a period or a timeout, which must be positive.
+pub fn parse_offset_seconds(text: &str) -> Result<f64, String> {
+    let t = text.trim();
+    if t.trim_end_matches(|c: char| c.is_ascii_alphabetic())
+        .parse::<f64>()
+        == Ok(0.0)
+    {
+        return Ok(0.0);
+    }
+    parse_duration(t).map(|n| n as f64 / 1e9)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,5 +165,8 @@ mod tests {
         assert!(parse_duration("10").unwrap_err().contains("no unit"));
         assert!(parse_duration("3 parsecs").is_err());
         assert!(parse_duration("0s").is_err());
+        assert_eq!(parse_offset_seconds("0").unwrap(), 0.0);
+        assert_eq!(parse_offset_seconds("0s").unwrap(), 0.0);
+        assert_eq!(parse_offset_seconds("1.5h").unwrap(), 5400.0);
     }
 }

@@ -13,9 +13,9 @@ use crate::model::SensorModel;
 use crate::store::ModelCard;
 use crate::train::cut;
 
-/// Checks a recording against the model and returns it standardised, in the model's
-/// channel order.
-fn prepare(card: &ModelCard, rec: &Recording, min_len: usize) -> Result<Recording> {
+/// Checks a recording against the model and returns it in the model's channel order,
+/// as it is and standardised.
+fn prepare(card: &ModelCard, rec: &Recording, min_len: usize) -> Result<(Recording, Recording)> {
     let rec = rec.select(&card.channels)?;
     if rec.step_ns != card.step_ns {
         return Err(ModelError::Input {
@@ -36,7 +36,8 @@ fn prepare(card: &ModelCard, rec: &Recording, min_len: usize) -> Result<Recordin
             ),
         });
     }
-    Ok(card.normalizer.apply(&rec))
+    let standardised = card.normalizer.apply(&rec);
+    Ok((rec, standardised))
 }
 
 /// Runs the model on one window with a mask; returns the reconstruction [L × P], flat, in
@@ -87,8 +88,7 @@ pub fn impute(
 ) -> Result<(Recording, Vec<Vec<bool>>)> {
     let w = card.config.window();
     let (p, n) = (card.config.patch_len, card.config.patches);
-    let std_rec = prepare(card, rec, w)?;
-    let mut out = rec.select(&card.channels)?;
+    let (mut out, std_rec) = prepare(card, rec, w)?;
     let filled: Vec<Vec<bool>> = out
         .observed
         .iter()
@@ -137,7 +137,7 @@ pub fn forecast(
         )));
     }
     let context = (n - tail) * p;
-    let std_rec = prepare(card, rec, context)?;
+    let (_, std_rec) = prepare(card, rec, context)?;
     // The window: the last `context` steps, then `tail` patches of nothing to fill in.
     let mut window = std_rec.clone();
     let from = std_rec.len() - context;
@@ -188,7 +188,7 @@ pub fn score(
 ) -> Result<Scores> {
     let w = card.config.window();
     let (p, n) = (card.config.patch_len, card.config.patches);
-    let std_rec = prepare(card, rec, w)?;
+    let (_, std_rec) = prepare(card, rec, w)?;
     let c_count = std_rec.channels.len();
     let len = std_rec.len();
     if calibrate_rows < w || calibrate_rows > len {
@@ -285,7 +285,7 @@ pub fn embed(
     if stride == 0 {
         return Err(ModelError::Settings("--stride must be at least 1".into()));
     }
-    let std_rec = prepare(card, rec, w)?;
+    let (_, std_rec) = prepare(card, rec, w)?;
     let ids: Vec<usize> = (0..std_rec.channels.len()).collect();
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(0);
     let mut out = Vec::new();

@@ -536,18 +536,11 @@ pub struct SourceArgs {
     #[arg(long, default_value = "60x", value_parser = speed)]
     speed: Speed,
     /// History to simulate at once before going live (e.g. 1d; 0 for none).
-    #[arg(long, default_value = "1d", value_parser = backfill)]
+    #[arg(long, default_value = "1d", value_parser = doppel_core::time::parse_offset_seconds)]
     backfill: f64,
     /// The bucket the reference plant writes to.
     #[arg(long, default_value = "plant")]
     bucket: String,
-}
-
-fn backfill(text: &str) -> Result<f64, String> {
-    if text.trim_end_matches(|c: char| c.is_ascii_alphabetic()) == "0" {
-        return Ok(0.0);
-    }
-    seconds(text)
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]

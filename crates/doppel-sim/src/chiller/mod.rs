@@ -316,12 +316,6 @@ impl ChillerPlant {
         layout::twin_spec(&self.layout)
     }
 
-    /// Keeps `horizon_s` of one sensor's true history, so a replay attack can send it back.
-    pub fn watch_sensor(&mut self, sensor: usize, horizon_s: f64, dt: f64) {
-        let steps = (horizon_s / dt).ceil() as usize + 1;
-        self.state.sensors.watch(sensor, steps);
-    }
-
     /// Which kind of equipment asset `a` is, and its index among its kind.
     fn equipment(&self, asset: usize) -> Option<(Equipment, usize)> {
         let l = self.layout;
@@ -567,7 +561,8 @@ impl Plant for ChillerPlant {
     }
 
     fn watch(&mut self, sensor: usize, horizon_s: f64, dt: f64) {
-        self.watch_sensor(sensor, horizon_s, dt);
+        let steps = (horizon_s / dt).ceil() as usize + 1;
+        self.state.sensors.watch(sensor, steps);
     }
 
     fn save_state(&self) -> serde_json::Value {

@@ -121,18 +121,6 @@ const KINDS: [(&str, &[&str], &str); 10] = [
 ];
 const COMMAND_KEYS: &[&str] = &["actuator", "value"];
 
-/// Seconds from a duration string; `0` and `0s` are allowed (a start at the beginning).
-fn seconds(text: &str) -> std::result::Result<f64, String> {
-    let t = text.trim();
-    if t.trim_end_matches(|c: char| c.is_ascii_alphabetic())
-        .parse::<f64>()
-        == Ok(0.0)
-    {
-        return Ok(0.0);
-    }
-    doppel_core::time::parse_duration(t).map(|n| n as f64 / 1e9)
-}
-
 /// What kind of number a key holds.
 #[derive(Clone, Copy, PartialEq)]
 enum Unit {
@@ -142,7 +130,7 @@ enum Unit {
 
 fn scalar(v: &toml::Value, unit: Unit) -> std::result::Result<f64, String> {
     match (v, unit) {
-        (toml::Value::String(s), Unit::Seconds) => seconds(s),
+        (toml::Value::String(s), Unit::Seconds) => doppel_core::time::parse_offset_seconds(s),
         (toml::Value::Integer(i), Unit::Number) => Ok(*i as f64),
         (toml::Value::Float(f), Unit::Number) if f.is_finite() => Ok(*f),
         (_, Unit::Seconds) => Err(format!(
