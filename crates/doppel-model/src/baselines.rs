@@ -65,6 +65,11 @@ impl LinearForecaster {
         }
     }
 
+    /// `weights()[i * horizon + h]`: input step i's weight for output step h.
+    pub fn weights(&self) -> &[f64] {
+        &self.weights
+    }
+
     pub fn predict(&self, history: &[f32]) -> Vec<f32> {
         let (l, h) = (self.lookback, self.horizon);
         let input = &history[history.len() - l..];

@@ -15,7 +15,7 @@ use crate::error::{ModelError, Result};
 use crate::model::ModelConfig;
 use crate::store::ModelCard;
 use crate::tasks;
-use crate::train::{TrainConfig, pretrain};
+use crate::train::{TrainConfig, cut, pretrain};
 
 /// One result row, as written to the JSON output.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -43,6 +43,11 @@ pub struct EttOptions {
     /// Pretraining settings of the sensor model used for imputation.
     pub point_mask_ratio: f64,
     pub instance_norm: bool,
+    /// Fine-tuning steps of the forecasting head per horizon (0: no model forecasts).
+    pub finetune_steps: usize,
+    pub finetune_learning_rate: f64,
+    /// Pretraining steps of the sensor model the forecasting heads start from.
+    pub forecast_pretrain_steps: usize,
     pub seed: u64,
 }
 
@@ -61,6 +66,9 @@ impl Default for EttOptions {
             pretrain_steps: 1000,
             point_mask_ratio: 0.25,
             instance_norm: true,
+            finetune_steps: 600,
+            finetune_learning_rate: 3e-4,
+            forecast_pretrain_steps: 1000,
             seed: 0,
         }
     }
@@ -156,6 +164,17 @@ pub fn ett(dir: &Path, options: &EttOptions, mut log: impl FnMut(&str)) -> Resul
         let data = normalizer.apply(&raw);
         let channels = data.channels.len();
         let period = 24 * scale;
+        let pretrained = if options.finetune_steps > 0 {
+            log(&format!(
+                "{name}: pretraining the sensor model for forecasting ({} steps)",
+                options.forecast_pretrain_steps
+            ));
+            Some(pretrain_for_forecasting(
+                &data, train_end, val_end, options, &mut log,
+            )?)
+        } else {
+            None
+        };
 
         for &horizon in &options.horizons {
             let l = options.lookback;
@@ -185,6 +204,22 @@ pub fn ett(dir: &Path, options: &EttOptions, mut log: impl FnMut(&str)) -> Resul
                 None,
                 &format!("linear_{l}"),
             ));
+            if let Some((model, config)) = &pretrained {
+                log(&format!(
+                    "{name}: fine-tuning a forecasting head for {horizon} steps ({} steps)",
+                    options.finetune_steps
+                ));
+                let err = finetune_and_test(
+                    model.clone(),
+                    config,
+                    &data,
+                    (train_end, val_end, test_end),
+                    horizon,
+                    options,
+                    &mut log,
+                )?;
+                rows.push(err.row(name, "forecast", Some(horizon), None, "doppel_mae_tiny_ft"));
+            }
         }
 
         if !options.mask_ratios.is_empty() {
@@ -256,6 +291,113 @@ fn slice(rec: &Recording, start: usize, len: usize) -> Recording {
         out.observed[c] = rec.observed[c][start..start + len].to_vec();
     }
     out
+}
+
+/// A tiny model pretrained on the training split for forecasting: windows of the look-back
+/// (patches of 16 steps, as PatchTST), instance-normalised.
+fn pretrain_for_forecasting(
+    data: &Recording,
+    train_end: usize,
+    val_end: usize,
+    options: &EttOptions,
+    log: &mut impl FnMut(&str),
+) -> Result<(crate::model::SensorModel, ModelConfig)> {
+    let patch = 16;
+    if options.lookback % patch != 0 {
+        return Err(ModelError::Settings(format!(
+            "the look-back ({}) must be a multiple of the patch ({patch})",
+            options.lookback
+        )));
+    }
+    let mut config =
+        ModelConfig::sized("tiny", data.channels.len(), patch, options.lookback / patch)
+            .expect("tiny is a size");
+    config.instance_norm = true;
+    let train = TrainConfig {
+        steps: options.forecast_pretrain_steps,
+        batch_size: 32,
+        warmup_steps: (options.forecast_pretrain_steps / 10).max(1),
+        seed: options.seed,
+        validation_fraction: (val_end - train_end) as f64 / val_end as f64,
+        ..TrainConfig::default()
+    };
+    let device = Device::flex().autodiff();
+    let (model, curve) = pretrain(&[slice(data, 0, val_end)], &config, &train, &device, |_| {})?;
+    if let Some(last) = curve.last() {
+        log(&format!(
+            "  validation loss {:.4} (train {:.4})",
+            last.validation_loss, last.train_loss
+        ));
+    }
+    Ok((model, config))
+}
+
+/// Fine-tunes a forecasting head on the training split (validation split for choosing the
+/// weights) and measures it on every test window (stride 1).
+fn finetune_and_test(
+    model: crate::model::SensorModel,
+    config: &ModelConfig,
+    data: &Recording,
+    (train_end, val_end, test_end): (usize, usize, usize),
+    horizon: usize,
+    options: &EttOptions,
+    log: &mut impl FnMut(&str),
+) -> Result<Errors> {
+    let l = config.window();
+    let train = TrainConfig {
+        steps: options.finetune_steps,
+        batch_size: 128,
+        learning_rate: options.finetune_learning_rate,
+        warmup_steps: (options.finetune_steps / 10).max(1),
+        seed: options.seed,
+        validation_fraction: (val_end - train_end) as f64 / val_end as f64,
+        eval_every: 50,
+        ..TrainConfig::default()
+    };
+    let tuning = crate::finetune::ForecastTuning {
+        horizon,
+        channel_independent: true,
+        ridge: 1.0,
+        freeze_encoder: std::env::var("DOPPEL_FREEZE").is_ok(),
+    };
+    let device = Device::flex().autodiff();
+    let (forecaster, head) = crate::finetune::finetune_forecast(
+        model,
+        config,
+        &[slice(data, 0, val_end)],
+        &tuning,
+        &train,
+        &device,
+        |_| {},
+    )?;
+    let curve: Vec<String> = head
+        .curve
+        .iter()
+        .map(|p| format!("{}:{:.4}/{:.4}", p.step, p.train_loss, p.validation_loss))
+        .collect();
+    log(&format!(
+        "  validation MSE {:.4} (linear start {:.4}; kept step {}); curve {}",
+        head.validation_mse,
+        head.linear_validation_mse,
+        head.best_step,
+        curve.join(" ")
+    ));
+    let ids: Vec<usize> = (0..data.channels.len()).collect();
+    let starts: Vec<usize> = ((val_end - l)..=(test_end - l - horizon)).collect();
+    let mut err = Errors::default();
+    let device = Device::flex();
+    for chunk in starts.chunks(512) {
+        let windows: Vec<_> = chunk.iter().map(|&t| cut(data, t, l, &ids)).collect();
+        let predicted = crate::finetune::predict(&forecaster, config, true, &windows, &device);
+        for (&t, p) in chunk.iter().zip(&predicted) {
+            for c in 0..ids.len() {
+                for k in 0..horizon {
+                    err.add(p[c * horizon + k], data.values[c][t + l + k]);
+                }
+            }
+        }
+    }
+    Ok(err)
 }
 
 /// A tiny model pretrained on the training split (windows of 96 = 12 patches of 8).

@@ -8,6 +8,7 @@ pub mod bench;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod finetune;
 pub mod model;
 pub mod store;
 pub mod tasks;

@@ -164,6 +164,14 @@ impl SensorModel {
         self.encoder_norm.forward(x)
     }
 
+    /// The encoder over every token, in token order: [B, L, d]. For heads that read a
+    /// whole look-back (forecasting); tokens with no data come in as empty patches.
+    pub fn encode_all(&self, t: &Tokens) -> Tensor<3> {
+        let x = self.embed(t); // [B, L, d]
+        let x = self.encoder.forward(TransformerEncoderInput::new(x));
+        self.encoder_norm.forward(x)
+    }
+
     /// Encodes and reconstructs every patch: [B, L, P].
     pub fn forward(&self, t: &Tokens) -> Tensor<3> {
         let encoded = self.decoder_embed.forward(self.encode(t)); // [B, K, dd]

@@ -11,11 +11,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::Normalizer;
 use crate::error::{ModelError, Result};
+use crate::finetune::{ForecastHead, ForecastHeadCard, Forecaster};
 use crate::model::{ModelConfig, SensorModel};
 use crate::train::{CurvePoint, TrainConfig};
 
 pub const WEIGHTS: &str = "model.safetensors";
 pub const CARD: &str = "model.json";
+/// The fine-tuned forecasting head, when there is one.
+pub const FORECAST_HEAD: &str = "forecast_head.safetensors";
 const FORMAT: &str = "doppel-sensor-model/1";
 
 /// What data a model was trained on.
@@ -41,6 +44,9 @@ pub struct ModelCard {
     pub train: TrainConfig,
     pub curve: Vec<CurvePoint>,
     pub code_version: String,
+    /// Set once `doppel model finetune --task forecast` has trained a head.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forecast_head: Option<ForecastHeadCard>,
 }
 
 impl ModelCard {
@@ -64,6 +70,7 @@ impl ModelCard {
             train,
             curve,
             code_version: concat!("doppel ", env!("CARGO_PKG_VERSION")).into(),
+            forecast_head: None,
         }
     }
 }
@@ -78,20 +85,66 @@ fn store_error(path: &Path, message: impl std::fmt::Display) -> ModelError {
 /// Writes the weights and the card into `dir` (created if needed).
 pub fn save(dir: &Path, model: &SensorModel, card: &ModelCard) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| store_error(dir, e))?;
-    // PyTorch's layout and names (linear weights [out, in], norms `weight`/`bias`), so
-    // `safetensors.torch.load_file` gives tensors a PyTorch module takes as they are.
-    let mut store = SafetensorsStore::from_file(dir.join(WEIGHTS))
-        .overwrite(true)
-        .with_to_adapter(BurnToPyTorchAdapter);
-    model
-        .save_into(&mut store)
-        .map_err(|e| store_error(dir, format!("cannot write the weights: {e}")))?;
+    write_weights(dir, WEIGHTS, model)?;
     let text = serde_json::to_string_pretty(card).expect("the card serialises");
     std::fs::write(dir.join(CARD), text + "\n").map_err(|e| store_error(dir, e))
 }
 
+/// Writes a fine-tuned forecaster: the whole model as [`save`] does, plus its head.
+pub fn save_forecaster(dir: &Path, forecaster: &Forecaster, card: &ModelCard) -> Result<()> {
+    if card.forecast_head.is_none() {
+        return Err(store_error(
+            dir,
+            "the card does not describe a forecasting head",
+        ));
+    }
+    save(dir, &forecaster.model, card)?;
+    write_weights(dir, FORECAST_HEAD, &forecaster.head)
+}
+
+fn write_weights(dir: &Path, file: &str, module: &impl Module) -> Result<()> {
+    // PyTorch's layout and names (linear weights [out, in], norms `weight`/`bias`), so
+    // `safetensors.torch.load_file` gives tensors a PyTorch module takes as they are.
+    let mut store = SafetensorsStore::from_file(dir.join(file))
+        .overwrite(true)
+        .with_to_adapter(BurnToPyTorchAdapter);
+    module
+        .save_into(&mut store)
+        .map_err(|e| store_error(dir, format!("cannot write {file}: {e}")))
+}
+
+/// Reads a model directory with a fine-tuned forecasting head.
+pub fn load_forecaster(dir: &Path, device: &Device) -> Result<(Forecaster, ModelCard)> {
+    let (model, card) = load(dir, device)?;
+    let Some(head_card) = &card.forecast_head else {
+        return Err(store_error(
+            dir,
+            "this model has no forecasting head: run `doppel model finetune --task forecast`",
+        ));
+    };
+    let mut head = ForecastHead::empty(&card.config, head_card.horizon, device);
+    let mut store = SafetensorsStore::from_file(dir.join(FORECAST_HEAD))
+        .with_from_adapter(PyTorchToBurnAdapter);
+    head.load_from(&mut store)
+        .map_err(|e| store_error(dir, format!("cannot read {FORECAST_HEAD}: {e}")))?;
+    Ok((Forecaster { model, head }, card))
+}
+
 /// Reads a model directory written by [`save`].
 pub fn load(dir: &Path, device: &Device) -> Result<(SensorModel, ModelCard)> {
+    let card = load_card(dir)?;
+    // Seeded (and locked) so loading never disturbs a training running beside it.
+    let mut model = card.config.init_seeded(0, device);
+    let mut store =
+        SafetensorsStore::from_file(dir.join(WEIGHTS)).with_from_adapter(PyTorchToBurnAdapter);
+    model
+        .load_from(&mut store)
+        .map_err(|e| store_error(dir, format!("cannot read the weights: {e}")))?;
+    Ok((model, card))
+}
+
+/// Reads only the card of a model directory.
+pub fn load_card(dir: &Path) -> Result<ModelCard> {
     let card_path = dir.join(CARD);
     let text = std::fs::read_to_string(&card_path).map_err(|e| {
         store_error(
@@ -110,12 +163,5 @@ pub fn load(dir: &Path, device: &Device) -> Result<(SensorModel, ModelCard)> {
             ),
         ));
     }
-    // Seeded (and locked) so loading never disturbs a training running beside it.
-    let mut model = card.config.init_seeded(0, device);
-    let mut store =
-        SafetensorsStore::from_file(dir.join(WEIGHTS)).with_from_adapter(PyTorchToBurnAdapter);
-    model
-        .load_from(&mut store)
-        .map_err(|e| store_error(dir, format!("cannot read the weights: {e}")))?;
-    Ok((model, card))
+    Ok(card)
 }

@@ -9,6 +9,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use crate::batch::{Mask, make_batch};
 use crate::data::Recording;
 use crate::error::{ModelError, Result};
+use crate::finetune::Forecaster;
 use crate::model::SensorModel;
 use crate::store::ModelCard;
 use crate::train::cut;
@@ -159,6 +160,69 @@ pub fn forecast(
                 .collect()
         })
         .collect())
+}
+
+/// A forecast from a fine-tuned head: the point forecast and its error bands, in the data's
+/// units, `[channel][step]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Forecast {
+    pub values: Vec<Vec<f32>>,
+    /// (level, values): the `level` quantile of what will be seen, from the head's errors
+    /// on its validation windows (split-conformal).
+    pub bands: Vec<(f64, Vec<Vec<f32>>)>,
+}
+
+/// Forecasts the `horizon` steps after the end of the recording with a fine-tuned head
+/// (at most the head's horizon), with error bands.
+pub fn forecast_with_head(
+    forecaster: &Forecaster,
+    card: &ModelCard,
+    rec: &Recording,
+    horizon: usize,
+    device: &Device,
+) -> Result<Forecast> {
+    let Some(head) = &card.forecast_head else {
+        return Err(ModelError::Settings(
+            "this model has no forecasting head: run `doppel model finetune --task forecast`"
+                .into(),
+        ));
+    };
+    if horizon == 0 || horizon > head.horizon {
+        return Err(ModelError::Settings(format!(
+            "the horizon must be 1 to {} steps: the head was fine-tuned for {}",
+            head.horizon, head.horizon
+        )));
+    }
+    let w = card.config.window();
+    let (_, std_rec) = prepare(card, rec, w)?;
+    let ids: Vec<usize> = (0..std_rec.channels.len()).collect();
+    let window = cut(&std_rec, std_rec.len() - w, w, &ids);
+    let h = head.horizon;
+    let point = crate::finetune::predict(
+        forecaster,
+        &card.config,
+        head.channel_independent,
+        &[window],
+        device,
+    )
+    .remove(0);
+    let in_units = |offset: &dyn Fn(usize, usize) -> f32| -> Vec<Vec<f32>> {
+        (0..ids.len())
+            .map(|c| {
+                (0..horizon)
+                    .map(|k| card.normalizer.invert(c, point[c * h + k] + offset(c, k)))
+                    .collect()
+            })
+            .collect()
+    };
+    Ok(Forecast {
+        values: in_units(&|_, _| 0.0),
+        bands: head
+            .bands
+            .iter()
+            .map(|band| (band.level, in_units(&|c, k| band.offsets[c][k])))
+            .collect(),
+    })
 }
 
 /// Turns into which every token is hidden exactly once when scoring.

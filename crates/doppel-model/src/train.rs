@@ -72,11 +72,11 @@ pub fn learning_rate(config: &TrainConfig, step: usize) -> f64 {
 }
 
 /// A window's place: (recording, first slot).
-type Start = (usize, usize);
+pub(crate) type Start = (usize, usize);
 
 /// Where windows may start, split into training and validation by time inside each
 /// recording, so validation windows are later than any training window.
-fn window_starts(
+pub(crate) fn window_starts(
     recordings: &[Recording],
     window: usize,
     validation: f64,

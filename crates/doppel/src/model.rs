@@ -12,6 +12,7 @@ use clap::{Args, Subcommand};
 use doppel_core::time::format_rfc3339;
 use doppel_model::data::{Normalizer, ReadOptions, Recording, read_recording};
 use doppel_model::device::Accelerator;
+use doppel_model::finetune::{ForecastTuning, finetune_forecast};
 use doppel_model::model::ModelConfig;
 use doppel_model::store::{self, DataRange, ModelCard};
 use doppel_model::tasks;
@@ -21,6 +22,8 @@ use doppel_model::train::{TrainConfig, pretrain};
 pub enum ModelCommand {
     /// Pretrain a model (masked autoencoder) on unlabeled sensor files.
     Pretrain(PretrainArgs),
+    /// Fine-tune a head on a pretrained model (forecasting: a linear head like PatchTST's).
+    Finetune(FinetuneArgs),
     /// Fill every missing value of a file with the model's reconstruction.
     Impute(TaskArgs),
     /// Forecast the steps after the end of a file.
@@ -82,6 +85,53 @@ pub struct PretrainArgs {
     /// Train on the GPU (needs a doppel built with `--features gpu`).
     #[arg(long)]
     gpu: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FinetuneTask {
+    /// The next --horizon steps of every channel, with error bands.
+    Forecast,
+}
+
+#[derive(Args)]
+pub struct FinetuneArgs {
+    /// What the head learns.
+    #[arg(long, value_enum)]
+    task: FinetuneTask,
+    /// The pretrained model directory (from `doppel model pretrain`).
+    #[arg(long)]
+    model: PathBuf,
+    /// Training files, on the model's grid and with its channels; the last 20 % of each is
+    /// kept to choose the weights and to measure the error bands.
+    #[arg(long, num_args = 1.., required = true)]
+    input: Vec<PathBuf>,
+    /// The time column (default: as `doppel import` finds it).
+    #[arg(long)]
+    time_column: Option<String>,
+    /// Steps to forecast (the head forecasts up to this many).
+    #[arg(long)]
+    horizon: usize,
+    /// Training steps (batches).
+    #[arg(long, default_value_t = 600)]
+    steps: usize,
+    /// Windows per batch.
+    #[arg(long, default_value_t = 128)]
+    batch: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 3e-4)]
+    lr: f64,
+    /// Read all channels of a window together (default: each channel on its own, as
+    /// PatchTST, which generalises better on few channels).
+    #[arg(long)]
+    channels_together: bool,
+    /// Train the head only, the encoder as pretrained (a linear probe).
+    #[arg(long)]
+    freeze_encoder: bool,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// The model directory to write (the model, its head and the card).
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Args)]
@@ -171,6 +221,15 @@ pub struct EttArgs {
     /// Forecasting only.
     #[arg(long)]
     skip_impute: bool,
+    /// Fine-tuning steps of the model's forecasting head, per horizon (0: baselines only).
+    #[arg(long, default_value_t = 600)]
+    finetune_steps: usize,
+    /// Peak learning rate of the fine-tuning.
+    #[arg(long, default_value_t = 3e-4)]
+    finetune_lr: f64,
+    /// Pretraining steps of the model the forecasting heads start from.
+    #[arg(long, default_value_t = 1000)]
+    forecast_pretrain_steps: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
 }
@@ -178,6 +237,7 @@ pub struct EttArgs {
 pub fn run(command: ModelCommand) -> anyhow::Result<ExitCode> {
     match command {
         ModelCommand::Pretrain(args) => pretrain_command(args),
+        ModelCommand::Finetune(args) => finetune_command(args),
         ModelCommand::Impute(args) => impute_command(args),
         ModelCommand::Forecast(args) => forecast_command(args),
         ModelCommand::Score(args) => score_command(args),
@@ -302,6 +362,75 @@ fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn finetune_command(args: FinetuneArgs) -> anyhow::Result<ExitCode> {
+    let FinetuneTask::Forecast = args.task;
+    let device = Device::flex().autodiff();
+    let (model, mut card) = store::load(&args.model, &device)?;
+    let options = ReadOptions {
+        time_column: args.time_column.clone(),
+        channels: Some(card.channels.clone()),
+    };
+    let mut recordings = Vec::new();
+    for path in &args.input {
+        let rec = read_recording(path, &options)?;
+        if rec.step_ns != card.step_ns {
+            bail!(
+                "{}: rows are {} s apart, the model's grid is {} s",
+                path.display(),
+                rec.step_ns as f64 / 1e9,
+                card.step_ns as f64 / 1e9
+            );
+        }
+        recordings.push(card.normalizer.apply(&rec));
+    }
+    let train = TrainConfig {
+        steps: args.steps,
+        batch_size: args.batch,
+        learning_rate: args.lr,
+        warmup_steps: (args.steps / 10).max(1),
+        seed: args.seed,
+        ..TrainConfig::default()
+    };
+    let tuning = ForecastTuning {
+        horizon: args.horizon,
+        channel_independent: !args.channels_together,
+        ridge: 1.0,
+        freeze_encoder: args.freeze_encoder,
+    };
+    eprintln!(
+        "fine-tuning a forecasting head for {} steps on a {}-step look-back ({} file(s))",
+        args.horizon,
+        card.config.window(),
+        recordings.len()
+    );
+    let bar = crate::progress::bar(args.steps as u64, "steps");
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} steps {msg} ({eta} left)")
+            .expect("the template is valid"),
+    );
+    let (forecaster, head) = finetune_forecast(
+        model,
+        &card.config,
+        &recordings,
+        &tuning,
+        &train,
+        &device,
+        |p| {
+            bar.set_position(p.step as u64);
+            bar.set_message(format!("loss {:.4}", p.loss));
+        },
+    )?;
+    bar.finish_and_clear();
+    eprintln!(
+        "validation MSE (standardised) {:.4}; the linear start had {:.4}; kept the weights of step {}",
+        head.validation_mse, head.linear_validation_mse, head.best_step
+    );
+    card.forecast_head = Some(head);
+    store::save_forecaster(&args.out, &forecaster, &card)?;
+    eprintln!("wrote {}", args.out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
 fn load(
     model: &Path,
     input: &Path,
@@ -346,21 +475,54 @@ fn impute_command(args: TaskArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn forecast_command(args: ForecastArgs) -> anyhow::Result<ExitCode> {
-    let (net, card, rec, device) =
-        load(&args.task.model, &args.task.input, &args.task.time_column)?;
-    let forecast = tasks::forecast(&net, &card, &rec, args.horizon, &device)?;
+    let t = &args.task;
+    let device = Device::flex();
+    let card = store::load_card(&t.model)?;
+    let rec = read_recording(
+        &t.input,
+        &ReadOptions {
+            time_column: t.time_column.clone(),
+            channels: Some(card.channels.clone()),
+        },
+    )?;
+    // A fine-tuned head when the model has one; the masked reconstruction of the tail
+    // otherwise (no error bands then).
+    let forecast = if card.forecast_head.is_some() {
+        let (forecaster, card) = store::load_forecaster(&t.model, &device)?;
+        tasks::forecast_with_head(&forecaster, &card, &rec, args.horizon, &device)?
+    } else {
+        let (net, card) = store::load(&t.model, &device)?;
+        tasks::Forecast {
+            values: tasks::forecast(&net, &card, &rec, args.horizon, &device)?,
+            bands: Vec::new(),
+        }
+    };
+    let mut header = card.channels.clone();
+    for (level, _) in &forecast.bands {
+        header.extend(
+            card.channels
+                .iter()
+                .map(|c| format!("{c}_p{:02}", (level * 100.0).round() as u32)),
+        );
+    }
     let last = rec.time_ns(rec.len() - 1);
     let rows = (0..args.horizon).map(|h| {
-        (
-            last + (h as i64 + 1) * rec.step_ns,
-            forecast.iter().map(|c| c[h]).collect::<Vec<f32>>(),
-        )
+        let mut row: Vec<f32> = forecast.values.iter().map(|c| c[h]).collect();
+        for (_, band) in &forecast.bands {
+            row.extend(band.iter().map(|c| c[h]));
+        }
+        (last + (h as i64 + 1) * rec.step_ns, row)
     });
-    write_csv(&args.task.out, &card.channels, rows)?;
+    write_csv(&t.out, &header, rows)?;
     eprintln!(
-        "forecast {} step(s); wrote {}",
+        "forecast {} step(s){}; wrote {}",
         args.horizon,
-        args.task.out.display()
+        if forecast.bands.is_empty() {
+            ""
+        } else {
+            " with error bands"
+        },
+        t.out.display()
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -438,6 +600,9 @@ fn bench_ett(args: EttArgs) -> anyhow::Result<ExitCode> {
             args.mask_ratios
         },
         pretrain_steps: args.pretrain_steps,
+        finetune_steps: args.finetune_steps,
+        finetune_learning_rate: args.finetune_lr,
+        forecast_pretrain_steps: args.forecast_pretrain_steps,
         seed: args.seed,
         ..Default::default()
     };
@@ -490,6 +655,13 @@ fn info(dir: &Path) -> anyhow::Result<ExitCode> {
             "step_s": card.step_ns as f64 / 1e9,
             "data": card.data,
             "final": card.curve.last(),
+            "forecast_head": card.forecast_head.as_ref().map(|h| serde_json::json!({
+                "horizon": h.horizon,
+                "channel_independent": h.channel_independent,
+                "validation_mse": h.validation_mse,
+                "linear_validation_mse": h.linear_validation_mse,
+                "best_step": h.best_step,
+            })),
             "code_version": card.code_version,
         }))?
     );

@@ -270,3 +270,141 @@ fn pretrain_then_impute_and_forecast_from_the_command_line() {
         "{err}"
     );
 }
+
+#[test]
+fn finetune_a_forecasting_head_then_forecast_with_error_bands() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    write_sines(&dir.path().join("train.csv"), 1500, false);
+    let pretrain = [
+        "model",
+        "pretrain",
+        "--input",
+        &p("train.csv"),
+        "--steps",
+        "40",
+        "--batch",
+        "8",
+        "--patch",
+        "8",
+        "--patches",
+        "6",
+        "--out",
+        &p("m"),
+    ];
+    let (ok, err) = run(&pretrain);
+    assert!(ok, "{err}");
+    let (ok, err) = run(&[
+        "model",
+        "forecast",
+        "--model",
+        &p("m"),
+        "--input",
+        &p("train.csv"),
+        "--horizon",
+        "5",
+        "--out",
+        &p("plain.csv"),
+    ]);
+    assert!(ok && !err.contains("error bands"), "{err}");
+    let (ok, err) = run(&[
+        "model",
+        "finetune",
+        "--task",
+        "forecast",
+        "--model",
+        &p("m"),
+        "--input",
+        &p("train.csv"),
+        "--horizon",
+        "12",
+        "--steps",
+        "30",
+        "--batch",
+        "16",
+        "--out",
+        &p("ft"),
+    ]);
+    assert!(ok, "{err}");
+    assert!(err.contains("validation MSE"), "{err}");
+    let card: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("ft/model.json")).unwrap())
+            .unwrap();
+    let head = &card["forecast_head"];
+    assert_eq!(head["horizon"], 12);
+    // The weights kept are never worse on validation than the linear start.
+    assert!(
+        head["validation_mse"].as_f64().unwrap() <= head["linear_validation_mse"].as_f64().unwrap()
+    );
+    assert!(dir.path().join("ft/forecast_head.safetensors").exists());
+
+    // Forecast the 12 steps after row 1200 and compare with what the file really holds.
+    let text = std::fs::read_to_string(dir.path().join("train.csv")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    std::fs::write(dir.path().join("head.csv"), lines[..1201].join("\n") + "\n").unwrap();
+    let (ok, err) = run(&[
+        "model",
+        "forecast",
+        "--model",
+        &p("ft"),
+        "--input",
+        &p("head.csv"),
+        "--horizon",
+        "12",
+        "--out",
+        &p("fc.csv"),
+    ]);
+    assert!(ok && err.contains("with error bands"), "{err}");
+    let fc = std::fs::read_to_string(dir.path().join("fc.csv")).unwrap();
+    let rows: Vec<Vec<&str>> = fc.lines().map(|l| l.split(',').collect()).collect();
+    assert_eq!(
+        rows[0].join(","),
+        "time,a,b,c,a_p10,b_p10,c_p10,a_p50,b_p50,c_p50,a_p90,b_p90,c_p90"
+    );
+    assert_eq!(rows.len(), 13);
+    let mut se = 0.0;
+    for (k, row) in rows[1..].iter().enumerate() {
+        let truth: Vec<f64> = lines[1201 + k]
+            .split(',')
+            .skip(1)
+            .map(|x| x.parse().unwrap())
+            .collect();
+        assert_eq!(row[0], lines[1201 + k].split(',').next().unwrap());
+        let cell = |i: usize| row[i].parse::<f64>().unwrap();
+        for c in 0..3 {
+            se += (cell(1 + c) - truth[c]).powi(2);
+            assert!(cell(4 + c) <= cell(10 + c), "p10 above p90: {row:?}");
+        }
+    }
+    // Channel b swings ±3; a clean periodic signal is forecast to a small error.
+    assert!(se / 36.0 < 0.05, "forecast MSE {}", se / 36.0);
+
+    let (ok, err) = run(&[
+        "model",
+        "forecast",
+        "--model",
+        &p("ft"),
+        "--input",
+        &p("head.csv"),
+        "--horizon",
+        "20",
+        "--out",
+        &p("x.csv"),
+    ]);
+    assert!(!ok && err.contains("fine-tuned for 12"), "{err}");
+    let (ok, err) = run(&[
+        "model",
+        "finetune",
+        "--task",
+        "forecast",
+        "--model",
+        &p("m"),
+        "--input",
+        &p("train.csv"),
+        "--horizon",
+        "400",
+        "--out",
+        &p("x"),
+    ]);
+    assert!(!ok && err.contains("does not fit"), "{err}");
+}

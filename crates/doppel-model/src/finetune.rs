@@ -1,0 +1,465 @@
+//! Fine-tuned forecasting on top of the pretrained encoder (PatchTST's linear head).
+//!
+//! The encoder reads a whole look-back window (every patch visible); a linear head maps one
+//! channel's encoded patches, side by side, to the next H steps. Beside it runs NLinear, the
+//! closed-form linear baseline, as a skip path: the head starts at zero, so the forecaster
+//! starts exactly at the baseline and fine-tuning has to earn every improvement on held-out
+//! windows. The weights kept are the ones with the lowest validation error, so a forecaster
+//! is never worse on validation than the linear start; the card records both numbers.
+//!
+//! Uncertainty is split-conformal: the quantiles of the chosen forecaster's errors on the
+//! validation windows, per channel and horizon step, are added to the point forecast.
+//! This module must never look at test data: callers hand it training recordings only.
+
+use burn::grad_clipping::GradientClippingConfig;
+use burn::module::{Module, Param};
+use burn::nn::{Initializer, Linear, LinearConfig};
+use burn::optim::{AdamWConfig, GradientsParams};
+use burn::prelude::*;
+use rand::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+use serde::{Deserialize, Serialize};
+
+use crate::baselines::LinearForecaster;
+use crate::batch::{Mask, Window, make_batch};
+use crate::data::Recording;
+use crate::error::{ModelError, Result};
+use crate::model::{ModelConfig, SensorModel, masked_mse};
+use crate::train::{CurvePoint, Start, TrainConfig, learning_rate, window_starts};
+
+/// The levels of the forecast band (an 80 % interval and the median of the errors).
+pub const BAND_LEVELS: [f64; 3] = [0.1, 0.5, 0.9];
+
+/// What the model card keeps about a fine-tuned forecasting head.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ForecastHeadCard {
+    pub horizon: usize,
+    /// Each channel forecast on its own (PatchTST) or all channels in one window.
+    pub channel_independent: bool,
+    pub train: TrainConfig,
+    pub curve: Vec<CurvePoint>,
+    /// Standardised validation MSE of the linear start and of the weights kept.
+    pub linear_validation_mse: f64,
+    pub validation_mse: f64,
+    /// The step whose weights were kept (0: the linear start was never beaten).
+    pub best_step: usize,
+    /// Split-conformal error quantiles from the validation windows.
+    pub bands: Vec<ErrorBand>,
+}
+
+/// The `level` quantile of (truth − forecast), standardised, `offsets[channel][step]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBand {
+    pub level: f64,
+    pub offsets: Vec<Vec<f32>>,
+}
+
+/// The head: two linear maps whose sum is the forecast.
+#[derive(Module, Debug)]
+pub struct ForecastHead {
+    /// One channel's encoded patches side by side [N·d] → H steps; starts at zero.
+    from_encoder: Linear,
+    /// NLinear: the look-back relative to its last value [T] → H steps; starts at the
+    /// closed-form ridge fit.
+    from_lookback: Linear,
+}
+
+impl ForecastHead {
+    /// A head whose forecasts are exactly `linear`'s.
+    pub fn new(config: &ModelConfig, linear: &LinearForecaster, device: &Device) -> Self {
+        let (t, h) = (linear.lookback, linear.horizon);
+        assert_eq!(
+            t,
+            config.window(),
+            "the linear start reads the model's window"
+        );
+        let zeros = |i: usize, o: usize| {
+            LinearConfig::new(i, o)
+                .with_initializer(Initializer::Zeros)
+                .init(device)
+        };
+        let mut from_lookback = zeros(t, h);
+        let weights: Vec<f32> = linear.weights().iter().map(|&w| w as f32).collect();
+        from_lookback.weight =
+            Param::from_tensor(Tensor::from_data(TensorData::new(weights, [t, h]), device));
+        ForecastHead {
+            from_encoder: zeros(config.patches * config.d_model, h),
+            from_lookback,
+        }
+    }
+
+    /// A head of the right shapes, to load saved weights into.
+    pub fn empty(config: &ModelConfig, horizon: usize, device: &Device) -> Self {
+        let zeros = |i: usize, o: usize| {
+            LinearConfig::new(i, o)
+                .with_initializer(Initializer::Zeros)
+                .init(device)
+        };
+        ForecastHead {
+            from_encoder: zeros(config.patches * config.d_model, horizon),
+            from_lookback: zeros(config.window(), horizon),
+        }
+    }
+}
+
+/// The pretrained model with a forecasting head.
+#[derive(Module, Debug)]
+pub struct Forecaster {
+    pub model: SensorModel,
+    pub head: ForecastHead,
+}
+
+impl Forecaster {
+    /// Forecasts from look-back tokens, every patch visible: [B·C, H], in the window's
+    /// (instance-normalised) units. `patches` is N.
+    pub fn forward(&self, tokens: &crate::model::Tokens, patches: usize) -> Tensor<2> {
+        let encoded = self.model.encode_all(tokens); // [B, C·N, d]
+        let [b, l, d] = encoded.dims();
+        let series = b * l / patches; // B·C
+        let flat = encoded.reshape([series, patches * d]); // [B·C, N·d]
+        let p = tokens.features.dims()[2] / 2;
+        let t = patches * p;
+        let lookback = tokens
+            .features
+            .clone()
+            .slice([0..b, 0..l, 0..p])
+            .reshape([series, t]); // [B·C, T]
+        let last = lookback.clone().slice([0..series, t - 1..t]); // [B·C, 1]
+        let h = self.head.from_lookback.weight.dims()[1];
+        let skip = self
+            .head
+            .from_lookback
+            .forward(lookback - last.clone().expand([series, t]))
+            + last.expand([series, h]); // [B·C, H]
+        skip + self.head.from_encoder.forward(flat)
+    }
+}
+
+/// A look-back window and the `horizon` steps after it.
+struct Sample {
+    window: Window,
+    /// `future[c * H + h]`, meaningful where `future_observed`.
+    future: Vec<f32>,
+    future_observed: Vec<bool>,
+}
+
+/// Cuts sample `start` of a recording; `channel` picks one channel (channel-independent).
+fn sample(rec: &Recording, start: usize, t: usize, h: usize, channel: Option<usize>) -> Sample {
+    let channels: Vec<usize> = match channel {
+        Some(c) => vec![c],
+        None => (0..rec.channels.len()).collect(),
+    };
+    let mut s = Sample {
+        window: Window {
+            values: Vec::with_capacity(channels.len() * t),
+            observed: Vec::with_capacity(channels.len() * t),
+            channels: channels.clone(),
+        },
+        future: Vec::with_capacity(channels.len() * h),
+        future_observed: Vec::with_capacity(channels.len() * h),
+    };
+    for &c in &channels {
+        s.window
+            .values
+            .extend_from_slice(&rec.values[c][start..start + t]);
+        s.window
+            .observed
+            .extend_from_slice(&rec.observed[c][start..start + t]);
+        s.future
+            .extend_from_slice(&rec.values[c][start + t..start + t + h]);
+        s.future_observed
+            .extend_from_slice(&rec.observed[c][start + t..start + t + h]);
+    }
+    s
+}
+
+/// Runs the forecaster on windows of every channel; returns per window and channel the H
+/// forecast steps, in the recording's standardised units: `out[window][c * H + h]`.
+/// A channel-independent forecaster reads each channel of a window on its own.
+pub fn predict(
+    forecaster: &Forecaster,
+    config: &ModelConfig,
+    channel_independent: bool,
+    windows: &[Window],
+    device: &Device,
+) -> Vec<Vec<f32>> {
+    if channel_independent && windows.first().is_some_and(|w| w.channels.len() > 1) {
+        let c = windows[0].channels.len();
+        let t = config.window();
+        let single: Vec<Window> = windows
+            .iter()
+            .flat_map(|w| {
+                (0..c).map(move |ch| Window {
+                    values: w.values[ch * t..(ch + 1) * t].to_vec(),
+                    observed: w.observed[ch * t..(ch + 1) * t].to_vec(),
+                    channels: vec![w.channels[ch]],
+                })
+            })
+            .collect();
+        let out = predict(forecaster, config, true, &single, device);
+        return out
+            .chunks(c)
+            .map(|per_channel| per_channel.concat())
+            .collect();
+    }
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(0);
+    let mut out = Vec::with_capacity(windows.len());
+    for chunk in windows.chunks(256) {
+        let batch = make_batch(chunk, config, &Mask::Holes, &mut rng, device);
+        let y = forecaster.forward(&batch.tokens, config.patches); // [B·C, H]
+        let h = y.dims()[1];
+        let flat = y
+            .into_data()
+            .try_into_vec::<f32>()
+            .expect("the model outputs f32");
+        let c = chunk[0].channels.len();
+        for (wi, scale) in batch.scale.iter().enumerate() {
+            let mut v = flat[wi * c * h..(wi + 1) * c * h].to_vec();
+            for (ch, (mean, sd)) in scale.iter().enumerate() {
+                for x in &mut v[ch * h..(ch + 1) * h] {
+                    *x = *x * sd + mean;
+                }
+            }
+            out.push(v);
+        }
+    }
+    out
+}
+
+/// Standardised MSE of the forecaster on samples (observed future values only).
+fn evaluate(
+    forecaster: &Forecaster,
+    config: &ModelConfig,
+    channel_independent: bool,
+    samples: &[Sample],
+    device: &Device,
+) -> f64 {
+    let windows: Vec<Window> = samples.iter().map(|s| s.window.clone()).collect();
+    let predicted = predict(forecaster, config, channel_independent, &windows, device);
+    let (mut se, mut n) = (0.0f64, 0usize);
+    for (s, p) in samples.iter().zip(&predicted) {
+        for i in 0..p.len() {
+            if s.future_observed[i] {
+                let d = (p[i] - s.future[i]) as f64;
+                se += d * d;
+                n += 1;
+            }
+        }
+    }
+    se / n.max(1) as f64
+}
+
+/// Settings of a forecasting fine-tune beyond the optimiser's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForecastTuning {
+    pub horizon: usize,
+    pub channel_independent: bool,
+    /// Ridge penalty of the linear start.
+    pub ridge: f64,
+    /// Train the head only (a linear probe of the pretrained encoder).
+    pub freeze_encoder: bool,
+}
+
+/// Fine-tunes a forecasting head (and the encoder under it) on standardised recordings,
+/// keeping the weights with the lowest validation error. `progress` hears each step.
+pub fn finetune_forecast(
+    model: SensorModel,
+    config: &ModelConfig,
+    recordings: &[Recording],
+    tuning: &ForecastTuning,
+    train: &TrainConfig,
+    device: &Device,
+    mut progress: impl FnMut(&crate::train::Progress),
+) -> Result<(Forecaster, ForecastHeadCard)> {
+    let (t, h) = (config.window(), tuning.horizon);
+    if h == 0 {
+        return Err(ModelError::Settings(
+            "the horizon must be at least 1 step".into(),
+        ));
+    }
+    let (train_starts, val_starts) = window_starts(recordings, t + h, train.validation_fraction);
+    if train_starts.is_empty() || val_starts.is_empty() {
+        let longest = recordings.iter().map(Recording::len).max().unwrap_or(0);
+        return Err(ModelError::Settings(format!(
+            "a look-back of {t} steps plus a horizon of {h} does not fit in both the training \
+             part and the last {:.0} % (validation) of any file (the longest has {longest} steps)",
+            train.validation_fraction * 100.0
+        )));
+    }
+    // The linear start: ridge regression on the training part of every channel.
+    let train_series: Vec<&[f32]> = recordings
+        .iter()
+        .flat_map(|r| {
+            let cut = ((r.len() as f64) * (1.0 - train.validation_fraction)) as usize;
+            r.values.iter().map(move |v| &v[..cut])
+        })
+        .collect();
+    let linear = LinearForecaster::fit(&train_series, t, h, tuning.ridge);
+    let mut head = ForecastHead::new(config, &linear, device);
+    // The linear path stays the closed-form optimum on the training data; what is learned
+    // is the residual the encoder can explain.
+    head.from_lookback = head.from_lookback.no_grad();
+    let model = if tuning.freeze_encoder {
+        model.no_grad()
+    } else {
+        model
+    };
+    let mut forecaster = Forecaster { model, head };
+
+    let channels = recordings[0].channels.len();
+    let pick = |rng: &mut Xoshiro256PlusPlus, (r, s): Start| {
+        let channel = tuning
+            .channel_independent
+            .then(|| rng.random_range(0..channels));
+        sample(&recordings[r], s, t, h, channel)
+    };
+    // Fixed validation samples (every channel), spread evenly over the validation part.
+    let spread = |count: usize| -> Vec<Sample> {
+        let count = val_starts.len().min(count);
+        (0..count)
+            .map(|i| {
+                let (r, s) = val_starts[(i * val_starts.len()) / count];
+                sample(&recordings[r], s, t, h, None)
+            })
+            .collect()
+    };
+    let val_samples = spread(256);
+    let ci = tuning.channel_independent;
+    let linear_validation_mse = evaluate(&forecaster.valid(), config, ci, &val_samples, device);
+    let mut best = (linear_validation_mse, 0usize, forecaster.valid());
+
+    let mut optimizer = AdamWConfig::new()
+        .with_weight_decay(train.weight_decay)
+        .with_grad_clipping(Some(GradientClippingConfig::Norm(train.clip_norm)))
+        .init();
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(train.seed);
+    let mut curve = Vec::new();
+    let mut recent = Vec::new();
+    let per_window = if tuning.channel_independent {
+        1
+    } else {
+        channels
+    };
+    let tokens_per_batch = (train.batch_size * per_window * config.patches) as f64;
+    let started = std::time::Instant::now();
+    for step in 0..train.steps {
+        let samples: Vec<Sample> = (0..train.batch_size)
+            .map(|_| {
+                let start = train_starts[rng.random_range(0..train_starts.len())];
+                pick(&mut rng, start)
+            })
+            .collect();
+        let windows: Vec<Window> = samples.iter().map(|s| s.window.clone()).collect();
+        let batch = make_batch(&windows, config, &Mask::Holes, &mut rng, device);
+        // Targets in each window's own units, like the inputs; each error weighed by the
+        // window's variance, so the loss is the squared error in standardised units, the
+        // measure the forecaster is judged by (calm windows would otherwise dominate).
+        let (mut target, mut weight) = (Vec::new(), Vec::new());
+        for (s, scale) in samples.iter().zip(&batch.scale) {
+            for (ch, (mean, sd)) in scale.iter().enumerate() {
+                for i in ch * h..(ch + 1) * h {
+                    target.push((s.future[i] - mean) / sd);
+                    weight.push(if s.future_observed[i] { sd * sd } else { 0.0 });
+                }
+            }
+        }
+        let shape = [1, target.len() / h, h];
+        let target = Tensor::<3>::from_data(TensorData::new(target, shape), device);
+        let weight = Tensor::<3>::from_data(TensorData::new(weight, shape), device);
+        let prediction = forecaster
+            .forward(&batch.tokens, config.patches)
+            .unsqueeze_dim::<3>(0);
+        let loss = masked_mse(prediction, target, weight);
+        let loss_value = loss.clone().into_scalar::<f32>() as f64;
+        let grads = GradientsParams::from_grads(loss.backward(), &forecaster);
+        let lr = learning_rate(train, step);
+        forecaster = optimizer.step(lr, forecaster, grads);
+        recent.push(loss_value);
+        progress(&crate::train::Progress {
+            step: step + 1,
+            loss: loss_value,
+            tokens_per_second: tokens_per_batch * (step + 1) as f64
+                / started.elapsed().as_secs_f64(),
+        });
+        if (step + 1) % train.eval_every == 0 || step + 1 == train.steps {
+            let valid = forecaster.valid();
+            let validation_loss = evaluate(&valid, config, ci, &val_samples, device);
+            if validation_loss < best.0 {
+                best = (validation_loss, step + 1, valid);
+            }
+            curve.push(CurvePoint {
+                step: step + 1,
+                train_loss: recent.iter().sum::<f64>() / recent.len() as f64,
+                validation_loss,
+                learning_rate: lr,
+            });
+            recent.clear();
+        }
+    }
+    let (validation_mse, best_step, chosen) = best;
+
+    // Error quantiles of the chosen weights on (up to 2,000) validation windows.
+    let bands = error_bands(&chosen, config, ci, &spread(2000), channels, h, device);
+    let card = ForecastHeadCard {
+        horizon: h,
+        channel_independent: tuning.channel_independent,
+        train: train.clone(),
+        curve,
+        linear_validation_mse,
+        validation_mse,
+        best_step,
+        bands,
+    };
+    Ok((chosen, card))
+}
+
+/// Per channel and step, the quantiles of (truth − forecast) over `samples`.
+fn error_bands(
+    forecaster: &Forecaster,
+    config: &ModelConfig,
+    channel_independent: bool,
+    samples: &[Sample],
+    channels: usize,
+    h: usize,
+    device: &Device,
+) -> Vec<ErrorBand> {
+    let windows: Vec<Window> = samples.iter().map(|s| s.window.clone()).collect();
+    let predicted = predict(forecaster, config, channel_independent, &windows, device);
+    let mut errors = vec![vec![Vec::new(); h]; channels];
+    for (s, p) in samples.iter().zip(&predicted) {
+        for c in 0..channels {
+            for k in 0..h {
+                let i = c * h + k;
+                if s.future_observed[i] {
+                    errors[c][k].push(s.future[i] - p[i]);
+                }
+            }
+        }
+    }
+    for per_step in &mut errors {
+        for e in per_step {
+            e.sort_by(f32::total_cmp);
+        }
+    }
+    BAND_LEVELS
+        .iter()
+        .map(|&level| ErrorBand {
+            level,
+            offsets: errors
+                .iter()
+                .map(|per_step| {
+                    per_step
+                        .iter()
+                        .map(|e| {
+                            if e.is_empty() {
+                                0.0
+                            } else {
+                                e[((e.len() - 1) as f64 * level).round() as usize]
+                            }
+                        })
+                        .collect()
+                })
+                .collect(),
+        })
+        .collect()
+}
