@@ -358,7 +358,7 @@ fn finetune_and_test(
         horizon,
         channel_independent: true,
         ridge: 1.0,
-        freeze_encoder: std::env::var("DOPPEL_FREEZE").is_ok(),
+        freeze_encoder: false,
     };
     let device = Device::flex().autodiff();
     let (forecaster, head) = crate::finetune::finetune_forecast(
@@ -496,9 +496,13 @@ fn tep_recording(rows: &[Vec<f64>], name: &str) -> Recording {
     }
 }
 
+/// The false-alarm rate on `d00_te` at which detectors are also compared head to head.
+const MATCHED_FALSE_ALARMS: f64 = 0.05;
+
 /// Tennessee Eastman: fit on normal operation (`d00.dat`), then the share of flagged samples
-/// in each test file, for PCA T², PCA T² or SPE, and the sensor model's calibrated score
-/// (calibrated on each file's first 160, normal, samples).
+/// in each test file, for PCA T², PCA T² or SPE, and the sensor model's score (each sensor's
+/// typical error and the 99th-percentile threshold from `d00.dat`, like PCA's). Then the same
+/// statistics again with thresholds that flag 5 % of `d00_te`: detection at equal false alarms.
 pub fn tep(
     dir: &Path,
     pretrain_steps: usize,
@@ -533,7 +537,12 @@ pub fn tep(
         train,
         curve,
     );
+    // The model's normal: its errors on the normal run it was trained on.
+    let normal_errors = tasks::reconstruction_errors(&model, &card, &rec, &Device::flex())?;
+    let calibration = tasks::Calibration::fit(&normal_errors, 0..rec.len(), 0.99);
     let mut rows = Vec::new();
+    // Thresholds at which each statistic flags 5 % of d00_te (set when f = 0).
+    let mut matched: Option<(f64, f32)> = None;
     for f in 0..=21 {
         let name = format!("d{f:02}_te");
         let test = read_tep(&dir.join(format!("{name}.dat")), false)?;
@@ -542,42 +551,51 @@ pub fn tep(
         let share = |flags: &[bool]| {
             flags[from..].iter().filter(|&&x| x).count() as f64 / (flags.len() - from) as f64
         };
-        let t2: Vec<bool> = test.iter().map(|r| pca.flags(r).0).collect();
-        let either: Vec<bool> = test
-            .iter()
-            .map(|r| {
-                let (a, b) = pca.flags(r);
-                a || b
-            })
-            .collect();
-        let scores = tasks::score(
+        let t2: Vec<f64> = test.iter().map(|r| pca.statistics(r).0).collect();
+        let errors = tasks::reconstruction_errors(
             &model,
             &card,
             &tep_recording(&test, &name),
-            160,
             &Device::flex(),
         )?;
-        rows.push(TepRow {
-            file: name.clone(),
-            model: "pca_t2".into(),
-            flagged: share(&t2),
+        let scores = calibration.apply(&errors);
+        let (t2_far, model_far) = *matched.get_or_insert_with(|| {
+            let mut t = t2.clone();
+            t.sort_by(f64::total_cmp);
+            let mut m = scores.score.clone();
+            (
+                t[((t.len() - 1) as f64 * (1.0 - MATCHED_FALSE_ALARMS)) as usize],
+                tasks::quantile_of(&mut m, 1.0 - MATCHED_FALSE_ALARMS),
+            )
         });
-        rows.push(TepRow {
-            file: name.clone(),
-            model: "pca_t2_or_spe".into(),
-            flagged: share(&either),
-        });
-        rows.push(TepRow {
-            file: name.clone(),
-            model: "doppel_mae_tiny".into(),
-            flagged: share(&scores.flag),
-        });
-        log(&format!(
-            "{name}: T² {:.3}, T²|SPE {:.3}, model {:.3}",
-            share(&t2),
-            share(&either),
-            share(&scores.flag)
-        ));
+        let detectors: [(&str, Vec<bool>); 5] = [
+            ("pca_t2", test.iter().map(|r| pca.flags(r).0).collect()),
+            (
+                "pca_t2_or_spe",
+                test.iter()
+                    .map(|r| {
+                        let (a, b) = pca.flags(r);
+                        a || b
+                    })
+                    .collect(),
+            ),
+            ("doppel_mae_tiny", scores.flag.clone()),
+            ("pca_t2@far5", t2.iter().map(|&x| x > t2_far).collect()),
+            (
+                "doppel_mae_tiny@far5",
+                scores.score.iter().map(|&x| x > model_far).collect(),
+            ),
+        ];
+        let mut line = format!("{name}:");
+        for (model_name, flags) in detectors {
+            line += &format!(" {model_name} {:.3}", share(&flags));
+            rows.push(TepRow {
+                file: name.clone(),
+                model: model_name.into(),
+                flagged: share(&flags),
+            });
+        }
+        log(&line);
     }
     Ok(rows)
 }

@@ -251,16 +251,30 @@ pub fn score(
     device: &Device,
 ) -> Result<Scores> {
     let w = card.config.window();
-    let (p, n) = (card.config.patch_len, card.config.patches);
-    let (_, std_rec) = prepare(card, rec, w)?;
-    let c_count = std_rec.channels.len();
-    let len = std_rec.len();
+    let len = rec.len();
     if calibrate_rows < w || calibrate_rows > len {
         return Err(ModelError::Settings(format!(
             "--calibrate-rows must be between the window ({w}) and the file's {len} rows"
         )));
     }
-    // Squared reconstruction error of each value, each hidden once.
+    let errors = reconstruction_errors(model, card, rec, device)?;
+    let calibration = Calibration::fit(&errors, 0..calibrate_rows, 0.995);
+    Ok(calibration.apply(&errors))
+}
+
+/// The squared reconstruction error of every value (standardised units), each value hidden
+/// from the model once: `error[c][t]`, NaN where nothing was observed.
+pub fn reconstruction_errors(
+    model: &SensorModel,
+    card: &ModelCard,
+    rec: &Recording,
+    device: &Device,
+) -> Result<Vec<Vec<f32>>> {
+    let w = card.config.window();
+    let (p, n) = (card.config.patch_len, card.config.patches);
+    let (_, std_rec) = prepare(card, rec, w)?;
+    let c_count = std_rec.channels.len();
+    let len = std_rec.len();
     let mut error = vec![vec![f32::NAN; len]; c_count];
     let l = c_count * n;
     for start in window_starts(len, w) {
@@ -289,42 +303,73 @@ pub fn score(
             }
         }
     }
-    // Each sensor's typical error on the calibration rows.
-    let typical: Vec<f32> = error
-        .iter()
-        .map(|e| {
-            let seen: Vec<f32> = e[..calibrate_rows]
-                .iter()
-                .copied()
-                .filter(|x| x.is_finite())
-                .collect();
-            (seen.iter().sum::<f32>() / seen.len().max(1) as f32).max(1e-6)
-        })
-        .collect();
-    let mut contribution = vec![vec![0.0f32; len]; c_count];
-    let mut score = vec![0.0f32; len];
-    for t in 0..len {
-        let seen = (0..c_count)
-            .filter(|&c| error[c][t].is_finite())
-            .count()
-            .max(1) as f32;
-        for c in 0..c_count {
-            if error[c][t].is_finite() {
-                contribution[c][t] = error[c][t] / typical[c] / seen;
-                score[t] += contribution[c][t];
+    Ok(error)
+}
+
+/// What normal looks like: each sensor's typical error and the score above which a step
+/// is flagged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Calibration {
+    pub typical: Vec<f32>,
+    pub threshold: f32,
+}
+
+impl Calibration {
+    /// From the errors of `rows` taken as normal; the threshold is the `quantile` of their
+    /// scores.
+    pub fn fit(errors: &[Vec<f32>], rows: std::ops::Range<usize>, quantile: f64) -> Self {
+        let typical: Vec<f32> = errors
+            .iter()
+            .map(|e| {
+                let seen: Vec<f32> = e[rows.clone()]
+                    .iter()
+                    .copied()
+                    .filter(|x| x.is_finite())
+                    .collect();
+                (seen.iter().sum::<f32>() / seen.len().max(1) as f32).max(1e-6)
+            })
+            .collect();
+        let mut calibration = Calibration {
+            typical,
+            threshold: f32::INFINITY,
+        };
+        let mut normal = calibration.apply(errors).score[rows].to_vec();
+        calibration.threshold = quantile_of(&mut normal, quantile);
+        calibration
+    }
+
+    /// Scores, flags and per-sensor contributions of every step.
+    pub fn apply(&self, errors: &[Vec<f32>]) -> Scores {
+        let c_count = errors.len();
+        let len = errors.first().map_or(0, Vec::len);
+        let mut contribution = vec![vec![0.0f32; len]; c_count];
+        let mut score = vec![0.0f32; len];
+        for t in 0..len {
+            let seen = (0..c_count)
+                .filter(|&c| errors[c][t].is_finite())
+                .count()
+                .max(1) as f32;
+            for c in 0..c_count {
+                if errors[c][t].is_finite() {
+                    contribution[c][t] = errors[c][t] / self.typical[c] / seen;
+                    score[t] += contribution[c][t];
+                }
             }
         }
+        let flag = score.iter().map(|&s| s > self.threshold).collect();
+        Scores {
+            score,
+            flag,
+            contribution,
+            threshold: self.threshold,
+        }
     }
-    let mut calibration = score[..calibrate_rows].to_vec();
-    calibration.sort_by(f32::total_cmp);
-    let threshold = calibration[((calibration.len() - 1) as f32 * 0.995) as usize];
-    let flag = score.iter().map(|&s| s > threshold).collect();
-    Ok(Scores {
-        score,
-        flag,
-        contribution,
-        threshold,
-    })
+}
+
+/// The `q` quantile of `values` (sorted in place; the nearest rank below).
+pub fn quantile_of(values: &mut [f32], q: f64) -> f32 {
+    values.sort_by(f32::total_cmp);
+    values[((values.len() - 1) as f64 * q) as usize]
 }
 
 /// Window starts covering `len` steps: every `w`, plus one aligned to the end.

@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 use burn::prelude::*;
 use doppel_model::batch::{Mask, Window, make_batch};
 use doppel_model::data::{Normalizer, Recording};
+use doppel_model::finetune::{ForecastTuning, finetune_forecast};
 use doppel_model::model::{ModelConfig, SensorModel, masked_mse};
 use doppel_model::store::{self, DataRange, ModelCard};
 use doppel_model::tasks;
@@ -393,4 +394,78 @@ fn pca_t2_detects_tennessee_eastman_step_faults_with_few_false_alarms() {
     assert!(rate("d02_te.dat", 160) > 0.95);
     assert!(rate("d06_te.dat", 160) > 0.95);
     assert!(rate("d00_te.dat", 0) < 0.1);
+}
+
+#[test]
+fn a_finetuned_forecaster_keeps_its_best_weights_reloads_exactly_and_its_bands_cover() {
+    let _serial = serial();
+    let t = trained();
+    let dir = tempfile::tempdir().unwrap();
+    store::save(&dir.path().join("pre"), &t.model, &t.card).unwrap();
+    let device = Device::flex().autodiff();
+    let (model, mut card) = store::load(&dir.path().join("pre"), &device).unwrap();
+    let data = card.normalizer.apply(&sines(3000, 1));
+    let tuning = ForecastTuning {
+        horizon: 16,
+        channel_independent: true,
+        ridge: 1.0,
+        freeze_encoder: false,
+    };
+    let (forecaster, head) = finetune_forecast(
+        model,
+        &card.config,
+        &[data],
+        &tuning,
+        &train_config(100, 5),
+        &device,
+        |_| {},
+    )
+    .unwrap();
+    assert_eq!(head.curve.len(), 2);
+    let best_seen = head
+        .curve
+        .iter()
+        .map(|p| p.validation_loss)
+        .fold(head.linear_validation_mse, f64::min);
+    assert_eq!(head.validation_mse, best_seen, "the best weights are kept");
+    assert_eq!(head.bands.len(), 3);
+
+    card.forecast_head = Some(head);
+    store::save_forecaster(&dir.path().join("ft"), &forecaster.valid(), &card).unwrap();
+    let plain = Device::flex();
+    let (reloaded, card) = store::load_forecaster(&dir.path().join("ft"), &plain).unwrap();
+
+    // Fresh data from the same process: the 80 % band holds about 80 % of what follows.
+    let test = sines(3400, 9);
+    let (mut inside, mut total) = (0, 0);
+    for end in (3000..3380).step_by(13) {
+        let mut context = test.clone();
+        for c in 0..3 {
+            context.values[c].truncate(end);
+            context.observed[c].truncate(end);
+        }
+        let f = tasks::forecast_with_head(&reloaded, &card, &context, 16, &plain).unwrap();
+        if end == 3000 {
+            let again = tasks::forecast_with_head(&forecaster.valid(), &card, &context, 16, &plain)
+                .unwrap();
+            assert_eq!(f, again, "a reload forecasts identically");
+        }
+        let (low, high) = (&f.bands[0], &f.bands[2]);
+        assert_eq!((low.0, high.0), (0.1, 0.9));
+        for c in 0..3 {
+            for h in 0..16 {
+                let y = test.values[c][end + h];
+                inside += usize::from(low.1[c][h] <= y && y <= high.1[c][h]);
+                total += 1;
+            }
+        }
+    }
+    let coverage = inside as f64 / total as f64;
+    eprintln!("80 % band coverage on fresh data: {coverage:.3}");
+    assert!(
+        (0.6..=0.95).contains(&coverage),
+        "80 % band covered {coverage:.2}"
+    );
+    let e = tasks::forecast_with_head(&reloaded, &card, &test, 17, &plain).unwrap_err();
+    assert!(e.to_string().contains("fine-tuned for 16"), "{e}");
 }
