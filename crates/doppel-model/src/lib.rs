@@ -10,6 +10,7 @@ pub mod device;
 pub mod error;
 pub mod finetune;
 pub mod model;
+pub mod registry;
 pub mod store;
 pub mod tasks;
 pub mod train;

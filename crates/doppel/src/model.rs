@@ -14,8 +14,11 @@ use doppel_model::data::{Normalizer, ReadOptions, Recording, read_recording};
 use doppel_model::device::Accelerator;
 use doppel_model::finetune::{ForecastTuning, finetune_forecast};
 use doppel_model::model::ModelConfig;
+use doppel_model::registry::Registry;
 use doppel_model::store::{self, DataRange, ModelCard};
 use doppel_model::tasks;
+
+use crate::DataDirArg;
 use doppel_model::train::{TrainConfig, pretrain};
 
 #[derive(Subcommand)]
@@ -40,9 +43,16 @@ pub enum ModelCommand {
     },
     /// Show a model's card: size, channels, data, training curve.
     Info {
-        /// The model directory.
+        /// The model: a model folder, or a registered name (`pumps`, `pumps@2`).
         #[arg(long)]
-        model: PathBuf,
+        model: String,
+        #[command(flatten)]
+        data: DataDirArg,
+    },
+    /// List the models registered in the data directory (`--name` on pretrain/finetune).
+    List {
+        #[command(flatten)]
+        data: DataDirArg,
     },
 }
 
@@ -79,9 +89,10 @@ pub struct PretrainArgs {
     /// The seed: the same seed and data give the same weights.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// The model directory to write (model.safetensors + model.json).
-    #[arg(long)]
-    out: PathBuf,
+    #[command(flatten)]
+    dest: Destination,
+    #[command(flatten)]
+    data: DataDirArg,
     /// Train on the GPU (needs a doppel built with `--features gpu`).
     #[arg(long)]
     gpu: bool,
@@ -98,9 +109,11 @@ pub struct FinetuneArgs {
     /// What the head learns.
     #[arg(long, value_enum)]
     task: FinetuneTask,
-    /// The pretrained model directory (from `doppel model pretrain`).
+    /// The pretrained model: a model folder, or a registered name (`pumps`, `pumps@2`).
     #[arg(long)]
-    model: PathBuf,
+    model: String,
+    #[command(flatten)]
+    data: DataDirArg,
     /// Training files, on the model's grid and with its channels; the last 20 % of each is
     /// kept to choose the weights and to measure the error bands.
     #[arg(long, num_args = 1.., required = true)]
@@ -129,16 +142,30 @@ pub struct FinetuneArgs {
     freeze_encoder: bool,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// The model directory to write (the model, its head and the card).
+    #[command(flatten)]
+    dest: Destination,
+}
+
+/// Where a trained model goes: a folder, or the registry in the data directory.
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+pub struct Destination {
+    /// The model folder to write (model.safetensors + model.json).
     #[arg(long)]
-    out: PathBuf,
+    out: Option<PathBuf>,
+    /// Register the model under this name in the data directory, as its next version
+    /// (see `doppel model list`).
+    #[arg(long)]
+    name: Option<String>,
 }
 
 #[derive(Args)]
 pub struct TaskArgs {
-    /// The model directory.
+    /// The model: a model folder, or a registered name (`pumps`, `pumps@2`).
     #[arg(long)]
-    model: PathBuf,
+    model: String,
+    #[command(flatten)]
+    data: DataDirArg,
     /// The input file.
     #[arg(long)]
     input: PathBuf,
@@ -267,7 +294,8 @@ pub fn run(command: ModelCommand) -> anyhow::Result<ExitCode> {
             eprintln!("wrote {}", out.display());
             Ok(ExitCode::SUCCESS)
         }
-        ModelCommand::Info { model } => info(&model),
+        ModelCommand::Info { model, data } => info(&model_dir(&model, &data.data)?),
+        ModelCommand::List { data } => list(&data.data),
     }
 }
 
@@ -351,21 +379,23 @@ fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
         .collect();
     let card = ModelCard::new(config, normalizer, step_ns, parameters, data, train, curve);
     let model = model.valid();
-    store::save(&args.out, &model, &card)?;
+    let written = args
+        .dest
+        .write(&args.data.data, |dir| store::save(dir, &model, &card))?;
     if let Some(last) = card.curve.last() {
         eprintln!(
             "validation loss {:.4} (standardised MSE on hidden patches) after {} steps",
             last.validation_loss, last.step
         );
     }
-    eprintln!("wrote {}", args.out.display());
+    eprintln!("{written}");
     Ok(ExitCode::SUCCESS)
 }
 
 fn finetune_command(args: FinetuneArgs) -> anyhow::Result<ExitCode> {
     let FinetuneTask::Forecast = args.task;
     let device = Device::flex().autodiff();
-    let (model, mut card) = store::load(&args.model, &device)?;
+    let (model, mut card) = store::load(&model_dir(&args.model, &args.data.data)?, &device)?;
     let options = ReadOptions {
         time_column: args.time_column.clone(),
         channels: Some(card.channels.clone()),
@@ -426,15 +456,15 @@ fn finetune_command(args: FinetuneArgs) -> anyhow::Result<ExitCode> {
         head.validation_mse, head.linear_validation_mse, head.best_step
     );
     card.forecast_head = Some(head);
-    store::save_forecaster(&args.out, &forecaster, &card)?;
-    eprintln!("wrote {}", args.out.display());
+    let written = args.dest.write(&args.data.data, |dir| {
+        store::save_forecaster(dir, &forecaster, &card)
+    })?;
+    eprintln!("{written}");
     Ok(ExitCode::SUCCESS)
 }
 
 fn load(
-    model: &Path,
-    input: &Path,
-    time_column: &Option<String>,
+    args: &TaskArgs,
 ) -> anyhow::Result<(
     doppel_model::model::SensorModel,
     ModelCard,
@@ -442,19 +472,90 @@ fn load(
     Device,
 )> {
     let device = Device::flex();
-    let (net, card) = store::load(model, &device)?;
+    let (net, card) = store::load(&model_dir(&args.model, &args.data.data)?, &device)?;
     let rec = read_recording(
-        input,
+        &args.input,
         &ReadOptions {
-            time_column: time_column.clone(),
+            time_column: args.time_column.clone(),
             channels: Some(card.channels.clone()),
         },
     )?;
     Ok((net, card, rec, device))
 }
 
+/// A model folder from `--model`: a path when one exists there, else a registered name.
+fn model_dir(spec: &str, data: &Path) -> anyhow::Result<PathBuf> {
+    let path = Path::new(spec);
+    if path.exists() || spec.contains(['/', '\\']) {
+        return Ok(path.to_owned());
+    }
+    Ok(Registry::in_data_dir(data).resolve(spec)?)
+}
+
+impl Destination {
+    /// Writes the model with `save` into the folder or the registry; says where it went.
+    fn write(
+        &self,
+        data: &Path,
+        save: impl FnOnce(&Path) -> doppel_model::Result<()>,
+    ) -> anyhow::Result<String> {
+        match (&self.out, &self.name) {
+            (Some(out), _) => {
+                save(out)?;
+                Ok(format!("wrote {}", out.display()))
+            }
+            (None, Some(name)) => {
+                let (version, dir) = Registry::in_data_dir(data).register(name, save)?;
+                Ok(format!(
+                    "registered {name} v{version} ({}); use it with --model {name}",
+                    dir.display()
+                ))
+            }
+            (None, None) => bail!("give --out DIR or --name NAME"),
+        }
+    }
+}
+
+fn list(data: &Path) -> anyhow::Result<ExitCode> {
+    let entries = Registry::in_data_dir(data).list()?;
+    if entries.is_empty() {
+        eprintln!(
+            "no models registered in {} (train one with `doppel model pretrain ... --name NAME`)",
+            data.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<20} {:>4} {:>10} {:>8} {:>7} {:>9} {:>8}  created",
+        "name", "ver", "params", "channels", "window", "val loss", "forecast"
+    );
+    for e in entries {
+        let created = e
+            .created
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or_else(|| "?".into(), |d| format_rfc3339(d.as_nanos() as i64));
+        println!(
+            "{:<20} {:>4} {:>10} {:>8} {:>7} {:>9} {:>8}  {created}",
+            e.name,
+            format!("v{}", e.version),
+            e.card.parameters,
+            e.card.channels.len(),
+            e.card.config.window(),
+            e.card
+                .curve
+                .last()
+                .map_or_else(|| "-".into(), |p| format!("{:.4}", p.validation_loss)),
+            e.card
+                .forecast_head
+                .as_ref()
+                .map_or_else(|| "-".into(), |h| format!("{} steps", h.horizon)),
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn impute_command(args: TaskArgs) -> anyhow::Result<ExitCode> {
-    let (net, card, rec, device) = load(&args.model, &args.input, &args.time_column)?;
+    let (net, card, rec, device) = load(&args)?;
     let (filled, was_missing) = tasks::impute(&net, &card, &rec, &device)?;
     let count: usize = was_missing
         .iter()
@@ -477,7 +578,8 @@ fn impute_command(args: TaskArgs) -> anyhow::Result<ExitCode> {
 fn forecast_command(args: ForecastArgs) -> anyhow::Result<ExitCode> {
     let t = &args.task;
     let device = Device::flex();
-    let card = store::load_card(&t.model)?;
+    let dir = model_dir(&t.model, &t.data.data)?;
+    let card = store::load_card(&dir)?;
     let rec = read_recording(
         &t.input,
         &ReadOptions {
@@ -488,10 +590,10 @@ fn forecast_command(args: ForecastArgs) -> anyhow::Result<ExitCode> {
     // A fine-tuned head when the model has one; the masked reconstruction of the tail
     // otherwise (no error bands then).
     let forecast = if card.forecast_head.is_some() {
-        let (forecaster, card) = store::load_forecaster(&t.model, &device)?;
+        let (forecaster, card) = store::load_forecaster(&dir, &device)?;
         tasks::forecast_with_head(&forecaster, &card, &rec, args.horizon, &device)?
     } else {
-        let (net, card) = store::load(&t.model, &device)?;
+        let (net, card) = store::load(&dir, &device)?;
         tasks::Forecast {
             values: tasks::forecast(&net, &card, &rec, args.horizon, &device)?,
             bands: Vec::new(),
@@ -529,7 +631,7 @@ fn forecast_command(args: ForecastArgs) -> anyhow::Result<ExitCode> {
 
 fn score_command(args: ScoreArgs) -> anyhow::Result<ExitCode> {
     let t = &args.task;
-    let (net, card, rec, device) = load(&t.model, &t.input, &t.time_column)?;
+    let (net, card, rec, device) = load(t)?;
     let s = tasks::score(&net, &card, &rec, args.calibrate_rows, &device)?;
     let mut header = vec!["score".to_owned(), "flag".to_owned()];
     header.extend(card.channels.iter().cloned());
@@ -551,7 +653,7 @@ fn score_command(args: ScoreArgs) -> anyhow::Result<ExitCode> {
 
 fn embed_command(args: EmbedArgs) -> anyhow::Result<ExitCode> {
     let t = &args.task;
-    let (net, card, rec, device) = load(&t.model, &t.input, &t.time_column)?;
+    let (net, card, rec, device) = load(t)?;
     if let Some(w) = args.window
         && w != card.config.window()
     {

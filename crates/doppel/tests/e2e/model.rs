@@ -392,6 +392,78 @@ fn finetune_a_forecasting_head_then_forecast_with_error_bands() {
         &p("x.csv"),
     ]);
     assert!(!ok && err.contains("fine-tuned for 12"), "{err}");
+
+    // The registry: named versions in the data directory, used by name.
+    let data = p("data");
+    for expected in ["registered pumps v1", "registered pumps v2"] {
+        let (ok, err) = run(&[
+            "model",
+            "finetune",
+            "--task",
+            "forecast",
+            "--model",
+            &p("m"),
+            "--input",
+            &p("train.csv"),
+            "--horizon",
+            "12",
+            "--steps",
+            "10",
+            "--batch",
+            "8",
+            "--name",
+            "pumps",
+            "--data",
+            &data,
+        ]);
+        assert!(ok && err.contains(expected), "{err}");
+    }
+    let out = doppel()
+        .args(["model", "list", "--data", &data])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{listing}");
+    assert_eq!(
+        listing.lines().filter(|l| l.starts_with("pumps ")).count(),
+        2,
+        "{listing}"
+    );
+    assert!(listing.contains("12 steps"), "{listing}");
+    for model in ["pumps", "pumps@1", "pumps@v2"] {
+        let (ok, err) = run(&[
+            "model",
+            "forecast",
+            "--model",
+            model,
+            "--data",
+            &data,
+            "--input",
+            &p("head.csv"),
+            "--horizon",
+            "3",
+            "--out",
+            &p("named.csv"),
+        ]);
+        assert!(ok && err.contains("with error bands"), "{model}: {err}");
+    }
+    let (ok, err) = run(&[
+        "model",
+        "forecast",
+        "--model",
+        "pumps@7",
+        "--data",
+        &data,
+        "--input",
+        &p("head.csv"),
+        "--horizon",
+        "3",
+        "--out",
+        &p("x.csv"),
+    ]);
+    assert!(!ok && err.contains("has no version 7"), "{err}");
+    let (ok, err) = run(&["model", "info", "--model", "valves", "--data", &data]);
+    assert!(!ok && err.contains("no model named `valves`"), "{err}");
     let (ok, err) = run(&[
         "model",
         "finetune",
