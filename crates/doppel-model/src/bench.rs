@@ -542,7 +542,7 @@ pub fn tep(
     let calibration = tasks::Calibration::fit(&normal_errors, 0..rec.len(), 0.99);
     let mut rows = Vec::new();
     // Thresholds at which each statistic flags 5 % of d00_te (set when f = 0).
-    let mut matched: Option<(f64, f32)> = None;
+    let mut matched: Option<(f64, f64, f32)> = None;
     for f in 0..=21 {
         let name = format!("d{f:02}_te");
         let test = read_tep(&dir.join(format!("{name}.dat")), false)?;
@@ -552,6 +552,14 @@ pub fn tep(
             flags[from..].iter().filter(|&&x| x).count() as f64 / (flags.len() - from) as f64
         };
         let t2: Vec<f64> = test.iter().map(|r| pca.statistics(r).0).collect();
+        // T² and SPE in one index: each over its own limit, the larger of the two.
+        let combined: Vec<f64> = test
+            .iter()
+            .map(|r| {
+                let (t2, spe) = pca.statistics(r);
+                (t2 / pca.t2_threshold).max(spe / pca.spe_threshold)
+            })
+            .collect();
         let errors = tasks::reconstruction_errors(
             &model,
             &card,
@@ -559,16 +567,20 @@ pub fn tep(
             &Device::flex(),
         )?;
         let scores = calibration.apply(&errors);
-        let (t2_far, model_far) = *matched.get_or_insert_with(|| {
-            let mut t = t2.clone();
-            t.sort_by(f64::total_cmp);
+        let (t2_far, combined_far, model_far) = *matched.get_or_insert_with(|| {
+            let at = |v: &[f64]| {
+                let mut v = v.to_vec();
+                v.sort_by(f64::total_cmp);
+                v[((v.len() - 1) as f64 * (1.0 - MATCHED_FALSE_ALARMS)) as usize]
+            };
             let mut m = scores.score.clone();
             (
-                t[((t.len() - 1) as f64 * (1.0 - MATCHED_FALSE_ALARMS)) as usize],
+                at(&t2),
+                at(&combined),
                 tasks::quantile_of(&mut m, 1.0 - MATCHED_FALSE_ALARMS),
             )
         });
-        let detectors: [(&str, Vec<bool>); 5] = [
+        let detectors: [(&str, Vec<bool>); 6] = [
             ("pca_t2", test.iter().map(|r| pca.flags(r).0).collect()),
             (
                 "pca_t2_or_spe",
@@ -581,6 +593,10 @@ pub fn tep(
             ),
             ("doppel_mae_tiny", scores.flag.clone()),
             ("pca_t2@far5", t2.iter().map(|&x| x > t2_far).collect()),
+            (
+                "pca_t2_spe@far5",
+                combined.iter().map(|&x| x > combined_far).collect(),
+            ),
             (
                 "doppel_mae_tiny@far5",
                 scores.score.iter().map(|&x| x > model_far).collect(),

@@ -11,6 +11,7 @@ pub mod error;
 pub mod finetune;
 pub mod model;
 pub mod registry;
+pub mod scaling;
 pub mod store;
 pub mod tasks;
 pub mod train;

@@ -5,6 +5,7 @@ mod bench;
 mod client;
 mod import;
 mod model;
+mod plot;
 mod progress;
 mod query;
 mod serve;

@@ -480,3 +480,83 @@ fn finetune_a_forecasting_head_then_forecast_with_error_bands() {
     ]);
     assert!(!ok && err.contains("does not fit"), "{err}");
 }
+
+#[test]
+fn a_scaling_study_writes_its_runs_its_fit_and_a_chart() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    write_sines(&dir.path().join("train.csv"), 1500, false);
+    let out = doppel()
+        .args([
+            "model",
+            "scaling",
+            "--input",
+            &p("train.csv"),
+            "--sizes",
+            "tiny",
+            "--fractions",
+            "0.25,0.5,1",
+            "--steps",
+            "60",
+            "--batch",
+            "8",
+            "--patch",
+            "8",
+            "--patches",
+            "6",
+            "--out",
+            &p("study"),
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("fit: L ="), "{stdout}");
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(dir.path().join("study/scaling.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    assert_eq!(lines.len(), 4, "three runs and the fit");
+    // Less data, fewer steps: compute grows with the data share.
+    let compute: Vec<f64> = lines[..3]
+        .iter()
+        .map(|r| r["compute"].as_f64().unwrap())
+        .collect();
+    assert!(
+        compute[0] < compute[1] && compute[1] < compute[2],
+        "{compute:?}"
+    );
+    assert_eq!(lines[3]["fit"], "L = a*C^b + c");
+    let png = std::fs::read(dir.path().join("study/scaling.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    assert_eq!(
+        u32::from_be_bytes(png[16..20].try_into().unwrap()),
+        900,
+        "width"
+    );
+
+    let out = doppel()
+        .args([
+            "model",
+            "scaling",
+            "--input",
+            &p("train.csv"),
+            "--sizes",
+            "huge",
+            "--out",
+            &p("x"),
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("unknown size `huge`"),
+        "{err}"
+    );
+}

@@ -19,6 +19,8 @@ use doppel_model::store::{self, DataRange, ModelCard};
 use doppel_model::tasks;
 
 use crate::DataDirArg;
+
+mod bench;
 use doppel_model::train::{TrainConfig, pretrain};
 
 #[derive(Subcommand)]
@@ -36,6 +38,9 @@ pub enum ModelCommand {
     Score(ScoreArgs),
     /// One vector per window, for linear probes and similarity search.
     Embed(EmbedArgs),
+    /// Train several sizes on several amounts of data; fit loss against compute (table,
+    /// JSON lines and a PNG chart).
+    Scaling(bench::ScalingArgs),
     /// Benchmarks on public data (see docs/BENCHMARKS.md).
     Bench {
         #[command(subcommand)]
@@ -271,7 +276,7 @@ pub fn run(command: ModelCommand) -> anyhow::Result<ExitCode> {
         ModelCommand::Embed(args) => embed_command(args),
         ModelCommand::Bench {
             command: BenchCommand::Ett(args),
-        } => bench_ett(args),
+        } => bench::bench_ett(args),
         ModelCommand::Bench {
             command:
                 BenchCommand::Tep {
@@ -294,6 +299,7 @@ pub fn run(command: ModelCommand) -> anyhow::Result<ExitCode> {
             eprintln!("wrote {}", out.display());
             Ok(ExitCode::SUCCESS)
         }
+        ModelCommand::Scaling(args) => bench::scaling(args),
         ModelCommand::Info { model, data } => info(&model_dir(&model, &data.data)?),
         ModelCommand::List { data } => list(&data.data),
     }
@@ -688,60 +694,6 @@ fn embed_command(args: EmbedArgs) -> anyhow::Result<ExitCode> {
         "{} window(s) of {dims} dimensions; wrote {}",
         vectors.len(),
         t.out.display()
-    );
-    Ok(ExitCode::SUCCESS)
-}
-
-fn bench_ett(args: EttArgs) -> anyhow::Result<ExitCode> {
-    let options = doppel_model::bench::EttOptions {
-        datasets: args.datasets,
-        horizons: args.horizons,
-        mask_ratios: if args.skip_impute {
-            Vec::new()
-        } else {
-            args.mask_ratios
-        },
-        pretrain_steps: args.pretrain_steps,
-        finetune_steps: args.finetune_steps,
-        finetune_learning_rate: args.finetune_lr,
-        forecast_pretrain_steps: args.forecast_pretrain_steps,
-        seed: args.seed,
-        ..Default::default()
-    };
-    let started = std::time::Instant::now();
-    let rows = doppel_model::bench::ett(&args.data_dir, &options, |m| eprintln!("{m}"))?;
-    let mut out = std::io::BufWriter::new(
-        std::fs::File::create(&args.out)
-            .with_context(|| format!("cannot write {}", args.out.display()))?,
-    );
-    for row in &rows {
-        writeln!(out, "{}", serde_json::to_string(row)?)?;
-    }
-    out.flush()?;
-    println!(
-        "{:<7} {:<9} {:>6} {:<20} {:>7} {:>7}",
-        "data", "task", "h/mask", "model", "MSE", "MAE"
-    );
-    for r in &rows {
-        let setting = r.horizon.map_or_else(
-            || format!("{}", r.mask_ratio.unwrap_or(0.0)),
-            |h| h.to_string(),
-        );
-        println!(
-            "{:<7} {:<9} {:>6} {:<20} {:>7.3} {:>7.3}",
-            r.dataset, r.task, setting, r.model, r.mse, r.mae
-        );
-    }
-    println!("\npublished (same protocol):");
-    for (data, task, model, mse, mae) in doppel_model::bench::PUBLISHED {
-        if options.datasets.iter().any(|d| d == data) {
-            println!("{data:<7} {task:<26} {model:<13} {mse:>7.3} {mae:>7.3}");
-        }
-    }
-    eprintln!(
-        "{:.0} s; wrote {}",
-        started.elapsed().as_secs_f64(),
-        args.out.display()
     );
     Ok(ExitCode::SUCCESS)
 }

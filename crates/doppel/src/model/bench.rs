@@ -1,0 +1,187 @@
+//! `doppel model bench ...` and `doppel model scaling`: the benchmarks on public data and
+//! the scaling study, printed as tables and written as JSON lines (and a PNG chart).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use burn::prelude::Device;
+use clap::Args;
+use doppel_model::data::{Normalizer, ReadOptions, read_recording};
+use doppel_model::scaling::{ScalingOptions, fit_power_law, study};
+
+use super::EttArgs;
+
+pub(super) fn bench_ett(args: EttArgs) -> anyhow::Result<ExitCode> {
+    let options = doppel_model::bench::EttOptions {
+        datasets: args.datasets,
+        horizons: args.horizons,
+        mask_ratios: if args.skip_impute {
+            Vec::new()
+        } else {
+            args.mask_ratios
+        },
+        pretrain_steps: args.pretrain_steps,
+        finetune_steps: args.finetune_steps,
+        finetune_learning_rate: args.finetune_lr,
+        forecast_pretrain_steps: args.forecast_pretrain_steps,
+        seed: args.seed,
+        ..Default::default()
+    };
+    let started = std::time::Instant::now();
+    let rows = doppel_model::bench::ett(&args.data_dir, &options, |m| eprintln!("{m}"))?;
+    let mut out = std::io::BufWriter::new(
+        std::fs::File::create(&args.out)
+            .with_context(|| format!("cannot write {}", args.out.display()))?,
+    );
+    for row in &rows {
+        writeln!(out, "{}", serde_json::to_string(row)?)?;
+    }
+    out.flush()?;
+    println!(
+        "{:<7} {:<9} {:>6} {:<20} {:>7} {:>7}",
+        "data", "task", "h/mask", "model", "MSE", "MAE"
+    );
+    for r in &rows {
+        let setting = r.horizon.map_or_else(
+            || format!("{}", r.mask_ratio.unwrap_or(0.0)),
+            |h| h.to_string(),
+        );
+        println!(
+            "{:<7} {:<9} {:>6} {:<20} {:>7.3} {:>7.3}",
+            r.dataset, r.task, setting, r.model, r.mse, r.mae
+        );
+    }
+    println!("\npublished (same protocol):");
+    for (data, task, model, mse, mae) in doppel_model::bench::PUBLISHED {
+        if options.datasets.iter().any(|d| d == data) {
+            println!("{data:<7} {task:<26} {model:<13} {mse:>7.3} {mae:>7.3}");
+        }
+    }
+    eprintln!(
+        "{:.0} s; wrote {}",
+        started.elapsed().as_secs_f64(),
+        args.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes rows as JSON lines.
+fn write_jsonl<T: serde::Serialize>(path: &PathBuf, rows: &[T]) -> anyhow::Result<()> {
+    let mut out = std::io::BufWriter::new(
+        std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?,
+    );
+    for row in rows {
+        writeln!(out, "{}", serde_json::to_string(row)?)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct ScalingArgs {
+    /// Input files (as for `doppel model pretrain`); the last 20 % of each validates every run.
+    #[arg(long, num_args = 1.., required = true)]
+    input: Vec<PathBuf>,
+    /// The time column (default: as `doppel import` finds it).
+    #[arg(long)]
+    time_column: Option<String>,
+    /// Model sizes to train.
+    #[arg(long, value_delimiter = ',', default_value = "tiny,small")]
+    sizes: Vec<String>,
+    /// Shares of the training data to train on.
+    #[arg(long, value_delimiter = ',', default_value = "0.25,0.5,1")]
+    fractions: Vec<f64>,
+    /// Training steps with all the data (a run on a share f takes f of them).
+    #[arg(long, default_value_t = 400)]
+    steps: usize,
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    #[arg(long, default_value_t = 8)]
+    patch: usize,
+    #[arg(long, default_value_t = 12)]
+    patches: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Folder for scaling.jsonl (one run a line, then the fit) and scaling.png.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub(super) fn scaling(args: ScalingArgs) -> anyhow::Result<ExitCode> {
+    let mut options = ReadOptions {
+        time_column: args.time_column.clone(),
+        channels: None,
+    };
+    let mut recordings = Vec::new();
+    for path in &args.input {
+        let rec = read_recording(path, &options)?;
+        options.channels.get_or_insert_with(|| rec.channels.clone());
+        recordings.push(rec);
+    }
+    let settings = ScalingOptions {
+        sizes: args.sizes,
+        fractions: args.fractions,
+        steps: args.steps,
+        batch_size: args.batch,
+        patch_len: args.patch,
+        patches: args.patches,
+        validation_fraction: 0.2,
+        seed: args.seed,
+    };
+    let normalizer = Normalizer::fit(&recordings, 1.0 - settings.validation_fraction);
+    let standardised: Vec<_> = recordings.iter().map(|r| normalizer.apply(r)).collect();
+    let started = std::time::Instant::now();
+    let runs = study(&standardised, &settings, &Device::flex().autodiff(), |m| {
+        eprintln!("{m}")
+    })?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    let points: Vec<(f64, f64)> = runs
+        .iter()
+        .map(|r| (r.compute, r.validation_loss))
+        .collect();
+    let fit = fit_power_law(&points);
+    let mut lines: Vec<serde_json::Value> = runs
+        .iter()
+        .map(|r| serde_json::to_value(r).expect("a run serialises"))
+        .collect();
+    if let Some(fit) = &fit {
+        lines.push(serde_json::json!({ "fit": "L = a*C^b + c", "a": fit.a, "b": fit.b, "c": fit.c, "rmse": fit.rmse }));
+    }
+    write_jsonl(&args.out.join("scaling.jsonl"), &lines)?;
+    println!(
+        "{:<6} {:>10} {:>6} {:>8} {:>6} {:>10} {:>9} {:>6}",
+        "size", "params", "data", "rows", "steps", "FLOPs", "val loss", "s"
+    );
+    for r in &runs {
+        println!(
+            "{:<6} {:>10} {:>5.0}% {:>8} {:>6} {:>10.2e} {:>9.4} {:>6.0}",
+            r.size,
+            r.parameters,
+            r.data_fraction * 100.0,
+            r.training_rows,
+            r.steps,
+            r.compute,
+            r.validation_loss,
+            r.seconds
+        );
+    }
+    match &fit {
+        Some(f) => println!(
+            "fit: L = {:.3} * C^{:.4} + {:.4} (rmse {:.4})",
+            f.a, f.b, f.c, f.rmse
+        ),
+        None => println!("fit: needs at least 3 runs with distinct compute"),
+    }
+    let png = args.out.join("scaling.png");
+    crate::plot::scaling_chart(&png, &runs, fit.as_ref())?;
+    eprintln!(
+        "{:.0} s; wrote {} and {}",
+        started.elapsed().as_secs_f64(),
+        args.out.join("scaling.jsonl").display(),
+        png.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,104 @@
+//! Charts written as PNG files (plotters). Text is drawn with the DejaVu Sans font shipped
+//! in `assets/`, so charts look the same on any machine and no system font library is
+//! needed. Presentation only: never computes a number that is reported anywhere else.
+
+use std::path::Path;
+
+use anyhow::{Context, anyhow};
+use doppel_model::scaling::{PowerLaw, ScalingRun};
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+
+static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+
+fn register_font() -> anyhow::Result<()> {
+    static REGISTERED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let ok = *REGISTERED.get_or_init(|| {
+        plotters::style::register_font("sans-serif", FontStyle::Normal, FONT).is_ok()
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(anyhow!("the shipped font could not be read"))
+    }
+}
+
+/// Validation loss against training compute, one colour per model size, with the fitted
+/// power law.
+pub fn scaling_chart(
+    path: &Path,
+    runs: &[ScalingRun],
+    fit: Option<&PowerLaw>,
+) -> anyhow::Result<()> {
+    register_font()?;
+    let draw = || -> Result<(), Box<dyn std::error::Error>> {
+        let (cmin, cmax) = runs.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), r| {
+            (lo.min(r.compute), hi.max(r.compute))
+        });
+        let (lmin, lmax) = runs
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), r| {
+                (lo.min(r.validation_loss), hi.max(r.validation_loss))
+            });
+        let pad = ((lmax - lmin) * 0.15).max(0.01);
+        let root = BitMapBackend::new(path, (900, 600)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                "doppel sensor model: validation loss against training compute",
+                ("sans-serif", 22),
+            )
+            .margin(20)
+            .x_label_area_size(50)
+            .y_label_area_size(70)
+            .build_cartesian_2d(
+                (cmin / 1.5..cmax * 1.5).log_scale(),
+                (lmin - pad)..(lmax + pad),
+            )?;
+        chart
+            .configure_mesh()
+            .x_desc("training compute, FLOPs (6 x parameters x tokens)")
+            .y_desc("validation loss (masked MSE)")
+            .x_label_formatter(&|x| format!("{x:.0e}"))
+            .label_style(("sans-serif", 14))
+            .draw()?;
+        if let Some(f) = fit {
+            let curve: Vec<(f64, f64)> = (0..=100)
+                .map(|i| {
+                    let c = (cmin / 1.5) * ((cmax * 2.25 / cmin).powf(i as f64 / 100.0));
+                    (c, f.at(c))
+                })
+                .filter(|&(_, l)| l <= lmax + pad)
+                .collect();
+            chart
+                .draw_series(LineSeries::new(curve, BLACK.stroke_width(2)))?
+                .label(format!("L = {:.3e} C^{:.3} + {:.3}", f.a, f.b, f.c))
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
+        }
+        let mut sizes: Vec<&str> = runs.iter().map(|r| r.size.as_str()).collect();
+        sizes.dedup();
+        for (i, size) in sizes.iter().enumerate() {
+            let color = Palette99::pick(i).to_rgba();
+            let points: Vec<(f64, f64)> = runs
+                .iter()
+                .filter(|r| r.size == *size)
+                .map(|r| (r.compute, r.validation_loss))
+                .collect();
+            chart
+                .draw_series(points.iter().map(|&p| Circle::new(p, 6, color.filled())))?
+                .label(*size)
+                .legend(move |(x, y)| Circle::new((x + 10, y), 6, color.filled()));
+        }
+        chart
+            .configure_series_labels()
+            .label_font(("sans-serif", 14))
+            .background_style(WHITE.mix(0.9))
+            .border_style(BLACK)
+            .draw()?;
+        root.present()?;
+        Ok(())
+    };
+    draw()
+        .map_err(|e| anyhow!("{e}"))
+        .with_context(|| format!("cannot draw {}", path.display()))
+}
