@@ -88,7 +88,7 @@ impl LinearForecaster {
 
 /// Solves A·X = B for a symmetric positive-definite `n × n` A (overwritten by its Cholesky
 /// factor) and `n × m` B.
-fn solve_spd(a: &mut [f64], n: usize, b: &[f64], m: usize) -> Vec<f64> {
+pub(crate) fn solve_spd(a: &mut [f64], n: usize, b: &[f64], m: usize) -> Vec<f64> {
     for j in 0..n {
         let mut d = a[j * n + j];
         for k in 0..j {

@@ -10,6 +10,7 @@ pub mod device;
 pub mod error;
 pub mod finetune;
 pub mod model;
+pub mod probe;
 pub mod registry;
 pub mod scaling;
 pub mod store;

@@ -13,12 +13,15 @@ use crate::data::Normalizer;
 use crate::error::{ModelError, Result};
 use crate::finetune::{ForecastHead, ForecastHeadCard, Forecaster};
 use crate::model::{ModelConfig, SensorModel};
+use crate::probe::{Probe, ProbeCard};
 use crate::train::{CurvePoint, TrainConfig};
 
 pub const WEIGHTS: &str = "model.safetensors";
 pub const CARD: &str = "model.json";
 /// The fine-tuned forecasting head, when there is one.
 pub const FORECAST_HEAD: &str = "forecast_head.safetensors";
+/// The linear probe, when there is one.
+pub const PROBE: &str = "probe.safetensors";
 const FORMAT: &str = "doppel-sensor-model/1";
 
 /// What data a model was trained on.
@@ -47,6 +50,9 @@ pub struct ModelCard {
     /// Set once `doppel model finetune --task forecast` has trained a head.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forecast_head: Option<ForecastHeadCard>,
+    /// Set once `doppel model finetune --task classify|regress` has fitted a probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<ProbeCard>,
 }
 
 impl ModelCard {
@@ -71,6 +77,7 @@ impl ModelCard {
             curve,
             code_version: concat!("doppel ", env!("CARGO_PKG_VERSION")).into(),
             forecast_head: None,
+            probe: None,
         }
     }
 }
@@ -100,6 +107,37 @@ pub fn save_forecaster(dir: &Path, forecaster: &Forecaster, card: &ModelCard) ->
     }
     save(dir, &forecaster.model, card)?;
     write_weights(dir, FORECAST_HEAD, &forecaster.head)
+}
+
+/// Writes a model with a linear probe: the model as [`save`] does, plus the probe.
+pub fn save_probe(dir: &Path, model: &SensorModel, probe: &Probe, card: &ModelCard) -> Result<()> {
+    if card.probe.is_none() {
+        return Err(store_error(dir, "the card does not describe a probe"));
+    }
+    save(dir, model, card)?;
+    write_weights(dir, PROBE, probe)
+}
+
+/// Reads a model directory with a linear probe.
+pub fn load_probe(dir: &Path, device: &Device) -> Result<(SensorModel, Probe, ModelCard)> {
+    let (model, card) = load(dir, device)?;
+    let Some(probe_card) = &card.probe else {
+        return Err(store_error(
+            dir,
+            "this model has no probe: run `doppel model finetune --task classify` or `regress`",
+        ));
+    };
+    let mut probe = Probe::empty(
+        crate::tasks::embedding_width(&card.config),
+        probe_card.classes.len().max(1),
+        device,
+    );
+    let mut store =
+        SafetensorsStore::from_file(dir.join(PROBE)).with_from_adapter(PyTorchToBurnAdapter);
+    probe
+        .load_from(&mut store)
+        .map_err(|e| store_error(dir, format!("cannot read {PROBE}: {e}")))?;
+    Ok((model, probe, card))
 }
 
 fn write_weights(dir: &Path, file: &str, module: &impl Module) -> Result<()> {

@@ -381,7 +381,13 @@ fn window_starts(len: usize, w: usize) -> Vec<usize> {
     starts
 }
 
-/// One embedding per window: the mean of the encoder's outputs over the visible tokens.
+/// How many values [`embed`] gives per window.
+pub fn embedding_width(config: &crate::model::ModelConfig) -> usize {
+    2 * config.d_model
+}
+
+/// One embedding per window: the mean and the standard deviation of the encoder's outputs
+/// over the window's tokens, side by side (2 × d values).
 /// Returns (first step, last step, vector) per window.
 pub fn embed(
     model: &SensorModel,
@@ -401,9 +407,12 @@ pub fn embed(
     for start in (0..=std_rec.len() - w).step_by(stride) {
         let window = cut(&std_rec, start, w, &ids);
         let batch = make_batch(&[window], &card.config, &Mask::Gaps, &mut rng, device);
-        let vector = model
-            .encode(&batch.tokens)
-            .mean_dim(1)
+        let encoded = model.encode(&batch.tokens); // [1, K, d]
+        let mean = encoded.clone().mean_dim(1); // [1, 1, d]
+        // How the tokens differ, not only where they sit on average: a mean alone washes
+        // out rhythm and spread, which probes need.
+        let spread = (encoded - mean.clone()).powf_scalar(2.0).mean_dim(1).sqrt();
+        let vector = Tensor::cat(vec![mean, spread], 2)
             .into_data()
             .try_into_vec::<f32>()
             .expect("the model outputs f32");

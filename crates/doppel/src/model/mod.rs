@@ -14,6 +14,7 @@ use doppel_model::data::{Normalizer, ReadOptions, Recording, read_recording};
 use doppel_model::device::Accelerator;
 use doppel_model::finetune::{ForecastTuning, finetune_forecast};
 use doppel_model::model::ModelConfig;
+use doppel_model::probe::{ProbeSettings, ProbeTask, fit_probe};
 use doppel_model::registry::Registry;
 use doppel_model::store::{self, DataRange, ModelCard};
 use doppel_model::tasks;
@@ -38,6 +39,8 @@ pub enum ModelCommand {
     Score(ScoreArgs),
     /// One vector per window, for linear probes and similarity search.
     Embed(EmbedArgs),
+    /// Label each window with a model's probe (from `finetune --task classify|regress`).
+    Predict(PredictArgs),
     /// Train several sizes on several amounts of data; fit loss against compute (table,
     /// JSON lines and a PNG chart).
     Scaling(bench::ScalingArgs),
@@ -107,6 +110,10 @@ pub struct PretrainArgs {
 pub enum FinetuneTask {
     /// The next --horizon steps of every channel, with error bands.
     Forecast,
+    /// A class from --label-column, by a linear probe on window embeddings.
+    Classify,
+    /// A number from --label-column, by a linear probe on window embeddings.
+    Regress,
 }
 
 #[derive(Args)]
@@ -126,9 +133,16 @@ pub struct FinetuneArgs {
     /// The time column (default: as `doppel import` finds it).
     #[arg(long)]
     time_column: Option<String>,
-    /// Steps to forecast (the head forecasts up to this many).
+    /// Steps to forecast (the head forecasts up to this many; forecast only).
+    #[arg(long, required_if_eq("task", "forecast"))]
+    horizon: Option<usize>,
+    /// The column holding the label (classify, regress): a window's label is its value at
+    /// the window's last step; rows without one are skipped.
+    #[arg(long, required_if_eq_any([("task", "classify"), ("task", "regress")]))]
+    label_column: Option<String>,
+    /// Steps between window starts (classify, regress; default: a quarter window).
     #[arg(long)]
-    horizon: usize,
+    stride: Option<usize>,
     /// Training steps (batches).
     #[arg(long, default_value_t = 600)]
     steps: usize,
@@ -199,6 +213,15 @@ pub struct ScoreArgs {
     /// flag threshold.
     #[arg(long)]
     calibrate_rows: usize,
+}
+
+#[derive(Args)]
+pub struct PredictArgs {
+    #[command(flatten)]
+    task: TaskArgs,
+    /// Steps between window starts (default: the stride the probe was fitted with).
+    #[arg(long)]
+    stride: Option<usize>,
 }
 
 #[derive(Args)]
@@ -274,6 +297,7 @@ pub fn run(command: ModelCommand) -> anyhow::Result<ExitCode> {
         ModelCommand::Forecast(args) => forecast_command(args),
         ModelCommand::Score(args) => score_command(args),
         ModelCommand::Embed(args) => embed_command(args),
+        ModelCommand::Predict(args) => predict_command(args),
         ModelCommand::Bench {
             command: BenchCommand::Ett(args),
         } => bench::bench_ett(args),
@@ -366,7 +390,9 @@ fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} steps {msg} ({eta} left)")
             .expect("the template is valid"),
     );
+    let mut speed = 0.0;
     let (model, curve) = pretrain(&standardised, &config, &train, &device, |p| {
+        speed = p.tokens_per_second;
         bar.set_position(p.step as u64);
         bar.set_message(format!(
             "loss {:.4}, {:.0} tokens/s",
@@ -390,7 +416,8 @@ fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
         .write(&args.data.data, |dir| store::save(dir, &model, &card))?;
     if let Some(last) = card.curve.last() {
         eprintln!(
-            "validation loss {:.4} (standardised MSE on hidden patches) after {} steps",
+            "validation loss {:.4} (standardised MSE on hidden patches) after {} steps; \
+             {speed:.0} tokens/s (batching and validation included)",
             last.validation_loss, last.step
         );
     }
@@ -399,7 +426,15 @@ fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn finetune_command(args: FinetuneArgs) -> anyhow::Result<ExitCode> {
-    let FinetuneTask::Forecast = args.task;
+    let task = match args.task {
+        FinetuneTask::Forecast => None,
+        FinetuneTask::Classify => Some(ProbeTask::Classify),
+        FinetuneTask::Regress => Some(ProbeTask::Regress),
+    };
+    if let Some(task) = task {
+        return probe_command(&args, task);
+    }
+    let horizon = args.horizon.expect("clap requires --horizon for forecast");
     let device = Device::flex().autodiff();
     let (model, mut card) = store::load(&model_dir(&args.model, &args.data.data)?, &device)?;
     let options = ReadOptions {
@@ -428,14 +463,14 @@ fn finetune_command(args: FinetuneArgs) -> anyhow::Result<ExitCode> {
         ..TrainConfig::default()
     };
     let tuning = ForecastTuning {
-        horizon: args.horizon,
+        horizon,
         channel_independent: !args.channels_together,
         ridge: 1.0,
         freeze_encoder: args.freeze_encoder,
     };
     eprintln!(
         "fine-tuning a forecasting head for {} steps on a {}-step look-back ({} file(s))",
-        args.horizon,
+        horizon,
         card.config.window(),
         recordings.len()
     );
@@ -462,10 +497,109 @@ fn finetune_command(args: FinetuneArgs) -> anyhow::Result<ExitCode> {
         head.validation_mse, head.linear_validation_mse, head.best_step
     );
     card.forecast_head = Some(head);
+    card.probe = None;
     let written = args.dest.write(&args.data.data, |dir| {
         store::save_forecaster(dir, &forecaster, &card)
     })?;
     eprintln!("{written}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn probe_command(args: &FinetuneArgs, task: ProbeTask) -> anyhow::Result<ExitCode> {
+    let label_column = args
+        .label_column
+        .clone()
+        .expect("clap requires --label-column for classify and regress");
+    let device = Device::flex();
+    let (model, mut card) = store::load(&model_dir(&args.model, &args.data.data)?, &device)?;
+    let stride = args.stride.unwrap_or((card.config.window() / 4).max(1));
+    let (mut recordings, mut labels) = (Vec::new(), Vec::new());
+    for path in &args.input {
+        let read = |channels: Vec<String>| {
+            read_recording(
+                path,
+                &ReadOptions {
+                    time_column: args.time_column.clone(),
+                    channels: Some(channels),
+                },
+            )
+        };
+        let rec = read(card.channels.clone())?;
+        let label = read(vec![label_column.clone()])?;
+        labels.push(
+            label.values[0]
+                .iter()
+                .zip(&label.observed[0])
+                .map(|(&v, &seen)| if seen { v as f64 } else { f64::NAN })
+                .collect::<Vec<f64>>(),
+        );
+        recordings.push(rec);
+    }
+    let settings = ProbeSettings {
+        task,
+        label_column,
+        stride,
+    };
+    eprintln!(
+        "fitting a linear probe ({:?}) on window embeddings, windows of {} steps every {stride}",
+        task,
+        card.config.window()
+    );
+    let (probe, probe_card) = fit_probe(&model, &card, &recordings, &labels, &settings, &device)?;
+    let metric = match task {
+        ProbeTask::Classify => "accuracy",
+        ProbeTask::Regress => "R²",
+    };
+    eprintln!(
+        "validation {metric} {:.3} on {} window(s) (the trivial answer: {:.3}); {} training window(s){}",
+        probe_card.validation_score,
+        probe_card.validation_windows,
+        probe_card.trivial_score,
+        probe_card.train_windows,
+        if task == ProbeTask::Classify {
+            format!(", {} classes", probe_card.classes.len())
+        } else {
+            String::new()
+        }
+    );
+    card.probe = Some(probe_card);
+    card.forecast_head = None;
+    let written = args.dest.write(&args.data.data, |dir| {
+        store::save_probe(dir, &model, &probe, &card)
+    })?;
+    eprintln!("{written}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn predict_command(args: PredictArgs) -> anyhow::Result<ExitCode> {
+    let t = &args.task;
+    let device = Device::flex();
+    let (model, probe, card) = store::load_probe(&model_dir(&t.model, &t.data.data)?, &device)?;
+    let probe_card = card.probe.clone().expect("load_probe checks the card");
+    let rec = read_recording(
+        &t.input,
+        &ReadOptions {
+            time_column: t.time_column.clone(),
+            channels: Some(card.channels.clone()),
+        },
+    )?;
+    let stride = args.stride.unwrap_or(probe_card.stride);
+    let answers =
+        doppel_model::probe::predict(&model, &probe, &card, &probe_card, &rec, stride, &device)?;
+    let file = std::fs::File::create(&t.out)
+        .with_context(|| format!("cannot write {}", t.out.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    writeln!(out, "start,end,{}", probe_card.label_column)?;
+    for (first, last, value) in &answers {
+        writeln!(
+            out,
+            "{},{},{value}",
+            format_rfc3339(rec.time_ns(*first)),
+            format_rfc3339(rec.time_ns(*last))
+        )?;
+    }
+    out.flush()?;
+    eprintln!("{} window(s); wrote {}", answers.len(), t.out.display());
     Ok(ExitCode::SUCCESS)
 }
 

@@ -560,3 +560,149 @@ fn a_scaling_study_writes_its_runs_its_fit_and_a_chart() {
         "{err}"
     );
 }
+
+/// Two channels whose rhythm changes with a regime (a class) and whose swing follows a slow
+/// amplitude (a number); `regime` and `amp` are the labels.
+fn write_regimes(path: &Path, rows: usize) {
+    let mut text = String::from("time,a,b,regime,amp\n");
+    for t in 0..rows {
+        let x = t as f64;
+        let regime = (t / 400) % 2;
+        let period = if regime == 0 { 24.0 } else { 9.0 };
+        let amp = 1.0 + 0.8 * (x / 170.0).sin();
+        let a = amp * (x * std::f64::consts::TAU / period).sin();
+        let time = doppel_core::time::format_rfc3339(
+            1_700_000_040_000_000_000 + t as i64 * 60_000_000_000,
+        );
+        writeln!(text, "{time},{a},{},{regime},{amp}", 0.5 * a + 1.0).unwrap();
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+fn linear_probes_classify_and_regress_from_window_embeddings() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    write_regimes(&dir.path().join("r.csv"), 4000);
+    let (ok, err) = run(&[
+        "model",
+        "pretrain",
+        "--input",
+        &p("r.csv"),
+        "--channels",
+        "a,b",
+        "--steps",
+        "300",
+        "--batch",
+        "8",
+        "--patch",
+        "8",
+        "--patches",
+        "6",
+        "--out",
+        &p("m"),
+    ]);
+    assert!(ok, "{err}");
+    let (ok, err) = run(&[
+        "model",
+        "finetune",
+        "--task",
+        "classify",
+        "--model",
+        &p("m"),
+        "--input",
+        &p("r.csv"),
+        "--label-column",
+        "regime",
+        "--stride",
+        "6",
+        "--out",
+        &p("cls"),
+    ]);
+    assert!(ok, "{err}");
+    let card: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("cls/model.json")).unwrap())
+            .unwrap();
+    let probe = &card["probe"];
+    assert_eq!(probe["classes"], serde_json::json!([0.0, 1.0]));
+    let (accuracy, trivial) = (
+        probe["validation_score"].as_f64().unwrap(),
+        probe["trivial_score"].as_f64().unwrap(),
+    );
+    assert!(
+        accuracy > 0.85 && accuracy > trivial + 0.3,
+        "accuracy {accuracy} vs {trivial}"
+    );
+
+    let (ok, err) = run(&[
+        "model",
+        "predict",
+        "--model",
+        &p("cls"),
+        "--input",
+        &p("r.csv"),
+        "--stride",
+        "48",
+        "--out",
+        &p("labels.csv"),
+    ]);
+    assert!(ok, "{err}");
+    let text = std::fs::read_to_string(dir.path().join("labels.csv")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "start,end,regime");
+    assert_eq!(lines.len(), 1 + 4000 / 48);
+    assert!(
+        lines[1..]
+            .iter()
+            .all(|l| l.ends_with(",0") || l.ends_with(",1")),
+        "{text}"
+    );
+
+    let (ok, err) = run(&[
+        "model",
+        "finetune",
+        "--task",
+        "regress",
+        "--model",
+        &p("m"),
+        "--input",
+        &p("r.csv"),
+        "--label-column",
+        "amp",
+        "--stride",
+        "6",
+        "--out",
+        &p("reg"),
+    ]);
+    assert!(ok, "{err}");
+    let card: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("reg/model.json")).unwrap())
+            .unwrap();
+    let r2 = card["probe"]["validation_score"].as_f64().unwrap();
+    assert!(r2 > 0.5, "R² {r2}");
+
+    let (ok, err) = run(&[
+        "model",
+        "finetune",
+        "--task",
+        "classify",
+        "--model",
+        &p("m"),
+        "--input",
+        &p("r.csv"),
+        "--out",
+        &p("x"),
+    ]);
+    assert!(!ok && err.contains("--label-column"), "{err}");
+    let (ok, err) = run(&[
+        "model",
+        "predict",
+        "--model",
+        &p("m"),
+        "--input",
+        &p("r.csv"),
+        "--out",
+        &p("x.csv"),
+    ]);
+    assert!(!ok && err.contains("has no probe"), "{err}");
+}
