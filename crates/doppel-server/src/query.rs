@@ -77,6 +77,16 @@ impl std::str::FromStr for Format {
 }
 
 impl Format {
+    /// The name `format=` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Json => "json",
+            Format::JsonLines => "jsonl",
+            Format::Csv => "csv",
+            Format::Pretty => "pretty",
+        }
+    }
+
     pub fn content_type(self) -> &'static str {
         match self {
             Format::Json => "application/json",

@@ -29,36 +29,47 @@ pub struct QueryArgs {
 
 pub fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
     let format: Format = args.format.parse().map_err(anyhow::Error::msg)?;
-    let output = match &args.server.url {
-        Some(url) => Client::new(url, args.server.token.clone()).post_json(
-            "/api/v3/query_sql",
-            &serde_json::json!({"db": args.db, "q": args.sql, "format": args.format}),
-        )?,
-        None => {
-            let lake = match Lake::open(&args.data.data, LakeConfig::default()) {
-                Ok(lake) => lake,
-                Err(e @ LakeError::Locked { .. }) => {
-                    anyhow::bail!(
-                        "{e}. For a running server: doppel query --url http://127.0.0.1:7700 --db {} \"...\"",
-                        args.db
-                    )
-                }
-                Err(e) => {
-                    return Err(e).context(format!("cannot open {}", args.data.data.display()));
-                }
-            };
-            let runtime = tokio::runtime::Runtime::new()?;
-            let result = runtime.block_on(lake.query(&args.db, &args.sql));
-            // Reading never changes the lake; leave replayed writes in the WAL as they were.
-            drop(lake);
-            let (schema, batches) = result?;
-            render(format, &schema, &batches).map_err(anyhow::Error::msg)?
-        }
-    };
+    let output = run_sql(&args.db, &args.sql, format, &args.server, &args.data)?;
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(&output)?;
     if format == Format::Json && !output.ends_with(b"\n") {
         stdout.write_all(b"\n")?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs SQL on the running doppel at `--url` when one is given, else straight on the data
+/// directory; returns the result rendered in `format`.
+pub fn run_sql(
+    db: &str,
+    sql: &str,
+    format: Format,
+    server: &ServerArg,
+    data: &DataDirArg,
+) -> anyhow::Result<Vec<u8>> {
+    match &server.url {
+        Some(url) => Client::new(url, server.token.clone()).post_json(
+            "/api/v3/query_sql",
+            &serde_json::json!({"db": db, "q": sql, "format": format.name()}),
+        ),
+        None => {
+            let lake = match Lake::open(&data.data, LakeConfig::default()) {
+                Ok(lake) => lake,
+                Err(e @ LakeError::Locked { .. }) => {
+                    anyhow::bail!(
+                        "{e}. Ask the running doppel instead: add --url http://127.0.0.1:7700"
+                    )
+                }
+                Err(e) => {
+                    return Err(e).context(format!("cannot open {}", data.data.display()));
+                }
+            };
+            let runtime = tokio::runtime::Runtime::new()?;
+            let result = runtime.block_on(lake.query(db, sql));
+            // Reading never changes the lake; leave replayed writes in the WAL as they were.
+            drop(lake);
+            let (schema, batches) = result?;
+            render(format, &schema, &batches).map_err(anyhow::Error::msg)
+        }
+    }
 }

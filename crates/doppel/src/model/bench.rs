@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use burn::prelude::Device;
 use clap::Args;
-use doppel_model::data::{Normalizer, ReadOptions, read_recording};
+use doppel_model::data::{Normalizer, ReadOptions};
 use doppel_model::scaling::{ScalingOptions, fit_power_law, study};
 
 use super::EttArgs;
@@ -104,6 +104,8 @@ pub struct ScalingArgs {
     patches: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    #[command(flatten)]
+    lake: super::LakeArgs,
     /// Folder for scaling.jsonl (one run a line, then the fit) and scaling.png.
     #[arg(long)]
     out: PathBuf,
@@ -116,7 +118,7 @@ pub(super) fn scaling(args: ScalingArgs) -> anyhow::Result<ExitCode> {
     };
     let mut recordings = Vec::new();
     for path in &args.input {
-        let rec = read_recording(path, &options)?;
+        let rec = super::read_input(path, &options, &args.lake)?;
         options.channels.get_or_insert_with(|| rec.channels.clone());
         recordings.push(rec);
     }

@@ -10,7 +10,7 @@ use burn::module::Module;
 use burn::prelude::Device;
 use clap::{Args, Subcommand};
 use doppel_core::time::format_rfc3339;
-use doppel_model::data::{Normalizer, ReadOptions, Recording, read_recording};
+use doppel_model::data::{Normalizer, ReadOptions, Recording};
 use doppel_model::device::Accelerator;
 use doppel_model::finetune::{ForecastTuning, finetune_forecast};
 use doppel_model::model::ModelConfig;
@@ -22,7 +22,10 @@ use doppel_model::tasks;
 use crate::DataDirArg;
 
 mod bench;
+mod lake_input;
+
 use doppel_model::train::{TrainConfig, pretrain};
+use lake_input::{LakeArgs, read_input};
 
 #[derive(Subcommand)]
 pub enum ModelCommand {
@@ -66,7 +69,8 @@ pub enum ModelCommand {
 
 #[derive(Args)]
 pub struct PretrainArgs {
-    /// Input files (CSV, whitespace tables or Parquet); each is one recording, and windows
+    /// Input files (CSV, whitespace tables or Parquet) or lake tables
+    /// (lake:DB/TABLE[?tag=value&...]); each is one recording, and windows
     /// never cross from one into the next.
     #[arg(long, num_args = 1.., required = true)]
     input: Vec<PathBuf>,
@@ -100,7 +104,7 @@ pub struct PretrainArgs {
     #[command(flatten)]
     dest: Destination,
     #[command(flatten)]
-    data: DataDirArg,
+    lake: LakeArgs,
     /// Train on the GPU (needs a doppel built with `--features gpu`).
     #[arg(long)]
     gpu: bool,
@@ -125,7 +129,7 @@ pub struct FinetuneArgs {
     #[arg(long)]
     model: String,
     #[command(flatten)]
-    data: DataDirArg,
+    lake: LakeArgs,
     /// Training files, on the model's grid and with its channels; the last 20 % of each is
     /// kept to choose the weights and to measure the error bands.
     #[arg(long, num_args = 1.., required = true)]
@@ -184,8 +188,9 @@ pub struct TaskArgs {
     #[arg(long)]
     model: String,
     #[command(flatten)]
-    data: DataDirArg,
-    /// The input file.
+    lake: LakeArgs,
+    /// The input: a file (CSV, whitespace table, Parquet) or a lake table,
+    /// lake:DB/TABLE[?tag=value&...] (read from --data, or from a running doppel with --url).
     #[arg(long)]
     input: PathBuf,
     /// The time column (default: as `doppel import` finds it).
@@ -336,7 +341,7 @@ fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
     };
     let mut recordings: Vec<Recording> = Vec::new();
     for path in &args.input {
-        let rec = read_recording(path, &options)?;
+        let rec = read_input(path, &options, &args.lake)?;
         if options.channels.is_none() {
             options.channels = Some(rec.channels.clone());
         }
@@ -413,7 +418,7 @@ fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
     let model = model.valid();
     let written = args
         .dest
-        .write(&args.data.data, |dir| store::save(dir, &model, &card))?;
+        .write(&args.lake.data.data, |dir| store::save(dir, &model, &card))?;
     if let Some(last) = card.curve.last() {
         eprintln!(
             "validation loss {:.4} (standardised MSE on hidden patches) after {} steps; \
@@ -436,14 +441,14 @@ fn finetune_command(args: FinetuneArgs) -> anyhow::Result<ExitCode> {
     }
     let horizon = args.horizon.expect("clap requires --horizon for forecast");
     let device = Device::flex().autodiff();
-    let (model, mut card) = store::load(&model_dir(&args.model, &args.data.data)?, &device)?;
+    let (model, mut card) = store::load(&model_dir(&args.model, &args.lake.data.data)?, &device)?;
     let options = ReadOptions {
         time_column: args.time_column.clone(),
         channels: Some(card.channels.clone()),
     };
     let mut recordings = Vec::new();
     for path in &args.input {
-        let rec = read_recording(path, &options)?;
+        let rec = read_input(path, &options, &args.lake)?;
         if rec.step_ns != card.step_ns {
             bail!(
                 "{}: rows are {} s apart, the model's grid is {} s",
@@ -498,7 +503,7 @@ fn finetune_command(args: FinetuneArgs) -> anyhow::Result<ExitCode> {
     );
     card.forecast_head = Some(head);
     card.probe = None;
-    let written = args.dest.write(&args.data.data, |dir| {
+    let written = args.dest.write(&args.lake.data.data, |dir| {
         store::save_forecaster(dir, &forecaster, &card)
     })?;
     eprintln!("{written}");
@@ -511,17 +516,18 @@ fn probe_command(args: &FinetuneArgs, task: ProbeTask) -> anyhow::Result<ExitCod
         .clone()
         .expect("clap requires --label-column for classify and regress");
     let device = Device::flex();
-    let (model, mut card) = store::load(&model_dir(&args.model, &args.data.data)?, &device)?;
+    let (model, mut card) = store::load(&model_dir(&args.model, &args.lake.data.data)?, &device)?;
     let stride = args.stride.unwrap_or((card.config.window() / 4).max(1));
     let (mut recordings, mut labels) = (Vec::new(), Vec::new());
     for path in &args.input {
         let read = |channels: Vec<String>| {
-            read_recording(
+            read_input(
                 path,
                 &ReadOptions {
                     time_column: args.time_column.clone(),
                     channels: Some(channels),
                 },
+                &args.lake,
             )
         };
         let rec = read(card.channels.clone())?;
@@ -564,7 +570,7 @@ fn probe_command(args: &FinetuneArgs, task: ProbeTask) -> anyhow::Result<ExitCod
     );
     card.probe = Some(probe_card);
     card.forecast_head = None;
-    let written = args.dest.write(&args.data.data, |dir| {
+    let written = args.dest.write(&args.lake.data.data, |dir| {
         store::save_probe(dir, &model, &probe, &card)
     })?;
     eprintln!("{written}");
@@ -574,14 +580,16 @@ fn probe_command(args: &FinetuneArgs, task: ProbeTask) -> anyhow::Result<ExitCod
 fn predict_command(args: PredictArgs) -> anyhow::Result<ExitCode> {
     let t = &args.task;
     let device = Device::flex();
-    let (model, probe, card) = store::load_probe(&model_dir(&t.model, &t.data.data)?, &device)?;
+    let (model, probe, card) =
+        store::load_probe(&model_dir(&t.model, &t.lake.data.data)?, &device)?;
     let probe_card = card.probe.clone().expect("load_probe checks the card");
-    let rec = read_recording(
+    let rec = read_input(
         &t.input,
         &ReadOptions {
             time_column: t.time_column.clone(),
             channels: Some(card.channels.clone()),
         },
+        &t.lake,
     )?;
     let stride = args.stride.unwrap_or(probe_card.stride);
     let answers =
@@ -612,13 +620,14 @@ fn load(
     Device,
 )> {
     let device = Device::flex();
-    let (net, card) = store::load(&model_dir(&args.model, &args.data.data)?, &device)?;
-    let rec = read_recording(
+    let (net, card) = store::load(&model_dir(&args.model, &args.lake.data.data)?, &device)?;
+    let rec = read_input(
         &args.input,
         &ReadOptions {
             time_column: args.time_column.clone(),
             channels: Some(card.channels.clone()),
         },
+        &args.lake,
     )?;
     Ok((net, card, rec, device))
 }
@@ -718,14 +727,15 @@ fn impute_command(args: TaskArgs) -> anyhow::Result<ExitCode> {
 fn forecast_command(args: ForecastArgs) -> anyhow::Result<ExitCode> {
     let t = &args.task;
     let device = Device::flex();
-    let dir = model_dir(&t.model, &t.data.data)?;
+    let dir = model_dir(&t.model, &t.lake.data.data)?;
     let card = store::load_card(&dir)?;
-    let rec = read_recording(
+    let rec = read_input(
         &t.input,
         &ReadOptions {
             time_column: t.time_column.clone(),
             channels: Some(card.channels.clone()),
         },
+        &t.lake,
     )?;
     // A fine-tuned head when the model has one; the masked reconstruction of the tail
     // otherwise (no error bands then).

@@ -706,3 +706,105 @@ fn linear_probes_classify_and_regress_from_window_embeddings() {
     ]);
     assert!(!ok && err.contains("has no probe"), "{err}");
 }
+
+#[test]
+fn models_read_lake_tables_one_series_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    // Two machines in one table, told apart by the `unit` tag.
+    let mut text = String::from("time,unit,a,b\n");
+    for t in 0..1500 {
+        let x = t as f64;
+        let time = 1_700_000_040 + t * 60;
+        let a = (x * std::f64::consts::TAU / 24.0).sin();
+        writeln!(text, "{time},u1,{a},{}", 2.0 * a).unwrap();
+        writeln!(text, "{time},u2,{},{}", a + 5.0, a).unwrap();
+    }
+    std::fs::write(dir.path().join("units.csv"), text).unwrap();
+    let data = p("data");
+    let out = doppel()
+        .args([
+            "import",
+            "--data",
+            &data,
+            "--db",
+            "plant",
+            "--measurement",
+            "units",
+            "--tag-column",
+            "unit",
+            "--time-column",
+            "time",
+            &p("units.csv"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let pretrain = |input: &str| {
+        run(&[
+            "model",
+            "pretrain",
+            "--input",
+            input,
+            "--data",
+            &data,
+            "--steps",
+            "20",
+            "--batch",
+            "8",
+            "--patch",
+            "8",
+            "--patches",
+            "6",
+            "--out",
+            &p("m"),
+        ])
+    };
+    let (ok, err) = pretrain("lake:plant/units");
+    assert!(
+        !ok && err.contains("several series") && err.contains("?TAG=VALUE"),
+        "{err}"
+    );
+    let (ok, err) = pretrain("lake:plant/nothing");
+    assert!(!ok && err.contains("nothing"), "{err}");
+    let (ok, err) = pretrain("lake:plant/units?unit=u1");
+    assert!(ok, "{err}");
+    let card: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("m/model.json")).unwrap())
+            .unwrap();
+    assert_eq!(card["channels"], serde_json::json!(["a", "b"]));
+    assert_eq!(card["step_ns"], 60_000_000_000i64);
+    assert_eq!(card["data"][0]["file"], "lake:plant/units?unit=u1");
+    assert_eq!(card["data"][0]["steps"], 1500);
+
+    let (ok, err) = run(&[
+        "model",
+        "forecast",
+        "--model",
+        &p("m"),
+        "--input",
+        "lake:plant/units?unit=u2",
+        "--data",
+        &data,
+        "--horizon",
+        "6",
+        "--out",
+        &p("fc.csv"),
+    ]);
+    assert!(ok, "{err}");
+    let fc = std::fs::read_to_string(dir.path().join("fc.csv")).unwrap();
+    assert_eq!(fc.lines().count(), 7);
+    assert!(
+        fc.lines()
+            .nth(1)
+            .unwrap()
+            .starts_with(&doppel_core::time::format_rfc3339(
+                (1_700_000_040 + 1500 * 60) * 1_000_000_000
+            ))
+    );
+}

@@ -1,0 +1,153 @@
+//! Lake tables as model inputs: `lake:DB/TABLE` (or `lake:DB/TABLE?asset=pump-1&...` to pick
+//! one series) wherever a model command takes a file. The rows are read with SQL, from the
+//! running doppel at `--url` or straight from the data directory, into a temporary CSV that
+//! the model's reader takes like any other file. A table holding several series at once is
+//! refused with the way to pick one: mixing machines in one recording would be wrong.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use doppel_model::data::{ReadOptions, Recording, read_recording};
+use doppel_server::query::Format;
+
+use crate::query::run_sql;
+use crate::{DataDirArg, ServerArg};
+
+/// Where model commands find lake tables.
+#[derive(clap::Args, Clone, Debug)]
+pub struct LakeArgs {
+    #[command(flatten)]
+    pub data: DataDirArg,
+    #[command(flatten)]
+    pub server: ServerArg,
+}
+
+/// A `lake:` input, taken apart.
+struct LakeInput {
+    db: String,
+    table: String,
+    filters: Vec<(String, String)>,
+}
+
+fn parse(spec: &str) -> anyhow::Result<Option<LakeInput>> {
+    let Some(rest) = spec.strip_prefix("lake:") else {
+        return Ok(None);
+    };
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let Some((db, table)) = path
+        .split_once('/')
+        .filter(|(d, t)| !d.is_empty() && !t.is_empty())
+    else {
+        bail!("`{spec}`: a lake input is lake:DB/TABLE, optionally ?tag=value&...");
+    };
+    let mut filters = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let Some((k, v)) = pair.split_once('=') else {
+            bail!("`{spec}`: `{pair}` is not tag=value");
+        };
+        filters.push((k.to_owned(), v.to_owned()));
+    }
+    Ok(Some(LakeInput {
+        db: db.to_owned(),
+        table: table.to_owned(),
+        filters,
+    }))
+}
+
+fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// Reads a file, or a `lake:` table, into a recording.
+pub fn read_input(
+    input: &Path,
+    options: &ReadOptions,
+    lake: &LakeArgs,
+) -> anyhow::Result<Recording> {
+    let spec = input.to_string_lossy();
+    let Some(table) = parse(&spec)? else {
+        return Ok(read_recording(input, options)?);
+    };
+    let filter = if table.filters.is_empty() {
+        String::new()
+    } else {
+        let terms: Vec<String> = table
+            .filters
+            .iter()
+            .map(|(k, v)| format!("{} = {}", quote_ident(k), quote_literal(v)))
+            .collect();
+        format!(" WHERE {}", terms.join(" AND "))
+    };
+    let from = format!("{}{filter}", quote_ident(&table.table));
+    let sql = |q: &str| run_sql(&table.db, q, Format::Csv, &lake.server, &lake.data);
+    // Several series at one time stamp: the table holds more than one machine.
+    let counts = String::from_utf8(sql(&format!(
+        "SELECT count(*) AS n, count(DISTINCT time) AS d FROM {from}"
+    ))?)?;
+    let numbers: Vec<u64> = counts
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|x| x.trim().parse().ok())
+        .collect();
+    if let [n, d] = numbers[..] {
+        if n == 0 {
+            bail!("`{spec}`: no rows");
+        }
+        if n != d {
+            bail!(
+                "`{spec}`: {n} rows at {d} distinct times: the table holds several series; \
+                 pick one with ?TAG=VALUE (see `doppel query --db {} \"SELECT DISTINCT * EXCLUDE (time) FROM {}\"`)",
+                table.db,
+                quote_ident(&table.table)
+            );
+        }
+    }
+    let csv = sql(&format!("SELECT * FROM {from} ORDER BY time"))?;
+    let path = scratch_path();
+    std::fs::write(&path, csv).with_context(|| format!("cannot write {}", path.display()))?;
+    let read = read_recording(
+        &path,
+        &ReadOptions {
+            time_column: Some("time".into()),
+            channels: options.channels.clone(),
+        },
+    );
+    let _ = std::fs::remove_file(&path);
+    let mut rec = read.map_err(|e| {
+        anyhow::anyhow!("{}", e.to_string().replace(&*path.to_string_lossy(), &spec))
+    })?;
+    rec.source = PathBuf::from(&*spec);
+    Ok(rec)
+}
+
+fn scratch_path() -> PathBuf {
+    static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::env::temp_dir().join(format!("doppel-lake-input-{}-{n}.csv", std::process::id()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lake_inputs_parse_and_bad_ones_say_why() {
+        let t = parse("lake:plant/pumps?asset=pump-1&site=a")
+            .unwrap()
+            .unwrap();
+        assert_eq!((t.db.as_str(), t.table.as_str()), ("plant", "pumps"));
+        assert_eq!(t.filters.len(), 2);
+        assert!(parse("data/file.csv").unwrap().is_none());
+        let e = parse("lake:plant").err().unwrap().to_string();
+        assert!(e.contains("lake:DB/TABLE"), "{e}");
+        let e = parse("lake:plant/pumps?asset").err().unwrap().to_string();
+        assert!(e.contains("not tag=value"), "{e}");
+        assert_eq!(quote_literal("it's"), "'it''s'");
+    }
+}
