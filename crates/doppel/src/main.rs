@@ -1,6 +1,11 @@
 //! The `doppel` command: wiring only. Each subcommand lives in its own module and calls
 //! into the library crates; nothing here owns data or logic another part could need.
 
+/// mimalloc keeps freed memory for reuse: the model's tensor buffers come and go by the
+/// megabyte every step, and glibc's malloc returns each to the kernel and faults it back in.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod bench;
 mod client;
 mod import;
