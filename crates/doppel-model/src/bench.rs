@@ -303,7 +303,7 @@ fn pretrain_for_forecasting(
     log: &mut impl FnMut(&str),
 ) -> Result<(crate::model::SensorModel, ModelConfig)> {
     let patch = 16;
-    if options.lookback % patch != 0 {
+    if !options.lookback.is_multiple_of(patch) {
         return Err(ModelError::Settings(format!(
             "the look-back ({}) must be a multiple of the patch ({patch})",
             options.lookback

@@ -238,9 +238,9 @@ fn evaluate(
     let predicted = predict(forecaster, config, channel_independent, &windows, device);
     let (mut se, mut n) = (0.0f64, 0usize);
     for (s, p) in samples.iter().zip(&predicted) {
-        for i in 0..p.len() {
-            if s.future_observed[i] {
-                let d = (p[i] - s.future[i]) as f64;
+        for ((&predicted, &truth), &seen) in p.iter().zip(&s.future).zip(&s.future_observed) {
+            if seen {
+                let d = (predicted - truth) as f64;
                 se += d * d;
                 n += 1;
             }
@@ -427,11 +427,11 @@ fn error_bands(
     let predicted = predict(forecaster, config, channel_independent, &windows, device);
     let mut errors = vec![vec![Vec::new(); h]; channels];
     for (s, p) in samples.iter().zip(&predicted) {
-        for c in 0..channels {
-            for k in 0..h {
+        for (c, per_step) in errors.iter_mut().enumerate() {
+            for (k, e) in per_step.iter_mut().enumerate() {
                 let i = c * h + k;
                 if s.future_observed[i] {
-                    errors[c][k].push(s.future[i] - p[i]);
+                    e.push(s.future[i] - p[i]);
                 }
             }
         }

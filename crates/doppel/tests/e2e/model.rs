@@ -371,8 +371,8 @@ fn finetune_a_forecasting_head_then_forecast_with_error_bands() {
             .collect();
         assert_eq!(row[0], lines[1201 + k].split(',').next().unwrap());
         let cell = |i: usize| row[i].parse::<f64>().unwrap();
-        for c in 0..3 {
-            se += (cell(1 + c) - truth[c]).powi(2);
+        for (c, y) in truth.iter().enumerate() {
+            se += (cell(1 + c) - y).powi(2);
             assert!(cell(4 + c) <= cell(10 + c), "p10 above p90: {row:?}");
         }
     }
