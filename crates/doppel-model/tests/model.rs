@@ -305,7 +305,14 @@ fn embeddings_cover_the_windows_and_repeat_exactly() {
     let e = tasks::embed(&t.model, &t.card, &rec, 24, &device).unwrap();
     assert_eq!(e.len(), (500 - 48) / 24 + 1);
     assert_eq!((e[1].0, e[1].1), (24, 71));
-    assert!(e.iter().all(|(_, _, v)| v.len() == t.card.config.d_model));
+    assert!(
+        e.iter()
+            .all(|(_, _, v)| v.len() == 2 * t.card.config.d_model)
+    );
+    assert_eq!(
+        tasks::embedding_width(&t.card.config),
+        2 * t.card.config.d_model
+    );
     assert_eq!(
         e,
         tasks::embed(&t.model, &t.card, &rec, 24, &device).unwrap()

@@ -59,6 +59,7 @@ pub fn scaling_chart(
             .configure_mesh()
             .x_desc("training compute, FLOPs (6 x parameters x tokens)")
             .y_desc("validation loss (masked MSE)")
+            .x_labels(6)
             .x_label_formatter(&|x| format!("{x:.0e}"))
             .label_style(("sans-serif", 14))
             .draw()?;
