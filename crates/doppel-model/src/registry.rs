@@ -1,5 +1,7 @@
 //! The model registry: named, numbered versions of models kept in the data directory,
-//! `<data>/models/<name>/v<N>/` (each a model directory as `store` writes it). The folders
+//! `<data>/.models/<name>/v<N>/` (each a model directory as `store` writes it). The leading
+//! dot keeps it clear of the lake: the lake escapes a leading dot in database names, so no
+//! database folder can ever be called `.models`. The folders
 //! are the registry: listing reads them, nothing else has to be kept in step, and a version
 //! appears only once it is whole (written under a temporary name, then renamed).
 //! Nothing here ever fetches anything from anywhere.
@@ -50,7 +52,7 @@ impl Registry {
     /// The registry of a data directory (created when the first model is registered).
     pub fn in_data_dir(data: &Path) -> Self {
         Registry {
-            root: data.join("models"),
+            root: data.join(".models"),
         }
     }
 
