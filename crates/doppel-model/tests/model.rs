@@ -476,3 +476,32 @@ fn a_finetuned_forecaster_keeps_its_best_weights_reloads_exactly_and_its_bands_c
     let e = tasks::forecast_with_head(&reloaded, &card, &test, 17, &plain).unwrap_err();
     assert!(e.to_string().contains("fine-tuned for 16"), "{e}");
 }
+
+#[test]
+fn batched_embeddings_equal_one_window_at_a_time_even_with_gaps() {
+    let _serial = serial();
+    let t = trained();
+    let device = Device::flex();
+    let mut rec = sines(400, 6);
+    for step in (5..400).step_by(37) {
+        rec.observed[step % 3][step] = false; // scattered gaps: windows differ in gap counts
+    }
+    let w = t.card.config.window();
+    let all = tasks::embed(&t.model, &t.card, &rec, 16, &device).unwrap();
+    assert_eq!(all.len(), (400 - w) / 16 + 1);
+    for (first, last, vector) in all.iter().step_by(5) {
+        let mut alone = rec.clone();
+        for c in 0..3 {
+            alone.values[c] = rec.values[c][*first..=*last].to_vec();
+            alone.observed[c] = rec.observed[c][*first..=*last].to_vec();
+        }
+        let single = tasks::embed(&t.model, &t.card, &alone, 1, &device).unwrap();
+        assert_eq!(single.len(), 1);
+        let worst = vector
+            .iter()
+            .zip(&single[0].2)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst < 1e-4, "window at {first}: differs by {worst}");
+    }
+}
