@@ -402,53 +402,21 @@ pub fn embed(
     }
     let (_, std_rec) = prepare(card, rec, w)?;
     let ids: Vec<usize> = (0..std_rec.channels.len()).collect();
-    let (p, n) = (card.config.patch_len, card.config.patches);
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(0);
-    // Windows run in batches of those with the same number of incomplete patches: in a
-    // batch every window shows the encoder as many tokens, so for these the batch changes
-    // nothing but speed (a window with fewer gaps would otherwise lose tokens).
-    let starts: Vec<usize> = (0..=std_rec.len() - w).step_by(stride).collect();
-    let incomplete = |start: usize| {
-        (0..ids.len() * n)
-            .filter(|tk| {
-                let (c, k) = (tk / n, tk % n);
-                (0..p).any(|i| !std_rec.observed[c][start + k * p + i])
-            })
-            .count()
-    };
-    let mut groups: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
-    for &start in &starts {
-        groups.entry(incomplete(start)).or_default().push(start);
+    let mut out = Vec::new();
+    for start in (0..=std_rec.len() - w).step_by(stride) {
+        let window = cut(&std_rec, start, w, &ids);
+        let batch = make_batch(&[window], &card.config, &Mask::Gaps, &mut rng, device);
+        let encoded = model.encode(&batch.tokens); // [1, K, d]
+        let mean = encoded.clone().mean_dim(1); // [1, 1, d]
+        // How the tokens differ, not only where they sit on average: a mean alone washes
+        // out rhythm and spread, which probes need.
+        let spread = (encoded - mean.clone()).powf_scalar(2.0).mean_dim(1).sqrt();
+        let vector = Tensor::cat(vec![mean, spread], 2)
+            .into_data()
+            .try_into_vec::<f32>()
+            .expect("the model outputs f32");
+        out.push((start, start + w - 1, vector));
     }
-    let mut vectors: std::collections::HashMap<usize, Vec<f32>> = Default::default();
-    for group in groups.values() {
-        for chunk in group.chunks(64) {
-            let windows: Vec<_> = chunk.iter().map(|&s| cut(&std_rec, s, w, &ids)).collect();
-            let batch = make_batch(&windows, &card.config, &Mask::Gaps, &mut rng, device);
-            let encoded = model.encode(&batch.tokens); // [B, K, d]
-            let mean = encoded.clone().mean_dim(1); // [B, 1, d]
-            // How the tokens differ, not only where they sit on average: a mean alone washes
-            // out rhythm and spread, which probes need.
-            let spread = (encoded - mean.clone()).powf_scalar(2.0).mean_dim(1).sqrt();
-            let flat = Tensor::cat(vec![mean, spread], 2) // [B, 1, 2d]
-                .into_data()
-                .try_into_vec::<f32>()
-                .expect("the model outputs f32");
-            let width = flat.len() / chunk.len();
-            for (i, &start) in chunk.iter().enumerate() {
-                vectors.insert(start, flat[i * width..(i + 1) * width].to_vec());
-            }
-        }
-    }
-    let out = starts
-        .iter()
-        .map(|&start| {
-            (
-                start,
-                start + w - 1,
-                vectors.remove(&start).expect("every window ran"),
-            )
-        })
-        .collect();
     Ok(out)
 }
