@@ -387,13 +387,12 @@ pub fn finetune_forecast(
             if validation_loss < best.0 {
                 best = (validation_loss, step + 1, valid);
             }
-            curve.push(CurvePoint {
-                step: step + 1,
-                train_loss: recent.iter().sum::<f64>() / recent.len() as f64,
+            curve.push(CurvePoint::closing(
+                step + 1,
+                &mut recent,
                 validation_loss,
-                learning_rate: lr,
-            });
-            recent.clear();
+                lr,
+            ));
         }
     }
     let (validation_mse, best_step, chosen) = best;

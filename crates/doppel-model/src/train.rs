@@ -53,6 +53,26 @@ pub struct CurvePoint {
     pub learning_rate: f64,
 }
 
+impl CurvePoint {
+    /// The point after `step` steps: the mean of the `recent` training losses, which it
+    /// empties for the next stretch.
+    pub(crate) fn closing(
+        step: usize,
+        recent: &mut Vec<f64>,
+        validation_loss: f64,
+        learning_rate: f64,
+    ) -> Self {
+        let train_loss = recent.iter().sum::<f64>() / recent.len().max(1) as f64;
+        recent.clear();
+        CurvePoint {
+            step,
+            train_loss,
+            validation_loss,
+            learning_rate,
+        }
+    }
+}
+
 /// What the progress bar shows after each step.
 pub struct Progress {
     pub step: usize,
@@ -202,13 +222,12 @@ pub fn pretrain(
                 }
                 None => f64::NAN,
             };
-            curve.push(CurvePoint {
-                step: step + 1,
-                train_loss: recent.iter().sum::<f64>() / recent.len() as f64,
+            curve.push(CurvePoint::closing(
+                step + 1,
+                &mut recent,
                 validation_loss,
-                learning_rate: lr,
-            });
-            recent.clear();
+                lr,
+            ));
         }
     }
     Ok((model, curve))

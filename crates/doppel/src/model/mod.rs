@@ -583,14 +583,7 @@ fn predict_command(args: PredictArgs) -> anyhow::Result<ExitCode> {
     let (model, probe, card) =
         store::load_probe(&model_dir(&t.model, &t.lake.data.data)?, &device)?;
     let probe_card = card.probe.clone().expect("load_probe checks the card");
-    let rec = read_input(
-        &t.input,
-        &ReadOptions {
-            time_column: t.time_column.clone(),
-            channels: Some(card.channels.clone()),
-        },
-        &t.lake,
-    )?;
+    let rec = t.read(&card)?;
     let stride = args.stride.unwrap_or(probe_card.stride);
     let answers =
         doppel_model::probe::predict(&model, &probe, &card, &probe_card, &rec, stride, &device)?;
@@ -611,6 +604,20 @@ fn predict_command(args: PredictArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+impl TaskArgs {
+    /// Reads `--input` (a file or a lake table) with the model's channels.
+    fn read(&self, card: &ModelCard) -> anyhow::Result<Recording> {
+        read_input(
+            &self.input,
+            &ReadOptions {
+                time_column: self.time_column.clone(),
+                channels: Some(card.channels.clone()),
+            },
+            &self.lake,
+        )
+    }
+}
+
 fn load(
     args: &TaskArgs,
 ) -> anyhow::Result<(
@@ -621,14 +628,7 @@ fn load(
 )> {
     let device = Device::flex();
     let (net, card) = store::load(&model_dir(&args.model, &args.lake.data.data)?, &device)?;
-    let rec = read_input(
-        &args.input,
-        &ReadOptions {
-            time_column: args.time_column.clone(),
-            channels: Some(card.channels.clone()),
-        },
-        &args.lake,
-    )?;
+    let rec = args.read(&card)?;
     Ok((net, card, rec, device))
 }
 
@@ -729,14 +729,7 @@ fn forecast_command(args: ForecastArgs) -> anyhow::Result<ExitCode> {
     let device = Device::flex();
     let dir = model_dir(&t.model, &t.lake.data.data)?;
     let card = store::load_card(&dir)?;
-    let rec = read_input(
-        &t.input,
-        &ReadOptions {
-            time_column: t.time_column.clone(),
-            channels: Some(card.channels.clone()),
-        },
-        &t.lake,
-    )?;
+    let rec = t.read(&card)?;
     // A fine-tuned head when the model has one; the masked reconstruction of the tail
     // otherwise (no error bands then).
     let forecast = if card.forecast_head.is_some() {
