@@ -58,7 +58,7 @@ enum Command {
         #[command(subcommand)]
         command: sim::ScenarioCommand,
     },
-    /// The sensor model: pretrain it on a plant's history, fill gaps, forecast.
+    /// The sensor model: pretrain it on a plant's history; fill gaps, forecast, score, embed; fine-tune heads and probes; a registry of versions.
     Model {
         #[command(subcommand)]
         command: model::ModelCommand,

@@ -31,7 +31,7 @@ use lake_input::{LakeArgs, read_input};
 pub enum ModelCommand {
     /// Pretrain a model (masked autoencoder) on unlabeled sensor files.
     Pretrain(PretrainArgs),
-    /// Fine-tune a head on a pretrained model (forecasting: a linear head like PatchTST's).
+    /// Fine-tune a head on a pretrained model: forecasting (a linear head like PatchTST's, with error bands) or a linear probe (classify, regress).
     Finetune(FinetuneArgs),
     /// Fill every missing value of a file with the model's reconstruction.
     Impute(TaskArgs),
