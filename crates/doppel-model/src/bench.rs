@@ -15,7 +15,7 @@ use crate::error::{ModelError, Result};
 use crate::model::ModelConfig;
 use crate::store::ModelCard;
 use crate::tasks;
-use crate::train::{TrainConfig, cut, pretrain};
+use crate::train::{DEFAULT_LEARNING_RATE, TrainConfig, cut, pretrain};
 
 /// One result row, as written to the JSON output.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -314,12 +314,13 @@ fn pretrain_for_forecasting(
             .expect("tiny is a size");
     config.instance_norm = true;
     let train = TrainConfig {
-        steps: options.forecast_pretrain_steps,
-        batch_size: 32,
-        warmup_steps: (options.forecast_pretrain_steps / 10).max(1),
-        seed: options.seed,
         validation_fraction: (val_end - train_end) as f64 / val_end as f64,
-        ..TrainConfig::default()
+        ..TrainConfig::new(
+            options.forecast_pretrain_steps,
+            32,
+            DEFAULT_LEARNING_RATE,
+            options.seed,
+        )
     };
     let device = Device::flex().autodiff();
     let (model, curve) = pretrain(&[slice(data, 0, val_end)], &config, &train, &device, |_| {})?;
@@ -345,14 +346,13 @@ fn finetune_and_test(
 ) -> Result<Errors> {
     let l = config.window();
     let train = TrainConfig {
-        steps: options.finetune_steps,
-        batch_size: 128,
-        learning_rate: options.finetune_learning_rate,
-        warmup_steps: (options.finetune_steps / 10).max(1),
-        seed: options.seed,
         validation_fraction: (val_end - train_end) as f64 / val_end as f64,
-        eval_every: 50,
-        ..TrainConfig::default()
+        ..TrainConfig::new(
+            options.finetune_steps,
+            128,
+            options.finetune_learning_rate,
+            options.seed,
+        )
     };
     let tuning = crate::finetune::ForecastTuning {
         horizon,
@@ -414,12 +414,13 @@ fn pretrain_for_imputation(
     config.point_mask_ratio = options.point_mask_ratio;
     config.instance_norm = options.instance_norm;
     let train = TrainConfig {
-        steps: options.pretrain_steps,
-        batch_size: 32,
-        warmup_steps: (options.pretrain_steps / 10).max(1),
-        seed: options.seed,
         validation_fraction: (val_end - train_end) as f64 / val_end as f64,
-        ..TrainConfig::default()
+        ..TrainConfig::new(
+            options.pretrain_steps,
+            32,
+            DEFAULT_LEARNING_RATE,
+            options.seed,
+        )
     };
     let device = Device::flex().autodiff();
     let (model, curve) = pretrain(
@@ -518,13 +519,7 @@ pub fn tep(
     let rec = tep_recording(&normal, "d00.dat");
     let normalizer = Normalizer::fit(std::slice::from_ref(&rec), 0.8);
     let config = ModelConfig::sized("tiny", rec.channels.len(), 4, 12).expect("tiny is a size");
-    let train = TrainConfig {
-        steps: pretrain_steps,
-        batch_size: 16,
-        warmup_steps: (pretrain_steps / 10).max(1),
-        seed,
-        ..TrainConfig::default()
-    };
+    let train = TrainConfig::new(pretrain_steps, 16, DEFAULT_LEARNING_RATE, seed);
     let device = Device::flex().autodiff();
     let (model, curve) = pretrain(&[normalizer.apply(&rec)], &config, &train, &device, |_| {})?;
     let model = model.valid();

@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::data::Recording;
 use crate::error::{ModelError, Result};
 use crate::model::ModelConfig;
-use crate::train::{CurvePoint, TrainConfig, pretrain};
+use crate::train::{CurvePoint, DEFAULT_LEARNING_RATE, TrainConfig, pretrain};
 
 #[derive(Debug, Clone)]
 pub struct ScalingOptions {
@@ -103,14 +103,15 @@ pub fn study(
                     .sum::<usize>();
             let steps = ((options.steps as f64) * fraction).round().max(20.0) as usize;
             let train = TrainConfig {
-                steps,
-                batch_size: options.batch_size,
-                warmup_steps: (steps / 10).max(1),
-                seed: options.seed,
                 validation_fraction: validation_rows as f64
                     / (validation_rows + training_rows) as f64,
                 eval_every: (steps / 5).max(1),
-                ..TrainConfig::default()
+                ..TrainConfig::new(
+                    steps,
+                    options.batch_size,
+                    DEFAULT_LEARNING_RATE,
+                    options.seed,
+                )
             };
             log(&format!(
                 "{size}: {:.0} % of the data ({training_rows} rows), {steps} steps",

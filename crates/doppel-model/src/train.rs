@@ -28,18 +28,36 @@ pub struct TrainConfig {
     pub eval_every: usize,
 }
 
+/// The peak learning rate unless a caller says otherwise.
+pub const DEFAULT_LEARNING_RATE: f64 = 1e-3;
+
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
             steps: 600,
             batch_size: 32,
-            learning_rate: 1e-3,
+            learning_rate: DEFAULT_LEARNING_RATE,
             warmup_steps: 50,
             weight_decay: 0.05,
             clip_norm: 1.0,
             seed: 0,
             validation_fraction: 0.2,
             eval_every: 50,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// `steps` batches of `batch_size` at a peak `learning_rate`, warming up over the first
+    /// tenth; everything else as [`Default`].
+    pub fn new(steps: usize, batch_size: usize, learning_rate: f64, seed: u64) -> Self {
+        TrainConfig {
+            steps,
+            batch_size,
+            learning_rate,
+            warmup_steps: (steps / 10).max(1),
+            seed,
+            ..TrainConfig::default()
         }
     }
 }

@@ -13,3 +13,13 @@ pub fn bar(len: u64, unit: &str) -> ProgressBar {
     );
     bar
 }
+
+/// A bar over training steps whose message carries the loss (and speed).
+pub fn training_bar(steps: u64) -> ProgressBar {
+    let bar = ProgressBar::new(steps);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} steps {msg} ({eta} left)")
+            .expect("the template is valid"),
+    );
+    bar
+}

@@ -365,14 +365,7 @@ fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
             args.size
         );
     };
-    let train = TrainConfig {
-        steps: args.steps,
-        batch_size: args.batch,
-        learning_rate: args.lr,
-        warmup_steps: (args.steps / 10).max(1),
-        seed: args.seed,
-        ..TrainConfig::default()
-    };
+    let train = TrainConfig::new(args.steps, args.batch, args.lr, args.seed);
     let normalizer = Normalizer::fit(&recordings, 1.0 - train.validation_fraction);
     let standardised: Vec<Recording> = recordings.iter().map(|r| normalizer.apply(r)).collect();
     let device = doppel_model::device::training(if args.gpu {
@@ -390,11 +383,7 @@ fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
         config.patches,
         config.patch_len
     );
-    let bar = crate::progress::bar(args.steps as u64, "steps");
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} steps {msg} ({eta} left)")
-            .expect("the template is valid"),
-    );
+    let bar = crate::progress::training_bar(args.steps as u64);
     let mut speed = 0.0;
     let (model, curve) = pretrain(&standardised, &config, &train, &device, |p| {
         speed = p.tokens_per_second;
@@ -459,14 +448,7 @@ fn finetune_command(args: FinetuneArgs) -> anyhow::Result<ExitCode> {
         }
         recordings.push(card.normalizer.apply(&rec));
     }
-    let train = TrainConfig {
-        steps: args.steps,
-        batch_size: args.batch,
-        learning_rate: args.lr,
-        warmup_steps: (args.steps / 10).max(1),
-        seed: args.seed,
-        ..TrainConfig::default()
-    };
+    let train = TrainConfig::new(args.steps, args.batch, args.lr, args.seed);
     let tuning = ForecastTuning {
         horizon,
         channel_independent: !args.channels_together,
@@ -479,11 +461,7 @@ fn finetune_command(args: FinetuneArgs) -> anyhow::Result<ExitCode> {
         card.config.window(),
         recordings.len()
     );
-    let bar = crate::progress::bar(args.steps as u64, "steps");
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} steps {msg} ({eta} left)")
-            .expect("the template is valid"),
-    );
+    let bar = crate::progress::training_bar(args.steps as u64);
     let (forecaster, head) = finetune_forecast(
         model,
         &card.config,
