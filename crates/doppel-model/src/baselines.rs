@@ -261,7 +261,11 @@ impl PcaDetector {
 
     /// Whether a row is flagged by T² or by SPE.
     pub fn flags(&self, row: &[f64]) -> (bool, bool) {
-        let (t2, spe) = self.statistics(row);
+        self.flags_of(self.statistics(row))
+    }
+
+    /// Whether (T², SPE) statistics already computed pass the thresholds.
+    pub fn flags_of(&self, (t2, spe): (f64, f64)) -> (bool, bool) {
         (t2 > self.t2_threshold, spe > self.spe_threshold)
     }
 }

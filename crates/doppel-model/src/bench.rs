@@ -388,7 +388,13 @@ fn finetune_and_test(
     let device = Device::flex();
     for chunk in starts.chunks(512) {
         let windows: Vec<_> = chunk.iter().map(|&t| cut(data, t, l, &ids)).collect();
-        let predicted = crate::finetune::predict(&forecaster, config, true, &windows, &device);
+        let predicted = crate::finetune::predict(
+            &forecaster,
+            config,
+            head.channel_independent,
+            &windows,
+            &device,
+        );
         for (&t, p) in chunk.iter().zip(&predicted) {
             for c in 0..ids.len() {
                 for k in 0..horizon {
@@ -546,14 +552,12 @@ pub fn tep(
         let share = |flags: &[bool]| {
             flags[from..].iter().filter(|&&x| x).count() as f64 / (flags.len() - from) as f64
         };
-        let t2: Vec<f64> = test.iter().map(|r| pca.statistics(r).0).collect();
+        let stats: Vec<(f64, f64)> = test.iter().map(|r| pca.statistics(r)).collect();
+        let t2: Vec<f64> = stats.iter().map(|s| s.0).collect();
         // T² and SPE in one index: each over its own limit, the larger of the two.
-        let combined: Vec<f64> = test
+        let combined: Vec<f64> = stats
             .iter()
-            .map(|r| {
-                let (t2, spe) = pca.statistics(r);
-                (t2 / pca.t2_threshold).max(spe / pca.spe_threshold)
-            })
+            .map(|(t2, spe)| (t2 / pca.t2_threshold).max(spe / pca.spe_threshold))
             .collect();
         let errors = tasks::reconstruction_errors(
             &model,
@@ -563,25 +567,21 @@ pub fn tep(
         )?;
         let scores = calibration.apply(&errors);
         let (t2_far, combined_far, model_far) = *matched.get_or_insert_with(|| {
-            let at = |v: &[f64]| {
-                let mut v = v.to_vec();
-                v.sort_by(f64::total_cmp);
-                v[((v.len() - 1) as f64 * (1.0 - MATCHED_FALSE_ALARMS)) as usize]
-            };
-            let mut m = scores.score.clone();
+            let at = 1.0 - MATCHED_FALSE_ALARMS;
             (
-                at(&t2),
-                at(&combined),
-                tasks::quantile_of(&mut m, 1.0 - MATCHED_FALSE_ALARMS),
+                tasks::quantile_of(&mut t2.clone(), at),
+                tasks::quantile_of(&mut combined.clone(), at),
+                tasks::quantile_of(&mut scores.score.clone(), at),
             )
         });
         let detectors: [(&str, Vec<bool>); 6] = [
-            ("pca_t2", test.iter().map(|r| pca.flags(r).0).collect()),
+            ("pca_t2", stats.iter().map(|s| pca.flags_of(*s).0).collect()),
             (
                 "pca_t2_or_spe",
-                test.iter()
-                    .map(|r| {
-                        let (a, b) = pca.flags(r);
+                stats
+                    .iter()
+                    .map(|s| {
+                        let (a, b) = pca.flags_of(*s);
                         a || b
                     })
                     .collect(),

@@ -73,19 +73,11 @@ impl ForecastHead {
             config.window(),
             "the linear start reads the model's window"
         );
-        let zeros = |i: usize, o: usize| {
-            LinearConfig::new(i, o)
-                .with_initializer(Initializer::Zeros)
-                .init(device)
-        };
-        let mut from_lookback = zeros(t, h);
+        let mut head = ForecastHead::empty(config, h, device);
         let weights: Vec<f32> = linear.weights().iter().map(|&w| w as f32).collect();
-        from_lookback.weight =
+        head.from_lookback.weight =
             Param::from_tensor(Tensor::from_data(TensorData::new(weights, [t, h]), device));
-        ForecastHead {
-            from_encoder: zeros(config.patches * config.d_model, h),
-            from_lookback,
-        }
+        head
     }
 
     /// A head of the right shapes, to load saved weights into.

@@ -89,18 +89,14 @@ pub fn study(
                 )));
             }
             // Keep the validation part whole and the most recent `fraction` of the rest.
-            let (mut kept, mut training_rows) = (Vec::new(), 0);
+            let (mut kept, mut training_rows, mut validation_rows) = (Vec::new(), 0, 0);
             for rec in recordings {
                 let cut = ((rec.len() as f64) * (1.0 - options.validation_fraction)) as usize;
                 let from = cut - ((cut as f64) * fraction) as usize;
                 training_rows += cut - from;
+                validation_rows += rec.len() - cut;
                 kept.push(tail(rec, from));
             }
-            let validation_rows: usize = recordings.iter().map(|r| r.len()).sum::<usize>()
-                - recordings
-                    .iter()
-                    .map(|r| ((r.len() as f64) * (1.0 - options.validation_fraction)) as usize)
-                    .sum::<usize>();
             let steps = ((options.steps as f64) * fraction).round().max(20.0) as usize;
             let train = TrainConfig {
                 validation_fraction: validation_rows as f64

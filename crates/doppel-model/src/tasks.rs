@@ -367,8 +367,8 @@ impl Calibration {
 }
 
 /// The `q` quantile of `values` (sorted in place; the nearest rank below).
-pub fn quantile_of(values: &mut [f32], q: f64) -> f32 {
-    values.sort_by(f32::total_cmp);
+pub fn quantile_of<T: Copy + PartialOrd>(values: &mut [T], q: f64) -> T {
+    values.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     values[((values.len() - 1) as f64 * q) as usize]
 }
 
