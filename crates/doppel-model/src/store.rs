@@ -154,6 +154,17 @@ fn write_weights(dir: &Path, file: &str, module: &impl Module) -> Result<()> {
 /// Reads a model directory with a fine-tuned forecasting head.
 pub fn load_forecaster(dir: &Path, device: &Device) -> Result<(Forecaster, ModelCard)> {
     let (model, card) = load(dir, device)?;
+    let forecaster = with_forecast_head(dir, model, &card, device)?;
+    Ok((forecaster, card))
+}
+
+/// Puts the forecasting head saved in `dir` on a model already loaded from there.
+pub fn with_forecast_head(
+    dir: &Path,
+    model: SensorModel,
+    card: &ModelCard,
+    device: &Device,
+) -> Result<Forecaster> {
     let Some(head_card) = &card.forecast_head else {
         return Err(store_error(
             dir,
@@ -165,7 +176,7 @@ pub fn load_forecaster(dir: &Path, device: &Device) -> Result<(Forecaster, Model
         .with_from_adapter(PyTorchToBurnAdapter);
     head.load_from(&mut store)
         .map_err(|e| store_error(dir, format!("cannot read {FORECAST_HEAD}: {e}")))?;
-    Ok((Forecaster { model, head }, card))
+    Ok(Forecaster { model, head })
 }
 
 /// Reads a model directory written by [`save`].

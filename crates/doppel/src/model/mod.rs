@@ -498,23 +498,25 @@ fn probe_command(args: &FinetuneArgs, task: ProbeTask) -> anyhow::Result<ExitCod
     let stride = args.stride.unwrap_or((card.config.window() / 4).max(1));
     let (mut recordings, mut labels) = (Vec::new(), Vec::new());
     for path in &args.input {
-        let read = |channels: Vec<String>| {
-            read_input(
-                path,
-                &ReadOptions {
-                    time_column: args.time_column.clone(),
-                    channels: Some(channels),
-                },
-                &args.lake,
-            )
-        };
-        let rec = read(card.channels.clone())?;
-        let label = read(vec![label_column.clone()])?;
+        // One read for sensors and label, so both sit on the same grid.
+        let mut channels = card.channels.clone();
+        channels.push(label_column.clone());
+        let mut rec = read_input(
+            path,
+            &ReadOptions {
+                time_column: args.time_column.clone(),
+                channels: Some(channels),
+            },
+            &args.lake,
+        )?;
+        let (values, seen) = (rec.values.pop(), rec.observed.pop());
+        rec.channels.pop();
         labels.push(
-            label.values[0]
-                .iter()
-                .zip(&label.observed[0])
-                .map(|(&v, &seen)| if seen { v as f64 } else { f64::NAN })
+            values
+                .into_iter()
+                .flatten()
+                .zip(seen.into_iter().flatten())
+                .map(|(v, seen)| if seen { v as f64 } else { f64::NAN })
                 .collect::<Vec<f64>>(),
         );
         recordings.push(rec);
@@ -706,15 +708,14 @@ fn forecast_command(args: ForecastArgs) -> anyhow::Result<ExitCode> {
     let t = &args.task;
     let device = Device::flex();
     let dir = model_dir(&t.model, &t.lake.data.data)?;
-    let card = store::load_card(&dir)?;
+    let (net, card) = store::load(&dir, &device)?;
     let rec = t.read(&card)?;
     // A fine-tuned head when the model has one; the masked reconstruction of the tail
     // otherwise (no error bands then).
     let forecast = if card.forecast_head.is_some() {
-        let (forecaster, card) = store::load_forecaster(&dir, &device)?;
+        let forecaster = store::with_forecast_head(&dir, net, &card, &device)?;
         tasks::forecast_with_head(&forecaster, &card, &rec, args.horizon, &device)?
     } else {
-        let (net, card) = store::load(&dir, &device)?;
         tasks::Forecast {
             values: tasks::forecast(&net, &card, &rec, args.horizon, &device)?,
             bands: Vec::new(),
