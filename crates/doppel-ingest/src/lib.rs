@@ -10,4 +10,7 @@
 pub mod import;
 pub mod line_protocol;
 
-pub use line_protocol::{LineError, ParseOutcome, parse_lines, write_line};
+pub use line_protocol::{
+    ColumnarOutcome, LineError, ParseOutcome, describe_line, parse_columnar, parse_lines,
+    write_line,
+};

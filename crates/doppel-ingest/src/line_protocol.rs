@@ -14,6 +14,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use doppel_core::columnar::{BatchBuilder, ColumnarBatch, FieldRef};
 use doppel_core::{FieldValue, Point, Precision};
 
 /// A line that could not be parsed.
@@ -52,49 +53,207 @@ pub struct ParseOutcome {
 /// (nanoseconds); others are converted from `precision` to nanoseconds.
 pub fn parse_lines(body: &str, precision: Precision, default_time: i64) -> ParseOutcome {
     let mut outcome = ParseOutcome::default();
+    let mut line = Line::default();
+    outcome.errors = for_each_line(body, |parser, start, line_number| {
+        if !parser.start_line() {
+            return Ok(());
+        }
+        parser.measurement_and_tags(&mut line)?;
+        parser.fields_and_time(&mut line, precision, default_time)?;
+        outcome.points.push(Point {
+            measurement: line.measurement.to_string(),
+            tags: line
+                .tags
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            fields: line
+                .fields
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.as_ref().to_owned_value()))
+                .collect(),
+            time: line.time,
+        });
+        let text_len = body[start..parser.pos].trim_end_matches(['\n', '\r']).len();
+        outcome.sources.push((line_number, start..start + text_len));
+        Ok(())
+    });
+    outcome
+}
+
+/// What parsing a body into columns gave: the batch and the bad lines. Each row's source is
+/// the byte offset of its line in the body ([`describe_line`] turns it back into words).
+#[derive(Debug, Default)]
+pub struct ColumnarOutcome {
+    pub batch: ColumnarBatch,
+    pub errors: Vec<LineError>,
+}
+
+/// Parses a whole body of line protocol straight into columns for `database`: the write
+/// path's parser. Names are borrowed from the body, a series seen before is recognised from
+/// its raw text without unescaping or sorting its tags, and values go into plain vectors.
+/// A line that contradicts an earlier line of the body (another type for a field, a tag
+/// used as a field) is a bad line like one that does not parse.
+pub fn parse_columnar(
+    body: &str,
+    database: &str,
+    precision: Precision,
+    default_time: i64,
+) -> ColumnarOutcome {
+    let mut builder = BatchBuilder::new(database);
+    let mut line = Line::default();
     let bytes = body.as_bytes();
-    let mut pos = 0;
-    let mut line_number = 0;
-    while pos < bytes.len() {
+    if u32::try_from(body.len()).is_err() {
+        // Rows name their line by a 32-bit offset.
+        let message = "the body is larger than 4 GiB: send it in smaller batches".to_string();
+        return ColumnarOutcome {
+            batch: builder.finish(),
+            errors: vec![LineError {
+                line_number: 1,
+                original_line: String::new(),
+                column: 1,
+                message,
+            }],
+        };
+    }
+    let errors = for_each_line(body, |parser, start, _| {
+        if !parser.start_line() {
+            return Ok(());
+        }
+        let raw_start = parser.pos;
+        let known = parser
+            .series_text_end()
+            .and_then(|end| Some((end, builder.series_by_raw(&bytes[raw_start..end])?)));
+        let ids = match known {
+            Some((end, ids)) => {
+                parser.pos = end;
+                line.tags.clear();
+                Some(ids)
+            }
+            None => {
+                parser.measurement_and_tags(&mut line)?;
+                None
+            }
+        };
+        let fields_start = parser.pos;
+        parser.fields_and_time(&mut line, precision, default_time)?;
+        // The builder's refusals are about the fields: point there.
+        let at_fields = |message| (fields_start - start + 2, message);
+        let ids = match ids {
+            Some(ids) => ids,
+            None => {
+                let ids = builder
+                    .series(&line.measurement, &line.tags)
+                    .map_err(at_fields)?;
+                builder.remember_raw(&bytes[raw_start..fields_start], ids);
+                ids
+            }
+        };
+        let fields = line.fields.iter().map(|(k, v)| (k.as_ref(), v.as_ref()));
+        builder
+            .push_row(ids, line.time, fields, start as u32)
+            .map_err(at_fields)
+    });
+    ColumnarOutcome {
+        batch: builder.finish(),
+        errors,
+    }
+}
+
+/// The line number (1-based) and text of the line that starts at byte `offset` of `body`: how
+/// a row refused after parsing (by the lake's catalog, say) is named to whoever sent it.
+pub fn describe_line(body: &str, offset: usize) -> (usize, String) {
+    let number = 1 + body.as_bytes()[..offset]
+        .iter()
+        .filter(|&&c| c == b'\n')
+        .count();
+    let mut parser = LineParser::at(body, offset);
+    let mut line = Line::default();
+    let parsed = parser.start_line()
+        && parser.measurement_and_tags(&mut line).is_ok()
+        && parser
+            .fields_and_time(&mut line, Precision::Nanoseconds, 0)
+            .is_ok();
+    let end = if parsed {
+        parser.pos
+    } else {
+        parser.skip_to_line_end()
+    };
+    let text = body[offset..end].trim_end_matches(['\n', '\r']);
+    (number, text.chars().take(1000).collect())
+}
+
+/// Runs `parse` on each line of `body` (a line with a quoted string may span several) with a
+/// parser at the line's start, the start's byte offset and the line number; returns the
+/// lines it failed on. On success `parse` leaves the parser just past its line.
+fn for_each_line<'a>(
+    body: &'a str,
+    mut parse: impl FnMut(&mut LineParser<'a>, usize, usize) -> LineResult<()>,
+) -> Vec<LineError> {
+    let mut errors = Vec::new();
+    let (mut pos, mut line_number) = (0, 0);
+    while pos < body.len() {
         line_number += 1;
         let start = pos;
-        let mut parser = LineParser {
-            text: body,
-            bytes,
-            pos,
-            line_start: start,
-        };
-        let result = parser.parse_line(precision, default_time);
+        let mut parser = LineParser::at(body, pos);
+        let result = parse(&mut parser, start, line_number);
         // Whatever happened, continue after the end of this line (outside quoted strings
         // for good lines; at the next newline for bad ones).
         let end = match result {
-            Ok(_) => parser.pos,
+            Ok(()) => parser.pos,
             Err(_) => parser.skip_to_line_end(),
         };
-        let line_text = body[start..end].trim_end_matches(['\n', '\r']);
-        let extra_lines = body[start..end]
-            .trim_end_matches('\n')
-            .matches('\n')
-            .count();
-        match result {
-            Ok(Some(point)) => {
-                outcome.points.push(point);
-                outcome
-                    .sources
-                    .push((line_number, start..start + line_text.len()));
-            }
-            Ok(None) => {}
-            Err((column, message)) => outcome.errors.push(LineError {
+        if let Err((column, message)) = result {
+            let text = body[start..end].trim_end_matches(['\n', '\r']);
+            errors.push(LineError {
                 line_number,
-                original_line: line_text.chars().take(1000).collect(),
+                original_line: text.chars().take(1000).collect(),
                 column,
                 message,
-            }),
+            });
         }
-        line_number += extra_lines;
+        line_number += extra_lines(&body[start..end]);
         pos = end;
     }
-    outcome
+    errors
+}
+
+/// Newlines inside a line (in quoted strings), which the line numbers after it must skip.
+fn extra_lines(line: &str) -> usize {
+    line.trim_end_matches('\n').matches('\n').count()
+}
+
+/// One parsed line, borrowed from the body wherever no escape had to be undone. Kept between
+/// lines so its vectors are allocated once per body, not once per line.
+#[derive(Default)]
+struct Line<'a> {
+    measurement: Cow<'a, str>,
+    /// Sorted by key.
+    tags: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    fields: Vec<(Cow<'a, str>, Value<'a>)>,
+    time: i64,
+}
+
+/// A field value as read; strings are borrowed unless they held escapes.
+#[derive(Debug)]
+enum Value<'a> {
+    Float(f64),
+    Integer(i64),
+    UInteger(u64),
+    String(Cow<'a, str>),
+    Boolean(bool),
+}
+
+impl Value<'_> {
+    fn as_ref(&self) -> FieldRef<'_> {
+        match self {
+            Value::Float(v) => FieldRef::Float(*v),
+            Value::Integer(v) => FieldRef::Integer(*v),
+            Value::UInteger(v) => FieldRef::UInteger(*v),
+            Value::String(v) => FieldRef::String(v),
+            Value::Boolean(v) => FieldRef::Boolean(*v),
+        }
+    }
 }
 
 struct LineParser<'a> {
@@ -107,6 +266,15 @@ struct LineParser<'a> {
 type LineResult<T> = Result<T, (usize, String)>;
 
 impl<'a> LineParser<'a> {
+    fn at(text: &'a str, pos: usize) -> Self {
+        LineParser {
+            text,
+            bytes: text.as_bytes(),
+            pos,
+            line_start: pos,
+        }
+    }
+
     fn fail<T>(&self, message: impl Into<String>) -> LineResult<T> {
         Err((self.pos - self.line_start + 1, message.into()))
     }
@@ -123,31 +291,51 @@ impl<'a> LineParser<'a> {
         }
     }
 
-    /// Parses one line; `Ok(None)` for blank lines and comments. On success `pos` is just past
-    /// the line's newline (or at the end of the body).
-    fn parse_line(&mut self, precision: Precision, default_time: i64) -> LineResult<Option<Point>> {
+    /// Skips leading whitespace; `false` (with `pos` past the line) for a blank line or a
+    /// comment, `true` when a measurement should follow.
+    fn start_line(&mut self) -> bool {
         // Leading whitespace is allowed before the measurement and comments.
         while matches!(self.peek(), Some(b' ' | b'\t' | b'\r')) {
             self.pos += 1;
         }
         match self.peek() {
-            None => return Ok(None),
+            None => false,
             Some(b'\n') => {
                 self.pos += 1;
-                return Ok(None);
+                false
             }
             Some(b'#') => {
                 self.pos = self.skip_to_line_end();
-                return Ok(None);
+                false
             }
-            _ => {}
+            _ => true,
         }
+    }
 
-        let measurement = self.name(NameKind::Measurement)?;
-        if measurement.is_empty() {
+    /// Where the measurement and tags end (the first space no backslash escapes), without
+    /// reading them; `None` when the line ends first (it is bad, the full parse will say why).
+    fn series_text_end(&self) -> Option<usize> {
+        let mut i = self.pos;
+        while let Some(&c) = self.bytes.get(i) {
+            match c {
+                b' ' => return Some(i),
+                b'\n' => return None,
+                b'\\' if matches!(self.bytes.get(i + 1), Some(b',' | b' ' | b'=' | b'\\')) => {
+                    i += 2
+                }
+                _ => i += 1,
+            }
+        }
+        None
+    }
+
+    /// Reads the measurement and the tags; `pos` ends on the space before the fields.
+    fn measurement_and_tags(&mut self, line: &mut Line<'a>) -> LineResult<()> {
+        line.tags.clear();
+        line.measurement = self.name(NameKind::Measurement)?;
+        if line.measurement.is_empty() {
             return self.fail("missing measurement name");
         }
-        let mut tags: Vec<(String, String)> = Vec::new();
         while self.peek() == Some(b',') {
             self.pos += 1;
             let key = self.name(NameKind::TagKey)?;
@@ -165,14 +353,24 @@ impl<'a> LineParser<'a> {
             if key == "time" {
                 return self.fail("`time` cannot be a tag key: it is the timestamp column");
             }
-            tags.push((key.into_owned(), value.into_owned()));
+            line.tags.push((key, value));
         }
         if self.peek() != Some(b' ') {
             return self.fail("expected a space and then fields after the measurement and tags");
         }
-        self.skip_spaces();
+        Ok(())
+    }
 
-        let mut fields: Vec<(String, FieldValue)> = Vec::new();
+    /// Reads the fields and the optional timestamp, from the space after the tags; on success
+    /// `pos` is just past the line's newline (or at the end of the body).
+    fn fields_and_time(
+        &mut self,
+        line: &mut Line<'a>,
+        precision: Precision,
+        default_time: i64,
+    ) -> LineResult<()> {
+        self.skip_spaces();
+        line.fields.clear();
         loop {
             let key = self.name(NameKind::FieldKey)?;
             if key.is_empty() {
@@ -187,13 +385,13 @@ impl<'a> LineParser<'a> {
             if key == "time" {
                 return self.fail("`time` cannot be a field key: it is the timestamp column");
             }
-            if tags.iter().any(|(t, _)| t.as_str() == key) {
+            if line.tags.iter().any(|(t, _)| *t == key) {
                 return self.fail(format!("`{key}` is both a tag and a field"));
             }
-            if fields.iter().any(|(f, _)| f.as_str() == key) {
+            if line.fields.iter().any(|(f, _)| *f == key) {
                 return self.fail(format!("field `{key}` appears twice"));
             }
-            fields.push((key.into_owned(), value));
+            line.fields.push((key, value));
             if self.peek() == Some(b',') {
                 self.pos += 1;
             } else {
@@ -201,13 +399,13 @@ impl<'a> LineParser<'a> {
             }
         }
 
-        let mut time = default_time;
+        line.time = default_time;
         match self.peek() {
             Some(b' ') => {
                 self.skip_spaces();
                 if !matches!(self.peek(), None | Some(b'\n' | b'\r')) {
                     let raw = self.timestamp()?;
-                    time = match precision.to_nanos(raw) {
+                    line.time = match precision.to_nanos(raw) {
                         Some(t) => t,
                         None => {
                             return self
@@ -233,16 +431,13 @@ impl<'a> LineParser<'a> {
             Some(_) => return self.fail("unexpected text after the timestamp"),
         }
 
-        tags.sort_by(|a, b| a.0.cmp(&b.0));
-        if let Some(pair) = tags.windows(2).find(|w| w[0].0 == w[1].0) {
-            return self.fail(format!("tag `{}` appears twice", pair[0].0));
+        if line.tags.len() > 1 {
+            line.tags.sort_by(|a, b| a.0.cmp(&b.0));
+            if let Some(pair) = line.tags.windows(2).find(|w| w[0].0 == w[1].0) {
+                return self.fail(format!("tag `{}` appears twice", pair[0].0));
+            }
         }
-        Ok(Some(Point {
-            measurement: measurement.into_owned(),
-            tags,
-            fields,
-            time,
-        }))
+        Ok(())
     }
 
     fn skip_spaces(&mut self) {
@@ -295,7 +490,7 @@ impl<'a> LineParser<'a> {
         Ok(Cow::Owned(out))
     }
 
-    fn field_value(&mut self, key: &str) -> LineResult<FieldValue> {
+    fn field_value(&mut self, key: &str) -> LineResult<Value<'a>> {
         if self.peek() == Some(b'"') {
             return self.string_value(key);
         }
@@ -317,19 +512,19 @@ impl<'a> LineParser<'a> {
             ))
         };
         match raw {
-            "t" | "T" | "true" | "True" | "TRUE" => return Ok(FieldValue::Boolean(true)),
-            "f" | "F" | "false" | "False" | "FALSE" => return Ok(FieldValue::Boolean(false)),
+            "t" | "T" | "true" | "True" | "TRUE" => return Ok(Value::Boolean(true)),
+            "f" | "F" | "false" | "False" | "FALSE" => return Ok(Value::Boolean(false)),
             _ => {}
         }
         if let Some(digits) = raw.strip_suffix('i') {
             return match digits.parse::<i64>() {
-                Ok(v) if is_plain_integer(digits, true) => Ok(FieldValue::Integer(v)),
+                Ok(v) if is_plain_integer(digits, true) => Ok(Value::Integer(v)),
                 _ => invalid("a 64-bit signed integer (like `-42i`)"),
             };
         }
         if let Some(digits) = raw.strip_suffix('u') {
             return match digits.parse::<u64>() {
-                Ok(v) if is_plain_integer(digits, false) => Ok(FieldValue::UInteger(v)),
+                Ok(v) if is_plain_integer(digits, false) => Ok(Value::UInteger(v)),
                 _ => invalid("a 64-bit unsigned integer (like `42u`)"),
             };
         }
@@ -338,17 +533,18 @@ impl<'a> LineParser<'a> {
             .bytes()
             .all(|c| c.is_ascii_digit() || matches!(c, b'.' | b'-' | b'+' | b'e' | b'E'));
         match raw.parse::<f64>() {
-            Ok(v) if looks_numeric && v.is_finite() => Ok(FieldValue::Float(v)),
+            Ok(v) if looks_numeric && v.is_finite() => Ok(Value::Float(v)),
             _ => invalid(
                 "a number, an integer (`1i`), an unsigned integer (`1u`), a boolean or a \"string\"",
             ),
         }
     }
 
-    fn string_value(&mut self, key: &str) -> LineResult<FieldValue> {
+    fn string_value(&mut self, key: &str) -> LineResult<Value<'a>> {
         let open = self.pos;
         self.pos += 1;
-        let mut out = String::new();
+        // Borrowed until the first escape; owned from then on.
+        let mut out: Option<String> = None;
         let mut chunk_start = self.pos;
         loop {
             match self.peek() {
@@ -357,13 +553,20 @@ impl<'a> LineParser<'a> {
                     return self.fail(format!("field `{key}` string value has no closing quote"));
                 }
                 Some(b'"') => {
-                    out.push_str(&self.text[chunk_start..self.pos]);
+                    let tail = &self.text[chunk_start..self.pos];
                     self.pos += 1;
-                    return Ok(FieldValue::String(out));
+                    return Ok(Value::String(match out {
+                        None => Cow::Borrowed(tail),
+                        Some(mut s) => {
+                            s.push_str(tail);
+                            Cow::Owned(s)
+                        }
+                    }));
                 }
                 Some(b'\\') if matches!(self.bytes.get(self.pos + 1), Some(b'"' | b'\\')) => {
-                    out.push_str(&self.text[chunk_start..self.pos]);
-                    out.push(self.bytes[self.pos + 1] as char);
+                    let s = out.get_or_insert_with(String::new);
+                    s.push_str(&self.text[chunk_start..self.pos]);
+                    s.push(self.bytes[self.pos + 1] as char);
                     self.pos += 2;
                     chunk_start = self.pos;
                 }

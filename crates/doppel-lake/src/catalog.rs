@@ -3,15 +3,16 @@
 //! to a temporary name, fsynced, renamed, directory fsynced), so after any crash it names
 //! exactly the files that hold persisted data.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 
-use doppel_core::{FieldType, WriteBatch};
+use doppel_core::FieldType;
+use doppel_core::columnar::ColumnarBatch;
 use serde::{Deserialize, Serialize};
 
-use crate::buffer::{TIME_COLUMN, TableSchema};
+use crate::buffer::TableSchema;
 use crate::error::{LakeError, Result};
 
 pub const MANIFEST: &str = "manifest.json";
@@ -120,114 +121,112 @@ impl Catalog {
         self.databases.get(database)?.tables.get(table)
     }
 
-    /// Checks every point of a batch against the known schemas (and against the batch's
-    /// earlier points): a field keeps its type, a name is a tag or a field, never both.
-    /// Returns, per point, whether it is accepted, and the rejections. The new columns of the
-    /// accepted points are added to the catalog when `accept_partial` is set or nothing was
-    /// refused (a refused atomic batch changes nothing).
+    /// Checks a batch against the known schemas: a field keeps its type, a name is a tag or
+    /// a field, never both. Returns, per table, which rows pass (`None`: all of them), and a
+    /// rejection for each row that does not (its index is the row's source, or its row number
+    /// when the batch has no sources). The batch's new columns are registered when `register`
+    /// says so, given whether everything passed (a refused atomic batch changes nothing).
+    ///
+    /// The check is per table and column, not per row: the builder that made the batch
+    /// already made each column hold one type.
     pub fn admit(
         &mut self,
-        batch: &WriteBatch,
-        accept_partial: bool,
-    ) -> (Vec<bool>, Vec<PointRejection>) {
-        #[derive(Clone, Copy, PartialEq)]
-        enum Column {
-            Tag,
-            Field(FieldType),
-        }
+        batch: &ColumnarBatch,
+        register: impl FnOnce(bool) -> bool,
+    ) -> (Vec<Option<Vec<bool>>>, Vec<PointRejection>) {
         let db = self.databases.get(&batch.database);
-        let mut seen: HashMap<(&str, &str), Column> = HashMap::new();
-        let mut accepted = Vec::with_capacity(batch.points.len());
+        let mut masks = Vec::with_capacity(batch.tables.len());
         let mut rejections = Vec::new();
-        for (index, point) in batch.points.iter().enumerate() {
-            let table = db.and_then(|d| d.tables.get(&point.measurement));
-            let known = |name: &str| -> Option<Column> {
-                let t = table?;
-                if t.tags.contains(name) {
-                    Some(Column::Tag)
-                } else {
-                    t.fields.get(name).map(|ft| Column::Field(*ft))
+        for rows in &batch.tables {
+            let known = db.and_then(|d| d.tables.get(&rows.measurement));
+            let mut mask: Option<Vec<bool>> = None;
+            let mut refuse = |row: usize, message: &dyn Fn() -> String| {
+                let keep = mask.get_or_insert_with(|| vec![true; rows.len()]);
+                if keep[row] {
+                    keep[row] = false;
+                    let index = rows.sources.get(row).map_or(row, |&s| s as usize);
+                    rejections.push(PointRejection {
+                        index,
+                        message: message(),
+                    });
                 }
             };
-            let mut problem = None;
-            let columns = point
-                .tags
-                .iter()
-                .map(|(k, _)| (k.as_str(), Column::Tag))
-                .chain(
-                    point
+            if let Some(table) = known {
+                let m = &rows.measurement;
+                for (series, tags) in rows.series.iter().enumerate() {
+                    let Some((key, _)) = tags.iter().find(|(k, _)| table.fields.contains_key(k))
+                    else {
+                        continue;
+                    };
+                    let message = || format!("`{key}` is a field of `{m}`, not a tag");
+                    for row in (0..rows.len()).filter(|&r| rows.series_of_row[r] as usize == series)
+                    {
+                        refuse(row, &message);
+                    }
+                }
+                for column in &rows.fields {
+                    let (name, got) = (&column.name, column.values.field_type());
+                    let message: Box<dyn Fn() -> String> = if table.tags.contains(name) {
+                        Box::new(move || format!("`{name}` is a tag of `{m}`, not a field"))
+                    } else {
+                        match table.fields.get(name) {
+                            Some(&had) if had != got => Box::new(move || {
+                                format!(
+                                    "field type conflict: `{m}.{name}` is {had} but this line writes {got}"
+                                )
+                            }),
+                            _ => continue,
+                        }
+                    };
+                    for row in (0..rows.len()).filter(|&r| column.is_valid(r)) {
+                        refuse(row, &*message);
+                    }
+                }
+            }
+            masks.push(mask);
+        }
+        rejections.sort_by_key(|r| r.index);
+        if register(rejections.is_empty()) {
+            self.register(batch, &masks);
+        }
+        (masks, rejections)
+    }
+
+    /// Adds the tags and fields that the kept rows of a batch bring.
+    fn register(&mut self, batch: &ColumnarBatch, masks: &[Option<Vec<bool>>]) {
+        let db = self.databases.entry(batch.database.clone()).or_default();
+        for (rows, mask) in batch.tables.iter().zip(masks) {
+            let kept = |row: usize| mask.as_ref().is_none_or(|m| m[row]);
+            if !(0..rows.len()).any(kept) {
+                continue;
+            }
+            let table = match db.tables.get_mut(&rows.measurement) {
+                Some(t) => t,
+                None => db.tables.entry(rows.measurement.clone()).or_default(),
+            };
+            // Only series with a kept row bring their tags (a series can be left without rows
+            // when the rows that named it were refused).
+            let mut used = vec![false; rows.series.len()];
+            for row in (0..rows.len()).filter(|&r| kept(r)) {
+                used[rows.series_of_row[row] as usize] = true;
+            }
+            for (tags, _) in rows.series.iter().zip(&used).filter(|(_, u)| **u) {
+                for (key, _) in tags {
+                    if !table.tags.contains(key) {
+                        table.tags.insert(key.clone());
+                    }
+                }
+            }
+            for column in &rows.fields {
+                if table.fields.contains_key(&column.name) {
+                    continue;
+                }
+                if (0..rows.len()).any(|r| kept(r) && column.is_valid(r)) {
+                    table
                         .fields
-                        .iter()
-                        .map(|(k, v)| (k.as_str(), Column::Field(v.field_type()))),
-                );
-            for (name, column) in columns {
-                if name == TIME_COLUMN {
-                    problem = Some("`time` is reserved for the timestamp".to_string());
-                    break;
-                }
-                // The catalog first: in steady state every column is known there.
-                let earlier =
-                    known(name).or_else(|| seen.get(&(point.measurement.as_str(), name)).copied());
-                if let Some(earlier) = earlier
-                    && earlier != column
-                {
-                    problem = Some(match (earlier, column) {
-                        (Column::Field(had), Column::Field(got)) => format!(
-                            "field type conflict: `{}.{name}` is {had} but this line writes {got}",
-                            point.measurement
-                        ),
-                        (Column::Tag, _) => {
-                            format!("`{name}` is a tag of `{}`, not a field", point.measurement)
-                        }
-                        (_, Column::Tag) => {
-                            format!("`{name}` is a field of `{}`, not a tag", point.measurement)
-                        }
-                    });
-                    break;
-                }
-            }
-            match problem {
-                Some(message) => {
-                    accepted.push(false);
-                    rejections.push(PointRejection { index, message });
-                }
-                None => {
-                    accepted.push(true);
-                    // Only columns new to the catalog need remembering (and registering).
-                    for (k, _) in &point.tags {
-                        if known(k).is_none() {
-                            seen.insert((point.measurement.as_str(), k.as_str()), Column::Tag);
-                        }
-                    }
-                    for (k, v) in &point.fields {
-                        if known(k).is_none() {
-                            seen.insert(
-                                (point.measurement.as_str(), k.as_str()),
-                                Column::Field(v.field_type()),
-                            );
-                        }
-                    }
+                        .insert(column.name.clone(), column.values.field_type());
                 }
             }
         }
-        if accept_partial || rejections.is_empty() {
-            let additions: Vec<_> = seen
-                .into_iter()
-                .map(|((m, n), c)| (m.to_owned(), n.to_owned(), c))
-                .collect();
-            let db = self.databases.entry(batch.database.clone()).or_default();
-            for (measurement, name, column) in additions {
-                let table = db.tables.entry(measurement).or_default();
-                match column {
-                    Column::Tag => {
-                        table.tags.insert(name);
-                    }
-                    Column::Field(t) => {
-                        table.fields.entry(name).or_insert(t);
-                    }
-                }
-            }
-        }
-        (accepted, rejections)
     }
 }

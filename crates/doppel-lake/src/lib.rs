@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use doppel_core::WriteBatch;
+use doppel_core::columnar::ColumnarBatch;
 use parking_lot::RwLock;
 
 pub use buffer::TIME_COLUMN;
@@ -127,7 +128,7 @@ struct State {
 enum WalCommand {
     Append {
         payload: Vec<u8>,
-        batch: WriteBatch,
+        batch: ColumnarBatch,
         reply: tokio::sync::oneshot::Sender<Result<()>>,
     },
     Rotate {
@@ -135,8 +136,8 @@ enum WalCommand {
     },
 }
 
-/// The points left to write, and their WAL encoding.
-type EncodedBatch = (WriteBatch, Vec<u8>);
+/// The rows left to write, and their WAL encoding.
+type EncodedBatch = (ColumnarBatch, Vec<u8>);
 
 /// Answers once the WAL thread has made a batch durable (or failed to).
 type DurableReceipt = tokio::sync::oneshot::Receiver<Result<()>>;
@@ -165,13 +166,13 @@ impl Lake {
         let mut active = buffer::Buffer::default();
         let started = Instant::now();
         let last_segment = wal::replay(&wal_dir, catalog.wal_persisted_through, |payload| {
-            let batch = codec::decode(payload).map_err(|reason| LakeError::WalCorrupt {
+            let batch = codec::decode_any(payload).map_err(|reason| LakeError::WalCorrupt {
                 path: wal_dir.clone(),
                 offset: 0,
                 reason: format!("a record passed its checksum but cannot be decoded: {reason}"),
             })?;
-            catalog.admit(&batch, true); // replayed batches were admitted before
-            active.append(&batch.database, &batch.points);
+            catalog.admit(&batch, |_| true); // replayed batches were admitted before
+            active.append(&batch);
             Ok(())
         })?;
         if active.is_empty() {
@@ -230,21 +231,18 @@ impl Lake {
         &self.inner.dir
     }
 
-    /// Writes a batch durably. With `accept_partial` the points the catalog refuses are left
-    /// out and reported; without it any refused point refuses the whole batch (nothing written).
+    /// Writes a batch of points durably. With `accept_partial` the points that are refused
+    /// (by the catalog, or because they contradict an earlier point of the batch) are left
+    /// out and reported by index; without it any refused point refuses the whole batch.
     pub async fn write(&self, batch: WriteBatch, accept_partial: bool) -> Result<WriteOutcome> {
-        match self.enqueue(batch, accept_partial)? {
-            (outcome, Some(durable)) => {
-                durable.await.map_err(|_| LakeError::ShuttingDown)??;
-                Ok(outcome)
-            }
-            (outcome, None) => Ok(outcome),
-        }
+        let (columns, refused) = points_to_columns(&batch);
+        self.write_columns(columns, refused, accept_partial).await
     }
 
     /// [`Lake::write`] for callers outside an async runtime (imports, tests).
     pub fn write_blocking(&self, batch: WriteBatch, accept_partial: bool) -> Result<WriteOutcome> {
-        match self.enqueue(batch, accept_partial)? {
+        let (columns, refused) = points_to_columns(&batch);
+        match self.enqueue(columns, refused, accept_partial)? {
             (outcome, Some(durable)) => {
                 durable
                     .blocking_recv()
@@ -255,15 +253,34 @@ impl Lake {
         }
     }
 
+    /// Writes a batch in columns durably: the write path of the HTTP API. `refused` are rows
+    /// the caller already left out (lines that contradict earlier ones, say): with them and
+    /// without `accept_partial` nothing is written. Rejections name each row by its source.
+    pub async fn write_columns(
+        &self,
+        batch: ColumnarBatch,
+        refused: Vec<PointRejection>,
+        accept_partial: bool,
+    ) -> Result<WriteOutcome> {
+        match self.enqueue(batch, refused, accept_partial)? {
+            (outcome, Some(durable)) => {
+                durable.await.map_err(|_| LakeError::ShuttingDown)??;
+                Ok(outcome)
+            }
+            (outcome, None) => Ok(outcome),
+        }
+    }
+
     /// Checks a batch and hands it to the WAL thread; the receiver answers once it is durable
     /// (`None` when nothing was left to write).
     fn enqueue(
         &self,
-        batch: WriteBatch,
+        batch: ColumnarBatch,
+        refused: Vec<PointRejection>,
         accept_partial: bool,
     ) -> Result<(WriteOutcome, Option<DurableReceipt>)> {
-        let (outcome, prepared) = self.prepare(batch, accept_partial)?;
-        // Nothing left to write: every point refused (with accept_partial), or none sent.
+        let (outcome, prepared) = self.prepare(batch, refused, accept_partial)?;
+        // Nothing left to write: every row refused (with accept_partial), or none sent.
         let Some((batch, payload)) = prepared else {
             return Ok((outcome, None));
         };
@@ -278,7 +295,8 @@ impl Lake {
 
     fn prepare(
         &self,
-        mut batch: WriteBatch,
+        mut batch: ColumnarBatch,
+        mut refused: Vec<PointRejection>,
         accept_partial: bool,
     ) -> Result<(WriteOutcome, Option<EncodedBatch>)> {
         if self.inner.failed.load(Ordering::Relaxed) {
@@ -297,26 +315,36 @@ impl Lake {
                 buffered_bytes: buffered,
             });
         }
-        let rejected = {
+        let masks = {
             // Checking and registering under one lock: two batches racing to create a column
             // with different types cannot both win.
             let mut state = self.inner.state.write();
-            let (accepted, rejected) = state.catalog.admit(&batch, accept_partial);
-            if !rejected.is_empty() && !accept_partial {
-                return Err(LakeError::Rejected(rejected));
+            let nothing_refused_before = refused.is_empty();
+            let (masks, rejected) = state.catalog.admit(&batch, |all_passed| {
+                accept_partial || (all_passed && nothing_refused_before)
+            });
+            refused.extend(rejected);
+            if !refused.is_empty() && !accept_partial {
+                refused.sort_by_key(|r| r.index);
+                return Err(LakeError::Rejected(refused));
             }
-            let mut keep = accepted.into_iter();
-            batch.points.retain(|_| keep.next().unwrap_or(false));
-            rejected
+            masks
         };
+        for (rows, mask) in batch.tables.iter_mut().zip(masks) {
+            if let Some(keep) = mask {
+                rows.retain_rows(&keep);
+            }
+        }
+        batch.tables.retain(|t| !t.is_empty());
+        refused.sort_by_key(|r| r.index);
         let outcome = WriteOutcome {
-            points_written: batch.points.len(),
-            rejected,
+            points_written: batch.rows(),
+            rejected: refused,
         };
-        if batch.points.is_empty() {
+        if batch.tables.is_empty() {
             return Ok((outcome, None));
         }
-        let mut payload = Vec::with_capacity(batch.points.len() * 64);
+        let mut payload = Vec::new();
         codec::encode(&batch, &mut payload);
         Ok((outcome, Some((batch, payload))))
     }
@@ -346,7 +374,7 @@ impl Lake {
             .databases
             .get(database)
             .ok_or_else(|| LakeError::DatabaseNotFound(database.to_owned()))?;
-        let mut tables = Vec::with_capacity(db.tables.len());
+        let mut unsorted = Vec::with_capacity(db.tables.len());
         for (name, table) in &db.tables {
             let schema = table.schema();
             let mut buffers = Vec::new();
@@ -355,19 +383,22 @@ impl Lake {
                     buffers.push(rows.to_unsorted_batch(&schema)?);
                 }
             }
-            tables.push(query::TableSnapshot {
-                name: name.clone(),
-                schema,
-                files: table.files.clone(),
-                buffers,
-            });
+            unsorted.push((name.clone(), schema, table.files.clone(), buffers));
         }
         // Sort outside the lock: a long sort here would hold up the WAL thread's writes.
         drop(state);
-        for table in &mut tables {
-            for buffer in &mut table.buffers {
-                *buffer = buffer::sort_dedupe(buffer, table.schema.tag_count)?;
-            }
+        let mut tables = Vec::with_capacity(unsorted.len());
+        for (name, schema, files, buffers) in unsorted {
+            let buffers = buffers
+                .iter()
+                .map(|(batch, keys)| keys.sort_dedupe(batch, schema.tag_count))
+                .collect::<Result<_>>()?;
+            tables.push(query::TableSnapshot {
+                name,
+                schema,
+                files,
+                buffers,
+            });
         }
         Ok(tables)
     }
@@ -470,7 +501,7 @@ impl Inner {
     fn run_wal(self: Arc<Self>, mut writer: wal::WalWriter, rx: mpsc::Receiver<WalCommand>) {
         let mut appends: Vec<(
             Vec<u8>,
-            WriteBatch,
+            ColumnarBatch,
             tokio::sync::oneshot::Sender<Result<()>>,
         )> = Vec::new();
         let mut rotations = Vec::new();
@@ -499,7 +530,7 @@ impl Inner {
                     Ok(()) => {
                         let mut state = self.state.write();
                         for (_, batch, _) in &appends {
-                            state.active.append(&batch.database, &batch.points);
+                            state.active.append(batch);
                         }
                         if state.active_since.is_none() {
                             state.active_since = Some(Instant::now());
@@ -661,6 +692,16 @@ impl Drop for Inner {
     }
 }
 
+/// A batch of points in columns, with the points that contradict earlier ones of the batch.
+fn points_to_columns(batch: &WriteBatch) -> (ColumnarBatch, Vec<PointRejection>) {
+    let (columns, refused) = ColumnarBatch::from_points(batch);
+    let refused = refused
+        .into_iter()
+        .map(|(index, message)| PointRejection { index, message })
+        .collect();
+    (columns, refused)
+}
+
 /// Removes temporary files and Parquet files the manifest does not list: what a crash in
 /// the middle of a persist leaves behind (the data is still in the WAL).
 fn remove_leftovers(dir: &Path, catalog: &Catalog) -> Result<()> {
@@ -692,4 +733,50 @@ fn remove_leftovers(dir: &Path, catalog: &Catalog) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use doppel_core::{FieldValue, Point};
+
+    /// A WAL left by a doppel that logged points (version 1 records) replays into the buffer.
+    #[test]
+    fn a_version_1_wal_replays() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal_dir = dir.path().join(WAL_DIR);
+        std::fs::create_dir_all(&wal_dir).unwrap();
+        let batch = WriteBatch {
+            database: "db".into(),
+            points: (0..3)
+                .map(|i| Point {
+                    measurement: "m".into(),
+                    tags: vec![("a".into(), format!("s{}", i % 2))],
+                    fields: vec![("v".into(), FieldValue::Float(i as f64))],
+                    time: i,
+                })
+                .collect(),
+        };
+        let mut payload = Vec::new();
+        codec::encode_v1(&batch, &mut payload);
+        let mut writer = wal::WalWriter::create(&wal_dir, 0).unwrap();
+        writer.append_all([payload.as_slice()].into_iter()).unwrap();
+        drop(writer);
+
+        let lake = Lake::open(dir.path(), LakeConfig::default()).unwrap();
+        assert_eq!(lake.stats().buffered_rows, 3);
+        let table = lake.catalog().table("db", "m").cloned().unwrap();
+        assert!(table.tags.contains("a"));
+        assert_eq!(table.fields["v"], doppel_core::FieldType::Float);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let (_, batches) = runtime
+            .block_on(lake.query("db", "SELECT sum(v) AS s FROM m"))
+            .unwrap();
+        let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+            .unwrap()
+            .to_string();
+        assert!(text.contains("| 3.0 |"), "{text}");
+    }
 }

@@ -146,7 +146,7 @@ fn field_type_conflicts_reject_the_whole_batch_unless_partial() {
             assert_eq!(r[0].index, 1);
             assert!(
                 r[0].message
-                    .contains("`m.x` is float but this line writes integer"),
+                    .contains("`m.x` is float earlier in this batch but this line writes integer"),
                 "{}",
                 r[0].message
             );

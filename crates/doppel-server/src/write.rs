@@ -4,14 +4,15 @@
 //! lake's catalog) refuses the whole body with `400` and a JSON list of the bad lines. The
 //! answer `204` is sent only once the lake has fsynced the batch.
 
+use std::borrow::Cow;
 use std::io::Read;
 
 use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
-use doppel_core::{Precision, WriteBatch};
-use doppel_ingest::line_protocol::parse_lines;
+use doppel_core::Precision;
+use doppel_ingest::line_protocol::{describe_line, parse_columnar};
 use doppel_lake::LakeError;
 use serde::Deserialize;
 use serde_json::json;
@@ -106,7 +107,7 @@ async fn write(
         Ok(text) => text,
         Err((status, code, message)) => return error_response(status, code, &message),
     };
-    let parsed = parse_lines(&text, precision, doppel_core::time::now_nanos());
+    let parsed = parse_columnar(&text, &database, precision, doppel_core::time::now_nanos());
     let mut bad_lines: Vec<serde_json::Value> = parsed
         .errors
         .iter()
@@ -116,23 +117,19 @@ async fn write(
         })
         .collect();
     if !bad_lines.is_empty() && !accept_partial {
-        return bad_lines_response(
-            "no lines were written: the batch has lines that cannot be parsed",
-            bad_lines,
-        );
+        return bad_lines_response("no lines were written: the batch has bad lines", bad_lines);
     }
-    let sources = parsed.sources;
-    let batch = WriteBatch {
-        database,
-        points: parsed.points,
-    };
-    // A point the lake refused, reported like a line that did not parse.
+    // A row the lake refused, reported like a line that did not parse: its source is the
+    // byte offset of its line.
     let refused_line = |r: &doppel_lake::PointRejection| {
-        let (number, range) = &sources[r.index];
-        let original: String = text[range.clone()].chars().take(1000).collect();
-        bad_line(*number, &original, &r.message)
+        let (number, original) = describe_line(&text, r.index);
+        bad_line(number, &original, &r.message)
     };
-    match state.lake.write(batch, accept_partial).await {
+    match state
+        .lake
+        .write_columns(parsed.batch, Vec::new(), accept_partial)
+        .await
+    {
         Ok(outcome) => {
             bad_lines.extend(outcome.rejected.iter().map(refused_line));
             if bad_lines.is_empty() {
@@ -186,15 +183,29 @@ fn bad_lines_response(message: &str, lines: Vec<serde_json::Value>) -> Response 
 /// Why a body cannot be read: the status, the error code and a message.
 type BodyError = (StatusCode, &'static str, String);
 
-fn body_text(headers: &HeaderMap, body: &Bytes, limit: usize) -> Result<String, BodyError> {
+fn body_text<'a>(
+    headers: &HeaderMap,
+    body: &'a Bytes,
+    limit: usize,
+) -> Result<Cow<'a, str>, BodyError> {
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("identity")
         .trim()
         .to_ascii_lowercase();
-    let bytes = match encoding.as_str() {
-        "identity" | "" => body.to_vec(),
+    let not_utf8 = |e: std::str::Utf8Error| {
+        (
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            format!("the body is not UTF-8 (byte {})", e.valid_up_to()),
+        )
+    };
+    match encoding.as_str() {
+        // The body is read in place: no copy on the hot path.
+        "identity" | "" => std::str::from_utf8(body)
+            .map(Cow::Borrowed)
+            .map_err(not_utf8),
         "gzip" | "x-gzip" => {
             let mut out = Vec::with_capacity(body.len() * 4);
             let mut decoder = flate2::read::GzDecoder::new(&body[..]).take(limit as u64 + 1);
@@ -212,24 +223,14 @@ fn body_text(headers: &HeaderMap, body: &Bytes, limit: usize) -> Result<String, 
                     format!("the body is larger than {limit} bytes once decompressed"),
                 ));
             }
-            out
+            String::from_utf8(out)
+                .map(Cow::Owned)
+                .map_err(|e| not_utf8(e.utf8_error()))
         }
-        other => {
-            return Err((
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "invalid",
-                format!("Content-Encoding `{other}` is not supported: send identity or gzip"),
-            ));
-        }
-    };
-    String::from_utf8(bytes).map_err(|e| {
-        (
-            StatusCode::BAD_REQUEST,
+        other => Err((
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "invalid",
-            format!(
-                "the body is not UTF-8 (byte {})",
-                e.utf8_error().valid_up_to()
-            ),
-        )
-    })
+            format!("Content-Encoding `{other}` is not supported: send identity or gzip"),
+        )),
+    }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use clap::{Args, Subcommand};
-use doppel_core::Precision;
+use doppel_core::{ColumnarBatch, Precision};
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
@@ -124,11 +124,28 @@ pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
 fn parse(args: ParseArgs) -> anyhow::Result<ExitCode> {
     let batch = plant_batch(5000, 0, 1);
     let rounds = args.lines.div_ceil(5000);
-    // Warm up once, then time.
-    let warm = doppel_ingest::parse_lines(&batch, Precision::Nanoseconds, 0);
-    if !warm.errors.is_empty() {
-        bail!("the benchmark payload does not parse: {}", warm.errors[0]);
+    let bytes = batch.len() * rounds;
+    let report = |what: &str, rows: usize, seconds: f64| {
+        println!(
+            "parse ({what}): {rows} lines in {seconds:.2} s: {:.0} lines/s, {:.1} MB/s, {:.2} M values/s (one core)",
+            rows as f64 / seconds,
+            bytes as f64 / seconds / 1e6,
+            (rows * FIELDS) as f64 / seconds / 1e6
+        )
+    };
+    // Warm up once, then time. Columns are what the write path parses into.
+    let warm = doppel_ingest::parse_columnar(&batch, "bench", Precision::Nanoseconds, 0);
+    if let Some(e) = warm.errors.first() {
+        bail!("the benchmark payload does not parse: {e}");
     }
+    let started = Instant::now();
+    let mut rows = 0;
+    for _ in 0..rounds {
+        rows += doppel_ingest::parse_columnar(&batch, "bench", Precision::Nanoseconds, 0)
+            .batch
+            .rows();
+    }
+    report("columns", rows, started.elapsed().as_secs_f64());
     let started = Instant::now();
     let mut points = 0;
     for _ in 0..rounds {
@@ -136,42 +153,44 @@ fn parse(args: ParseArgs) -> anyhow::Result<ExitCode> {
             .points
             .len();
     }
-    let seconds = started.elapsed().as_secs_f64();
-    let bytes = batch.len() * rounds;
-    println!(
-        "parse: {points} lines in {seconds:.2} s: {:.0} lines/s, {:.1} MB/s, {:.2} M values/s (one core)",
-        points as f64 / seconds,
-        bytes as f64 / seconds / 1e6,
-        (points * FIELDS) as f64 / seconds / 1e6
-    );
+    report("points", points, started.elapsed().as_secs_f64());
     Ok(ExitCode::SUCCESS)
 }
 
 fn wal(args: WalArgs) -> anyhow::Result<ExitCode> {
     let dir = tempfile_in(&args.dir)?;
     let lake = doppel_lake::Lake::open(&dir, doppel_lake::LakeConfig::default())?;
-    let batches: Vec<Vec<doppel_core::WriteBatch>> =
-        client_bodies(args.writers, args.batches, args.lines)
+    let batches: Vec<Vec<ColumnarBatch>> = client_bodies(args.writers, args.batches, args.lines)
+        .into_iter()
+        .map(|bodies| {
+            bodies
+                .iter()
+                .map(|text| {
+                    doppel_ingest::parse_columnar(text, "bench", Precision::Nanoseconds, 0).batch
+                })
+                .collect()
+        })
+        .collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.writers)
+        .build()?;
+    let started = Instant::now();
+    runtime.block_on(async {
+        let writers: Vec<_> = batches
             .into_iter()
-            .map(|bodies| {
-                bodies
-                    .iter()
-                    .map(|text| doppel_core::WriteBatch {
-                        database: "bench".into(),
-                        points: doppel_ingest::parse_lines(text, Precision::Nanoseconds, 0).points,
-                    })
-                    .collect()
+            .map(|writer| {
+                let lake = lake.clone();
+                tokio::spawn(async move {
+                    for batch in writer {
+                        lake.write_columns(batch, Vec::new(), false)
+                            .await
+                            .expect("bench write");
+                    }
+                })
             })
             .collect();
-    let started = Instant::now();
-    std::thread::scope(|scope| {
-        for writer in batches {
-            let lake = lake.clone();
-            scope.spawn(move || {
-                for batch in writer {
-                    lake.write_blocking(batch, false).expect("bench write");
-                }
-            });
+        for writer in writers {
+            writer.await.expect("bench writer");
         }
     });
     let seconds = started.elapsed().as_secs_f64();

@@ -298,3 +298,147 @@ proptest! {
         prop_assert_eq!(out.points, points);
     }
 }
+
+/// The write path's parser must read every body exactly as the point parser does.
+fn columns_as_points(body: &str) -> (Vec<Point>, Vec<LineError>) {
+    let out = parse_columnar(body, "db", Precision::Nanoseconds, NOW);
+    (out.batch.to_points(), out.errors)
+}
+
+/// The point parser's points, grouped by measurement in first-seen order (as tables are).
+fn grouped_by_table(points: Vec<Point>) -> Vec<Point> {
+    let mut order: Vec<String> = Vec::new();
+    for p in &points {
+        if !order.contains(&p.measurement) {
+            order.push(p.measurement.clone());
+        }
+    }
+    let mut grouped = Vec::new();
+    for m in order {
+        grouped.extend(points.iter().filter(|p| p.measurement == m).cloned());
+    }
+    grouped
+}
+
+proptest! {
+    #[test]
+    fn columns_hold_what_points_hold(points in proptest::collection::vec(point_strategy(), 1..8)) {
+        // Random points may give one field two types across lines; the point parser accepts
+        // that (the lake refuses it later), the columnar one refuses the later line at once.
+        let mut body = String::new();
+        for p in &points {
+            write_line(&mut body, p);
+        }
+        let by_points = parse_lines(&body, Precision::Nanoseconds, NOW);
+        let (columns, errors) = columns_as_points(&body);
+        prop_assert!(by_points.errors.is_empty());
+        let refused: Vec<usize> = errors.iter().map(|e| e.line_number).collect();
+        let kept: Vec<Point> = by_points
+            .points
+            .into_iter()
+            .zip(&by_points.sources)
+            .filter(|(_, (number, _))| !refused.contains(number))
+            .map(|(p, _)| p)
+            .collect();
+        prop_assert_eq!(columns.len(), kept.len());
+        for (ours, theirs) in columns.iter().zip(grouped_by_table(kept)) {
+            // Columns keep their first-seen order, so compare fields as sets.
+            let mut a = ours.fields.clone();
+            let mut b = theirs.fields.clone();
+            a.sort_by(|x, y| x.0.cmp(&y.0));
+            b.sort_by(|x, y| x.0.cmp(&y.0));
+            prop_assert_eq!(&ours.measurement, &theirs.measurement);
+            prop_assert_eq!(&ours.tags, &theirs.tags);
+            prop_assert_eq!(a, b);
+            prop_assert_eq!(ours.time, theirs.time);
+        }
+        for e in &errors {
+            prop_assert!(e.message.contains("earlier in this batch"), "{}", e.message);
+        }
+    }
+}
+
+#[test]
+fn columnar_parse_reports_the_same_bad_lines() {
+    let body = "m v=1 1\nbad line\nm v=2 2\nm v=oops 3\nm s=\"a\nb\" 4\nnope\n";
+    let (points, errors) = columns_as_points(body);
+    assert_eq!(points.len(), 3);
+    let by_points = parse_lines(body, Precision::Nanoseconds, NOW);
+    assert_eq!(errors, by_points.errors);
+    for (line, column, message) in [
+        ("m,t=1,t=2 v=1", 14, "tag `t` appears twice"),
+        ("m,t=1 t=1", 10, "both a tag and a field"),
+        ("m v=1,v=2", 10, "field `v` appears twice"),
+    ] {
+        let (_, errors) = columns_as_points(line);
+        assert_eq!(
+            (errors[0].column, errors[0].message.contains(message)),
+            (column, true)
+        );
+    }
+}
+
+#[test]
+fn a_known_series_is_recognised_from_its_raw_text() {
+    // The same series spelled three ways (tag order, escapes) is one series; a second
+    // measurement is a second table.
+    let body = "m,b=2,a=x\\ y v=1 1\nm,a=x\\ y,b=2 v=2 2\nm,b=2,a=x\\ y w=3i 3\nn,a=1 v=4 4\nm,a=z v=5 5\n";
+    let out = parse_columnar(body, "db", Precision::Nanoseconds, NOW);
+    assert!(out.errors.is_empty(), "{:?}", out.errors);
+    let m = &out.batch.tables[0];
+    assert_eq!(m.series.len(), 2);
+    assert_eq!(
+        m.series[0],
+        vec![("a".into(), "x y".into()), ("b".into(), "2".into())]
+    );
+    assert_eq!(m.series_of_row, vec![0, 0, 0, 1]);
+    assert_eq!(m.times, vec![1, 2, 3, 5]);
+    assert_eq!(out.batch.tables[1].measurement, "n");
+    // Each row's source is its line's byte offset.
+    assert_eq!(m.sources[1] as usize, body.find("m,a=x").unwrap());
+}
+
+#[test]
+fn a_line_contradicting_an_earlier_one_is_a_bad_line() {
+    let body = "m,a=1 v=1 1\nm,a=1 v=2i 2\nm,v=1 x=1 3\nm,a=1 a=1 4\n";
+    let (points, errors) = columns_as_points(body);
+    assert_eq!(points.len(), 1);
+    let lines: Vec<_> = errors.iter().map(|e| e.line_number).collect();
+    assert_eq!(lines, [2, 3, 4]);
+    assert!(
+        errors[0]
+            .message
+            .contains("`m.v` is float earlier in this batch but this line writes integer")
+    );
+    assert_eq!(errors[0].column, 7, "points at the fields");
+    assert!(
+        errors[1]
+            .message
+            .contains("`v` is a field of `m` earlier in this batch")
+    );
+    assert!(
+        errors[2]
+            .message
+            .contains("`a` is a tag of `m` earlier in this batch")
+    );
+    assert_eq!(errors[0].original_line, "m,a=1 v=2i 2");
+}
+
+#[test]
+fn describe_line_names_a_row_by_its_offset() {
+    let body = "m v=1 1\nm s=\"two\nlines\" 2\nm v=3 3\n";
+    let out = parse_columnar(body, "db", Precision::Nanoseconds, NOW);
+    let sources = &out.batch.tables[0].sources;
+    assert_eq!(
+        describe_line(body, sources[0] as usize),
+        (1, "m v=1 1".into())
+    );
+    assert_eq!(
+        describe_line(body, sources[1] as usize),
+        (2, "m s=\"two\nlines\" 2".into())
+    );
+    assert_eq!(
+        describe_line(body, sources[2] as usize),
+        (4, "m v=3 3".into())
+    );
+}

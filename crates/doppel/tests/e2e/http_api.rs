@@ -137,6 +137,30 @@ fn field_type_conflicts_are_400_with_the_line() {
         1,
         "the batch was atomic"
     );
+    // A conflict with the stored schema (not within the batch) names its line as well, also
+    // after a multi-line string earlier in the body.
+    let body = "m s=\"two\nlines\" 4\nm v=5i 5\nm w=6 6\n";
+    let r = write(&server, "/api/v2/write?bucket=db", body);
+    assert_eq!(r.status, 400);
+    let json = r.json();
+    assert_eq!(json["data"].as_array().unwrap().len(), 1);
+    assert_eq!(json["data"][0]["line_number"], 3);
+    assert_eq!(json["data"][0]["original_line"], "m v=5i 5");
+    assert!(
+        json["data"][0]["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("`m.v` is float but this line writes integer")
+    );
+    assert_eq!(sql(&server, "db", "SELECT count(*) AS n FROM m")[0]["n"], 1);
+    let r = write(&server, "/api/v2/write?bucket=db&accept_partial=true", body);
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["data"][0]["line_number"], 3);
+    assert_eq!(
+        sql(&server, "db", "SELECT count(*) AS n FROM m")[0]["n"],
+        3,
+        "the other two lines were written"
+    );
 }
 
 fn gzip(text: &str) -> Vec<u8> {
