@@ -353,16 +353,22 @@ pub struct RowKeys(Vec<(u32, i64)>);
 impl RowKeys {
     /// [`sort_dedupe`] for a buffer's batch, on integer keys: the same rows in the same order.
     pub fn sort_dedupe(&self, batch: &RecordBatch, tag_count: usize) -> Result<RecordBatch> {
-        let keys = &self.0;
-        let mut order: Vec<u32> = (0..keys.len() as u32).collect();
-        // Stable: rows with the same series and time stay in write order.
-        order.sort_by_key(|&i| keys[i as usize]);
-        let mut group_starts = Vec::with_capacity(order.len() + 1);
-        for (i, &row) in order.iter().enumerate() {
-            if i == 0 || keys[row as usize] != keys[order[i - 1] as usize] {
+        // The row number last in each key: rows with the same series and time stay in write
+        // order, and the keys sort in place without chasing indices.
+        let mut keyed: Vec<(u32, i64, u32)> = self
+            .0
+            .iter()
+            .enumerate()
+            .map(|(row, &(rank, time))| (rank, time, row as u32))
+            .collect();
+        keyed.sort_unstable();
+        let mut group_starts = Vec::with_capacity(keyed.len() + 1);
+        for (i, key) in keyed.iter().enumerate() {
+            if i == 0 || key.0 != keyed[i - 1].0 || key.1 != keyed[i - 1].1 {
                 group_starts.push(i);
             }
         }
+        let order: Vec<u32> = keyed.into_iter().map(|(_, _, row)| row).collect();
         let time_column = batch
             .schema()
             .index_of(TIME_COLUMN)

@@ -6,6 +6,18 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Turns transparent huge pages off for this process. mimalloc asks the kernel for them, and
+/// then every first touch of freed-and-returned memory clears 2 MiB instead of 4 KiB: under
+/// HTTP ingest half of the server's time went to `clear_page_erms` (docs/BENCHMARKS.md).
+/// Model training measured no slower without them. Best effort: an old kernel just says no.
+fn disable_transparent_huge_pages() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_THP_DISABLE takes one integer argument and touches no memory of ours.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+}
+
 mod bench;
 mod client;
 mod import;
@@ -93,6 +105,7 @@ pub struct ServerArg {
 }
 
 fn main() -> std::process::ExitCode {
+    disable_transparent_huge_pages();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -442,3 +442,51 @@ fn describe_line_names_a_row_by_its_offset() {
         (4, "m v=3 3".into())
     );
 }
+
+proptest! {
+    /// The fast path for plain decimals must give exactly what `str::parse` gives.
+    #[test]
+    fn plain_decimals_parse_exactly_as_the_standard_library(
+        negative in any::<bool>(),
+        whole in "[0-9]{0,12}",
+        fraction in proptest::option::of("[0-9]{0,12}"),
+        end in prop_oneof![Just(""), Just(","), Just(" "), Just("\n")],
+    ) {
+        let text = format!(
+            "{}{whole}{}{end}",
+            if negative { "-" } else { "" },
+            fraction.as_deref().map(|f| format!(".{f}")).unwrap_or_default()
+        );
+        let number = text.trim_end_matches([',', ' ', '\n']);
+        match plain_decimal(text.as_bytes()) {
+            Some((value, len)) => {
+                prop_assert_eq!(len, number.len());
+                let expected: f64 = number.parse().unwrap();
+                prop_assert_eq!(value.to_bits(), expected.to_bits(), "{}", number);
+            }
+            // Declined: too many digits or no digit at all; the general path decides.
+            None => prop_assert!(
+                number.bytes().filter(u8::is_ascii_digit).count() > 15
+                    || !number.bytes().any(|c| c.is_ascii_digit()),
+                "{}", number
+            ),
+        }
+    }
+}
+
+#[test]
+fn plain_decimal_leaves_other_numbers_to_the_general_path() {
+    for text in ["1e3", "1i", "2u", "1.2.3", "+1", "t", "0x10", "1_000"] {
+        assert_eq!(plain_decimal(text.as_bytes()), None, "{text}");
+    }
+    assert_eq!(plain_decimal(b"0.1,"), Some((0.1, 3)));
+    assert_eq!(one("m v=-0.0").fields[0].1, FieldValue::Float(-0.0));
+    assert_eq!(
+        one("m v=1 -9223372036854775808").time,
+        i64::MIN,
+        "the smallest timestamp"
+    );
+    assert!(error("m v=1 9223372036854775808").message.contains("not an integer"));
+    assert!(error("m v=1 +5").message.contains("not an integer"));
+    assert!(error("m v=1 -").message.contains("not an integer"));
+}
