@@ -167,18 +167,20 @@ impl ColumnValues {
     }
 
     fn retain(&mut self, keep: &[bool]) {
-        fn filter<T>(v: &mut Vec<T>, keep: &[bool]) {
-            let mut k = keep.iter();
-            v.retain(|_| *k.next().unwrap_or(&false));
-        }
         match self {
-            ColumnValues::Float(v) => filter(v, keep),
-            ColumnValues::Integer(v) => filter(v, keep),
-            ColumnValues::UInteger(v) => filter(v, keep),
-            ColumnValues::String(v) => filter(v, keep),
-            ColumnValues::Boolean(v) => filter(v, keep),
+            ColumnValues::Float(v) => retain_by(v, keep),
+            ColumnValues::Integer(v) => retain_by(v, keep),
+            ColumnValues::UInteger(v) => retain_by(v, keep),
+            ColumnValues::String(v) => retain_by(v, keep),
+            ColumnValues::Boolean(v) => retain_by(v, keep),
         }
     }
+}
+
+/// Keeps the items whose `keep` entry is true.
+fn retain_by<T>(items: &mut Vec<T>, keep: &[bool]) {
+    let mut k = keep.iter();
+    items.retain(|_| *k.next().unwrap_or(&false));
 }
 
 impl FieldColumn {
@@ -205,19 +207,15 @@ impl TableRows {
 
     /// Keeps the rows whose `keep` entry is true (the series list is left as it is).
     pub fn retain_rows(&mut self, keep: &[bool]) {
-        fn filter<T>(v: &mut Vec<T>, keep: &[bool]) {
-            let mut k = keep.iter();
-            v.retain(|_| *k.next().unwrap_or(&false));
-        }
-        filter(&mut self.series_of_row, keep);
-        filter(&mut self.times, keep);
+        retain_by(&mut self.series_of_row, keep);
+        retain_by(&mut self.times, keep);
         if !self.sources.is_empty() {
-            filter(&mut self.sources, keep);
+            retain_by(&mut self.sources, keep);
         }
         for column in &mut self.fields {
             column.values.retain(keep);
             if let Some(valid) = &mut column.valid {
-                filter(valid, keep);
+                retain_by(valid, keep);
             }
         }
         // A column left with no value at all would create an empty column in the catalog.
@@ -500,18 +498,7 @@ mod tests {
     use super::*;
 
     fn point(m: &str, tags: &[(&str, &str)], fields: &[(&str, FieldValue)], time: i64) -> Point {
-        Point {
-            measurement: m.into(),
-            tags: tags
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            fields: fields
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
-                .collect(),
-            time,
-        }
+        Point::new(m, tags, fields, time)
     }
 
     #[test]

@@ -62,6 +62,31 @@ pub struct Point {
     pub time: i64,
 }
 
+impl Point {
+    /// A point from borrowed parts; the tags are sorted by key, as a point keeps them.
+    pub fn new(
+        measurement: &str,
+        tags: &[(&str, &str)],
+        fields: &[(&str, FieldValue)],
+        time: i64,
+    ) -> Self {
+        let mut tags: Vec<(String, String)> = tags
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        tags.sort();
+        Point {
+            measurement: measurement.to_owned(),
+            tags,
+            fields: fields
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+            time,
+        }
+    }
+}
+
 /// A batch of points for one database, written atomically: all of it or none of it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct WriteBatch {

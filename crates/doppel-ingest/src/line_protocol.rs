@@ -221,7 +221,6 @@ fn for_each_line<'a>(
     errors
 }
 
-
 /// One parsed line, borrowed from the body wherever no escape had to be undone. Kept between
 /// lines so its vectors are allocated once per body, not once per line.
 #[derive(Default)]

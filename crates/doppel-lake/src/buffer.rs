@@ -475,18 +475,7 @@ mod tests {
     use doppel_core::{FieldValue, Point, WriteBatch};
 
     fn point(tags: &[(&str, &str)], fields: &[(&str, FieldValue)], time: i64) -> Point {
-        Point {
-            measurement: "m".into(),
-            tags: tags
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            fields: fields
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
-                .collect(),
-            time,
-        }
+        Point::new("m", tags, fields, time)
     }
 
     #[test]

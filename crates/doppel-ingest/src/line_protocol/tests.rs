@@ -486,7 +486,11 @@ fn plain_decimal_leaves_other_numbers_to_the_general_path() {
         i64::MIN,
         "the smallest timestamp"
     );
-    assert!(error("m v=1 9223372036854775808").message.contains("not an integer"));
+    assert!(
+        error("m v=1 9223372036854775808")
+            .message
+            .contains("not an integer")
+    );
     assert!(error("m v=1 +5").message.contains("not an integer"));
     assert!(error("m v=1 -").message.contains("not an integer"));
 }
