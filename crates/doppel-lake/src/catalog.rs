@@ -140,14 +140,14 @@ impl Catalog {
         for rows in &batch.tables {
             let known = db.and_then(|d| d.tables.get(&rows.measurement));
             let mut mask: Option<Vec<bool>> = None;
-            let mut refuse = |row: usize, message: &dyn Fn() -> String| {
+            let mut refuse = |row: usize, message: &str| {
                 let keep = mask.get_or_insert_with(|| vec![true; rows.len()]);
                 if keep[row] {
                     keep[row] = false;
                     let index = rows.sources.get(row).map_or(row, |&s| s as usize);
                     rejections.push(PointRejection {
                         index,
-                        message: message(),
+                        message: message.to_owned(),
                     });
                 }
             };
@@ -158,7 +158,7 @@ impl Catalog {
                     else {
                         continue;
                     };
-                    let message = || format!("`{key}` is a field of `{m}`, not a tag");
+                    let message = format!("`{key}` is a field of `{m}`, not a tag");
                     for row in (0..rows.len()).filter(|&r| rows.series_of_row[r] as usize == series)
                     {
                         refuse(row, &message);
@@ -166,20 +166,18 @@ impl Catalog {
                 }
                 for column in &rows.fields {
                     let (name, got) = (&column.name, column.values.field_type());
-                    let message: Box<dyn Fn() -> String> = if table.tags.contains(name) {
-                        Box::new(move || format!("`{name}` is a tag of `{m}`, not a field"))
+                    let message = if table.tags.contains(name) {
+                        format!("`{name}` is a tag of `{m}`, not a field")
                     } else {
                         match table.fields.get(name) {
-                            Some(&had) if had != got => Box::new(move || {
-                                format!(
-                                    "field type conflict: `{m}.{name}` is {had} but this line writes {got}"
-                                )
-                            }),
+                            Some(&had) if had != got => format!(
+                                "field type conflict: `{m}.{name}` is {had} but this line writes {got}"
+                            ),
                             _ => continue,
                         }
                     };
                     for row in (0..rows.len()).filter(|&r| column.is_valid(r)) {
-                        refuse(row, &*message);
+                        refuse(row, &message);
                     }
                 }
             }

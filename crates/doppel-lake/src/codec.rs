@@ -33,7 +33,10 @@ use doppel_core::{FieldValue, Point, WriteBatch};
 const VERSION_2: u8 = 0xC2;
 
 pub fn encode(batch: &ColumnarBatch, out: &mut Vec<u8>) {
-    out.reserve(64 + batch.rows() * 16 + batch.field_values() * 8);
+    // An estimate from the shapes alone: counting present values would walk every validity
+    // vector on the hot path just to size a buffer.
+    let columns: usize = batch.tables.iter().map(|t| t.fields.len() * t.len()).sum();
+    out.reserve(64 + batch.rows() * 12 + columns * 8);
     out.push(VERSION_2);
     put_str(out, &batch.database);
     put_u32(out, batch.tables.len());

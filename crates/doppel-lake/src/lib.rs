@@ -324,8 +324,8 @@ impl Lake {
                 accept_partial || (all_passed && nothing_refused_before)
             });
             refused.extend(rejected);
+            refused.sort_by_key(|r| r.index);
             if !refused.is_empty() && !accept_partial {
-                refused.sort_by_key(|r| r.index);
                 return Err(LakeError::Rejected(refused));
             }
             masks
@@ -336,7 +336,6 @@ impl Lake {
             }
         }
         batch.tables.retain(|t| !t.is_empty());
-        refused.sort_by_key(|r| r.index);
         let outcome = WriteOutcome {
             points_written: batch.rows(),
             rejected: refused,
