@@ -479,7 +479,15 @@ impl BatchBuilder {
 
     /// Adds a point (see [`BatchBuilder::push_row`]).
     pub fn push_point(&mut self, point: &Point, source: u32) -> Result<(), String> {
-        let ids = self.series(&point.measurement, &point.tags)?;
+        // A known series is found by the point's own tags, without copying them.
+        let known = self
+            .table_of_measurement
+            .get(&point.measurement)
+            .and_then(|&t| Some((t as u32, *self.tables[t].series.get(point.tags.as_slice())?)));
+        let ids = match known {
+            Some(ids) => ids,
+            None => self.series(&point.measurement, &point.tags)?,
+        };
         self.push_row(
             ids,
             point.time,
