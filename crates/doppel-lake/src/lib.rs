@@ -12,6 +12,7 @@ mod buffer;
 pub mod catalog;
 mod codec;
 mod error;
+mod keys;
 mod persist;
 mod query;
 mod wal;

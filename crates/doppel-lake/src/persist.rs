@@ -1,8 +1,10 @@
 //! Turning buffered rows into Parquet files, merging, compacting and expiring files.
 //!
 //! Invariant kept here: within a table, no two files hold the same series and timestamp. New
-//! rows whose time range overlaps an existing file of the same day are merged with it (last
+//! rows that share a key with an existing file of the same day are merged with it (last
 //! write wins) and the file is replaced, so queries over files never need to deduplicate.
+//! Files whose time ranges overlap the new rows but whose keys differ stay as they are
+//! (`keys`): a merge costs the whole older file, and late or interleaved data is normal.
 //! Files are written to a temporary name, fsynced and renamed; the caller records them in the
 //! manifest before anything that depended on the old state (the WAL, replaced files) goes.
 
@@ -18,9 +20,10 @@ use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::properties::WriterProperties;
 
-use crate::buffer::{Buffer, TIME_COLUMN, sort_dedupe};
+use crate::buffer::{Buffer, TIME_COLUMN, TableSchema, sort_dedupe};
 use crate::catalog::{Catalog, FileMeta};
 use crate::error::{LakeError, Result};
+use crate::keys::KeyProbe;
 use crate::wal::sync_dir;
 
 pub const NANOS_PER_DAY: i64 = 86_400 * 1_000_000_000;
@@ -95,13 +98,8 @@ pub fn persist(
             let existing = table_catalog.files.clone();
             let batch = rows.to_batch(&schema)?;
             for (day, part) in split_by_day(&batch)? {
-                let (min, max) = time_range(&part);
                 let in_day: Vec<&FileMeta> = existing.iter().filter(|f| f.day == day).collect();
-                let overlapping: Vec<&FileMeta> = in_day
-                    .iter()
-                    .copied()
-                    .filter(|f| f.min_time <= max && f.max_time >= min)
-                    .collect();
+                let overlapping = files_sharing_keys(dir, &in_day, &part, &schema)?;
                 let small: Vec<&FileMeta> = if in_day.len() + 1 > config.max_files_per_partition {
                     in_day
                         .iter()
@@ -141,6 +139,31 @@ pub fn persist(
         }
     }
     Ok(changes)
+}
+
+/// The files among `files` that hold a row with the same series and time as a row of `batch`.
+pub fn files_sharing_keys<'f>(
+    dir: &Path,
+    files: &[&'f FileMeta],
+    batch: &RecordBatch,
+    schema: &TableSchema,
+) -> Result<Vec<&'f FileMeta>> {
+    let (min, max) = time_range(batch);
+    let mut probe = None;
+    let mut sharing = Vec::new();
+    for &f in files {
+        if f.min_time > max || f.max_time < min {
+            continue;
+        }
+        let probe = match &mut probe {
+            Some(p) => p,
+            None => probe.insert(KeyProbe::new(batch, schema)?),
+        };
+        if probe.found_in(&dir.join(&f.path))? {
+            sharing.push(f);
+        }
+    }
+    Ok(sharing)
 }
 
 /// Files of tables with a retention period whose newest row is older than it.

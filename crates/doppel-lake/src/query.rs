@@ -1,9 +1,10 @@
 //! SQL over a database: every table is its Parquet files plus its buffered rows.
 //!
 //! A query works on a snapshot taken under the lake's lock (file list and buffered batches),
-//! so it never sees a half-persisted state. Files never overlap each other (see `persist`);
-//! buffered rows may overlap files or each other, and then that table is merged in memory
-//! with last-write-wins before it is scanned. This module reads; it never changes the lake.
+//! so it never sees a half-persisted state. Files never share a key (series, time) with each
+//! other (see `persist`); buffered rows may share keys with files or each other, and then
+//! those files and buffers are merged in memory with last-write-wins before the scan. This
+//! module reads; it never changes the lake.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -27,7 +28,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use crate::buffer::{TableSchema, sort_dedupe};
 use crate::catalog::FileMeta;
 use crate::error::{LakeError, Result};
-use crate::persist::read_file;
+use crate::persist::{files_sharing_keys, read_file};
 
 /// One table as a query sees it.
 pub struct TableSnapshot {
@@ -67,34 +68,33 @@ impl LakeTable {
         let schema = table.schema.arrow.clone();
         let mut files: Vec<&FileMeta> = table.files.iter().collect();
         let mut memory = Vec::new();
-        let buffered_rows: usize = table.buffers.iter().map(RecordBatch::num_rows).sum();
-        if buffered_rows > 0 {
-            let (min, max) = table
-                .buffers
-                .iter()
-                .filter(|b| b.num_rows() > 0)
-                .map(crate::persist::time_range)
-                .fold((i64::MAX, i64::MIN), |(lo, hi), (a, b)| {
-                    (lo.min(a), hi.max(b))
-                });
-            let overlapping: Vec<&FileMeta> = files
-                .iter()
-                .copied()
-                .filter(|f| f.min_time <= max && f.max_time >= min)
-                .collect();
-            let several_buffers = table.buffers.iter().filter(|b| b.num_rows() > 0).count() > 1;
-            if overlapping.is_empty() && !several_buffers {
-                memory = table.buffers;
+        let buffers: Vec<RecordBatch> = table
+            .buffers
+            .into_iter()
+            .filter(|b| b.num_rows() > 0)
+            .collect();
+        if !buffers.is_empty() {
+            // Buffers may repeat each other's keys: one sorted, deduplicated batch, newest last.
+            let buffered = if buffers.len() == 1 {
+                buffers.into_iter().next().expect("one buffer")
             } else {
-                // Overlap: merge these files and the buffers in memory, newest last so it wins.
-                let mut batches = Vec::new();
-                for f in &overlapping {
+                let all = concat_batches(&schema, &buffers).map_err(LakeError::arrow)?;
+                sort_dedupe(&all, table.schema.tag_count)?
+            };
+            let sharing = files_sharing_keys(data_dir, &files, &buffered, &table.schema)?;
+            if sharing.is_empty() {
+                memory = vec![buffered];
+            } else {
+                // Rows that rewrite rows of files: merge those files in memory, buffer last so
+                // it wins (the files share no keys with each other).
+                let mut batches = Vec::with_capacity(sharing.len() + 1);
+                for f in &sharing {
                     batches.push(read_file(&data_dir.join(&f.path), &schema)?);
                 }
-                batches.extend(table.buffers);
+                batches.push(buffered);
                 let all = concat_batches(&schema, &batches).map_err(LakeError::arrow)?;
                 memory = vec![sort_dedupe(&all, table.schema.tag_count)?];
-                files.retain(|f| !overlapping.iter().any(|o| o.path == f.path));
+                files.retain(|f| !sharing.iter().any(|o| o.path == f.path));
             }
         }
         Ok(LakeTable {

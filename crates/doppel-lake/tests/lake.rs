@@ -127,6 +127,118 @@ fn last_write_wins_across_buffer_and_files_and_merges_fields() {
     assert_eq!(lake.stats().files, 1, "the overlapping file was replaced");
 }
 
+fn file_paths(lake: &Lake, table: &str) -> Vec<String> {
+    let catalog = lake.catalog();
+    catalog.databases["plant"].tables[table]
+        .files
+        .iter()
+        .map(|f| f.path.clone())
+        .collect()
+}
+
+/// Files whose time ranges overlap but whose keys differ are both kept (no rewrite); a write
+/// that repeats a key rewrites only the file holding that key; queries see the same rows
+/// either way, whether the rows are buffered or persisted.
+#[test]
+fn only_files_sharing_a_key_are_rewritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(dir.path(), config()).unwrap();
+    let x = |v: f64| [("x", FieldValue::Float(v))];
+    lake.write_blocking(
+        batch(vec![
+            point("m", "a", &x(1.0), 0),
+            point("m", "a", &x(2.0), 20),
+            point("m", "a", &x(3.0), 40),
+        ]),
+        false,
+    )
+    .unwrap();
+    lake.flush().unwrap();
+    let first = file_paths(&lake, "m");
+    assert_eq!(first.len(), 1);
+
+    // Interleaved times, other series or other timestamps: no key in common with the file.
+    lake.write_blocking(
+        batch(vec![
+            point("m", "b", &x(10.0), 10),
+            point("m", "b", &x(20.0), 20),
+            point("m", "a", &x(4.0), 30),
+            // A tag the first file predates makes another series, even at the same time.
+            Point::new("m", &[("asset", "a"), ("line", "1")], &x(5.0), 40),
+        ]),
+        false,
+    )
+    .unwrap();
+    let sql = "SELECT asset, line, x, time FROM m ORDER BY asset, line, time";
+    let before = query(&lake, sql);
+    lake.flush().unwrap();
+    assert_eq!(
+        query(&lake, sql),
+        before,
+        "buffered and persisted rows read the same"
+    );
+    let second = file_paths(&lake, "m");
+    assert_eq!(second.len(), 2, "a new file beside the old one: {second:?}");
+    assert!(
+        second.contains(&first[0]),
+        "the first file was not rewritten"
+    );
+    let expected = "\
++-------+------+------+-------------------------------+
+| asset | line | x    | time                          |
++-------+------+------+-------------------------------+
+| a     | 1    | 5.0  | 1970-01-01T00:00:00.000000040 |
+| a     |      | 1.0  | 1970-01-01T00:00:00           |
+| a     |      | 2.0  | 1970-01-01T00:00:00.000000020 |
+| a     |      | 4.0  | 1970-01-01T00:00:00.000000030 |
+| a     |      | 3.0  | 1970-01-01T00:00:00.000000040 |
+| b     |      | 10.0 | 1970-01-01T00:00:00.000000010 |
+| b     |      | 20.0 | 1970-01-01T00:00:00.000000020 |
++-------+------+------+-------------------------------+";
+    assert_eq!(before, expected);
+
+    // A key of the first file again: the buffer wins at once, and the persist replaces that
+    // file only.
+    lake.write_blocking(batch(vec![point("m", "a", &x(9.0), 20)]), false)
+        .unwrap();
+    let rewritten = expected.replace("| 2.0  |", "| 9.0  |");
+    assert_eq!(query(&lake, sql), rewritten, "buffer over file");
+    lake.flush().unwrap();
+    assert_eq!(query(&lake, sql), rewritten, "after the merge");
+    let third = file_paths(&lake, "m");
+    assert_eq!(third.len(), 2, "{third:?}");
+    assert!(
+        !third.contains(&first[0]),
+        "the file with the key was replaced"
+    );
+    assert!(third.contains(&second[1]), "the other file was left alone");
+
+    // Tables without tags: the key is the time alone.
+    let plain = |v: f64, t: i64| Point::new("plain", &[], &x(v), t);
+    lake.write_blocking(batch(vec![plain(1.0, 0), plain(2.0, 20)]), false)
+        .unwrap();
+    lake.flush().unwrap();
+    lake.write_blocking(batch(vec![plain(3.0, 10)]), false)
+        .unwrap();
+    lake.flush().unwrap();
+    assert_eq!(file_paths(&lake, "plain").len(), 2);
+    lake.write_blocking(batch(vec![plain(4.0, 20)]), false)
+        .unwrap();
+    let sql = "SELECT x FROM plain ORDER BY time";
+    let expected = "\
++-----+
+| x   |
++-----+
+| 1.0 |
+| 3.0 |
+| 4.0 |
++-----+";
+    assert_eq!(query(&lake, sql), expected, "buffer over file");
+    lake.flush().unwrap();
+    assert_eq!(query(&lake, sql), expected, "after the merge");
+    assert_eq!(file_paths(&lake, "plain").len(), 2);
+}
+
 #[test]
 fn field_type_conflicts_reject_the_whole_batch_unless_partial() {
     let dir = tempfile::tempdir().unwrap();
