@@ -27,6 +27,10 @@ use parquet::file::statistics::Statistics;
 use crate::buffer::{TIME_COLUMN, TableSchema};
 use crate::error::{LakeError, Result};
 
+/// The probe's keys (each row's encoded tag values followed by its time, big-endian) and
+/// the encoder that turns other rows' tags into the same bytes.
+type KeySet = (RowConverter, HashSet<Box<[u8]>>);
+
 /// The keys of a batch of rows (in a table's schema), ready to be looked for in files.
 pub struct KeyProbe {
     min_time: i64,
@@ -36,8 +40,7 @@ pub struct KeyProbe {
     tags: Vec<ArrayRef>,
     time: Vec<i64>,
     /// Built on first need: most files share no timestamp with the probe at all.
-    /// Each key is the row's encoded tag values followed by its time, big-endian.
-    keys: OnceCell<Result<(RowConverter, HashSet<Box<[u8]>>)>>,
+    keys: OnceCell<Result<KeySet>>,
 }
 
 impl KeyProbe {
@@ -65,7 +68,7 @@ impl KeyProbe {
     }
 
     /// The probe's keys, and the encoder for other rows' tags.
-    fn keys(&self) -> Result<&(RowConverter, HashSet<Box<[u8]>>)> {
+    fn keys(&self) -> Result<&KeySet> {
         self.keys
             .get_or_init(|| {
                 let converter = tag_converter(self.tags.len())?;

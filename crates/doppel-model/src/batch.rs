@@ -115,6 +115,7 @@ pub fn make_batch(
     let mut features = Vec::with_capacity(b * l * 2 * p);
     let mut target = Vec::with_capacity(b * l * p);
     let mut weight = Vec::with_capacity(b * l * p);
+    let mut prior = Vec::with_capacity(b * l * p);
     let mut channel = Vec::with_capacity(b * l);
     let mut position = Vec::with_capacity(b * l);
     let mut order = Vec::with_capacity(b * l);
@@ -122,7 +123,6 @@ pub fn make_batch(
     let mut hidden_all = Vec::with_capacity(b);
     let mut scale_all = Vec::with_capacity(b);
     let point_drop = matches!(mask, Mask::Random(_)) && config.point_mask_ratio > 0.0;
-    assert!(p <= 64, "patches of at most 64 steps");
     for (wi, w) in windows.iter().enumerate() {
         // Lower score = shown first. Tokens the mask hides score 2..3, empty ones 3..4.
         let mut score: Vec<(f64, usize)> = (0..l)
@@ -189,35 +189,59 @@ pub fn make_batch(
                 (mean as f32, sd as f32)
             })
             .collect();
+        // Which values the encoder is shown: observed, in a visible token, and not dropped
+        // by a point mask. Drawn token by token, point by point, so a seed always hides the
+        // same points.
+        let mut shown = vec![false; c * t_len];
+        for (tk, &is_hidden) in hidden.iter().enumerate() {
+            let base = (tk / n) * t_len + (tk % n) * p;
+            for i in 0..p {
+                let dropped =
+                    point_drop && !is_hidden && rng.random::<f64>() < config.point_mask_ratio;
+                shown[base + i] = w.observed[base + i] && !is_hidden && !dropped;
+            }
+        }
+        let scaled = |ch: usize, at: usize| {
+            let (mean, sd) = scale[ch];
+            (w.values[at] - mean) / sd
+        };
+        // The prior: each channel's shown values, straight lines between them, flat past
+        // the ends (what interpolation alone would answer).
+        let mut prior_values = vec![0.0f32; c * t_len];
+        if config.interpolation_prior {
+            for ch in 0..c {
+                let row = ch * t_len..(ch + 1) * t_len;
+                let known: Vec<(usize, f32)> = row
+                    .clone()
+                    .filter(|&at| shown[at])
+                    .map(|at| (at - row.start, scaled(ch, at)))
+                    .collect();
+                interpolate_into(&known, &mut prior_values[row]);
+            }
+        }
         for (tk, &is_hidden) in hidden.iter().enumerate() {
             let (ch, patch) = (tk / n, tk % n);
-            let (mean, sd) = scale[ch];
             channel.push(w.channels[ch] as i64);
             position.push(patch as i64);
             let base = ch * t_len + patch * p;
-            let mut shown = [false; 64];
-            for (i, shown_i) in shown.iter_mut().enumerate().take(p) {
-                let seen = w.observed[base + i];
-                let v = if seen {
-                    (w.values[base + i] - mean) / sd
-                } else {
-                    0.0
-                };
-                // Point masks inside visible tokens, in pretraining only.
-                let dropped =
-                    point_drop && !is_hidden && rng.random::<f64>() < config.point_mask_ratio;
-                *shown_i = seen && !is_hidden && !dropped;
-                features.push(if *shown_i { v } else { 0.0 });
+            for at in base..base + p {
+                let seen = w.observed[at];
+                let v = if seen { scaled(ch, at) } else { 0.0 };
+                features.push(if shown[at] { v } else { prior_values[at] });
                 target.push(v);
-                weight.push(if seen && (is_hidden || dropped) {
+                // Scored: observed values the encoder was not shown.
+                weight.push(if seen && !shown[at] && (is_hidden || point_drop) {
                     1.0
                 } else {
                     0.0
                 });
             }
-            for &s in &shown[..p] {
-                features.push(if s { 1.0 } else { 0.0 });
-            }
+            features.extend(
+                shown[base..base + p]
+                    .iter()
+                    .map(|&s| if s { 1.0 } else { 0.0 }),
+            );
+            prior.extend_from_slice(&prior_values[base..base + p]);
         }
         scale_all.push(scale);
         hidden_all.push(hidden);
@@ -233,10 +257,45 @@ pub fn make_batch(
             order: int(order),
             restore: int(restore),
             visible,
+            prior: config.interpolation_prior.then(|| float(prior, [b, l, p])),
         },
         target: float(target, [b, l, p]),
         weight: float(weight, [b, l, p]),
         hidden: hidden_all,
         scale: scale_all,
+    }
+}
+
+/// Fills `out` from the `known` (position, value) pairs, in position order: the value itself
+/// at a known position, a straight line between two known neighbours, the nearest known value
+/// before the first or after the last; all zeros when nothing is known.
+fn interpolate_into(known: &[(usize, f32)], out: &mut [f32]) {
+    let (Some(&(first_at, first)), Some(&(last_at, last))) = (known.first(), known.last()) else {
+        out.fill(0.0);
+        return;
+    };
+    out[..first_at].fill(first);
+    out[last_at..].fill(last);
+    for pair in known.windows(2) {
+        let ((a, va), (b, vb)) = (pair[0], pair[1]);
+        for (t, slot) in out.iter_mut().enumerate().take(b).skip(a) {
+            *slot = va + (vb - va) * (t - a) as f32 / (b - a) as f32;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::interpolate_into;
+
+    #[test]
+    fn interpolation_draws_lines_between_known_values_and_holds_the_ends() {
+        let mut out = vec![9.0; 7];
+        interpolate_into(&[(1, 1.0), (3, 3.0), (4, -1.0)], &mut out);
+        assert_eq!(out, vec![1.0, 1.0, 2.0, 3.0, -1.0, -1.0, -1.0]);
+        interpolate_into(&[], &mut out);
+        assert_eq!(out, vec![0.0; 7]);
+        interpolate_into(&[(6, 5.0)], &mut out);
+        assert_eq!(out, vec![5.0; 7]);
     }
 }

@@ -43,6 +43,11 @@ pub struct EttOptions {
     /// Pretraining settings of the sensor model used for imputation.
     pub point_mask_ratio: f64,
     pub instance_norm: bool,
+    pub interpolation_prior: bool,
+    /// Share of whole patches hidden in that pretraining (points are hidden besides).
+    pub impute_mask_ratio: f64,
+    /// Steps between test windows of the imputation (1 as TimesNet; larger is quicker).
+    pub impute_stride: usize,
     /// Fine-tuning steps of the forecasting head per horizon (0: no model forecasts).
     pub finetune_steps: usize,
     pub finetune_learning_rate: f64,
@@ -64,8 +69,11 @@ impl Default for EttOptions {
             mask_ratios: vec![0.125, 0.25, 0.375, 0.5],
             lookback: 336,
             pretrain_steps: 1000,
-            point_mask_ratio: 0.25,
+            point_mask_ratio: 0.4,
             instance_norm: true,
+            interpolation_prior: true,
+            impute_mask_ratio: 0.0,
+            impute_stride: 1,
             finetune_steps: 600,
             finetune_learning_rate: 3e-4,
             forecast_pretrain_steps: 1000,
@@ -241,7 +249,8 @@ pub fn ett(dir: &Path, options: &EttOptions, mut log: impl FnMut(&str)) -> Resul
                 let mut rng =
                     Xoshiro256PlusPlus::seed_from_u64(options.seed ^ (ratio * 1000.0) as u64);
                 let (mut interp_err, mut model_err) = (Errors::default(), Errors::default());
-                let mut start = val_end;
+                // TimesNet's test windows: every start from 96 steps before the test split.
+                let mut start = val_end - 96;
                 while start + 96 <= test_end {
                     // The window, with random points hidden.
                     let mut window = slice(&raw, start, 96);
@@ -273,7 +282,7 @@ pub fn ett(dir: &Path, options: &EttOptions, mut log: impl FnMut(&str)) -> Resul
                             }
                         }
                     }
-                    start += 96;
+                    start += options.impute_stride;
                 }
                 rows.push(interp_err.row(name, "impute", None, Some(ratio), "interpolation"));
                 rows.push(model_err.row(name, "impute", None, Some(ratio), "doppel_mae_tiny"));
@@ -419,6 +428,8 @@ fn pretrain_for_imputation(
     let mut config = ModelConfig::sized("tiny", raw.channels.len(), 8, 12).expect("tiny is a size");
     config.point_mask_ratio = options.point_mask_ratio;
     config.instance_norm = options.instance_norm;
+    config.interpolation_prior = options.interpolation_prior;
+    config.mask_ratio = options.impute_mask_ratio;
     let train = TrainConfig {
         validation_fraction: (val_end - train_end) as f64 / val_end as f64,
         ..TrainConfig::new(

@@ -43,6 +43,12 @@ pub struct ModelConfig {
     /// their own patch, so imputation can keep partly observed patches visible.
     #[serde(default)]
     pub point_mask_ratio: f64,
+    /// Reconstruct the difference from linear interpolation of the values the encoder is
+    /// shown, instead of the values themselves: the model starts from what interpolation
+    /// would answer and learns only what it gets wrong (a skip connection around the whole
+    /// network, with no weights of its own).
+    #[serde(default)]
+    pub interpolation_prior: bool,
 }
 
 impl ModelConfig {
@@ -68,6 +74,7 @@ impl ModelConfig {
             mask_ratio: 0.8,
             instance_norm: false,
             point_mask_ratio: 0.0,
+            interpolation_prior: false,
         })
     }
 
@@ -110,7 +117,15 @@ impl ModelConfig {
                 .init(device),
             decoder: block(self.decoder_d_model, self.decoder_layers),
             decoder_norm: LayerNormConfig::new(self.decoder_d_model).init(device),
-            head: LinearConfig::new(self.decoder_d_model, self.patch_len).init(device),
+            // Over an interpolation prior the head starts at zero: an untrained model
+            // answers exactly what interpolation answers, and training only improves on it.
+            head: if self.interpolation_prior {
+                LinearConfig::new(self.decoder_d_model, self.patch_len)
+                    .with_initializer(Initializer::Zeros)
+                    .init(device)
+            } else {
+                LinearConfig::new(self.decoder_d_model, self.patch_len).init(device)
+            },
         }
     }
 }
@@ -144,6 +159,9 @@ pub struct Tokens {
     /// Where each token went in `order` (its inverse): [B, L].
     pub restore: Tensor<2, Int>,
     pub visible: usize,
+    /// Linear interpolation of the shown values, added to the output when the model was
+    /// configured with `interpolation_prior`: [B, L, P].
+    pub prior: Option<Tensor<3>>,
 }
 
 impl SensorModel {
@@ -188,7 +206,11 @@ impl SensorModel {
             + self.decoder_channel_embed.forward(t.channel.clone())
             + self.decoder_position_embed.forward(t.position.clone());
         let x = self.decoder.forward(TransformerEncoderInput::new(x));
-        self.head.forward(self.decoder_norm.forward(x)) // [B, L, P]
+        let out = self.head.forward(self.decoder_norm.forward(x)); // [B, L, P]
+        match &t.prior {
+            Some(prior) => out + prior.clone(),
+            None => out,
+        }
     }
 }
 

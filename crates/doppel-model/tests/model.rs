@@ -378,6 +378,53 @@ fn a_model_pretrained_with_point_masks_fills_scattered_points_from_their_own_pat
     );
 }
 
+/// Over an interpolation prior the head starts at zero, so before any training the model
+/// answers exactly what linear interpolation answers (and training can only learn from
+/// there); the gaps' neighbours, not the window's mean, decide the filled values.
+#[test]
+fn an_untrained_model_over_the_interpolation_prior_imputes_by_interpolation() {
+    let _serial = serial();
+    let device = Device::flex();
+    let raw = sines(48, 3);
+    let mut config = ModelConfig::sized("tiny", 3, 8, 6).unwrap();
+    config.interpolation_prior = true;
+    config.point_mask_ratio = 0.25;
+    config.instance_norm = true;
+    let model = config.init_seeded(1, &device);
+    let card = ModelCard::new(
+        config,
+        Normalizer::fit(std::slice::from_ref(&raw), 1.0),
+        raw.step_ns,
+        model.num_params(),
+        vec![],
+        train_config(1, 0),
+        vec![],
+    );
+    let mut rec = raw.clone();
+    let hidden: Vec<(usize, usize)> = vec![(0, 0), (0, 5), (0, 6), (1, 20), (2, 40), (2, 47)];
+    for &(c, t) in &hidden {
+        rec.observed[c][t] = false;
+    }
+    let (filled, was_filled) = tasks::impute(&model, &card, &rec, &device).unwrap();
+    let v = |c: usize, t: usize| raw.values[c][t];
+    let expected = [
+        v(0, 1),                             // before the first known value: held
+        v(0, 4) + (v(0, 7) - v(0, 4)) / 3.0, // a line across two gaps
+        v(0, 4) + 2.0 * (v(0, 7) - v(0, 4)) / 3.0,
+        (v(1, 19) + v(1, 21)) / 2.0,
+        (v(2, 39) + v(2, 41)) / 2.0,
+        v(2, 46), // after the last known value: held
+    ];
+    for (&(c, t), want) in hidden.iter().zip(expected) {
+        assert!(was_filled[c][t]);
+        let got = filled.values[c][t];
+        assert!(
+            (got - want).abs() < 1e-4 * (1.0 + want.abs()),
+            "channel {c}, step {t}: {got} instead of {want}"
+        );
+    }
+}
+
 #[test]
 fn pca_t2_detects_tennessee_eastman_step_faults_with_few_false_alarms() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/tep");

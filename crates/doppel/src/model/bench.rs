@@ -23,6 +23,10 @@ pub(super) fn bench_ett(args: EttArgs) -> anyhow::Result<ExitCode> {
             args.mask_ratios
         },
         pretrain_steps: args.pretrain_steps,
+        interpolation_prior: args.interpolation_prior,
+        impute_mask_ratio: args.impute_mask_ratio,
+        point_mask_ratio: args.point_mask_ratio,
+        impute_stride: args.impute_stride.max(1),
         finetune_steps: args.finetune_steps,
         finetune_learning_rate: args.finetune_lr,
         forecast_pretrain_steps: args.forecast_pretrain_steps,

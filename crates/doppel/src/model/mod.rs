@@ -101,6 +101,21 @@ pub struct PretrainArgs {
     /// The seed: the same seed and data give the same weights.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Share of patches hidden from the encoder in each training window (LSM's 0.8).
+    #[arg(long, default_value_t = 0.8)]
+    mask_ratio: f64,
+    /// Share of points also hidden inside the patches the encoder sees: teaches the model
+    /// to fill scattered missing values from their own patch.
+    #[arg(long, default_value_t = 0.0)]
+    point_mask_ratio: f64,
+    /// Learn the difference from linear interpolation of the shown values, not the values
+    /// themselves. For a gap-filling model: `--mask-ratio 0 --point-mask-ratio 0.4
+    /// --interpolation-prior` (on ETT it beats interpolation and TimesNet; docs/BENCHMARKS.md).
+    #[arg(long)]
+    interpolation_prior: bool,
+    /// Normalise each window by its own shown values (RevIN), for data whose level drifts.
+    #[arg(long)]
+    instance_norm: bool,
     #[command(flatten)]
     dest: Destination,
     #[command(flatten)]
@@ -278,6 +293,19 @@ pub struct EttArgs {
     /// Pretraining steps of the sensor model used for imputation.
     #[arg(long, default_value_t = 1000)]
     pretrain_steps: usize,
+    /// Whether the imputation model learns the difference from linear interpolation
+    /// (`false`: it reconstructs values from scratch, for ablations).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    interpolation_prior: bool,
+    /// Share of whole patches the imputation model hides in pretraining.
+    #[arg(long, default_value_t = 0.0)]
+    impute_mask_ratio: f64,
+    /// Share of points it also hides inside the patches it shows.
+    #[arg(long, default_value_t = 0.4)]
+    point_mask_ratio: f64,
+    /// Steps between imputation test windows (1: every window, as TimesNet).
+    #[arg(long, default_value_t = 1)]
+    impute_stride: usize,
     /// Forecasting only.
     #[arg(long)]
     skip_impute: bool,
@@ -358,13 +386,25 @@ fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let channels = recordings[0].channels.clone();
-    let Some(config) = ModelConfig::sized(&args.size, channels.len(), args.patch, args.patches)
+    let Some(mut config) = ModelConfig::sized(&args.size, channels.len(), args.patch, args.patches)
     else {
         bail!(
             "unknown size `{}`: use tiny, small, base or large",
             args.size
         );
     };
+    for (name, ratio) in [
+        ("--mask-ratio", args.mask_ratio),
+        ("--point-mask-ratio", args.point_mask_ratio),
+    ] {
+        if !(0.0..1.0).contains(&ratio) {
+            bail!("{name} must be at least 0 and below 1, not {ratio}");
+        }
+    }
+    config.mask_ratio = args.mask_ratio;
+    config.point_mask_ratio = args.point_mask_ratio;
+    config.interpolation_prior = args.interpolation_prior;
+    config.instance_norm = args.instance_norm;
     let train = TrainConfig::new(args.steps, args.batch, args.lr, args.seed);
     let normalizer = Normalizer::fit(&recordings, 1.0 - train.validation_fraction);
     let standardised: Vec<Recording> = recordings.iter().map(|r| normalizer.apply(r)).collect();

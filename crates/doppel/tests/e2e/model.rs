@@ -39,6 +39,89 @@ fn run(args: &[&str]) -> (bool, String) {
     )
 }
 
+/// A gap-filling model from the command line: no hidden patches, hidden points, and the
+/// interpolation prior; its card records how it was trained, and it fills single missing
+/// values close to the truth. Ratios outside [0, 1) are refused.
+#[test]
+fn a_gap_filling_model_is_trained_with_point_masks_over_the_interpolation_prior() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    write_sines(&dir.path().join("train.csv"), 1500, false);
+    write_sines(&dir.path().join("gaps.csv"), 300, true);
+    let pretrain = |mask: &str, points: &str| {
+        run(&[
+            "model",
+            "pretrain",
+            "--input",
+            &p("train.csv"),
+            "--steps",
+            "100",
+            "--batch",
+            "16",
+            "--patch",
+            "8",
+            "--patches",
+            "6",
+            "--mask-ratio",
+            mask,
+            "--point-mask-ratio",
+            points,
+            "--interpolation-prior",
+            "--out",
+            &p("fill"),
+        ])
+    };
+    let (ok, err) = pretrain("1", "0.4");
+    assert!(!ok);
+    assert!(
+        err.contains("--mask-ratio must be at least 0 and below 1, not 1"),
+        "{err}"
+    );
+    let (ok, err) = pretrain("0", "0.4");
+    assert!(ok, "{err}");
+    let card: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("fill/model.json")).unwrap())
+            .unwrap();
+    assert_eq!(card["config"]["interpolation_prior"], true);
+    assert_eq!(card["config"]["mask_ratio"], 0.0);
+    assert_eq!(card["config"]["point_mask_ratio"], 0.4);
+
+    let (ok, err) = run(&[
+        "model",
+        "impute",
+        "--model",
+        &p("fill"),
+        "--input",
+        &p("gaps.csv"),
+        "--out",
+        &p("filled.csv"),
+    ]);
+    assert!(ok, "{err}");
+    // `b` is 2a + 3, missing every tenth row; a's swing is about ±1.5, so b's is ±3.
+    let filled = std::fs::read_to_string(dir.path().join("filled.csv")).unwrap();
+    let rows: Vec<Vec<f64>> = filled
+        .lines()
+        .skip(1)
+        .map(|line| {
+            line.split(',')
+                .skip(1)
+                .map(|c| c.parse().unwrap())
+                .collect()
+        })
+        .collect();
+    let (mut model_se, mut interpolation_se) = (0.0f64, 0.0f64);
+    for t in (3..rows.len() - 1).step_by(10) {
+        let truth = 2.0 * rows[t][0] + 3.0;
+        model_se += (rows[t][1] - truth).powi(2);
+        interpolation_se += ((rows[t - 1][1] + rows[t + 1][1]) / 2.0 - truth).powi(2);
+    }
+    // It reads b from a (b = 2a + 3), which interpolation cannot: 0.49 against 1.57 here.
+    assert!(
+        model_se < 0.6 * interpolation_se,
+        "squared error of the filled values: {model_se}, interpolation's {interpolation_se}"
+    );
+}
+
 #[test]
 fn pretrain_then_impute_and_forecast_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
