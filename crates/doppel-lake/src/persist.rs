@@ -17,7 +17,8 @@ use datafusion::arrow::compute::{concat_batches, take_record_batch};
 use datafusion::arrow::datatypes::{SchemaRef, TimestampNanosecondType};
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use datafusion::parquet::basic::Compression;
+use datafusion::parquet::basic::{Compression, Encoding};
+use datafusion::parquet::schema::types::ColumnPath;
 use datafusion::parquet::file::properties::WriterProperties;
 
 use crate::buffer::{Buffer, TIME_COLUMN, TableSchema, sort_dedupe};
@@ -260,10 +261,19 @@ fn write_file(
     std::fs::create_dir_all(partition).map_err(|e| LakeError::io(partition, e))?;
     let tmp = path.with_extension("parquet.tmp");
     let file = File::create(&tmp).map_err(|e| LakeError::io(&tmp, e))?;
-    let props = WriterProperties::builder()
+    let mut props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_row_count(Some(1 << 20))
-        .build();
+        .set_dictionary_page_size_limit(128 << 10);
+    for field in batch.schema().fields() {
+        let column = ColumnPath::from(field.name().as_str());
+        if field.name() == TIME_COLUMN {
+            props = props
+                .set_column_dictionary_enabled(column.clone(), false)
+                .set_column_encoding(column, Encoding::DELTA_BINARY_PACKED);
+        }
+    }
+    let props = props.build();
     let mut writer =
         ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(LakeError::arrow)?;
     writer.write(batch).map_err(LakeError::arrow)?;

@@ -15,7 +15,8 @@ use doppel_core::{ColumnarBatch, Precision};
 pub enum BenchCommand {
     /// Line-protocol parsing on one core: lines/s and MB/s.
     Parse(ParseArgs),
-    /// Durable writes into a lake in a temporary folder (WAL fsync + group commit).
+    /// Durable writes into a lake in a temporary folder (WAL fsync + group commit), then one
+    /// persist of the buffer to Parquet.
     Wal(WalArgs),
     /// End-to-end HTTP ingest against a running server (doppel or InfluxDB).
     Ingest(IngestArgs),
@@ -202,6 +203,19 @@ fn wal(args: WalArgs) -> anyhow::Result<ExitCode> {
         total as f64 / seconds,
         (total * args.lines) as f64 / seconds,
         (total * args.lines * FIELDS) as f64 / seconds / 1e6
+    );
+    // Then the buffer to Parquet, on the persist path alone (what the persist thread does
+    // beside ingest: sort, encode, compress, fsync).
+    let buffered = lake.stats().buffered_rows;
+    let started = Instant::now();
+    lake.flush()?;
+    let seconds = started.elapsed().as_secs_f64();
+    let stats = lake.stats();
+    println!(
+        "persist: {buffered} rows in {seconds:.2} s: {:.0} rows/s, {} file(s), {:.1} bytes a row",
+        buffered as f64 / seconds,
+        stats.files,
+        stats.file_bytes as f64 / (total * args.lines) as f64
     );
     drop(lake);
     std::fs::remove_dir_all(&dir)?;
