@@ -18,8 +18,8 @@ use datafusion::arrow::datatypes::{SchemaRef, TimestampNanosecondType};
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::parquet::basic::{Compression, Encoding};
-use datafusion::parquet::schema::types::ColumnPath;
 use datafusion::parquet::file::properties::WriterProperties;
+use datafusion::parquet::schema::types::ColumnPath;
 
 use crate::buffer::{Buffer, TIME_COLUMN, TableSchema, sort_dedupe};
 use crate::catalog::{Catalog, FileMeta};

@@ -13,8 +13,16 @@ use doppel_sim::random::run_seed;
 use doppel_sim::run::{Observer, RunOutcome, RunSettings, StepView, simulate};
 use doppel_sim::scenario::Scenario;
 
+/// This crate's folder, read when the test runs: cargo sets it for every test process. The
+/// compile-time `env!` value would be wrong when a build cache made in another checkout is
+/// reused (cargo does not rebuild a workspace member for a new absolute path), and the tests
+/// that look for `../shared/data` would then skip silently.
+fn manifest_dir() -> PathBuf {
+    PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("tests run under cargo"))
+}
+
 fn scenarios_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios")
+    manifest_dir().join("../../scenarios")
 }
 
 fn plant(seed: u64) -> ChillerPlant {
@@ -592,8 +600,7 @@ mode = "melted"
 #[test]
 fn the_shipped_twin_spec_is_the_plants_own_and_valid() {
     let p = plant(0);
-    let file =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/reference-plant/twin.toml");
+    let file = manifest_dir().join("../../examples/reference-plant/twin.toml");
     let shipped = std::fs::read_to_string(&file).unwrap();
     assert_eq!(
         shipped,

@@ -174,9 +174,17 @@ pub fn sql(server: &Server, db: &str, q: &str) -> Vec<serde_json::Value> {
     r.json().as_array().unwrap().clone()
 }
 
+/// This crate's folder, read when the test runs: cargo sets it for every test process. The
+/// compile-time `env!` value would be wrong when a build cache made in another checkout is
+/// reused (cargo does not rebuild a workspace member for a new absolute path), and the tests
+/// that look for `../shared/data` would then skip silently.
+pub fn manifest_dir() -> PathBuf {
+    PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("tests run under cargo"))
+}
+
 /// Where the shared data sets are, or `None` (tests then skip with a message).
 pub fn shared_data() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
+    let dir = manifest_dir().join("../../../shared/data");
     if dir.join("ett/ETTh1.csv").exists() {
         Some(dir)
     } else {

@@ -253,8 +253,7 @@ fn import_errors_name_file_line_and_column() {
 
 #[test]
 fn spec_check_reports_every_problem() {
-    let examples =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/cooling-plant/twin.toml");
+    let examples = crate::common::manifest_dir().join("../../examples/cooling-plant/twin.toml");
     let text = run(&["spec", "check", examples.to_str().unwrap()]);
     assert!(
         text.contains("ok (1 site(s), 4 asset(s), 8 sensor(s))"),

@@ -1,13 +1,13 @@
 //! The simulator through the CLI: run files, streaming into a real server, Monte Carlo
 //! reports, and `doppel up` with the reference plant as its live source.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::common::{Server, doppel, sql};
+use crate::common::{Server, doppel, manifest_dir, sql};
 
 fn scenarios() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios")
+    manifest_dir().join("../../scenarios")
 }
 
 fn ok(args: &[&str]) -> (String, String) {
