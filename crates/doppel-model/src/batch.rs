@@ -193,15 +193,11 @@ pub fn make_batch(
         // by a point mask. Drawn token by token, point by point, so a seed always hides the
         // same points.
         let mut shown = vec![false; c * t_len];
-        let point_ratio = if point_drop && config.vary_point_mask {
-            (2.0 * config.point_mask_ratio * rng.random::<f64>()).min(0.95)
-        } else {
-            config.point_mask_ratio
-        };
         for (tk, &is_hidden) in hidden.iter().enumerate() {
             let base = (tk / n) * t_len + (tk % n) * p;
             for i in 0..p {
-                let dropped = point_drop && !is_hidden && rng.random::<f64>() < point_ratio;
+                let dropped =
+                    point_drop && !is_hidden && rng.random::<f64>() < config.point_mask_ratio;
                 shown[base + i] = w.observed[base + i] && !is_hidden && !dropped;
             }
         }

@@ -44,7 +44,6 @@ pub struct EttOptions {
     pub point_mask_ratio: f64,
     pub instance_norm: bool,
     pub interpolation_prior: bool,
-    pub vary_point_mask: bool,
     /// Share of whole patches hidden in that pretraining (points are hidden besides).
     pub impute_mask_ratio: f64,
     /// Steps between test windows of the imputation (1 as TimesNet; larger is quicker).
@@ -73,7 +72,6 @@ impl Default for EttOptions {
             point_mask_ratio: 0.4,
             instance_norm: true,
             interpolation_prior: true,
-            vary_point_mask: false,
             impute_mask_ratio: 0.0,
             impute_stride: 1,
             finetune_steps: 600,
@@ -431,7 +429,6 @@ fn pretrain_for_imputation(
     config.point_mask_ratio = options.point_mask_ratio;
     config.instance_norm = options.instance_norm;
     config.interpolation_prior = options.interpolation_prior;
-    config.vary_point_mask = options.vary_point_mask;
     config.mask_ratio = options.impute_mask_ratio;
     let train = TrainConfig {
         validation_fraction: (val_end - train_end) as f64 / val_end as f64,

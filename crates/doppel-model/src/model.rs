@@ -43,10 +43,6 @@ pub struct ModelConfig {
     /// their own patch, so imputation can keep partly observed patches visible.
     #[serde(default)]
     pub point_mask_ratio: f64,
-    /// Draw each window's point-mask share from [0, 2 × `point_mask_ratio`) instead of
-    /// using it as is: one model for light and heavy gaps alike.
-    #[serde(default)]
-    pub vary_point_mask: bool,
     /// Reconstruct the difference from linear interpolation of the values the encoder is
     /// shown, instead of the values themselves: the model starts from what interpolation
     /// would answer and learns only what it gets wrong (a skip connection around the whole
@@ -78,7 +74,6 @@ impl ModelConfig {
             mask_ratio: 0.8,
             instance_norm: false,
             point_mask_ratio: 0.0,
-            vary_point_mask: false,
             interpolation_prior: false,
         })
     }

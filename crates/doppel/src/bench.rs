@@ -241,7 +241,9 @@ fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
         args.db
     );
     let started = Instant::now();
-    let failures: usize = std::thread::scope(|scope| {
+    // Per client: failed batches, `503` answers (each retried after 100 ms), and each
+    // acknowledged batch's latency from first send to success.
+    let outcomes: Vec<(usize, usize, Vec<Duration>)> = std::thread::scope(|scope| {
         let handles: Vec<_> = bodies
             .iter()
             .map(|client_bodies| {
@@ -252,12 +254,18 @@ fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
                         .timeout_global(Some(Duration::from_secs(120)))
                         .build()
                         .into();
-                    let mut failures = 0;
+                    let (mut failures, mut refusals) = (0, 0);
+                    let mut latencies = Vec::with_capacity(client_bodies.len());
                     for body in client_bodies {
+                        let sent = Instant::now();
                         loop {
                             match agent.post(&url).send(body.as_str()) {
-                                Ok(r) if r.status().is_success() => break,
+                                Ok(r) if r.status().is_success() => {
+                                    latencies.push(sent.elapsed());
+                                    break;
+                                }
                                 Ok(r) if r.status().as_u16() == 503 => {
+                                    refusals += 1;
                                     std::thread::sleep(Duration::from_millis(100))
                                 }
                                 Ok(r) => {
@@ -273,28 +281,39 @@ fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
                             }
                         }
                     }
-                    failures
+                    (failures, refusals, latencies)
                 })
             })
             .collect();
         handles
             .into_iter()
             .map(|h| h.join().expect("client thread"))
-            .sum()
+            .collect()
     });
     let seconds = started.elapsed().as_secs_f64();
     let lines = args.clients * args.batches * args.lines;
+    let failures: usize = outcomes.iter().map(|o| o.0).sum();
     if failures > 0 {
         bail!("{failures} batches failed");
     }
+    let refusals: usize = outcomes.iter().map(|o| o.1).sum();
+    let mut latencies: Vec<Duration> = outcomes.into_iter().flat_map(|o| o.2).collect();
+    latencies.sort_unstable();
+    let at = |q: f64| {
+        let i = ((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len()) - 1;
+        latencies[i].as_secs_f64() * 1e3
+    };
     println!(
-        "ingest[{}]: {lines} lines ({} batches of {}, {} clients) in {seconds:.2} s: {:.0} lines/s, {:.2} M values/s",
+        "ingest[{}]: {lines} lines ({} batches of {}, {} clients) in {seconds:.2} s: {:.0} lines/s, {:.2} M values/s; batch latency p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; {refusals} answers 503",
         args.label,
         args.clients * args.batches,
         args.lines,
         args.clients,
         lines as f64 / seconds,
-        (lines * FIELDS) as f64 / seconds / 1e6
+        (lines * FIELDS) as f64 / seconds / 1e6,
+        at(0.5),
+        at(0.99),
+        at(1.0),
     );
     Ok(ExitCode::SUCCESS)
 }

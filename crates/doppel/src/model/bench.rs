@@ -24,7 +24,6 @@ pub(super) fn bench_ett(args: EttArgs) -> anyhow::Result<ExitCode> {
         },
         pretrain_steps: args.pretrain_steps,
         interpolation_prior: args.interpolation_prior,
-        vary_point_mask: args.vary_point_mask,
         impute_mask_ratio: args.impute_mask_ratio,
         point_mask_ratio: args.point_mask_ratio,
         impute_stride: args.impute_stride.max(1),

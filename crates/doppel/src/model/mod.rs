@@ -303,9 +303,6 @@ pub struct EttArgs {
     /// Share of points it also hides inside the patches it shows.
     #[arg(long, default_value_t = 0.4)]
     point_mask_ratio: f64,
-    /// Draw each pretraining window's point-mask share from [0, 2 × --point-mask-ratio).
-    #[arg(long)]
-    vary_point_mask: bool,
     /// Steps between imputation test windows (1: every window, as TimesNet).
     #[arg(long, default_value_t = 1)]
     impute_stride: usize,
