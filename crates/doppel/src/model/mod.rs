@@ -110,7 +110,8 @@ pub struct PretrainArgs {
     point_mask_ratio: f64,
     /// Learn the difference from linear interpolation of the shown values, not the values
     /// themselves. For a gap-filling model: `--mask-ratio 0 --point-mask-ratio 0.4
-    /// --interpolation-prior` (on ETT it beats interpolation and TimesNet; docs/BENCHMARKS.md).
+    /// --interpolation-prior` (on ETT it beats interpolation, and TimesNet on ETTh1;
+    /// docs/BENCHMARKS.md).
     #[arg(long)]
     interpolation_prior: bool,
     /// Normalise each window by its own shown values (RevIN), for data whose level drifts.
