@@ -16,6 +16,7 @@ use std::fs::File;
 use std::path::Path;
 
 use datafusion::arrow::array::{ArrayRef, AsArray, BooleanArray, RecordBatch, new_null_array};
+use datafusion::arrow::buffer::ScalarBuffer;
 use datafusion::arrow::compute::filter;
 use datafusion::arrow::datatypes::{DataType, TimestampNanosecondType};
 use datafusion::arrow::row::{RowConverter, Rows, SortField};
@@ -33,31 +34,30 @@ type KeySet = (RowConverter, HashSet<Box<[u8]>>);
 
 /// The keys of a batch of rows (in a table's schema), ready to be looked for in files.
 pub struct KeyProbe {
-    min_time: i64,
-    max_time: i64,
+    /// The batch's time range, for skipping row groups.
+    range: (i64, i64),
     times: HashSet<i64>,
     tag_names: Vec<String>,
     tags: Vec<ArrayRef>,
-    time: Vec<i64>,
+    time: ScalarBuffer<i64>,
     /// Built on first need: most files share no timestamp with the probe at all.
-    keys: OnceCell<Result<KeySet>>,
+    keys: OnceCell<KeySet>,
 }
 
 impl KeyProbe {
-    /// The keys of `batch`, whose first `schema.tag_count` columns are its tags.
-    pub fn new(batch: &RecordBatch, schema: &TableSchema) -> Result<Self> {
-        let time: Vec<i64> = batch
+    /// The keys of `batch`, whose first `schema.tag_count` columns are its tags and whose
+    /// times span `range` (`persist::time_range`).
+    pub fn new(batch: &RecordBatch, schema: &TableSchema, range: (i64, i64)) -> Result<Self> {
+        let time = batch
             .column_by_name(TIME_COLUMN)
             .ok_or_else(|| LakeError::Invalid("a batch without a time column".into()))?
             .as_primitive::<TimestampNanosecondType>()
             .values()
-            .to_vec();
-        let fields = schema.arrow.fields();
+            .clone();
         Ok(KeyProbe {
-            min_time: time.iter().copied().min().unwrap_or(i64::MAX),
-            max_time: time.iter().copied().max().unwrap_or(i64::MIN),
+            range,
             times: time.iter().copied().collect(),
-            tag_names: fields[..schema.tag_count]
+            tag_names: schema.arrow.fields()[..schema.tag_count]
                 .iter()
                 .map(|f| f.name().clone())
                 .collect(),
@@ -69,21 +69,19 @@ impl KeyProbe {
 
     /// The probe's keys, and the encoder for other rows' tags.
     fn keys(&self) -> Result<&KeySet> {
-        self.keys
-            .get_or_init(|| {
-                let converter = tag_converter(self.tags.len())?;
-                let rows = encode(&converter, &self.tags, self.time.len())?;
-                let mut key = Vec::new();
-                let keys = self
-                    .time
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &t)| Box::from(key_of(&mut key, &rows, i, t)))
-                    .collect();
-                Ok((converter, keys))
-            })
-            .as_ref()
-            .map_err(|e| LakeError::Invalid(e.to_string()))
+        if let Some(keys) = self.keys.get() {
+            return Ok(keys);
+        }
+        let converter = tag_converter(self.tags.len())?;
+        let rows = encode(&converter, &self.tags, self.time.len())?;
+        let mut key = Vec::new();
+        let keys = self
+            .time
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| Box::from(key_of(&mut key, &rows, i, t)))
+            .collect();
+        Ok(self.keys.get_or_init(|| (converter, keys)))
     }
 
     /// True when the file at `path` holds a row with one of the probe's keys.
@@ -117,7 +115,7 @@ impl KeyProbe {
             .enumerate()
             .filter(|(_, group)| match group.column(time_index).statistics() {
                 Some(Statistics::Int64(s)) => match (s.min_opt(), s.max_opt()) {
-                    (Some(&lo), Some(&hi)) => lo <= self.max_time && hi >= self.min_time,
+                    (Some(&lo), Some(&hi)) => lo <= self.range.1 && hi >= self.range.0,
                     _ => true,
                 },
                 _ => true,

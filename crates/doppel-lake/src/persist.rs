@@ -118,20 +118,12 @@ pub fn persist(
                 }
                 // Older data first so the new rows win.
                 merge.sort_by_key(|f| f.path.clone());
-                let combined = if merge.is_empty() {
-                    part
-                } else {
-                    let mut batches = Vec::with_capacity(merge.len() + 1);
-                    for f in &merge {
-                        batches.push(read_file(&dir.join(&f.path), &schema.arrow)?);
-                        changes
-                            .removed
-                            .push((db.clone(), table.clone(), f.path.clone()));
-                    }
-                    batches.push(part);
-                    let all = concat_batches(&schema.arrow, &batches).map_err(LakeError::arrow)?;
-                    sort_dedupe(&all, schema.tag_count)?
-                };
+                let combined = merge_with_files(dir, &merge, part, &schema)?;
+                changes.removed.extend(
+                    merge
+                        .iter()
+                        .map(|f| (db.clone(), table.clone(), f.path.clone())),
+                );
                 let id = catalog.next_file_id;
                 catalog.next_file_id += 1;
                 let meta = write_file(dir, db, table, day, id, &combined)?;
@@ -140,6 +132,26 @@ pub fn persist(
         }
     }
     Ok(changes)
+}
+
+/// `newest` merged with the rows of `files` (oldest first), sorted and deduplicated so that
+/// `newest` wins; `newest` itself when there are no files.
+pub fn merge_with_files(
+    dir: &Path,
+    files: &[&FileMeta],
+    newest: RecordBatch,
+    schema: &TableSchema,
+) -> Result<RecordBatch> {
+    if files.is_empty() {
+        return Ok(newest);
+    }
+    let mut batches = Vec::with_capacity(files.len() + 1);
+    for f in files {
+        batches.push(read_file(&dir.join(&f.path), &schema.arrow)?);
+    }
+    batches.push(newest);
+    let all = concat_batches(&schema.arrow, &batches).map_err(LakeError::arrow)?;
+    sort_dedupe(&all, schema.tag_count)
 }
 
 /// The files among `files` that hold a row with the same series and time as a row of `batch`.
@@ -158,7 +170,7 @@ pub fn files_sharing_keys<'f>(
         }
         let probe = match &mut probe {
             Some(p) => p,
-            None => probe.insert(KeyProbe::new(batch, schema)?),
+            None => probe.insert(KeyProbe::new(batch, schema, (min, max))?),
         };
         if probe.found_in(&dir.join(&f.path))? {
             sharing.push(f);
@@ -261,19 +273,14 @@ fn write_file(
     std::fs::create_dir_all(partition).map_err(|e| LakeError::io(partition, e))?;
     let tmp = path.with_extension("parquet.tmp");
     let file = PacedFile::new(File::create(&tmp).map_err(|e| LakeError::io(&tmp, e))?);
-    let mut props = WriterProperties::builder()
+    let time = ColumnPath::from(TIME_COLUMN);
+    let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_row_count(Some(1 << 20))
-        .set_dictionary_page_size_limit(128 << 10);
-    for field in batch.schema().fields() {
-        let column = ColumnPath::from(field.name().as_str());
-        if field.name() == TIME_COLUMN {
-            props = props
-                .set_column_dictionary_enabled(column.clone(), false)
-                .set_column_encoding(column, Encoding::DELTA_BINARY_PACKED);
-        }
-    }
-    let props = props.build();
+        .set_dictionary_page_size_limit(128 << 10)
+        .set_column_dictionary_enabled(time.clone(), false)
+        .set_column_encoding(time, Encoding::DELTA_BINARY_PACKED)
+        .build();
     let mut writer =
         ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(LakeError::arrow)?;
     writer.write(batch).map_err(LakeError::arrow)?;

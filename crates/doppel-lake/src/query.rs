@@ -28,7 +28,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use crate::buffer::{TableSchema, sort_dedupe};
 use crate::catalog::FileMeta;
 use crate::error::{LakeError, Result};
-use crate::persist::{files_sharing_keys, read_file};
+use crate::persist::{files_sharing_keys, merge_with_files};
 
 /// One table as a query sees it.
 pub struct TableSnapshot {
@@ -81,21 +81,16 @@ impl LakeTable {
                 let all = concat_batches(&schema, &buffers).map_err(LakeError::arrow)?;
                 sort_dedupe(&all, table.schema.tag_count)?
             };
+            // Rows that rewrite rows of files: those files are merged in memory, the buffer
+            // last so it wins (the files share no keys with each other), and not scanned.
             let sharing = files_sharing_keys(data_dir, &files, &buffered, &table.schema)?;
-            if sharing.is_empty() {
-                memory = vec![buffered];
-            } else {
-                // Rows that rewrite rows of files: merge those files in memory, buffer last so
-                // it wins (the files share no keys with each other).
-                let mut batches = Vec::with_capacity(sharing.len() + 1);
-                for f in &sharing {
-                    batches.push(read_file(&data_dir.join(&f.path), &schema)?);
-                }
-                batches.push(buffered);
-                let all = concat_batches(&schema, &batches).map_err(LakeError::arrow)?;
-                memory = vec![sort_dedupe(&all, table.schema.tag_count)?];
-                files.retain(|f| !sharing.iter().any(|o| o.path == f.path));
-            }
+            memory = vec![merge_with_files(
+                data_dir,
+                &sharing,
+                buffered,
+                &table.schema,
+            )?];
+            files.retain(|f| !sharing.iter().any(|o| o.path == f.path));
         }
         Ok(LakeTable {
             schema,
