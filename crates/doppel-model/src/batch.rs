@@ -8,6 +8,7 @@
 use burn::prelude::*;
 use rand::Rng;
 
+use crate::baselines::interpolate;
 use crate::model::{ModelConfig, Tokens};
 
 /// One window: `values[c * T + t]`, meaningful where `observed[c * T + t]`; already
@@ -211,12 +212,11 @@ pub fn make_batch(
         if config.interpolation_prior {
             for ch in 0..c {
                 let row = ch * t_len..(ch + 1) * t_len;
-                let known: Vec<(usize, f32)> = row
+                let values: Vec<f32> = row
                     .clone()
-                    .filter(|&at| shown[at])
-                    .map(|at| (at - row.start, scaled(ch, at)))
+                    .map(|at| if shown[at] { scaled(ch, at) } else { 0.0 })
                     .collect();
-                interpolate_into(&known, &mut prior_values[row]);
+                prior_values[row.clone()].copy_from_slice(&interpolate(&values, &shown[row]));
             }
         }
         for (tk, &is_hidden) in hidden.iter().enumerate() {
@@ -241,7 +241,9 @@ pub fn make_batch(
                     .iter()
                     .map(|&s| if s { 1.0 } else { 0.0 }),
             );
-            prior.extend_from_slice(&prior_values[base..base + p]);
+            if config.interpolation_prior {
+                prior.extend_from_slice(&prior_values[base..base + p]);
+            }
         }
         scale_all.push(scale);
         hidden_all.push(hidden);
@@ -263,39 +265,5 @@ pub fn make_batch(
         weight: float(weight, [b, l, p]),
         hidden: hidden_all,
         scale: scale_all,
-    }
-}
-
-/// Fills `out` from the `known` (position, value) pairs, in position order: the value itself
-/// at a known position, a straight line between two known neighbours, the nearest known value
-/// before the first or after the last; all zeros when nothing is known.
-fn interpolate_into(known: &[(usize, f32)], out: &mut [f32]) {
-    let (Some(&(first_at, first)), Some(&(last_at, last))) = (known.first(), known.last()) else {
-        out.fill(0.0);
-        return;
-    };
-    out[..first_at].fill(first);
-    out[last_at..].fill(last);
-    for pair in known.windows(2) {
-        let ((a, va), (b, vb)) = (pair[0], pair[1]);
-        for (t, slot) in out.iter_mut().enumerate().take(b).skip(a) {
-            *slot = va + (vb - va) * (t - a) as f32 / (b - a) as f32;
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::interpolate_into;
-
-    #[test]
-    fn interpolation_draws_lines_between_known_values_and_holds_the_ends() {
-        let mut out = vec![9.0; 7];
-        interpolate_into(&[(1, 1.0), (3, 3.0), (4, -1.0)], &mut out);
-        assert_eq!(out, vec![1.0, 1.0, 2.0, 3.0, -1.0, -1.0, -1.0]);
-        interpolate_into(&[], &mut out);
-        assert_eq!(out, vec![0.0; 7]);
-        interpolate_into(&[(6, 5.0)], &mut out);
-        assert_eq!(out, vec![5.0; 7]);
     }
 }

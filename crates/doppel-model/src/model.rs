@@ -99,6 +99,7 @@ impl ModelConfig {
                 .with_norm_first(true)
                 .init(device)
         };
+        let head = LinearConfig::new(self.decoder_d_model, self.patch_len);
         SensorModel {
             patch_embed: LinearConfig::new(2 * self.patch_len, self.d_model).init(device),
             channel_embed: EmbeddingConfig::new(self.channels, self.d_model).init(device),
@@ -120,12 +121,11 @@ impl ModelConfig {
             // Over an interpolation prior the head starts at zero: an untrained model
             // answers exactly what interpolation answers, and training only improves on it.
             head: if self.interpolation_prior {
-                LinearConfig::new(self.decoder_d_model, self.patch_len)
-                    .with_initializer(Initializer::Zeros)
-                    .init(device)
+                head.with_initializer(Initializer::Zeros)
             } else {
-                LinearConfig::new(self.decoder_d_model, self.patch_len).init(device)
-            },
+                head
+            }
+            .init(device),
         }
     }
 }
