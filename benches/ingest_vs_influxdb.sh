@@ -25,6 +25,10 @@ echo "== machine: $(nproc) cores, $(uname -r), $(date -u +%FT%TZ)"
 "$doppel" bench parse --lines 1000000
 "$doppel" bench wal --dir "$work" --writers 4 --batches 20
 
+# Each server starts with no unrelated dirty data on the disk: on ext4 a WAL fsync can wait
+# for the journal to write out whatever else is dirty (a fresh build's hundreds of MB, say).
+sync
+
 # doppel
 DOPPEL_LOG=warn "$doppel" serve --data "$work/doppel" --listen 127.0.0.1:17700 &
 doppel_pid=$!
@@ -50,6 +54,7 @@ bind-address = "127.0.0.1:18088"
 [monitor]
   store-enabled = false
 CONF
+sync
 influxd -config "$work/influxdb.conf" >"$work/influxd.log" 2>&1 &
 influx_pid=$!
 wait_port 18086

@@ -298,7 +298,7 @@ pub struct BatchBuilder {
     table_of_measurement: HashMap<String, usize>,
     /// A line's text up to its fields (measurement and tags as sent) → its table and series:
     /// the parser's way to skip unescaping, sorting and hashing the tags of a known series.
-    raw_series: HashMap<Box<[u8]>, (u32, u32)>,
+    raw_series: HashMap<Box<[u8]>, (u32, u32), foldhash::fast::RandomState>,
     /// Scratch: the column of each field of the row being pushed.
     resolved: Vec<usize>,
 }
@@ -311,6 +311,9 @@ struct TableState {
     /// The columns the previous row's fields went to, in order: rows of one source usually
     /// repeat their field order, so a name compare replaces a hash lookup.
     last_columns: Vec<usize>,
+    /// Whether every name of `last_columns` reads the same escaped and unescaped (see
+    /// [`BatchBuilder::row_template`]).
+    last_columns_plain: bool,
 }
 
 impl BatchBuilder {
@@ -322,9 +325,67 @@ impl BatchBuilder {
             },
             tables: Vec::new(),
             table_of_measurement: HashMap::new(),
-            raw_series: HashMap::new(),
+            raw_series: HashMap::default(),
             resolved: Vec::new(),
         }
+    }
+
+    /// The fields of the previous row of `table`, in order, as name and type: a parser that
+    /// finds the next row repeating them can add it with [`BatchBuilder::push_templated_row`]
+    /// and skip looking each name up. `None` when there is no previous row or when a name
+    /// holds a character line protocol escapes (`,`, `=`, space, backslash), so that the
+    /// names can be compared with a line's text as sent.
+    pub fn row_template(
+        &self,
+        table: u32,
+    ) -> Option<impl ExactSizeIterator<Item = (&str, FieldType)> + '_> {
+        let state = &self.tables[table as usize];
+        let fields = &self.batch.tables[table as usize].fields;
+        (state.last_columns_plain && !state.last_columns.is_empty()).then(|| {
+            state
+                .last_columns
+                .iter()
+                .map(|&c| (fields[c].name.as_str(), fields[c].values.field_type()))
+        })
+    }
+
+    /// Adds a row whose fields are exactly those of [`BatchBuilder::row_template`] for its
+    /// table, in that order: `values` are their values. Refused (leaving no trace) when the
+    /// values do not match the template's count and types.
+    pub fn push_templated_row<'f>(
+        &mut self,
+        (table, series): (u32, u32),
+        time: i64,
+        values: impl ExactSizeIterator<Item = FieldRef<'f>> + Clone,
+        source: u32,
+    ) -> Result<(), String> {
+        let state = &self.tables[table as usize];
+        let rows = &mut self.batch.tables[table as usize];
+        let count = values.len();
+        let matches = state.last_columns.len() == count
+            && state
+                .last_columns
+                .iter()
+                .zip(values.clone())
+                .all(|(&c, v)| rows.fields[c].values.field_type() == v.field_type());
+        if !matches {
+            return Err("the row's fields are not those of the previous row".into());
+        }
+        let row = rows.times.len();
+        for (&c, value) in state.last_columns.iter().zip(values) {
+            let column = &mut rows.fields[c];
+            column.values.push(value);
+            if let Some(valid) = &mut column.valid {
+                valid.push(true);
+            }
+        }
+        if count != rows.fields.len() {
+            fill_missing(&mut rows.fields, row);
+        }
+        rows.series_of_row.push(series);
+        rows.times.push(time);
+        rows.sources.push(source);
+        Ok(())
     }
 
     /// The table and series already seen with this raw series text, if any.
@@ -458,22 +519,19 @@ impl BatchBuilder {
                 valid.push(true);
             }
         }
-        // Columns this row left out get a placeholder, marked invalid.
         if self.resolved.len() != rows.fields.len() {
-            for column in &mut rows.fields {
-                if column.values.len() == row {
-                    column.values.push_defaults(1);
-                    column
-                        .valid
-                        .get_or_insert_with(|| vec![true; row])
-                        .push(false);
-                }
-            }
+            fill_missing(&mut rows.fields, row);
         }
         rows.series_of_row.push(series);
         rows.times.push(time);
         rows.sources.push(source);
-        state.last_columns.clone_from(&self.resolved);
+        if state.last_columns != self.resolved {
+            state.last_columns.clone_from(&self.resolved);
+            state.last_columns_plain = self
+                .resolved
+                .iter()
+                .all(|&c| reads_the_same_escaped(&rows.fields[c].name));
+        }
         Ok(())
     }
 
@@ -499,6 +557,27 @@ impl BatchBuilder {
     pub fn finish(self) -> ColumnarBatch {
         self.batch
     }
+}
+
+/// Gives a placeholder, marked invalid, to each column that row `row` left out.
+fn fill_missing(fields: &mut [FieldColumn], row: usize) {
+    for column in fields {
+        if column.values.len() == row {
+            column.values.push_defaults(1);
+            column
+                .valid
+                .get_or_insert_with(|| vec![true; row])
+                .push(false);
+        }
+    }
+}
+
+/// Whether a field name is written in line protocol exactly as it reads: no character that
+/// could be (or start) an escape.
+fn reads_the_same_escaped(name: &str) -> bool {
+    !name
+        .bytes()
+        .any(|c| matches!(c, b',' | b'=' | b' ' | b'\\'))
 }
 
 #[cfg(test)]

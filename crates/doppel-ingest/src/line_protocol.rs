@@ -15,7 +15,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use doppel_core::columnar::{BatchBuilder, ColumnarBatch, FieldRef};
-use doppel_core::{FieldValue, Point, Precision};
+use doppel_core::{FieldType, FieldValue, Point, Precision};
 
 /// A line that could not be parsed.
 #[derive(Debug, Clone, PartialEq)]
@@ -116,6 +116,8 @@ pub fn parse_columnar(
             }],
         };
     }
+    // The values of a line read against its table's row template.
+    let mut templated: Vec<Value> = Vec::new();
     let errors = for_each_line(body, |parser, start, _| {
         if !parser.start_line() {
             return Ok(());
@@ -136,9 +138,27 @@ pub fn parse_columnar(
             }
         };
         let fields_start = parser.pos;
-        parser.fields_and_time(&mut line, precision, default_time)?;
         // The builder's refusals are about the fields: point there.
         let at_fields = |message| (fields_start - start + 2, message);
+        // Fast path: a known series whose fields repeat the previous row of its table, name
+        // for name. Anything else (and any doubt) goes to the full parse from the same place.
+        let repeats_template = ids.is_some_and(|(table, _)| {
+            builder
+                .row_template(table)
+                .is_some_and(|template| parser.templated_fields(template, &mut templated))
+        });
+        if let Some(ids) = ids
+            && repeats_template
+        {
+            let time = parser.time_and_line_end(precision, default_time)?;
+            let values = templated.iter().map(Value::as_ref);
+            return builder
+                .push_templated_row(ids, time, values, start as u32)
+                .map_err(at_fields);
+        }
+        parser.pos = fields_start;
+        parser.newlines_in_strings = 0;
+        parser.fields_and_time(&mut line, precision, default_time)?;
         let ids = match ids {
             Some(ids) => ids,
             None => {
@@ -205,8 +225,14 @@ fn for_each_line<'a>(
                 line_number += parser.newlines_in_strings;
             }
             Err((column, message)) => {
-                // A bad line ends at its first newline, whatever quotes it has.
-                let end = parser.skip_to_line_end();
+                // A line refused after it was read whole (it contradicts an earlier line) ends
+                // where it was read to; one that does not parse ends at its first newline,
+                // whatever quotes it has.
+                let end = if parser.line_read {
+                    parser.pos
+                } else {
+                    parser.skip_to_line_end()
+                };
                 let text = body[start..end].trim_end_matches(['\n', '\r']);
                 errors.push(LineError {
                     line_number,
@@ -214,6 +240,9 @@ fn for_each_line<'a>(
                     column,
                     message,
                 });
+                if parser.line_read {
+                    line_number += parser.newlines_in_strings;
+                }
                 pos = end;
             }
         }
@@ -262,6 +291,8 @@ struct LineParser<'a> {
     /// Newlines inside quoted strings of the line so far: the lines after it are numbered
     /// past them.
     newlines_in_strings: usize,
+    /// Whether the line was read to its end (`pos` is past it).
+    line_read: bool,
 }
 
 type LineResult<T> = Result<T, (usize, String)>;
@@ -274,6 +305,7 @@ impl<'a> LineParser<'a> {
             pos,
             line_start: pos,
             newlines_in_strings: 0,
+            line_read: false,
         }
     }
 
@@ -405,14 +437,69 @@ impl<'a> LineParser<'a> {
                 break;
             }
         }
+        line.time = self.time_and_line_end(precision, default_time)?;
 
-        line.time = default_time;
+        if line.tags.len() > 1 {
+            line.tags.sort_by(|a, b| a.0.cmp(&b.0));
+            if let Some(pair) = line.tags.windows(2).find(|w| w[0].0 == w[1].0) {
+                return self.fail(format!("tag `{}` appears twice", pair[0].0));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the fields from the space after the tags when they are exactly `template`'s
+    /// names, in order, each with a value of the template's type; their values go to `values`.
+    /// `false` (with `pos` anywhere) as soon as the line differs: the caller parses it again
+    /// the general way, which also finds what may be wrong with it.
+    fn templated_fields<'t>(
+        &mut self,
+        template: impl ExactSizeIterator<Item = (&'t str, FieldType)>,
+        values: &mut Vec<Value<'a>>,
+    ) -> bool {
+        self.skip_spaces();
+        values.clear();
+        let count = template.len();
+        for (i, (name, field_type)) in template.enumerate() {
+            let key = name.as_bytes();
+            let after_key = self.pos + key.len();
+            if self.bytes.get(self.pos..after_key) != Some(key)
+                || self.bytes.get(after_key) != Some(&b'=')
+            {
+                return false;
+            }
+            self.pos = after_key + 1;
+            let value = match plain_decimal(&self.bytes[self.pos..]) {
+                Some((v, len)) if field_type == FieldType::Float => {
+                    self.pos += len;
+                    Value::Float(v)
+                }
+                _ => match self.field_value(name) {
+                    Ok(v) if v.as_ref().field_type() == field_type => v,
+                    _ => return false,
+                },
+            };
+            values.push(value);
+            let last = i + 1 == count;
+            match self.peek() {
+                Some(b',') if !last => self.pos += 1,
+                None | Some(b' ' | b'\n' | b'\r') if last => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    /// Reads the optional timestamp after the fields and the end of the line; `pos` ends just
+    /// past the line's newline (or at the end of the body). Returns the time in nanoseconds.
+    fn time_and_line_end(&mut self, precision: Precision, default_time: i64) -> LineResult<i64> {
+        let mut time = default_time;
         match self.peek() {
             Some(b' ') => {
                 self.skip_spaces();
                 if !matches!(self.peek(), None | Some(b'\n' | b'\r')) {
                     let raw = self.timestamp()?;
-                    line.time = match precision.to_nanos(raw) {
+                    time = match precision.to_nanos(raw) {
                         Some(t) => t,
                         None => {
                             return self
@@ -437,14 +524,8 @@ impl<'a> LineParser<'a> {
             Some(b'\n') => self.pos += 1,
             Some(_) => return self.fail("unexpected text after the timestamp"),
         }
-
-        if line.tags.len() > 1 {
-            line.tags.sort_by(|a, b| a.0.cmp(&b.0));
-            if let Some(pair) = line.tags.windows(2).find(|w| w[0].0 == w[1].0) {
-                return self.fail(format!("tag `{}` appears twice", pair[0].0));
-            }
-        }
-        Ok(())
+        self.line_read = true;
+        Ok(time)
     }
 
     fn skip_spaces(&mut self) {
@@ -594,27 +675,34 @@ impl<'a> LineParser<'a> {
 
     fn timestamp(&mut self) -> LineResult<i64> {
         let start = self.pos;
-        // Digits are read as the token is scanned; anything else makes it no plain integer.
         let negative = self.peek() == Some(b'-');
-        let mut magnitude: Option<u64> = Some(0);
-        let mut digits = 0;
         if negative {
             self.pos += 1;
         }
-        while let Some(c) = self.peek() {
-            if matches!(c, b' ' | b'\n' | b'\r' | b'\t') {
-                break;
-            }
-            magnitude = match c {
-                b'0'..=b'9' => magnitude
-                    .and_then(|m| m.checked_mul(10))
-                    .and_then(|m| m.checked_add((c - b'0') as u64)),
-                _ => None,
-            };
-            digits += 1;
+        let digits_start = self.pos;
+        // Up to 19 digits fit a u64 without overflow, so no check is needed per digit.
+        let mut magnitude = 0u64;
+        while let Some(&c) = self.bytes.get(self.pos)
+            && c.is_ascii_digit()
+        {
+            magnitude = magnitude.wrapping_mul(10).wrapping_add((c - b'0') as u64);
             self.pos += 1;
         }
-        let value = magnitude.filter(|_| digits > 0).and_then(|m| {
+        let digits = &self.text[digits_start..self.pos];
+        let ends_here = matches!(self.peek(), None | Some(b' ' | b'\n' | b'\r' | b'\t'));
+        if !ends_here {
+            while !matches!(self.peek(), None | Some(b' ' | b'\n' | b'\r' | b'\t')) {
+                self.pos += 1;
+            }
+        }
+        let magnitude = match digits.len() {
+            _ if !ends_here => None,
+            0 => None,
+            1..=19 => Some(magnitude),
+            // Leading zeros can make a long but valid number.
+            _ => digits.parse::<u64>().ok(),
+        };
+        let value = magnitude.and_then(|m| {
             if negative {
                 0i64.checked_sub_unsigned(m)
             } else {

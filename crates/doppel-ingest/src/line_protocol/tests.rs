@@ -320,41 +320,134 @@ fn grouped_by_table(points: Vec<Point>) -> Vec<Point> {
     grouped
 }
 
+/// Parses `body` both ways and checks that the columns hold the points, less the lines the
+/// columnar parser refused for contradicting an earlier line.
+fn check_columns_hold_what_points_hold(body: &str) -> Result<(), TestCaseError> {
+    // Random points may give one field two types across lines; the point parser accepts
+    // that (the lake refuses it later), the columnar one refuses the later line at once.
+    let by_points = parse_lines(body, Precision::Nanoseconds, NOW);
+    let (columns, errors) = columns_as_points(body);
+    prop_assert!(by_points.errors.is_empty());
+    let refused: Vec<usize> = errors.iter().map(|e| e.line_number).collect();
+    let kept: Vec<Point> = by_points
+        .points
+        .into_iter()
+        .zip(&by_points.sources)
+        .filter(|(_, (number, _))| !refused.contains(number))
+        .map(|(p, _)| p)
+        .collect();
+    prop_assert_eq!(columns.len(), kept.len());
+    for (ours, theirs) in columns.iter().zip(grouped_by_table(kept)) {
+        // Columns keep their first-seen order, so compare fields as sets.
+        let mut a = ours.fields.clone();
+        let mut b = theirs.fields.clone();
+        a.sort_by(|x, y| x.0.cmp(&y.0));
+        b.sort_by(|x, y| x.0.cmp(&y.0));
+        prop_assert_eq!(&ours.measurement, &theirs.measurement);
+        prop_assert_eq!(&ours.tags, &theirs.tags);
+        prop_assert_eq!(a, b);
+        prop_assert_eq!(ours.time, theirs.time);
+    }
+    for e in &errors {
+        prop_assert!(e.message.contains("earlier in this batch"), "{}", e.message);
+    }
+    Ok(())
+}
+
+/// The same point with other values of the same types and a later time: a line that repeats
+/// its series and fields, the case the columnar parser's template path reads.
+fn with_other_values(point: &Point, step: i64) -> Point {
+    let mut next = point.clone();
+    next.time = point.time.wrapping_add(step);
+    for (_, value) in &mut next.fields {
+        *value = match value {
+            FieldValue::Float(v) => FieldValue::Float(*v * 0.5 + step as f64),
+            FieldValue::Integer(v) => FieldValue::Integer(v.wrapping_add(step)),
+            FieldValue::UInteger(v) => FieldValue::UInteger(v.wrapping_add(step as u64)),
+            FieldValue::Boolean(v) => FieldValue::Boolean(!*v),
+            FieldValue::String(v) => FieldValue::String(format!("{v}{step}")),
+        };
+    }
+    next
+}
+
 proptest! {
     #[test]
     fn columns_hold_what_points_hold(points in proptest::collection::vec(point_strategy(), 1..8)) {
-        // Random points may give one field two types across lines; the point parser accepts
-        // that (the lake refuses it later), the columnar one refuses the later line at once.
         let mut body = String::new();
         for p in &points {
             write_line(&mut body, p);
         }
-        let by_points = parse_lines(&body, Precision::Nanoseconds, NOW);
-        let (columns, errors) = columns_as_points(&body);
-        prop_assert!(by_points.errors.is_empty());
-        let refused: Vec<usize> = errors.iter().map(|e| e.line_number).collect();
-        let kept: Vec<Point> = by_points
-            .points
-            .into_iter()
-            .zip(&by_points.sources)
-            .filter(|(_, (number, _))| !refused.contains(number))
-            .map(|(p, _)| p)
-            .collect();
-        prop_assert_eq!(columns.len(), kept.len());
-        for (ours, theirs) in columns.iter().zip(grouped_by_table(kept)) {
-            // Columns keep their first-seen order, so compare fields as sets.
-            let mut a = ours.fields.clone();
-            let mut b = theirs.fields.clone();
-            a.sort_by(|x, y| x.0.cmp(&y.0));
-            b.sort_by(|x, y| x.0.cmp(&y.0));
-            prop_assert_eq!(&ours.measurement, &theirs.measurement);
-            prop_assert_eq!(&ours.tags, &theirs.tags);
-            prop_assert_eq!(a, b);
-            prop_assert_eq!(ours.time, theirs.time);
+        check_columns_hold_what_points_hold(&body)?;
+    }
+
+    #[test]
+    fn repeated_series_read_the_same_by_either_path(
+        points in proptest::collection::vec(point_strategy(), 1..5),
+        changes in proptest::collection::vec(0..5u8, 1..12),
+    ) {
+        // Each point followed by variations on it: the same fields again (the template
+        // path), fewer, more, reordered, or of another type (the general path).
+        let mut body = String::new();
+        for (i, p) in points.iter().enumerate() {
+            write_line(&mut body, p);
+            for (step, change) in changes.iter().enumerate() {
+                let mut next = with_other_values(p, step as i64 + 1);
+                match change {
+                    0 => {}
+                    1 => { next.fields.pop(); }
+                    2 => next.fields.push(("extra".into(), FieldValue::Float(i as f64))),
+                    3 => next.fields.reverse(),
+                    _ => {
+                        if let Some((_, v)) = next.fields.first_mut() {
+                            *v = FieldValue::Integer(step as i64);
+                        }
+                    }
+                }
+                if next.fields.is_empty()
+                    || next.tags.iter().any(|(k, _)| k == "extra")
+                    || next.fields.iter().filter(|(k, _)| k == "extra").count() > 1
+                {
+                    continue;
+                }
+                write_line(&mut body, &next);
+            }
         }
-        for e in &errors {
-            prop_assert!(e.message.contains("earlier in this batch"), "{}", e.message);
-        }
+        check_columns_hold_what_points_hold(&body)?;
+    }
+}
+
+#[test]
+fn a_repeated_layout_with_a_bad_value_or_time_is_a_bad_line() {
+    // The first lines teach the template; later ones match its names but not the rest.
+    let body = "m,a=1 x=1,y=2i 1\nm,a=1 x=2,y=3i 2\nm,a=1 x=3,y=z 3\nm,a=1 x=4,y=5i 4x\n\
+                m,a=1 x=5,y=6i,y=7i 5\nm,a=1 x=6,y=\"s\" 6\nm,a=1 x=7,y=8i 7\n";
+    let out = parse_columnar(body, "db", Precision::Nanoseconds, NOW);
+    let lines: Vec<_> = out.errors.iter().map(|e| e.line_number).collect();
+    assert_eq!(lines, [3, 4, 5, 6], "{:?}", out.errors);
+    assert_eq!(out.batch.tables[0].times, vec![1, 2, 7]);
+    let by_points = parse_lines(body, Precision::Nanoseconds, NOW);
+    assert_eq!(out.errors[..3], by_points.errors[..]);
+    assert!(out.errors[3].message.contains("earlier in this batch"));
+}
+
+#[test]
+fn timestamps_of_every_length() {
+    for (text, expected) in [
+        ("0", Some(0)),
+        ("-1", Some(-1)),
+        ("9223372036854775807", Some(i64::MAX)),
+        ("-9223372036854775808", Some(i64::MIN)),
+        ("00000000000000000000001", Some(1)),
+        ("9223372036854775808", None),
+        ("99999999999999999999", None),
+        ("1e9", None),
+        ("12a", None),
+        ("-", None),
+    ] {
+        let out = parse_lines(&format!("m v=1 {text}"), Precision::Nanoseconds, NOW);
+        let time = out.points.first().map(|p| p.time);
+        assert_eq!(time, expected, "{text}: {:?}", out.errors);
     }
 }
 
