@@ -95,12 +95,16 @@ impl FieldValue {
 
 impl ColumnValues {
     pub fn new(field_type: FieldType) -> Self {
+        Self::with_capacity(field_type, 0)
+    }
+
+    pub fn with_capacity(field_type: FieldType, rows: usize) -> Self {
         match field_type {
-            FieldType::Float => ColumnValues::Float(Vec::new()),
-            FieldType::Integer => ColumnValues::Integer(Vec::new()),
-            FieldType::UInteger => ColumnValues::UInteger(Vec::new()),
-            FieldType::String => ColumnValues::String(Vec::new()),
-            FieldType::Boolean => ColumnValues::Boolean(Vec::new()),
+            FieldType::Float => ColumnValues::Float(Vec::with_capacity(rows)),
+            FieldType::Integer => ColumnValues::Integer(Vec::with_capacity(rows)),
+            FieldType::UInteger => ColumnValues::UInteger(Vec::with_capacity(rows)),
+            FieldType::String => ColumnValues::String(Vec::with_capacity(rows)),
+            FieldType::Boolean => ColumnValues::Boolean(Vec::with_capacity(rows)),
         }
     }
 
@@ -301,6 +305,9 @@ pub struct BatchBuilder {
     raw_series: HashMap<Box<[u8]>, (u32, u32), foldhash::fast::RandomState>,
     /// Scratch: the column of each field of the row being pushed.
     resolved: Vec<usize>,
+    /// Rows a table is expected to get: what its vectors reserve when they are made, so a
+    /// batch's columns do not grow by doubling (copying) as it is parsed.
+    rows_hint: usize,
 }
 
 #[derive(Default)]
@@ -327,6 +334,15 @@ impl BatchBuilder {
             table_of_measurement: HashMap::new(),
             raw_series: HashMap::default(),
             resolved: Vec::new(),
+            rows_hint: 0,
+        }
+    }
+
+    /// A builder whose tables reserve room for about `rows` rows each as they are made.
+    pub fn with_rows_hint(database: &str, rows: usize) -> Self {
+        BatchBuilder {
+            rows_hint: rows,
+            ..BatchBuilder::new(database)
         }
     }
 
@@ -409,8 +425,12 @@ impl BatchBuilder {
             Some(&t) => t,
             None => {
                 let t = self.batch.tables.len();
+                let rows = self.rows_hint;
                 self.batch.tables.push(TableRows {
                     measurement: measurement.to_owned(),
+                    series_of_row: Vec::with_capacity(rows),
+                    times: Vec::with_capacity(rows),
+                    sources: Vec::with_capacity(rows),
                     ..TableRows::default()
                 });
                 self.tables.push(TableState::default());
@@ -503,7 +523,8 @@ impl BatchBuilder {
         // Add: new columns start with `row` rows without a value.
         for ((name, value), slot) in fields.zip(self.resolved.iter_mut()) {
             if *slot == usize::MAX {
-                let mut values = ColumnValues::new(value.field_type());
+                let mut values =
+                    ColumnValues::with_capacity(value.field_type(), self.rows_hint.max(row + 1));
                 values.push_defaults(row);
                 *slot = rows.fields.len();
                 rows.fields.push(FieldColumn {

@@ -78,9 +78,30 @@ pub struct Buffer {
     /// Approximate memory held, in bytes.
     pub bytes: usize,
     pub rows: usize,
+    /// Rows each table held in the buffer before this one: what its vectors reserve when it
+    /// is first written, so a table refilled at the same rate never grows by doubling (each
+    /// doubling copied the whole column and faulted in fresh pages).
+    expected_rows: BTreeMap<(String, String), usize>,
 }
 
 impl Buffer {
+    /// An empty buffer to follow this one, expecting each table to fill as this one did.
+    pub fn successor(&self) -> Buffer {
+        let expected_rows = self
+            .databases
+            .iter()
+            .flat_map(|(db, tables)| {
+                tables
+                    .iter()
+                    .map(|(name, t)| ((db.clone(), name.clone()), t.times.len()))
+            })
+            .collect();
+        Buffer {
+            expected_rows,
+            ..Buffer::default()
+        }
+    }
+
     /// Appends a batch's rows, each table's in order.
     pub fn append(&mut self, batch: &ColumnarBatch) {
         let tables = match self.databases.get_mut(&batch.database) {
@@ -90,7 +111,13 @@ impl Buffer {
         for rows in batch.tables.iter().filter(|r| !r.is_empty()) {
             let table = match tables.get_mut(&rows.measurement) {
                 Some(t) => t,
-                None => tables.entry(rows.measurement.clone()).or_default(),
+                None => {
+                    let key = (batch.database.clone(), rows.measurement.clone());
+                    let expected = self.expected_rows.get(&key).copied().unwrap_or(0);
+                    tables
+                        .entry(rows.measurement.clone())
+                        .or_insert_with(|| TableBuffer::with_capacity(expected))
+                }
             };
             self.bytes += table.append(rows);
             self.rows += rows.len();
@@ -112,6 +139,8 @@ pub struct TableBuffer {
     fields: BTreeMap<String, FieldColumn>,
     pub min_time: i64,
     pub max_time: i64,
+    /// Rows the vectors reserve when they are made (see [`Buffer::successor`]).
+    capacity: usize,
 }
 
 enum FieldColumn {
@@ -123,13 +152,14 @@ enum FieldColumn {
 }
 
 impl FieldColumn {
-    fn new(field_type: FieldType, nulls: usize) -> Self {
+    fn new(field_type: FieldType, nulls: usize, capacity: usize) -> Self {
+        let capacity = capacity.max(nulls);
         let mut column = match field_type {
-            FieldType::Float => FieldColumn::Float(Float64Builder::new()),
-            FieldType::Integer => FieldColumn::Integer(Int64Builder::new()),
-            FieldType::UInteger => FieldColumn::UInteger(UInt64Builder::new()),
+            FieldType::Float => FieldColumn::Float(Float64Builder::with_capacity(capacity)),
+            FieldType::Integer => FieldColumn::Integer(Int64Builder::with_capacity(capacity)),
+            FieldType::UInteger => FieldColumn::UInteger(UInt64Builder::with_capacity(capacity)),
             FieldType::String => FieldColumn::String(StringBuilder::new()),
-            FieldType::Boolean => FieldColumn::Boolean(BooleanBuilder::new()),
+            FieldType::Boolean => FieldColumn::Boolean(BooleanBuilder::with_capacity(capacity)),
         };
         column.append_nulls(nulls);
         column
@@ -217,6 +247,15 @@ fn append_slice<T: ArrowPrimitiveType>(
 }
 
 impl TableBuffer {
+    fn with_capacity(rows: usize) -> Self {
+        TableBuffer {
+            series_of_row: Vec::with_capacity(rows),
+            times: Vec::with_capacity(rows),
+            capacity: rows,
+            ..TableBuffer::default()
+        }
+    }
+
     /// Appends a batch's rows of this table; returns the bytes they added.
     fn append(&mut self, rows: &TableRows) -> usize {
         let before = self.times.len();
@@ -255,10 +294,9 @@ impl TableBuffer {
         for column in &rows.fields {
             let buffered = match self.fields.get_mut(&column.name) {
                 Some(c) => c,
-                None => self
-                    .fields
-                    .entry(column.name.clone())
-                    .or_insert_with(|| FieldColumn::new(column.values.field_type(), before)),
+                None => self.fields.entry(column.name.clone()).or_insert_with(|| {
+                    FieldColumn::new(column.values.field_type(), before, self.capacity)
+                }),
             };
             bytes += buffered.append(column);
         }

@@ -561,7 +561,8 @@ impl Inner {
                 let result = writer.rotate();
                 if result.is_ok() {
                     let mut state = self.state.write();
-                    let active = std::mem::take(&mut state.active);
+                    let successor = state.active.successor();
+                    let active = std::mem::replace(&mut state.active, successor);
                     state.frozen = Some(Arc::new(active));
                     state.active_since = None;
                     state.wal_segment = writer.segment();
