@@ -51,6 +51,8 @@ pub struct EttOptions {
     /// Fine-tuning steps of the forecasting head per horizon (0: no model forecasts).
     pub finetune_steps: usize,
     pub finetune_learning_rate: f64,
+    /// Dropout in the encoder while fine-tuning.
+    pub finetune_dropout: f64,
     /// Pretraining steps of the sensor model the forecasting heads start from.
     pub forecast_pretrain_steps: usize,
     pub seed: u64,
@@ -76,6 +78,7 @@ impl Default for EttOptions {
             impute_stride: 1,
             finetune_steps: 600,
             finetune_learning_rate: 3e-4,
+            finetune_dropout: 0.0,
             forecast_pretrain_steps: 1000,
             seed: 0,
         }
@@ -368,6 +371,7 @@ fn finetune_and_test(
         channel_independent: true,
         ridge: 1.0,
         freeze_encoder: false,
+        dropout: options.finetune_dropout,
     };
     let device = Device::flex().autodiff();
     let (forecaster, head) = crate::finetune::finetune_forecast(

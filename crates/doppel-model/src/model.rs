@@ -49,6 +49,10 @@ pub struct ModelConfig {
     /// network, with no weights of its own).
     #[serde(default)]
     pub interpolation_prior: bool,
+    /// Dropout inside the transformer blocks while training (none in pretraining; a
+    /// fine-tune on little data may set it). It does nothing at inference.
+    #[serde(default)]
+    pub dropout: f64,
 }
 
 impl ModelConfig {
@@ -75,6 +79,7 @@ impl ModelConfig {
             instance_norm: false,
             point_mask_ratio: 0.0,
             interpolation_prior: false,
+            dropout: 0.0,
         })
     }
 
@@ -95,7 +100,7 @@ impl ModelConfig {
     pub fn init(&self, device: &Device) -> SensorModel {
         let block = |d: usize, layers: usize| {
             TransformerEncoderConfig::new(d, 4 * d, self.heads, layers)
-                .with_dropout(0.0)
+                .with_dropout(self.dropout)
                 .with_norm_first(true)
                 .init(device)
         };

@@ -467,6 +467,7 @@ fn a_finetuned_forecaster_keeps_its_best_weights_reloads_exactly_and_its_bands_c
         channel_independent: true,
         ridge: 1.0,
         freeze_encoder: false,
+        dropout: 0.0,
     };
     let (forecaster, head) = finetune_forecast(
         model,
@@ -554,4 +555,47 @@ fn batched_embeddings_equal_one_window_at_a_time_even_with_gaps() {
             .fold(0.0f32, f32::max);
         assert!(worst < 1e-4, "window at {first}: differs by {worst}");
     }
+}
+
+#[test]
+fn dropout_changes_training_passes_only_and_keeps_the_weights_loadable() {
+    let _serial = serial();
+    let train_device = Device::flex().autodiff();
+    let raw = sines(300, 5);
+    let rec = Normalizer::fit(std::slice::from_ref(&raw), 1.0).apply(&raw);
+    let config = ModelConfig::sized("tiny", 3, 8, 4).unwrap();
+    let dropping = ModelConfig {
+        dropout: 0.5,
+        ..config.clone()
+    };
+    let plain = config.init_seeded(3, &train_device);
+    // The same weights in blocks that drop out (how a fine-tune adds dropout).
+    let model = dropping
+        .init(&train_device)
+        .load_record(plain.clone().into_record());
+    let window: Window = doppel_model::train::cut(&rec, 10, 32, &[0, 1, 2]);
+    let out = |m: &SensorModel, device: &Device| {
+        let batch = make_batch(
+            std::slice::from_ref(&window),
+            &config,
+            &Mask::Random(0.5),
+            &mut Xoshiro256PlusPlus::seed_from_u64(1),
+            device,
+        );
+        m.forward(&batch.tokens)
+            .into_data()
+            .try_into_vec::<f32>()
+            .unwrap()
+    };
+    assert_ne!(
+        out(&model, &train_device),
+        out(&model, &train_device),
+        "training passes drop out"
+    );
+    let infer = Device::flex();
+    assert_eq!(
+        out(&model.valid(), &infer),
+        out(&plain.valid(), &infer),
+        "inference does not, and the weights are the pretrained ones"
+    );
 }

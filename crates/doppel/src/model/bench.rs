@@ -29,6 +29,7 @@ pub(super) fn bench_ett(args: EttArgs) -> anyhow::Result<ExitCode> {
         impute_stride: args.impute_stride.max(1),
         finetune_steps: args.finetune_steps,
         finetune_learning_rate: args.finetune_lr,
+        finetune_dropout: args.finetune_dropout,
         forecast_pretrain_steps: args.forecast_pretrain_steps,
         seed: args.seed,
         ..Default::default()
