@@ -18,6 +18,18 @@ fn disable_transparent_huge_pages() {
     }
 }
 
+/// Lets a command whose output goes to a closed pipe (`doppel query ... | head`) end quietly,
+/// as other command-line tools do, instead of failing on every later write. Rust ignores
+/// SIGPIPE for every program; sockets are unaffected either way (the standard library sends
+/// with `MSG_NOSIGNAL`), and the server keeps ignoring it, so a closed log pipe cannot stop it.
+fn restore_default_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to its default touches no memory of ours.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 mod bench;
 mod client;
 mod import;
@@ -115,6 +127,9 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    if !matches!(cli.command, Command::Up(_) | Command::Serve(_)) {
+        restore_default_sigpipe();
+    }
     let result = match cli.command {
         Command::Up(args) => serve::run(args.serve, Some(args.source)),
         Command::Serve(args) => serve::run(args, None),
