@@ -25,6 +25,9 @@ use doppel_core::columnar::{ColumnValues, ColumnarBatch, FieldColumn as BatchCol
 
 use crate::error::{LakeError, Result};
 
+mod chunked;
+use chunked::{CHUNK_ROWS, ChunkBuilder, ChunkedArray, ChunkedVec};
+
 /// The name of the time column in every table.
 pub const TIME_COLUMN: &str = "time";
 
@@ -134,9 +137,9 @@ impl Buffer {
 pub struct TableBuffer {
     series: HashMap<Vec<(String, String)>, u32>,
     series_tags: Vec<Vec<(String, String)>>,
-    series_of_row: Vec<u32>,
-    times: Vec<i64>,
-    fields: BTreeMap<String, FieldColumn>,
+    series_of_row: ChunkedVec<u32>,
+    times: ChunkedVec<i64>,
+    fields: BTreeMap<String, ChunkedArray<FieldColumn>>,
     pub min_time: i64,
     pub max_time: i64,
     /// Rows the vectors reserve when they are made (see [`Buffer::successor`]).
@@ -163,6 +166,16 @@ impl FieldColumn {
         };
         column.append_nulls(nulls);
         column
+    }
+
+    fn field_type(&self) -> FieldType {
+        match self {
+            FieldColumn::Float(_) => FieldType::Float,
+            FieldColumn::Integer(_) => FieldType::Integer,
+            FieldColumn::UInteger(_) => FieldType::UInteger,
+            FieldColumn::String(_) => FieldType::String,
+            FieldColumn::Boolean(_) => FieldType::Boolean,
+        }
     }
 
     fn len(&self) -> usize {
@@ -235,6 +248,28 @@ impl FieldColumn {
     }
 }
 
+impl ChunkBuilder for FieldColumn {
+    fn rows(&self) -> usize {
+        self.len()
+    }
+
+    fn seal(&mut self, rows: usize) -> ArrayRef {
+        let fresh = FieldColumn::new(self.field_type(), 0, rows);
+        let mut full = std::mem::replace(self, fresh);
+        match &mut full {
+            FieldColumn::Float(b) => Arc::new(b.finish()),
+            FieldColumn::Integer(b) => Arc::new(b.finish()),
+            FieldColumn::UInteger(b) => Arc::new(b.finish()),
+            FieldColumn::String(b) => Arc::new(b.finish()),
+            FieldColumn::Boolean(b) => Arc::new(b.finish()),
+        }
+    }
+
+    fn snapshot(&self) -> ArrayRef {
+        self.finish_cloned()
+    }
+}
+
 fn append_slice<T: ArrowPrimitiveType>(
     builder: &mut PrimitiveBuilder<T>,
     values: &[T::Native],
@@ -249,9 +284,9 @@ fn append_slice<T: ArrowPrimitiveType>(
 impl TableBuffer {
     fn with_capacity(rows: usize) -> Self {
         TableBuffer {
-            series_of_row: Vec::with_capacity(rows),
-            times: Vec::with_capacity(rows),
-            capacity: rows,
+            series_of_row: ChunkedVec::with_capacity(rows),
+            times: ChunkedVec::with_capacity(rows),
+            capacity: rows.min(CHUNK_ROWS),
             ..TableBuffer::default()
         }
     }
@@ -295,10 +330,12 @@ impl TableBuffer {
             let buffered = match self.fields.get_mut(&column.name) {
                 Some(c) => c,
                 None => self.fields.entry(column.name.clone()).or_insert_with(|| {
-                    FieldColumn::new(column.values.field_type(), before, self.capacity)
+                    let first = FieldColumn::new(column.values.field_type(), before, self.capacity);
+                    ChunkedArray::new(first)
                 }),
             };
-            bytes += buffered.append(column);
+            buffered.make_room(column.values.len());
+            bytes += buffered.current.append(column);
         }
         // Every column gets one entry per row: the columns this batch left out get nulls.
         if self.fields.len() != rows.fields.len() {
@@ -306,7 +343,8 @@ impl TableBuffer {
             for column in self.fields.values_mut() {
                 let missing = after - column.len();
                 if missing > 0 {
-                    column.append_nulls(missing);
+                    column.make_room(missing);
+                    column.current.append_nulls(missing);
                 }
             }
         }
@@ -328,10 +366,12 @@ impl TableBuffer {
         for (i, field) in schema.arrow.fields().iter().enumerate() {
             let name = field.name();
             if name == TIME_COLUMN {
-                columns.push(Arc::new(TimestampNanosecondArray::from(self.times.clone())));
+                columns.push(Arc::new(TimestampNanosecondArray::from(
+                    self.times.to_vec(),
+                )));
             } else if schema.is_tag(i) {
                 let mut builder = StringBuilder::with_capacity(rows, rows * 8);
-                for &s in &self.series_of_row {
+                for &s in self.series_of_row.iter() {
                     match self.series_tags[s as usize].iter().find(|(k, _)| k == name) {
                         Some((_, v)) => builder.append_value(v),
                         None => builder.append_null(),
@@ -339,7 +379,7 @@ impl TableBuffer {
                 }
                 columns.push(Arc::new(builder.finish()));
             } else if let Some(column) = self.fields.get(name) {
-                columns.push(column.finish_cloned());
+                columns.push(column.to_array()?);
             } else {
                 columns.push(datafusion::arrow::array::new_null_array(
                     field.data_type(),
@@ -378,7 +418,7 @@ impl TableBuffer {
         RowKeys(
             self.series_of_row
                 .iter()
-                .zip(&self.times)
+                .zip(self.times.iter())
                 .map(|(&s, &t)| (rank[s as usize], t))
                 .collect(),
         )
@@ -608,5 +648,71 @@ mod tests {
             let general = sort_dedupe(&unsorted, schema.tag_count).unwrap();
             assert_eq!(table.to_batch(&schema).unwrap(), general);
         }
+    }
+
+    #[test]
+    fn rows_read_back_in_write_order_across_chunks_and_late_columns() {
+        use datafusion::arrow::array::{Float64Array, Int64Array, StringArray};
+        let mut buffer = Buffer::default();
+        let mut expected: Vec<(i64, &str, Option<f64>, Option<i64>)> = Vec::new();
+        // Batches of uneven sizes around the (test) chunk size; `g` starts in the third batch
+        // and `f` is missing from every fifth row.
+        for (b, size) in [5usize, 64, 100, 1, 63, 130].into_iter().enumerate() {
+            let mut points = Vec::new();
+            for i in 0..size {
+                let t = expected.len() as i64;
+                let tag = if i % 2 == 0 { "x" } else { "y" };
+                let f = (i % 5 != 0).then_some(t as f64 / 2.0);
+                let g = (b >= 2).then_some(-t);
+                let mut fields = Vec::new();
+                if let Some(f) = f {
+                    fields.push(("f", FieldValue::Float(f)));
+                }
+                if let Some(g) = g {
+                    fields.push(("g", FieldValue::Integer(g)));
+                }
+                if fields.is_empty() {
+                    continue;
+                }
+                points.push(point(&[("a", tag)], &fields, t));
+                expected.push((t, tag, f, g));
+            }
+            let batch = WriteBatch {
+                database: "db".into(),
+                points,
+            };
+            buffer.append(&ColumnarBatch::from_points(&batch).0);
+        }
+        let table = &buffer.databases["db"]["m"];
+        let tags = ["a".to_string()];
+        let fields = [
+            ("f".to_string(), FieldType::Float),
+            ("g".to_string(), FieldType::Integer),
+        ];
+        let schema = TableSchema::new(tags.iter(), fields.iter().map(|(n, t)| (n, t)));
+        let (batch, _) = table.to_unsorted_batch(&schema).unwrap();
+        assert_eq!(batch.num_rows(), expected.len());
+        let column = |name: &str| batch.column(batch.schema().index_of(name).unwrap()).clone();
+        let times = column("time");
+        let times = times
+            .as_any()
+            .downcast_ref::<TimestampNanosecondArray>()
+            .unwrap();
+        let a = column("a");
+        let a = a.as_any().downcast_ref::<StringArray>().unwrap();
+        let f = column("f");
+        let f = f.as_any().downcast_ref::<Float64Array>().unwrap();
+        let g = column("g");
+        let g = g.as_any().downcast_ref::<Int64Array>().unwrap();
+        for (row, &(t, tag, fv, gv)) in expected.iter().enumerate() {
+            assert_eq!(times.value(row), t, "row {row}");
+            assert_eq!(a.value(row), tag, "row {row}");
+            assert_eq!(f.is_valid(row).then(|| f.value(row)), fv, "row {row}");
+            assert_eq!(g.is_valid(row).then(|| g.value(row)), gv, "row {row}");
+        }
+        assert_eq!(
+            (table.min_time, table.max_time),
+            (0, expected.len() as i64 - 1)
+        );
     }
 }
