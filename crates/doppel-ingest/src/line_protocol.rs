@@ -143,13 +143,10 @@ pub fn parse_columnar(
         let at_fields = |message| (fields_start - start + 2, message);
         // Fast path: a known series whose fields repeat the previous row of its table, name
         // for name. Anything else (and any doubt) goes to the full parse from the same place.
-        let repeats_template = ids.is_some_and(|(table, _)| {
-            builder
-                .row_template(table)
-                .is_some_and(|template| parser.templated_fields(template, &mut templated))
-        });
         if let Some(ids) = ids
-            && repeats_template
+            && builder
+                .row_template(ids.0)
+                .is_some_and(|template| parser.templated_fields(template, &mut templated))
         {
             let time = parser.time_and_line_end(precision, default_time)?;
             let values = templated.iter().map(Value::as_ref);
@@ -470,17 +467,10 @@ impl<'a> LineParser<'a> {
                 return false;
             }
             self.pos = after_key + 1;
-            let value = match plain_decimal(&self.bytes[self.pos..]) {
-                Some((v, len)) if field_type == FieldType::Float => {
-                    self.pos += len;
-                    Value::Float(v)
-                }
-                _ => match self.field_value(name) {
-                    Ok(v) if v.as_ref().field_type() == field_type => v,
-                    _ => return false,
-                },
-            };
-            values.push(value);
+            match self.field_value(name) {
+                Ok(v) if v.as_ref().field_type() == field_type => values.push(v),
+                _ => return false,
+            }
             let last = i + 1 == count;
             match self.peek() {
                 Some(b',') if !last => self.pos += 1,
@@ -690,14 +680,12 @@ impl<'a> LineParser<'a> {
             self.pos += 1;
         }
         let digits = &self.text[digits_start..self.pos];
-        let ends_here = matches!(self.peek(), None | Some(b' ' | b'\n' | b'\r' | b'\t'));
-        if !ends_here {
-            while !matches!(self.peek(), None | Some(b' ' | b'\n' | b'\r' | b'\t')) {
-                self.pos += 1;
-            }
+        // The token runs to the next separator; anything but digits makes it no integer.
+        while !matches!(self.peek(), None | Some(b' ' | b'\n' | b'\r' | b'\t')) {
+            self.pos += 1;
         }
         let magnitude = match digits.len() {
-            _ if !ends_here => None,
+            _ if self.pos != digits_start + digits.len() => None,
             0 => None,
             1..=19 => Some(magnitude),
             // Leading zeros can make a long but valid number.
