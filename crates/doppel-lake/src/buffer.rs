@@ -26,7 +26,7 @@ use doppel_core::columnar::{ColumnValues, ColumnarBatch, FieldColumn as BatchCol
 use crate::error::{LakeError, Result};
 
 mod chunked;
-use chunked::{CHUNK_ROWS, ChunkBuilder, ChunkedArray, ChunkedVec};
+use chunked::{ChunkBuilder, ChunkedArray, ChunkedVec};
 
 /// The name of the time column in every table.
 pub const TIME_COLUMN: &str = "time";
@@ -81,30 +81,9 @@ pub struct Buffer {
     /// Approximate memory held, in bytes.
     pub bytes: usize,
     pub rows: usize,
-    /// Rows each table held in the buffer before this one: what its vectors reserve when it
-    /// is first written, so a table refilled at the same rate never grows by doubling (each
-    /// doubling copied the whole column and faulted in fresh pages).
-    expected_rows: BTreeMap<(String, String), usize>,
 }
 
 impl Buffer {
-    /// An empty buffer to follow this one, expecting each table to fill as this one did.
-    pub fn successor(&self) -> Buffer {
-        let expected_rows = self
-            .databases
-            .iter()
-            .flat_map(|(db, tables)| {
-                tables
-                    .iter()
-                    .map(|(name, t)| ((db.clone(), name.clone()), t.times.len()))
-            })
-            .collect();
-        Buffer {
-            expected_rows,
-            ..Buffer::default()
-        }
-    }
-
     /// Appends a batch's rows, each table's in order.
     pub fn append(&mut self, batch: &ColumnarBatch) {
         let tables = match self.databases.get_mut(&batch.database) {
@@ -114,13 +93,7 @@ impl Buffer {
         for rows in batch.tables.iter().filter(|r| !r.is_empty()) {
             let table = match tables.get_mut(&rows.measurement) {
                 Some(t) => t,
-                None => {
-                    let key = (batch.database.clone(), rows.measurement.clone());
-                    let expected = self.expected_rows.get(&key).copied().unwrap_or(0);
-                    tables
-                        .entry(rows.measurement.clone())
-                        .or_insert_with(|| TableBuffer::with_capacity(expected))
-                }
+                None => tables.entry(rows.measurement.clone()).or_default(),
             };
             self.bytes += table.append(rows);
             self.rows += rows.len();
@@ -142,8 +115,6 @@ pub struct TableBuffer {
     fields: BTreeMap<String, ChunkedArray<FieldColumn>>,
     pub min_time: i64,
     pub max_time: i64,
-    /// Rows the vectors reserve when they are made (see [`Buffer::successor`]).
-    capacity: usize,
 }
 
 enum FieldColumn {
@@ -282,15 +253,6 @@ fn append_slice<T: ArrowPrimitiveType>(
 }
 
 impl TableBuffer {
-    fn with_capacity(rows: usize) -> Self {
-        TableBuffer {
-            series_of_row: ChunkedVec::with_capacity(rows),
-            times: ChunkedVec::with_capacity(rows),
-            capacity: rows.min(CHUNK_ROWS),
-            ..TableBuffer::default()
-        }
-    }
-
     /// Appends a batch's rows of this table; returns the bytes they added.
     fn append(&mut self, rows: &TableRows) -> usize {
         let before = self.times.len();
@@ -330,8 +292,7 @@ impl TableBuffer {
             let buffered = match self.fields.get_mut(&column.name) {
                 Some(c) => c,
                 None => self.fields.entry(column.name.clone()).or_insert_with(|| {
-                    let first = FieldColumn::new(column.values.field_type(), before, self.capacity);
-                    ChunkedArray::new(first)
+                    ChunkedArray::new(FieldColumn::new(column.values.field_type(), before, 0))
                 }),
             };
             buffered.make_room(column.values.len());
@@ -556,12 +517,31 @@ mod tests {
         Point::new("m", tags, fields, time)
     }
 
+    /// Appends points of table `m` to the buffer as one batch of database `db`.
+    fn append(buffer: &mut Buffer, points: Vec<Point>) {
+        let batch = WriteBatch {
+            database: "db".into(),
+            points,
+        };
+        buffer.append(&ColumnarBatch::from_points(&batch).0);
+    }
+
+    /// The schema of table `m`: these tags, one float field and one integer field.
+    fn schema(tags: &[&str], float: &str, integer: &str) -> TableSchema {
+        let tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
+        let fields = [
+            (float.to_string(), FieldType::Float),
+            (integer.to_string(), FieldType::Integer),
+        ];
+        TableSchema::new(tags.iter(), fields.iter().map(|(n, t)| (n, t)))
+    }
+
     #[test]
     fn last_write_wins_per_field_and_rows_sort_by_series_and_time() {
         let mut buffer = Buffer::default();
-        let points = WriteBatch {
-            database: "db".into(),
-            points: vec![
+        append(
+            &mut buffer,
+            vec![
                 point(&[("a", "2")], &[("x", FieldValue::Float(1.0))], 20),
                 point(
                     &[("a", "1")],
@@ -571,21 +551,14 @@ mod tests {
                 point(&[("a", "1")], &[("x", FieldValue::Float(3.0))], 10),
                 point(&[("a", "1")], &[("x", FieldValue::Float(4.0))], 5),
             ],
-        };
-        buffer.append(&ColumnarBatch::from_points(&points).0);
+        );
         // A second batch: its rows come after the first's (and win over them).
-        let later = WriteBatch {
-            database: "db".into(),
-            points: vec![point(&[("a", "2")], &[("y", FieldValue::Integer(8))], 20)],
-        };
-        buffer.append(&ColumnarBatch::from_points(&later).0);
+        append(
+            &mut buffer,
+            vec![point(&[("a", "2")], &[("y", FieldValue::Integer(8))], 20)],
+        );
         let table = &buffer.databases["db"]["m"];
-        let tags = ["a".to_string()];
-        let fields = [
-            ("x".to_string(), FieldType::Float),
-            ("y".to_string(), FieldType::Integer),
-        ];
-        let schema = TableSchema::new(tags.iter(), fields.iter().map(|(n, t)| (n, t)));
+        let schema = schema(&["a"], "x", "y");
         let batch = table.to_batch(&schema).unwrap();
         let text = pretty_format_batches(&[batch]).unwrap().to_string();
         let expected = "\
@@ -631,19 +604,10 @@ mod tests {
                         point(&tags, &fields, next(20) as i64 - 10)
                     })
                     .collect();
-                let batch = WriteBatch {
-                    database: "db".into(),
-                    points,
-                };
-                buffer.append(&ColumnarBatch::from_points(&batch).0);
+                append(&mut buffer, points);
             }
             let table = &buffer.databases["db"]["m"];
-            let tags = ["a".to_string(), "b".to_string()];
-            let fields = [
-                ("f".to_string(), FieldType::Float),
-                ("g".to_string(), FieldType::Integer),
-            ];
-            let schema = TableSchema::new(tags.iter(), fields.iter().map(|(n, t)| (n, t)));
+            let schema = schema(&["a", "b"], "f", "g");
             let (unsorted, _) = table.to_unsorted_batch(&schema).unwrap();
             let general = sort_dedupe(&unsorted, schema.tag_count).unwrap();
             assert_eq!(table.to_batch(&schema).unwrap(), general);
@@ -677,19 +641,10 @@ mod tests {
                 points.push(point(&[("a", tag)], &fields, t));
                 expected.push((t, tag, f, g));
             }
-            let batch = WriteBatch {
-                database: "db".into(),
-                points,
-            };
-            buffer.append(&ColumnarBatch::from_points(&batch).0);
+            append(&mut buffer, points);
         }
         let table = &buffer.databases["db"]["m"];
-        let tags = ["a".to_string()];
-        let fields = [
-            ("f".to_string(), FieldType::Float),
-            ("g".to_string(), FieldType::Integer),
-        ];
-        let schema = TableSchema::new(tags.iter(), fields.iter().map(|(n, t)| (n, t)));
+        let schema = schema(&["a"], "f", "g");
         let (batch, _) = table.to_unsorted_batch(&schema).unwrap();
         assert_eq!(batch.num_rows(), expected.len());
         let column = |name: &str| batch.column(batch.schema().index_of(name).unwrap()).clone();

@@ -561,8 +561,7 @@ impl Inner {
                 let result = writer.rotate();
                 if result.is_ok() {
                     let mut state = self.state.write();
-                    let successor = state.active.successor();
-                    let active = std::mem::replace(&mut state.active, successor);
+                    let active = std::mem::take(&mut state.active);
                     state.frozen = Some(Arc::new(active));
                     state.active_since = None;
                     state.wal_segment = writer.segment();

@@ -16,35 +16,29 @@ use crate::error::{LakeError, Result};
 /// every buffer test with more rows crosses chunk boundaries).
 pub const CHUNK_ROWS: usize = if cfg!(test) { 64 } else { 1 << 20 };
 
-/// A vector of plain values in chunks.
+/// A vector of plain values in chunks; every chunk but the last is full.
 #[derive(Default)]
 pub struct ChunkedVec<T> {
     full: Vec<Vec<T>>,
     current: Vec<T>,
-    len: usize,
 }
 
 impl<T: Copy> ChunkedVec<T> {
-    /// An empty vector whose first chunk has room for `rows` rows (at most a chunk).
-    pub fn with_capacity(rows: usize) -> Self {
-        ChunkedVec {
-            full: Vec::new(),
-            current: Vec::with_capacity(rows.min(CHUNK_ROWS)),
-            len: 0,
+    pub fn len(&self) -> usize {
+        self.full.len() * CHUNK_ROWS + self.current.len()
+    }
+
+    /// Seals the current chunk when it is full.
+    fn make_room(&mut self) {
+        if self.current.len() == CHUNK_ROWS {
+            let full = std::mem::replace(&mut self.current, Vec::with_capacity(CHUNK_ROWS));
+            self.full.push(full);
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
     pub fn extend_from_slice(&mut self, mut values: &[T]) {
-        self.len += values.len();
         while !values.is_empty() {
-            if self.current.len() == CHUNK_ROWS {
-                let full = std::mem::replace(&mut self.current, Vec::with_capacity(CHUNK_ROWS));
-                self.full.push(full);
-            }
+            self.make_room();
             let room = CHUNK_ROWS - self.current.len();
             let (now, rest) = values.split_at(room.min(values.len()));
             self.current.extend_from_slice(now);
@@ -52,10 +46,11 @@ impl<T: Copy> ChunkedVec<T> {
         }
     }
 
-    pub fn extend(&mut self, values: impl Iterator<Item = T>) {
-        // Collected first so that chunk boundaries are handled in one place; a batch's worth.
-        let values: Vec<T> = values.collect();
-        self.extend_from_slice(&values);
+    pub fn extend(&mut self, values: impl IntoIterator<Item = T>) {
+        for value in values {
+            self.make_room();
+            self.current.push(value);
+        }
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &T> {
@@ -64,7 +59,7 @@ impl<T: Copy> ChunkedVec<T> {
 
     /// All values in one vector.
     pub fn to_vec(&self) -> Vec<T> {
-        let mut all = Vec::with_capacity(self.len);
+        let mut all = Vec::with_capacity(self.len());
         for chunk in &self.full {
             all.extend_from_slice(chunk);
         }
@@ -129,12 +124,12 @@ mod tests {
 
     #[test]
     fn a_chunked_vec_keeps_order_across_chunks() {
-        let mut v = ChunkedVec::with_capacity(3);
+        let mut v = ChunkedVec::default();
         let values: Vec<u32> = (0..(2 * CHUNK_ROWS as u32 + 17)).collect();
         for part in values.chunks(CHUNK_ROWS / 3 + 1) {
             v.extend_from_slice(part);
         }
-        v.extend([7u32, 8].into_iter());
+        v.extend([7u32, 8]);
         assert_eq!(v.len(), values.len() + 2);
         assert_eq!(v.full.len(), 2, "two full chunks, then the rest");
         let all = v.to_vec();
