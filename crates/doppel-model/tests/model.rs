@@ -561,8 +561,8 @@ fn batched_embeddings_equal_one_window_at_a_time_even_with_gaps() {
 fn dropout_changes_training_passes_only_and_keeps_the_weights_loadable() {
     let _serial = serial();
     let train_device = Device::flex().autodiff();
-    let raw = sines(300, 5);
-    let rec = Normalizer::fit(std::slice::from_ref(&raw), 1.0).apply(&raw);
+    // Only forward passes are compared: raw values serve as well as standardised ones.
+    let rec = sines(300, 5);
     let config = ModelConfig::sized("tiny", 3, 8, 4).unwrap();
     let dropping = ModelConfig {
         dropout: 0.5,
