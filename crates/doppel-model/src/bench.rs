@@ -9,9 +9,10 @@ use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use serde::Serialize;
 
-use crate::baselines::{LinearForecaster, interpolate, seasonal_naive};
+use crate::baselines::{interpolate, seasonal_naive};
 use crate::data::{Normalizer, ReadOptions, Recording, read_recording};
 use crate::error::{ModelError, Result};
+use crate::linear::{self, LinearForecaster, Search, Series};
 use crate::model::ModelConfig;
 use crate::store::ModelCard;
 use crate::tasks;
@@ -36,8 +37,10 @@ pub struct EttOptions {
     pub datasets: Vec<String>,
     pub horizons: Vec<usize>,
     pub mask_ratios: Vec<f64>,
-    /// Look-back of the linear forecaster.
-    pub lookback: usize,
+    /// Look-backs the linear forecaster chooses among on validation (multiples of the
+    /// forecasting model's patch, 16); the sensor model reads the one with the lowest
+    /// validation error summed over the horizons.
+    pub lookbacks: Vec<usize>,
     /// Pretraining steps of the sensor model used for imputation.
     pub pretrain_steps: usize,
     /// Pretraining settings of the sensor model used for imputation.
@@ -69,7 +72,7 @@ impl Default for EttOptions {
             ],
             horizons: vec![96, 192, 336, 720],
             mask_ratios: vec![0.125, 0.25, 0.375, 0.5],
-            lookback: 336,
+            lookbacks: vec![336, 512],
             pretrain_steps: 1000,
             point_mask_ratio: 0.4,
             instance_norm: true,
@@ -175,54 +178,110 @@ pub fn ett(dir: &Path, options: &EttOptions, mut log: impl FnMut(&str)) -> Resul
         let data = normalizer.apply(&raw);
         let channels = data.channels.len();
         let period = 24 * scale;
-        let pretrained = if options.finetune_steps > 0 {
-            log(&format!(
-                "{name}: pretraining the sensor model for forecasting ({} steps)",
-                options.forecast_pretrain_steps
-            ));
-            Some(pretrain_for_forecasting(
-                &data, train_end, val_end, options, &mut log,
-            )?)
-        } else {
-            None
-        };
 
+        // Baselines first: seasonal naive, the fixed linear setting of earlier runs
+        // (look-back 336, one matrix, ridge 1), and the linear setting chosen on validation.
+        let mut chosen = Vec::new();
         for &horizon in &options.horizons {
-            let l = options.lookback;
             log(&format!(
-                "{name}: forecasting {horizon} steps (linear fit on the training split)"
+                "{name}: forecasting {horizon} steps (linear fits on the training split, \
+                 settings chosen on validation)"
             ));
             let train: Vec<&[f32]> = data.values.iter().map(|v| &v[..train_end]).collect();
-            let linear = LinearForecaster::fit(&train, l, horizon, 1.0);
-            let (mut naive_err, mut linear_err) = (Errors::default(), Errors::default());
-            for t in (val_end - l)..=(test_end - l - horizon) {
+            let fixed = LinearForecaster::fit(&train, 336, horizon, 1.0);
+            let series: Vec<Series> = (0..channels)
+                .map(|channel| Series {
+                    channel,
+                    values: &data.values[channel][..val_end],
+                    cut: train_end,
+                })
+                .collect();
+            let (best, candidates) = linear::choose(
+                &series,
+                channels,
+                &options.lookbacks,
+                horizon,
+                &Search::default(),
+            )?;
+            log(&format!(
+                "  chose look-back {}, {:?}, ridge {} (validation MSE {:.4}; look-back 336, \
+                 shared, ridge 1: {:.4})",
+                best.lookback,
+                best.layout,
+                best.ridge,
+                candidates[0].validation_mse,
+                candidates
+                    .iter()
+                    .find(|c| c.lookback == 336 && c.ridge == 1.0 && c.layout == Default::default())
+                    .map_or(f64::NAN, |c| c.validation_mse)
+            ));
+            let mut errors: [Errors; 3] = Default::default();
+            let longest = options
+                .lookbacks
+                .iter()
+                .copied()
+                .chain([336])
+                .max()
+                .unwrap_or(336);
+            for t in (val_end - longest)..=(test_end - longest - horizon) {
+                // Every forecaster forecasts the same steps, whatever its look-back.
+                let end = t + longest;
                 for c in 0..channels {
-                    let history = &data.values[c][..t + l];
-                    let truth = &data.values[c][t + l..t + l + horizon];
-                    for (p, y) in seasonal_naive(history, period, horizon).iter().zip(truth) {
-                        naive_err.add(*p, *y);
-                    }
-                    for (p, y) in linear.predict(history).iter().zip(truth) {
-                        linear_err.add(*p, *y);
+                    let history = &data.values[c][..end];
+                    let truth = &data.values[c][end..end + horizon];
+                    let forecasts = [
+                        seasonal_naive(history, period, horizon),
+                        fixed.predict(c, history),
+                        best.predict(c, history),
+                    ];
+                    for (e, forecast) in errors.iter_mut().zip(&forecasts) {
+                        for (p, y) in forecast.iter().zip(truth) {
+                            e.add(*p, *y);
+                        }
                     }
                 }
             }
+            let [naive_err, fixed_err, best_err] = errors;
             rows.push(naive_err.row(name, "forecast", Some(horizon), None, "seasonal_naive"));
-            rows.push(linear_err.row(
-                name,
-                "forecast",
-                Some(horizon),
-                None,
-                &format!("linear_{l}"),
+            rows.push(fixed_err.row(name, "forecast", Some(horizon), None, "linear_336"));
+            rows.push(best_err.row(name, "forecast", Some(horizon), None, "linear_val"));
+            chosen.push(candidates);
+        }
+
+        if options.finetune_steps > 0 && !options.horizons.is_empty() {
+            // The model's look-back: the lowest validation error summed over the horizons.
+            let lookback = options
+                .lookbacks
+                .iter()
+                .copied()
+                .min_by(|&a, &b| {
+                    let total = |l: usize| -> f64 {
+                        chosen
+                            .iter()
+                            .map(|c| {
+                                c.iter()
+                                    .find(|c| c.lookback == l)
+                                    .map_or(f64::INFINITY, |c| c.validation_mse)
+                            })
+                            .sum()
+                    };
+                    total(a).total_cmp(&total(b))
+                })
+                .expect("look-backs were given");
+            log(&format!(
+                "{name}: pretraining the sensor model for forecasting ({} steps, look-back {lookback})",
+                options.forecast_pretrain_steps
             ));
-            if let Some((model, config)) = &pretrained {
+            let (model, config) =
+                pretrain_for_forecasting(&data, train_end, val_end, lookback, options, &mut log)?;
+            for &horizon in &options.horizons {
                 log(&format!(
                     "{name}: fine-tuning a forecasting head for {horizon} steps ({} steps)",
                     options.finetune_steps
                 ));
                 let err = finetune_and_test(
                     model.clone(),
-                    config,
+                    &config,
                     &data,
                     (train_end, val_end, test_end),
                     horizon,
@@ -311,19 +370,18 @@ fn pretrain_for_forecasting(
     data: &Recording,
     train_end: usize,
     val_end: usize,
+    lookback: usize,
     options: &EttOptions,
     log: &mut impl FnMut(&str),
 ) -> Result<(crate::model::SensorModel, ModelConfig)> {
     let patch = 16;
-    if !options.lookback.is_multiple_of(patch) {
+    if !lookback.is_multiple_of(patch) {
         return Err(ModelError::Settings(format!(
-            "the look-back ({}) must be a multiple of the patch ({patch})",
-            options.lookback
+            "the look-back ({lookback}) must be a multiple of the patch ({patch})"
         )));
     }
-    let mut config =
-        ModelConfig::sized("tiny", data.channels.len(), patch, options.lookback / patch)
-            .expect("tiny is a size");
+    let mut config = ModelConfig::sized("tiny", data.channels.len(), patch, lookback / patch)
+        .expect("tiny is a size");
     config.instance_norm = true;
     let train = TrainConfig {
         validation_fraction: (val_end - train_end) as f64 / val_end as f64,
@@ -369,7 +427,7 @@ fn finetune_and_test(
     let tuning = crate::finetune::ForecastTuning {
         horizon,
         channel_independent: true,
-        ridge: 1.0,
+        linear: Search::default(),
         freeze_encoder: false,
         dropout: options.finetune_dropout,
     };

@@ -2,9 +2,10 @@
 //!
 //! The encoder reads a whole look-back window (every patch visible); a linear head maps one
 //! channel's encoded patches, side by side, to the next H steps. Beside it runs NLinear, the
-//! closed-form linear baseline, as a skip path: the head starts at zero, so the forecaster
-//! starts exactly at the baseline and fine-tuning has to earn every improvement on held-out
-//! windows. The weights kept are the ones with the lowest validation error, so a forecaster
+//! closed-form linear forecaster of `linear.rs` (its ridge penalty, and one weight matrix for
+//! all channels or one each, chosen on the validation windows), as a skip path: the head
+//! starts at zero, so the forecaster starts exactly at that baseline and fine-tuning has to
+//! earn every improvement on held-out windows. The weights kept are the ones with the lowest validation error, so a forecaster
 //! is never worse on validation than the linear start; the card records both numbers.
 //!
 //! Uncertainty is split-conformal: the quantiles of the chosen forecaster's errors on the
@@ -20,10 +21,10 @@ use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use serde::{Deserialize, Serialize};
 
-use crate::baselines::LinearForecaster;
 use crate::batch::{Mask, Window, make_batch};
 use crate::data::Recording;
 use crate::error::{ModelError, Result};
+use crate::linear::{self, Candidate, LinearForecaster, Search, Series};
 use crate::model::{ModelConfig, SensorModel, masked_mse};
 use crate::train::{CurvePoint, Start, TrainConfig, learning_rate, window_starts};
 
@@ -43,6 +44,10 @@ pub struct ForecastHeadCard {
     pub validation_mse: f64,
     /// The step whose weights were kept (0: the linear start was never beaten).
     pub best_step: usize,
+    /// The linear start's settings, chosen on validation (absent in cards written before
+    /// the choice existed: one shared matrix).
+    #[serde(default)]
+    pub linear_start: Option<Candidate>,
     /// Split-conformal error quantiles from the validation windows.
     pub bands: Vec<ErrorBand>,
 }
@@ -59,9 +64,10 @@ pub struct ErrorBand {
 pub struct ForecastHead {
     /// One channel's encoded patches side by side [N·d] → H steps; starts at zero.
     from_encoder: Linear,
-    /// NLinear: the look-back relative to its last value [T] → H steps; starts at the
-    /// closed-form ridge fit.
-    from_lookback: Linear,
+    /// NLinear: the look-back relative to its last value [T] → H steps, for each of G
+    /// weight groups side by side: [T, G·H] (G = 1 when channels share the weights, else
+    /// one group per channel). The closed-form ridge fit, never trained further.
+    from_lookback: Param<Tensor<2>>,
 }
 
 impl ForecastHead {
@@ -73,15 +79,25 @@ impl ForecastHead {
             config.window(),
             "the linear start reads the model's window"
         );
-        let mut head = ForecastHead::empty(config, h, device);
-        let weights: Vec<f32> = linear.weights().iter().map(|&w| w as f32).collect();
-        head.from_lookback.weight =
-            Param::from_tensor(Tensor::from_data(TensorData::new(weights, [t, h]), device));
+        let g = linear.groups();
+        let mut weights = Vec::with_capacity(t * g * h);
+        for i in 0..t {
+            for group in 0..g {
+                let w = &linear.weights(group)[i * h..(i + 1) * h];
+                weights.extend(w.iter().map(|&w| w as f32));
+            }
+        }
+        let mut head = ForecastHead::empty(config, h, g, device);
+        head.from_lookback = Param::from_tensor(Tensor::from_data(
+            TensorData::new(weights, [t, g * h]),
+            device,
+        ))
+        .set_require_grad(false);
         head
     }
 
-    /// A head of the right shapes, to load saved weights into.
-    pub fn empty(config: &ModelConfig, horizon: usize, device: &Device) -> Self {
+    /// A head of the right shapes, to load saved weights into (`groups` of linear weights).
+    pub fn empty(config: &ModelConfig, horizon: usize, groups: usize, device: &Device) -> Self {
         let zeros = |i: usize, o: usize| {
             LinearConfig::new(i, o)
                 .with_initializer(Initializer::Zeros)
@@ -89,7 +105,11 @@ impl ForecastHead {
         };
         ForecastHead {
             from_encoder: zeros(config.patches * config.d_model, horizon),
-            from_lookback: zeros(config.window(), horizon),
+            from_lookback: Param::from_tensor(Tensor::zeros(
+                [config.window(), groups * horizon],
+                device,
+            ))
+            .set_require_grad(false),
         }
     }
 }
@@ -117,12 +137,27 @@ impl Forecaster {
             .slice([0..b, 0..l, 0..p])
             .reshape([series, t]); // [B·C, T]
         let last = lookback.clone().slice([0..series, t - 1..t]); // [B·C, 1]
-        let h = self.head.from_lookback.weight.dims()[1];
-        let skip = self
-            .head
-            .from_lookback
-            .forward(lookback - last.clone().expand([series, t]))
-            + last.expand([series, h]); // [B·C, H]
+        let h = self.head.from_encoder.weight.dims()[1];
+        let groups = self.head.from_lookback.dims()[1] / h;
+        let every_group =
+            (lookback - last.clone().expand([series, t])).matmul(self.head.from_lookback.val()); // [B·C, G·H]
+        let linear = if groups == 1 {
+            every_group
+        } else {
+            // Each series reads its own channel's group: the channel of its first token.
+            let channel = tokens
+                .channel
+                .clone()
+                .reshape([series, patches])
+                .slice([0..series, 0..1])
+                .reshape([series, 1, 1])
+                .expand([series, 1, h]);
+            every_group
+                .reshape([series, groups, h])
+                .gather(1, channel)
+                .reshape([series, h])
+        };
+        let skip = linear + last.expand([series, h]); // [B·C, H]
         skip + self.head.from_encoder.forward(flat)
     }
 }
@@ -246,8 +281,8 @@ fn evaluate(
 pub struct ForecastTuning {
     pub horizon: usize,
     pub channel_independent: bool,
-    /// Ridge penalty of the linear start.
-    pub ridge: f64,
+    /// The settings tried for the linear start (the best on validation is kept).
+    pub linear: Search,
     /// Train the head only (a linear probe of the pretrained encoder).
     pub freeze_encoder: bool,
     /// Dropout in the encoder's blocks while fine-tuning (PatchTST uses 0.2–0.3 on ETT).
@@ -280,19 +315,25 @@ pub fn finetune_forecast(
             train.validation_fraction * 100.0
         )));
     }
-    // The linear start: ridge regression on the training part of every channel.
-    let train_series: Vec<&[f32]> = recordings
+    // The linear start: ridge regression on the training part of every channel, its
+    // settings chosen on the validation part. It stays the closed-form fit; what is
+    // learned is the residual the encoder can explain.
+    let series: Vec<Series> = recordings
         .iter()
         .flat_map(|r| {
             let cut = ((r.len() as f64) * (1.0 - train.validation_fraction)) as usize;
-            r.values.iter().map(move |v| &v[..cut])
+            r.values
+                .iter()
+                .enumerate()
+                .map(move |(channel, values)| Series {
+                    channel,
+                    values,
+                    cut,
+                })
         })
         .collect();
-    let linear = LinearForecaster::fit(&train_series, t, h, tuning.ridge);
-    let mut head = ForecastHead::new(config, &linear, device);
-    // The linear path stays the closed-form optimum on the training data; what is learned
-    // is the residual the encoder can explain.
-    head.from_lookback = head.from_lookback.no_grad();
+    let (linear, candidates) = linear::choose(&series, config.channels, &[t], h, &tuning.linear)?;
+    let head = ForecastHead::new(config, &linear, device);
     let model = if tuning.dropout > 0.0 {
         // The same weights in blocks that drop out; dropout has no weights of its own.
         let dropping = ModelConfig {
@@ -412,6 +453,7 @@ pub fn finetune_forecast(
         validation_mse,
         best_step,
         bands,
+        linear_start: candidates.into_iter().next(),
     };
     Ok((chosen, card))
 }

@@ -9,6 +9,7 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod finetune;
+pub mod linear;
 pub mod model;
 pub mod probe;
 pub mod registry;

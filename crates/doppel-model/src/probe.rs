@@ -11,9 +11,9 @@ use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::baselines::solve_spd;
 use crate::data::Recording;
 use crate::error::{ModelError, Result};
+use crate::linear::solve_spd;
 use crate::model::SensorModel;
 use crate::store::ModelCard;
 use crate::tasks;

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::Normalizer;
 use crate::error::{ModelError, Result};
 use crate::finetune::{ForecastHead, ForecastHeadCard, Forecaster};
+use crate::linear::Layout;
 use crate::model::{ModelConfig, SensorModel};
 use crate::probe::{Probe, ProbeCard};
 use crate::train::{CurvePoint, TrainConfig};
@@ -171,7 +172,11 @@ pub fn with_forecast_head(
             "this model has no forecasting head: run `doppel model finetune --task forecast`",
         ));
     };
-    let mut head = ForecastHead::empty(&card.config, head_card.horizon, device);
+    let groups = match &head_card.linear_start {
+        Some(linear) if linear.layout == Layout::PerChannel => card.config.channels,
+        _ => 1,
+    };
+    let mut head = ForecastHead::empty(&card.config, head_card.horizon, groups, device);
     let mut store = SafetensorsStore::from_file(dir.join(FORECAST_HEAD))
         .with_from_adapter(PyTorchToBurnAdapter);
     head.load_from(&mut store)

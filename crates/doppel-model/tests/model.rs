@@ -7,11 +7,14 @@ use std::sync::OnceLock;
 use burn::prelude::*;
 use doppel_model::batch::{Mask, Window, make_batch};
 use doppel_model::data::{Normalizer, Recording};
-use doppel_model::finetune::{ForecastTuning, finetune_forecast};
+use doppel_model::finetune::{
+    ForecastHead, ForecastTuning, Forecaster, finetune_forecast, predict,
+};
+use doppel_model::linear::{self, Layout, Search, Series};
 use doppel_model::model::{ModelConfig, SensorModel, masked_mse};
 use doppel_model::store::{self, DataRange, ModelCard};
 use doppel_model::tasks;
-use doppel_model::train::{CurvePoint, TrainConfig, pretrain};
+use doppel_model::train::{CurvePoint, TrainConfig, cut, pretrain};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
@@ -465,7 +468,12 @@ fn a_finetuned_forecaster_keeps_its_best_weights_reloads_exactly_and_its_bands_c
     let tuning = ForecastTuning {
         horizon: 16,
         channel_independent: true,
-        ridge: 1.0,
+        // One weight matrix per channel: the path that picks each series' own weights,
+        // through saving and reloading.
+        linear: Search {
+            ridges: vec![1.0, 100.0],
+            layouts: vec![Layout::PerChannel],
+        },
         freeze_encoder: false,
         dropout: 0.0,
     };
@@ -487,6 +495,11 @@ fn a_finetuned_forecaster_keeps_its_best_weights_reloads_exactly_and_its_bands_c
         .fold(head.linear_validation_mse, f64::min);
     assert_eq!(head.validation_mse, best_seen, "the best weights are kept");
     assert_eq!(head.bands.len(), 3);
+    let start = head
+        .linear_start
+        .as_ref()
+        .expect("the card keeps the linear start");
+    assert_eq!((start.layout, start.lookback), (Layout::PerChannel, 48));
 
     card.forecast_head = Some(head);
     store::save_forecaster(&dir.path().join("ft"), &forecaster.valid(), &card).unwrap();
@@ -526,6 +539,53 @@ fn a_finetuned_forecaster_keeps_its_best_weights_reloads_exactly_and_its_bands_c
     );
     let e = tasks::forecast_with_head(&reloaded, &card, &test, 17, &plain).unwrap_err();
     assert!(e.to_string().contains("fine-tuned for 16"), "{e}");
+}
+
+#[test]
+fn a_fresh_head_forecasts_exactly_as_its_linear_start_channel_by_channel() {
+    let _serial = serial();
+    let t = trained();
+    let device = Device::flex();
+    let config = &t.card.config;
+    let (w, h) = (config.window(), 12);
+    let data = t.card.normalizer.apply(&sines(2000, 4));
+    // Channel 2 differs from 0 and 1: per-channel weights differ, so a series that read
+    // another channel's weights would forecast differently.
+    let series: Vec<Series> = (0..3)
+        .map(|channel| Series {
+            channel,
+            values: &data.values[channel],
+            cut: 1500,
+        })
+        .collect();
+    let search = Search {
+        ridges: vec![1.0],
+        layouts: vec![Layout::PerChannel],
+    };
+    let (linear, _) = linear::choose(&series, 3, &[w], h, &search).unwrap();
+    let forecaster = Forecaster {
+        model: t.model.clone(),
+        head: ForecastHead::new(config, &linear, &device),
+    };
+    let ids = [0, 1, 2];
+    let starts = [1500, 1613, 1777];
+    let windows: Vec<_> = starts.iter().map(|&s| cut(&data, s, w, &ids)).collect();
+    for together in [false, true] {
+        let predicted = predict(&forecaster, config, !together, &windows, &device);
+        for (p, &s) in predicted.iter().zip(&starts) {
+            for c in 0..3 {
+                let expected = linear.predict(c, &data.values[c][s..s + w]);
+                for k in 0..h {
+                    let got = p[c * h + k];
+                    assert!(
+                        (got - expected[k]).abs() < 1e-3,
+                        "window {s}, channel {c}, step {k}: {got} vs {}",
+                        expected[k]
+                    );
+                }
+            }
+        }
+    }
 }
 
 #[test]

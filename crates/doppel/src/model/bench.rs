@@ -17,6 +17,7 @@ pub(super) fn bench_ett(args: EttArgs) -> anyhow::Result<ExitCode> {
     let options = doppel_model::bench::EttOptions {
         datasets: args.datasets,
         horizons: args.horizons,
+        lookbacks: args.lookbacks,
         mask_ratios: if args.skip_impute {
             Vec::new()
         } else {

@@ -13,6 +13,7 @@ use doppel_core::time::format_rfc3339;
 use doppel_model::data::{Normalizer, ReadOptions, Recording};
 use doppel_model::device::Accelerator;
 use doppel_model::finetune::{ForecastTuning, finetune_forecast};
+use doppel_model::linear::Search;
 use doppel_model::model::ModelConfig;
 use doppel_model::probe::{ProbeSettings, ProbeTask, fit_probe};
 use doppel_model::registry::Registry;
@@ -292,6 +293,10 @@ pub struct EttArgs {
     datasets: Vec<String>,
     #[arg(long, value_delimiter = ',', default_value = "96,192,336,720")]
     horizons: Vec<usize>,
+    /// Look-backs the linear forecaster chooses among on validation (multiples of 16); the
+    /// sensor model reads the one with the lowest validation error over the horizons.
+    #[arg(long, value_delimiter = ',', default_value = "336,512")]
+    lookbacks: Vec<usize>,
     /// Imputation mask ratios (none: skip imputation).
     #[arg(long, value_delimiter = ',', default_value = "0.125,0.25,0.375,0.5")]
     mask_ratios: Vec<f64>,
@@ -500,7 +505,7 @@ fn finetune_command(args: FinetuneArgs) -> anyhow::Result<ExitCode> {
     let tuning = ForecastTuning {
         horizon,
         channel_independent: !args.channels_together,
-        ridge: 1.0,
+        linear: Search::default(),
         freeze_encoder: args.freeze_encoder,
         dropout: args.dropout,
     };
