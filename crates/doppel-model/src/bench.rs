@@ -30,6 +30,9 @@ pub struct BenchRow {
     pub model: String,
     pub mse: f64,
     pub mae: f64,
+    /// What was chosen on validation (the linear start's settings, the step kept).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub settings: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -145,6 +148,7 @@ impl Errors {
             model: model.into(),
             mse: self.se / n,
             mae: self.ae / n,
+            settings: None,
         }
     }
 }
@@ -204,11 +208,8 @@ pub fn ett(dir: &Path, options: &EttOptions, mut log: impl FnMut(&str)) -> Resul
                 &Search::default(),
             )?;
             log(&format!(
-                "  chose look-back {}, {:?}, ridge {} (validation MSE {:.4}; look-back 336, \
-                 shared, ridge 1: {:.4})",
-                best.lookback,
-                best.layout,
-                best.ridge,
+                "  chose {} (validation MSE {:.4}; look-back 336, shared, ridge 1: {:.4})",
+                linear_settings(&candidates[0]),
                 candidates[0].validation_mse,
                 candidates
                     .iter()
@@ -244,7 +245,10 @@ pub fn ett(dir: &Path, options: &EttOptions, mut log: impl FnMut(&str)) -> Resul
             let [naive_err, fixed_err, best_err] = errors;
             rows.push(naive_err.row(name, "forecast", Some(horizon), None, "seasonal_naive"));
             rows.push(fixed_err.row(name, "forecast", Some(horizon), None, "linear_336"));
-            rows.push(best_err.row(name, "forecast", Some(horizon), None, "linear_val"));
+            rows.push(BenchRow {
+                settings: Some(linear_settings(&candidates[0])),
+                ..best_err.row(name, "forecast", Some(horizon), None, "linear_val")
+            });
             chosen.push(candidates);
         }
 
@@ -279,7 +283,7 @@ pub fn ett(dir: &Path, options: &EttOptions, mut log: impl FnMut(&str)) -> Resul
                     "{name}: fine-tuning a forecasting head for {horizon} steps ({} steps)",
                     options.finetune_steps
                 ));
-                let err = finetune_and_test(
+                let (err, settings) = finetune_and_test(
                     model.clone(),
                     &config,
                     &data,
@@ -288,7 +292,10 @@ pub fn ett(dir: &Path, options: &EttOptions, mut log: impl FnMut(&str)) -> Resul
                     options,
                     &mut log,
                 )?;
-                rows.push(err.row(name, "forecast", Some(horizon), None, "doppel_mae_tiny_ft"));
+                rows.push(BenchRow {
+                    settings: Some(settings),
+                    ..err.row(name, "forecast", Some(horizon), None, "doppel_mae_tiny_ft")
+                });
             }
         }
 
@@ -413,7 +420,7 @@ fn finetune_and_test(
     horizon: usize,
     options: &EttOptions,
     log: &mut impl FnMut(&str),
-) -> Result<Errors> {
+) -> Result<(Errors, String)> {
     let l = config.window();
     let train = TrainConfig {
         validation_fraction: (val_end - train_end) as f64 / val_end as f64,
@@ -474,7 +481,22 @@ fn finetune_and_test(
             }
         }
     }
-    Ok(err)
+    let settings = format!(
+        "{}; kept step {}",
+        head.linear_start
+            .as_ref()
+            .map_or_else(String::new, linear_settings),
+        head.best_step
+    );
+    Ok((err, settings))
+}
+
+/// The linear start's settings, as the JSON rows and the log give them.
+fn linear_settings(c: &linear::Candidate) -> String {
+    format!(
+        "look-back {}, {:?}, ridge {}",
+        c.lookback, c.layout, c.ridge
+    )
 }
 
 /// A tiny model pretrained on the training split (windows of 96 = 12 patches of 8).

@@ -13,7 +13,7 @@ use doppel_core::time::format_rfc3339;
 use doppel_model::data::{Normalizer, ReadOptions, Recording};
 use doppel_model::device::Accelerator;
 use doppel_model::finetune::{ForecastTuning, finetune_forecast};
-use doppel_model::linear::Search;
+use doppel_model::linear::{Layout, Search};
 use doppel_model::model::ModelConfig;
 use doppel_model::probe::{ProbeSettings, ProbeTask, fit_probe};
 use doppel_model::registry::Registry;
@@ -529,8 +529,16 @@ fn finetune_command(args: FinetuneArgs) -> anyhow::Result<ExitCode> {
         },
     )?;
     bar.finish_and_clear();
+    let start = head.linear_start.as_ref().map_or_else(String::new, |c| {
+        let layout = match c.layout {
+            Layout::Shared => "one matrix for all channels",
+            Layout::PerChannel => "one matrix per channel",
+        };
+        format!(" ({layout}, ridge {}, chosen on validation)", c.ridge)
+    });
     eprintln!(
-        "validation MSE (standardised) {:.4}; the linear start had {:.4}; kept the weights of step {}",
+        "validation MSE (standardised) {:.4}; the linear start{start} had {:.4}; kept the \
+         weights of step {}",
         head.validation_mse, head.linear_validation_mse, head.best_step
     );
     card.forecast_head = Some(head);

@@ -420,6 +420,13 @@ fn finetune_a_forecasting_head_then_forecast_with_error_bands() {
         head["validation_mse"].as_f64().unwrap() <= head["linear_validation_mse"].as_f64().unwrap()
     );
     assert!(dir.path().join("ft/forecast_head.safetensors").exists());
+    // The linear start's settings were chosen on validation and are on the card.
+    let start = &head["linear_start"];
+    assert!(
+        ["shared", "per_channel"].contains(&start["layout"].as_str().unwrap_or("")),
+        "{start}"
+    );
+    assert!(start["ridge"].as_f64().unwrap() >= 1.0, "{start}");
 
     // Forecast the 12 steps after row 1200 and compare with what the file really holds.
     let text = std::fs::read_to_string(dir.path().join("train.csv")).unwrap();
