@@ -59,6 +59,8 @@ pub struct EttOptions {
     pub finetune_learning_rate: f64,
     /// Dropout in the encoder while fine-tuning.
     pub finetune_dropout: f64,
+    /// Train the forecasting head only (the pretrained encoder stays as it is).
+    pub freeze_encoder: bool,
     /// Pretraining steps of the sensor model the forecasting heads start from.
     pub forecast_pretrain_steps: usize,
     pub seed: u64,
@@ -85,6 +87,7 @@ impl Default for EttOptions {
             finetune_steps: 600,
             finetune_learning_rate: 3e-4,
             finetune_dropout: 0.0,
+            freeze_encoder: false,
             forecast_pretrain_steps: 1000,
             seed: 0,
         }
@@ -435,7 +438,7 @@ fn finetune_and_test(
         horizon,
         channel_independent: true,
         linear: Search::default(),
-        freeze_encoder: false,
+        freeze_encoder: options.freeze_encoder,
         dropout: options.finetune_dropout,
     };
     let device = Device::flex().autodiff();

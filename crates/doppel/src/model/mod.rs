@@ -328,6 +328,9 @@ pub struct EttArgs {
     /// Dropout in the encoder while fine-tuning (0 to 1).
     #[arg(long, default_value_t = 0.0, value_parser = dropout_share)]
     finetune_dropout: f64,
+    /// Fine-tune the forecasting heads only, the pretrained encoder frozen.
+    #[arg(long)]
+    freeze_encoder: bool,
     /// Pretraining steps of the model the forecasting heads start from.
     #[arg(long, default_value_t = 1000)]
     forecast_pretrain_steps: usize,
