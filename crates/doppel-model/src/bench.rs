@@ -63,6 +63,10 @@ pub struct EttOptions {
     pub freeze_encoder: bool,
     /// Pretraining steps of the sensor model the forecasting heads start from.
     pub forecast_pretrain_steps: usize,
+    /// Share of patches that pretraining hides (LSM's 0.8; PatchTST pretrains with 0.4).
+    pub forecast_mask_ratio: f64,
+    /// Pretrain it on one channel a window (as the heads read), 32 × C windows a batch.
+    pub forecast_channel_independent: bool,
     pub seed: u64,
 }
 
@@ -89,6 +93,8 @@ impl Default for EttOptions {
             finetune_dropout: 0.0,
             freeze_encoder: false,
             forecast_pretrain_steps: 1000,
+            forecast_mask_ratio: 0.8,
+            forecast_channel_independent: false,
             seed: 0,
         }
     }
@@ -393,11 +399,18 @@ fn pretrain_for_forecasting(
     let mut config = ModelConfig::sized("tiny", data.channels.len(), patch, lookback / patch)
         .expect("tiny is a size");
     config.instance_norm = true;
+    config.mask_ratio = options.forecast_mask_ratio;
+    let windows_per_batch = if options.forecast_channel_independent {
+        32 * data.channels.len()
+    } else {
+        32
+    };
     let train = TrainConfig {
         validation_fraction: (val_end - train_end) as f64 / val_end as f64,
+        channel_independent: options.forecast_channel_independent,
         ..TrainConfig::new(
             options.forecast_pretrain_steps,
-            32,
+            windows_per_batch,
             DEFAULT_LEARNING_RATE,
             options.seed,
         )

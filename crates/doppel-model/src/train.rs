@@ -26,6 +26,10 @@ pub struct TrainConfig {
     /// The last share of each recording, kept for validation.
     pub validation_fraction: f64,
     pub eval_every: usize,
+    /// Pretrain on windows of one channel each (PatchTST's channel independence), for an
+    /// encoder that will read one channel at a time, as the forecasting head does.
+    #[serde(default)]
+    pub channel_independent: bool,
 }
 
 /// The peak learning rate unless a caller says otherwise.
@@ -43,6 +47,7 @@ impl Default for TrainConfig {
             seed: 0,
             validation_fraction: 0.2,
             eval_every: 50,
+            channel_independent: false,
         }
     }
 }
@@ -136,12 +141,13 @@ pub(crate) fn window_starts(
     (train, val)
 }
 
-/// Cuts window `start..start+len` of a recording (standardised already).
+/// Cuts window `start..start+len` of the channels `channel_ids` of a recording (standardised
+/// already; its channel i is the model's channel i).
 pub fn cut(rec: &Recording, start: usize, len: usize, channel_ids: &[usize]) -> Window {
-    let c = rec.channels.len();
+    let c = channel_ids.len();
     let mut values = Vec::with_capacity(c * len);
     let mut observed = Vec::with_capacity(c * len);
-    for ch in 0..c {
+    for &ch in channel_ids {
         values.extend_from_slice(&rec.values[ch][start..start + len]);
         observed.extend_from_slice(&rec.observed[ch][start..start + len]);
     }
@@ -172,6 +178,18 @@ pub fn pretrain(
         )));
     }
     let channel_ids: Vec<usize> = (0..model_config.channels).collect();
+    // The channels of window `i`: all of them, or (channel-independent) one, drawn at random
+    // for training and in turns for validation.
+    let channels_of = |rng: &mut Xoshiro256PlusPlus, i: Option<usize>| -> Vec<usize> {
+        if !config.channel_independent {
+            return channel_ids.clone();
+        }
+        let c = i.map_or_else(
+            || rng.random_range(0..channel_ids.len()),
+            |i| i % channel_ids.len(),
+        );
+        vec![c]
+    };
     let mut model = model_config.init_seeded(config.seed, device);
     let mut optimizer = AdamWConfig::new()
         .with_weight_decay(config.weight_decay)
@@ -181,12 +199,23 @@ pub fn pretrain(
 
     // Fixed validation windows and masks: the curve measures the model, not the draw.
     let mut val_rng = Xoshiro256PlusPlus::seed_from_u64(config.seed ^ 0x7A1);
-    let val_count = val.len().min(64);
+    let per_window = if config.channel_independent {
+        1
+    } else {
+        channel_ids.len()
+    };
+    // The same number of validation tokens either way.
+    let val_count = val.len().min(64 * channel_ids.len() / per_window);
     let val_windows: Vec<Window> = (0..val_count)
         .map(|i| {
             // Spread evenly over the validation part.
             let (r, s) = val[(i * val.len()) / val_count];
-            cut(&recordings[r], s, window, &channel_ids)
+            cut(
+                &recordings[r],
+                s,
+                window,
+                &channels_of(&mut val_rng, Some(i)),
+            )
         })
         .collect();
     let val_batch = (!val_windows.is_empty()).then(|| {
@@ -201,14 +230,14 @@ pub fn pretrain(
 
     let mut curve = Vec::new();
     let mut recent = Vec::new();
-    let tokens_per_batch =
-        (config.batch_size * model_config.channels * model_config.patches) as f64;
+    let tokens_per_batch = (config.batch_size * per_window * model_config.patches) as f64;
     let started = std::time::Instant::now();
     for step in 0..config.steps {
         let windows: Vec<Window> = (0..config.batch_size)
             .map(|_| {
                 let (r, s) = train[rng.random_range(0..train.len())];
-                cut(&recordings[r], s, window, &channel_ids)
+                let channels = channels_of(&mut rng, None);
+                cut(&recordings[r], s, window, &channels)
             })
             .collect();
         let batch = make_batch(

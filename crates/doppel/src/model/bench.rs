@@ -33,6 +33,8 @@ pub(super) fn bench_ett(args: EttArgs) -> anyhow::Result<ExitCode> {
         finetune_dropout: args.finetune_dropout,
         freeze_encoder: args.freeze_encoder,
         forecast_pretrain_steps: args.forecast_pretrain_steps,
+        forecast_mask_ratio: args.forecast_mask_ratio,
+        forecast_channel_independent: args.forecast_channel_independent,
         seed: args.seed,
         ..Default::default()
     };

@@ -182,7 +182,7 @@ pub struct FinetuneArgs {
     freeze_encoder: bool,
     /// Dropout in the encoder's blocks while fine-tuning (0 to 1; PatchTST uses 0.2–0.3 on
     /// small data sets). Nothing is dropped when the model forecasts.
-    #[arg(long, default_value_t = 0.0, value_parser = dropout_share)]
+    #[arg(long, default_value_t = 0.0, value_parser = share_below_one)]
     dropout: f64,
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -326,7 +326,7 @@ pub struct EttArgs {
     #[arg(long, default_value_t = 3e-4)]
     finetune_lr: f64,
     /// Dropout in the encoder while fine-tuning (0 to 1).
-    #[arg(long, default_value_t = 0.0, value_parser = dropout_share)]
+    #[arg(long, default_value_t = 0.0, value_parser = share_below_one)]
     finetune_dropout: f64,
     /// Fine-tune the forecasting heads only, the pretrained encoder frozen.
     #[arg(long)]
@@ -334,6 +334,12 @@ pub struct EttArgs {
     /// Pretraining steps of the model the forecasting heads start from.
     #[arg(long, default_value_t = 1000)]
     forecast_pretrain_steps: usize,
+    /// Share of patches hidden when pretraining that model (PatchTST pretrains with 0.4).
+    #[arg(long, default_value_t = 0.8, value_parser = share_below_one)]
+    forecast_mask_ratio: f64,
+    /// Pretrain that model on one channel a window, as its heads read them.
+    #[arg(long)]
+    forecast_channel_independent: bool,
     #[arg(long, default_value_t = 0)]
     seed: u64,
 }
@@ -934,16 +940,14 @@ fn write_csv(
     Ok(())
 }
 
-/// Parses a dropout share: at least 0 and below 1.
-fn dropout_share(text: &str) -> Result<f64, String> {
+/// Parses a share (a dropout rate, a mask ratio): at least 0 and below 1.
+fn share_below_one(text: &str) -> Result<f64, String> {
     let share: f64 = text
         .parse()
         .map_err(|_| format!("`{text}` is not a number"))?;
     if (0.0..1.0).contains(&share) {
         Ok(share)
     } else {
-        Err(format!(
-            "a dropout share is at least 0 and below 1, not {share}"
-        ))
+        Err(format!("a share is at least 0 and below 1, not {share}"))
     }
 }
