@@ -112,6 +112,44 @@ fn pretraining_lowers_the_validation_loss() {
 }
 
 #[test]
+fn pretraining_on_one_channel_a_window_learns_every_channel() {
+    let _serial = serial();
+    let device = Device::flex().autodiff();
+    let raw = sines(3000, 1);
+    let normalizer = Normalizer::fit(std::slice::from_ref(&raw), 1.0);
+    let config = ModelConfig::sized("tiny", 3, 8, 6).unwrap();
+    let train = TrainConfig {
+        channel_independent: true,
+        batch_size: 48,
+        ..train_config(300, 3)
+    };
+    let (model, curve) =
+        pretrain(&[normalizer.apply(&raw)], &config, &train, &device, |_| {}).unwrap();
+    let (first, last) = (
+        curve[0].validation_loss,
+        curve.last().unwrap().validation_loss,
+    );
+    assert!(last < 0.5 * first, "validation loss {first} -> {last}");
+    // Each channel alone, with its last patches hidden, is rebuilt better than by its mean.
+    let model = model.valid();
+    let data = normalizer.apply(&sines(400, 8));
+    let plain = Device::flex();
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(0);
+    for c in 0..3 {
+        let window = cut(&data, 100, config.window(), &[c]);
+        assert_eq!(window.channels, vec![c]);
+        assert_eq!(window.values, data.values[c][100..148].to_vec());
+        let batch = make_batch(&[window], &config, &Mask::Block(2, 4), &mut rng, &plain);
+        let output = model.forward(&batch.tokens);
+        let error =
+            masked_mse(output, batch.target.clone(), batch.weight.clone()).into_scalar::<f32>();
+        let spread =
+            masked_mse(batch.target.zeros_like(), batch.target, batch.weight).into_scalar::<f32>();
+        assert!(error < 0.5 * spread, "channel {c}: {error} vs {spread}");
+    }
+}
+
+#[test]
 fn the_loss_ignores_what_the_encoder_saw_and_what_was_never_observed() {
     let _serial = serial();
     let device = Device::flex();
