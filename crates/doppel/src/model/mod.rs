@@ -118,6 +118,11 @@ pub struct PretrainArgs {
     /// Normalise each window by its own shown values (RevIN), for data whose level drifts.
     #[arg(long)]
     instance_norm: bool,
+    /// Train on windows of one channel each, as a forecasting head reads them (PatchTST's
+    /// channel independence); raise --batch to keep the tokens a batch. For forecasting,
+    /// with --mask-ratio 0.4 (docs/BENCHMARKS.md).
+    #[arg(long)]
+    channel_independent: bool,
     #[command(flatten)]
     dest: Destination,
     #[command(flatten)]
@@ -427,7 +432,10 @@ fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
     config.point_mask_ratio = args.point_mask_ratio;
     config.interpolation_prior = args.interpolation_prior;
     config.instance_norm = args.instance_norm;
-    let train = TrainConfig::new(args.steps, args.batch, args.lr, args.seed);
+    let train = TrainConfig {
+        channel_independent: args.channel_independent,
+        ..TrainConfig::new(args.steps, args.batch, args.lr, args.seed)
+    };
     let normalizer = Normalizer::fit(&recordings, 1.0 - train.validation_fraction);
     let standardised: Vec<Recording> = recordings.iter().map(|r| normalizer.apply(r)).collect();
     let device = doppel_model::device::training(if args.gpu {

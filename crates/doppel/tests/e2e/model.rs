@@ -372,11 +372,23 @@ fn finetune_a_forecasting_head_then_forecast_with_error_bands() {
         "8",
         "--patches",
         "6",
+        // Pretrained the way a forecasting head reads: one channel a window.
+        "--channel-independent",
+        "--mask-ratio",
+        "0.4",
         "--out",
         &p("m"),
     ];
     let (ok, err) = run(&pretrain);
     assert!(ok, "{err}");
+    let card: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("m/model.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        card["train"]["channel_independent"], true,
+        "{}",
+        card["train"]
+    );
     let (ok, err) = run(&[
         "model",
         "forecast",
