@@ -5,8 +5,10 @@
 //! closed-form linear forecaster of `linear.rs` (its ridge penalty, and one weight matrix for
 //! all channels or one each, chosen on the validation windows), as a skip path: the head
 //! starts at zero, so the forecaster starts exactly at that baseline and fine-tuning has to
-//! earn every improvement on held-out windows. The weights kept are the ones with the lowest validation error, so a forecaster
-//! is never worse on validation than the linear start; the card records both numbers.
+//! earn every improvement on held-out windows. The weights kept are the ones with the lowest
+//! validation error among those that beat the linear start by more than chance (a paired
+//! test over the validation windows), so a forecaster is never worse on validation than the
+//! linear start and a noise-sized gain keeps the start; the card records both numbers.
 //!
 //! Uncertainty is split-conformal: the quantiles of the chosen forecaster's errors on the
 //! validation windows, per channel and horizon step, are added to the point forecast.
@@ -42,7 +44,7 @@ pub struct ForecastHeadCard {
     /// Standardised validation MSE of the linear start and of the weights kept.
     pub linear_validation_mse: f64,
     pub validation_mse: f64,
-    /// The step whose weights were kept (0: the linear start was never beaten).
+    /// The step whose weights were kept (0: the linear start was never clearly beaten).
     pub best_step: usize,
     /// The linear start's settings, chosen on validation (absent in cards written before
     /// the choice existed: one shared matrix).
@@ -253,27 +255,59 @@ pub fn predict(
     out
 }
 
-/// Standardised MSE of the forecaster on samples (observed future values only).
+/// Squared errors of the forecaster on samples (observed future values only), standardised:
+/// per sample, the sum and the count.
 fn evaluate(
     forecaster: &Forecaster,
     config: &ModelConfig,
     channel_independent: bool,
     samples: &[Sample],
     device: &Device,
-) -> f64 {
+) -> Vec<(f64, usize)> {
     let windows: Vec<Window> = samples.iter().map(|s| s.window.clone()).collect();
     let predicted = predict(forecaster, config, channel_independent, &windows, device);
-    let (mut se, mut n) = (0.0f64, 0usize);
-    for (s, p) in samples.iter().zip(&predicted) {
-        for ((&predicted, &truth), &seen) in p.iter().zip(&s.future).zip(&s.future_observed) {
-            if seen {
-                let d = (predicted - truth) as f64;
-                se += d * d;
-                n += 1;
+    samples
+        .iter()
+        .zip(&predicted)
+        .map(|(s, p)| {
+            let (mut se, mut n) = (0.0f64, 0usize);
+            for ((&predicted, &truth), &seen) in p.iter().zip(&s.future).zip(&s.future_observed) {
+                if seen {
+                    let d = (predicted - truth) as f64;
+                    se += d * d;
+                    n += 1;
+                }
             }
-        }
-    }
+            (se, n)
+        })
+        .collect()
+}
+
+/// The MSE over all samples' errors.
+fn mse(errors: &[(f64, usize)]) -> f64 {
+    let (se, n) = errors
+        .iter()
+        .fold((0.0, 0), |(se, n), &(s, k)| (se + s, n + k));
     se / n.max(1) as f64
+}
+
+/// Whether `errors` beat `baseline`'s on the same samples by more than chance: the mean of
+/// the per-sample differences in MSE exceeds twice its standard error (a paired test).
+/// A head is kept only then, so a gain the size of the noise on validation is not shipped.
+fn clearly_better(errors: &[(f64, usize)], baseline: &[(f64, usize)]) -> bool {
+    let gains: Vec<f64> = errors
+        .iter()
+        .zip(baseline)
+        .filter(|(e, _)| e.1 > 0)
+        .map(|(e, b)| (b.0 - e.0) / e.1 as f64)
+        .collect();
+    let m = gains.len() as f64;
+    if m < 2.0 {
+        return false;
+    }
+    let mean = gains.iter().sum::<f64>() / m;
+    let var = gains.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / (m - 1.0);
+    mean > 2.0 * (var / m).sqrt()
 }
 
 /// Settings of a forecasting fine-tune beyond the optimiser's.
@@ -370,7 +404,8 @@ pub fn finetune_forecast(
     };
     let val_samples = spread(256);
     let ci = tuning.channel_independent;
-    let linear_validation_mse = evaluate(&forecaster.valid(), config, ci, &val_samples, device);
+    let linear_errors = evaluate(&forecaster.valid(), config, ci, &val_samples, device);
+    let linear_validation_mse = mse(&linear_errors);
     let mut best = (linear_validation_mse, 0usize, forecaster.valid());
 
     let mut optimizer = AdamWConfig::new()
@@ -428,8 +463,9 @@ pub fn finetune_forecast(
         });
         if (step + 1) % train.eval_every == 0 || step + 1 == train.steps {
             let valid = forecaster.valid();
-            let validation_loss = evaluate(&valid, config, ci, &val_samples, device);
-            if validation_loss < best.0 {
+            let errors = evaluate(&valid, config, ci, &val_samples, device);
+            let validation_loss = mse(&errors);
+            if validation_loss < best.0 && clearly_better(&errors, &linear_errors) {
                 best = (validation_loss, step + 1, valid);
             }
             curve.push(CurvePoint::closing(
@@ -507,4 +543,32 @@ fn error_bands(
                 .collect(),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_gain_larger_than_the_noise_is_clearly_better() {
+        let baseline: Vec<(f64, usize)> = (0..100).map(|i| (400.0 + (i % 7) as f64, 10)).collect();
+        // Every window a little better: clearly better.
+        let steady: Vec<(f64, usize)> = baseline.iter().map(|&(se, n)| (se - 5.0, n)).collect();
+        assert!(clearly_better(&steady, &baseline));
+        // The same mean gain from one lucky window among noisy ones: not.
+        let lucky: Vec<(f64, usize)> = baseline
+            .iter()
+            .enumerate()
+            .map(|(i, &(se, n))| {
+                let swing = if i % 2 == 0 { 30.0 } else { -30.0 };
+                (se + swing - if i == 0 { 300.0 } else { 0.0 }, n)
+            })
+            .collect();
+        assert!(mse(&lucky) < mse(&baseline));
+        assert!(!clearly_better(&lucky, &baseline));
+        // No change, or worse: not.
+        assert!(!clearly_better(&baseline, &baseline));
+        let worse: Vec<(f64, usize)> = baseline.iter().map(|&(se, n)| (se + 5.0, n)).collect();
+        assert!(!clearly_better(&worse, &baseline));
+    }
 }
