@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::baselines::{interpolate, seasonal_naive};
 use crate::data::{Normalizer, ReadOptions, Recording, read_recording};
 use crate::error::{ModelError, Result};
-use crate::linear::{self, LinearForecaster, Search, Series};
+use crate::linear::{self, Layout, LinearForecaster, Search, Series};
 use crate::model::ModelConfig;
 use crate::store::ModelCard;
 use crate::tasks;
@@ -34,6 +34,10 @@ pub struct BenchRow {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub settings: Option<String>,
 }
+
+/// The look-back of the fixed linear setting (`linear_336`), kept for comparison with
+/// earlier runs.
+const FIXED_LOOKBACK: usize = 336;
 
 #[derive(Debug, Clone)]
 pub struct EttOptions {
@@ -193,7 +197,7 @@ pub fn ett(dir: &Path, options: &EttOptions, mut log: impl FnMut(&str)) -> Resul
         let period = 24 * scale;
 
         // Baselines first: seasonal naive, the fixed linear setting of earlier runs
-        // (look-back 336, one matrix, ridge 1), and the linear setting chosen on validation.
+        // (look-back FIXED_LOOKBACK, one matrix, ridge 1), and the setting chosen on validation.
         let mut chosen = Vec::new();
         for &horizon in &options.horizons {
             log(&format!(
@@ -201,7 +205,7 @@ pub fn ett(dir: &Path, options: &EttOptions, mut log: impl FnMut(&str)) -> Resul
                  settings chosen on validation)"
             ));
             let train: Vec<&[f32]> = data.values.iter().map(|v| &v[..train_end]).collect();
-            let fixed = LinearForecaster::fit(&train, 336, horizon, 1.0);
+            let fixed = LinearForecaster::fit(&train, FIXED_LOOKBACK, horizon, 1.0);
             let series: Vec<Series> = (0..channels)
                 .map(|channel| Series {
                     channel,
@@ -222,7 +226,9 @@ pub fn ett(dir: &Path, options: &EttOptions, mut log: impl FnMut(&str)) -> Resul
                 candidates[0].validation_mse,
                 candidates
                     .iter()
-                    .find(|c| c.lookback == 336 && c.ridge == 1.0 && c.layout == Default::default())
+                    .find(|c| {
+                        c.lookback == FIXED_LOOKBACK && c.ridge == 1.0 && c.layout == Layout::Shared
+                    })
                     .map_or(f64::NAN, |c| c.validation_mse)
             ));
             let mut errors: [Errors; 3] = Default::default();
@@ -230,9 +236,7 @@ pub fn ett(dir: &Path, options: &EttOptions, mut log: impl FnMut(&str)) -> Resul
                 .lookbacks
                 .iter()
                 .copied()
-                .chain([336])
-                .max()
-                .unwrap_or(336);
+                .fold(FIXED_LOOKBACK, usize::max);
             for t in (val_end - longest)..=(test_end - longest - horizon) {
                 // Every forecaster forecasts the same steps, whatever its look-back.
                 let end = t + longest;
@@ -253,7 +257,8 @@ pub fn ett(dir: &Path, options: &EttOptions, mut log: impl FnMut(&str)) -> Resul
             }
             let [naive_err, fixed_err, best_err] = errors;
             rows.push(naive_err.row(name, "forecast", Some(horizon), None, "seasonal_naive"));
-            rows.push(fixed_err.row(name, "forecast", Some(horizon), None, "linear_336"));
+            let fixed_name = format!("linear_{FIXED_LOOKBACK}");
+            rows.push(fixed_err.row(name, "forecast", Some(horizon), None, &fixed_name));
             rows.push(BenchRow {
                 settings: Some(linear_settings(&candidates[0])),
                 ..best_err.row(name, "forecast", Some(horizon), None, "linear_val")
@@ -262,24 +267,23 @@ pub fn ett(dir: &Path, options: &EttOptions, mut log: impl FnMut(&str)) -> Resul
         }
 
         if options.finetune_steps > 0 && !options.horizons.is_empty() {
-            // The model's look-back: the lowest validation error summed over the horizons.
+            // The model's look-back: the lowest validation error summed over the horizons
+            // (each horizon's candidates are sorted, so `find` gives a look-back's best).
+            let total = |l: usize| -> f64 {
+                chosen
+                    .iter()
+                    .map(|c| {
+                        c.iter()
+                            .find(|c| c.lookback == l)
+                            .map_or(f64::INFINITY, |c| c.validation_mse)
+                    })
+                    .sum()
+            };
             let lookback = options
                 .lookbacks
                 .iter()
                 .copied()
-                .min_by(|&a, &b| {
-                    let total = |l: usize| -> f64 {
-                        chosen
-                            .iter()
-                            .map(|c| {
-                                c.iter()
-                                    .find(|c| c.lookback == l)
-                                    .map_or(f64::INFINITY, |c| c.validation_mse)
-                            })
-                            .sum()
-                    };
-                    total(a).total_cmp(&total(b))
-                })
+                .min_by(|&a, &b| total(a).total_cmp(&total(b)))
                 .expect("look-backs were given");
             log(&format!(
                 "{name}: pretraining the sensor model for forecasting ({} steps, look-back {lookback})",

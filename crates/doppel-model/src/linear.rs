@@ -257,53 +257,8 @@ impl Moments {
                     self.yty += *yk * *yk;
                 }
             }
-            // SAFETY: every pointer covers the shape and strides passed with it: x is
-            // rows × l and y is rows × h (row-major), XᵀX is l × l and XᵀY is l × h.
-            unsafe {
-                let xt = (x.as_ptr(), l as isize, 1); // Xᵀ: element (i, r) at r·l + i
-                gemm::gemm(
-                    l,
-                    l,
-                    rows,
-                    self.xtx.as_mut_ptr(),
-                    1,
-                    l as isize,
-                    true,
-                    xt.0,
-                    xt.1,
-                    xt.2,
-                    x.as_ptr(),
-                    1,
-                    l as isize,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::Rayon(0),
-                );
-                gemm::gemm(
-                    l,
-                    h,
-                    rows,
-                    self.xty.as_mut_ptr(),
-                    1,
-                    h as isize,
-                    true,
-                    xt.0,
-                    xt.1,
-                    xt.2,
-                    y.as_ptr(),
-                    1,
-                    h as isize,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::Rayon(0),
-                );
-            }
+            add_xt_times(&mut self.xtx, &x[..rows * l], l, &x[..rows * l], l);
+            add_xt_times(&mut self.xty, &x[..rows * l], l, &y[..rows * h], h);
             self.count += rows;
             first += rows;
         }
@@ -341,6 +296,39 @@ impl Moments {
             }
         }
         self.yty - 2.0 * cross + quad
+    }
+}
+
+/// `dst += Xᵀ·M` for row-major X (rows × `x_cols`) and M (rows × `m_cols`), by `gemm`;
+/// `dst` is `x_cols × m_cols`, row-major.
+fn add_xt_times(dst: &mut [f64], x: &[f64], x_cols: usize, m: &[f64], m_cols: usize) {
+    let rows = x.len() / x_cols;
+    assert!(x.len() == rows * x_cols && m.len() == rows * m_cols);
+    assert_eq!(dst.len(), x_cols * m_cols);
+    // SAFETY: the asserts above make every pointer cover the shape and strides passed with
+    // it. Xᵀ is X read with swapped strides: element (i, r) at r·x_cols + i.
+    unsafe {
+        gemm::gemm(
+            x_cols,
+            m_cols,
+            rows,
+            dst.as_mut_ptr(),
+            1,
+            m_cols as isize,
+            true,
+            x.as_ptr(),
+            x_cols as isize,
+            1,
+            m.as_ptr(),
+            1,
+            m_cols as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(0),
+        );
     }
 }
 

@@ -178,17 +178,14 @@ pub fn pretrain(
         )));
     }
     let channel_ids: Vec<usize> = (0..model_config.channels).collect();
-    // The channels of window `i`: all of them, or (channel-independent) one, drawn at random
-    // for training and in turns for validation.
-    let channels_of = |rng: &mut Xoshiro256PlusPlus, i: Option<usize>| -> Vec<usize> {
-        if !config.channel_independent {
-            return channel_ids.clone();
+    // A window holds every channel, or (channel-independent) one: `pick()`'s, modulo the
+    // channel count. Only then is `pick` called, so the default path draws what it always drew.
+    let channels_of = |pick: &mut dyn FnMut() -> usize| -> Vec<usize> {
+        if config.channel_independent {
+            vec![pick() % channel_ids.len()]
+        } else {
+            channel_ids.clone()
         }
-        let c = i.map_or_else(
-            || rng.random_range(0..channel_ids.len()),
-            |i| i % channel_ids.len(),
-        );
-        vec![c]
     };
     let mut model = model_config.init_seeded(config.seed, device);
     let mut optimizer = AdamWConfig::new()
@@ -214,7 +211,7 @@ pub fn pretrain(
                 &recordings[r],
                 s,
                 window,
-                &channels_of(&mut val_rng, Some(i)),
+                &channels_of(&mut || i), // in turns
             )
         })
         .collect();
@@ -236,7 +233,7 @@ pub fn pretrain(
         let windows: Vec<Window> = (0..config.batch_size)
             .map(|_| {
                 let (r, s) = train[rng.random_range(0..train.len())];
-                let channels = channels_of(&mut rng, None);
+                let channels = channels_of(&mut || rng.random_range(0..channel_ids.len()));
                 cut(&recordings[r], s, window, &channels)
             })
             .collect();
