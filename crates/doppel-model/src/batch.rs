@@ -68,17 +68,18 @@ pub fn make_batch(
     let (p, n) = (config.patch_len, config.patches);
     let t_len = p * n;
     let c = windows[0].channels.len();
+    let k = config.channels_per_token;
+    let groups = config.groups(c);
+    // Two token counts: `l` per channel patch (what the mask speaks of, what is scored and
+    // read back) and `lg` per group of K channels (what the network sees). They are the
+    // same with one channel a token.
     let l = c * n;
+    let lg = groups * n;
     let b = windows.len();
-    // How many tokens the encoder sees: the same for every window of the batch.
-    let hidden_wanted = match mask {
-        Mask::Random(ratio) => ((l as f64) * ratio).round() as usize,
-        Mask::Tail(k) => c * (*k).min(n),
-        Mask::Channels(list) => list.len() * n,
-        Mask::Block(from, to) => c * to.saturating_sub(*from).min(n),
-        Mask::Gaps | Mask::Holes | Mask::Tokens(_) => 0,
-    }
-    .min(l - 1);
+    let members = |gt: usize| {
+        let (g, patch) = (gt / n, gt % n);
+        (g * k..((g + 1) * k).min(c)).map(move |ch| ch * n + patch)
+    };
     let empty = |w: &Window, token: usize| {
         let (ch, patch) = (token / n, token % n);
         !(0..p).any(|i| w.observed[ch * t_len + patch * p + i])
@@ -87,76 +88,92 @@ pub fn make_batch(
         let (ch, patch) = (token / n, token % n);
         (0..p).any(|i| !w.observed[ch * t_len + patch * p + i])
     };
-    let most_incomplete = windows
-        .iter()
-        .map(|w| (0..l).filter(|&tk| incomplete(w, tk)).count())
-        .max()
-        .unwrap_or(0);
-    let most_empty = windows
-        .iter()
-        .map(|w| (0..l).filter(|&tk| empty(w, tk)).count())
-        .max()
-        .unwrap_or(0);
-    let visible = match mask {
-        Mask::Gaps => l - most_incomplete,
-        Mask::Holes => l - most_empty,
-        Mask::Tokens(list) => windows
+    // What the mask itself withholds, per channel patch.
+    let forced = |w: &Window, tk: usize| {
+        let (ch, patch) = (tk / n, tk % n);
+        match mask {
+            Mask::Tail(tail) => patch + tail >= n,
+            Mask::Channels(list) => list.contains(&ch),
+            Mask::Block(from, to) => (*from..*to).contains(&patch),
+            Mask::Gaps => incomplete(w, tk),
+            Mask::Tokens(list) => list.contains(&tk) || incomplete(w, tk),
+            Mask::Random(_) | Mask::Holes => false,
+        }
+    };
+    // A group token is hidden from the encoder only when all its channels are.
+    let group_count = |w: &Window, hides: &dyn Fn(&Window, usize) -> bool| {
+        (0..lg)
+            .filter(|&gt| members(gt).all(|tk| hides(w, tk)))
+            .count()
+    };
+    let most_hidden = |hides: &dyn Fn(&Window, usize) -> bool| {
+        windows
             .iter()
-            .map(|w| {
-                (0..l)
-                    .filter(|&tk| list.contains(&tk) || incomplete(w, tk))
-                    .count()
-            })
+            .map(|w| group_count(w, hides))
             .max()
-            .map_or(l, |hidden| l - hidden),
-        _ => l - hidden_wanted,
+            .unwrap_or(0)
+    };
+    // How many tokens the encoder sees: the same for every window of the batch.
+    let visible = match mask {
+        Mask::Random(ratio) => lg - ((lg as f64) * ratio).round() as usize,
+        Mask::Tail(tail) => lg - groups * (*tail).min(n),
+        Mask::Channels(list) => {
+            let whole = (0..groups)
+                .filter(|&g| (g * k..((g + 1) * k).min(c)).all(|ch| list.contains(&ch)))
+                .count();
+            lg - whole * n
+        }
+        Mask::Block(from, to) => lg - groups * to.saturating_sub(*from).min(n),
+        Mask::Gaps | Mask::Tokens(_) => lg - most_hidden(&forced),
+        Mask::Holes => lg - most_hidden(&empty),
     }
     .max(1);
 
-    let mut features = Vec::with_capacity(b * l * 2 * p);
+    let mut features = Vec::with_capacity(b * lg * 2 * k * p);
     let mut target = Vec::with_capacity(b * l * p);
     let mut weight = Vec::with_capacity(b * l * p);
     let mut prior = Vec::with_capacity(b * l * p);
-    let mut channel = Vec::with_capacity(b * l);
-    let mut position = Vec::with_capacity(b * l);
-    let mut order = Vec::with_capacity(b * l);
-    let mut restore = vec![0i64; b * l];
+    let mut channel = Vec::with_capacity(b * lg);
+    let mut position = Vec::with_capacity(b * lg);
+    let mut order = Vec::with_capacity(b * lg);
+    let mut restore = vec![0i64; b * lg];
     let mut hidden_all = Vec::with_capacity(b);
     let mut scale_all = Vec::with_capacity(b);
     let point_drop = matches!(mask, Mask::Random(_)) && config.point_mask_ratio > 0.0;
     for (wi, w) in windows.iter().enumerate() {
         // Lower score = shown first. Tokens the mask hides score 2..3, empty ones 3..4.
-        let mut score: Vec<(f64, usize)> = (0..l)
-            .map(|tk| {
-                let (ch, patch) = (tk / n, tk % n);
-                let forced = match mask {
-                    Mask::Tail(k) => patch + k >= n,
-                    Mask::Channels(list) => list.contains(&ch),
-                    Mask::Block(from, to) => (*from..*to).contains(&patch),
-                    Mask::Gaps => incomplete(w, tk),
-                    Mask::Tokens(list) => list.contains(&tk) || incomplete(w, tk),
-                    Mask::Random(_) | Mask::Holes => false,
-                };
+        let mut score: Vec<(f64, usize)> = (0..lg)
+            .map(|gt| {
+                let all_empty = members(gt).all(|tk| empty(w, tk));
+                let all_withheld = members(gt).all(|tk| forced(w, tk) || empty(w, tk));
                 let u: f64 = rng.random();
-                let s = if empty(w, tk) {
+                let s = if all_empty {
                     3.0 + u
-                } else if forced {
+                } else if all_withheld {
                     2.0 + u
                 } else {
                     u
                 };
-                (s, tk)
+                (s, gt)
             })
             .collect();
         score.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let mut hidden = vec![true; l];
-        for (rank, &(_, tk)) in score.iter().enumerate() {
-            order.push(tk as i64);
-            restore[wi * l + tk] = rank as i64;
+        let mut group_hidden = vec![true; lg];
+        for (rank, &(_, gt)) in score.iter().enumerate() {
+            order.push(gt as i64);
+            restore[wi * lg + gt] = rank as i64;
             if rank < visible {
-                hidden[tk] = false;
+                group_hidden[gt] = false;
             }
         }
+        // Per channel patch: hidden with its token, or withheld by the mask inside a token
+        // the encoder sees (2-D patches: a virtual sensor's rows among its neighbours').
+        let hidden: Vec<bool> = (0..l)
+            .map(|tk| {
+                let (ch, patch) = (tk / n, tk % n);
+                group_hidden[(ch / k) * n + patch] || forced(w, tk)
+            })
+            .collect();
         // Instance statistics per channel, from what the encoder may see.
         let scale: Vec<(f32, f32)> = (0..c)
             .map(|ch| {
@@ -220,29 +237,52 @@ pub fn make_batch(
             }
         }
         for (tk, &is_hidden) in hidden.iter().enumerate() {
-            let (ch, patch) = (tk / n, tk % n);
-            channel.push(w.channels[ch] as i64);
-            position.push(patch as i64);
-            let base = ch * t_len + patch * p;
-            for at in base..base + p {
-                let seen = w.observed[at];
-                let v = if seen { scaled(ch, at) } else { 0.0 };
-                features.push(if shown[at] { v } else { prior_values[at] });
-                target.push(v);
+            let base = (tk / n) * t_len + (tk % n) * p;
+            let seen_and_shown = w.observed[base..base + p]
+                .iter()
+                .zip(&shown[base..base + p]);
+            for (at, (&seen, &was_shown)) in (base..).zip(seen_and_shown) {
+                target.push(if seen { scaled(tk / n, at) } else { 0.0 });
                 // Scored: observed values the encoder was not shown.
-                weight.push(if seen && !shown[at] && (is_hidden || point_drop) {
+                weight.push(if seen && !was_shown && (is_hidden || point_drop) {
                     1.0
                 } else {
                     0.0
                 });
             }
-            features.extend(
-                shown[base..base + p]
-                    .iter()
-                    .map(|&s| if s { 1.0 } else { 0.0 }),
-            );
             if config.interpolation_prior {
                 prior.extend_from_slice(&prior_values[base..base + p]);
+            }
+        }
+        for gt in 0..lg {
+            let (g, patch) = (gt / n, gt % n);
+            // Channel indices of a group's first channel, in K-sized steps, name the group.
+            channel.push((w.channels[g * k] / k) as i64);
+            position.push(patch as i64);
+            // K rows of P values (the prior where not shown), then K rows of shown-flags;
+            // channels past the last one (a short last group) are empty rows.
+            let rows = || (g * k..(g + 1) * k).map(|ch| (ch < c).then(|| ch * t_len + patch * p));
+            for row in rows() {
+                match row {
+                    Some(base) => features.extend((base..base + p).map(|at| {
+                        if shown[at] {
+                            scaled(at / t_len, at)
+                        } else {
+                            prior_values[at]
+                        }
+                    })),
+                    None => features.extend(std::iter::repeat_n(0.0, p)),
+                }
+            }
+            for row in rows() {
+                match row {
+                    Some(base) => features.extend(
+                        shown[base..base + p]
+                            .iter()
+                            .map(|&s| if s { 1.0 } else { 0.0 }),
+                    ),
+                    None => features.extend(std::iter::repeat_n(0.0, p)),
+                }
             }
         }
         scale_all.push(scale);
@@ -250,15 +290,17 @@ pub fn make_batch(
     }
     let float =
         |v: Vec<f32>, shape: [usize; 3]| Tensor::<3>::from_data(TensorData::new(v, shape), device);
-    let int = |v: Vec<i64>| Tensor::<2, Int>::from_data(TensorData::new(v, [b, l]), device);
+    let int = |v: Vec<i64>| Tensor::<2, Int>::from_data(TensorData::new(v, [b, lg]), device);
     Batch {
         tokens: Tokens {
-            features: float(features, [b, l, 2 * p]),
+            features: float(features, [b, lg, 2 * k * p]),
             channel: int(channel),
             position: int(position),
             order: int(order),
             restore: int(restore),
             visible,
+            channels: c,
+            channels_per_token: k,
             prior: config.interpolation_prior.then(|| float(prior, [b, l, p])),
         },
         target: float(target, [b, l, p]),

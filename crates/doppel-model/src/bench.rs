@@ -58,6 +58,9 @@ pub struct EttOptions {
     pub impute_mask_ratio: f64,
     /// Steps between test windows of the imputation (1 as TimesNet; larger is quicker).
     pub impute_stride: usize,
+    /// Channels per token of the imputation model (1: one channel a token; more: LSM's
+    /// 2-D patches).
+    pub impute_channels_per_token: usize,
     /// Fine-tuning steps of the forecasting head per horizon (0: no model forecasts).
     pub finetune_steps: usize,
     pub finetune_learning_rate: f64,
@@ -92,6 +95,7 @@ impl Default for EttOptions {
             interpolation_prior: true,
             impute_mask_ratio: 0.0,
             impute_stride: 1,
+            impute_channels_per_token: 1,
             finetune_steps: 600,
             finetune_learning_rate: 3e-4,
             finetune_dropout: 0.0,
@@ -367,7 +371,8 @@ pub fn ett(dir: &Path, options: &EttOptions, mut log: impl FnMut(&str)) -> Resul
                     start += options.impute_stride;
                 }
                 rows.push(interp_err.row(name, "impute", None, Some(ratio), "interpolation"));
-                rows.push(model_err.row(name, "impute", None, Some(ratio), "doppel_mae_tiny"));
+                let model_name = model_name("doppel_mae_tiny", options.impute_channels_per_token);
+                rows.push(model_err.row(name, "impute", None, Some(ratio), &model_name));
             }
         }
     }
@@ -534,6 +539,7 @@ fn pretrain_for_imputation(
     config.instance_norm = options.instance_norm;
     config.interpolation_prior = options.interpolation_prior;
     config.mask_ratio = options.impute_mask_ratio;
+    config.channels_per_token = options.impute_channels_per_token;
     let train = TrainConfig {
         validation_fraction: (val_end - train_end) as f64 / val_end as f64,
         ..TrainConfig::new(
@@ -562,6 +568,15 @@ fn pretrain_for_imputation(
         curve,
     );
     Ok((model, card))
+}
+
+/// A model's name in the result rows: `_2d{K}` marks tokens of K channels (2-D patches).
+fn model_name(base: &str, channels_per_token: usize) -> String {
+    if channels_per_token > 1 {
+        format!("{base}_2d{channels_per_token}")
+    } else {
+        base.to_owned()
+    }
 }
 
 /// One TEP result: a test file, a detector, and the share of its samples flagged.
@@ -628,6 +643,7 @@ const MATCHED_FALSE_ALARMS: f64 = 0.05;
 pub fn tep(
     dir: &Path,
     pretrain_steps: usize,
+    channels_per_token: usize,
     seed: u64,
     mut log: impl FnMut(&str),
 ) -> Result<Vec<TepRow>> {
@@ -639,10 +655,17 @@ pub fn tep(
     ));
     let rec = tep_recording(&normal, "d00.dat");
     let normalizer = Normalizer::fit(std::slice::from_ref(&rec), 0.8);
-    let config = ModelConfig::sized("tiny", rec.channels.len(), 4, 12).expect("tiny is a size");
+    let mut config = ModelConfig::sized("tiny", rec.channels.len(), 4, 12).expect("tiny is a size");
+    config.channels_per_token = channels_per_token;
     let train = TrainConfig::new(pretrain_steps, 16, DEFAULT_LEARNING_RATE, seed);
+    let started = std::time::Instant::now();
     let device = Device::flex().autodiff();
     let (model, curve) = pretrain(&[normalizer.apply(&rec)], &config, &train, &device, |_| {})?;
+    log(&format!(
+        "pretrained in {:.0} s ({} tokens a window)",
+        started.elapsed().as_secs_f64(),
+        config.tokens_per_window(rec.channels.len())
+    ));
     let model = model.valid();
     let card = ModelCard::new(
         config,
@@ -689,6 +712,8 @@ pub fn tep(
                 tasks::quantile_of(&mut scores.score.clone(), at),
             )
         });
+        let ours = model_name("doppel_mae_tiny", channels_per_token);
+        let ours_matched = format!("{ours}@far5");
         let detectors: [(&str, Vec<bool>); 6] = [
             ("pca_t2", stats.iter().map(|s| pca.flags_of(*s).0).collect()),
             (
@@ -701,14 +726,14 @@ pub fn tep(
                     })
                     .collect(),
             ),
-            ("doppel_mae_tiny", scores.flag.clone()),
+            (&ours, scores.flag.clone()),
             ("pca_t2@far5", t2.iter().map(|&x| x > t2_far).collect()),
             (
                 "pca_t2_spe@far5",
                 combined.iter().map(|&x| x > combined_far).collect(),
             ),
             (
-                "doppel_mae_tiny@far5",
+                &ours_matched,
                 scores.score.iter().map(|&x| x > model_far).collect(),
             ),
         ];

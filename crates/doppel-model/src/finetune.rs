@@ -335,6 +335,13 @@ pub fn finetune_forecast(
     mut progress: impl FnMut(&crate::train::Progress),
 ) -> Result<(Forecaster, ForecastHeadCard)> {
     let (t, h) = (config.window(), tuning.horizon);
+    if config.channels_per_token > 1 {
+        return Err(ModelError::Settings(format!(
+            "the forecasting head reads one channel's tokens, but this model's tokens hold {} \
+             channels each (2-D patches): pretrain with --channels-per-token 1 to fine-tune",
+            config.channels_per_token
+        )));
+    }
     if h == 0 {
         return Err(ModelError::Settings(
             "the horizon must be at least 1 step".into(),

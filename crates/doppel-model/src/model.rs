@@ -3,7 +3,10 @@
 //!
 //! A window is C channels × T steps. Each channel is cut into N = T / P patches of P steps; a
 //! token is one patch of one channel (its values and its observed-mask), embedded linearly,
-//! plus a learned channel embedding and a patch-position embedding. The encoder sees only the
+//! plus a learned channel embedding and a patch-position embedding. With LSM's 2-D patches
+//! (`channels_per_token` K > 1) a token is one patch of K neighbouring channels instead, with
+//! one embedding per channel group; the output is unfolded back to one row per channel, so
+//! every task reads it the same way. The encoder sees only the
 //! visible tokens; a lighter decoder gets them back in place among learned mask tokens and
 //! reconstructs every patch. The loss is the MSE over masked patches, counted only where a
 //! value was really observed. Reads top to bottom: config, then the network, then `forward`.
@@ -53,6 +56,15 @@ pub struct ModelConfig {
     /// fine-tune on little data may set it). It does nothing at inference.
     #[serde(default)]
     pub dropout: f64,
+    /// Channels per token (K): 1 cuts each channel on its own (tokens for any channel set);
+    /// more gives LSM's 2-D patches, K neighbouring channels × P steps a token, for a model
+    /// that always reads the same channels in the same order.
+    #[serde(default = "one")]
+    pub channels_per_token: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl ModelConfig {
@@ -80,7 +92,18 @@ impl ModelConfig {
             point_mask_ratio: 0.0,
             interpolation_prior: false,
             dropout: 0.0,
+            channels_per_token: 1,
         })
+    }
+
+    /// Channel groups a window of `channels` channels is cut into (tokens per patch position).
+    pub fn groups(&self, channels: usize) -> usize {
+        channels.div_ceil(self.channels_per_token)
+    }
+
+    /// Tokens in a window of `channels` channels.
+    pub fn tokens_per_window(&self, channels: usize) -> usize {
+        self.groups(channels) * self.patches
     }
 
     pub fn window(&self) -> usize {
@@ -104,10 +127,12 @@ impl ModelConfig {
                 .with_norm_first(true)
                 .init(device)
         };
-        let head = LinearConfig::new(self.decoder_d_model, self.patch_len);
+        let k = self.channels_per_token;
+        let groups = self.groups(self.channels);
+        let head = LinearConfig::new(self.decoder_d_model, k * self.patch_len);
         SensorModel {
-            patch_embed: LinearConfig::new(2 * self.patch_len, self.d_model).init(device),
-            channel_embed: EmbeddingConfig::new(self.channels, self.d_model).init(device),
+            patch_embed: LinearConfig::new(2 * k * self.patch_len, self.d_model).init(device),
+            channel_embed: EmbeddingConfig::new(groups, self.d_model).init(device),
             position_embed: EmbeddingConfig::new(self.patches, self.d_model).init(device),
             encoder: block(self.d_model, self.encoder_layers),
             encoder_norm: LayerNormConfig::new(self.d_model).init(device),
@@ -117,8 +142,7 @@ impl ModelConfig {
                 std: 0.02,
             }
             .init([1, 1, self.decoder_d_model], device),
-            decoder_channel_embed: EmbeddingConfig::new(self.channels, self.decoder_d_model)
-                .init(device),
+            decoder_channel_embed: EmbeddingConfig::new(groups, self.decoder_d_model).init(device),
             decoder_position_embed: EmbeddingConfig::new(self.patches, self.decoder_d_model)
                 .init(device),
             decoder: block(self.decoder_d_model, self.decoder_layers),
@@ -151,12 +175,14 @@ pub struct SensorModel {
     head: Linear,
 }
 
-/// One batch, already patched and ordered (see `batch.rs`). L = C × N tokens.
+/// One batch, already patched and ordered (see `batch.rs`). L = G × N tokens, G = ⌈C / K⌉
+/// channel groups of K channels (G = C for one channel a token).
 #[derive(Debug, Clone)]
 pub struct Tokens {
-    /// Patch values (0 where unobserved) and observed-masks side by side: [B, L, 2P].
+    /// Patch values (0 where unobserved) and observed-masks side by side, K channel rows of P
+    /// steps each: [B, L, 2KP].
     pub features: Tensor<3>,
-    /// Each token's channel and patch position: [B, L].
+    /// Each token's channel (group) and patch position: [B, L].
     pub channel: Tensor<2, Int>,
     pub position: Tensor<2, Int>,
     /// Token indices, visible ones first: [B, L]; the first K are shown to the encoder.
@@ -164,8 +190,11 @@ pub struct Tokens {
     /// Where each token went in `order` (its inverse): [B, L].
     pub restore: Tensor<2, Int>,
     pub visible: usize,
+    /// The window's channels (C) and channels per token (K), to unfold the output.
+    pub channels: usize,
+    pub channels_per_token: usize,
     /// Linear interpolation of the shown values, added to the output when the model was
-    /// configured with `interpolation_prior`: [B, L, P].
+    /// configured with `interpolation_prior`: [B, C·N, P].
     pub prior: Option<Tensor<3>>,
 }
 
@@ -195,7 +224,7 @@ impl SensorModel {
         self.encoder_norm.forward(x)
     }
 
-    /// Encodes and reconstructs every patch: [B, L, P].
+    /// Encodes and reconstructs every patch of every channel: [B, C·N, P], channel-major.
     pub fn forward(&self, t: &Tokens) -> Tensor<3> {
         let encoded = self.decoder_embed.forward(self.encode(t)); // [B, K, dd]
         let [b, k, dd] = encoded.dims();
@@ -211,12 +240,30 @@ impl SensorModel {
             + self.decoder_channel_embed.forward(t.channel.clone())
             + self.decoder_position_embed.forward(t.position.clone());
         let x = self.decoder.forward(TransformerEncoderInput::new(x));
-        let out = self.head.forward(self.decoder_norm.forward(x)); // [B, L, P]
+        let out = self.head.forward(self.decoder_norm.forward(x)); // [B, L, K·P]
+        let out = unfold_channels(out, t.channels, t.channels_per_token); // [B, C·N, P]
         match &t.prior {
             Some(prior) => out + prior.clone(),
             None => out,
         }
     }
+}
+
+/// From one row per token of K channels to one row per channel's patch:
+/// [B, G·N, K·P] → [B, C·N, P], dropping the padding channels of the last group.
+fn unfold_channels(out: Tensor<3>, channels: usize, k: usize) -> Tensor<3> {
+    if k == 1 {
+        return out;
+    }
+    let [b, l, kp] = out.dims();
+    let p = kp / k;
+    let groups = channels.div_ceil(k);
+    let n = l / groups;
+    out.reshape([b, groups, n, k, p])
+        .swap_dims(2, 3) // [B, G, K, N, P]
+        .reshape([b, groups * k, n * p])
+        .slice([0..b, 0..channels, 0..n * p]) // [B, C, N·P]
+        .reshape([b, channels * n, p])
 }
 
 /// Mean squared error over the `weight`ed entries (1 = a masked, observed value): the
@@ -225,4 +272,59 @@ pub fn masked_mse(prediction: Tensor<3>, target: Tensor<3>, weight: Tensor<3>) -
     let diff = prediction - target;
     let total = weight.clone().sum().clamp_min(1.0);
     (diff.clone() * diff * weight).sum() / total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each output value names where it came from: group, patch, row in the group, step.
+    fn code(g: usize, patch: usize, row: usize, i: usize) -> f32 {
+        (g * 1000 + patch * 100 + row * 10 + i) as f32
+    }
+
+    #[test]
+    fn a_card_written_before_two_d_patches_reads_as_one_channel_a_token() {
+        let config = ModelConfig::sized("tiny", 3, 8, 6).unwrap();
+        let mut json = serde_json::to_value(&config).unwrap();
+        json.as_object_mut().unwrap().remove("channels_per_token");
+        let read: ModelConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(read, config);
+        assert_eq!(read.channels_per_token, 1);
+    }
+
+    #[test]
+    fn unfolding_gives_each_channel_its_own_rows_and_drops_the_padding() {
+        let (b, c, k, n, p) = (2, 5usize, 2, 3, 4); // groups {0,1} {2,3} {4,pad}
+        let groups = c.div_ceil(k);
+        let mut flat = Vec::new();
+        for _ in 0..b {
+            for g in 0..groups {
+                for patch in 0..n {
+                    for row in 0..k {
+                        flat.extend((0..p).map(|i| code(g, patch, row, i)));
+                    }
+                }
+            }
+        }
+        let device = Device::flex();
+        let out = Tensor::<3>::from_data(TensorData::new(flat, [b, groups * n, k * p]), &device);
+        let unfolded = unfold_channels(out, c, k);
+        assert_eq!(unfolded.dims(), [b, c * n, p]);
+        let values = unfolded.into_data().try_into_vec::<f32>().unwrap();
+        for w in 0..b {
+            for ch in 0..c {
+                for patch in 0..n {
+                    for i in 0..p {
+                        let at = ((w * c + ch) * n + patch) * p + i;
+                        assert_eq!(
+                            values[at],
+                            code(ch / k, patch, ch % k, i),
+                            "{w} {ch} {patch} {i}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 }

@@ -116,7 +116,7 @@ pub fn study(
             let started = std::time::Instant::now();
             let (model, curve) = pretrain(&kept, &config, &train, device, |_| {})?;
             let parameters = model.num_params();
-            let tokens = (steps * options.batch_size * channels * options.patches) as f64;
+            let tokens = (steps * options.batch_size * config.tokens_per_window(channels)) as f64;
             let validation_loss = curve.last().map_or(f64::NAN, |p| p.validation_loss);
             let run = ScalingRun {
                 size: size.clone(),

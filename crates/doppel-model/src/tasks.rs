@@ -277,11 +277,14 @@ pub fn reconstruction_errors(
     let len = std_rec.len();
     let mut error = vec![vec![f32::NAN; len]; c_count];
     let l = c_count * n;
+    let per_token = card.config.channels_per_token;
     for start in window_starts(len, w) {
         for turn in 0..SCORE_TURNS {
-            // Token (c, k) is hidden in turn (c + k) mod turns: spread over channels and time.
+            // Channel c's patch k is hidden in turn (g + k) mod turns, g = c's token group
+            // (c itself with one channel a token): spread over channels and time, and whole
+            // tokens at a time, as pretraining hid them.
             let hide: Vec<usize> = (0..l)
-                .filter(|tk| (tk / n + tk % n) % SCORE_TURNS == turn)
+                .filter(|tk| (tk / n / per_token + tk % n) % SCORE_TURNS == turn)
                 .collect();
             let recon = reconstruct(
                 model,

@@ -177,6 +177,13 @@ pub fn pretrain(
             config.validation_fraction * 100.0
         )));
     }
+    if config.channel_independent && model_config.channels_per_token > 1 {
+        return Err(ModelError::Settings(format!(
+            "a token of {} channels needs windows of every channel: channel-independent \
+             pretraining takes one channel a token",
+            model_config.channels_per_token
+        )));
+    }
     let channel_ids: Vec<usize> = (0..model_config.channels).collect();
     // A window holds every channel, or (channel-independent) one: `pick()`'s, modulo the
     // channel count. Only then is `pick` called, so the default path draws what it always drew.
@@ -227,7 +234,7 @@ pub fn pretrain(
 
     let mut curve = Vec::new();
     let mut recent = Vec::new();
-    let tokens_per_batch = (config.batch_size * per_window * model_config.patches) as f64;
+    let tokens_per_batch = (config.batch_size * model_config.tokens_per_window(per_window)) as f64;
     let started = std::time::Instant::now();
     for step in 0..config.steps {
         let windows: Vec<Window> = (0..config.batch_size)

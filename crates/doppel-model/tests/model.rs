@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 use burn::prelude::*;
 use doppel_model::batch::{Mask, Window, make_batch};
-use doppel_model::data::{Normalizer, Recording};
+use doppel_model::data::Normalizer;
 use doppel_model::finetune::{
     ForecastHead, ForecastTuning, Forecaster, finetune_forecast, predict,
 };
@@ -18,47 +18,8 @@ use doppel_model::train::{CurvePoint, TrainConfig, cut, pretrain};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
-const TAU: f32 = std::f32::consts::TAU;
-
-/// One test at a time: burn's CPU backend sums in parallel (rayon), and the grouping of
-/// those sums, so the last bits of every weight, depends on what else shares the threads.
-/// Alone, a seed gives the same weights every time; side by side, trainings drift apart.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Three correlated channels: sums of sines with noise, on a minute grid.
-fn sines(len: usize, seed: u64) -> Recording {
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
-    let mut values: Vec<Vec<f32>> = (0..3).map(|_| Vec::with_capacity(len)).collect();
-    for t in 0..len {
-        let x = t as f32;
-        let a = (x * TAU / 24.0).sin() + 0.5 * (x * TAU / 7.0).sin();
-        values[0].push(a + 0.05 * (rng.random::<f32>() - 0.5));
-        values[1].push(2.0 * a + 3.0 + 0.05 * (rng.random::<f32>() - 0.5));
-        values[2].push((x * TAU / 24.0).cos() + 0.05 * (rng.random::<f32>() - 0.5));
-    }
-    Recording {
-        source: "sines.csv".into(),
-        start_ns: 0,
-        step_ns: 60_000_000_000,
-        channels: vec!["a".into(), "b".into(), "c".into()],
-        observed: vec![vec![true; len]; 3],
-        values,
-    }
-}
-
-fn train_config(steps: usize, seed: u64) -> TrainConfig {
-    TrainConfig {
-        steps,
-        batch_size: 16,
-        eval_every: 50,
-        warmup_steps: 20,
-        seed,
-        ..TrainConfig::default()
-    }
-}
+mod common;
+use common::{serial, sines, train_config};
 
 struct Trained {
     model: SensorModel,

@@ -90,6 +90,11 @@ pub struct PretrainArgs {
     /// Patches per window.
     #[arg(long, default_value_t = 12)]
     patches: usize,
+    /// Channels per token: 1 (default) cuts each channel on its own; K > 1 gives LSM's 2-D
+    /// patches of K neighbouring channels (fewer tokens: quicker on many channels; the model
+    /// then always reads its channels in this order, and cannot take a forecasting head).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    channels_per_token: u64,
     /// Training steps (batches).
     #[arg(long, default_value_t = 600)]
     steps: usize,
@@ -281,6 +286,10 @@ pub enum BenchCommand {
         out: PathBuf,
         #[arg(long, default_value_t = 1000)]
         pretrain_steps: usize,
+        /// Channels per token of the sensor model (1: one channel a token; K > 1: LSM's
+        /// 2-D patches of K neighbouring variables).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+        channels_per_token: u64,
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
@@ -318,6 +327,10 @@ pub struct EttArgs {
     /// Share of points it also hides inside the patches it shows.
     #[arg(long, default_value_t = 0.4)]
     point_mask_ratio: f64,
+    /// Channels per token of the imputation model (1; 7 puts all of ETT's channels in one
+    /// 2-D patch, as LSM's).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    impute_channels_per_token: u64,
     /// Steps between imputation test windows (1: every window, as TimesNet).
     #[arg(long, default_value_t = 1)]
     impute_stride: usize,
@@ -367,11 +380,17 @@ pub fn run(command: ModelCommand) -> anyhow::Result<ExitCode> {
                     data_dir,
                     out,
                     pretrain_steps,
+                    channels_per_token,
                     seed,
                 },
         } => {
-            let rows =
-                doppel_model::bench::tep(&data_dir, pretrain_steps, seed, |m| eprintln!("{m}"))?;
+            let rows = doppel_model::bench::tep(
+                &data_dir,
+                pretrain_steps,
+                channels_per_token as usize,
+                seed,
+                |m| eprintln!("{m}"),
+            )?;
             let mut file = std::io::BufWriter::new(
                 std::fs::File::create(&out)
                     .with_context(|| format!("cannot write {}", out.display()))?,
@@ -432,6 +451,7 @@ fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
     config.point_mask_ratio = args.point_mask_ratio;
     config.interpolation_prior = args.interpolation_prior;
     config.instance_norm = args.instance_norm;
+    config.channels_per_token = args.channels_per_token as usize;
     let train = TrainConfig {
         channel_independent: args.channel_independent,
         ..TrainConfig::new(args.steps, args.batch, args.lr, args.seed)
@@ -445,13 +465,15 @@ fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
     })?;
     let parameters = config.init_seeded(args.seed, &Device::flex()).num_params();
     eprintln!(
-        "pretraining a {} model ({parameters} parameters) on {} file(s), {} channel(s), windows of {} steps ({} patches of {})",
+        "pretraining a {} model ({parameters} parameters) on {} file(s), {} channel(s), windows of {} steps ({} patches of {}; {} tokens of {} channel(s) each)",
         args.size,
         recordings.len(),
         channels.len(),
         config.window(),
         config.patches,
-        config.patch_len
+        config.patch_len,
+        config.tokens_per_window(channels.len()),
+        config.channels_per_token
     );
     let bar = crate::progress::training_bar(args.steps as u64);
     let mut speed = 0.0;

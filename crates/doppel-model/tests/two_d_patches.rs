@@ -1,0 +1,249 @@
+//! LSM's 2-D patches: a token of K neighbouring channels × P steps. The batch builds such
+//! tokens (a short last group padded with empty rows), the mask speaks per channel patch as
+//! with 1-D tokens, and a model of 2-D tokens learns, forecasts, scores and reloads through
+//! the same tasks. What needs one channel a token refuses clearly.
+
+use burn::prelude::*;
+use doppel_model::batch::{Mask, make_batch};
+use doppel_model::data::Normalizer;
+use doppel_model::finetune::{ForecastTuning, finetune_forecast};
+use doppel_model::linear::Search;
+use doppel_model::model::{ModelConfig, SensorModel};
+use doppel_model::store::{self, ModelCard};
+use doppel_model::tasks;
+use doppel_model::train::{TrainConfig, cut, pretrain};
+use rand::SeedableRng;
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+mod common;
+use common::{serial, sines, train_config};
+
+fn two_d(k: usize) -> ModelConfig {
+    ModelConfig {
+        channels_per_token: k,
+        ..ModelConfig::sized("tiny", 3, 8, 6).unwrap()
+    }
+}
+
+#[test]
+fn tokens_hold_k_channels_and_the_output_has_one_row_per_channel() {
+    let _serial = serial();
+    let device = Device::flex();
+    let config = two_d(2); // channels {0, 1} and {2, padding}
+    let (p, n) = (8, 6);
+    let rec = Normalizer::fit(&[sines(200, 2)], 1.0).apply(&sines(200, 2));
+    let window = cut(&rec, 10, 48, &[0, 1, 2]);
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(3);
+    let batch = make_batch(
+        std::slice::from_ref(&window),
+        &config,
+        &Mask::Random(0.5),
+        &mut rng,
+        &device,
+    );
+    assert_eq!(batch.tokens.features.dims(), [1, 2 * n, 2 * 2 * p]);
+    assert_eq!(batch.tokens.order.dims(), [1, 2 * n]);
+    assert_eq!(batch.tokens.visible, n, "half of the 12 tokens are shown");
+    assert_eq!(batch.target.dims(), [1, 3 * n, p]);
+    let output = config.init_seeded(0, &device).forward(&batch.tokens);
+    assert_eq!(output.dims(), [1, 3 * n, p]);
+
+    // Channels 0 and 1 share their tokens, so they are hidden together.
+    let hidden = &batch.hidden[0];
+    for patch in 0..n {
+        assert_eq!(hidden[patch], hidden[n + patch], "patch {patch}");
+    }
+    let order: Vec<i32> = batch.tokens.order.clone().into_data().try_to_vec().unwrap();
+    let features: Vec<f32> = batch
+        .tokens
+        .features
+        .clone()
+        .into_data()
+        .try_to_vec()
+        .unwrap();
+    let weight: Vec<f32> = batch.weight.clone().into_data().try_to_vec().unwrap();
+    for &token in &order[..n] {
+        let (g, patch) = (token as usize / n, token as usize % n);
+        let row = |r: usize| &features[token as usize * 4 * p + r * p..][..p];
+        // Shown tokens carry their channels' values (standardised, no instance norm) and
+        // flags; the padding row of the last group is empty.
+        for k in 0..2 {
+            let ch = 2 * g + k;
+            if ch < 3 {
+                let expected = &window.values[ch * 48 + patch * p..][..p];
+                assert_eq!(row(k), expected, "token {token} row {k}");
+                assert!(row(2 + k).iter().all(|&f| f == 1.0));
+                assert!(
+                    weight[(ch * n + patch) * p..][..p]
+                        .iter()
+                        .all(|&x| x == 0.0)
+                );
+            } else {
+                assert!(row(k).iter().chain(row(2 + k)).all(|&x| x == 0.0));
+            }
+        }
+    }
+
+    // A virtual sensor inside a token: channel 1's rows are withheld and scored, channel
+    // 0's shown, and no token is hidden whole (each still shows channel 0 or 2).
+    let batch = make_batch(
+        &[window],
+        &config,
+        &Mask::Channels(vec![1]),
+        &mut rng,
+        &device,
+    );
+    assert_eq!(batch.tokens.visible, 2 * n);
+    let features: Vec<f32> = batch.tokens.features.into_data().try_to_vec().unwrap();
+    let weight: Vec<f32> = batch.weight.into_data().try_to_vec().unwrap();
+    // Features are in token order: group 0's tokens come first.
+    for patch in 0..n {
+        let token = patch;
+        let flags = |r: usize| &features[token * 4 * p + (2 + r) * p..][..p];
+        assert!(flags(0).iter().all(|&f| f == 1.0), "channel 0 is shown");
+        assert!(flags(1).iter().all(|&f| f == 0.0), "channel 1 is withheld");
+        let scored = |ch: usize| weight[(ch * n + patch) * p..][..p].iter().sum::<f32>();
+        assert_eq!(
+            (scored(0), scored(1), scored(2)),
+            (0.0, p as f32, 0.0),
+            "only channel 1 is scored"
+        );
+    }
+}
+
+#[test]
+fn a_model_of_two_d_patches_learns_forecasts_scores_and_reloads_exactly() {
+    let _serial = serial();
+    let device = Device::flex().autodiff();
+    let raw = sines(3000, 1);
+    let normalizer = Normalizer::fit(std::slice::from_ref(&raw), 1.0);
+    // All three channels in one token: 6 tokens a window instead of 18.
+    let config = two_d(3);
+    assert_eq!(config.tokens_per_window(3), 6);
+    let train = train_config(3000, 3);
+    let (model, curve) =
+        pretrain(&[normalizer.apply(&raw)], &config, &train, &device, |_| {}).unwrap();
+    let (first, last) = (
+        curve[0].validation_loss,
+        curve.last().unwrap().validation_loss,
+    );
+    assert!(last < 0.3 * first, "validation loss {first} -> {last}");
+    let model: SensorModel = model.valid();
+    let card = ModelCard::new(
+        config.clone(),
+        normalizer,
+        raw.step_ns,
+        model.num_params(),
+        vec![],
+        train,
+        curve,
+    );
+    let plain = Device::flex();
+
+    // The known pattern, forecast far better than seasonal naive: if the unfolding mixed
+    // channels up, each channel would get another's forecast.
+    let test = sines(3400, 1);
+    let (mut model_se, mut naive_se) = (0.0f64, 0.0f64);
+    for end in (3050..3380).step_by(37) {
+        let mut context = test.clone();
+        for c in 0..3 {
+            context.values[c].truncate(end);
+            context.observed[c].truncate(end);
+        }
+        let f = tasks::forecast(&model, &card, &context, 16, &plain).unwrap();
+        for (c, predicted) in f.iter().enumerate() {
+            let sd = card.normalizer.std[c] as f64;
+            for (h, &p) in predicted.iter().enumerate() {
+                let truth = test.values[c][end + h] as f64;
+                model_se += ((p as f64 - truth) / sd).powi(2);
+                naive_se += ((test.values[c][end + h - 24] as f64 - truth) / sd).powi(2);
+            }
+        }
+    }
+    eprintln!(
+        "forecast MSE ratio to seasonal naive: {}",
+        model_se / naive_se
+    );
+    assert!(
+        model_se < 0.5 * naive_se,
+        "model {model_se} vs seasonal naive {naive_se}"
+    );
+
+    // Scoring hides whole tokens in turns, as pretraining did: a burst on one sensor, one
+    // patch long, is flagged and blamed on that sensor. (A slow drift of one sensor away
+    // from the others in the same token would not be: the token's channels are hidden
+    // together, so nothing checks them against each other at that moment. Tokens of one
+    // channel do; docs/BENCHMARKS.md measures what that costs on Tennessee Eastman.)
+    let mut anomalous = sines(3400, 1);
+    for i in 3000..3008 {
+        anomalous.values[1][i] += 3.0;
+    }
+    let s = tasks::score(&model, &card, &anomalous, 2000, &plain).unwrap();
+    let inside = (3000..3008).filter(|&i| s.flag[i]).count();
+    let outside = (2000..2900).filter(|&i| s.flag[i]).count();
+    eprintln!("flagged {inside}/8 in the burst, {outside}/900 before it");
+    assert!(inside >= 6, "{inside}/8 anomalous steps flagged");
+    assert!(outside <= 20, "{outside}/900 normal steps flagged");
+    let total = |c: usize| (3000..3008).map(|i| s.contribution[c][i]).sum::<f32>();
+    assert!(
+        total(1) > total(0) && total(1) > total(2),
+        "sensor b drives the flags"
+    );
+
+    // Saved and reloaded: the same card (with K) and the same forecasts.
+    let dir = tempfile::tempdir().unwrap();
+    store::save(dir.path(), &model, &card).unwrap();
+    let (loaded, loaded_card) = store::load(dir.path(), &plain).unwrap();
+    assert_eq!(loaded_card.config.channels_per_token, 3);
+    assert_eq!(loaded_card, card);
+    let context = sines(3100, 1);
+    assert_eq!(
+        tasks::forecast(&loaded, &loaded_card, &context, 16, &plain).unwrap(),
+        tasks::forecast(&model, &card, &context, 16, &plain).unwrap()
+    );
+}
+
+#[test]
+fn what_needs_one_channel_a_token_refuses_two_d_patches() {
+    let _serial = serial();
+    let device = Device::flex().autodiff();
+    let raw = sines(600, 4);
+    let rec = Normalizer::fit(std::slice::from_ref(&raw), 1.0).apply(&raw);
+    let config = two_d(2);
+    let independent = TrainConfig {
+        channel_independent: true,
+        ..train_config(5, 0)
+    };
+    let e = pretrain(
+        std::slice::from_ref(&rec),
+        &config,
+        &independent,
+        &device,
+        |_| {},
+    )
+    .map(|_| ())
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("channel-independent"), "{e}");
+
+    let tuning = ForecastTuning {
+        horizon: 8,
+        channel_independent: true,
+        linear: Search::default(),
+        freeze_encoder: false,
+        dropout: 0.0,
+    };
+    let e = finetune_forecast(
+        config.init_seeded(0, &device),
+        &config,
+        &[rec],
+        &tuning,
+        &train_config(5, 0),
+        &device,
+        |_| {},
+    )
+    .map(|_| ())
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("--channels-per-token 1"), "{e}");
+}
