@@ -28,7 +28,8 @@ pub struct ModelConfig {
     pub patch_len: usize,
     /// Patches per window (N); a window is N × P steps.
     pub patches: usize,
-    /// Channels the model knows (the channel embedding's size).
+    /// Channels the model knows (the channel embedding has one row per group of
+    /// `channels_per_token` of them).
     pub channels: usize,
     pub d_model: usize,
     pub heads: usize,

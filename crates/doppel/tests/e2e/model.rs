@@ -354,6 +354,84 @@ fn pretrain_then_impute_and_forecast_from_the_command_line() {
     );
 }
 
+/// LSM's 2-D patches from the command line: the card records the channels per token, the
+/// model scores a file like any other, and what needs one channel a token says so.
+#[test]
+fn two_d_patches_pretrain_score_and_refuse_a_forecasting_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    write_sines(&dir.path().join("train.csv"), 1500, false);
+    let (train, out) = (p("train.csv"), p("m"));
+    let pretrain = |extra: &[&str]| {
+        let mut args = vec![
+            "model",
+            "pretrain",
+            "--input",
+            &train,
+            "--steps",
+            "30",
+            "--batch",
+            "8",
+            "--patches",
+            "6",
+            "--out",
+            &out,
+        ];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let (ok, err) = pretrain(&["--channels-per-token", "2"]);
+    assert!(ok, "{err}");
+    assert!(err.contains("12 tokens of 2 channel(s) each"), "{err}");
+    let card: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("m/model.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        card["config"]["channels_per_token"], 2,
+        "{}",
+        card["config"]
+    );
+
+    let (ok, err) = run(&[
+        "model",
+        "score",
+        "--model",
+        &p("m"),
+        "--input",
+        &p("train.csv"),
+        "--calibrate-rows",
+        "500",
+        "--out",
+        &p("scores.csv"),
+    ]);
+    assert!(ok, "{err}");
+    let scores = std::fs::read_to_string(dir.path().join("scores.csv")).unwrap();
+    assert_eq!(scores.lines().count(), 1 + 1500, "a row per input row");
+    assert!(scores.starts_with("time,score,flag,a,b,c"), "{scores:.60}");
+
+    let (ok, err) = run(&[
+        "model",
+        "finetune",
+        "--task",
+        "forecast",
+        "--model",
+        &p("m"),
+        "--input",
+        &p("train.csv"),
+        "--horizon",
+        "12",
+        "--steps",
+        "5",
+        "--out",
+        &p("f"),
+    ]);
+    assert!(!ok && err.contains("--channels-per-token 1"), "{err}");
+    let (ok, err) = pretrain(&["--channels-per-token", "2", "--channel-independent"]);
+    assert!(!ok && err.contains("channel-independent"), "{err}");
+    let (ok, err) = pretrain(&["--channels-per-token", "0"]);
+    assert!(!ok && err.contains("--channels-per-token"), "{err}");
+}
+
 #[test]
 fn finetune_a_forecasting_head_then_forecast_with_error_bands() {
     let dir = tempfile::tempdir().unwrap();
