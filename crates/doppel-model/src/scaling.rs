@@ -26,6 +26,8 @@ pub struct ScalingOptions {
     pub batch_size: usize,
     pub patch_len: usize,
     pub patches: usize,
+    /// Channels per token (2-D patches above 1): fewer, larger tokens, so more runs fit.
+    pub channels_per_token: usize,
     pub validation_fraction: f64,
     pub seed: u64,
 }
@@ -76,12 +78,16 @@ pub fn study(
         .ok_or_else(|| ModelError::Settings("no recordings to study".into()))?;
     let mut runs = Vec::new();
     for size in &options.sizes {
-        let config = ModelConfig::sized(size, channels, options.patch_len, options.patches)
-            .ok_or_else(|| {
-                ModelError::Settings(format!(
-                    "unknown size `{size}`: use tiny, small, base or large"
-                ))
-            })?;
+        let config = ModelConfig {
+            channels_per_token: options.channels_per_token,
+            ..ModelConfig::sized(size, channels, options.patch_len, options.patches).ok_or_else(
+                || {
+                    ModelError::Settings(format!(
+                        "unknown size `{size}`: use tiny, small, base or large"
+                    ))
+                },
+            )?
+        };
         for &fraction in &options.fractions {
             if !(fraction > 0.0 && fraction <= 1.0) {
                 return Err(ModelError::Settings(format!(

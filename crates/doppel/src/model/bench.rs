@@ -112,6 +112,9 @@ pub struct ScalingArgs {
     patch: usize,
     #[arg(long, default_value_t = 12)]
     patches: usize,
+    /// Channels per token (K > 1: LSM's 2-D patches, fewer tokens, quicker runs).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    channels_per_token: u64,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     #[command(flatten)]
@@ -139,6 +142,7 @@ pub(super) fn scaling(args: ScalingArgs) -> anyhow::Result<ExitCode> {
         batch_size: args.batch,
         patch_len: args.patch,
         patches: args.patches,
+        channels_per_token: args.channels_per_token as usize,
         validation_fraction: 0.2,
         seed: args.seed,
     };
