@@ -37,6 +37,8 @@ pub struct ScalingOptions {
 pub struct ScalingRun {
     pub size: String,
     pub parameters: usize,
+    /// Channels per token (1, or K for 2-D patches).
+    pub channels_per_token: usize,
     pub data_fraction: f64,
     /// Grid steps of training data the run could draw windows from.
     pub training_rows: usize,
@@ -127,6 +129,7 @@ pub fn study(
             let run = ScalingRun {
                 size: size.clone(),
                 parameters,
+                channels_per_token: config.channels_per_token,
                 data_fraction: fraction,
                 training_rows,
                 steps,

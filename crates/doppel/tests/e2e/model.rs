@@ -684,6 +684,9 @@ fn a_scaling_study_writes_its_runs_its_fit_and_a_chart() {
             "8",
             "--patches",
             "6",
+            // 2-D patches: one token of all three channels per patch position.
+            "--channels-per-token",
+            "3",
             "--out",
             &p("study"),
         ])
@@ -712,6 +715,12 @@ fn a_scaling_study_writes_its_runs_its_fit_and_a_chart() {
         compute[0] < compute[1] && compute[1] < compute[2],
         "{compute:?}"
     );
+    for run in &lines[..3] {
+        assert_eq!(run["channels_per_token"], 3);
+        // Tokens: steps × 8 windows × 6 tokens (one group of three channels a patch).
+        let steps = run["steps"].as_f64().unwrap();
+        assert_eq!(run["tokens"].as_f64().unwrap(), steps * 8.0 * 6.0, "{run}");
+    }
     assert_eq!(lines[3]["fit"], "L = a*C^b + c");
     let png = std::fs::read(dir.path().join("study/scaling.png")).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
