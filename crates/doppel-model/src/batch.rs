@@ -69,6 +69,15 @@ pub fn make_batch(
     let t_len = p * n;
     let c = windows[0].channels.len();
     let k = config.channels_per_token;
+    // A token of K channels names its group by position, so such a model reads every one
+    // of its channels, in its own order (callers check this and say so; here it is a bug).
+    assert!(
+        k == 1
+            || windows
+                .iter()
+                .all(|w| w.channels.iter().copied().eq(0..config.channels)),
+        "tokens of {k} channels need windows of all the model's channels, in order"
+    );
     let groups = config.groups(c);
     // Two token counts: `l` per channel patch (what the mask speaks of, what is scored and
     // read back) and `lg` per group of K channels (what the network sees). They are the
@@ -256,8 +265,8 @@ pub fn make_batch(
         }
         for gt in 0..lg {
             let (g, patch) = (gt / n, gt % n);
-            // Channel indices of a group's first channel, in K-sized steps, name the group.
-            channel.push((w.channels[g * k] / k) as i64);
+            // One channel a token: the model's index of the channel; K: the group's position.
+            channel.push(if k == 1 { w.channels[g] } else { g } as i64);
             position.push(patch as i64);
             // K rows of P values (the prior where not shown), then K rows of shown-flags;
             // channels past the last one (a short last group) are empty rows.

@@ -5,6 +5,7 @@
 pub mod baselines;
 pub mod batch;
 pub mod bench;
+pub mod checkpoint;
 pub mod data;
 pub mod device;
 pub mod error;

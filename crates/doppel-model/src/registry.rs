@@ -56,6 +56,12 @@ impl Registry {
         }
     }
 
+    /// Where a pretraining that will register as `name` keeps its checkpoints meanwhile.
+    pub fn checkpoint_dir(&self, name: &str) -> Result<PathBuf> {
+        check_name(name)?;
+        Ok(self.root.join(name).join(".checkpoint"))
+    }
+
     fn versions(&self, name: &str) -> Result<Vec<u32>> {
         let dir = self.root.join(name);
         let Ok(read) = std::fs::read_dir(&dir) else {

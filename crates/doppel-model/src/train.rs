@@ -1,6 +1,7 @@
 //! Masked pretraining: windows drawn from the recordings, 80 % of tokens hidden, AdamW with
 //! warm-up then cosine decay and gradient clipping, a validation loss on fixed windows and
-//! masks. Every random choice comes from the seed: the same seed gives the same weights.
+//! masks. Every random choice comes from the seed: the same seed gives the same weights, and
+//! a run resumed from a checkpoint (`checkpoint.rs`) ends where an unbroken one does.
 
 use burn::grad_clipping::GradientClippingConfig;
 use burn::optim::{AdamWConfig, GradientsParams};
@@ -10,6 +11,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use serde::{Deserialize, Serialize};
 
 use crate::batch::{Mask, Window, make_batch};
+use crate::checkpoint::{self, Checkpointing, TrainingState};
 use crate::data::Recording;
 use crate::error::{ModelError, Result};
 use crate::model::{ModelConfig, SensorModel, masked_mse};
@@ -164,6 +166,18 @@ pub fn pretrain(
     model_config: &ModelConfig,
     config: &TrainConfig,
     device: &Device,
+    progress: impl FnMut(&Progress),
+) -> Result<(SensorModel, Vec<CurvePoint>)> {
+    pretrain_with_checkpoints(recordings, model_config, config, None, device, progress)
+}
+
+/// [`pretrain`], writing checkpoints as it goes and, if asked, going on from the last one.
+pub fn pretrain_with_checkpoints(
+    recordings: &[Recording],
+    model_config: &ModelConfig,
+    config: &TrainConfig,
+    checkpoints: Option<&Checkpointing>,
+    device: &Device,
     mut progress: impl FnMut(&Progress),
 ) -> Result<(SensorModel, Vec<CurvePoint>)> {
     let window = model_config.window();
@@ -234,9 +248,20 @@ pub fn pretrain(
 
     let mut curve = Vec::new();
     let mut recent = Vec::new();
+    let mut first_step = 0;
+    if let Some(cp) = checkpoints.filter(|cp| cp.resume)
+        && let Some(resumed) = checkpoint::load(&cp.dir, model_config, config, device)?
+    {
+        model = resumed.model;
+        optimizer = optimizer.load_record(resumed.optimizer);
+        rng = resumed.rng;
+        curve = resumed.curve;
+        recent = resumed.recent;
+        first_step = resumed.step;
+    }
     let tokens_per_batch = (config.batch_size * model_config.tokens_per_window(per_window)) as f64;
     let started = std::time::Instant::now();
-    for step in 0..config.steps {
+    for step in first_step..config.steps {
         let windows: Vec<Window> = (0..config.batch_size)
             .map(|_| {
                 let (r, s) = train[rng.random_range(0..train.len())];
@@ -258,12 +283,6 @@ pub fn pretrain(
         let lr = learning_rate(config, step);
         model = optimizer.step(lr, model, grads);
         recent.push(loss_value);
-        progress(&Progress {
-            step: step + 1,
-            loss: loss_value,
-            tokens_per_second: tokens_per_batch * (step + 1) as f64
-                / started.elapsed().as_secs_f64(),
-        });
         if (step + 1) % config.eval_every == 0 || step + 1 == config.steps {
             let validation_loss = match &val_batch {
                 Some(b) => {
@@ -280,6 +299,27 @@ pub fn pretrain(
                 lr,
             ));
         }
+        if let Some(cp) = checkpoints
+            && cp.every > 0
+            && (step + 1) % cp.every == 0
+            && step + 1 < config.steps
+        {
+            let state = TrainingState {
+                step: step + 1,
+                model_config,
+                train: config,
+                curve: &curve,
+                recent: &recent,
+                rng: &rng,
+            };
+            checkpoint::save(&cp.dir, &state, &model, &optimizer)?;
+        }
+        progress(&Progress {
+            step: step + 1,
+            loss: loss_value,
+            tokens_per_second: tokens_per_batch * (step + 1 - first_step) as f64
+                / started.elapsed().as_secs_f64(),
+        });
     }
     Ok((model, curve))
 }

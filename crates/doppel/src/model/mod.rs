@@ -10,6 +10,7 @@ use burn::module::Module;
 use burn::prelude::Device;
 use clap::{Args, Subcommand};
 use doppel_core::time::format_rfc3339;
+use doppel_model::checkpoint::{self, Checkpointing};
 use doppel_model::data::{Normalizer, ReadOptions, Recording};
 use doppel_model::device::Accelerator;
 use doppel_model::finetune::{ForecastTuning, finetune_forecast};
@@ -25,7 +26,7 @@ use crate::DataDirArg;
 mod bench;
 mod lake_input;
 
-use doppel_model::train::{TrainConfig, pretrain};
+use doppel_model::train::{TrainConfig, pretrain_with_checkpoints};
 use lake_input::{LakeArgs, read_input};
 
 #[derive(Subcommand)]
@@ -123,6 +124,14 @@ pub struct PretrainArgs {
     /// Normalise each window by its own shown values (RevIN), for data whose level drifts.
     #[arg(long)]
     instance_norm: bool,
+    /// Steps between training checkpoints (0: none). They go into OUT/checkpoint (or the
+    /// registry, with --name) and are removed once the model is written.
+    #[arg(long, default_value_t = 500)]
+    checkpoint_every: usize,
+    /// Go on from the last checkpoint of a run with the same settings that was stopped: it
+    /// ends with the weights an unbroken run would have.
+    #[arg(long)]
+    resume: bool,
     /// Train on windows of one channel each, as a forecasting head reads them (PatchTST's
     /// channel independence); raise --batch to keep the tokens a batch. For forecasting,
     /// with --mask-ratio 0.4 (docs/BENCHMARKS.md).
@@ -475,16 +484,44 @@ fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
         config.tokens_per_window(channels.len()),
         config.channels_per_token
     );
+    let checkpoints = Checkpointing {
+        dir: args.dest.checkpoint_dir(&args.lake.data.data)?,
+        every: args.checkpoint_every,
+        resume: args.resume,
+    };
+    match (checkpoint::saved_step(&checkpoints.dir), args.resume) {
+        (Some(step), true) => eprintln!(
+            "resuming from the checkpoint at step {step} ({})",
+            checkpoints.dir.display()
+        ),
+        (None, true) => eprintln!(
+            "no checkpoint in {}: starting from step 0",
+            checkpoints.dir.display()
+        ),
+        (Some(step), false) => eprintln!(
+            "{} holds a checkpoint at step {step}: add --resume to go on from it; \
+             this run starts afresh and replaces it",
+            checkpoints.dir.display()
+        ),
+        (None, false) => {}
+    }
     let bar = crate::progress::training_bar(args.steps as u64);
     let mut speed = 0.0;
-    let (model, curve) = pretrain(&standardised, &config, &train, &device, |p| {
-        speed = p.tokens_per_second;
-        bar.set_position(p.step as u64);
-        bar.set_message(format!(
-            "loss {:.4}, {:.0} tokens/s",
-            p.loss, p.tokens_per_second
-        ));
-    })?;
+    let (model, curve) = pretrain_with_checkpoints(
+        &standardised,
+        &config,
+        &train,
+        Some(&checkpoints),
+        &device,
+        |p| {
+            speed = p.tokens_per_second;
+            bar.set_position(p.step as u64);
+            bar.set_message(format!(
+                "loss {:.4}, {:.0} tokens/s",
+                p.loss, p.tokens_per_second
+            ));
+        },
+    )?;
     bar.finish_and_clear();
     let data = recordings
         .iter()
@@ -500,6 +537,7 @@ fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
     let written = args
         .dest
         .write(&args.lake.data.data, |dir| store::save(dir, &model, &card))?;
+    checkpoint::clear(&checkpoints.dir)?;
     if let Some(last) = card.curve.last() {
         eprintln!(
             "validation loss {:.4} (standardised MSE on hidden patches) after {} steps; \
@@ -723,6 +761,15 @@ fn model_dir(spec: &str, data: &Path) -> anyhow::Result<PathBuf> {
 }
 
 impl Destination {
+    /// Where a pretraining writing here keeps its checkpoints until the model is written.
+    fn checkpoint_dir(&self, data: &Path) -> anyhow::Result<PathBuf> {
+        match (&self.out, &self.name) {
+            (Some(out), _) => Ok(out.join("checkpoint")),
+            (None, Some(name)) => Ok(Registry::in_data_dir(data).checkpoint_dir(name)?),
+            (None, None) => bail!("give --out DIR or --name NAME"),
+        }
+    }
+
     /// Writes the model with `save` into the folder or the registry; says where it went.
     fn write(
         &self,

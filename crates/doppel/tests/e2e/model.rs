@@ -354,6 +354,103 @@ fn pretrain_then_impute_and_forecast_from_the_command_line() {
     );
 }
 
+/// A safetensors file's tensors by name, as raw bytes (the header's order of names is not
+/// fixed from one writing to the next, so files are compared tensor by tensor).
+fn tensors(file: &[u8]) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let n = u64::from_le_bytes(file[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&file[8..8 + n]).unwrap();
+    let data = &file[8 + n..];
+    header
+        .into_iter()
+        .filter(|(name, _)| name != "__metadata__")
+        .map(|(name, info)| {
+            let at = &info["data_offsets"];
+            let (from, to) = (at[0].as_u64().unwrap(), at[1].as_u64().unwrap());
+            (name, data[from as usize..to as usize].to_vec())
+        })
+        .collect()
+}
+
+/// A pretraining killed after a checkpoint and run again with --resume ends with the weights
+/// of a run never stopped, and its checkpoint is gone once the model is written.
+#[test]
+fn a_killed_pretraining_resumes_from_its_checkpoint_to_the_same_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    write_sines(&dir.path().join("train.csv"), 1500, false);
+    let train = p("train.csv");
+    let args = |out: &str| -> Vec<String> {
+        [
+            "model",
+            "pretrain",
+            "--input",
+            &train,
+            "--steps",
+            "300",
+            "--batch",
+            "8",
+            "--patches",
+            "6",
+            "--checkpoint-every",
+            "10",
+            "--out",
+            out,
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    };
+    let (whole, broken) = (p("whole"), p("broken"));
+    let out = doppel().args(args(&whole)).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!Path::new(&whole).join("checkpoint").exists(), "cleared");
+
+    let mut child = doppel()
+        .args(args(&broken))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let manifest = Path::new(&broken).join("checkpoint/checkpoint.json");
+    let started = std::time::Instant::now();
+    while !manifest.exists() {
+        assert!(started.elapsed().as_secs() < 300, "no checkpoint appeared");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !Path::new(&broken).join("model.json").exists(),
+        "killed before the end (300 steps; the first checkpoint comes at 10)"
+    );
+
+    let mut again = args(&broken);
+    again.push("--resume".into());
+    let out = doppel().args(&again).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("resuming from the checkpoint at step"),
+        "{err}"
+    );
+    let read = |d: &str, f: &str| std::fs::read(Path::new(d).join(f)).unwrap();
+    let (a, b) = (
+        tensors(&read(&whole, "model.safetensors")),
+        tensors(&read(&broken, "model.safetensors")),
+    );
+    assert!(a.len() > 10, "{} tensors", a.len());
+    assert!(a == b, "the resumed run has the unbroken run's weights");
+    let curve = |d: &str| {
+        serde_json::from_slice::<serde_json::Value>(&read(d, "model.json")).unwrap()["curve"]
+            .clone()
+    };
+    assert_eq!(curve(&whole), curve(&broken));
+    assert!(!manifest.exists(), "cleared");
+}
+
 /// LSM's 2-D patches from the command line: the card records the channels per token, the
 /// model scores a file like any other, and what needs one channel a token says so.
 #[test]

@@ -1,0 +1,202 @@
+//! Training checkpoints: everything a pretraining needs to go on exactly where it stopped
+//! (the weights with their parameter ids, AdamW's moments, the window sampler's generator,
+//! the curve so far), so a run that was stopped and resumed ends with the same weights as
+//! one that never stopped.
+//!
+//! A checkpoint is never read half written: its weight and optimizer files carry their step
+//! in the name, and `checkpoint.json`, renamed into place last, names the complete set; older
+//! files go only after that. Checkpoints are burn's own format (burnpack, which keeps
+//! parameter ids), not the model directory's safetensors: they are for doppel to resume,
+//! not for anyone to read.
+
+use std::path::{Path, PathBuf};
+
+use burn::optim::{ModuleOptimizer, OptimizerRecord};
+use burn::prelude::*;
+use burn::store::{BurnpackStore, ModuleSnapshot};
+use rand_xoshiro::Xoshiro256PlusPlus;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ModelError, Result};
+use crate::model::{ModelConfig, SensorModel};
+use crate::train::{CurvePoint, TrainConfig};
+
+/// Where and how often a pretraining writes checkpoints, and whether it starts from one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checkpointing {
+    pub dir: PathBuf,
+    /// Steps between checkpoints (0: none).
+    pub every: usize,
+    /// Go on from the checkpoint in `dir`, when there is one.
+    pub resume: bool,
+}
+
+const MANIFEST: &str = "checkpoint.json";
+const FORMAT: &str = "doppel-checkpoint/1";
+
+/// The manifest, `checkpoint.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Manifest {
+    format: String,
+    /// Steps done.
+    step: usize,
+    model: ModelConfig,
+    train: TrainConfig,
+    curve: Vec<CurvePoint>,
+    /// Training losses since the last curve point.
+    recent: Vec<f64>,
+    /// The generator that draws windows and masks, as it stands after `step` steps.
+    rng: Xoshiro256PlusPlus,
+    weights: String,
+    optimizer: String,
+}
+
+/// A run's state after `step` steps.
+pub(crate) struct TrainingState<'a> {
+    pub step: usize,
+    pub model_config: &'a ModelConfig,
+    pub train: &'a TrainConfig,
+    pub curve: &'a [CurvePoint],
+    pub recent: &'a [f64],
+    pub rng: &'a Xoshiro256PlusPlus,
+}
+
+/// A run read back from a checkpoint.
+pub(crate) struct Resumed {
+    pub step: usize,
+    pub model: SensorModel,
+    pub optimizer: OptimizerRecord,
+    pub curve: Vec<CurvePoint>,
+    pub recent: Vec<f64>,
+    pub rng: Xoshiro256PlusPlus,
+}
+
+fn error(path: &Path, message: impl std::fmt::Display) -> ModelError {
+    ModelError::Store {
+        path: path.to_owned(),
+        message: message.to_string(),
+    }
+}
+
+/// Writes a checkpoint of the run into `dir`, then removes the previous one's files.
+pub(crate) fn save(
+    dir: &Path,
+    state: &TrainingState,
+    model: &SensorModel,
+    optimizer: &ModuleOptimizer,
+) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| error(dir, e))?;
+    let weights = format!("model-{:08}.bpk", state.step);
+    let optimizer_file = format!("optimizer-{:08}.bpk", state.step);
+    let mut store = BurnpackStore::from_file(dir.join(&weights))
+        .auto_extension(false)
+        .overwrite(true);
+    model
+        .save_into(&mut store)
+        .map_err(|e| error(dir, format!("cannot write {weights}: {e}")))?;
+    optimizer
+        .to_record()
+        .save(dir.join(&optimizer_file))
+        .map_err(|e| error(dir, format!("cannot write {optimizer_file}: {e}")))?;
+    let manifest = Manifest {
+        format: FORMAT.into(),
+        step: state.step,
+        model: state.model_config.clone(),
+        train: state.train.clone(),
+        curve: state.curve.to_vec(),
+        recent: state.recent.to_vec(),
+        rng: state.rng.clone(),
+        weights: weights.clone(),
+        optimizer: optimizer_file.clone(),
+    };
+    let text = serde_json::to_string_pretty(&manifest).expect("the manifest serialises");
+    let scratch = dir.join(format!("{MANIFEST}.writing"));
+    std::fs::write(&scratch, text).map_err(|e| error(dir, e))?;
+    std::fs::rename(&scratch, dir.join(MANIFEST)).map_err(|e| error(dir, e))?;
+    // Only now is the new set the one named; the files of earlier steps can go.
+    for entry in std::fs::read_dir(dir).map_err(|e| error(dir, e))?.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let ours = name.ends_with(".bpk")
+            && (name.starts_with("model-") || name.starts_with("optimizer-"));
+        if ours && name != weights && name != optimizer_file {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    Ok(())
+}
+
+/// Reads the checkpoint in `dir`, if there is one, for a run of these settings; a checkpoint
+/// of other settings is refused (resuming it would train a model nobody asked for).
+pub(crate) fn load(
+    dir: &Path,
+    model_config: &ModelConfig,
+    train: &TrainConfig,
+    device: &Device,
+) -> Result<Option<Resumed>> {
+    let path = dir.join(MANIFEST);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(error(dir, format!("cannot read {MANIFEST}: {e}"))),
+    };
+    let manifest: Manifest = serde_json::from_str(&text)
+        .map_err(|e| error(dir, format!("{MANIFEST} is not a doppel checkpoint: {e}")))?;
+    if manifest.format != FORMAT {
+        return Err(error(
+            dir,
+            format!(
+                "checkpoint format `{}`; this doppel reads `{FORMAT}`",
+                manifest.format
+            ),
+        ));
+    }
+    if &manifest.model != model_config || &manifest.train != train {
+        return Err(error(
+            dir,
+            "the checkpoint was written by a run with other settings (model or training); \
+             run with those settings to resume it, or without --resume to start afresh",
+        ));
+    }
+    let mut model = model_config.init_seeded(train.seed, device);
+    let mut store = BurnpackStore::from_file(dir.join(&manifest.weights)).auto_extension(false);
+    model
+        .load_from(&mut store)
+        .map_err(|e| error(dir, format!("cannot read {}: {e}", manifest.weights)))?;
+    let optimizer = OptimizerRecord::load(dir.join(&manifest.optimizer))
+        .map_err(|e| error(dir, format!("cannot read {}: {e}", manifest.optimizer)))?;
+    Ok(Some(Resumed {
+        step: manifest.step,
+        model,
+        optimizer,
+        curve: manifest.curve,
+        recent: manifest.recent,
+        rng: manifest.rng,
+    }))
+}
+
+/// The step of the checkpoint in `dir`, if one is there (for messages; [`load`] checks it).
+pub fn saved_step(dir: &Path) -> Option<usize> {
+    let text = std::fs::read_to_string(dir.join(MANIFEST)).ok()?;
+    serde_json::from_str::<Manifest>(&text).ok().map(|m| m.step)
+}
+
+/// Removes a run's checkpoint files (and `dir`, if nothing else is in it) once its model is
+/// safely written.
+pub fn clear(dir: &Path) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let ours = name.starts_with(MANIFEST)
+            || (name.ends_with(".bpk")
+                && (name.starts_with("model-") || name.starts_with("optimizer-")));
+        if ours {
+            std::fs::remove_file(entry.path()).map_err(|e| error(dir, e))?;
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+    Ok(())
+}
