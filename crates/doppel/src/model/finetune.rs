@@ -1,0 +1,228 @@
+//! `doppel model finetune`: a forecasting head, or a linear probe for labels, on top of a
+//! pretrained model.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::bail;
+use burn::prelude::Device;
+use clap::Args;
+use doppel_model::data::ReadOptions;
+use doppel_model::finetune::{ForecastTuning, finetune_forecast};
+use doppel_model::linear::{Layout, Search};
+use doppel_model::probe::{ProbeSettings, ProbeTask, fit_probe};
+use doppel_model::store::{self};
+use doppel_model::train::TrainConfig;
+
+use super::lake_input::{LakeArgs, read_input};
+use super::{Destination, model_dir, share_below_one};
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FinetuneTask {
+    /// The next --horizon steps of every channel, with error bands.
+    Forecast,
+    /// A class from --label-column, by a linear probe on window embeddings.
+    Classify,
+    /// A number from --label-column, by a linear probe on window embeddings.
+    Regress,
+}
+
+#[derive(Args)]
+pub struct FinetuneArgs {
+    /// What the head learns.
+    #[arg(long, value_enum)]
+    task: FinetuneTask,
+    /// The pretrained model: a model folder, or a registered name (`pumps`, `pumps@2`).
+    #[arg(long)]
+    model: String,
+    #[command(flatten)]
+    lake: LakeArgs,
+    /// Training files, on the model's grid and with its channels; the last 20 % of each is
+    /// kept to choose the weights and to measure the error bands.
+    #[arg(long, num_args = 1.., required = true)]
+    input: Vec<PathBuf>,
+    /// The time column (default: as `doppel import` finds it).
+    #[arg(long)]
+    time_column: Option<String>,
+    /// Steps to forecast (the head forecasts up to this many; forecast only).
+    #[arg(long, required_if_eq("task", "forecast"))]
+    horizon: Option<usize>,
+    /// The column holding the label (classify, regress): a window's label is its value at
+    /// the window's last step; rows without one are skipped.
+    #[arg(long, required_if_eq_any([("task", "classify"), ("task", "regress")]))]
+    label_column: Option<String>,
+    /// Steps between window starts (classify, regress; default: a quarter window).
+    #[arg(long)]
+    stride: Option<usize>,
+    /// Training steps (batches).
+    #[arg(long, default_value_t = 600)]
+    steps: usize,
+    /// Windows per batch.
+    #[arg(long, default_value_t = 128)]
+    batch: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 3e-4)]
+    lr: f64,
+    /// Read all channels of a window together (default: each channel on its own, as
+    /// PatchTST, which generalises better on few channels).
+    #[arg(long)]
+    channels_together: bool,
+    /// Train the head only, the encoder as pretrained (a linear probe).
+    #[arg(long)]
+    freeze_encoder: bool,
+    /// Dropout in the encoder's blocks while fine-tuning (0 to 1; PatchTST uses 0.2–0.3 on
+    /// small data sets). Nothing is dropped when the model forecasts.
+    #[arg(long, default_value_t = 0.0, value_parser = share_below_one)]
+    dropout: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[command(flatten)]
+    dest: Destination,
+}
+
+pub(super) fn finetune_command(args: FinetuneArgs) -> anyhow::Result<ExitCode> {
+    let task = match args.task {
+        FinetuneTask::Forecast => None,
+        FinetuneTask::Classify => Some(ProbeTask::Classify),
+        FinetuneTask::Regress => Some(ProbeTask::Regress),
+    };
+    if let Some(task) = task {
+        return probe_command(&args, task);
+    }
+    let horizon = args.horizon.expect("clap requires --horizon for forecast");
+    let device = Device::flex().autodiff();
+    let (model, mut card) = store::load(&model_dir(&args.model, &args.lake.data.data)?, &device)?;
+    let options = ReadOptions {
+        time_column: args.time_column.clone(),
+        channels: Some(card.channels.clone()),
+    };
+    let mut recordings = Vec::new();
+    for path in &args.input {
+        let rec = read_input(path, &options, &args.lake)?;
+        if rec.step_ns != card.step_ns {
+            bail!(
+                "{}: rows are {} s apart, the model's grid is {} s",
+                path.display(),
+                rec.step_ns as f64 / 1e9,
+                card.step_ns as f64 / 1e9
+            );
+        }
+        recordings.push(card.normalizer.apply(&rec));
+    }
+    let train = TrainConfig::new(args.steps, args.batch, args.lr, args.seed);
+    let tuning = ForecastTuning {
+        horizon,
+        channel_independent: !args.channels_together,
+        linear: Search::default(),
+        freeze_encoder: args.freeze_encoder,
+        dropout: args.dropout,
+    };
+    eprintln!(
+        "fine-tuning a forecasting head for {} steps on a {}-step look-back ({} file(s))",
+        horizon,
+        card.config.window(),
+        recordings.len()
+    );
+    let bar = crate::progress::training_bar(args.steps as u64);
+    let (forecaster, head) = finetune_forecast(
+        model,
+        &card.config,
+        &recordings,
+        &tuning,
+        &train,
+        &device,
+        |p| {
+            bar.set_position(p.step as u64);
+            bar.set_message(format!("loss {:.4}", p.loss));
+        },
+    )?;
+    bar.finish_and_clear();
+    let start = head.linear_start.as_ref().map_or_else(String::new, |c| {
+        let layout = match c.layout {
+            Layout::Shared => "one matrix for all channels",
+            Layout::PerChannel => "one matrix per channel",
+        };
+        format!(" ({layout}, ridge {}, chosen on validation)", c.ridge)
+    });
+    eprintln!(
+        "validation MSE (standardised) {:.4}; the linear start{start} had {:.4}; kept the \
+         weights of step {}",
+        head.validation_mse, head.linear_validation_mse, head.best_step
+    );
+    card.forecast_head = Some(head);
+    card.probe = None;
+    let written = args.dest.write(&args.lake.data.data, |dir| {
+        store::save_forecaster(dir, &forecaster, &card)
+    })?;
+    eprintln!("{written}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn probe_command(args: &FinetuneArgs, task: ProbeTask) -> anyhow::Result<ExitCode> {
+    let label_column = args
+        .label_column
+        .clone()
+        .expect("clap requires --label-column for classify and regress");
+    let device = Device::flex();
+    let (model, mut card) = store::load(&model_dir(&args.model, &args.lake.data.data)?, &device)?;
+    let stride = args.stride.unwrap_or((card.config.window() / 4).max(1));
+    let (mut recordings, mut labels) = (Vec::new(), Vec::new());
+    for path in &args.input {
+        // One read for sensors and label, so both sit on the same grid.
+        let mut channels = card.channels.clone();
+        channels.push(label_column.clone());
+        let mut rec = read_input(
+            path,
+            &ReadOptions {
+                time_column: args.time_column.clone(),
+                channels: Some(channels),
+            },
+            &args.lake,
+        )?;
+        let (values, seen) = (rec.values.pop(), rec.observed.pop());
+        rec.channels.pop();
+        labels.push(
+            values
+                .into_iter()
+                .flatten()
+                .zip(seen.into_iter().flatten())
+                .map(|(v, seen)| if seen { v as f64 } else { f64::NAN })
+                .collect::<Vec<f64>>(),
+        );
+        recordings.push(rec);
+    }
+    let settings = ProbeSettings {
+        task,
+        label_column,
+        stride,
+    };
+    eprintln!(
+        "fitting a linear probe ({:?}) on window embeddings, windows of {} steps every {stride}",
+        task,
+        card.config.window()
+    );
+    let (probe, probe_card) = fit_probe(&model, &card, &recordings, &labels, &settings, &device)?;
+    let metric = match task {
+        ProbeTask::Classify => "accuracy",
+        ProbeTask::Regress => "R²",
+    };
+    eprintln!(
+        "validation {metric} {:.3} on {} window(s) (the trivial answer: {:.3}); {} training window(s){}",
+        probe_card.validation_score,
+        probe_card.validation_windows,
+        probe_card.trivial_score,
+        probe_card.train_windows,
+        if task == ProbeTask::Classify {
+            format!(", {} classes", probe_card.classes.len())
+        } else {
+            String::new()
+        }
+    );
+    card.probe = Some(probe_card);
+    card.forecast_head = None;
+    let written = args.dest.write(&args.lake.data.data, |dir| {
+        store::save_probe(dir, &model, &probe, &card)
+    })?;
+    eprintln!("{written}");
+    Ok(ExitCode::SUCCESS)
+}

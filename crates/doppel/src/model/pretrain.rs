@@ -1,0 +1,229 @@
+//! `doppel model pretrain`: read the files, standardise, pretrain with checkpoints, write
+//! the model folder or register it.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::bail;
+use burn::module::Module;
+use burn::prelude::Device;
+use clap::Args;
+use doppel_core::time::format_rfc3339;
+use doppel_model::checkpoint::{self, Checkpointing};
+use doppel_model::data::{Normalizer, ReadOptions, Recording};
+use doppel_model::device::Accelerator;
+use doppel_model::model::ModelConfig;
+use doppel_model::store::{self, DataRange, ModelCard};
+use doppel_model::train::{TrainConfig, pretrain_with_checkpoints};
+
+use super::Destination;
+use super::lake_input::{LakeArgs, read_input};
+
+#[derive(Args)]
+pub struct PretrainArgs {
+    /// Input files (CSV, whitespace tables or Parquet) or lake tables
+    /// (lake:DB/TABLE[?tag=value&...]); each is one recording, and windows
+    /// never cross from one into the next.
+    #[arg(long, num_args = 1.., required = true)]
+    input: Vec<PathBuf>,
+    /// The time column (default: time, timestamp, date... as `doppel import` finds it).
+    #[arg(long)]
+    time_column: Option<String>,
+    /// Channels to model, comma-separated (default: every numeric column of the first file).
+    #[arg(long, value_delimiter = ',')]
+    channels: Option<Vec<String>>,
+    /// Model size: tiny (CPU, minutes), small, base, large.
+    #[arg(long, default_value = "tiny")]
+    size: String,
+    /// Steps per patch (a token is one patch of one channel).
+    #[arg(long, default_value_t = 8)]
+    patch: usize,
+    /// Patches per window.
+    #[arg(long, default_value_t = 12)]
+    patches: usize,
+    /// Channels per token: 1 (default) cuts each channel on its own; K > 1 gives LSM's 2-D
+    /// patches of K neighbouring channels (fewer tokens: quicker on many channels; the model
+    /// then always reads its channels in this order, and cannot take a forecasting head).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    channels_per_token: u64,
+    /// Training steps (batches).
+    #[arg(long, default_value_t = 600)]
+    steps: usize,
+    /// Windows per batch.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    /// The seed: the same seed and data give the same weights.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Share of patches hidden from the encoder in each training window (LSM's 0.8).
+    #[arg(long, default_value_t = 0.8)]
+    mask_ratio: f64,
+    /// Share of points also hidden inside the patches the encoder sees: teaches the model
+    /// to fill scattered missing values from their own patch.
+    #[arg(long, default_value_t = 0.0)]
+    point_mask_ratio: f64,
+    /// Learn the difference from linear interpolation of the shown values, not the values
+    /// themselves. For a gap-filling model: `--mask-ratio 0 --point-mask-ratio 0.4
+    /// --interpolation-prior` (on ETT it beats interpolation, and TimesNet on ETTh1;
+    /// docs/BENCHMARKS.md).
+    #[arg(long)]
+    interpolation_prior: bool,
+    /// Normalise each window by its own shown values (RevIN), for data whose level drifts.
+    #[arg(long)]
+    instance_norm: bool,
+    /// Steps between training checkpoints (0: none). They go into OUT/checkpoint (or the
+    /// registry, with --name) and are removed once the model is written.
+    #[arg(long, default_value_t = 500)]
+    checkpoint_every: usize,
+    /// Go on from the last checkpoint of a run with the same settings that was stopped: it
+    /// ends with the weights an unbroken run would have.
+    #[arg(long)]
+    resume: bool,
+    /// Train on windows of one channel each, as a forecasting head reads them (PatchTST's
+    /// channel independence); raise --batch to keep the tokens a batch. For forecasting,
+    /// with --mask-ratio 0.4 (docs/BENCHMARKS.md).
+    #[arg(long)]
+    channel_independent: bool,
+    #[command(flatten)]
+    dest: Destination,
+    #[command(flatten)]
+    lake: LakeArgs,
+    /// Train on the GPU (needs a doppel built with `--features gpu`).
+    #[arg(long)]
+    gpu: bool,
+}
+
+pub(super) fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
+    let mut options = ReadOptions {
+        time_column: args.time_column.clone(),
+        channels: args.channels.clone(),
+    };
+    let mut recordings: Vec<Recording> = Vec::new();
+    for path in &args.input {
+        let rec = read_input(path, &options, &args.lake)?;
+        if options.channels.is_none() {
+            options.channels = Some(rec.channels.clone());
+        }
+        recordings.push(rec);
+    }
+    let step_ns = recordings[0].step_ns;
+    if let Some(other) = recordings.iter().find(|r| r.step_ns != step_ns) {
+        bail!(
+            "{} has rows {} s apart, {} has {} s: give files on one grid",
+            other.source.display(),
+            other.step_ns as f64 / 1e9,
+            recordings[0].source.display(),
+            step_ns as f64 / 1e9
+        );
+    }
+    let channels = recordings[0].channels.clone();
+    let Some(mut config) = ModelConfig::sized(&args.size, channels.len(), args.patch, args.patches)
+    else {
+        bail!(
+            "unknown size `{}`: use tiny, small, base or large",
+            args.size
+        );
+    };
+    for (name, ratio) in [
+        ("--mask-ratio", args.mask_ratio),
+        ("--point-mask-ratio", args.point_mask_ratio),
+    ] {
+        if !(0.0..1.0).contains(&ratio) {
+            bail!("{name} must be at least 0 and below 1, not {ratio}");
+        }
+    }
+    config.mask_ratio = args.mask_ratio;
+    config.point_mask_ratio = args.point_mask_ratio;
+    config.interpolation_prior = args.interpolation_prior;
+    config.instance_norm = args.instance_norm;
+    config.channels_per_token = args.channels_per_token as usize;
+    let train = TrainConfig {
+        channel_independent: args.channel_independent,
+        ..TrainConfig::new(args.steps, args.batch, args.lr, args.seed)
+    };
+    let normalizer = Normalizer::fit(&recordings, 1.0 - train.validation_fraction);
+    let standardised: Vec<Recording> = recordings.iter().map(|r| normalizer.apply(r)).collect();
+    let device = doppel_model::device::training(if args.gpu {
+        Accelerator::Gpu
+    } else {
+        Accelerator::Cpu
+    })?;
+    let parameters = config.init_seeded(args.seed, &Device::flex()).num_params();
+    eprintln!(
+        "pretraining a {} model ({parameters} parameters) on {} file(s), {} channel(s), windows of {} steps ({} patches of {}; {} tokens of {} channel(s) each)",
+        args.size,
+        recordings.len(),
+        channels.len(),
+        config.window(),
+        config.patches,
+        config.patch_len,
+        config.tokens_per_window(channels.len()),
+        config.channels_per_token
+    );
+    let checkpoints = Checkpointing {
+        dir: args.dest.checkpoint_dir(&args.lake.data.data)?,
+        every: args.checkpoint_every,
+        resume: args.resume,
+    };
+    match (checkpoint::saved_step(&checkpoints.dir), args.resume) {
+        (Some(step), true) => eprintln!(
+            "resuming from the checkpoint at step {step} ({})",
+            checkpoints.dir.display()
+        ),
+        (None, true) => eprintln!(
+            "no checkpoint in {}: starting from step 0",
+            checkpoints.dir.display()
+        ),
+        (Some(step), false) => eprintln!(
+            "{} holds a checkpoint at step {step}: add --resume to go on from it; \
+             this run starts afresh and replaces it",
+            checkpoints.dir.display()
+        ),
+        (None, false) => {}
+    }
+    let bar = crate::progress::training_bar(args.steps as u64);
+    let mut speed = 0.0;
+    let (model, curve) = pretrain_with_checkpoints(
+        &standardised,
+        &config,
+        &train,
+        Some(&checkpoints),
+        &device,
+        |p| {
+            speed = p.tokens_per_second;
+            bar.set_position(p.step as u64);
+            bar.set_message(format!(
+                "loss {:.4}, {:.0} tokens/s",
+                p.loss, p.tokens_per_second
+            ));
+        },
+    )?;
+    bar.finish_and_clear();
+    let data = recordings
+        .iter()
+        .map(|r| DataRange {
+            file: r.source.clone(),
+            start: format_rfc3339(r.start_ns),
+            end: format_rfc3339(r.time_ns(r.len() - 1)),
+            steps: r.len(),
+        })
+        .collect();
+    let card = ModelCard::new(config, normalizer, step_ns, parameters, data, train, curve);
+    let model = model.valid();
+    let written = args
+        .dest
+        .write(&args.lake.data.data, |dir| store::save(dir, &model, &card))?;
+    checkpoint::clear(&checkpoints.dir)?;
+    if let Some(last) = card.curve.last() {
+        eprintln!(
+            "validation loss {:.4} (standardised MSE on hidden patches) after {} steps; \
+             {speed:.0} tokens/s (batching and validation included)",
+            last.validation_loss, last.step
+        );
+    }
+    eprintln!("{written}");
+    Ok(ExitCode::SUCCESS)
+}
