@@ -12,14 +12,14 @@ use doppel_model::finetune::{
 };
 use doppel_model::linear::{self, Layout, Search, Series};
 use doppel_model::model::{ModelConfig, SensorModel, masked_mse};
-use doppel_model::store::{self, DataRange, ModelCard};
+use doppel_model::store::{self, ModelCard};
 use doppel_model::tasks;
 use doppel_model::train::{CurvePoint, TrainConfig, cut, pretrain};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 mod common;
-use common::{serial, sines, train_config};
+use common::{pretrained_on_sines, serial, sines, train_config};
 
 struct Trained {
     model: SensorModel,
@@ -31,31 +31,12 @@ struct Trained {
 fn trained() -> &'static Trained {
     static MODEL: OnceLock<Trained> = OnceLock::new();
     MODEL.get_or_init(|| {
-        let device = Device::flex().autodiff();
-        let raw = sines(3000, 1);
-        let normalizer = Normalizer::fit(std::slice::from_ref(&raw), 1.0);
         let config = ModelConfig::sized("tiny", 3, 8, 6).unwrap();
-        let train = train_config(600, 3);
-        let (model, curve) =
-            pretrain(&[normalizer.apply(&raw)], &config, &train, &device, |_| {}).unwrap();
-        let card = ModelCard::new(
-            config,
-            normalizer,
-            raw.step_ns,
-            model.num_params(),
-            vec![DataRange {
-                file: "sines.csv".into(),
-                start: "1970-01-01T00:00:00Z".into(),
-                end: "later".into(),
-                steps: raw.len(),
-            }],
-            train,
-            curve.clone(),
-        );
+        let (model, card) = pretrained_on_sines(config, train_config(600, 3));
         Trained {
-            model: model.valid(),
+            curve: card.curve.clone(),
+            model,
             card,
-            curve,
         }
     })
 }

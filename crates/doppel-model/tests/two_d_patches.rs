@@ -8,15 +8,15 @@ use doppel_model::batch::{Mask, make_batch};
 use doppel_model::data::Normalizer;
 use doppel_model::finetune::{ForecastTuning, finetune_forecast};
 use doppel_model::linear::Search;
-use doppel_model::model::{ModelConfig, SensorModel};
-use doppel_model::store::{self, ModelCard};
+use doppel_model::model::ModelConfig;
+use doppel_model::store;
 use doppel_model::tasks;
 use doppel_model::train::{TrainConfig, cut, pretrain};
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 mod common;
-use common::{serial, sines, train_config};
+use common::{pretrained_on_sines, serial, sines, train_config};
 
 fn two_d(k: usize) -> ModelConfig {
     ModelConfig {
@@ -114,30 +114,15 @@ fn tokens_hold_k_channels_and_the_output_has_one_row_per_channel() {
 #[test]
 fn a_model_of_two_d_patches_learns_forecasts_scores_and_reloads_exactly() {
     let _serial = serial();
-    let device = Device::flex().autodiff();
-    let raw = sines(3000, 1);
-    let normalizer = Normalizer::fit(std::slice::from_ref(&raw), 1.0);
     // All three channels in one token: 6 tokens a window instead of 18.
     let config = two_d(3);
     assert_eq!(config.tokens_per_window(3), 6);
-    let train = train_config(3000, 3);
-    let (model, curve) =
-        pretrain(&[normalizer.apply(&raw)], &config, &train, &device, |_| {}).unwrap();
+    let (model, card) = pretrained_on_sines(config, train_config(3000, 3));
     let (first, last) = (
-        curve[0].validation_loss,
-        curve.last().unwrap().validation_loss,
+        card.curve[0].validation_loss,
+        card.curve.last().unwrap().validation_loss,
     );
     assert!(last < 0.3 * first, "validation loss {first} -> {last}");
-    let model: SensorModel = model.valid();
-    let card = ModelCard::new(
-        config.clone(),
-        normalizer,
-        raw.step_ns,
-        model.num_params(),
-        vec![],
-        train,
-        curve,
-    );
     let plain = Device::flex();
 
     // The known pattern, forecast far better than seasonal naive: if the unfolding mixed

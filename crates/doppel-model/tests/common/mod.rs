@@ -1,8 +1,12 @@
 //! Helpers shared by the model's integration tests: a known signal, one test at a time,
 //! and a short training schedule.
 
-use doppel_model::data::Recording;
-use doppel_model::train::TrainConfig;
+use burn::module::Module;
+use burn::prelude::*;
+use doppel_model::data::{Normalizer, Recording};
+use doppel_model::model::{ModelConfig, SensorModel};
+use doppel_model::store::{DataRange, ModelCard};
+use doppel_model::train::{TrainConfig, pretrain};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
@@ -46,4 +50,30 @@ pub fn train_config(steps: usize, seed: u64) -> TrainConfig {
         seed,
         ..TrainConfig::default()
     }
+}
+
+/// A model pretrained on 3,000 steps of [`sines`] (seed 1), ready for inference, with its
+/// card (one data range: the sines).
+#[allow(dead_code)] // each test binary compiles this module; not all of them train
+pub fn pretrained_on_sines(config: ModelConfig, train: TrainConfig) -> (SensorModel, ModelCard) {
+    let device = Device::flex().autodiff();
+    let raw = sines(3000, 1);
+    let normalizer = Normalizer::fit(std::slice::from_ref(&raw), 1.0);
+    let (model, curve) =
+        pretrain(&[normalizer.apply(&raw)], &config, &train, &device, |_| {}).unwrap();
+    let card = ModelCard::new(
+        config,
+        normalizer,
+        raw.step_ns,
+        model.num_params(),
+        vec![DataRange {
+            file: "sines.csv".into(),
+            start: "1970-01-01T00:00:00Z".into(),
+            end: "later".into(),
+            steps: raw.len(),
+        }],
+        train,
+        curve,
+    );
+    (model.valid(), card)
 }
