@@ -95,10 +95,12 @@ fn location(line: usize, column: &Option<String>) -> String {
 }
 
 /// What an import did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ImportStats {
     pub rows: u64,
     pub values: u64,
+    /// Value columns in which no cell held a value (all empty, NaN or null).
+    pub empty_columns: Vec<String>,
 }
 
 /// Imports one file, handing each batch to `sink`; `progress` gets the rows read so far.
@@ -143,6 +145,13 @@ pub fn import_file<E: std::fmt::Display>(
     if stats.rows == 0 {
         return Err(builder.error(0, None, "the file has no data rows".into()));
     }
+    stats.empty_columns = builder
+        .roles
+        .iter()
+        .zip(&builder.columns)
+        .filter(|(role, _)| **role == Role::Field(None))
+        .map(|(_, name)| name.clone())
+        .collect();
     Ok(stats)
 }
 

@@ -89,7 +89,7 @@ pub fn read_recording(path: &Path, options: &ReadOptions) -> Result<Recording> {
     };
     let mut rows: Vec<(i64, Vec<(String, f32)>)> = Vec::new();
     let mut names: Vec<String> = Vec::new();
-    import_file(
+    let stats = import_file(
         path,
         &import,
         |_| {},
@@ -123,6 +123,15 @@ pub fn read_recording(path: &Path, options: &ReadOptions) -> Result<Recording> {
     };
     if names.is_empty() {
         return Err(input("no numeric column to model".into()));
+    }
+    // A column with no value at all cannot be standardised or learned; left out silently, a
+    // model would quietly miss a sensor its user thinks it has.
+    if options.channels.is_none() && !stats.empty_columns.is_empty() {
+        return Err(input(format!(
+            "column(s) {} have no value at all (every cell empty or NaN): choose the \
+             channels to model with --channels",
+            stats.empty_columns.join(", ")
+        )));
     }
     if rows.len() < 2 {
         return Err(input(format!("{} row(s): too few to model", rows.len())));
@@ -292,5 +301,43 @@ mod tests {
             e.contains("words.csv") && e.contains("no numeric column"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_column_with_no_value_at_all_is_refused_unless_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("dead.csv");
+        std::fs::write(
+            &file,
+            "time,a,dead,b
+\
+             2024-01-01T00:00:00Z,1,NaN,5
+\
+             2024-01-01T00:01:00Z,2,,6
+\
+             2024-01-01T00:02:00Z,3,nan,7
+",
+        )
+        .unwrap();
+        let e = read_recording(&file, &ReadOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("dead.csv")
+                && e.contains("dead have no value at all")
+                && e.contains("--channels"),
+            "{e}"
+        );
+        let chosen = ReadOptions {
+            channels: Some(vec!["a".into(), "b".into()]),
+            ..ReadOptions::default()
+        };
+        assert_eq!(read_recording(&file, &chosen).unwrap().channels, ["a", "b"]);
+        let asked = ReadOptions {
+            channels: Some(vec!["a".into(), "dead".into()]),
+            ..ReadOptions::default()
+        };
+        let e = read_recording(&file, &asked).unwrap_err().to_string();
+        assert!(e.contains("`dead` has no numeric value at all"), "{e}");
     }
 }
