@@ -144,8 +144,13 @@ pub fn load_probe(dir: &Path, device: &Device) -> Result<(SensorModel, Probe, Mo
 fn write_weights(dir: &Path, file: &str, module: &impl Module) -> Result<()> {
     // PyTorch's layout and names (linear weights [out, in], norms `weight`/`bias`), so
     // `safetensors.torch.load_file` gives tensors a PyTorch module takes as they are.
+    // One metadata key: burn's default three come out of a HashMap in a different order each
+    // run, so the same weights would give different files. `format: pt` is what PyTorch's own
+    // `save_file` writes (the tensors are in its layout).
     let mut store = SafetensorsStore::from_file(dir.join(file))
         .overwrite(true)
+        .clear_metadata()
+        .metadata("format", "pt")
         .with_to_adapter(BurnToPyTorchAdapter);
     module
         .save_into(&mut store)
