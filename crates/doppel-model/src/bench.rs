@@ -74,6 +74,8 @@ pub struct EttOptions {
     pub forecast_mask_ratio: f64,
     /// Pretrain it on one channel a window (as the heads read), 32 × C windows a batch.
     pub forecast_channel_independent: bool,
+    /// Its size (`tiny`, `small`, ...).
+    pub forecast_size: String,
     pub seed: u64,
 }
 
@@ -103,6 +105,7 @@ impl Default for EttOptions {
             forecast_pretrain_steps: 1000,
             forecast_mask_ratio: 0.8,
             forecast_channel_independent: false,
+            forecast_size: "tiny".into(),
             seed: 0,
         }
     }
@@ -311,7 +314,13 @@ pub fn ett(dir: &Path, options: &EttOptions, mut log: impl FnMut(&str)) -> Resul
                 )?;
                 rows.push(BenchRow {
                     settings: Some(settings),
-                    ..err.row(name, "forecast", Some(horizon), None, "doppel_mae_tiny_ft")
+                    ..err.row(
+                        name,
+                        "forecast",
+                        Some(horizon),
+                        None,
+                        &format!("doppel_mae_{}_ft", options.forecast_size),
+                    )
                 });
             }
         }
@@ -389,8 +398,8 @@ fn slice(rec: &Recording, start: usize, len: usize) -> Recording {
     out
 }
 
-/// A tiny model pretrained on the training split for forecasting: windows of the look-back
-/// (patches of 16 steps, as PatchTST), instance-normalised.
+/// A model (tiny unless asked) pretrained on the training split for forecasting: windows of
+/// the look-back (patches of 16 steps, as PatchTST), instance-normalised.
 fn pretrain_for_forecasting(
     data: &Recording,
     train_end: usize,
@@ -405,8 +414,13 @@ fn pretrain_for_forecasting(
             "the look-back ({lookback}) must be a multiple of the patch ({patch})"
         )));
     }
-    let mut config = ModelConfig::sized("tiny", data.channels.len(), patch, lookback / patch)
-        .expect("tiny is a size");
+    let size = &options.forecast_size;
+    let mut config = ModelConfig::sized(size, data.channels.len(), patch, lookback / patch)
+        .ok_or_else(|| {
+            ModelError::Settings(format!(
+                "unknown size `{size}`: use tiny, small, base or large"
+            ))
+        })?;
     config.instance_norm = true;
     config.mask_ratio = options.forecast_mask_ratio;
     let windows_per_batch = if options.forecast_channel_independent {

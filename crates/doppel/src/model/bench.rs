@@ -36,6 +36,7 @@ pub(super) fn bench_ett(args: EttArgs) -> anyhow::Result<ExitCode> {
         forecast_pretrain_steps: args.forecast_pretrain_steps,
         forecast_mask_ratio: args.forecast_mask_ratio,
         forecast_channel_independent: args.forecast_channel_independent,
+        forecast_size: args.forecast_size,
         seed: args.seed,
         ..Default::default()
     };

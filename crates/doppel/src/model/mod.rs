@@ -224,6 +224,9 @@ pub struct EttArgs {
     /// Pretrain that model on one channel a window, as its heads read them.
     #[arg(long)]
     forecast_channel_independent: bool,
+    /// Size of that model (tiny, small, base, large).
+    #[arg(long, default_value = "tiny")]
+    forecast_size: String,
     #[arg(long, default_value_t = 0)]
     seed: u64,
 }
