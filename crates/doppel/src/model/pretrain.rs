@@ -35,7 +35,7 @@ pub struct PretrainArgs {
     /// Model size: tiny (CPU, minutes), small, base, large.
     #[arg(long, default_value = "tiny")]
     size: String,
-    /// Steps per patch (a token is one patch of one channel).
+    /// Steps per patch (a token is one patch of one channel, or of --channels-per-token).
     #[arg(long, default_value_t = 8)]
     patch: usize,
     /// Patches per window.
