@@ -75,6 +75,10 @@ pub struct ReadOptions {
     pub time_column: Option<String>,
     /// Channels to keep (default: every numeric column).
     pub channels: Option<Vec<String>>,
+    /// Keep a chosen channel whose column is there but holds no value at all (all missing)
+    /// instead of refusing it: for tasks on a model, which know the channel already and can
+    /// fill or score it. Training refuses such a channel (nothing to learn it from).
+    pub allow_empty_channels: bool,
 }
 
 /// Reads one file into a recording on its own grid.
@@ -176,7 +180,9 @@ pub fn read_recording(path: &Path, options: &ReadOptions) -> Result<Recording> {
         }
     }
     for (c, name) in channels.iter().enumerate() {
-        if !observed[c].iter().any(|&o| o) {
+        let has_values = observed[c].iter().any(|&o| o);
+        let may_be_empty = options.allow_empty_channels && stats.empty_columns.contains(name);
+        if !has_values && !may_be_empty {
             return Err(input(format!(
                 "channel `{name}` has no numeric value at all"
             )));
@@ -339,5 +345,20 @@ mod tests {
         };
         let e = read_recording(&file, &asked).unwrap_err().to_string();
         assert!(e.contains("`dead` has no numeric value at all"), "{e}");
+        // A task on a model that knows the channel reads it as all missing, to fill it; a
+        // column the file does not have at all is still refused.
+        let task = ReadOptions {
+            allow_empty_channels: true,
+            ..asked
+        };
+        let r = read_recording(&file, &task).unwrap();
+        assert_eq!(r.channels, ["a", "dead"]);
+        assert!(r.observed[1].iter().all(|&o| !o) && r.observed[0].iter().all(|&o| o));
+        let absent = ReadOptions {
+            channels: Some(vec!["a".into(), "nowhere".into()]),
+            ..task
+        };
+        let e = read_recording(&file, &absent).unwrap_err().to_string();
+        assert!(e.contains("`nowhere` has no numeric value at all"), "{e}");
     }
 }

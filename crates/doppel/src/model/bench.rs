@@ -129,6 +129,7 @@ pub(super) fn scaling(args: ScalingArgs) -> anyhow::Result<ExitCode> {
     let mut options = ReadOptions {
         time_column: args.time_column.clone(),
         channels: None,
+        ..ReadOptions::default()
     };
     let mut recordings = Vec::new();
     for path in &args.input {

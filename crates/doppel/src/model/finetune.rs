@@ -95,6 +95,7 @@ pub(super) fn finetune_command(args: FinetuneArgs) -> anyhow::Result<ExitCode> {
     let options = ReadOptions {
         time_column: args.time_column.clone(),
         channels: Some(card.channels.clone()),
+        ..ReadOptions::default()
     };
     let mut recordings = Vec::new();
     for path in &args.input {
@@ -176,6 +177,7 @@ fn probe_command(args: &FinetuneArgs, task: ProbeTask) -> anyhow::Result<ExitCod
             &ReadOptions {
                 time_column: args.time_column.clone(),
                 channels: Some(channels),
+                ..ReadOptions::default()
             },
             &args.lake,
         )?;

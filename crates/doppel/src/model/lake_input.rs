@@ -116,6 +116,7 @@ pub fn read_input(
         &ReadOptions {
             time_column: Some("time".into()),
             channels: options.channels.clone(),
+            allow_empty_channels: options.allow_empty_channels,
         },
     );
     let _ = std::fs::remove_file(&path);

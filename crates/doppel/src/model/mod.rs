@@ -312,6 +312,8 @@ impl TaskArgs {
             &ReadOptions {
                 time_column: self.time_column.clone(),
                 channels: Some(card.channels.clone()),
+                // A sensor dead for the whole file is still the model's to fill or score.
+                allow_empty_channels: true,
             },
             &self.lake,
         )

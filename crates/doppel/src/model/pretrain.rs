@@ -100,6 +100,7 @@ pub(super) fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
     let mut options = ReadOptions {
         time_column: args.time_column.clone(),
         channels: args.channels.clone(),
+        ..ReadOptions::default()
     };
     let mut recordings: Vec<Recording> = Vec::new();
     for path in &args.input {

@@ -186,6 +186,42 @@ fn pretrain_then_impute_and_forecast_from_the_command_line() {
         assert!(line.split(',').all(|cell| !cell.is_empty()), "{line}");
     }
 
+    // A sensor dead for the whole file (its column there, every cell empty) is the model's
+    // to fill from the others, not a file to refuse.
+    let gaps = std::fs::read_to_string(dir.path().join("gaps.csv")).unwrap();
+    let dead: String = gaps
+        .lines()
+        .enumerate()
+        .map(|(i, line)| {
+            let mut cells: Vec<&str> = line.split(',').collect();
+            if i > 0 {
+                cells[2] = "";
+            }
+            cells.join(",") + "\n"
+        })
+        .collect();
+    std::fs::write(dir.path().join("dead.csv"), dead).unwrap();
+    let (ok, err) = run(&[
+        "model",
+        "impute",
+        "--model",
+        &p("m"),
+        "--input",
+        &p("dead.csv"),
+        "--out",
+        &p("revived.csv"),
+    ]);
+    assert!(ok, "{err}");
+    assert!(err.contains("filled 300 missing value(s)"), "{err}");
+    let revived = std::fs::read_to_string(dir.path().join("revived.csv")).unwrap();
+    assert!(
+        revived.lines().skip(1).all(|l| l
+            .split(',')
+            .nth(2)
+            .is_some_and(|b| b.parse::<f64>().is_ok())),
+        "{revived:.300}"
+    );
+
     let (ok, err) = run(&[
         "model",
         "forecast",
