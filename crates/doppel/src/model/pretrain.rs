@@ -141,6 +141,13 @@ pub(super) fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
     config.interpolation_prior = args.interpolation_prior;
     config.instance_norm = args.instance_norm;
     config.channels_per_token = args.channels_per_token as usize;
+    if config.channels_per_token > 1 && config.point_mask_ratio == 0.0 {
+        eprintln!(
+            "note: a model of 2-D tokens learns to fill a sensor among its token's others only \
+             from hidden points: add --point-mask-ratio 0.3 if it is to fill dead sensors \
+             (docs/MODEL.md)"
+        );
+    }
     let train = TrainConfig {
         channel_independent: args.channel_independent,
         ..TrainConfig::new(args.steps, args.batch, args.lr, args.seed)
