@@ -64,7 +64,8 @@ pub struct ErrorBand {
 /// The head: two linear maps whose sum is the forecast.
 #[derive(Module, Debug)]
 pub struct ForecastHead {
-    /// One channel's encoded patches side by side [N·d] → H steps; starts at zero.
+    /// One token row's encoded patches side by side [N·d] → H steps for each of its K
+    /// channels (K = 1 but for 2-D tokens); starts at zero.
     from_encoder: Linear,
     /// NLinear: the look-back relative to its last value [T] → H steps, for each of G
     /// weight groups side by side: [T, G·H] (G = 1 when channels share the weights, else
@@ -106,7 +107,10 @@ impl ForecastHead {
                 .init(device)
         };
         ForecastHead {
-            from_encoder: zeros(config.patches * config.d_model, horizon),
+            from_encoder: zeros(
+                config.patches * config.d_model,
+                config.channels_per_token * horizon,
+            ),
             from_lookback: Param::from_tensor(Tensor::zeros(
                 [config.window(), groups * horizon],
                 device,
@@ -125,42 +129,61 @@ pub struct Forecaster {
 
 impl Forecaster {
     /// Forecasts from look-back tokens, every patch visible: [B·C, H], in the window's
-    /// (instance-normalised) units. `patches` is N.
+    /// (instance-normalised) units. `patches` is N. Tokens of K channels (2-D patches) hold
+    /// K channels' look-backs, and their encoded row forecasts all K.
     pub fn forward(&self, tokens: &crate::model::Tokens, patches: usize) -> Tensor<2> {
-        let encoded = self.model.encode_all(tokens); // [B, C·N, d]
-        let [b, l, d] = encoded.dims();
-        let series = b * l / patches; // B·C
-        let flat = encoded.reshape([series, patches * d]); // [B·C, N·d]
-        let p = tokens.features.dims()[2] / 2;
+        let (c, k) = (tokens.channels, tokens.channels_per_token);
+        let encoded = self.model.encode_all(tokens); // [B, G·N, d]
+        let [b, lg, d] = encoded.dims();
+        let rows = b * lg / patches; // B·G
+        let series = b * c; // B·C
+        let kp = tokens.features.dims()[2] / 2;
+        let p = kp / k;
         let t = patches * p;
-        let lookback = tokens
-            .features
-            .clone()
-            .slice([0..b, 0..l, 0..p])
-            .reshape([series, t]); // [B·C, T]
+        let lookback = crate::model::unfold_channels(
+            tokens.features.clone().slice([0..b, 0..lg, 0..kp]),
+            c,
+            k,
+        )
+        .reshape([series, t]); // [B·C, T]
         let last = lookback.clone().slice([0..series, t - 1..t]); // [B·C, 1]
-        let h = self.head.from_encoder.weight.dims()[1];
+        let h = self.head.from_encoder.weight.dims()[1] / k;
+        let from_encoder = self
+            .head
+            .from_encoder
+            .forward(encoded.reshape([rows, patches * d])) // [B·G, K·H]
+            .reshape([b, lg / patches, k * h]);
+        // Each token row's K forecasts, one row per channel: [B·C, H].
+        let from_encoder = crate::model::unfold_channels(from_encoder, c, k).reshape([series, h]);
         let groups = self.head.from_lookback.dims()[1] / h;
         let every_group =
             (lookback - last.clone().expand([series, t])).matmul(self.head.from_lookback.val()); // [B·C, G·H]
         let linear = if groups == 1 {
             every_group
         } else {
-            // Each series reads its own channel's group: the channel of its first token.
-            let channel = tokens
-                .channel
-                .clone()
-                .reshape([series, patches])
-                .slice([0..series, 0..1])
-                .reshape([series, 1, 1])
-                .expand([series, 1, h]);
+            // Each series reads its own channel's group: the channel of its first token, or
+            // with 2-D tokens (every channel, in order) its place in the window.
+            let channel = if k == 1 {
+                tokens
+                    .channel
+                    .clone()
+                    .reshape([series, patches])
+                    .slice([0..series, 0..1])
+            } else {
+                Tensor::<1, Int>::arange(0..c as i64, &last.device())
+                    .reshape([1, c])
+                    .repeat_dim(0, b)
+                    .reshape([series, 1])
+            }
+            .reshape([series, 1, 1])
+            .expand([series, 1, h]);
             every_group
                 .reshape([series, groups, h])
                 .gather(1, channel)
                 .reshape([series, h])
         };
         let skip = linear + last.expand([series, h]); // [B·C, H]
-        skip + self.head.from_encoder.forward(flat)
+        skip + from_encoder
     }
 }
 
@@ -335,10 +358,10 @@ pub fn finetune_forecast(
     mut progress: impl FnMut(&crate::train::Progress),
 ) -> Result<(Forecaster, ForecastHeadCard)> {
     let (t, h) = (config.window(), tuning.horizon);
-    if config.channels_per_token > 1 {
+    if config.channels_per_token > 1 && tuning.channel_independent {
         return Err(ModelError::Settings(format!(
-            "the forecasting head reads one channel's tokens, but this model's tokens hold {} \
-             channels each (2-D patches): pretrain with --channels-per-token 1 to fine-tune",
+            "this model's tokens hold {} channels each (2-D patches), so its head reads every \
+             channel of a window together: fine-tune with --channels-together",
             config.channels_per_token
         )));
     }
@@ -427,7 +450,7 @@ pub fn finetune_forecast(
     } else {
         channels
     };
-    let tokens_per_batch = (train.batch_size * per_window * config.patches) as f64;
+    let tokens_per_batch = (train.batch_size * config.tokens_per_window(per_window)) as f64;
     let started = std::time::Instant::now();
     for step in 0..train.steps {
         let samples: Vec<Sample> = (0..train.batch_size)
@@ -555,6 +578,59 @@ fn error_bands(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// With 2-D tokens one encoded row forecasts K channels: each channel must get its own
+    /// row's share. A head whose only non-zero part is the encoder map's bias, set to
+    /// 100·(row in the token) + step, tells which share each channel got.
+    #[test]
+    fn each_channel_of_a_two_d_token_gets_its_own_forecast() {
+        let device = Device::flex();
+        let (c, k, h) = (3, 2, 4); // tokens {0, 1} and {2, padding}
+        let config = ModelConfig {
+            channels_per_token: k,
+            ..ModelConfig::sized("tiny", c, 8, 6).unwrap()
+        };
+        let mut head = ForecastHead::empty(&config, h, 1, &device);
+        let bias: Vec<f32> = (0..k)
+            .flat_map(|row| (0..h).map(move |step| (100 * row + step) as f32))
+            .collect();
+        head.from_encoder.bias = Some(Param::from_tensor(Tensor::from_data(
+            TensorData::new(bias, [k * h]),
+            &device,
+        )));
+        let forecaster = Forecaster {
+            model: config.init_seeded(0, &device),
+            head,
+        };
+        let t = config.window();
+        let window = Window {
+            values: (0..c * t).map(|i| (i % 17) as f32 * 0.1).collect(),
+            observed: vec![true; c * t],
+            channels: (0..c).collect(),
+        };
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(0);
+        let batch = make_batch(
+            std::slice::from_ref(&window),
+            &config,
+            &Mask::Holes,
+            &mut rng,
+            &device,
+        );
+        let out: Vec<f32> = forecaster
+            .forward(&batch.tokens, config.patches)
+            .into_data()
+            .try_into_vec()
+            .unwrap();
+        assert_eq!(out.len(), c * h);
+        for ch in 0..c {
+            // The skip path adds the channel's last look-back value (no instance norm here).
+            let last = window.values[ch * t + t - 1];
+            for step in 0..h {
+                let expected = last + (100 * (ch % k) + step) as f32;
+                assert_eq!(out[ch * h + step], expected, "channel {ch}, step {step}");
+            }
+        }
+    }
 
     #[test]
     fn only_a_gain_larger_than_the_noise_is_clearly_better() {

@@ -252,7 +252,7 @@ impl SensorModel {
 
 /// From one row per token of K channels to one row per channel's patch:
 /// [B, G·N, K·P] → [B, C·N, P], dropping the padding channels of the last group.
-fn unfold_channels(out: Tensor<3>, channels: usize, k: usize) -> Tensor<3> {
+pub(crate) fn unfold_channels(out: Tensor<3>, channels: usize, k: usize) -> Tensor<3> {
     if k == 1 {
         return out;
     }

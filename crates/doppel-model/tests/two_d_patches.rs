@@ -1,15 +1,18 @@
 //! LSM's 2-D patches: a token of K neighbouring channels × P steps. The batch builds such
 //! tokens (a short last group padded with empty rows), the mask speaks per channel patch as
 //! with 1-D tokens, and a model of 2-D tokens learns, forecasts, scores and reloads through
-//! the same tasks. What needs one channel a token refuses clearly.
+//! the same tasks, forecasting heads included. What needs one channel a window refuses
+//! clearly.
 
 use burn::prelude::*;
 use doppel_model::batch::{Mask, make_batch};
 use doppel_model::data::Normalizer;
-use doppel_model::finetune::{ForecastTuning, finetune_forecast};
-use doppel_model::linear::Search;
+use doppel_model::finetune::{
+    ForecastHead, ForecastTuning, Forecaster, finetune_forecast, predict,
+};
+use doppel_model::linear::{self, Layout, Search, Series};
 use doppel_model::model::ModelConfig;
-use doppel_model::store;
+use doppel_model::store::{self, ModelCard};
 use doppel_model::tasks;
 use doppel_model::train::{TrainConfig, cut, pretrain};
 use rand::SeedableRng;
@@ -189,7 +192,7 @@ fn a_model_of_two_d_patches_learns_forecasts_scores_and_reloads_exactly() {
 }
 
 #[test]
-fn what_needs_one_channel_a_token_refuses_two_d_patches() {
+fn what_reads_one_channel_a_window_refuses_two_d_patches() {
     let _serial = serial();
     let device = Device::flex().autodiff();
     let raw = sines(600, 4);
@@ -221,7 +224,7 @@ fn what_needs_one_channel_a_token_refuses_two_d_patches() {
     let e = finetune_forecast(
         config.init_seeded(0, &device),
         &config,
-        &[rec],
+        std::slice::from_ref(&rec),
         &tuning,
         &train_config(5, 0),
         &device,
@@ -230,5 +233,99 @@ fn what_needs_one_channel_a_token_refuses_two_d_patches() {
     .map(|_| ())
     .unwrap_err()
     .to_string();
-    assert!(e.contains("--channels-per-token 1"), "{e}");
+    assert!(e.contains("--channels-together"), "{e}");
+}
+
+#[test]
+fn a_forecasting_head_on_two_d_tokens_starts_at_its_linear_start_and_reloads_exactly() {
+    let _serial = serial();
+    let config = two_d(2); // tokens {0, 1} and {2, padding}
+    let (w, h) = (config.window(), 12);
+    let raw = sines(2000, 4);
+    let normalizer = Normalizer::fit(std::slice::from_ref(&raw), 1.0);
+    let data = normalizer.apply(&raw);
+    let per_channel = Search {
+        ridges: vec![1.0],
+        layouts: vec![Layout::PerChannel],
+    };
+    let starts = [1500, 1613, 1777];
+    let windows: Vec<_> = starts
+        .iter()
+        .map(|&s| cut(&data, s, w, &[0, 1, 2]))
+        .collect();
+    let plain = Device::flex();
+
+    // A fresh head forecasts exactly as its per-channel linear start: each channel's
+    // look-back, unfolded from the 2-D tokens, meets its own channel's weights.
+    let series: Vec<Series> = (0..3)
+        .map(|channel| Series {
+            channel,
+            values: &data.values[channel],
+            cut: 1500,
+        })
+        .collect();
+    let (linear, _) = linear::choose(&series, 3, &[w], h, &per_channel).unwrap();
+    let fresh = Forecaster {
+        model: config.init_seeded(0, &plain),
+        head: ForecastHead::new(&config, &linear, &plain),
+    };
+    let predicted = predict(&fresh, &config, false, &windows, &plain);
+    for (p, &s) in predicted.iter().zip(&starts) {
+        for c in 0..3 {
+            let expected = linear.predict(c, &data.values[c][s..s + w]);
+            for k in 0..h {
+                let got = p[c * h + k];
+                assert!(
+                    (got - expected[k]).abs() < 1e-3,
+                    "window {s}, channel {c}, step {k}: {got} vs {}",
+                    expected[k]
+                );
+            }
+        }
+    }
+
+    // Fine-tuned (every channel of a window together), saved with its head and reloaded:
+    // the same forecasts.
+    let device = Device::flex().autodiff();
+    let tuning = ForecastTuning {
+        horizon: h,
+        channel_independent: false,
+        linear: per_channel,
+        freeze_encoder: false,
+        dropout: 0.0,
+    };
+    let (forecaster, head) = finetune_forecast(
+        config.init_seeded(0, &device),
+        &config,
+        std::slice::from_ref(&data),
+        &tuning,
+        &train_config(40, 5),
+        &device,
+        |_| {},
+    )
+    .unwrap();
+    let forecaster = forecaster.valid();
+    let predicted = predict(&forecaster, &config, false, &windows, &plain);
+    assert!(
+        predicted
+            .iter()
+            .all(|p| p.len() == 3 * h && p.iter().all(|x| x.is_finite()))
+    );
+    let mut card = ModelCard::new(
+        config.clone(),
+        normalizer,
+        raw.step_ns,
+        forecaster.model.num_params(),
+        vec![],
+        train_config(40, 5),
+        vec![],
+    );
+    card.forecast_head = Some(head);
+    let dir = tempfile::tempdir().unwrap();
+    store::save_forecaster(dir.path(), &forecaster, &card).unwrap();
+    let (reloaded, card) = store::load_forecaster(dir.path(), &plain).unwrap();
+    assert_eq!(
+        predict(&reloaded, &card.config, false, &windows, &plain),
+        predicted
+    );
 }

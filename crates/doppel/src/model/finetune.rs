@@ -64,7 +64,8 @@ pub struct FinetuneArgs {
     #[arg(long, default_value_t = 3e-4)]
     lr: f64,
     /// Read all channels of a window together (default: each channel on its own, as
-    /// PatchTST, which generalises better on few channels).
+    /// PatchTST, which generalises better on few channels; a model of 2-D tokens always
+    /// reads them together).
     #[arg(long)]
     channels_together: bool,
     /// Train the head only, the encoder as pretrained (a linear probe).
@@ -113,7 +114,7 @@ pub(super) fn finetune_command(args: FinetuneArgs) -> anyhow::Result<ExitCode> {
     let train = TrainConfig::new(args.steps, args.batch, args.lr, args.seed);
     let tuning = ForecastTuning {
         horizon,
-        channel_independent: !args.channels_together,
+        channel_independent: !args.channels_together && card.config.channels_per_token == 1,
         linear: Search::default(),
         freeze_encoder: args.freeze_encoder,
         dropout: args.dropout,

@@ -43,7 +43,7 @@ pub struct PretrainArgs {
     patches: usize,
     /// Channels per token: 1 (default) cuts each channel on its own; K > 1 gives LSM's 2-D
     /// patches of K neighbouring channels (fewer tokens: quicker on many channels; the model
-    /// then always reads its channels in this order, and cannot take a forecasting head).
+    /// then always reads its channels in this order, all of them together).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     channels_per_token: u64,
     /// Training steps (batches).

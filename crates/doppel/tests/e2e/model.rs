@@ -470,9 +470,10 @@ fn a_killed_pretraining_resumes_from_its_checkpoint_to_the_same_weights() {
 }
 
 /// LSM's 2-D patches from the command line: the card records the channels per token, the
-/// model scores a file like any other, and what needs one channel a token says so.
+/// model scores a file and takes a forecasting head like any other (reading every channel of
+/// a window together), and what needs one channel a window says so.
 #[test]
-fn two_d_patches_pretrain_score_and_refuse_a_forecasting_head() {
+fn two_d_patches_pretrain_score_and_forecast_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
     let p = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
     write_sines(&dir.path().join("train.csv"), 1500, false);
@@ -540,7 +541,26 @@ fn two_d_patches_pretrain_score_and_refuse_a_forecasting_head() {
         "--out",
         &p("f"),
     ]);
-    assert!(!ok && err.contains("--channels-per-token 1"), "{err}");
+    assert!(ok, "{err}");
+    let card: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("f/model.json")).unwrap())
+            .unwrap();
+    assert_eq!(card["forecast_head"]["channel_independent"], false);
+    let (ok, err) = run(&[
+        "model",
+        "forecast",
+        "--model",
+        &p("f"),
+        "--input",
+        &p("train.csv"),
+        "--horizon",
+        "12",
+        "--out",
+        &p("fc.csv"),
+    ]);
+    assert!(ok, "{err}");
+    let fc = std::fs::read_to_string(dir.path().join("fc.csv")).unwrap();
+    assert_eq!(fc.lines().count(), 1 + 12, "{fc:.200}");
     let (ok, err) = pretrain(&["--channels-per-token", "2", "--channel-independent"]);
     assert!(!ok && err.contains("channel-independent"), "{err}");
     let (ok, err) = pretrain(&["--channels-per-token", "0"]);
