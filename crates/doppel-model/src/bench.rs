@@ -76,6 +76,8 @@ pub struct EttOptions {
     pub forecast_channel_independent: bool,
     /// Its size (`tiny`, `small`, ...).
     pub forecast_size: String,
+    /// Its channels per token (above 1: 2-D patches; not with channel independence).
+    pub forecast_channels_per_token: usize,
     pub seed: u64,
 }
 
@@ -106,6 +108,7 @@ impl Default for EttOptions {
             forecast_mask_ratio: 0.8,
             forecast_channel_independent: false,
             forecast_size: "tiny".into(),
+            forecast_channels_per_token: 1,
             seed: 0,
         }
     }
@@ -319,7 +322,10 @@ pub fn ett(dir: &Path, options: &EttOptions, mut log: impl FnMut(&str)) -> Resul
                         "forecast",
                         Some(horizon),
                         None,
-                        &format!("doppel_mae_{}_ft", options.forecast_size),
+                        &model_name(
+                            &format!("doppel_mae_{}_ft", options.forecast_size),
+                            options.forecast_channels_per_token,
+                        ),
                     )
                 });
             }
@@ -423,6 +429,7 @@ fn pretrain_for_forecasting(
         })?;
     config.instance_norm = true;
     config.mask_ratio = options.forecast_mask_ratio;
+    config.channels_per_token = options.forecast_channels_per_token;
     let windows_per_batch = if options.forecast_channel_independent {
         32 * data.channels.len()
     } else {
@@ -472,7 +479,8 @@ fn finetune_and_test(
     };
     let tuning = crate::finetune::ForecastTuning {
         horizon,
-        channel_independent: true,
+        // One channel a window, as PatchTST; 2-D tokens read every channel together.
+        channel_independent: config.channels_per_token == 1,
         linear: Search::default(),
         freeze_encoder: options.freeze_encoder,
         dropout: options.finetune_dropout,

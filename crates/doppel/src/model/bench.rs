@@ -37,6 +37,7 @@ pub(super) fn bench_ett(args: EttArgs) -> anyhow::Result<ExitCode> {
         forecast_mask_ratio: args.forecast_mask_ratio,
         forecast_channel_independent: args.forecast_channel_independent,
         forecast_size: args.forecast_size,
+        forecast_channels_per_token: args.forecast_channels_per_token as usize,
         seed: args.seed,
         ..Default::default()
     };

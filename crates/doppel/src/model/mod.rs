@@ -227,6 +227,10 @@ pub struct EttArgs {
     /// Size of that model (tiny, small, base, large).
     #[arg(long, default_value = "tiny")]
     forecast_size: String,
+    /// Channels per token of that model (K > 1: 2-D patches; its heads read every channel
+    /// of a window together).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    forecast_channels_per_token: u64,
     #[arg(long, default_value_t = 0)]
     seed: u64,
 }
