@@ -314,22 +314,29 @@ fn mse(errors: &[(f64, usize)]) -> f64 {
     se / n.max(1) as f64
 }
 
-/// Whether `errors` beat `baseline`'s on the same samples by more than chance: the mean of
-/// the per-sample differences in MSE exceeds twice its standard error (a paired test).
-/// A head is kept only then, so a gain the size of the noise on validation is not shipped.
-fn clearly_better(errors: &[(f64, usize)], baseline: &[(f64, usize)]) -> bool {
+/// Whether `errors` beat `baseline`'s on the same samples by more than chance: a paired
+/// test, the mean gain in MSE above twice its standard error. The samples are in time order
+/// and overlap (each spans the look-back and the horizon), so neighbours' errors move
+/// together and would pass for independent evidence: the gains are first averaged over
+/// blocks of `block` consecutive samples (about one window's span), and the test is on the
+/// block means. A head is kept only then, so a gain the size of the noise is not shipped.
+fn clearly_better(errors: &[(f64, usize)], baseline: &[(f64, usize)], block: usize) -> bool {
     let gains: Vec<f64> = errors
         .iter()
         .zip(baseline)
         .filter(|(e, _)| e.1 > 0)
         .map(|(e, b)| (b.0 - e.0) / e.1 as f64)
         .collect();
-    let m = gains.len() as f64;
+    let means: Vec<f64> = gains
+        .chunks(block.max(1))
+        .map(|c| c.iter().sum::<f64>() / c.len() as f64)
+        .collect();
+    let m = means.len() as f64;
     if m < 2.0 {
         return false;
     }
-    let mean = gains.iter().sum::<f64>() / m;
-    let var = gains.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / (m - 1.0);
+    let mean = means.iter().sum::<f64>() / m;
+    let var = means.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / (m - 1.0);
     mean > 2.0 * (var / m).sqrt()
 }
 
@@ -433,6 +440,9 @@ pub fn finetune_forecast(
             .collect()
     };
     let val_samples = spread(256);
+    // Validation samples per window span (look-back and horizon): the paired test's block.
+    let spacing = (val_starts.len() / val_samples.len().max(1)).max(1);
+    let block = (t + h).div_ceil(spacing);
     let ci = tuning.channel_independent;
     let linear_errors = evaluate(&forecaster.valid(), config, ci, &val_samples, device);
     let linear_validation_mse = mse(&linear_errors);
@@ -495,7 +505,7 @@ pub fn finetune_forecast(
             let valid = forecaster.valid();
             let errors = evaluate(&valid, config, ci, &val_samples, device);
             let validation_loss = mse(&errors);
-            if validation_loss < best.0 && clearly_better(&errors, &linear_errors) {
+            if validation_loss < best.0 && clearly_better(&errors, &linear_errors, block) {
                 best = (validation_loss, step + 1, valid);
             }
             curve.push(CurvePoint::closing(
@@ -637,7 +647,7 @@ mod tests {
         let baseline: Vec<(f64, usize)> = (0..100).map(|i| (400.0 + (i % 7) as f64, 10)).collect();
         // Every window a little better: clearly better.
         let steady: Vec<(f64, usize)> = baseline.iter().map(|&(se, n)| (se - 5.0, n)).collect();
-        assert!(clearly_better(&steady, &baseline));
+        assert!(clearly_better(&steady, &baseline, 1));
         // The same mean gain from one lucky window among noisy ones: not.
         let lucky: Vec<(f64, usize)> = baseline
             .iter()
@@ -648,10 +658,22 @@ mod tests {
             })
             .collect();
         assert!(mse(&lucky) < mse(&baseline));
-        assert!(!clearly_better(&lucky, &baseline));
+        assert!(!clearly_better(&lucky, &baseline, 1));
         // No change, or worse: not.
-        assert!(!clearly_better(&baseline, &baseline));
+        assert!(!clearly_better(&baseline, &baseline, 1));
         let worse: Vec<(f64, usize)> = baseline.iter().map(|&(se, n)| (se + 5.0, n)).collect();
-        assert!(!clearly_better(&worse, &baseline));
+        assert!(!clearly_better(&worse, &baseline, 1));
+        // Overlapping windows: a gain shared by runs of ten neighbours is one piece of
+        // evidence a run, not ten. Four runs of +20, one of -40 (mean gain +8 a window)
+        // pass as 50 independent samples, and fail once each run is one block.
+        let runs: Vec<(f64, usize)> = baseline
+            .iter()
+            .take(50)
+            .enumerate()
+            .map(|(i, &(se, n))| (se - if i / 10 == 2 { -400.0 } else { 200.0 }, n))
+            .collect();
+        let base = &baseline[..50];
+        assert!(clearly_better(&runs, base, 1));
+        assert!(!clearly_better(&runs, base, 10));
     }
 }
