@@ -19,7 +19,7 @@ use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 mod common;
-use common::{pretrained_on_sines, serial, sines, train_config};
+use common::{forecast_against_seasonal_naive, pretrained_on_sines, serial, sines, train_config};
 
 struct Trained {
     model: SensorModel,
@@ -199,29 +199,7 @@ fn the_same_seed_trains_the_same_weights_and_a_reload_gives_identical_outputs() 
 fn it_forecasts_a_known_pattern_far_better_than_seasonal_naive() {
     let _serial = serial();
     let t = trained();
-    let device = Device::flex();
-    let test = sines(3000 + 400, 1); // the same process, later: the last 400 steps are new
-    let (mut model_se, mut naive_se, mut n) = (0.0f64, 0.0f64, 0);
-    for end in (3050..3380).step_by(37) {
-        let mut context = test.clone();
-        for c in 0..3 {
-            context.values[c].truncate(end);
-            context.observed[c].truncate(end);
-        }
-        let horizon = 16;
-        let f = tasks::forecast(&t.model, &t.card, &context, horizon, &device).unwrap();
-        for (c, predicted) in f.iter().enumerate() {
-            let sd = t.card.normalizer.std[c] as f64;
-            for (h, &p) in predicted.iter().enumerate() {
-                let truth = test.values[c][end + h] as f64;
-                let naive = test.values[c][end + h - 24] as f64;
-                model_se += ((p as f64 - truth) / sd).powi(2);
-                naive_se += ((naive - truth) / sd).powi(2);
-                n += 1;
-            }
-        }
-    }
-    let (model_mse, naive_mse) = (model_se / n as f64, naive_se / n as f64);
+    let (model_mse, naive_mse) = forecast_against_seasonal_naive(&t.model, &t.card);
     assert!(
         model_mse < 0.5 * naive_mse,
         "model {model_mse} vs seasonal naive {naive_mse}"

@@ -19,7 +19,7 @@ use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 mod common;
-use common::{pretrained_on_sines, serial, sines, train_config};
+use common::{forecast_against_seasonal_naive, pretrained_on_sines, serial, sines, train_config};
 
 fn two_d(k: usize) -> ModelConfig {
     ModelConfig {
@@ -130,31 +130,14 @@ fn a_model_of_two_d_patches_learns_forecasts_scores_and_reloads_exactly() {
 
     // The known pattern, forecast far better than seasonal naive: if the unfolding mixed
     // channels up, each channel would get another's forecast.
-    let test = sines(3400, 1);
-    let (mut model_se, mut naive_se) = (0.0f64, 0.0f64);
-    for end in (3050..3380).step_by(37) {
-        let mut context = test.clone();
-        for c in 0..3 {
-            context.values[c].truncate(end);
-            context.observed[c].truncate(end);
-        }
-        let f = tasks::forecast(&model, &card, &context, 16, &plain).unwrap();
-        for (c, predicted) in f.iter().enumerate() {
-            let sd = card.normalizer.std[c] as f64;
-            for (h, &p) in predicted.iter().enumerate() {
-                let truth = test.values[c][end + h] as f64;
-                model_se += ((p as f64 - truth) / sd).powi(2);
-                naive_se += ((test.values[c][end + h - 24] as f64 - truth) / sd).powi(2);
-            }
-        }
-    }
+    let (model_mse, naive_mse) = forecast_against_seasonal_naive(&model, &card);
     eprintln!(
         "forecast MSE ratio to seasonal naive: {}",
-        model_se / naive_se
+        model_mse / naive_mse
     );
     assert!(
-        model_se < 0.5 * naive_se,
-        "model {model_se} vs seasonal naive {naive_se}"
+        model_mse < 0.5 * naive_mse,
+        "model {model_mse} vs seasonal naive {naive_mse}"
     );
 
     // Scoring hides whole tokens in turns, as pretraining did: a burst on one sensor, one

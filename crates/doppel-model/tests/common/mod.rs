@@ -6,6 +6,7 @@ use burn::prelude::*;
 use doppel_model::data::{Normalizer, Recording};
 use doppel_model::model::{ModelConfig, SensorModel};
 use doppel_model::store::{DataRange, ModelCard};
+use doppel_model::tasks;
 use doppel_model::train::{TrainConfig, pretrain};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -76,4 +77,33 @@ pub fn pretrained_on_sines(config: ModelConfig, train: TrainConfig) -> (SensorMo
         curve,
     );
     (model.valid(), card)
+}
+
+/// The model's 16-step forecasts of the sines, at points after its training range, against
+/// seasonal naive (24 steps back) on the same steps: standardised MSE of each,
+/// (model, seasonal naive).
+#[allow(dead_code)] // each test binary compiles this module; not all of them forecast
+pub fn forecast_against_seasonal_naive(model: &SensorModel, card: &ModelCard) -> (f64, f64) {
+    let device = Device::flex();
+    let test = sines(3000 + 400, 1); // the same process, later: the last 400 steps are new
+    let (mut model_se, mut naive_se, mut n) = (0.0f64, 0.0f64, 0);
+    for end in (3050..3380).step_by(37) {
+        let mut context = test.clone();
+        for c in 0..3 {
+            context.values[c].truncate(end);
+            context.observed[c].truncate(end);
+        }
+        let f = tasks::forecast(model, card, &context, 16, &device).unwrap();
+        for (c, predicted) in f.iter().enumerate() {
+            let sd = card.normalizer.std[c] as f64;
+            for (h, &p) in predicted.iter().enumerate() {
+                let truth = test.values[c][end + h] as f64;
+                let naive = test.values[c][end + h - 24] as f64;
+                model_se += ((p as f64 - truth) / sd).powi(2);
+                naive_se += ((naive - truth) / sd).powi(2);
+                n += 1;
+            }
+        }
+    }
+    (model_se / n as f64, naive_se / n as f64)
 }
