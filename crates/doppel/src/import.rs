@@ -185,6 +185,14 @@ pub fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
             stats.rows,
             stats.values
         );
+        if !stats.empty_columns.is_empty() {
+            eprintln!(
+                "{}: column(s) {} had no value at all (every cell empty, NaN or null): nothing \
+                 was written for them",
+                file.display(),
+                stats.empty_columns.join(", ")
+            );
+        }
         total_rows += stats.rows;
         total_values += stats.values;
     }

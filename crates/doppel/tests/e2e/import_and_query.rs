@@ -249,6 +249,32 @@ fn import_errors_name_file_line_and_column() {
         stderr.contains("bad.csv:3, column `v`: value `abc` is not a float"),
         "{stderr}"
     );
+
+    // A column with no value at all imports nothing, and says so.
+    let dead = dir.path().join("dead.csv");
+    std::fs::write(
+        &dead,
+        "time,v,dead\n2020-01-01T00:00:00Z,1,NaN\n2020-01-01T00:01:00Z,2,\n",
+    )
+    .unwrap();
+    let out = doppel()
+        .args([
+            "import",
+            "--data",
+            dir.path().join("lake").to_str().unwrap(),
+            "--db",
+            "x",
+            dead.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("column(s) dead had no value at all")
+            && stderr.contains("2 rows, 2 values"),
+        "{stderr}"
+    );
 }
 
 #[test]
