@@ -27,19 +27,33 @@ pub struct Server {
 
 impl Server {
     pub fn start(data: &Path, extra: &[&str]) -> Server {
-        Self::start_on(data, free_port(), extra)
-    }
-
-    pub fn start_on(data: &Path, port: u16, extra: &[&str]) -> Server {
-        Self::start_command("serve", data, port, extra)
+        Self::start_free("serve", data, extra)
     }
 
     /// `doppel up` (the server with the reference plant as its data source).
     pub fn up(data: &Path, extra: &[&str]) -> Server {
-        Self::start_command("up", data, free_port(), extra)
+        Self::start_free("up", data, extra)
     }
 
-    fn start_command(command: &str, data: &Path, port: u16, extra: &[&str]) -> Server {
+    /// On a free port. Another test's server may take the port between `free_port` and the
+    /// bind; then ours exits, and it is started again on another port.
+    fn start_free(command: &str, data: &Path, extra: &[&str]) -> Server {
+        let mut last = String::new();
+        for _ in 0..5 {
+            match Self::start_command(command, data, free_port(), extra) {
+                Ok(server) => return server,
+                Err(e) => last = e,
+            }
+        }
+        panic!("{last}");
+    }
+
+    fn start_command(
+        command: &str,
+        data: &Path,
+        port: u16,
+        extra: &[&str],
+    ) -> Result<Server, String> {
         let listen = format!("127.0.0.1:{port}");
         let child = doppel()
             .args([
@@ -60,11 +74,13 @@ impl Server {
             url: format!("http://{listen}"),
             port,
         };
-        server.wait_ready();
-        server
+        server.wait_ready()?;
+        Ok(server)
     }
 
-    fn wait_ready(&mut self) {
+    /// Until the port answers and our process is still the one serving it (a connection to
+    /// another test's server on the same port would pass the first check alone).
+    fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -75,14 +91,20 @@ impl Server {
                     .unwrap()
                     .read_to_string(&mut stderr)
                     .unwrap();
-                panic!("doppel exited with {status} before serving: {stderr}");
+                return Err(format!(
+                    "doppel exited with {status} before serving: {stderr}"
+                ));
             }
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
+                std::thread::sleep(Duration::from_millis(200));
+                if matches!(self.child.try_wait(), Ok(None)) {
+                    return Ok(());
+                }
+                continue; // ours exited: the loop above says why
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("doppel did not start listening within 60 s");
+        Err("doppel did not start listening within 60 s".into())
     }
 
     /// SIGTERM, then wait: a graceful stop that persists.
