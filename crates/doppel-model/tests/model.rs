@@ -19,7 +19,10 @@ use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 mod common;
-use common::{forecast_against_seasonal_naive, pretrained_on_sines, serial, sines, train_config};
+use common::{
+    assert_forecasts_are_linear, forecast_against_seasonal_naive, pretrained_on_sines, serial,
+    sines, train_config,
+};
 
 struct Trained {
     model: SensorModel,
@@ -536,19 +539,7 @@ fn a_fresh_head_forecasts_exactly_as_its_linear_start_channel_by_channel() {
     let windows: Vec<_> = starts.iter().map(|&s| cut(&data, s, w, &ids)).collect();
     for together in [false, true] {
         let predicted = predict(&forecaster, config, !together, &windows, &device);
-        for (p, &s) in predicted.iter().zip(&starts) {
-            for c in 0..3 {
-                let expected = linear.predict(c, &data.values[c][s..s + w]);
-                for k in 0..h {
-                    let got = p[c * h + k];
-                    assert!(
-                        (got - expected[k]).abs() < 1e-3,
-                        "window {s}, channel {c}, step {k}: {got} vs {}",
-                        expected[k]
-                    );
-                }
-            }
-        }
+        assert_forecasts_are_linear(&predicted, &linear, &data, &starts);
     }
 }
 

@@ -19,7 +19,10 @@ use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 mod common;
-use common::{forecast_against_seasonal_naive, pretrained_on_sines, serial, sines, train_config};
+use common::{
+    assert_forecasts_are_linear, forecast_against_seasonal_naive, pretrained_on_sines, serial,
+    sines, train_config,
+};
 
 fn two_d(k: usize) -> ModelConfig {
     ModelConfig {
@@ -253,19 +256,7 @@ fn a_forecasting_head_on_two_d_tokens_starts_at_its_linear_start_and_reloads_exa
         head: ForecastHead::new(&config, &linear, &plain),
     };
     let predicted = predict(&fresh, &config, false, &windows, &plain);
-    for (p, &s) in predicted.iter().zip(&starts) {
-        for c in 0..3 {
-            let expected = linear.predict(c, &data.values[c][s..s + w]);
-            for k in 0..h {
-                let got = p[c * h + k];
-                assert!(
-                    (got - expected[k]).abs() < 1e-3,
-                    "window {s}, channel {c}, step {k}: {got} vs {}",
-                    expected[k]
-                );
-            }
-        }
-    }
+    assert_forecasts_are_linear(&predicted, &linear, &data, &starts);
 
     // Fine-tuned (every channel of a window together), saved with its head and reloaded:
     // the same forecasts.

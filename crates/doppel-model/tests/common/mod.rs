@@ -4,6 +4,7 @@
 use burn::module::Module;
 use burn::prelude::*;
 use doppel_model::data::{Normalizer, Recording};
+use doppel_model::linear::LinearForecaster;
 use doppel_model::model::{ModelConfig, SensorModel};
 use doppel_model::store::{DataRange, ModelCard};
 use doppel_model::tasks;
@@ -106,4 +107,29 @@ pub fn forecast_against_seasonal_naive(model: &SensorModel, card: &ModelCard) ->
         }
     }
     (model_se / n as f64, naive_se / n as f64)
+}
+
+/// Asserts that `predicted` (per window, `[channel * H + step]`) is what `linear` forecasts
+/// from each window's look-back: the windows of `data` that start at `starts`.
+#[allow(dead_code)] // each test binary compiles this module; not all of them forecast
+pub fn assert_forecasts_are_linear(
+    predicted: &[Vec<f32>],
+    linear: &LinearForecaster,
+    data: &Recording,
+    starts: &[usize],
+) {
+    let (w, h) = (linear.lookback, linear.horizon);
+    for (p, &s) in predicted.iter().zip(starts) {
+        for c in 0..data.channels.len() {
+            let expected = linear.predict(c, &data.values[c][s..s + w]);
+            for k in 0..h {
+                let got = p[c * h + k];
+                assert!(
+                    (got - expected[k]).abs() < 1e-3,
+                    "window {s}, channel {c}, step {k}: {got} vs {}",
+                    expected[k]
+                );
+            }
+        }
+    }
 }
