@@ -126,14 +126,8 @@ pub fn make_batch(
     let visible = match mask {
         Mask::Random(ratio) => lg - ((lg as f64) * ratio).round() as usize,
         Mask::Tail(tail) => lg - groups * (*tail).min(n),
-        Mask::Channels(list) => {
-            let whole = (0..groups)
-                .filter(|&g| (g * k..((g + 1) * k).min(c)).all(|ch| list.contains(&ch)))
-                .count();
-            lg - whole * n
-        }
         Mask::Block(from, to) => lg - groups * to.saturating_sub(*from).min(n),
-        Mask::Gaps | Mask::Tokens(_) => lg - most_hidden(&forced),
+        Mask::Channels(_) | Mask::Gaps | Mask::Tokens(_) => lg - most_hidden(&forced),
         Mask::Holes => lg - most_hidden(&empty),
     }
     .max(1);
@@ -145,11 +139,13 @@ pub fn make_batch(
     let mut channel = Vec::with_capacity(b * lg);
     let mut position = Vec::with_capacity(b * lg);
     let mut order = Vec::with_capacity(b * lg);
+    let mut channel_ids = Vec::with_capacity(b * c);
     let mut restore = vec![0i64; b * lg];
     let mut hidden_all = Vec::with_capacity(b);
     let mut scale_all = Vec::with_capacity(b);
     let point_drop = matches!(mask, Mask::Random(_)) && config.point_mask_ratio > 0.0;
     for (wi, w) in windows.iter().enumerate() {
+        channel_ids.extend(w.channels.iter().map(|&ch| ch as i64));
         // Lower score = shown first. Tokens the mask hides score 2..3, empty ones 3..4.
         let mut score: Vec<(f64, usize)> = (0..lg)
             .map(|gt| {
@@ -299,15 +295,18 @@ pub fn make_batch(
     }
     let float =
         |v: Vec<f32>, shape: [usize; 3]| Tensor::<3>::from_data(TensorData::new(v, shape), device);
-    let int = |v: Vec<i64>| Tensor::<2, Int>::from_data(TensorData::new(v, [b, lg]), device);
+    let int = |v: Vec<i64>, width: usize| {
+        Tensor::<2, Int>::from_data(TensorData::new(v, [b, width]), device)
+    };
     Batch {
         tokens: Tokens {
             features: float(features, [b, lg, 2 * k * p]),
-            channel: int(channel),
-            position: int(position),
-            order: int(order),
-            restore: int(restore),
+            channel: int(channel, lg),
+            position: int(position, lg),
+            order: int(order, lg),
+            restore: int(restore, lg),
             visible,
+            channel_ids: int(channel_ids, c),
             channels: c,
             channels_per_token: k,
             prior: config.interpolation_prior.then(|| float(prior, [b, l, p])),

@@ -12,7 +12,6 @@
 use std::path::{Path, PathBuf};
 
 use burn::optim::{ModuleOptimizer, OptimizerRecord};
-use burn::prelude::*;
 use burn::store::{BurnpackStore, ModuleSnapshot};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use serde::{Deserialize, Serialize};
@@ -61,10 +60,9 @@ pub(crate) struct TrainingState<'a> {
     pub rng: &'a Xoshiro256PlusPlus,
 }
 
-/// A run read back from a checkpoint.
+/// A run read back from a checkpoint (its weights go into the caller's model).
 pub(crate) struct Resumed {
     pub step: usize,
-    pub model: SensorModel,
     pub optimizer: OptimizerRecord,
     pub curve: Vec<CurvePoint>,
     pub recent: Vec<f64>,
@@ -78,6 +76,31 @@ fn error(path: &Path, message: impl std::fmt::Display) -> ModelError {
     }
 }
 
+/// The weight and optimizer files of the checkpoint after `step` steps.
+fn step_files(step: usize) -> (String, String) {
+    (
+        format!("model-{step:08}.bpk"),
+        format!("optimizer-{step:08}.bpk"),
+    )
+}
+
+/// Whether a file name is one of [`step_files`]' (of any step).
+fn is_step_file(name: &str) -> bool {
+    name.ends_with(".bpk") && (name.starts_with("model-") || name.starts_with("optimizer-"))
+}
+
+/// The manifest in `dir`, if there is one.
+fn read_manifest(dir: &Path) -> Result<Option<Manifest>> {
+    let text = match std::fs::read_to_string(dir.join(MANIFEST)) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(error(dir, format!("cannot read {MANIFEST}: {e}"))),
+    };
+    let manifest: Manifest = serde_json::from_str(&text)
+        .map_err(|e| error(dir, format!("{MANIFEST} is not a doppel checkpoint: {e}")))?;
+    Ok(Some(manifest))
+}
+
 /// Writes a checkpoint of the run into `dir`, then removes the previous one's files.
 pub(crate) fn save(
     dir: &Path,
@@ -86,8 +109,7 @@ pub(crate) fn save(
     optimizer: &ModuleOptimizer,
 ) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| error(dir, e))?;
-    let weights = format!("model-{:08}.bpk", state.step);
-    let optimizer_file = format!("optimizer-{:08}.bpk", state.step);
+    let (weights, optimizer_file) = step_files(state.step);
     let mut store = BurnpackStore::from_file(dir.join(&weights))
         .auto_extension(false)
         .overwrite(true);
@@ -117,31 +139,26 @@ pub(crate) fn save(
     for entry in std::fs::read_dir(dir).map_err(|e| error(dir, e))?.flatten() {
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        let ours = name.ends_with(".bpk")
-            && (name.starts_with("model-") || name.starts_with("optimizer-"));
-        if ours && name != weights && name != optimizer_file {
+        if is_step_file(&name) && name != weights && name != optimizer_file {
             let _ = std::fs::remove_file(entry.path());
         }
     }
     Ok(())
 }
 
-/// Reads the checkpoint in `dir`, if there is one, for a run of these settings; a checkpoint
-/// of other settings is refused (resuming it would train a model nobody asked for).
+/// Reads the checkpoint in `dir`, if there is one, for a run of these settings: its weights
+/// go into `model` (with their parameter ids, which the optimizer record refers to). A
+/// checkpoint of other settings is refused (resuming it would train a model nobody asked
+/// for).
 pub(crate) fn load(
     dir: &Path,
     model_config: &ModelConfig,
     train: &TrainConfig,
-    device: &Device,
+    model: &mut SensorModel,
 ) -> Result<Option<Resumed>> {
-    let path = dir.join(MANIFEST);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(error(dir, format!("cannot read {MANIFEST}: {e}"))),
+    let Some(manifest) = read_manifest(dir)? else {
+        return Ok(None);
     };
-    let manifest: Manifest = serde_json::from_str(&text)
-        .map_err(|e| error(dir, format!("{MANIFEST} is not a doppel checkpoint: {e}")))?;
     if manifest.format != FORMAT {
         return Err(error(
             dir,
@@ -158,7 +175,6 @@ pub(crate) fn load(
              run with those settings to resume it, or without --resume to start afresh",
         ));
     }
-    let mut model = model_config.init_seeded(train.seed, device);
     let mut store = BurnpackStore::from_file(dir.join(&manifest.weights)).auto_extension(false);
     model
         .load_from(&mut store)
@@ -167,7 +183,6 @@ pub(crate) fn load(
         .map_err(|e| error(dir, format!("cannot read {}: {e}", manifest.optimizer)))?;
     Ok(Some(Resumed {
         step: manifest.step,
-        model,
         optimizer,
         curve: manifest.curve,
         recent: manifest.recent,
@@ -177,8 +192,7 @@ pub(crate) fn load(
 
 /// The step of the checkpoint in `dir`, if one is there (for messages; [`load`] checks it).
 pub fn saved_step(dir: &Path) -> Option<usize> {
-    let text = std::fs::read_to_string(dir.join(MANIFEST)).ok()?;
-    serde_json::from_str::<Manifest>(&text).ok().map(|m| m.step)
+    read_manifest(dir).ok().flatten().map(|m| m.step)
 }
 
 /// Removes a run's checkpoint files (and `dir`, if nothing else is in it) once its model is
@@ -190,10 +204,7 @@ pub fn clear(dir: &Path) -> Result<()> {
     for entry in entries.flatten() {
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        let ours = name.starts_with(MANIFEST)
-            || (name.ends_with(".bpk")
-                && (name.starts_with("model-") || name.starts_with("optimizer-")));
-        if ours {
+        if name.starts_with(MANIFEST) || is_step_file(&name) {
             std::fs::remove_file(entry.path()).map_err(|e| error(dir, e))?;
         }
     }

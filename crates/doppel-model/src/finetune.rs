@@ -161,22 +161,12 @@ impl Forecaster {
         let linear = if groups == 1 {
             every_group
         } else {
-            // Each series reads its own channel's group: the channel of its first token, or
-            // with 2-D tokens (every channel, in order) its place in the window.
-            let channel = if k == 1 {
-                tokens
-                    .channel
-                    .clone()
-                    .reshape([series, patches])
-                    .slice([0..series, 0..1])
-            } else {
-                Tensor::<1, Int>::arange(0..c as i64, &last.device())
-                    .reshape([1, c])
-                    .repeat_dim(0, b)
-                    .reshape([series, 1])
-            }
-            .reshape([series, 1, 1])
-            .expand([series, 1, h]);
+            // Each series reads its own channel's group.
+            let channel = tokens
+                .channel_ids
+                .clone()
+                .reshape([series, 1, 1])
+                .expand([series, 1, h]);
             every_group
                 .reshape([series, groups, h])
                 .gather(1, channel)

@@ -191,6 +191,8 @@ pub struct Tokens {
     /// Where each token went in `order` (its inverse): [B, L].
     pub restore: Tensor<2, Int>,
     pub visible: usize,
+    /// Each window's channels, as the model numbers them: [B, C].
+    pub channel_ids: Tensor<2, Int>,
     /// The window's channels (C) and channels per token (K), to unfold the output.
     pub channels: usize,
     pub channels_per_token: usize,

@@ -250,9 +250,8 @@ pub fn pretrain_with_checkpoints(
     let mut recent = Vec::new();
     let mut first_step = 0;
     if let Some(cp) = checkpoints.filter(|cp| cp.resume)
-        && let Some(resumed) = checkpoint::load(&cp.dir, model_config, config, device)?
+        && let Some(resumed) = checkpoint::load(&cp.dir, model_config, config, &mut model)?
     {
-        model = resumed.model;
         optimizer = optimizer.load_record(resumed.optimizer);
         rng = resumed.rng;
         curve = resumed.curve;

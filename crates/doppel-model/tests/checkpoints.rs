@@ -5,14 +5,13 @@
 use burn::prelude::*;
 use doppel_model::batch::{Mask, make_batch};
 use doppel_model::checkpoint::{self, Checkpointing};
-use doppel_model::data::Normalizer;
 use doppel_model::model::{ModelConfig, SensorModel};
 use doppel_model::train::{Progress, TrainConfig, cut, pretrain, pretrain_with_checkpoints};
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 mod common;
-use common::{serial, sines, train_config};
+use common::{serial, standardised_sines, train_config};
 
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -35,8 +34,7 @@ fn file_names(dir: &std::path::Path) -> Vec<String> {
 fn a_run_resumed_from_a_checkpoint_ends_with_the_weights_of_an_unbroken_run() {
     let _serial = serial();
     let device = Device::flex().autodiff();
-    let raw = sines(600, 4);
-    let rec = Normalizer::fit(std::slice::from_ref(&raw), 1.0).apply(&raw);
+    let rec = standardised_sines(600, 4);
     let recordings = std::slice::from_ref(&rec);
     let config = ModelConfig::sized("tiny", 3, 8, 4).unwrap();
     let train = TrainConfig {

@@ -21,7 +21,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 mod common;
 use common::{
     assert_forecasts_are_linear, forecast_against_seasonal_naive, pretrained_on_sines, serial,
-    sines, train_config,
+    sines, standardised_sines, train_config,
 };
 
 struct Trained {
@@ -35,7 +35,7 @@ fn trained() -> &'static Trained {
     static MODEL: OnceLock<Trained> = OnceLock::new();
     MODEL.get_or_init(|| {
         let config = ModelConfig::sized("tiny", 3, 8, 6).unwrap();
-        let (model, card) = pretrained_on_sines(config, train_config(600, 3));
+        let (model, card) = pretrained_on_sines(config, train_config(600, 3), 1);
         Trained {
             curve: card.curve.clone(),
             model,
@@ -100,7 +100,7 @@ fn the_loss_ignores_what_the_encoder_saw_and_what_was_never_observed() {
     let device = Device::flex();
     let config = ModelConfig::sized("tiny", 3, 8, 6).unwrap();
     let model = config.init_seeded(0, &device);
-    let rec = Normalizer::fit(&[sines(200, 2)], 1.0).apply(&sines(200, 2));
+    let rec = standardised_sines(200, 2);
     for seed in 0..20u64 {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
         let start = rng.random_range(0..100);
@@ -291,24 +291,9 @@ fn embeddings_cover_the_windows_and_repeat_exactly() {
 #[test]
 fn a_model_pretrained_with_point_masks_fills_scattered_points_from_their_own_patch() {
     let _serial = serial();
-    let device = Device::flex().autodiff();
-    let raw = sines(3000, 6);
-    let normalizer = Normalizer::fit(std::slice::from_ref(&raw), 1.0);
     let mut config = ModelConfig::sized("tiny", 3, 8, 6).unwrap();
     config.point_mask_ratio = 0.25;
-    let train = train_config(800, 5);
-    let (model, curve) =
-        pretrain(&[normalizer.apply(&raw)], &config, &train, &device, |_| {}).unwrap();
-    let card = ModelCard::new(
-        config,
-        normalizer,
-        raw.step_ns,
-        model.num_params(),
-        vec![],
-        train,
-        curve,
-    );
-    let model = model.valid();
+    let (model, card) = pretrained_on_sines(config, train_config(800, 5), 6);
     let mut rec = sines(600, 7);
     let truth = rec.values.clone();
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(8);

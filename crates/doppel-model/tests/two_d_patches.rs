@@ -21,7 +21,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 mod common;
 use common::{
     assert_forecasts_are_linear, forecast_against_seasonal_naive, pretrained_on_sines, serial,
-    sines, train_config,
+    sines, standardised_sines, train_config,
 };
 
 fn two_d(k: usize) -> ModelConfig {
@@ -37,7 +37,7 @@ fn tokens_hold_k_channels_and_the_output_has_one_row_per_channel() {
     let device = Device::flex();
     let config = two_d(2); // channels {0, 1} and {2, padding}
     let (p, n) = (8, 6);
-    let rec = Normalizer::fit(&[sines(200, 2)], 1.0).apply(&sines(200, 2));
+    let rec = standardised_sines(200, 2);
     let window = cut(&rec, 10, 48, &[0, 1, 2]);
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(3);
     let batch = make_batch(
@@ -123,7 +123,7 @@ fn a_model_of_two_d_patches_learns_forecasts_scores_and_reloads_exactly() {
     // All three channels in one token: 6 tokens a window instead of 18.
     let config = two_d(3);
     assert_eq!(config.tokens_per_window(3), 6);
-    let (model, card) = pretrained_on_sines(config, train_config(3000, 3));
+    let (model, card) = pretrained_on_sines(config, train_config(3000, 3), 1);
     let (first, last) = (
         card.curve[0].validation_loss,
         card.curve.last().unwrap().validation_loss,
@@ -181,8 +181,7 @@ fn a_model_of_two_d_patches_learns_forecasts_scores_and_reloads_exactly() {
 fn what_reads_one_channel_a_window_refuses_two_d_patches() {
     let _serial = serial();
     let device = Device::flex().autodiff();
-    let raw = sines(600, 4);
-    let rec = Normalizer::fit(std::slice::from_ref(&raw), 1.0).apply(&raw);
+    let rec = standardised_sines(600, 4);
     let config = two_d(2);
     let independent = TrainConfig {
         channel_independent: true,

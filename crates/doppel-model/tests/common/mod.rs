@@ -54,12 +54,23 @@ pub fn train_config(steps: usize, seed: u64) -> TrainConfig {
     }
 }
 
-/// A model pretrained on 3,000 steps of [`sines`] (seed 1), ready for inference, with its
-/// card (one data range: the sines).
+/// [`sines`] in standardised units (statistics of the whole series).
+#[allow(dead_code)] // each test binary compiles this module; not all of them use it
+pub fn standardised_sines(len: usize, seed: u64) -> Recording {
+    let raw = sines(len, seed);
+    Normalizer::fit(std::slice::from_ref(&raw), 1.0).apply(&raw)
+}
+
+/// A model pretrained on 3,000 steps of [`sines`] drawn with `data_seed`, ready for
+/// inference, with its card (one data range: the sines).
 #[allow(dead_code)] // each test binary compiles this module; not all of them train
-pub fn pretrained_on_sines(config: ModelConfig, train: TrainConfig) -> (SensorModel, ModelCard) {
+pub fn pretrained_on_sines(
+    config: ModelConfig,
+    train: TrainConfig,
+    data_seed: u64,
+) -> (SensorModel, ModelCard) {
     let device = Device::flex().autodiff();
-    let raw = sines(3000, 1);
+    let raw = sines(3000, data_seed);
     let normalizer = Normalizer::fit(std::slice::from_ref(&raw), 1.0);
     let (model, curve) =
         pretrain(&[normalizer.apply(&raw)], &config, &train, &device, |_| {}).unwrap();
