@@ -10,6 +10,7 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod finetune;
+pub mod fused;
 pub mod linear;
 pub mod model;
 pub mod probe;
@@ -18,5 +19,6 @@ pub mod scaling;
 pub mod store;
 pub mod tasks;
 pub mod train;
+pub mod transformer;
 
 pub use error::{ModelError, Result};

@@ -12,14 +12,14 @@
 //! value was really observed. Reads top to bottom: config, then the network, then `forward`.
 
 use burn::module::{Module, Param};
-use burn::nn::transformer::{
-    TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput,
-};
+use burn::nn::transformer::{TransformerEncoder, TransformerEncoderConfig};
 use burn::nn::{
     Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
 };
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
+
+use crate::{fused, transformer};
 
 /// Everything that shapes the network.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -215,16 +215,16 @@ impl SensorModel {
         let [b, _, d] = x.dims();
         let keep = t.order.clone().slice([0..b, 0..t.visible]); // [B, K]
         let x = x.gather(1, keep.unsqueeze_dim::<3>(2).repeat_dim(2, d)); // [B, K, d]
-        let x = self.encoder.forward(TransformerEncoderInput::new(x));
-        self.encoder_norm.forward(x)
+        let x = transformer::forward(&self.encoder, x);
+        fused::layer_norm(&self.encoder_norm, x)
     }
 
     /// The encoder over every token, in token order: [B, L, d]. For heads that read a
     /// whole look-back (forecasting); tokens with no data come in as empty patches.
     pub fn encode_all(&self, t: &Tokens) -> Tensor<3> {
         let x = self.embed(t); // [B, L, d]
-        let x = self.encoder.forward(TransformerEncoderInput::new(x));
-        self.encoder_norm.forward(x)
+        let x = transformer::forward(&self.encoder, x);
+        fused::layer_norm(&self.encoder_norm, x)
     }
 
     /// Encodes and reconstructs every patch of every channel: [B, C·N, P], channel-major.
@@ -242,8 +242,8 @@ impl SensorModel {
         let x = shuffled.gather(1, index) // back in token order: [B, L, dd]
             + self.decoder_channel_embed.forward(t.channel.clone())
             + self.decoder_position_embed.forward(t.position.clone());
-        let x = self.decoder.forward(TransformerEncoderInput::new(x));
-        let out = self.head.forward(self.decoder_norm.forward(x)); // [B, L, K·P]
+        let x = transformer::forward(&self.decoder, x);
+        let out = self.head.forward(fused::layer_norm(&self.decoder_norm, x)); // [B, L, K·P]
         let out = unfold_channels(out, t.channels, t.channels_per_token); // [B, C·N, P]
         match &t.prior {
             Some(prior) => out + prior.clone(),

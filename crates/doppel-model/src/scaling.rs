@@ -2,6 +2,14 @@
 //! validation loss of each, and fit L = a·C^b + c against training compute C (LSM's §4
 //! shape, at the scale one machine allows).
 //!
+//! Two fits come out. One over each run's final loss, as LSM reports it; at this scale it fits
+//! poorly, because every size sits near the trivial loss until some thousand steps and then
+//! drops, so loss follows steps more than compute. The other over the compute frontier: every
+//! point of every run's validation curve, placed at the compute spent so far, keeping those no
+//! cheaper point beats (the envelope of the training curves), from the point where the
+//! envelope is past half of its fall on. An intermediate point of a run was taken mid-schedule
+//! (its learning rate not yet decayed), so the frontier is, if anything, pessimistic.
+//!
 //! Every run is validated on the same windows (the last part of each recording); a smaller
 //! data amount keeps the most recent part of the training data, and trains for
 //! proportionally fewer steps (the same number of passes over its data), so that compute
@@ -109,7 +117,8 @@ pub fn study(
             let train = TrainConfig {
                 validation_fraction: validation_rows as f64
                     / (validation_rows + training_rows) as f64,
-                eval_every: (steps / 5).max(1),
+                // Ten points a curve: the compute frontier is drawn from them.
+                eval_every: (steps / 10).max(1),
                 ..TrainConfig::new(
                     steps,
                     options.batch_size,
@@ -147,6 +156,69 @@ pub fn study(
         }
     }
     Ok(runs)
+}
+
+/// One point of a run's validation curve, at the compute spent to reach it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FrontierPoint {
+    pub size: String,
+    pub data_fraction: f64,
+    pub step: usize,
+    pub compute: f64,
+    pub validation_loss: f64,
+}
+
+impl ScalingRun {
+    /// Compute spent by the end of `step` (every step costs the same).
+    pub fn compute_at(&self, step: usize) -> f64 {
+        self.compute * step as f64 / self.steps.max(1) as f64
+    }
+}
+
+/// The compute frontier: of every curve point of every run, those with a lower validation loss
+/// than every point that cost no more compute, cheapest first.
+pub fn compute_frontier(runs: &[ScalingRun]) -> Vec<FrontierPoint> {
+    let mut points: Vec<FrontierPoint> = runs
+        .iter()
+        .flat_map(|run| {
+            run.curve.iter().map(|p| FrontierPoint {
+                size: run.size.clone(),
+                data_fraction: run.data_fraction,
+                step: p.step,
+                compute: run.compute_at(p.step),
+                validation_loss: p.validation_loss,
+            })
+        })
+        .filter(|p| p.compute > 0.0 && p.validation_loss.is_finite())
+        .collect();
+    // Equal compute: the lower loss first, so it alone can make the frontier.
+    points.sort_by(|a, b| {
+        a.compute
+            .total_cmp(&b.compute)
+            .then(a.validation_loss.total_cmp(&b.validation_loss))
+    });
+    let mut best = f64::INFINITY;
+    points.retain(|p| {
+        let better = p.validation_loss < best;
+        best = best.min(p.validation_loss);
+        better
+    });
+    points
+}
+
+/// The part of the frontier past its early drop: from the first point whose loss has fallen
+/// at least halfway from the frontier's first loss to its last. Before that, loss sits on the
+/// plateau of an untrained model, which no power law in compute describes.
+pub fn past_the_drop(frontier: &[FrontierPoint]) -> &[FrontierPoint] {
+    let (Some(first), Some(last)) = (frontier.first(), frontier.last()) else {
+        return frontier;
+    };
+    let halfway = (first.validation_loss + last.validation_loss) / 2.0;
+    let from = frontier
+        .iter()
+        .position(|p| p.validation_loss <= halfway)
+        .unwrap_or(0);
+    &frontier[from..]
 }
 
 /// The recording from slot `from` on.
@@ -224,5 +296,96 @@ mod tests {
         assert!((fit.c - truth.c).abs() < 0.01, "{fit:?}");
         assert!(fit.rmse < 1e-3, "{fit:?}");
         assert!(fit_power_law(&points[..2]).is_none());
+    }
+
+    fn run(size: &str, compute: f64, losses: &[f64]) -> ScalingRun {
+        let steps = losses.len() * 10;
+        ScalingRun {
+            size: size.into(),
+            parameters: 1,
+            channels_per_token: 1,
+            data_fraction: 1.0,
+            training_rows: 0,
+            steps,
+            tokens: 0.0,
+            compute,
+            validation_loss: *losses.last().unwrap(),
+            seconds: 0.0,
+            curve: losses
+                .iter()
+                .enumerate()
+                .map(|(i, &l)| CurvePoint {
+                    step: (i + 1) * 10,
+                    train_loss: l,
+                    validation_loss: l,
+                    learning_rate: 0.0,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_frontier_keeps_only_points_no_cheaper_point_beats() {
+        // A small run (compute 4 at its end) and a large one (compute 40): the large run's
+        // early points cost 10 and 20 and lose to the small run's end; its later points win.
+        let runs = [
+            run("tiny", 4.0, &[1.0, 0.9, 0.7, 0.6]),
+            run("big", 40.0, &[1.0, 0.65, 0.5, 0.3]),
+        ];
+        let frontier = compute_frontier(&runs);
+        let kept: Vec<(f64, f64)> = frontier
+            .iter()
+            .map(|p| (p.compute, p.validation_loss))
+            .collect();
+        assert_eq!(
+            kept,
+            vec![
+                (1.0, 1.0),
+                (2.0, 0.9),
+                (3.0, 0.7),
+                (4.0, 0.6),
+                (30.0, 0.5),
+                (40.0, 0.3)
+            ]
+        );
+        assert_eq!(frontier[4].size, "big");
+        assert_eq!(frontier[4].step, 30);
+        // Halfway from 1.0 to 0.3 is 0.65: the fit starts at the first point at or under it.
+        let past = past_the_drop(&frontier);
+        assert_eq!(past.first().map(|p| p.validation_loss), Some(0.6));
+        assert_eq!(past.len(), 3);
+        assert!(past_the_drop(&[]).is_empty());
+    }
+
+    #[test]
+    fn a_power_law_frontier_is_recovered_past_its_plateau() {
+        // Runs that sit on a plateau of 1.0 for their first points, then follow L = 30·C^-0.3
+        // + 0.1: the fit past the drop finds the law the plateau would hide.
+        let law = PowerLaw {
+            a: 30.0,
+            b: -0.3,
+            c: 0.1,
+            rmse: 0.0,
+        };
+        let runs: Vec<ScalingRun> = [1e9, 1e10, 1e11]
+            .iter()
+            .map(|&total| {
+                let losses: Vec<f64> = (1..=10)
+                    .map(|i| {
+                        let c = total * i as f64 / 10.0;
+                        if i <= 3 { 1.0 } else { law.at(c).min(1.0) }
+                    })
+                    .collect();
+                run("any", total, &losses)
+            })
+            .collect();
+        let frontier = compute_frontier(&runs);
+        let points: Vec<(f64, f64)> = past_the_drop(&frontier)
+            .iter()
+            .map(|p| (p.compute, p.validation_loss))
+            .collect();
+        let fit = fit_power_law(&points).unwrap();
+        assert!((fit.b - law.b).abs() < 0.03, "{fit:?}");
+        assert!(fit.rmse < 0.01, "{fit:?}");
     }
 }

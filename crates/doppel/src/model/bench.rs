@@ -9,7 +9,9 @@ use anyhow::Context;
 use burn::prelude::Device;
 use clap::Args;
 use doppel_model::data::{Normalizer, ReadOptions};
-use doppel_model::scaling::{ScalingOptions, fit_power_law, study};
+use doppel_model::scaling::{
+    ScalingOptions, compute_frontier, fit_power_law, past_the_drop, study,
+};
 
 use super::EttArgs;
 
@@ -162,13 +164,32 @@ pub(super) fn scaling(args: ScalingArgs) -> anyhow::Result<ExitCode> {
         .map(|r| (r.compute, r.validation_loss))
         .collect();
     let fit = fit_power_law(&points);
+    let frontier = compute_frontier(&runs);
+    let fitted = past_the_drop(&frontier);
+    let frontier_points: Vec<(f64, f64)> = fitted
+        .iter()
+        .map(|p| (p.compute, p.validation_loss))
+        .collect();
+    let frontier_fit = fit_power_law(&frontier_points);
     let mut lines: Vec<serde_json::Value> = runs
         .iter()
         .map(|r| serde_json::to_value(r).expect("a run serialises"))
         .collect();
-    if let Some(fit) = &fit {
-        lines.push(serde_json::json!({ "fit": "L = a*C^b + c", "a": fit.a, "b": fit.b, "c": fit.c, "rmse": fit.rmse }));
+    for (name, law, over) in [
+        ("final losses", &fit, "every run's last validation loss"),
+        (
+            "compute frontier",
+            &frontier_fit,
+            "the compute frontier of the validation curves, past the early drop",
+        ),
+    ] {
+        if let Some(law) = law {
+            lines.push(serde_json::json!({ "fit": "L = a*C^b + c", "over": over, "name": name, "a": law.a, "b": law.b, "c": law.c, "rmse": law.rmse }));
+        }
     }
+    lines.extend(fitted.iter().map(|p| {
+        serde_json::json!({ "frontier": p.size, "data_fraction": p.data_fraction, "step": p.step, "compute": p.compute, "validation_loss": p.validation_loss })
+    }));
     write_jsonl(&args.out.join("scaling.jsonl"), &lines)?;
     println!(
         "{:<6} {:>10} {:>6} {:>8} {:>6} {:>10} {:>9} {:>6}",
@@ -189,13 +210,29 @@ pub(super) fn scaling(args: ScalingArgs) -> anyhow::Result<ExitCode> {
     }
     match &fit {
         Some(f) => println!(
-            "fit: L = {:.3} * C^{:.4} + {:.4} (rmse {:.4})",
+            "fit over final losses: L = {:.3} * C^{:.4} + {:.4} (rmse {:.4})",
             f.a, f.b, f.c, f.rmse
         ),
-        None => println!("fit: needs at least 3 runs with distinct compute"),
+        None => println!("fit over final losses: needs at least 3 runs with distinct compute"),
+    }
+    match &frontier_fit {
+        Some(f) => println!(
+            "fit over the compute frontier ({} of {} frontier points, past the early drop): \
+             L = {:.3} * C^{:.4} + {:.4} (rmse {:.4})",
+            fitted.len(),
+            frontier.len(),
+            f.a,
+            f.b,
+            f.c,
+            f.rmse
+        ),
+        None => println!(
+            "fit over the compute frontier: {} points past the early drop, needs at least 3",
+            fitted.len()
+        ),
     }
     let png = args.out.join("scaling.png");
-    crate::plot::scaling_chart(&png, &runs, fit.as_ref())?;
+    crate::plot::scaling_chart(&png, &runs, fitted, frontier_fit.as_ref())?;
     eprintln!(
         "{:.0} s; wrote {} and {}",
         started.elapsed().as_secs_f64(),

@@ -833,14 +833,17 @@ fn a_scaling_study_writes_its_runs_its_fit_and_a_chart() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("fit: L ="), "{stdout}");
+    assert!(stdout.contains("fit over final losses: L ="), "{stdout}");
     let lines: Vec<serde_json::Value> =
         std::fs::read_to_string(dir.path().join("study/scaling.jsonl"))
             .unwrap()
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
-    assert_eq!(lines.len(), 4, "three runs and the fit");
+    assert!(
+        lines.len() >= 4,
+        "three runs, then the fits and the frontier"
+    );
     // Less data, fewer steps: compute grows with the data share.
     let compute: Vec<f64> = lines[..3]
         .iter()
@@ -857,6 +860,47 @@ fn a_scaling_study_writes_its_runs_its_fit_and_a_chart() {
         assert_eq!(run["tokens"].as_f64().unwrap(), steps * 8.0 * 6.0, "{run}");
     }
     assert_eq!(lines[3]["fit"], "L = a*C^b + c");
+    assert_eq!(lines[3]["name"], "final losses");
+    // The frontier points fitted: each is a point of some run's validation curve, at the
+    // compute spent by then, and each beats every cheaper one.
+    let frontier: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l.get("frontier").is_some())
+        .collect();
+    for point in &frontier {
+        let run = lines[..3]
+            .iter()
+            .find(|r| {
+                r["size"] == point["frontier"] && r["data_fraction"] == point["data_fraction"]
+            })
+            .unwrap();
+        let step = point["step"].as_f64().unwrap();
+        let on_curve = run["curve"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["step"].as_f64() == Some(step))
+            .unwrap();
+        assert_eq!(
+            on_curve["validation_loss"], point["validation_loss"],
+            "{point}"
+        );
+        let expected = run["compute"].as_f64().unwrap() * step / run["steps"].as_f64().unwrap();
+        assert!((point["compute"].as_f64().unwrap() - expected).abs() <= 1e-9 * expected);
+    }
+    for pair in frontier.windows(2) {
+        assert!(
+            pair[0]["compute"].as_f64() <= pair[1]["compute"].as_f64(),
+            "{pair:?}"
+        );
+        assert!(
+            pair[0]["validation_loss"].as_f64() > pair[1]["validation_loss"].as_f64(),
+            "{pair:?}"
+        );
+    }
+    let frontier_fit = lines.iter().find(|l| l["name"] == "compute frontier");
+    assert_eq!(frontier_fit.is_some(), frontier.len() >= 3, "{lines:?}");
+    assert!(stdout.contains("fit over the compute frontier"), "{stdout}");
     let png = std::fs::read(dir.path().join("study/scaling.png")).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
     assert_eq!(

@@ -1,0 +1,739 @@
+//! Fused CPU kernels for the sensor model's element-wise hot spots, as a burn backend
+//! extension: on burn's CPU backend (flex) they run vectorised over every core; on any other
+//! backend (wgpu) the same calls are burn's own ops.
+//!
+//! Why by hand: flex computes GELU one element at a time through libm's `erff`, on one core,
+//! forward and backward; a profile of pretraining put `erf` alone at 11 % of the time
+//! (docs/BENCHMARKS.md, PyTorch parity). No crate offers a vectorised GELU for burn. Here
+//! GELU and its derivative are branch-free arithmetic that the compiler vectorises (AVX2
+//! where the CPU has it, picked at run time by `pulp`), split across cores by `rayon`, with
+//! one exponential per element serving both the normal CDF and its density.
+//!
+//! Must never change what the model computes beyond float rounding: the tests hold these
+//! kernels to burn's own GELU and gradient.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
+use burn::backend::flex::FlexTensor;
+use burn::backend::ops::{ActivationOps, FloatTensorOps, ModuleOps};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, DType, Dispatch, Flex, TensorData, TensorMetadata};
+use burn::nn::LayerNorm;
+use burn::prelude::Tensor;
+use rayon::prelude::*;
+
+#[burn::backend::backend_extension(Flex, Autodiff, Cube: cfg(feature = "gpu"))]
+pub trait FusedOps: Backend {
+    /// GELU, exact form x·Φ(x) (Φ the standard normal CDF), as PyTorch's default.
+    fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::gelu(x)
+    }
+
+    /// The gradient of GELU at `x`, times `grad`.
+    fn fused_gelu_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::gelu_backward(x, grad)
+    }
+
+    /// Softmax along the last dimension.
+    fn fused_softmax(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let last = x.shape().num_dims() - 1;
+        Self::softmax(x, last)
+    }
+
+    /// The gradient through a softmax whose output was `y`: y ⊙ (grad − Σ grad ⊙ y), the sum
+    /// along the last dimension.
+    fn fused_softmax_backward(y: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        let last = y.shape().num_dims() - 1;
+        let dot = Self::float_sum_dim(Self::float_mul(grad.clone(), y.clone()), last);
+        Self::float_mul(y, Self::float_sub(grad, dot))
+    }
+
+    /// Layer norm over the last dimension: (x − mean) / √(var + ε) · gamma + beta.
+    fn fused_layer_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
+        Self::layer_norm(x, gamma, Some(beta), epsilon)
+    }
+
+    /// The gradients of layer norm with respect to x, gamma and beta, given the output's.
+    fn fused_layer_norm_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        layer_norm_backward_by_ops::<Self>(x, gamma, grad, epsilon)
+    }
+}
+
+/// The layer norm gradients from the backend's own ops (for backends without a fused kernel):
+/// with x̂ the normalised input and g = grad·gamma, dx = (g − mean(g) − x̂·mean(g·x̂)) / σ,
+/// dgamma = Σ grad·x̂ and dbeta = Σ grad over every row.
+fn layer_norm_backward_by_ops<B: Backend>(
+    x: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    grad: FloatTensor<B>,
+    epsilon: f64,
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let shape = x.shape();
+    let last = shape.num_dims() - 1;
+    let d = shape[last];
+    let rows = shape.num_elements() / d;
+    let centered = B::float_sub(x.clone(), B::float_mean_dim(x, last));
+    let variance = B::float_mean_dim(B::float_mul(centered.clone(), centered.clone()), last);
+    let inv_std = B::float_recip(B::float_sqrt(B::float_add_scalar(variance, epsilon.into())));
+    let normalised = B::float_mul(centered, inv_std.clone());
+    let mut broadcast = vec![1; shape.num_dims()];
+    broadcast[last] = d;
+    let g = B::float_mul(grad.clone(), B::float_reshape(gamma, broadcast.into()));
+    let mean_g = B::float_mean_dim(g.clone(), last);
+    let mean_gx = B::float_mean_dim(B::float_mul(g.clone(), normalised.clone()), last);
+    let dx = B::float_mul(
+        B::float_sub(
+            B::float_sub(g, mean_g),
+            B::float_mul(normalised.clone(), mean_gx),
+        ),
+        inv_std,
+    );
+    let per_feature = |t: FloatTensor<B>| {
+        B::float_reshape(
+            B::float_sum_dim(B::float_reshape(t, [rows, d].into()), 0),
+            [d].into(),
+        )
+    };
+    let dgamma = per_feature(B::float_mul(grad.clone(), normalised));
+    (dx, dgamma, per_feature(grad))
+}
+
+/// GELU through the fused kernels where the backend has them.
+pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    Tensor::from_dispatch(Dispatch::fused_gelu(x.into_dispatch()))
+}
+
+/// Softmax along the last dimension, through the fused kernels where the backend has them.
+pub fn softmax<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    Tensor::from_dispatch(Dispatch::fused_softmax(x.into_dispatch()))
+}
+
+/// The ε of every layer norm the sensor model builds (burn's default, which its configs use).
+pub const LAYER_NORM_EPSILON: f64 = 1e-5;
+
+/// `norm`'s layer norm through the fused kernels where the backend has them.
+pub fn layer_norm<const D: usize>(norm: &LayerNorm, x: Tensor<D>) -> Tensor<D> {
+    match &norm.beta {
+        Some(beta) => layer_norm_with(x, norm.gamma.val(), beta.val()),
+        None => norm.forward(x),
+    }
+}
+
+fn layer_norm_with<const D: usize>(x: Tensor<D>, gamma: Tensor<1>, beta: Tensor<1>) -> Tensor<D> {
+    Tensor::from_dispatch(Dispatch::fused_layer_norm(
+        x.into_dispatch(),
+        gamma.into_dispatch(),
+        beta.into_dispatch(),
+        LAYER_NORM_EPSILON,
+    ))
+}
+
+#[cfg(feature = "gpu")]
+impl FusedOps for burn::backend::Cube {}
+
+impl FusedOps for Flex {
+    fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        if x.dtype() != DType::F32 {
+            return Flex::gelu(x);
+        }
+        let shape = x.shape();
+        let x = contiguous(x);
+        let input = x.as_slice::<f32>().expect("contiguous");
+        let mut out = vec![0.0f32; input.len()];
+        out.par_chunks_mut(CHUNK)
+            .zip(input.par_chunks(CHUNK))
+            .for_each(|(out, input)| {
+                pulp::Arch::new().dispatch(|| {
+                    for (o, &x) in out.iter_mut().zip(input) {
+                        *o = x * normal(x).cdf;
+                    }
+                })
+            });
+        FlexTensor::from_data(TensorData::new(out, shape))
+    }
+
+    fn fused_gelu_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        if x.dtype() != DType::F32 || grad.dtype() != DType::F32 {
+            return Flex::gelu_backward(x, grad);
+        }
+        let shape = x.shape();
+        let (x, grad) = (contiguous(x), contiguous(grad));
+        let input = x.as_slice::<f32>().expect("contiguous");
+        let grad = grad.as_slice::<f32>().expect("contiguous");
+        let mut out = vec![0.0f32; input.len()];
+        out.par_chunks_mut(CHUNK)
+            .zip(input.par_chunks(CHUNK).zip(grad.par_chunks(CHUNK)))
+            .for_each(|(out, (input, grad))| {
+                pulp::Arch::new().dispatch(|| {
+                    for ((o, &x), &g) in out.iter_mut().zip(input).zip(grad) {
+                        let n = normal(x);
+                        // d/dx x·Φ(x) = Φ(x) + x·φ(x)
+                        *o = g * (n.cdf + x * n.pdf);
+                    }
+                })
+            });
+        FlexTensor::from_data(TensorData::new(out, shape))
+    }
+
+    fn fused_softmax(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        if x.dtype() != DType::F32 {
+            let last = x.shape().num_dims() - 1;
+            return Flex::softmax(x, last);
+        }
+        let shape = x.shape();
+        let d = shape[shape.num_dims() - 1];
+        let x = contiguous(x);
+        let input = x.as_slice::<f32>().expect("contiguous");
+        let mut out = vec![0.0f32; input.len()];
+        let rows = rows_per_task(d);
+        out.par_chunks_mut(rows * d)
+            .zip(input.par_chunks(rows * d))
+            .for_each(|(out, input)| {
+                pulp::Arch::new().dispatch(|| {
+                    for (y, x) in out.chunks_exact_mut(d).zip(input.chunks_exact(d)) {
+                        let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+                        let mut sum = 0.0;
+                        for (y, &x) in y.iter_mut().zip(x) {
+                            *y = exp(x - max);
+                            sum += *y;
+                        }
+                        let scale = 1.0 / sum;
+                        y.iter_mut().for_each(|y| *y *= scale);
+                    }
+                })
+            });
+        FlexTensor::from_data(TensorData::new(out, shape))
+    }
+
+    fn fused_softmax_backward(y: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        if y.dtype() != DType::F32 || grad.dtype() != DType::F32 {
+            let last = y.shape().num_dims() - 1;
+            let dot = Flex::float_sum_dim(Flex::float_mul(grad.clone(), y.clone()), last);
+            return Flex::float_mul(y, Flex::float_sub(grad, dot));
+        }
+        let shape = y.shape();
+        let d = shape[shape.num_dims() - 1];
+        let (y, grad) = (contiguous(y), contiguous(grad));
+        let y = y.as_slice::<f32>().expect("contiguous");
+        let grad = grad.as_slice::<f32>().expect("contiguous");
+        let mut out = vec![0.0f32; y.len()];
+        let rows = rows_per_task(d);
+        out.par_chunks_mut(rows * d)
+            .zip(y.par_chunks(rows * d).zip(grad.par_chunks(rows * d)))
+            .for_each(|(out, (y, grad))| {
+                pulp::Arch::new().dispatch(|| {
+                    for ((dx, y), g) in out
+                        .chunks_exact_mut(d)
+                        .zip(y.chunks_exact(d))
+                        .zip(grad.chunks_exact(d))
+                    {
+                        let dot: f32 = y.iter().zip(g).map(|(y, g)| y * g).sum();
+                        for ((dx, &y), &g) in dx.iter_mut().zip(y).zip(g) {
+                            *dx = y * (g - dot);
+                        }
+                    }
+                })
+            });
+        FlexTensor::from_data(TensorData::new(out, shape))
+    }
+
+    fn fused_layer_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
+        if [x.dtype(), gamma.dtype(), beta.dtype()] != [DType::F32; 3] {
+            return Flex::layer_norm(x, gamma, Some(beta), epsilon);
+        }
+        let shape = x.shape();
+        let d = shape[shape.num_dims() - 1];
+        let (x, gamma, beta) = (contiguous(x), contiguous(gamma), contiguous(beta));
+        let input = x.as_slice::<f32>().expect("contiguous");
+        let gamma = gamma.as_slice::<f32>().expect("contiguous");
+        let beta = beta.as_slice::<f32>().expect("contiguous");
+        let mut out = vec![0.0f32; input.len()];
+        let rows = rows_per_task(d);
+        out.par_chunks_mut(rows * d)
+            .zip(input.par_chunks(rows * d))
+            .for_each(|(out, input)| {
+                pulp::Arch::new().dispatch(|| {
+                    for (y, x) in out.chunks_exact_mut(d).zip(input.chunks_exact(d)) {
+                        let (mean, inv_std) = moments(x, epsilon as f32);
+                        for (((y, &x), &g), &b) in y.iter_mut().zip(x).zip(gamma).zip(beta) {
+                            *y = (x - mean) * inv_std * g + b;
+                        }
+                    }
+                })
+            });
+        FlexTensor::from_data(TensorData::new(out, shape))
+    }
+
+    fn fused_layer_norm_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        if [x.dtype(), gamma.dtype(), grad.dtype()] != [DType::F32; 3] {
+            return layer_norm_backward_by_ops::<Flex>(x, gamma, grad, epsilon);
+        }
+        let shape = x.shape();
+        let d = shape[shape.num_dims() - 1];
+        let (x, gamma, grad) = (contiguous(x), contiguous(gamma), contiguous(grad));
+        let input = x.as_slice::<f32>().expect("contiguous");
+        let gamma = gamma.as_slice::<f32>().expect("contiguous");
+        let grad = grad.as_slice::<f32>().expect("contiguous");
+        let mut dx = vec![0.0f32; input.len()];
+        let rows = rows_per_task(d);
+        // Each task sums its rows' share of dgamma and dbeta; the shares are added after.
+        let (dgamma, dbeta) = dx
+            .par_chunks_mut(rows * d)
+            .zip(input.par_chunks(rows * d).zip(grad.par_chunks(rows * d)))
+            .map(|(dx, (x, dy))| {
+                let (mut dgamma, mut dbeta) = (vec![0.0f32; d], vec![0.0f32; d]);
+                pulp::Arch::new().dispatch(|| {
+                    for ((dx, x), dy) in dx
+                        .chunks_exact_mut(d)
+                        .zip(x.chunks_exact(d))
+                        .zip(dy.chunks_exact(d))
+                    {
+                        let (mean, inv_std) = moments(x, epsilon as f32);
+                        let (mut mean_g, mut mean_gx) = (0.0f32, 0.0f32);
+                        for i in 0..d {
+                            let normalised = (x[i] - mean) * inv_std;
+                            let g = dy[i] * gamma[i];
+                            mean_g += g;
+                            mean_gx += g * normalised;
+                            dgamma[i] += dy[i] * normalised;
+                            dbeta[i] += dy[i];
+                        }
+                        let (mean_g, mean_gx) = (mean_g / d as f32, mean_gx / d as f32);
+                        for i in 0..d {
+                            let normalised = (x[i] - mean) * inv_std;
+                            dx[i] = (dy[i] * gamma[i] - mean_g - normalised * mean_gx) * inv_std;
+                        }
+                    }
+                });
+                (dgamma, dbeta)
+            })
+            .reduce(
+                || (vec![0.0f32; d], vec![0.0f32; d]),
+                |(mut ga, mut ba), (gb, bb)| {
+                    ga.iter_mut().zip(gb).for_each(|(a, b)| *a += b);
+                    ba.iter_mut().zip(bb).for_each(|(a, b)| *a += b);
+                    (ga, ba)
+                },
+            );
+        (
+            FlexTensor::from_data(TensorData::new(dx, shape)),
+            FlexTensor::from_data(TensorData::new(dgamma, [d])),
+            FlexTensor::from_data(TensorData::new(dbeta, [d])),
+        )
+    }
+}
+
+impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
+    fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct Gelu;
+
+        impl<B: FusedOps> Backward<B, 1> for Gelu {
+            /// The input, which the derivative needs.
+            type State = FloatTensor<B>;
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 1>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
+                let input = ops.state;
+                unary::<B, _>(ops.parents, ops.node, grads, |grad| {
+                    B::fused_gelu_backward(input, grad)
+                });
+            }
+        }
+
+        let (x, node) = x.into_parts();
+        match Gelu.prepare::<C>([node]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish(x.clone(), B::fused_gelu(x)),
+            OpsKind::UnTracked(prep) => prep.finish(B::fused_gelu(x)),
+        }
+    }
+
+    fn fused_softmax(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct Softmax;
+
+        impl<B: FusedOps> Backward<B, 1> for Softmax {
+            /// The output, which the gradient is written in.
+            type State = FloatTensor<B>;
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 1>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
+                let y = ops.state;
+                unary::<B, _>(ops.parents, ops.node, grads, |grad| {
+                    B::fused_softmax_backward(y, grad)
+                });
+            }
+        }
+
+        let (x, node) = x.into_parts();
+        match Softmax.prepare::<C>([node]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let y = B::fused_softmax(x);
+                prep.finish(y.clone(), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::fused_softmax(x)),
+        }
+    }
+
+    fn fused_layer_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct LayerNormOp;
+
+        impl<B: FusedOps> Backward<B, 3> for LayerNormOp {
+            /// The input, gamma and ε: the statistics are cheaper to recompute than to keep.
+            type State = (FloatTensor<B>, FloatTensor<B>, f64);
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 3>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
+                let (x, gamma, epsilon) = ops.state;
+                let grad = grads.consume::<B>(&ops.node);
+                let (dx, dgamma, dbeta) = B::fused_layer_norm_backward(x, gamma, grad, epsilon);
+                for (parent, grad) in ops.parents.into_iter().zip([dx, dgamma, dbeta]) {
+                    if let Some(parent) = parent {
+                        grads.register::<B>(parent.id, grad);
+                    }
+                }
+            }
+        }
+
+        let (x, x_node) = x.into_parts();
+        let (gamma, gamma_node) = gamma.into_parts();
+        let (beta, beta_node) = beta.into_parts();
+        match LayerNormOp
+            .prepare::<C>([x_node, gamma_node, beta_node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let state = (x.clone(), gamma.clone(), epsilon);
+                prep.finish(state, B::fused_layer_norm(x, gamma, beta, epsilon))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::fused_layer_norm(x, gamma, beta, epsilon)),
+        }
+    }
+}
+
+/// Rows of `d` values per parallel task, about `CHUNK` values in all.
+fn rows_per_task(d: usize) -> usize {
+    (CHUNK / d.max(1)).max(1)
+}
+
+/// A row's mean and 1 / √(variance + ε), the variance over the centred values (two passes,
+/// as burn's layer norm, so large offsets do not cancel).
+#[inline(always)]
+fn moments(x: &[f32], epsilon: f32) -> (f32, f32) {
+    let n = x.len() as f32;
+    let mean = x.iter().sum::<f32>() / n;
+    let variance = x.iter().map(|&v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    (mean, 1.0 / (variance + epsilon).sqrt())
+}
+
+/// Elements per parallel task: large enough that rayon's overhead vanishes, small enough
+/// that both cores get work on the model's smallest activations.
+const CHUNK: usize = 1 << 13;
+
+fn contiguous(x: FlexTensor) -> FlexTensor {
+    if x.as_slice::<f32>().is_some() {
+        x
+    } else {
+        x.to_contiguous()
+    }
+}
+
+/// The standard normal's CDF Φ(x) and density φ(x) at one point.
+struct Normal {
+    cdf: f32,
+    pdf: f32,
+}
+
+/// Φ from Abramowitz & Stegun 7.1.26 (erfc(z) ≈ poly(t)·e^(−z²), t = 1/(1 + p·z), absolute
+/// error under 1.5e-7), evaluated on |x| and reflected, so the left tail is computed
+/// directly instead of as 1 − (almost 1). φ shares the exponential. Branch-free, so loops
+/// over it vectorise.
+#[inline(always)]
+fn normal(x: f32) -> Normal {
+    const P: f32 = 0.327_591_1;
+    const A: [f32; 5] = [
+        0.254_829_6,
+        -0.284_496_72,
+        1.421_413_8,
+        -1.453_152,
+        1.061_405_4,
+    ];
+    const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
+    let z = x.abs() * std::f32::consts::FRAC_1_SQRT_2;
+    let e = exp(-0.5 * x * x); // e^(−z²)
+    let t = 1.0 / (1.0 + P * z);
+    let poly = t * (A[0] + t * (A[1] + t * (A[2] + t * (A[3] + t * A[4]))));
+    let tail = 0.5 * poly * e; // Φ(−|x|)
+    Normal {
+        cdf: if x < 0.0 { tail } else { 1.0 - tail },
+        pdf: FRAC_1_SQRT_2PI * e,
+    }
+}
+
+/// e^x for f32, branch-free (Cephes' `expf`): e^x = 2^n · e^r with n = round(x / ln 2) and
+/// |r| ≤ ln 2 / 2, e^r by a degree-6 polynomial, 2^n put straight into the exponent bits.
+/// Inputs are clamped to [−87, 88], where the result stays a normal float.
+#[inline(always)]
+fn exp(x: f32) -> f32 {
+    // Adding 1.5·2^23 rounds to an integer, which then sits in the low mantissa bits.
+    const ROUNDER: f32 = 12_582_912.0;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let x = x.clamp(-87.0, 88.0);
+    let shifted = x * std::f32::consts::LOG2_E + ROUNDER;
+    let n = shifted - ROUNDER;
+    let r = (x - n * LN2_HI) - n * LN2_LO;
+    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
+        + 1.666_666_5e-1)
+        * r
+        + 0.5;
+    let er = p * r * r + r + 1.0;
+    let exponent = (shifted.to_bits() as i32 - ROUNDER.to_bits() as i32 + 127) << 23;
+    er * f32::from_bits(exponent as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::prelude::*;
+    use burn::tensor::activation;
+
+    #[test]
+    fn the_fast_exponential_is_within_two_ulps_of_std() {
+        let mut worst = 0.0f32;
+        for i in -87_000..=88_000 {
+            let x = i as f32 / 1000.0;
+            let (ours, std) = (exp(x), x.exp());
+            worst = worst.max(((ours - std) / std).abs());
+        }
+        assert!(worst < 2.5e-7, "worst relative error {worst:e}");
+    }
+
+    #[test]
+    fn the_normal_cdf_and_density_match_the_series() {
+        // A&S bound Φ's error by 7.5e-8; evaluating the polynomial in f32 adds a few ulps.
+        let (mut worst_cdf, mut worst_pdf) = (0.0f64, 0.0f64);
+        for i in -8000..=8000 {
+            let x = i as f32 / 1000.0;
+            let n = normal(x);
+            let cdf = 0.5 * erfc(-(x as f64) / std::f64::consts::SQRT_2);
+            let pdf = (-(x as f64) * (x as f64) / 2.0).exp() / (2.0 * std::f64::consts::PI).sqrt();
+            worst_cdf = worst_cdf.max((n.cdf as f64 - cdf).abs());
+            worst_pdf = worst_pdf.max((n.pdf as f64 - pdf).abs());
+        }
+        assert!(worst_cdf < 3e-7, "Φ off by up to {worst_cdf:e}");
+        assert!(worst_pdf < 1e-7, "φ off by up to {worst_pdf:e}");
+    }
+
+    /// erfc in f64 (std has none): 1 − erf's Taylor series, accurate to about 1e-8 on
+    /// |z| ≤ 4.5 (the terms' cancellation costs digits), and 0 or 2 beyond, where erfc is
+    /// under 1e-9.
+    fn erfc(z: f64) -> f64 {
+        // erf(z) = 2/√π Σ (−1)^n z^(2n+1) / (n! (2n+1)), summed until terms vanish.
+        if z.abs() > 4.5 {
+            return if z > 0.0 { 0.0 } else { 2.0 };
+        }
+        let (mut term, mut sum, mut n) = (z, z, 0.0f64);
+        while term.abs() > 1e-17 {
+            n += 1.0;
+            term *= -z * z / n;
+            sum += term / (2.0 * n + 1.0);
+        }
+        1.0 - sum * 2.0 / std::f64::consts::PI.sqrt()
+    }
+
+    fn values() -> Vec<f32> {
+        (-600..=600).map(|i| i as f32 / 50.0).collect()
+    }
+
+    #[test]
+    fn fused_gelu_matches_burns_gelu_and_its_gradient() {
+        let device = Device::flex().autodiff();
+        let data = values();
+        let n = data.len();
+        let x = Tensor::<1>::from_data(TensorData::new(data.clone(), [n]), &device).require_grad();
+        // A weight per element, so the gradient is not the same at every point.
+        let w: Vec<f32> = (0..n).map(|i| 1.0 + (i % 7) as f32 / 7.0).collect();
+        let w = Tensor::<1>::from_data(TensorData::new(w, [n]), &device);
+
+        let ours = gelu(x.clone());
+        let theirs = activation::gelu(x.clone());
+        let (a, b) = (
+            ours.clone().into_data().try_into_vec::<f32>().unwrap(),
+            theirs.clone().into_data().try_into_vec::<f32>().unwrap(),
+        );
+        for ((x, a), b) in data.iter().zip(&a).zip(&b) {
+            assert!(
+                (a - b).abs() <= 2e-7 * (1.0 + x.abs()),
+                "gelu({x}): {a} vs {b}"
+            );
+        }
+
+        let grads_ours = (ours * w.clone()).sum().backward();
+        let grads_theirs = (theirs * w).sum().backward();
+        let (ga, gb) = (
+            x.grad(&grads_ours)
+                .unwrap()
+                .into_data()
+                .try_into_vec::<f32>()
+                .unwrap(),
+            x.grad(&grads_theirs)
+                .unwrap()
+                .into_data()
+                .try_into_vec::<f32>()
+                .unwrap(),
+        );
+        for ((x, a), b) in data.iter().zip(&ga).zip(&gb) {
+            assert!(
+                (a - b).abs() <= 1e-6 * (1.0 + x.abs()),
+                "gelu'({x}): {a} vs {b}"
+            );
+        }
+    }
+
+    fn random<const D: usize>(shape: [usize; D], device: &Device) -> Tensor<D> {
+        Tensor::random(shape, burn::tensor::Distribution::Normal(0.0, 2.0), device)
+    }
+
+    fn max_abs<const D: usize>(t: Tensor<D>) -> f32 {
+        t.abs().max().into_scalar::<f32>()
+    }
+
+    #[test]
+    fn fused_softmax_matches_burns_softmax_and_its_gradient() {
+        let device = Device::flex().autodiff();
+        device.seed(3);
+        let x = random([3, 4, 17, 23], &device).require_grad();
+        let w = random([3, 4, 17, 23], &device);
+        let ours = softmax(x.clone());
+        let theirs = activation::softmax(x.clone(), 3);
+        assert!(max_abs(ours.clone() - theirs.clone()) < 1e-6);
+        let rows = ours.clone().sum_dim(3);
+        assert!(max_abs(rows - 1.0) < 1e-6);
+        let g_ours = x.grad(&(ours * w.clone()).sum().backward()).unwrap();
+        let g_theirs = x.grad(&(theirs * w).sum().backward()).unwrap();
+        assert!(max_abs(g_ours - g_theirs) < 1e-5);
+    }
+
+    #[test]
+    fn fused_layer_norm_matches_burns_and_its_three_gradients() {
+        let device = Device::flex().autodiff();
+        device.seed(5);
+        // An offset far from zero, as activations drift: the two-pass variance keeps it.
+        let x = (random([4, 9, 48], &device) + 30.0).require_grad();
+        let gamma = random([48], &device).require_grad();
+        let beta = random([48], &device).require_grad();
+        let w = random([4, 9, 48], &device);
+        let ours = layer_norm_with(x.clone(), gamma.clone(), beta.clone());
+        let theirs = burn::tensor::module::layer_norm(
+            x.clone(),
+            gamma.clone(),
+            Some(beta.clone()),
+            LAYER_NORM_EPSILON,
+        );
+        assert!(max_abs(ours.clone() - theirs.clone()) < 2e-5);
+        let grads_ours = (ours * w.clone()).sum().backward();
+        let grads_theirs = (theirs * w).sum().backward();
+        fn close<const D: usize>(name: &str, a: Option<Tensor<D>>, b: Option<Tensor<D>>) {
+            let (a, b) = (a.unwrap(), b.unwrap());
+            let scale = max_abs(b.clone());
+            let diff = max_abs(a - b);
+            assert!(
+                diff < 1e-4 * scale,
+                "d{name}: differs by {diff} (scale {scale})"
+            );
+        }
+        close("x", x.grad(&grads_ours), x.grad(&grads_theirs));
+        close("gamma", gamma.grad(&grads_ours), gamma.grad(&grads_theirs));
+        close("beta", beta.grad(&grads_ours), beta.grad(&grads_theirs));
+    }
+
+    #[test]
+    fn the_fallback_layer_norm_gradients_agree_with_the_fused_kernel() {
+        // Other backends (wgpu) take the gradients from their own ops: same numbers.
+        let wave = |n: usize, k: f32| -> Vec<f32> {
+            (0..n)
+                .map(|i| (i as f32 * k).sin() * 2.0 + (i % 5) as f32)
+                .collect()
+        };
+        let flex = |values: Vec<f32>, shape: &[usize]| {
+            FlexTensor::from_data(TensorData::new(values, shape.to_vec()))
+        };
+        let (x, grad, gamma) = (
+            flex(wave(5 * 7 * 32, 0.37), &[5, 7, 32]),
+            flex(wave(5 * 7 * 32, 1.13), &[5, 7, 32]),
+            flex(wave(32, 0.71), &[32]),
+        );
+        let fused = Flex::fused_layer_norm_backward(x.clone(), gamma.clone(), grad.clone(), 1e-5);
+        let by_ops = layer_norm_backward_by_ops::<Flex>(x, gamma, grad, 1e-5);
+        for (name, a, b) in [
+            ("x", fused.0, by_ops.0),
+            ("gamma", fused.1, by_ops.1),
+            ("beta", fused.2, by_ops.2),
+        ] {
+            assert_eq!(a.shape(), b.shape(), "d{name}");
+            let (a, b) = (
+                a.into_data().try_into_vec::<f32>().unwrap(),
+                b.into_data().try_into_vec::<f32>().unwrap(),
+            );
+            let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            for (a, b) in a.iter().zip(&b) {
+                assert!((a - b).abs() < 1e-4 * scale, "d{name}: {a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn fused_gelu_reads_strided_tensors_and_keeps_the_shape() {
+        let device = Device::flex();
+        let data = values();
+        let x = Tensor::<2>::from_data(TensorData::new(data[..1200].to_vec(), [40, 30]), &device)
+            .transpose(); // [30, 40], not contiguous
+        let ours = gelu(x.clone());
+        assert_eq!(ours.dims(), [30, 40]);
+        let theirs = activation::gelu(x);
+        let diff = (ours - theirs).abs().max().into_scalar::<f32>();
+        assert!(diff < 3e-6, "{diff}");
+    }
+}

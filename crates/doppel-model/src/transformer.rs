@@ -1,0 +1,97 @@
+//! The forward pass of the sensor model's transformer stacks (encoder and decoder): pre-norm
+//! blocks of multi-head self-attention and a GELU feed-forward, over burn's
+//! `TransformerEncoder` weights.
+//!
+//! Why not `TransformerEncoder::forward`: under autodiff its softmax and layer norm are
+//! chains of small ops, each with its own backward, and its GELU is burn's
+//! one-element-at-a-time kernel; this pass calls the fused kernels of `fused.rs` instead. The weights stay burn's modules,
+//! initialised by burn's config, so parameter names (and the PyTorch loader), seeds and saved
+//! models are unchanged; the tests hold this pass to burn's own.
+
+use burn::nn::transformer::TransformerEncoder;
+use burn::prelude::*;
+
+use crate::fused;
+
+/// Runs every block: [B, L, d] → [B, L, d]. Only pre-norm stacks (`norm_first`), the only
+/// kind the sensor model builds.
+pub fn forward(stack: &TransformerEncoder, mut x: Tensor<3>) -> Tensor<3> {
+    debug_assert!(stack.norm_first, "the sensor model's stacks are pre-norm");
+    for layer in &stack.layers {
+        // burn's pre-norm block normalises with norm_2 before attention, norm_1 before the
+        // feed-forward; the names are kept as burn has them.
+        let h = self_attention(&layer.mha, fused::layer_norm(&layer.norm_2, x.clone()));
+        x = x + layer.dropout.forward(h);
+        let ff = &layer.pwff;
+        let h = ff
+            .linear_inner
+            .forward(fused::layer_norm(&layer.norm_1, x.clone())); // [B, L, 4d]
+        let h = ff.linear_outer.forward(ff.dropout.forward(fused::gelu(h))); // [B, L, d]
+        x = x + layer.dropout.forward(h);
+    }
+    x
+}
+
+/// Multi-head self-attention without masks: [B, L, d] → [B, L, d].
+fn self_attention(mha: &burn::nn::attention::MultiHeadAttention, x: Tensor<3>) -> Tensor<3> {
+    let [b, l, d] = x.dims();
+    let (heads, dk) = (mha.n_heads, mha.d_k);
+    let split = |linear: &burn::nn::Linear| {
+        linear
+            .forward(x.clone())
+            .reshape([b, l, heads, dk])
+            .swap_dims(1, 2) // [B, H, L, dk]
+    };
+    let (q, k, v) = (split(&mha.query), split(&mha.key), split(&mha.value));
+    let scores = q.matmul(k.transpose()).div_scalar((dk as f32).sqrt()); // [B, H, L, L]
+    let weights = mha.dropout.forward(fused::softmax(scores));
+    let context = weights.matmul(v).swap_dims(1, 2).reshape([b, l, d]); // [B, L, d]
+    mha.output.forward(context)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::nn::transformer::{TransformerEncoderConfig, TransformerEncoderInput};
+
+    #[test]
+    fn the_pass_matches_burns_transformer_encoder_and_its_gradients() {
+        let device = Device::flex().autodiff();
+        device.seed(7);
+        let stack = TransformerEncoderConfig::new(16, 64, 4, 2)
+            .with_dropout(0.0)
+            .with_norm_first(true)
+            .init(&device);
+        let x = Tensor::<3>::random(
+            [3, 10, 16],
+            burn::tensor::Distribution::Normal(0.0, 1.0),
+            &device,
+        )
+        .require_grad();
+        let ours = forward(&stack, x.clone());
+        let theirs = stack.forward(TransformerEncoderInput::new(x.clone()));
+        let diff = (ours.clone() - theirs.clone())
+            .abs()
+            .max()
+            .into_scalar::<f32>();
+        assert!(diff < 1e-5, "outputs differ by {diff}");
+
+        let grads_ours = (ours.clone() * ours).sum().backward();
+        let grads_theirs = (theirs.clone() * theirs).sum().backward();
+        let (a, b) = (x.grad(&grads_ours).unwrap(), x.grad(&grads_theirs).unwrap());
+        let scale = b.clone().abs().max().into_scalar::<f32>();
+        let diff = (a - b).abs().max().into_scalar::<f32>();
+        assert!(
+            diff < 1e-4 * scale,
+            "input gradients differ by {diff} (scale {scale})"
+        );
+        let w = &stack.layers[0].pwff.linear_inner.weight;
+        let (a, b) = (w.grad(&grads_ours).unwrap(), w.grad(&grads_theirs).unwrap());
+        let scale = b.clone().abs().max().into_scalar::<f32>();
+        let diff = (a - b).abs().max().into_scalar::<f32>();
+        assert!(
+            diff < 1e-4 * scale,
+            "weight gradients differ by {diff} (scale {scale})"
+        );
+    }
+}
