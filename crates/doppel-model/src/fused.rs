@@ -345,64 +345,66 @@ impl FusedOps for Flex {
     }
 }
 
+/// A one-input op whose backward needs one saved tensor, its input or its output.
+struct OneInput<B: Backend> {
+    backward: fn(FloatTensor<B>, FloatTensor<B>) -> FloatTensor<B>,
+}
+
+impl<B: Backend> std::fmt::Debug for OneInput<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("fused one-input op")
+    }
+}
+
+impl<B: Backend> Backward<B, 1> for OneInput<B> {
+    type State = FloatTensor<B>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let saved = ops.state;
+        unary::<B, _>(ops.parents, ops.node, grads, |grad| {
+            (self.backward)(saved, grad)
+        });
+    }
+}
+
+/// Which tensor a one-input op's backward reads.
+enum Keep {
+    Input,
+    Output,
+}
+
+/// Runs `forward` on the inner backend and records it for autodiff, keeping what `backward`
+/// reads (`backward(kept, grad)` gives the input's gradient).
+fn record_one_input<B: Backend, C: CheckpointStrategy>(
+    x: FloatTensor<Autodiff<B, C>>,
+    forward: fn(FloatTensor<B>) -> FloatTensor<B>,
+    backward: fn(FloatTensor<B>, FloatTensor<B>) -> FloatTensor<B>,
+    keep: Keep,
+) -> FloatTensor<Autodiff<B, C>> {
+    let (x, node) = x.into_parts();
+    match (OneInput { backward })
+        .prepare::<C>([node])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => match keep {
+            Keep::Input => prep.finish(x.clone(), forward(x)),
+            Keep::Output => {
+                let y = forward(x);
+                prep.finish(y.clone(), y)
+            }
+        },
+        OpsKind::UnTracked(prep) => prep.finish(forward(x)),
+    }
+}
+
 impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
     fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        #[derive(Debug)]
-        struct Gelu;
-
-        impl<B: FusedOps> Backward<B, 1> for Gelu {
-            /// The input, which the derivative needs.
-            type State = FloatTensor<B>;
-
-            fn backward(
-                self,
-                ops: Ops<Self::State, 1>,
-                grads: &mut Gradients,
-                _: &mut Checkpointer,
-            ) {
-                let input = ops.state;
-                unary::<B, _>(ops.parents, ops.node, grads, |grad| {
-                    B::fused_gelu_backward(input, grad)
-                });
-            }
-        }
-
-        let (x, node) = x.into_parts();
-        match Gelu.prepare::<C>([node]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish(x.clone(), B::fused_gelu(x)),
-            OpsKind::UnTracked(prep) => prep.finish(B::fused_gelu(x)),
-        }
+        record_one_input::<B, C>(x, B::fused_gelu, B::fused_gelu_backward, Keep::Input)
     }
 
     fn fused_softmax(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        #[derive(Debug)]
-        struct Softmax;
-
-        impl<B: FusedOps> Backward<B, 1> for Softmax {
-            /// The output, which the gradient is written in.
-            type State = FloatTensor<B>;
-
-            fn backward(
-                self,
-                ops: Ops<Self::State, 1>,
-                grads: &mut Gradients,
-                _: &mut Checkpointer,
-            ) {
-                let y = ops.state;
-                unary::<B, _>(ops.parents, ops.node, grads, |grad| {
-                    B::fused_softmax_backward(y, grad)
-                });
-            }
-        }
-
-        let (x, node) = x.into_parts();
-        match Softmax.prepare::<C>([node]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => {
-                let y = B::fused_softmax(x);
-                prep.finish(y.clone(), y)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::fused_softmax(x)),
-        }
+        record_one_input::<B, C>(x, B::fused_softmax, B::fused_softmax_backward, Keep::Output)
     }
 
     fn fused_layer_norm(
