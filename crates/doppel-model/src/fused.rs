@@ -151,16 +151,11 @@ impl FusedOps for Flex {
         let shape = x.shape();
         let x = contiguous(x);
         let input = x.as_slice::<f32>().expect("contiguous");
-        let mut out = vec![0.0f32; input.len()];
-        out.par_chunks_mut(CHUNK)
-            .zip(input.par_chunks(CHUNK))
-            .for_each(|(out, input)| {
-                pulp::Arch::new().dispatch(|| {
-                    for (o, &x) in out.iter_mut().zip(input) {
-                        *o = x * normal(x).cdf;
-                    }
-                })
-            });
+        let out = in_parallel(input, None, 1, |out, x, _| {
+            for (o, &x) in out.iter_mut().zip(x) {
+                *o = x * normal(x).cdf;
+            }
+        });
         FlexTensor::from_data(TensorData::new(out, shape))
     }
 
@@ -172,18 +167,13 @@ impl FusedOps for Flex {
         let (x, grad) = (contiguous(x), contiguous(grad));
         let input = x.as_slice::<f32>().expect("contiguous");
         let grad = grad.as_slice::<f32>().expect("contiguous");
-        let mut out = vec![0.0f32; input.len()];
-        out.par_chunks_mut(CHUNK)
-            .zip(input.par_chunks(CHUNK).zip(grad.par_chunks(CHUNK)))
-            .for_each(|(out, (input, grad))| {
-                pulp::Arch::new().dispatch(|| {
-                    for ((o, &x), &g) in out.iter_mut().zip(input).zip(grad) {
-                        let n = normal(x);
-                        // d/dx x·Φ(x) = Φ(x) + x·φ(x)
-                        *o = g * (n.cdf + x * n.pdf);
-                    }
-                })
-            });
+        let out = in_parallel(input, Some(grad), 1, |out, x, grad| {
+            for ((o, &x), &g) in out.iter_mut().zip(x).zip(grad) {
+                let n = normal(x);
+                // d/dx x·Φ(x) = Φ(x) + x·φ(x)
+                *o = g * (n.cdf + x * n.pdf);
+            }
+        });
         FlexTensor::from_data(TensorData::new(out, shape))
     }
 
@@ -196,24 +186,18 @@ impl FusedOps for Flex {
         let d = shape[shape.num_dims() - 1];
         let x = contiguous(x);
         let input = x.as_slice::<f32>().expect("contiguous");
-        let mut out = vec![0.0f32; input.len()];
-        let rows = rows_per_task(d);
-        out.par_chunks_mut(rows * d)
-            .zip(input.par_chunks(rows * d))
-            .for_each(|(out, input)| {
-                pulp::Arch::new().dispatch(|| {
-                    for (y, x) in out.chunks_exact_mut(d).zip(input.chunks_exact(d)) {
-                        let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-                        let mut sum = 0.0;
-                        for (y, &x) in y.iter_mut().zip(x) {
-                            *y = exp(x - max);
-                            sum += *y;
-                        }
-                        let scale = 1.0 / sum;
-                        y.iter_mut().for_each(|y| *y *= scale);
-                    }
-                })
-            });
+        let out = in_parallel(input, None, d, |out, input, _| {
+            for (y, x) in out.chunks_exact_mut(d).zip(input.chunks_exact(d)) {
+                let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+                let mut sum = 0.0;
+                for (y, &x) in y.iter_mut().zip(x) {
+                    *y = exp(x - max);
+                    sum += *y;
+                }
+                let scale = 1.0 / sum;
+                y.iter_mut().for_each(|y| *y *= scale);
+            }
+        });
         FlexTensor::from_data(TensorData::new(out, shape))
     }
 
@@ -228,24 +212,18 @@ impl FusedOps for Flex {
         let (y, grad) = (contiguous(y), contiguous(grad));
         let y = y.as_slice::<f32>().expect("contiguous");
         let grad = grad.as_slice::<f32>().expect("contiguous");
-        let mut out = vec![0.0f32; y.len()];
-        let rows = rows_per_task(d);
-        out.par_chunks_mut(rows * d)
-            .zip(y.par_chunks(rows * d).zip(grad.par_chunks(rows * d)))
-            .for_each(|(out, (y, grad))| {
-                pulp::Arch::new().dispatch(|| {
-                    for ((dx, y), g) in out
-                        .chunks_exact_mut(d)
-                        .zip(y.chunks_exact(d))
-                        .zip(grad.chunks_exact(d))
-                    {
-                        let dot: f32 = y.iter().zip(g).map(|(y, g)| y * g).sum();
-                        for ((dx, &y), &g) in dx.iter_mut().zip(y).zip(g) {
-                            *dx = y * (g - dot);
-                        }
-                    }
-                })
-            });
+        let out = in_parallel(y, Some(grad), d, |out, y, grad| {
+            for ((dx, y), g) in out
+                .chunks_exact_mut(d)
+                .zip(y.chunks_exact(d))
+                .zip(grad.chunks_exact(d))
+            {
+                let dot: f32 = y.iter().zip(g).map(|(y, g)| y * g).sum();
+                for ((dx, &y), &g) in dx.iter_mut().zip(y).zip(g) {
+                    *dx = y * (g - dot);
+                }
+            }
+        });
         FlexTensor::from_data(TensorData::new(out, shape))
     }
 
@@ -264,20 +242,14 @@ impl FusedOps for Flex {
         let input = x.as_slice::<f32>().expect("contiguous");
         let gamma = gamma.as_slice::<f32>().expect("contiguous");
         let beta = beta.as_slice::<f32>().expect("contiguous");
-        let mut out = vec![0.0f32; input.len()];
-        let rows = rows_per_task(d);
-        out.par_chunks_mut(rows * d)
-            .zip(input.par_chunks(rows * d))
-            .for_each(|(out, input)| {
-                pulp::Arch::new().dispatch(|| {
-                    for (y, x) in out.chunks_exact_mut(d).zip(input.chunks_exact(d)) {
-                        let (mean, inv_std) = moments(x, epsilon as f32);
-                        for (((y, &x), &g), &b) in y.iter_mut().zip(x).zip(gamma).zip(beta) {
-                            *y = (x - mean) * inv_std * g + b;
-                        }
-                    }
-                })
-            });
+        let out = in_parallel(input, None, d, |out, input, _| {
+            for (y, x) in out.chunks_exact_mut(d).zip(input.chunks_exact(d)) {
+                let (mean, inv_std) = moments(x, epsilon as f32);
+                for (((y, &x), &g), &b) in y.iter_mut().zip(x).zip(gamma).zip(beta) {
+                    *y = (x - mean) * inv_std * g + b;
+                }
+            }
+        });
         FlexTensor::from_data(TensorData::new(out, shape))
     }
 
@@ -452,6 +424,34 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
             OpsKind::UnTracked(prep) => prep.finish(B::fused_layer_norm(x, gamma, beta, epsilon)),
         }
     }
+}
+
+/// A new buffer the size of `a`, filled by `fill(out, a, b)` over tasks of whole rows of `d`
+/// values (about `CHUNK` values a task), in parallel, each under the widest SIMD the CPU has.
+/// `b`, when given, is cut like `a` (an empty slice when not).
+#[inline(always)]
+fn in_parallel(
+    a: &[f32],
+    b: Option<&[f32]>,
+    d: usize,
+    fill: impl Fn(&mut [f32], &[f32], &[f32]) + Sync,
+) -> Vec<f32> {
+    let mut out = vec![0.0f32; a.len()];
+    let task = rows_per_task(d) * d;
+    let run = |(out, (a, b)): (&mut [f32], (&[f32], &[f32]))| {
+        pulp::Arch::new().dispatch(|| fill(out, a, b))
+    };
+    match b {
+        Some(b) => out
+            .par_chunks_mut(task)
+            .zip(a.par_chunks(task).zip(b.par_chunks(task)))
+            .for_each(run),
+        None => out
+            .par_chunks_mut(task)
+            .zip(a.par_chunks(task).map(|a| (a, &[][..])))
+            .for_each(run),
+    }
+    out
 }
 
 /// Rows of `d` values per parallel task, about `CHUNK` values in all.
