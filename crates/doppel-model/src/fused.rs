@@ -17,7 +17,7 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
 use burn::backend::flex::FlexTensor;
-use burn::backend::ops::{ActivationOps, FloatTensorOps, ModuleOps};
+use burn::backend::ops::{ActivationOps, ModuleOps};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, DType, Dispatch, Flex, TensorData, TensorMetadata};
 use burn::nn::LayerNorm;
@@ -45,9 +45,7 @@ pub trait FusedOps: Backend {
     /// The gradient through a softmax whose output was `y`: y ⊙ (grad − Σ grad ⊙ y), the sum
     /// along the last dimension.
     fn fused_softmax_backward(y: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
-        let last = y.shape().num_dims() - 1;
-        let dot = Self::float_sum_dim(Self::float_mul(grad.clone(), y.clone()), last);
-        Self::float_mul(y, Self::float_sub(grad, dot))
+        softmax_backward_by_ops::<Self>(y, grad)
     }
 
     /// Layer norm over the last dimension: (x − mean) / √(var + ε) · gamma + beta.
@@ -69,6 +67,13 @@ pub trait FusedOps: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         layer_norm_backward_by_ops::<Self>(x, gamma, grad, epsilon)
     }
+}
+
+/// The softmax gradient from the backend's own ops (for backends without a fused kernel).
+fn softmax_backward_by_ops<B: Backend>(y: FloatTensor<B>, grad: FloatTensor<B>) -> FloatTensor<B> {
+    let last = y.shape().num_dims() - 1;
+    let dot = B::float_sum_dim(B::float_mul(grad.clone(), y.clone()), last);
+    B::float_mul(y, B::float_sub(grad, dot))
 }
 
 /// The layer norm gradients from the backend's own ops (for backends without a fused kernel):
@@ -203,9 +208,7 @@ impl FusedOps for Flex {
 
     fn fused_softmax_backward(y: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
         if y.dtype() != DType::F32 || grad.dtype() != DType::F32 {
-            let last = y.shape().num_dims() - 1;
-            let dot = Flex::float_sum_dim(Flex::float_mul(grad.clone(), y.clone()), last);
-            return Flex::float_mul(y, Flex::float_sub(grad, dot));
+            return softmax_backward_by_ops::<Flex>(y, grad);
         }
         let shape = y.shape();
         let d = shape[shape.num_dims() - 1];
