@@ -226,23 +226,26 @@ fn sql_aggregates_match_sums_computed_from_the_raw_file() {
 #[test]
 fn import_errors_name_file_line_and_column() {
     let dir = tempfile::tempdir().unwrap();
-    let csv = dir.path().join("bad.csv");
-    std::fs::write(
-        &csv,
+    // Writes `name` and imports it into database `x` of the test's lake.
+    let import = |name: &str, text: &str| {
+        let csv = dir.path().join(name);
+        std::fs::write(&csv, text).unwrap();
+        doppel()
+            .args([
+                "import",
+                "--data",
+                dir.path().join("lake").to_str().unwrap(),
+                "--db",
+                "x",
+                csv.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap()
+    };
+    let out = import(
+        "bad.csv",
         "time,v\n2020-01-01T00:00:00Z,1\n2020-01-01T00:01:00Z,abc\n",
-    )
-    .unwrap();
-    let out = doppel()
-        .args([
-            "import",
-            "--data",
-            dir.path().join("lake").to_str().unwrap(),
-            "--db",
-            "x",
-            csv.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    );
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -251,23 +254,10 @@ fn import_errors_name_file_line_and_column() {
     );
 
     // A column with no value at all imports nothing, and says so.
-    let dead = dir.path().join("dead.csv");
-    std::fs::write(
-        &dead,
+    let out = import(
+        "dead.csv",
         "time,v,dead\n2020-01-01T00:00:00Z,1,NaN\n2020-01-01T00:01:00Z,2,\n",
-    )
-    .unwrap();
-    let out = doppel()
-        .args([
-            "import",
-            "--data",
-            dir.path().join("lake").to_str().unwrap(),
-            "--db",
-            "x",
-            dead.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(
