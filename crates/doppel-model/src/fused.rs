@@ -476,7 +476,7 @@ fn moments(x: &[f32], epsilon: f32) -> (f32, f32) {
 /// that both cores get work on the model's smallest activations.
 const CHUNK: usize = 1 << 13;
 
-fn contiguous(x: FlexTensor) -> FlexTensor {
+pub(crate) fn contiguous(x: FlexTensor) -> FlexTensor {
     if x.as_slice::<f32>().is_some() {
         x
     } else {
@@ -520,7 +520,7 @@ fn normal(x: f32) -> Normal {
 /// |r| ≤ ln 2 / 2, e^r by a degree-6 polynomial, 2^n put straight into the exponent bits.
 /// Inputs are clamped to [−87, 88], where the result stays a normal float.
 #[inline(always)]
-fn exp(x: f32) -> f32 {
+pub(crate) fn exp(x: f32) -> f32 {
     // Adding 1.5·2^23 rounds to an integer, which then sits in the low mantissa bits.
     const ROUNDER: f32 = 12_582_912.0;
     const LN2_HI: f32 = 0.693_359_4;

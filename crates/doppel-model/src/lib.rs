@@ -2,6 +2,7 @@
 //! plant's own unlabeled history, and the tasks a twin needs (fill gaps, forecast, score,
 //! embed). Built on burn; reads sensor files, never the lake's insides.
 
+pub mod attention;
 pub mod baselines;
 pub mod batch;
 pub mod bench;

@@ -11,7 +11,7 @@
 use burn::nn::transformer::TransformerEncoder;
 use burn::prelude::*;
 
-use crate::fused;
+use crate::{attention, fused};
 
 /// Runs every block: [B, L, d] → [B, L, d]. Only pre-norm stacks (`norm_first`), the only
 /// kind the sensor model builds.
@@ -32,8 +32,24 @@ pub fn forward(stack: &TransformerEncoder, mut x: Tensor<3>) -> Tensor<3> {
     x
 }
 
-/// Multi-head self-attention without masks: [B, L, d] → [B, L, d].
+/// Multi-head self-attention without masks: [B, L, d] → [B, L, d]. The heads' core is one
+/// fused op; with dropout on the attention weights (fine-tuning may ask for it) burn's ops,
+/// as the fused op has none.
 fn self_attention(mha: &burn::nn::attention::MultiHeadAttention, x: Tensor<3>) -> Tensor<3> {
+    if mha.dropout.prob > 0.0 {
+        return self_attention_by_ops(mha, x);
+    }
+    let (q, k, v) = (
+        mha.query.forward(x.clone()),
+        mha.key.forward(x.clone()),
+        mha.value.forward(x),
+    ); // [B, L, d] each, the heads side by side
+    mha.output
+        .forward(attention::attention(q, k, v, mha.n_heads))
+}
+
+/// The same attention through burn's ops, with dropout on the weights.
+fn self_attention_by_ops(mha: &burn::nn::attention::MultiHeadAttention, x: Tensor<3>) -> Tensor<3> {
     let [b, l, d] = x.dims();
     let (heads, dk) = (mha.n_heads, mha.d_k);
     let split = |linear: &burn::nn::Linear| {

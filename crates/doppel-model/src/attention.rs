@@ -1,0 +1,697 @@
+//! Multi-head attention's core, softmax(Q·Kᵀ/√dk)·V per head, as one fused op with its own
+//! backward: a burn backend extension, vectorised over every core on burn's CPU backend
+//! (flex), burn's own ops on any other backend (wgpu).
+//!
+//! Why by hand: through burn's ops one attention is a split of the heads (a copy each for
+//! Q, K and V), a batch of small [L, dk] × [dk, L] products, a scale, a softmax, another
+//! batch of products and a merge of the heads (one more copy); autodiff keeps the L × L
+//! weights and runs a backward for each step. A profile of pretraining put those small
+//! products alone at 21 % of the time (docs/BENCHMARKS.md). Here one task per window reads
+//! the heads in place from the projections' [B, L, H·dk] layout, computes a row of scores,
+//! its softmax and its share of the output while they sit in cache, and keeps only each
+//! row's log-sum-exp for the backward, which recomputes the weights from it
+//! (FlashAttention's trade: an L × dk product recomputed instead of L × L weights stored).
+//!
+//! Must never change what the model computes beyond float rounding: the tests hold the op
+//! and its gradients to burn's attention.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, DType, Dispatch, Flex, TensorData, TensorMetadata};
+use burn::prelude::Tensor;
+use rayon::prelude::*;
+
+use crate::fused::{contiguous, exp};
+
+#[burn::backend::backend_extension(Flex, Autodiff, Cube: cfg(feature = "gpu"))]
+pub trait AttentionOps: Backend {
+    /// softmax(Q·Kᵀ/√dk)·V for each of `heads` heads, over queries, keys and values laid out
+    /// [B, L, H·dk] (the heads side by side, as the projections give them) → [B, L, H·dk].
+    fn fused_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        heads: usize,
+    ) -> FloatTensor<Self> {
+        attention_by_ops::<Self>(q, k, v, heads).0
+    }
+
+    /// The same output, and each query row's log-sum-exp of its scaled scores [B, H, L],
+    /// which is all the backward needs to rebuild the weights.
+    fn fused_attention_keeping_lse(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        heads: usize,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        attention_by_ops::<Self>(q, k, v, heads)
+    }
+
+    /// The gradients of Q, K and V given the output's.
+    fn fused_attention_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        heads: usize,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        attention_backward_by_ops::<Self>(q, k, v, lse, grad, heads)
+    }
+}
+
+/// The attention of `heads` heads over projections [B, L, H·dk] → [B, L, H·dk], fused where
+/// the backend has the kernel.
+pub fn attention(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, heads: usize) -> Tensor<3> {
+    Tensor::from_dispatch(Dispatch::fused_attention(
+        q.into_dispatch(),
+        k.into_dispatch(),
+        v.into_dispatch(),
+        heads,
+    ))
+}
+
+/// The shapes every path shares: [B, L, d] with d = H·dk.
+fn dims(q: &impl TensorMetadata, heads: usize) -> [usize; 4] {
+    let shape = q.shape();
+    let (b, l, d) = (shape[0], shape[1], shape[2]);
+    assert!(
+        heads > 0 && d.is_multiple_of(heads),
+        "attention: width {d} does not split into {heads} heads"
+    );
+    [b, l, d, d / heads]
+}
+
+/// [B, L, H·dk] → [B, H, L, dk].
+fn split_heads<B: Backend>(x: FloatTensor<B>, [b, l, _, dk]: [usize; 4]) -> FloatTensor<B> {
+    let heads = x.shape()[2] / dk;
+    B::float_swap_dims(B::float_reshape(x, [b, l, heads, dk].into()), 1, 2)
+}
+
+/// [B, H, L, dk] → [B, L, H·dk].
+fn merge_heads<B: Backend>(x: FloatTensor<B>, [b, l, d, _]: [usize; 4]) -> FloatTensor<B> {
+    B::float_reshape(B::float_swap_dims(x, 1, 2), [b, l, d].into())
+}
+
+/// The weights softmax(S) from scores S [B, H, L, L] and their log-sum-exp [B, H, L, 1].
+fn weights_from_lse<B: Backend>(scores: FloatTensor<B>, lse: FloatTensor<B>) -> FloatTensor<B> {
+    B::float_exp(B::float_sub(scores, lse))
+}
+
+/// Q·Kᵀ/√dk per head: [B, H, L, L].
+fn scores_by_ops<B: Backend>(
+    q: FloatTensor<B>,
+    k: FloatTensor<B>,
+    dims: [usize; 4],
+) -> FloatTensor<B> {
+    let scale = 1.0 / (dims[3] as f64).sqrt();
+    let product = B::float_matmul(
+        split_heads::<B>(q, dims),
+        B::float_transpose(split_heads::<B>(k, dims)),
+    );
+    B::float_mul_scalar(product, scale.into())
+}
+
+/// The attention and its log-sum-exp from the backend's own ops (backends without a kernel).
+fn attention_by_ops<B: Backend>(
+    q: FloatTensor<B>,
+    k: FloatTensor<B>,
+    v: FloatTensor<B>,
+    heads: usize,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let dims = dims(&q, heads);
+    let scores = scores_by_ops::<B>(q, k, dims);
+    let max = B::float_max_dim(scores.clone(), 3); // [B, H, L, 1]
+    let sum = B::float_sum_dim(B::float_exp(B::float_sub(scores.clone(), max.clone())), 3);
+    let lse = B::float_add(max, B::float_log(sum)); // [B, H, L, 1]
+    let weights = weights_from_lse::<B>(scores, lse.clone());
+    let out = merge_heads::<B>(B::float_matmul(weights, split_heads::<B>(v, dims)), dims);
+    let [b, l, _, _] = dims;
+    (out, B::float_reshape(lse, [b, heads, l].into()))
+}
+
+/// The attention's gradients from the backend's own ops: with P the weights and dO the
+/// output's gradient per head, dV = Pᵀ·dO, dP = dO·Vᵀ, dS = P ⊙ (dP − Σ P ⊙ dP) along each
+/// row, dQ = dS·K/√dk and dK = dSᵀ·Q/√dk.
+fn attention_backward_by_ops<B: Backend>(
+    q: FloatTensor<B>,
+    k: FloatTensor<B>,
+    v: FloatTensor<B>,
+    lse: FloatTensor<B>,
+    grad: FloatTensor<B>,
+    heads: usize,
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let dims = dims(&q, heads);
+    let [b, l, _, dk] = dims;
+    let scale = 1.0 / (dk as f64).sqrt();
+    let scores = scores_by_ops::<B>(q.clone(), k.clone(), dims);
+    let lse = B::float_reshape(lse, [b, heads, l, 1].into());
+    let weights = weights_from_lse::<B>(scores, lse); // [B, H, L, L]
+    let d_out = split_heads::<B>(grad, dims); // [B, H, L, dk]
+    let (q, k, v) = (
+        split_heads::<B>(q, dims),
+        split_heads::<B>(k, dims),
+        split_heads::<B>(v, dims),
+    );
+    let dv = B::float_matmul(B::float_transpose(weights.clone()), d_out.clone());
+    let dp = B::float_matmul(d_out, B::float_transpose(v));
+    let row_dot = B::float_sum_dim(B::float_mul(weights.clone(), dp.clone()), 3);
+    let ds = B::float_mul_scalar(
+        B::float_mul(weights, B::float_sub(dp, row_dot)),
+        scale.into(),
+    );
+    let dq = B::float_matmul(ds.clone(), k);
+    let dk = B::float_matmul(B::float_transpose(ds), q);
+    (
+        merge_heads::<B>(dq, dims),
+        merge_heads::<B>(dk, dims),
+        merge_heads::<B>(dv, dims),
+    )
+}
+
+#[cfg(feature = "gpu")]
+impl AttentionOps for burn::backend::Cube {}
+
+/// A matrix inside a window's buffer: where it starts and how far apart its rows and
+/// columns lie (in values), so that heads and transposes are read in place.
+#[derive(Clone, Copy)]
+struct View {
+    offset: usize,
+    row_stride: usize,
+    column_stride: usize,
+}
+
+impl View {
+    /// Head `h` of a window's [L, H·dk] projection, as an [L, dk] matrix.
+    fn head(h: usize, at: &Layout) -> Self {
+        View {
+            offset: h * at.dk,
+            row_stride: at.d,
+            column_stride: 1,
+        }
+    }
+
+    /// A dense [L, L] matrix.
+    fn square(at: &Layout) -> Self {
+        View {
+            offset: 0,
+            row_stride: at.l,
+            column_stride: 1,
+        }
+    }
+
+    fn transposed(self) -> Self {
+        View {
+            row_stride: self.column_stride,
+            column_stride: self.row_stride,
+            ..self
+        }
+    }
+}
+
+/// `out = scale · lhs · rhs` for `lhs` [m, k] and `rhs` [k, n], through `gemm` (the crate
+/// burn's CPU matmul runs on), on the calling thread: the windows are the parallel tasks.
+#[allow(clippy::too_many_arguments)]
+fn product(
+    [m, k, n]: [usize; 3],
+    scale: f32,
+    lhs: (&[f32], View),
+    rhs: (&[f32], View),
+    out: (&mut [f32], View),
+) {
+    let last = |v: View, rows: usize, columns: usize| {
+        v.offset + (rows - 1) * v.row_stride + (columns - 1) * v.column_stride
+    };
+    // The bounds `gemm` will touch, checked once here, as it reads raw pointers.
+    assert!(
+        last(lhs.1, m, k) < lhs.0.len()
+            && last(rhs.1, k, n) < rhs.0.len()
+            && last(out.1, m, n) < out.0.len(),
+        "attention: a product's operands lie outside their buffers"
+    );
+    let stride = |s: usize| s as isize;
+    // SAFETY: every element gemm reads or writes lies within the slices (checked above);
+    // `out` is borrowed mutably, so it aliases neither operand.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.0.as_mut_ptr().add(out.1.offset),
+            stride(out.1.column_stride),
+            stride(out.1.row_stride),
+            false,
+            lhs.0.as_ptr().add(lhs.1.offset),
+            stride(lhs.1.column_stride),
+            stride(lhs.1.row_stride),
+            rhs.0.as_ptr().add(rhs.1.offset),
+            stride(rhs.1.column_stride),
+            stride(rhs.1.row_stride),
+            0.0,
+            scale,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// Values a SIMD register holds (AVX2): the loops below run over fixed arrays of this many,
+/// which the compiler turns into vector instructions whatever the length of the row.
+const LANES: usize = 8;
+
+/// Σ a·b, summed lane-wise (the order of the additions differs from a plain loop's by
+/// rounding only).
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let (a, b) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f32 = a
+        .remainder()
+        .iter()
+        .zip(b.remainder())
+        .map(|(a, b)| a * b)
+        .sum();
+    let mut sums = [0.0f32; LANES];
+    for (a, b) in a.zip(b) {
+        let (a, b): (&[f32; LANES], &[f32; LANES]) =
+            (a.try_into().expect("lanes"), b.try_into().expect("lanes"));
+        for k in 0..LANES {
+            sums[k] += a[k] * b[k];
+        }
+    }
+    sums.iter().sum::<f32>() + tail
+}
+
+/// `x = e^(x − shift)` in place.
+#[inline(always)]
+fn exp_shifted(x: &mut [f32], shift: f32) {
+    let mut chunks = x.chunks_exact_mut(LANES);
+    for x in &mut chunks {
+        let x: &mut [f32; LANES] = x.try_into().expect("lanes");
+        for v in x.iter_mut() {
+            *v = exp(*v - shift);
+        }
+    }
+    for v in chunks.into_remainder() {
+        *v = exp(*v - shift);
+    }
+}
+
+/// The flex kernels read f32 only; anything else takes burn's ops.
+fn all_f32(tensors: &[&FlexTensor]) -> bool {
+    tensors.iter().all(|t| t.dtype() == DType::F32)
+}
+
+/// Window `w` of a batch whose windows are `n` values each.
+fn window(t: &[f32], w: usize, n: usize) -> &[f32] {
+    &t[w * n..][..n]
+}
+
+fn f32_slice(t: &FlexTensor) -> &[f32] {
+    t.as_slice::<f32>().expect("contiguous f32")
+}
+
+/// The sizes a window's kernels read: L tokens of d = H·dk values, and the scores' scale.
+#[derive(Clone, Copy)]
+struct Layout {
+    l: usize,
+    d: usize,
+    dk: usize,
+    heads: usize,
+    scale: f32,
+}
+
+/// One window's attention, every head: `out` [L, d] and each row's log-sum-exp `lse` [H, L].
+/// Always inlined, so that its loops compile under the SIMD features `pulp` dispatched to.
+#[inline(always)]
+fn forward_window(at: Layout, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], lse: &mut [f32]) {
+    let Layout { l, dk, scale, .. } = at;
+    let mut p = vec![0.0f32; l * l]; // scores, then weights, of one head
+    for h in 0..at.heads {
+        let head = View::head(h, &at);
+        let square = View::square(&at);
+        product(
+            [l, dk, l],
+            scale,
+            (q, head),
+            (k, head.transposed()),
+            (&mut p, square),
+        );
+        for (i, row) in p.chunks_exact_mut(l).enumerate() {
+            let max = row.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+            exp_shifted(row, max);
+            let sum: f32 = row.iter().sum();
+            lse[h * l + i] = max + sum.ln();
+            let inv_sum = 1.0 / sum;
+            row.iter_mut().for_each(|p| *p *= inv_sum);
+        }
+        product([l, l, dk], 1.0, (&p, square), (v, head), (out, head));
+    }
+}
+
+/// One window's gradients, every head, into `dq`, `dkey` and `dv` [L, d]. With P the
+/// weights and dO the output's gradient: dS = P ⊙ (dO·Vᵀ − Σ P ⊙ dO·Vᵀ) along each row,
+/// dQ = dS·K/√dk, dK = dSᵀ·Q/√dk and dV = Pᵀ·dO.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn backward_window(
+    at: Layout,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    lse: &[f32],
+    grad: &[f32],
+    dq: &mut [f32],
+    dkey: &mut [f32],
+    dv: &mut [f32],
+) {
+    let Layout { l, dk, scale, .. } = at;
+    let (mut p, mut ds) = (vec![0.0f32; l * l], vec![0.0f32; l * l]);
+    for h in 0..at.heads {
+        let head = View::head(h, &at);
+        let square = View::square(&at);
+        product(
+            [l, dk, l],
+            scale,
+            (q, head),
+            (k, head.transposed()),
+            (&mut p, square),
+        );
+        product(
+            [l, dk, l],
+            1.0,
+            (grad, head),
+            (v, head.transposed()),
+            (&mut ds, square),
+        ); // dP
+        for (i, (p, ds)) in p
+            .chunks_exact_mut(l)
+            .zip(ds.chunks_exact_mut(l))
+            .enumerate()
+        {
+            exp_shifted(p, lse[h * l + i]);
+            let row_dot = dot(p, ds);
+            for (ds, &p) in ds.iter_mut().zip(p.iter()) {
+                *ds = p * (*ds - row_dot);
+            }
+        }
+        product([l, l, dk], scale, (&ds, square), (k, head), (dq, head));
+        product(
+            [l, l, dk],
+            scale,
+            (&ds, square.transposed()),
+            (q, head),
+            (dkey, head),
+        );
+        product(
+            [l, l, dk],
+            1.0,
+            (&p, square.transposed()),
+            (grad, head),
+            (dv, head),
+        );
+    }
+}
+
+impl AttentionOps for Flex {
+    fn fused_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        heads: usize,
+    ) -> FloatTensor<Self> {
+        Self::fused_attention_keeping_lse(q, k, v, heads).0
+    }
+
+    fn fused_attention_keeping_lse(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        heads: usize,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        if !all_f32(&[&q, &k, &v]) {
+            return attention_by_ops::<Flex>(q, k, v, heads);
+        }
+        let [b, l, d, dk] = dims(&q, heads);
+        let (q, k, v) = (contiguous(q), contiguous(k), contiguous(v));
+        let (q, k, v) = (f32_slice(&q), f32_slice(&k), f32_slice(&v));
+        let scale = 1.0 / (dk as f32).sqrt();
+        let mut out = vec![0.0f32; b * l * d];
+        let mut lse = vec![0.0f32; b * heads * l];
+        // One task a window: its heads' rows are contiguous in `out` and `lse`.
+        out.par_chunks_mut(l * d)
+            .zip(lse.par_chunks_mut(heads * l))
+            .enumerate()
+            .for_each(|(w, (out, lse))| {
+                let n = l * d;
+                let (q, k, v) = (window(q, w, n), window(k, w, n), window(v, w, n));
+                let at = Layout {
+                    l,
+                    d,
+                    dk,
+                    heads,
+                    scale,
+                };
+                pulp::Arch::new().dispatch(|| forward_window(at, q, k, v, out, lse));
+            });
+        (
+            FlexTensor::from_data(TensorData::new(out, [b, l, d])),
+            FlexTensor::from_data(TensorData::new(lse, [b, heads, l])),
+        )
+    }
+
+    fn fused_attention_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        heads: usize,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        if !all_f32(&[&q, &k, &v, &lse, &grad]) {
+            return attention_backward_by_ops::<Flex>(q, k, v, lse, grad, heads);
+        }
+        let [b, l, d, dk] = dims(&q, heads);
+        let (q, k, v, lse, grad) = (
+            contiguous(q),
+            contiguous(k),
+            contiguous(v),
+            contiguous(lse),
+            contiguous(grad),
+        );
+        let (q, k, v, lse, grad) = (
+            f32_slice(&q),
+            f32_slice(&k),
+            f32_slice(&v),
+            f32_slice(&lse),
+            f32_slice(&grad),
+        );
+        let scale = 1.0 / (dk as f32).sqrt();
+        let (mut dq, mut dkey, mut dv) = (
+            vec![0.0f32; b * l * d],
+            vec![0.0f32; b * l * d],
+            vec![0.0f32; b * l * d],
+        );
+        dq.par_chunks_mut(l * d)
+            .zip(dkey.par_chunks_mut(l * d).zip(dv.par_chunks_mut(l * d)))
+            .enumerate()
+            .for_each(|(w, (dq, (dkey, dv)))| {
+                let n = l * d;
+                let (q, k, v, grad) = (
+                    window(q, w, n),
+                    window(k, w, n),
+                    window(v, w, n),
+                    window(grad, w, n),
+                );
+                let lse = &lse[w * heads * l..][..heads * l];
+                let at = Layout {
+                    l,
+                    d,
+                    dk,
+                    heads,
+                    scale,
+                };
+                pulp::Arch::new()
+                    .dispatch(|| backward_window(at, q, k, v, lse, grad, dq, dkey, dv));
+            });
+        let shape = [b, l, d];
+        (
+            FlexTensor::from_data(TensorData::new(dq, shape)),
+            FlexTensor::from_data(TensorData::new(dkey, shape)),
+            FlexTensor::from_data(TensorData::new(dv, shape)),
+        )
+    }
+}
+
+impl<B: AttentionOps, C: CheckpointStrategy> AttentionOps for Autodiff<B, C> {
+    fn fused_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        heads: usize,
+    ) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct AttentionOp;
+
+        impl<B: AttentionOps> Backward<B, 3> for AttentionOp {
+            /// Q, K, V, the log-sum-exp of each row and the head count.
+            type State = (
+                FloatTensor<B>,
+                FloatTensor<B>,
+                FloatTensor<B>,
+                FloatTensor<B>,
+                usize,
+            );
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 3>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
+                let (q, k, v, lse, heads) = ops.state;
+                let grad = grads.consume::<B>(&ops.node);
+                let (dq, dk, dv) = B::fused_attention_backward(q, k, v, lse, grad, heads);
+                for (parent, grad) in ops.parents.into_iter().zip([dq, dk, dv]) {
+                    if let Some(parent) = parent {
+                        grads.register::<B>(parent.id, grad);
+                    }
+                }
+            }
+        }
+
+        let (q, q_node) = q.into_parts();
+        let (k, k_node) = k.into_parts();
+        let (v, v_node) = v.into_parts();
+        match AttentionOp
+            .prepare::<C>([q_node, k_node, v_node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (out, lse) =
+                    B::fused_attention_keeping_lse(q.clone(), k.clone(), v.clone(), heads);
+                prep.finish((q, k, v, lse, heads), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::fused_attention(q, k, v, heads)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::prelude::*;
+    use burn::tensor::activation;
+
+    /// Attention written with burn's tensor API, as burn's `MultiHeadAttention` computes it.
+    pub(super) fn reference(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, heads: usize) -> Tensor<3> {
+        let [b, l, d] = q.dims();
+        let dk = d / heads;
+        let split = |t: Tensor<3>| t.reshape([b, l, heads, dk]).swap_dims(1, 2);
+        let scores = split(q)
+            .matmul(split(k).transpose())
+            .div_scalar((dk as f32).sqrt());
+        let weights = activation::softmax(scores, 3);
+        weights.matmul(split(v)).swap_dims(1, 2).reshape([b, l, d])
+    }
+
+    fn random(shape: [usize; 3], device: &Device) -> Tensor<3> {
+        Tensor::random(shape, burn::tensor::Distribution::Normal(0.0, 1.5), device)
+    }
+
+    fn max_abs(t: Tensor<3>) -> f32 {
+        t.abs().max().into_scalar::<f32>()
+    }
+
+    fn assert_close(name: &str, ours: Tensor<3>, theirs: Tensor<3>, tolerance: f32) {
+        let scale = max_abs(theirs.clone()).max(1e-6);
+        let diff = max_abs(ours - theirs);
+        assert!(
+            diff < tolerance * scale,
+            "{name} differs by {diff} (scale {scale})"
+        );
+    }
+
+    #[test]
+    fn fused_attention_matches_burns_attention_and_its_three_gradients() {
+        let device = Device::flex().autodiff();
+        device.seed(11);
+        // Lengths that are not a multiple of the SIMD width, and the model's head widths
+        // (8 in tiny's decoder, 16, 32).
+        for (b, l, heads, dk) in [(3, 17, 4, 16), (2, 84, 4, 8), (2, 9, 2, 32), (1, 1, 1, 4)] {
+            let d = heads * dk;
+            let (q, k, v) = (
+                random([b, l, d], &device).require_grad(),
+                random([b, l, d], &device).require_grad(),
+                random([b, l, d], &device).require_grad(),
+            );
+            let w = random([b, l, d], &device);
+            let ours = attention(q.clone(), k.clone(), v.clone(), heads);
+            let theirs = reference(q.clone(), k.clone(), v.clone(), heads);
+            assert_eq!(ours.dims(), [b, l, d]);
+            assert_close("output", ours.clone(), theirs.clone(), 1e-5);
+            let grads_ours = (ours * w.clone()).sum().backward();
+            let grads_theirs = (theirs * w).sum().backward();
+            for (name, x) in [("dQ", &q), ("dK", &k), ("dV", &v)] {
+                let (a, b) = (x.grad(&grads_ours).unwrap(), x.grad(&grads_theirs).unwrap());
+                assert_close(&format!("{name} at L = {l}, dk = {dk}"), a, b, 1e-4);
+            }
+        }
+    }
+
+    #[test]
+    fn the_fallback_attention_agrees_with_the_fused_kernel_forward_and_backward() {
+        // Other backends (wgpu) run the trait's default bodies, built from their own ops.
+        let wave = |n: usize, k: f32| -> Vec<f32> {
+            (0..n)
+                .map(|i| (i as f32 * k).sin() * 2.0 + (i % 3) as f32 * 0.5)
+                .collect()
+        };
+        let (b, l, heads, dk) = (2, 13, 3, 8);
+        let n = b * l * heads * dk;
+        let flex = |k: f32| FlexTensor::from_data(TensorData::new(wave(n, k), [b, l, heads * dk]));
+        let (q, k, v, grad) = (flex(0.37), flex(1.13), flex(0.71), flex(0.29));
+        let fused = Flex::fused_attention_keeping_lse(q.clone(), k.clone(), v.clone(), heads);
+        let by_ops = attention_by_ops::<Flex>(q.clone(), k.clone(), v.clone(), heads);
+        let fused_grads = Flex::fused_attention_backward(
+            q.clone(),
+            k.clone(),
+            v.clone(),
+            fused.1.clone(),
+            grad.clone(),
+            heads,
+        );
+        let by_ops_grads =
+            attention_backward_by_ops::<Flex>(q, k, v, by_ops.1.clone(), grad, heads);
+        for (name, a, b) in [
+            ("output", fused.0, by_ops.0),
+            ("log-sum-exp", fused.1, by_ops.1),
+            ("dQ", fused_grads.0, by_ops_grads.0),
+            ("dK", fused_grads.1, by_ops_grads.1),
+            ("dV", fused_grads.2, by_ops_grads.2),
+        ] {
+            assert_eq!(a.shape(), b.shape(), "{name}");
+            let (a, b) = (
+                a.into_data().try_into_vec::<f32>().unwrap(),
+                b.into_data().try_into_vec::<f32>().unwrap(),
+            );
+            let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            for (a, b) in a.iter().zip(&b) {
+                assert!((a - b).abs() < 1e-4 * scale, "{name}: {a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "width 10 does not split into 3 heads")]
+    fn heads_that_do_not_divide_the_width_are_refused_clearly() {
+        let q = FlexTensor::from_data(TensorData::new(vec![0.0f32; 10], [1, 1, 10]));
+        Flex::fused_attention(q.clone(), q.clone(), q, 3);
+    }
+}
