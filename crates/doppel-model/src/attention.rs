@@ -5,12 +5,12 @@
 //! Why by hand: through burn's ops one attention is a split of the heads (a copy each for
 //! Q, K and V), a batch of small [L, dk] × [dk, L] products, a scale, a softmax, another
 //! batch of products and a merge of the heads (one more copy); autodiff keeps the L × L
-//! weights and runs a backward for each step. A profile of pretraining put those small
-//! products alone at 21 % of the time (docs/BENCHMARKS.md). Here one task per window reads
-//! the heads in place from the projections' [B, L, H·dk] layout, computes a row of scores,
-//! its softmax and its share of the output while they sit in cache, and keeps only each
-//! row's log-sum-exp for the backward, which recomputes the weights from it
-//! (FlashAttention's trade: an L × dk product recomputed instead of L × L weights stored).
+//! weights and runs a backward for each of those steps. Here one task per window runs the
+//! products through `gemm` (the crate under burn's own matmul) on the heads in place in the
+//! projections' [B, L, H·dk] layout, with the softmax in between, and keeps only each row's
+//! log-sum-exp for the backward, which rebuilds the weights from it (FlashAttention's
+//! trade: one L × dk × L product recomputed instead of the weights kept). A first version
+//! with hand-written loops instead of `gemm` was slower than burn's path (docs/BENCHMARKS.md).
 //!
 //! Must never change what the model computes beyond float rounding: the tests hold the op
 //! and its gradients to burn's attention.
@@ -261,8 +261,8 @@ fn product(
     }
 }
 
-/// Values a SIMD register holds (AVX2): the loops below run over fixed arrays of this many,
-/// which the compiler turns into vector instructions whatever the length of the row.
+/// Values of one SIMD register (AVX2): the loops below run over fixed arrays of this many,
+/// which the compiler turns into vector instructions (two SSE registers on baseline x86-64).
 const LANES: usize = 8;
 
 /// Σ a·b, summed lane-wise (the order of the additions differs from a plain loop's by
@@ -327,8 +327,6 @@ struct Layout {
 }
 
 /// One window's attention, every head: `out` [L, d] and each row's log-sum-exp `lse` [H, L].
-/// Always inlined, so that its loops compile under the SIMD features `pulp` dispatched to.
-#[inline(always)]
 fn forward_window(at: Layout, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], lse: &mut [f32]) {
     let Layout { l, dk, scale, .. } = at;
     let mut p = vec![0.0f32; l * l]; // scores, then weights, of one head
@@ -357,7 +355,6 @@ fn forward_window(at: Layout, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], 
 /// One window's gradients, every head, into `dq`, `dkey` and `dv` [L, d]. With P the
 /// weights and dO the output's gradient: dS = P ⊙ (dO·Vᵀ − Σ P ⊙ dO·Vᵀ) along each row,
 /// dQ = dS·K/√dk, dK = dSᵀ·Q/√dk and dV = Pᵀ·dO.
-#[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn backward_window(
     at: Layout,
@@ -457,7 +454,7 @@ impl AttentionOps for Flex {
                     heads,
                     scale,
                 };
-                pulp::Arch::new().dispatch(|| forward_window(at, q, k, v, out, lse));
+                forward_window(at, q, k, v, out, lse);
             });
         (
             FlexTensor::from_data(TensorData::new(out, [b, l, d])),
@@ -516,8 +513,7 @@ impl AttentionOps for Flex {
                     heads,
                     scale,
                 };
-                pulp::Arch::new()
-                    .dispatch(|| backward_window(at, q, k, v, lse, grad, dq, dkey, dv));
+                backward_window(at, q, k, v, lse, grad, dq, dkey, dv);
             });
         let shape = [b, l, d];
         (

@@ -5,8 +5,9 @@
 //! Why by hand: flex computes GELU one element at a time through libm's `erff`, on one core,
 //! forward and backward; a profile of pretraining put `erf` alone at 11 % of the time
 //! (docs/BENCHMARKS.md, PyTorch parity). No crate offers a vectorised GELU for burn. Here
-//! GELU and its derivative are branch-free arithmetic that the compiler vectorises (AVX2
-//! where the CPU has it, picked at run time by `pulp`), split across cores by `rayon`, with
+//! GELU and its derivative are branch-free arithmetic that the compiler vectorises (SSE2:
+//! `pulp` is built without its `x86-v3` feature, so its run-time dispatch always takes the
+//! baseline path; AVX2 is unmeasured), split across cores by `rayon`, with
 //! one exponential per element serving both the normal CDF and its density.
 //!
 //! Must never change what the model computes beyond float rounding: the tests hold these
