@@ -326,20 +326,27 @@ struct Layout {
     scale: f32,
 }
 
+/// Head `h`'s scores Q·Kᵀ/√dk [L, L] into `p`.
+fn scores(at: Layout, h: usize, q: &[f32], k: &[f32], p: &mut [f32]) {
+    let head = View::head(h, &at);
+    let (l, dk) = (at.l, at.dk);
+    product(
+        [l, dk, l],
+        at.scale,
+        (q, head),
+        (k, head.transposed()),
+        (p, View::square(&at)),
+    );
+}
+
 /// One window's attention, every head: `out` [L, d] and each row's log-sum-exp `lse` [H, L].
 fn forward_window(at: Layout, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], lse: &mut [f32]) {
-    let Layout { l, dk, scale, .. } = at;
+    let Layout { l, dk, .. } = at;
     let mut p = vec![0.0f32; l * l]; // scores, then weights, of one head
     for h in 0..at.heads {
         let head = View::head(h, &at);
         let square = View::square(&at);
-        product(
-            [l, dk, l],
-            scale,
-            (q, head),
-            (k, head.transposed()),
-            (&mut p, square),
-        );
+        scores(at, h, q, k, &mut p);
         for (i, row) in p.chunks_exact_mut(l).enumerate() {
             let max = row.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
             exp_shifted(row, max);
@@ -372,13 +379,7 @@ fn backward_window(
     for h in 0..at.heads {
         let head = View::head(h, &at);
         let square = View::square(&at);
-        product(
-            [l, dk, l],
-            scale,
-            (q, head),
-            (k, head.transposed()),
-            (&mut p, square),
-        );
+        scores(at, h, q, k, &mut p);
         product(
             [l, dk, l],
             1.0,

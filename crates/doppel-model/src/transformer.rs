@@ -33,10 +33,10 @@ pub fn forward(stack: &TransformerEncoder, mut x: Tensor<3>) -> Tensor<3> {
 }
 
 /// Multi-head self-attention without masks: [B, L, d] → [B, L, d]. The heads' core is one
-/// fused op; with dropout on the attention weights (fine-tuning may ask for it) burn's ops,
-/// as the fused op has none.
+/// fused op; while dropout on the attention weights is live (fine-tuning may ask for it),
+/// burn's ops, as the fused op has none.
 fn self_attention(mha: &burn::nn::attention::MultiHeadAttention, x: Tensor<3>) -> Tensor<3> {
-    if mha.dropout.prob > 0.0 {
+    if drops_out(&mha.dropout, &x) {
         return self_attention_by_ops(mha, x);
     }
     let (q, k, v) = (
@@ -46,6 +46,13 @@ fn self_attention(mha: &burn::nn::attention::MultiHeadAttention, x: Tensor<3>) -
     ); // [B, L, d] each, the heads side by side
     mha.output
         .forward(attention::attention(q, k, v, mha.n_heads))
+}
+
+/// Whether `dropout` changes `x`: burn's own test in `Dropout::forward` (a rate above zero,
+/// a layer in training, a device that keeps gradients). Anywhere else it is the identity, and
+/// the fused attention gives what burn's ops give.
+fn drops_out(dropout: &burn::nn::Dropout, x: &Tensor<3>) -> bool {
+    dropout.prob > 0.0 && dropout.training.is_enabled() && x.device().is_autodiff()
 }
 
 /// The same attention through burn's ops, with dropout on the weights.
