@@ -21,11 +21,13 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, Backend, DType, Dispatch, Flex, TensorData, TensorMetadata};
+use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorData, TensorMetadata};
 use burn::prelude::Tensor;
 use rayon::prelude::*;
 
-use crate::fused::{contiguous, exp};
+use crate::fused::{
+    all_f32, contiguous, exp, register_gradients, softmax_row, softmax_row_backward,
+};
 
 #[burn::backend::backend_extension(Flex, Autodiff, Cube: cfg(feature = "gpu"))]
 pub trait AttentionOps: Backend {
@@ -261,52 +263,6 @@ fn product(
     }
 }
 
-/// Values of one SIMD register (AVX2): the loops below run over fixed arrays of this many,
-/// which the compiler turns into vector instructions (two SSE registers on baseline x86-64).
-const LANES: usize = 8;
-
-/// Σ a·b, summed lane-wise (the order of the additions differs from a plain loop's by
-/// rounding only).
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let (a, b) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let tail: f32 = a
-        .remainder()
-        .iter()
-        .zip(b.remainder())
-        .map(|(a, b)| a * b)
-        .sum();
-    let mut sums = [0.0f32; LANES];
-    for (a, b) in a.zip(b) {
-        let (a, b): (&[f32; LANES], &[f32; LANES]) =
-            (a.try_into().expect("lanes"), b.try_into().expect("lanes"));
-        for k in 0..LANES {
-            sums[k] += a[k] * b[k];
-        }
-    }
-    sums.iter().sum::<f32>() + tail
-}
-
-/// `x = e^(x − shift)` in place.
-#[inline(always)]
-fn exp_shifted(x: &mut [f32], shift: f32) {
-    let mut chunks = x.chunks_exact_mut(LANES);
-    for x in &mut chunks {
-        let x: &mut [f32; LANES] = x.try_into().expect("lanes");
-        for v in x.iter_mut() {
-            *v = exp(*v - shift);
-        }
-    }
-    for v in chunks.into_remainder() {
-        *v = exp(*v - shift);
-    }
-}
-
-/// The flex kernels read f32 only; anything else takes burn's ops.
-fn all_f32(tensors: &[&FlexTensor]) -> bool {
-    tensors.iter().all(|t| t.dtype() == DType::F32)
-}
-
 /// Window `w` of a batch whose windows are `n` values each.
 fn window(t: &[f32], w: usize, n: usize) -> &[f32] {
     &t[w * n..][..n]
@@ -324,6 +280,29 @@ struct Layout {
     dk: usize,
     heads: usize,
     scale: f32,
+}
+
+impl Layout {
+    /// The batch size and the window layout of projections `q` [B, L, H·dk].
+    fn of(q: &FlexTensor, heads: usize) -> (usize, Self) {
+        let [b, l, d, dk] = dims(q, heads);
+        let scale = 1.0 / (dk as f32).sqrt();
+        (
+            b,
+            Layout {
+                l,
+                d,
+                dk,
+                heads,
+                scale,
+            },
+        )
+    }
+
+    /// Values in one window of a projection.
+    fn window_len(&self) -> usize {
+        self.l * self.d
+    }
 }
 
 /// Head `h`'s scores Q·Kᵀ/√dk [L, L] into `p`.
@@ -348,12 +327,7 @@ fn forward_window(at: Layout, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], 
         let square = View::square(&at);
         scores(at, h, q, k, &mut p);
         for (i, row) in p.chunks_exact_mut(l).enumerate() {
-            let max = row.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
-            exp_shifted(row, max);
-            let sum: f32 = row.iter().sum();
-            lse[h * l + i] = max + sum.ln();
-            let inv_sum = 1.0 / sum;
-            row.iter_mut().for_each(|p| *p *= inv_sum);
+            lse[h * l + i] = softmax_row(row);
         }
         product([l, l, dk], 1.0, (&p, square), (v, head), (out, head));
     }
@@ -392,11 +366,10 @@ fn backward_window(
             .zip(ds.chunks_exact_mut(l))
             .enumerate()
         {
-            exp_shifted(p, lse[h * l + i]);
-            let row_dot = dot(p, ds);
-            for (ds, &p) in ds.iter_mut().zip(p.iter()) {
-                *ds = p * (*ds - row_dot);
-            }
+            // the weights, rebuilt from the row's log-sum-exp; then dS = P ⊙ (dP − Σ P ⊙ dP)
+            let lse = lse[h * l + i];
+            p.iter_mut().for_each(|s| *s = exp(*s - lse));
+            softmax_row_backward(p, ds);
         }
         product([l, l, dk], scale, (&ds, square), (k, head), (dq, head));
         product(
@@ -435,28 +408,21 @@ impl AttentionOps for Flex {
         if !all_f32(&[&q, &k, &v]) {
             return attention_by_ops::<Flex>(q, k, v, heads);
         }
-        let [b, l, d, dk] = dims(&q, heads);
+        let (b, at) = Layout::of(&q, heads);
         let (q, k, v) = (contiguous(q), contiguous(k), contiguous(v));
         let (q, k, v) = (f32_slice(&q), f32_slice(&k), f32_slice(&v));
-        let scale = 1.0 / (dk as f32).sqrt();
-        let mut out = vec![0.0f32; b * l * d];
-        let mut lse = vec![0.0f32; b * heads * l];
+        let n = at.window_len();
+        let mut out = vec![0.0f32; b * n];
+        let mut lse = vec![0.0f32; b * heads * at.l];
         // One task a window: its heads' rows are contiguous in `out` and `lse`.
-        out.par_chunks_mut(l * d)
-            .zip(lse.par_chunks_mut(heads * l))
+        out.par_chunks_mut(n)
+            .zip(lse.par_chunks_mut(heads * at.l))
             .enumerate()
             .for_each(|(w, (out, lse))| {
-                let n = l * d;
                 let (q, k, v) = (window(q, w, n), window(k, w, n), window(v, w, n));
-                let at = Layout {
-                    l,
-                    d,
-                    dk,
-                    heads,
-                    scale,
-                };
                 forward_window(at, q, k, v, out, lse);
             });
+        let [l, d] = [at.l, at.d];
         (
             FlexTensor::from_data(TensorData::new(out, [b, l, d])),
             FlexTensor::from_data(TensorData::new(lse, [b, heads, l])),
@@ -474,7 +440,7 @@ impl AttentionOps for Flex {
         if !all_f32(&[&q, &k, &v, &lse, &grad]) {
             return attention_backward_by_ops::<Flex>(q, k, v, lse, grad, heads);
         }
-        let [b, l, d, dk] = dims(&q, heads);
+        let (b, at) = Layout::of(&q, heads);
         let (q, k, v, lse, grad) = (
             contiguous(q),
             contiguous(k),
@@ -489,34 +455,26 @@ impl AttentionOps for Flex {
             f32_slice(&lse),
             f32_slice(&grad),
         );
-        let scale = 1.0 / (dk as f32).sqrt();
+        let n = at.window_len();
         let (mut dq, mut dkey, mut dv) = (
-            vec![0.0f32; b * l * d],
-            vec![0.0f32; b * l * d],
-            vec![0.0f32; b * l * d],
+            vec![0.0f32; b * n],
+            vec![0.0f32; b * n],
+            vec![0.0f32; b * n],
         );
-        dq.par_chunks_mut(l * d)
-            .zip(dkey.par_chunks_mut(l * d).zip(dv.par_chunks_mut(l * d)))
+        dq.par_chunks_mut(n)
+            .zip(dkey.par_chunks_mut(n).zip(dv.par_chunks_mut(n)))
             .enumerate()
             .for_each(|(w, (dq, (dkey, dv)))| {
-                let n = l * d;
                 let (q, k, v, grad) = (
                     window(q, w, n),
                     window(k, w, n),
                     window(v, w, n),
                     window(grad, w, n),
                 );
-                let lse = &lse[w * heads * l..][..heads * l];
-                let at = Layout {
-                    l,
-                    d,
-                    dk,
-                    heads,
-                    scale,
-                };
+                let lse = window(lse, w, heads * at.l);
                 backward_window(at, q, k, v, lse, grad, dq, dkey, dv);
             });
-        let shape = [b, l, d];
+        let shape = [b, at.l, at.d];
         (
             FlexTensor::from_data(TensorData::new(dq, shape)),
             FlexTensor::from_data(TensorData::new(dkey, shape)),
@@ -551,14 +509,10 @@ impl<B: AttentionOps, C: CheckpointStrategy> AttentionOps for Autodiff<B, C> {
                 grads: &mut Gradients,
                 _: &mut Checkpointer,
             ) {
-                let (q, k, v, lse, heads) = ops.state;
-                let grad = grads.consume::<B>(&ops.node);
-                let (dq, dk, dv) = B::fused_attention_backward(q, k, v, lse, grad, heads);
-                for (parent, grad) in ops.parents.into_iter().zip([dq, dk, dv]) {
-                    if let Some(parent) = parent {
-                        grads.register::<B>(parent.id, grad);
-                    }
-                }
+                register_gradients::<B, _, 3>(ops, grads, |(q, k, v, lse, heads), grad| {
+                    let (dq, dk, dv) = B::fused_attention_backward(q, k, v, lse, grad, heads);
+                    [dq, dk, dv]
+                });
             }
         }
 

@@ -151,7 +151,7 @@ impl FusedOps for burn::backend::Cube {}
 
 impl FusedOps for Flex {
     fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        if x.dtype() != DType::F32 {
+        if !all_f32(&[&x]) {
             return Flex::gelu(x);
         }
         let shape = x.shape();
@@ -166,7 +166,7 @@ impl FusedOps for Flex {
     }
 
     fn fused_gelu_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
-        if x.dtype() != DType::F32 || grad.dtype() != DType::F32 {
+        if !all_f32(&[&x, &grad]) {
             return Flex::gelu_backward(x, grad);
         }
         let shape = x.shape();
@@ -184,7 +184,7 @@ impl FusedOps for Flex {
     }
 
     fn fused_softmax(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        if x.dtype() != DType::F32 {
+        if !all_f32(&[&x]) {
             let last = x.shape().num_dims() - 1;
             return Flex::softmax(x, last);
         }
@@ -194,21 +194,15 @@ impl FusedOps for Flex {
         let input = x.as_slice::<f32>().expect("contiguous");
         let out = in_parallel(input, None, d, |out, input, _| {
             for (y, x) in out.chunks_exact_mut(d).zip(input.chunks_exact(d)) {
-                let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-                let mut sum = 0.0;
-                for (y, &x) in y.iter_mut().zip(x) {
-                    *y = exp(x - max);
-                    sum += *y;
-                }
-                let scale = 1.0 / sum;
-                y.iter_mut().for_each(|y| *y *= scale);
+                y.copy_from_slice(x);
+                softmax_row(y);
             }
         });
         FlexTensor::from_data(TensorData::new(out, shape))
     }
 
     fn fused_softmax_backward(y: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
-        if y.dtype() != DType::F32 || grad.dtype() != DType::F32 {
+        if !all_f32(&[&y, &grad]) {
             return softmax_backward_by_ops::<Flex>(y, grad);
         }
         let shape = y.shape();
@@ -222,10 +216,8 @@ impl FusedOps for Flex {
                 .zip(y.chunks_exact(d))
                 .zip(grad.chunks_exact(d))
             {
-                let dot: f32 = y.iter().zip(g).map(|(y, g)| y * g).sum();
-                for ((dx, &y), &g) in dx.iter_mut().zip(y).zip(g) {
-                    *dx = y * (g - dot);
-                }
+                dx.copy_from_slice(g);
+                softmax_row_backward(y, dx);
             }
         });
         FlexTensor::from_data(TensorData::new(out, shape))
@@ -237,7 +229,7 @@ impl FusedOps for Flex {
         beta: FloatTensor<Self>,
         epsilon: f64,
     ) -> FloatTensor<Self> {
-        if [x.dtype(), gamma.dtype(), beta.dtype()] != [DType::F32; 3] {
+        if !all_f32(&[&x, &gamma, &beta]) {
             return Flex::layer_norm(x, gamma, Some(beta), epsilon);
         }
         let shape = x.shape();
@@ -263,7 +255,7 @@ impl FusedOps for Flex {
         grad: FloatTensor<Self>,
         epsilon: f64,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        if [x.dtype(), gamma.dtype(), grad.dtype()] != [DType::F32; 3] {
+        if !all_f32(&[&x, &gamma, &grad]) {
             return layer_norm_backward_by_ops::<Flex>(x, gamma, grad, epsilon);
         }
         let shape = x.shape();
@@ -343,6 +335,21 @@ impl<B: Backend> Backward<B, 1> for OneInput<B> {
     }
 }
 
+/// The backward step of an op with `N` inputs: `gradients(state, output's gradient)` gives
+/// one gradient per input, and each input that autodiff tracks receives its own.
+pub(crate) fn register_gradients<B: Backend, S, const N: usize>(
+    ops: Ops<S, N>,
+    grads: &mut Gradients,
+    gradients: impl FnOnce(S, FloatTensor<B>) -> [FloatTensor<B>; N],
+) {
+    let grad = grads.consume::<B>(&ops.node);
+    for (parent, grad) in ops.parents.into_iter().zip(gradients(ops.state, grad)) {
+        if let Some(parent) = parent {
+            grads.register::<B>(parent.id, grad);
+        }
+    }
+}
+
 /// Which tensor a one-input op's backward reads.
 enum Keep {
     Input,
@@ -402,14 +409,10 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
                 grads: &mut Gradients,
                 _: &mut Checkpointer,
             ) {
-                let (x, gamma, epsilon) = ops.state;
-                let grad = grads.consume::<B>(&ops.node);
-                let (dx, dgamma, dbeta) = B::fused_layer_norm_backward(x, gamma, grad, epsilon);
-                for (parent, grad) in ops.parents.into_iter().zip([dx, dgamma, dbeta]) {
-                    if let Some(parent) = parent {
-                        grads.register::<B>(parent.id, grad);
-                    }
-                }
+                register_gradients::<B, _, 3>(ops, grads, |(x, gamma, epsilon), grad| {
+                    let (dx, dgamma, dbeta) = B::fused_layer_norm_backward(x, gamma, grad, epsilon);
+                    [dx, dgamma, dbeta]
+                });
             }
         }
 
@@ -471,6 +474,32 @@ fn moments(x: &[f32], epsilon: f32) -> (f32, f32) {
     let mean = x.iter().sum::<f32>() / n;
     let variance = x.iter().map(|&v| (v - mean) * (v - mean)).sum::<f32>() / n;
     (mean, 1.0 / (variance + epsilon).sqrt())
+}
+
+/// The flex kernels read f32 only; anything else takes burn's ops.
+pub(crate) fn all_f32(tensors: &[&FlexTensor]) -> bool {
+    tensors.iter().all(|t| t.dtype() == DType::F32)
+}
+
+/// Softmax of one row, in place; returns the row's log-sum-exp.
+#[inline(always)]
+pub(crate) fn softmax_row(row: &mut [f32]) -> f32 {
+    let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    row.iter_mut().for_each(|v| *v = exp(*v - max));
+    let sum: f32 = row.iter().sum();
+    let scale = 1.0 / sum;
+    row.iter_mut().for_each(|v| *v *= scale);
+    max + sum.ln()
+}
+
+/// The gradient through one softmax row whose output was `y`, in place over the output's
+/// gradient `g`: g ← y ⊙ (g − Σ y·g).
+#[inline(always)]
+pub(crate) fn softmax_row_backward(y: &[f32], g: &mut [f32]) {
+    let dot: f32 = y.iter().zip(g.iter()).map(|(y, g)| y * g).sum();
+    for (g, &y) in g.iter_mut().zip(y) {
+        *g = y * (*g - dot);
+    }
 }
 
 /// Elements per parallel task: large enough that rayon's overhead vanishes, small enough
