@@ -28,6 +28,7 @@ use rayon::prelude::*;
 use crate::fused::{
     all_f32, contiguous, exp, register_gradients, softmax_row, softmax_row_backward,
 };
+use crate::matmul::{View, product};
 
 #[burn::backend::backend_extension(Flex, Autodiff, Cube: cfg(feature = "gpu"))]
 pub trait AttentionOps: Backend {
@@ -178,88 +179,18 @@ fn attention_backward_by_ops<B: Backend>(
 #[cfg(feature = "gpu")]
 impl AttentionOps for burn::backend::Cube {}
 
-/// A matrix inside a window's buffer: where it starts and how far apart its rows and
-/// columns lie (in values), so that heads and transposes are read in place.
-#[derive(Clone, Copy)]
-struct View {
-    offset: usize,
-    row_stride: usize,
-    column_stride: usize,
-}
-
 impl View {
     /// Head `h` of a window's [L, H·dk] projection, as an [L, dk] matrix.
     fn head(h: usize, at: &Layout) -> Self {
         View {
             offset: h * at.dk,
-            row_stride: at.d,
-            column_stride: 1,
+            ..View::rows_of(at.d)
         }
     }
 
     /// A dense [L, L] matrix.
     fn square(at: &Layout) -> Self {
-        View {
-            offset: 0,
-            row_stride: at.l,
-            column_stride: 1,
-        }
-    }
-
-    fn transposed(self) -> Self {
-        View {
-            row_stride: self.column_stride,
-            column_stride: self.row_stride,
-            ..self
-        }
-    }
-}
-
-/// `out = scale · lhs · rhs` for `lhs` [m, k] and `rhs` [k, n], through `gemm` (the crate
-/// burn's CPU matmul runs on), on the calling thread: the windows are the parallel tasks.
-#[allow(clippy::too_many_arguments)]
-fn product(
-    [m, k, n]: [usize; 3],
-    scale: f32,
-    lhs: (&[f32], View),
-    rhs: (&[f32], View),
-    out: (&mut [f32], View),
-) {
-    let last = |v: View, rows: usize, columns: usize| {
-        v.offset + (rows - 1) * v.row_stride + (columns - 1) * v.column_stride
-    };
-    // The bounds `gemm` will touch, checked once here, as it reads raw pointers.
-    assert!(
-        last(lhs.1, m, k) < lhs.0.len()
-            && last(rhs.1, k, n) < rhs.0.len()
-            && last(out.1, m, n) < out.0.len(),
-        "attention: a product's operands lie outside their buffers"
-    );
-    let stride = |s: usize| s as isize;
-    // SAFETY: every element gemm reads or writes lies within the slices (checked above);
-    // `out` is borrowed mutably, so it aliases neither operand.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            out.0.as_mut_ptr().add(out.1.offset),
-            stride(out.1.column_stride),
-            stride(out.1.row_stride),
-            false,
-            lhs.0.as_ptr().add(lhs.1.offset),
-            stride(lhs.1.column_stride),
-            stride(lhs.1.row_stride),
-            rhs.0.as_ptr().add(rhs.1.offset),
-            stride(rhs.1.column_stride),
-            stride(rhs.1.row_stride),
-            0.0,
-            scale,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
+        View::rows_of(at.l)
     }
 }
 

@@ -19,7 +19,7 @@ use burn::nn::{
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::{fused, transformer};
+use crate::{dense, fused, transformer};
 
 /// Everything that shapes the network.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -204,7 +204,7 @@ pub struct Tokens {
 impl SensorModel {
     /// Embeds every token: [B, L, 2P] → [B, L, d].
     fn embed(&self, t: &Tokens) -> Tensor<3> {
-        self.patch_embed.forward(t.features.clone())
+        dense::forward(&self.patch_embed, t.features.clone())
             + self.channel_embed.forward(t.channel.clone())
             + self.position_embed.forward(t.position.clone())
     }
@@ -229,7 +229,7 @@ impl SensorModel {
 
     /// Encodes and reconstructs every patch of every channel: [B, C·N, P], channel-major.
     pub fn forward(&self, t: &Tokens) -> Tensor<3> {
-        let encoded = self.decoder_embed.forward(self.encode(t)); // [B, K, dd]
+        let encoded = dense::forward(&self.decoder_embed, self.encode(t)); // [B, K, dd]
         let [b, k, dd] = encoded.dims();
         let l = t.order.dims()[1];
         let shuffled = if l > k {
@@ -243,7 +243,7 @@ impl SensorModel {
             + self.decoder_channel_embed.forward(t.channel.clone())
             + self.decoder_position_embed.forward(t.position.clone());
         let x = transformer::forward(&self.decoder, x);
-        let out = self.head.forward(fused::layer_norm(&self.decoder_norm, x)); // [B, L, K·P]
+        let out = dense::forward(&self.head, fused::layer_norm(&self.decoder_norm, x)); // [B, L, K·P]
         let out = unfold_channels(out, t.channels, t.channels_per_token); // [B, C·N, P]
         match &t.prior {
             Some(prior) => out + prior.clone(),

@@ -4,14 +4,15 @@
 //!
 //! Why not `TransformerEncoder::forward`: under autodiff its softmax and layer norm are
 //! chains of small ops, each with its own backward, and its GELU is burn's
-//! one-element-at-a-time kernel; this pass calls the fused kernels of `fused.rs` instead. The weights stay burn's modules,
+//! one-element-at-a-time kernel; this pass calls the fused kernels of `fused.rs`,
+//! `attention.rs` and `dense.rs` instead. The weights stay burn's modules,
 //! initialised by burn's config, so parameter names (and the PyTorch loader), seeds and saved
 //! models are unchanged; the tests hold this pass to burn's own.
 
 use burn::nn::transformer::TransformerEncoder;
 use burn::prelude::*;
 
-use crate::{attention, fused};
+use crate::{attention, dense, fused};
 
 /// Runs every block: [B, L, d] → [B, L, d]. Only pre-norm stacks (`norm_first`), the only
 /// kind the sensor model builds.
@@ -23,10 +24,11 @@ pub fn forward(stack: &TransformerEncoder, mut x: Tensor<3>) -> Tensor<3> {
         let h = self_attention(&layer.mha, fused::layer_norm(&layer.norm_2, x.clone()));
         x = x + layer.dropout.forward(h);
         let ff = &layer.pwff;
-        let h = ff
-            .linear_inner
-            .forward(fused::layer_norm(&layer.norm_1, x.clone())); // [B, L, 4d]
-        let h = ff.linear_outer.forward(ff.dropout.forward(fused::gelu(h))); // [B, L, d]
+        let h = dense::forward(
+            &ff.linear_inner,
+            fused::layer_norm(&layer.norm_1, x.clone()),
+        ); // [B, L, 4d]
+        let h = dense::forward(&ff.linear_outer, ff.dropout.forward(fused::gelu(h))); // [B, L, d]
         x = x + layer.dropout.forward(h);
     }
     x
@@ -40,12 +42,11 @@ fn self_attention(mha: &burn::nn::attention::MultiHeadAttention, x: Tensor<3>) -
         return self_attention_by_ops(mha, x);
     }
     let (q, k, v) = (
-        mha.query.forward(x.clone()),
-        mha.key.forward(x.clone()),
-        mha.value.forward(x),
+        dense::forward(&mha.query, x.clone()),
+        dense::forward(&mha.key, x.clone()),
+        dense::forward(&mha.value, x),
     ); // [B, L, d] each, the heads side by side
-    mha.output
-        .forward(attention::attention(q, k, v, mha.n_heads))
+    dense::forward(&mha.output, attention::attention(q, k, v, mha.n_heads))
 }
 
 /// Whether `dropout` changes `x`: burn's own test in `Dropout::forward` (a rate above zero,
@@ -60,8 +61,7 @@ fn self_attention_by_ops(mha: &burn::nn::attention::MultiHeadAttention, x: Tenso
     let [b, l, d] = x.dims();
     let (heads, dk) = (mha.n_heads, mha.d_k);
     let split = |linear: &burn::nn::Linear| {
-        linear
-            .forward(x.clone())
+        dense::forward(linear, x.clone())
             .reshape([b, l, heads, dk])
             .swap_dims(1, 2) // [B, H, L, dk]
     };
@@ -69,7 +69,7 @@ fn self_attention_by_ops(mha: &burn::nn::attention::MultiHeadAttention, x: Tenso
     let scores = q.matmul(k.transpose()).div_scalar((dk as f32).sqrt()); // [B, H, L, L]
     let weights = mha.dropout.forward(fused::softmax(scores));
     let context = weights.matmul(v).swap_dims(1, 2).reshape([b, l, d]); // [B, L, d]
-    mha.output.forward(context)
+    dense::forward(&mha.output, context)
 }
 
 #[cfg(test)]

@@ -1,0 +1,319 @@
+//! A dense layer, y = x·W + b, as one op with its own backward: a burn backend extension,
+//! through `gemm` on burn's CPU backend (flex), burn's own `linear` on any other backend.
+//!
+//! Why by hand: flex's matmul allocates its output zero-filled as bytes and then copies it
+//! once more to align it (`FlexTensor::empty` through `Bytes::from_bytes_vec`), then adds
+//! the bias as a separate pass; the backward does the same for dX and dW. That was about
+//! 7 % of a training step of the `small` model (docs/BENCHMARKS.md). Here the output starts
+//! as the bias repeated on every row and the product is accumulated into it, and the
+//! backward reads the transposes of W and X in place.
+//!
+//! Must never change what the layer computes beyond float rounding: the tests hold the op
+//! and its three gradients to burn's `Linear`.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::ops::ModuleOps;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorData, TensorMetadata};
+use burn::nn::Linear;
+use burn::prelude::Tensor;
+
+use crate::fused::{all_f32, contiguous, register_gradients};
+use crate::matmul::{View, Write, product_with};
+
+#[burn::backend::backend_extension(Flex, Autodiff, Cube: cfg(feature = "gpu"))]
+pub trait DenseOps: Backend {
+    /// x·W + b for x [..., d_in], W [d_in, d_out] and b [d_out] → [..., d_out].
+    fn fused_dense(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        Self::linear(x, weight, Some(bias))
+    }
+
+    /// The gradients of x, W and b given the output's.
+    fn fused_dense_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        (
+            Self::linear_x_backward(weight, grad.clone()),
+            Self::linear_weight_backward(x, grad.clone()),
+            Self::linear_bias_backward(grad),
+        )
+    }
+}
+
+/// `layer` applied to `x` [..., d_in] → [..., d_out], as one fused op where the backend has
+/// the kernel (layers without a bias take burn's own path).
+pub fn forward<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
+    let Some(bias) = &layer.bias else {
+        return layer.forward(x);
+    };
+    Tensor::from_dispatch(Dispatch::fused_dense(
+        x.into_dispatch(),
+        layer.weight.val().into_dispatch(),
+        bias.val().into_dispatch(),
+    ))
+}
+
+#[cfg(feature = "gpu")]
+impl DenseOps for burn::backend::Cube {}
+
+/// The rows of x once its leading dimensions are folded, and its width.
+fn rows_and_width(x: &impl TensorMetadata) -> (usize, usize) {
+    let shape = x.shape();
+    let width = shape[shape.num_dims() - 1];
+    (shape.num_elements() / width.max(1), width)
+}
+
+fn f32_slice(t: &FlexTensor) -> &[f32] {
+    t.as_slice::<f32>().expect("contiguous f32")
+}
+
+impl DenseOps for Flex {
+    fn fused_dense(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        if !all_f32(&[&x, &weight, &bias]) {
+            return Flex::linear(x, weight, Some(bias));
+        }
+        let mut shape = x.shape();
+        let (rows, d_in) = rows_and_width(&x);
+        let d_out = weight.shape()[1];
+        assert_eq!(
+            weight.shape()[0],
+            d_in,
+            "dense layer: input width {d_in} does not match the weight's {} rows",
+            weight.shape()[0]
+        );
+        let (x, weight, bias) = (contiguous(x), contiguous(weight), contiguous(bias));
+        let bias = f32_slice(&bias);
+        let mut out = Vec::with_capacity(rows * d_out);
+        for _ in 0..rows {
+            out.extend_from_slice(bias);
+        }
+        product_with(
+            [rows, d_in, d_out],
+            1.0,
+            (f32_slice(&x), View::rows_of(d_in)),
+            (f32_slice(&weight), View::rows_of(d_out)),
+            (&mut out, View::rows_of(d_out)),
+            Write::Accumulate,
+            true,
+        );
+        let last = shape.num_dims() - 1;
+        shape[last] = d_out;
+        FlexTensor::from_data(TensorData::new(out, shape))
+    }
+
+    fn fused_dense_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        if !all_f32(&[&x, &weight, &grad]) {
+            return (
+                Flex::linear_x_backward(weight, grad.clone()),
+                Flex::linear_weight_backward(x, grad.clone()),
+                Flex::linear_bias_backward(grad),
+            );
+        }
+        let x_shape = x.shape();
+        let (rows, d_in) = rows_and_width(&x);
+        let d_out = weight.shape()[1];
+        let (x, weight, grad) = (contiguous(x), contiguous(weight), contiguous(grad));
+        let (x, weight, grad) = (f32_slice(&x), f32_slice(&weight), f32_slice(&grad));
+
+        // dX = dY·Wᵀ: [rows, d_out] × [d_out, d_in]
+        let mut dx = vec![0.0f32; rows * d_in];
+        product_with(
+            [rows, d_out, d_in],
+            1.0,
+            (grad, View::rows_of(d_out)),
+            (weight, View::rows_of(d_out).transposed()),
+            (&mut dx, View::rows_of(d_in)),
+            Write::Overwrite,
+            true,
+        );
+        // dW = Xᵀ·dY: [d_in, rows] × [rows, d_out], the sum over every row in one product
+        let mut dw = vec![0.0f32; d_in * d_out];
+        product_with(
+            [d_in, rows, d_out],
+            1.0,
+            (x, View::rows_of(d_in).transposed()),
+            (grad, View::rows_of(d_out)),
+            (&mut dw, View::rows_of(d_out)),
+            Write::Overwrite,
+            true,
+        );
+        // db = Σ dY over the rows
+        let mut db = vec![0.0f32; d_out];
+        for row in grad.chunks_exact(d_out) {
+            db.iter_mut().zip(row).for_each(|(s, &g)| *s += g);
+        }
+        (
+            FlexTensor::from_data(TensorData::new(dx, x_shape)),
+            FlexTensor::from_data(TensorData::new(dw, [d_in, d_out])),
+            FlexTensor::from_data(TensorData::new(db, [d_out])),
+        )
+    }
+}
+
+impl<B: DenseOps, C: CheckpointStrategy> DenseOps for Autodiff<B, C> {
+    fn fused_dense(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct DenseOp;
+
+        impl<B: DenseOps> Backward<B, 3> for DenseOp {
+            /// The input and the weight.
+            type State = (FloatTensor<B>, FloatTensor<B>);
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 3>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
+                register_gradients::<B, _, 3>(ops, grads, |(x, weight), grad| {
+                    let (dx, dw, db) = B::fused_dense_backward(x, weight, grad);
+                    [dx, dw, db]
+                });
+            }
+        }
+
+        let (x, x_node) = x.into_parts();
+        let (weight, weight_node) = weight.into_parts();
+        let (bias, bias_node) = bias.into_parts();
+        match DenseOp
+            .prepare::<C>([x_node, weight_node, bias_node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let out = B::fused_dense(x.clone(), weight.clone(), bias);
+                prep.finish((x, weight), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::fused_dense(x, weight, bias)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::nn::LinearConfig;
+    use burn::prelude::*;
+
+    fn max_abs<const D: usize>(t: Tensor<D>) -> f32 {
+        t.abs().max().into_scalar::<f32>()
+    }
+
+    fn assert_close<const D: usize>(name: &str, ours: Tensor<D>, theirs: Tensor<D>) {
+        let scale = max_abs(theirs.clone()).max(1e-6);
+        let diff = max_abs(ours - theirs);
+        assert!(
+            diff < 1e-5 * scale,
+            "{name} differs by {diff} (scale {scale})"
+        );
+    }
+
+    #[test]
+    fn the_dense_op_matches_burns_linear_and_its_three_gradients() {
+        let device = Device::flex().autodiff();
+        device.seed(5);
+        // Widths of the model's layers, one of a single row and one past the parallel line.
+        for (rows, d_in, d_out) in [(51, 16, 64), (1, 7, 3), (700, 128, 512), (9, 1, 1)] {
+            let layer = LinearConfig::new(d_in, d_out).init(&device);
+            let x = Tensor::<3>::random(
+                [1, rows, d_in],
+                burn::tensor::Distribution::Normal(0.0, 1.0),
+                &device,
+            )
+            .require_grad();
+            let w = Tensor::<3>::random(
+                [1, rows, d_out],
+                burn::tensor::Distribution::Normal(0.0, 1.0),
+                &device,
+            );
+            let ours = forward(&layer, x.clone());
+            let theirs = layer.forward(x.clone());
+            assert_eq!(ours.dims(), [1, rows, d_out]);
+            assert_close("output", ours.clone(), theirs.clone());
+            let grads_ours = (ours * w.clone()).sum().backward();
+            let grads_theirs = (theirs * w).sum().backward();
+            let at = format!("at {rows}×{d_in}→{d_out}");
+            assert_close(
+                &format!("dX {at}"),
+                x.grad(&grads_ours).unwrap(),
+                x.grad(&grads_theirs).unwrap(),
+            );
+            assert_close(
+                &format!("dW {at}"),
+                layer.weight.grad(&grads_ours).unwrap(),
+                layer.weight.grad(&grads_theirs).unwrap(),
+            );
+            let bias = layer.bias.as_ref().unwrap();
+            assert_close(
+                &format!("db {at}"),
+                bias.grad(&grads_ours).unwrap(),
+                bias.grad(&grads_theirs).unwrap(),
+            );
+        }
+    }
+
+    #[test]
+    fn the_fallback_bodies_agree_with_the_kernel_forward_and_backward() {
+        // Other backends (wgpu) run the trait's default bodies: burn's own linear.
+        let wave = |n: usize, k: f32| -> Vec<f32> {
+            (0..n)
+                .map(|i| (i as f32 * k).sin() + (i % 3) as f32 * 0.5)
+                .collect()
+        };
+        let (b, l, d_in, d_out) = (2, 13, 6, 10);
+        let flex = |shape: Vec<usize>, k: f32| {
+            let n = shape.iter().product();
+            FlexTensor::from_data(TensorData::new(wave(n, k), shape))
+        };
+        let x = flex(vec![b, l, d_in], 0.37);
+        let weight = flex(vec![d_in, d_out], 1.13);
+        let bias = flex(vec![d_out], 0.71);
+        let grad = flex(vec![b, l, d_out], 0.29);
+        let ours = Flex::fused_dense(x.clone(), weight.clone(), bias.clone());
+        let theirs = Flex::linear(x.clone(), weight.clone(), Some(bias));
+        let grads = Flex::fused_dense_backward(x.clone(), weight.clone(), grad.clone());
+        let by_ops = (
+            Flex::linear_x_backward(weight.clone(), grad.clone()),
+            Flex::linear_weight_backward(x, grad.clone()),
+            Flex::linear_bias_backward(grad),
+        );
+        for (name, a, b) in [
+            ("output", ours, theirs),
+            ("dX", grads.0, by_ops.0),
+            ("dW", grads.1, by_ops.1),
+            ("db", grads.2, by_ops.2),
+        ] {
+            assert_eq!(a.shape(), b.shape(), "{name}");
+            let (a, b) = (
+                a.into_data().try_into_vec::<f32>().unwrap(),
+                b.into_data().try_into_vec::<f32>().unwrap(),
+            );
+            let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            for (a, b) in a.iter().zip(&b) {
+                assert!((a - b).abs() < 1e-5 * scale, "{name}: {a} vs {b}");
+            }
+        }
+    }
+}
