@@ -26,7 +26,7 @@ use burn::prelude::Tensor;
 use rayon::prelude::*;
 
 use crate::fused::{
-    all_f32, contiguous, exp, register_gradients, softmax_row, softmax_row_backward,
+    all_f32, contiguous, exp, register_gradients, softmax_row, softmax_row_backward, widest_simd,
 };
 use crate::matmul::{View, product};
 
@@ -250,6 +250,8 @@ fn scores(at: Layout, h: usize, q: &[f32], k: &[f32], p: &mut [f32]) {
 }
 
 /// One window's attention, every head: `out` [L, d] and each row's log-sum-exp `lse` [H, L].
+/// Inlined, so that `widest_simd` reaches its softmax.
+#[inline(always)]
 fn forward_window(at: Layout, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], lse: &mut [f32]) {
     let Layout { l, dk, .. } = at;
     let mut p = vec![0.0f32; l * l]; // scores, then weights, of one head
@@ -268,6 +270,7 @@ fn forward_window(at: Layout, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], 
 /// weights and dO the output's gradient: dS = P ⊙ (dO·Vᵀ − Σ P ⊙ dO·Vᵀ) along each row,
 /// dQ = dS·K/√dk, dK = dSᵀ·Q/√dk and dV = Pᵀ·dO.
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 fn backward_window(
     at: Layout,
     q: &[f32],
@@ -351,7 +354,10 @@ impl AttentionOps for Flex {
             .enumerate()
             .for_each(|(w, (out, lse))| {
                 let (q, k, v) = (window(q, w, n), window(k, w, n), window(v, w, n));
-                forward_window(at, q, k, v, out, lse);
+                widest_simd(
+                    #[inline(always)]
+                    || forward_window(at, q, k, v, out, lse),
+                );
             });
         let [l, d] = [at.l, at.d];
         (
@@ -403,7 +409,10 @@ impl AttentionOps for Flex {
                     window(grad, w, n),
                 );
                 let lse = window(lse, w, heads * at.l);
-                backward_window(at, q, k, v, lse, grad, dq, dkey, dv);
+                widest_simd(
+                    #[inline(always)]
+                    || backward_window(at, q, k, v, lse, grad, dq, dkey, dv),
+                );
             });
         let shape = [b, at.l, at.d];
         (

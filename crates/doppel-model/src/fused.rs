@@ -5,9 +5,9 @@
 //! Why by hand: flex computes GELU one element at a time through libm's `erff`, on one core,
 //! forward and backward; a profile of pretraining put `erf` alone at 11 % of the time
 //! (docs/BENCHMARKS.md, PyTorch parity). No crate offers a vectorised GELU for burn. Here
-//! GELU and its derivative are branch-free arithmetic that the compiler vectorises (SSE2:
-//! `pulp` is built without its `x86-v3` feature, so its run-time dispatch always takes the
-//! baseline path; AVX2 is unmeasured), split across cores by `rayon`, with
+//! GELU and its derivative are branch-free arithmetic that the compiler vectorises, compiled
+//! for AVX2 and FMA where the CPU has them (`widest_simd`, a run-time check), split across
+//! cores by `rayon`, with
 //! one exponential per element serving both the normal CDF and its density.
 //!
 //! Must never change what the model computes beyond float rounding: the tests hold these
@@ -157,11 +157,17 @@ impl FusedOps for Flex {
         let shape = x.shape();
         let x = contiguous(x);
         let input = x.as_slice::<f32>().expect("contiguous");
-        let out = in_parallel(input, None, 1, |out, x, _| {
-            for (o, &x) in out.iter_mut().zip(x) {
-                *o = x * normal(x).cdf;
-            }
-        });
+        let out = in_parallel(
+            input,
+            None,
+            1,
+            #[inline(always)]
+            |out, x, _| {
+                for (o, &x) in out.iter_mut().zip(x) {
+                    *o = x * normal(x).cdf;
+                }
+            },
+        );
         FlexTensor::from_data(TensorData::new(out, shape))
     }
 
@@ -173,13 +179,19 @@ impl FusedOps for Flex {
         let (x, grad) = (contiguous(x), contiguous(grad));
         let input = x.as_slice::<f32>().expect("contiguous");
         let grad = grad.as_slice::<f32>().expect("contiguous");
-        let out = in_parallel(input, Some(grad), 1, |out, x, grad| {
-            for ((o, &x), &g) in out.iter_mut().zip(x).zip(grad) {
-                let n = normal(x);
-                // d/dx x·Φ(x) = Φ(x) + x·φ(x)
-                *o = g * (n.cdf + x * n.pdf);
-            }
-        });
+        let out = in_parallel(
+            input,
+            Some(grad),
+            1,
+            #[inline(always)]
+            |out, x, grad| {
+                for ((o, &x), &g) in out.iter_mut().zip(x).zip(grad) {
+                    let n = normal(x);
+                    // d/dx x·Φ(x) = Φ(x) + x·φ(x)
+                    *o = g * (n.cdf + x * n.pdf);
+                }
+            },
+        );
         FlexTensor::from_data(TensorData::new(out, shape))
     }
 
@@ -192,12 +204,18 @@ impl FusedOps for Flex {
         let d = shape[shape.num_dims() - 1];
         let x = contiguous(x);
         let input = x.as_slice::<f32>().expect("contiguous");
-        let out = in_parallel(input, None, d, |out, input, _| {
-            for (y, x) in out.chunks_exact_mut(d).zip(input.chunks_exact(d)) {
-                y.copy_from_slice(x);
-                softmax_row(y);
-            }
-        });
+        let out = in_parallel(
+            input,
+            None,
+            d,
+            #[inline(always)]
+            |out, input, _| {
+                for (y, x) in out.chunks_exact_mut(d).zip(input.chunks_exact(d)) {
+                    y.copy_from_slice(x);
+                    softmax_row(y);
+                }
+            },
+        );
         FlexTensor::from_data(TensorData::new(out, shape))
     }
 
@@ -210,16 +228,22 @@ impl FusedOps for Flex {
         let (y, grad) = (contiguous(y), contiguous(grad));
         let y = y.as_slice::<f32>().expect("contiguous");
         let grad = grad.as_slice::<f32>().expect("contiguous");
-        let out = in_parallel(y, Some(grad), d, |out, y, grad| {
-            for ((dx, y), g) in out
-                .chunks_exact_mut(d)
-                .zip(y.chunks_exact(d))
-                .zip(grad.chunks_exact(d))
-            {
-                dx.copy_from_slice(g);
-                softmax_row_backward(y, dx);
-            }
-        });
+        let out = in_parallel(
+            y,
+            Some(grad),
+            d,
+            #[inline(always)]
+            |out, y, grad| {
+                for ((dx, y), g) in out
+                    .chunks_exact_mut(d)
+                    .zip(y.chunks_exact(d))
+                    .zip(grad.chunks_exact(d))
+                {
+                    dx.copy_from_slice(g);
+                    softmax_row_backward(y, dx);
+                }
+            },
+        );
         FlexTensor::from_data(TensorData::new(out, shape))
     }
 
@@ -238,14 +262,20 @@ impl FusedOps for Flex {
         let input = x.as_slice::<f32>().expect("contiguous");
         let gamma = gamma.as_slice::<f32>().expect("contiguous");
         let beta = beta.as_slice::<f32>().expect("contiguous");
-        let out = in_parallel(input, None, d, |out, input, _| {
-            for (y, x) in out.chunks_exact_mut(d).zip(input.chunks_exact(d)) {
-                let (mean, inv_std) = moments(x, epsilon as f32);
-                for (((y, &x), &g), &b) in y.iter_mut().zip(x).zip(gamma).zip(beta) {
-                    *y = (x - mean) * inv_std * g + b;
+        let out = in_parallel(
+            input,
+            None,
+            d,
+            #[inline(always)]
+            |out, input, _| {
+                for (y, x) in out.chunks_exact_mut(d).zip(input.chunks_exact(d)) {
+                    let (mean, inv_std) = moments(x, epsilon as f32);
+                    for (((y, &x), &g), &b) in y.iter_mut().zip(x).zip(gamma).zip(beta) {
+                        *y = (x - mean) * inv_std * g + b;
+                    }
                 }
-            }
-        });
+            },
+        );
         FlexTensor::from_data(TensorData::new(out, shape))
     }
 
@@ -272,29 +302,33 @@ impl FusedOps for Flex {
             .zip(input.par_chunks(rows * d).zip(grad.par_chunks(rows * d)))
             .map(|(dx, (x, dy))| {
                 let (mut dgamma, mut dbeta) = (vec![0.0f32; d], vec![0.0f32; d]);
-                pulp::Arch::new().dispatch(|| {
-                    for ((dx, x), dy) in dx
-                        .chunks_exact_mut(d)
-                        .zip(x.chunks_exact(d))
-                        .zip(dy.chunks_exact(d))
-                    {
-                        let (mean, inv_std) = moments(x, epsilon as f32);
-                        let (mut mean_g, mut mean_gx) = (0.0f32, 0.0f32);
-                        for i in 0..d {
-                            let normalised = (x[i] - mean) * inv_std;
-                            let g = dy[i] * gamma[i];
-                            mean_g += g;
-                            mean_gx += g * normalised;
-                            dgamma[i] += dy[i] * normalised;
-                            dbeta[i] += dy[i];
+                widest_simd(
+                    #[inline(always)]
+                    || {
+                        for ((dx, x), dy) in dx
+                            .chunks_exact_mut(d)
+                            .zip(x.chunks_exact(d))
+                            .zip(dy.chunks_exact(d))
+                        {
+                            let (mean, inv_std) = moments(x, epsilon as f32);
+                            let (mut mean_g, mut mean_gx) = (0.0f32, 0.0f32);
+                            for i in 0..d {
+                                let normalised = (x[i] - mean) * inv_std;
+                                let g = dy[i] * gamma[i];
+                                mean_g += g;
+                                mean_gx += g * normalised;
+                                dgamma[i] += dy[i] * normalised;
+                                dbeta[i] += dy[i];
+                            }
+                            let (mean_g, mean_gx) = (mean_g / d as f32, mean_gx / d as f32);
+                            for i in 0..d {
+                                let normalised = (x[i] - mean) * inv_std;
+                                dx[i] =
+                                    (dy[i] * gamma[i] - mean_g - normalised * mean_gx) * inv_std;
+                            }
                         }
-                        let (mean_g, mean_gx) = (mean_g / d as f32, mean_gx / d as f32);
-                        for i in 0..d {
-                            let normalised = (x[i] - mean) * inv_std;
-                            dx[i] = (dy[i] * gamma[i] - mean_g - normalised * mean_gx) * inv_std;
-                        }
-                    }
-                });
+                    },
+                );
                 (dgamma, dbeta)
             })
             .reduce(
@@ -446,7 +480,10 @@ fn in_parallel(
     let mut out = vec![0.0f32; a.len()];
     let task = rows_per_task(d) * d;
     let run = |(out, (a, b)): (&mut [f32], (&[f32], &[f32]))| {
-        pulp::Arch::new().dispatch(|| fill(out, a, b))
+        widest_simd(
+            #[inline(always)]
+            || fill(out, a, b),
+        )
     };
     match b {
         Some(b) => out
@@ -459,6 +496,23 @@ fn in_parallel(
             .for_each(run),
     }
     out
+}
+
+/// Runs `f` compiled for AVX2 and FMA where the CPU has them (a cached run-time check),
+/// for the baseline (SSE2) elsewhere. The wider instructions reach only code inlined into
+/// `f`: its body, and what it calls, must be `#[inline(always)]`.
+#[inline(always)]
+pub(crate) fn widest_simd<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        #[target_feature(enable = "avx2,fma")]
+        fn with_avx2_fma<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        // SAFETY: the CPU has both features (checked just above).
+        return unsafe { with_avx2_fma(f) };
+    }
+    f()
 }
 
 /// Rows of `d` values per parallel task, about `CHUNK` values in all.

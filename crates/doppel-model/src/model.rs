@@ -202,19 +202,33 @@ pub struct Tokens {
 }
 
 impl SensorModel {
-    /// Embeds every token: [B, L, 2P] → [B, L, d].
-    fn embed(&self, t: &Tokens) -> Tensor<3> {
-        dense::forward(&self.patch_embed, t.features.clone())
-            + self.channel_embed.forward(t.channel.clone())
-            + self.position_embed.forward(t.position.clone())
+    /// Embeds tokens from their patches [B, L, 2KP], channels and positions [B, L] → [B, L, d].
+    fn embed(
+        &self,
+        features: Tensor<3>,
+        channel: Tensor<2, Int>,
+        position: Tensor<2, Int>,
+    ) -> Tensor<3> {
+        dense::forward(&self.patch_embed, features)
+            + self.channel_embed.forward(channel)
+            + self.position_embed.forward(position)
     }
 
-    /// The encoder over the visible tokens: [B, K, d].
+    /// The encoder over the visible tokens: [B, K, d]. Only those are embedded: picking
+    /// them out of the inputs, which carry no gradient, saves the backward a scatter of
+    /// every token's embedding gradient.
     pub fn encode(&self, t: &Tokens) -> Tensor<3> {
-        let x = self.embed(t); // [B, L, d]
-        let [b, _, d] = x.dims();
+        let [b, _, width] = t.features.dims();
         let keep = t.order.clone().slice([0..b, 0..t.visible]); // [B, K]
-        let x = x.gather(1, keep.unsqueeze_dim::<3>(2).repeat_dim(2, d)); // [B, K, d]
+        let features = t
+            .features
+            .clone()
+            .gather(1, keep.clone().unsqueeze_dim::<3>(2).repeat_dim(2, width)); // [B, K, 2KP]
+        let x = self.embed(
+            features,
+            t.channel.clone().gather(1, keep.clone()),
+            t.position.clone().gather(1, keep),
+        ); // [B, K, d]
         let x = transformer::forward(&self.encoder, x);
         fused::layer_norm(&self.encoder_norm, x)
     }
@@ -222,7 +236,7 @@ impl SensorModel {
     /// The encoder over every token, in token order: [B, L, d]. For heads that read a
     /// whole look-back (forecasting); tokens with no data come in as empty patches.
     pub fn encode_all(&self, t: &Tokens) -> Tensor<3> {
-        let x = self.embed(t); // [B, L, d]
+        let x = self.embed(t.features.clone(), t.channel.clone(), t.position.clone()); // [B, L, d]
         let x = transformer::forward(&self.encoder, x);
         fused::layer_norm(&self.encoder_norm, x)
     }
