@@ -18,7 +18,7 @@
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorData, TensorMetadata};
@@ -26,7 +26,8 @@ use burn::prelude::Tensor;
 use rayon::prelude::*;
 
 use crate::fused::{
-    all_f32, contiguous, exp, register_gradients, softmax_row, softmax_row_backward, widest_simd,
+    all_f32, contiguous, exp, record, register_gradients, softmax_row, softmax_row_backward,
+    widest_simd,
 };
 use crate::matmul::{View, product};
 
@@ -456,27 +457,23 @@ impl<B: AttentionOps, C: CheckpointStrategy> AttentionOps for Autodiff<B, C> {
             }
         }
 
-        let (q, q_node) = q.into_parts();
-        let (k, k_node) = k.into_parts();
-        let (v, v_node) = v.into_parts();
-        match AttentionOp
-            .prepare::<C>([q_node, k_node, v_node])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
+        record::<B, C, _, 3>(
+            AttentionOp,
+            [q, k, v],
+            |[q, k, v]| {
                 let (out, lse) =
                     B::fused_attention_keeping_lse(q.clone(), k.clone(), v.clone(), heads);
-                prep.finish((q, k, v, lse, heads), out)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::fused_attention(q, k, v, heads)),
-        }
+                ((q, k, v, lse, heads), out)
+            },
+            |[q, k, v]| B::fused_attention(q, k, v, heads),
+        )
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{assert_all_close, wave};
     use burn::prelude::*;
     use burn::tensor::activation;
 
@@ -539,14 +536,8 @@ mod tests {
     #[test]
     fn the_fallback_attention_agrees_with_the_fused_kernel_forward_and_backward() {
         // Other backends (wgpu) run the trait's default bodies, built from their own ops.
-        let wave = |n: usize, k: f32| -> Vec<f32> {
-            (0..n)
-                .map(|i| (i as f32 * k).sin() * 2.0 + (i % 3) as f32 * 0.5)
-                .collect()
-        };
         let (b, l, heads, dk) = (2, 13, 3, 8);
-        let n = b * l * heads * dk;
-        let flex = |k: f32| FlexTensor::from_data(TensorData::new(wave(n, k), [b, l, heads * dk]));
+        let flex = |k: f32| wave(&[b, l, heads * dk], k);
         let (q, k, v, grad) = (flex(0.37), flex(1.13), flex(0.71), flex(0.29));
         let fused = Flex::fused_attention_keeping_lse(q.clone(), k.clone(), v.clone(), heads);
         let by_ops = attention_by_ops::<Flex>(q.clone(), k.clone(), v.clone(), heads);
@@ -560,23 +551,16 @@ mod tests {
         );
         let by_ops_grads =
             attention_backward_by_ops::<Flex>(q, k, v, by_ops.1.clone(), grad, heads);
-        for (name, a, b) in [
-            ("output", fused.0, by_ops.0),
-            ("log-sum-exp", fused.1, by_ops.1),
-            ("dQ", fused_grads.0, by_ops_grads.0),
-            ("dK", fused_grads.1, by_ops_grads.1),
-            ("dV", fused_grads.2, by_ops_grads.2),
-        ] {
-            assert_eq!(a.shape(), b.shape(), "{name}");
-            let (a, b) = (
-                a.into_data().try_into_vec::<f32>().unwrap(),
-                b.into_data().try_into_vec::<f32>().unwrap(),
-            );
-            let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            for (a, b) in a.iter().zip(&b) {
-                assert!((a - b).abs() < 1e-4 * scale, "{name}: {a} vs {b}");
-            }
-        }
+        assert_all_close(
+            vec![
+                ("output", fused.0, by_ops.0),
+                ("log-sum-exp", fused.1, by_ops.1),
+                ("dQ", fused_grads.0, by_ops_grads.0),
+                ("dK", fused_grads.1, by_ops_grads.1),
+                ("dV", fused_grads.2, by_ops_grads.2),
+            ],
+            1e-4,
+        );
     }
 
     #[test]

@@ -61,6 +61,10 @@ pub struct EttOptions {
     /// Channels per token of the imputation model (1: one channel a token; more: LSM's
     /// 2-D patches).
     pub impute_channels_per_token: usize,
+    /// Size of the imputation model (tiny, small, base, large).
+    pub impute_size: String,
+    /// Steps per patch of the imputation model; its windows stay 96 steps, as TimesNet's.
+    pub impute_patch: usize,
     /// Fine-tuning steps of the forecasting head per horizon (0: no model forecasts).
     pub finetune_steps: usize,
     pub finetune_learning_rate: f64,
@@ -100,6 +104,8 @@ impl Default for EttOptions {
             impute_mask_ratio: 0.0,
             impute_stride: 1,
             impute_channels_per_token: 1,
+            impute_size: "tiny".into(),
+            impute_patch: 8,
             finetune_steps: 600,
             finetune_learning_rate: 3e-4,
             finetune_dropout: 0.0,
@@ -386,7 +392,11 @@ pub fn ett(dir: &Path, options: &EttOptions, mut log: impl FnMut(&str)) -> Resul
                     start += options.impute_stride;
                 }
                 rows.push(interp_err.row(name, "impute", None, Some(ratio), "interpolation"));
-                let model_name = model_name("doppel_mae_tiny", options.impute_channels_per_token);
+                let base = match options.impute_patch {
+                    8 => format!("doppel_mae_{}", options.impute_size),
+                    p => format!("doppel_mae_{}_p{p}", options.impute_size),
+                };
+                let model_name = model_name(&base, options.impute_channels_per_token);
                 rows.push(model_err.row(name, "impute", None, Some(ratio), &model_name));
             }
         }
@@ -420,13 +430,12 @@ fn pretrain_for_forecasting(
             "the look-back ({lookback}) must be a multiple of the patch ({patch})"
         )));
     }
-    let size = &options.forecast_size;
-    let mut config = ModelConfig::sized(size, data.channels.len(), patch, lookback / patch)
-        .ok_or_else(|| {
-            ModelError::Settings(format!(
-                "unknown size `{size}`: use tiny, small, base or large"
-            ))
-        })?;
+    let mut config = sized(
+        &options.forecast_size,
+        data.channels.len(),
+        patch,
+        lookback / patch,
+    )?;
     config.instance_norm = true;
     config.mask_ratio = options.forecast_mask_ratio;
     config.channels_per_token = options.forecast_channels_per_token;
@@ -538,6 +547,15 @@ fn finetune_and_test(
     Ok((err, settings))
 }
 
+/// A model of a named size, or an error that names the sizes there are.
+fn sized(size: &str, channels: usize, patch: usize, patches: usize) -> Result<ModelConfig> {
+    ModelConfig::sized(size, channels, patch, patches).ok_or_else(|| {
+        ModelError::Settings(format!(
+            "unknown size `{size}`: use tiny, small, base or large"
+        ))
+    })
+}
+
 /// The linear start's settings, as the JSON rows and the log give them.
 fn linear_settings(c: &linear::Candidate) -> String {
     format!(
@@ -546,7 +564,8 @@ fn linear_settings(c: &linear::Candidate) -> String {
     )
 }
 
-/// A tiny model pretrained on the training split (windows of 96 = 12 patches of 8).
+/// A model pretrained on the training split (windows of 96 steps, 12 patches of 8 unless
+/// the options say otherwise).
 fn pretrain_for_imputation(
     raw: &Recording,
     normalizer: &Normalizer,
@@ -556,7 +575,13 @@ fn pretrain_for_imputation(
 ) -> Result<(crate::model::SensorModel, ModelCard)> {
     // Train on the training split; the validation curve uses the validation split.
     let data = normalizer.apply(&slice(raw, 0, val_end));
-    let mut config = ModelConfig::sized("tiny", raw.channels.len(), 8, 12).expect("tiny is a size");
+    let patch = options.impute_patch;
+    if patch == 0 || 96 % patch != 0 {
+        return Err(ModelError::Settings(format!(
+            "the imputation model's patch length must divide its 96-step windows, not {patch}"
+        )));
+    }
+    let mut config = sized(&options.impute_size, raw.channels.len(), patch, 96 / patch)?;
     config.point_mask_ratio = options.point_mask_ratio;
     config.instance_norm = options.instance_norm;
     config.interpolation_prior = options.interpolation_prior;

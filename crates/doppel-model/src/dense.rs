@@ -14,7 +14,7 @@
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::backend::flex::FlexTensor;
 use burn::backend::ops::ModuleOps;
 use burn::backend::tensor::FloatTensor;
@@ -22,7 +22,7 @@ use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorData, TensorMetadat
 use burn::nn::Linear;
 use burn::prelude::Tensor;
 
-use crate::fused::{all_f32, contiguous, register_gradients};
+use crate::fused::{all_f32, contiguous, record, register_gradients};
 use crate::matmul::{View, Write, product_with};
 
 #[burn::backend::backend_extension(Flex, Autodiff, Cube: cfg(feature = "gpu"))]
@@ -194,26 +194,22 @@ impl<B: DenseOps, C: CheckpointStrategy> DenseOps for Autodiff<B, C> {
             }
         }
 
-        let (x, x_node) = x.into_parts();
-        let (weight, weight_node) = weight.into_parts();
-        let (bias, bias_node) = bias.into_parts();
-        match DenseOp
-            .prepare::<C>([x_node, weight_node, bias_node])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
+        record::<B, C, _, 3>(
+            DenseOp,
+            [x, weight, bias],
+            |[x, weight, bias]| {
                 let out = B::fused_dense(x.clone(), weight.clone(), bias);
-                prep.finish((x, weight), out)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::fused_dense(x, weight, bias)),
-        }
+                ((x, weight), out)
+            },
+            |[x, weight, bias]| B::fused_dense(x, weight, bias),
+        )
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{assert_all_close, wave};
     use burn::nn::LinearConfig;
     use burn::prelude::*;
 
@@ -277,20 +273,11 @@ mod tests {
     #[test]
     fn the_fallback_bodies_agree_with_the_kernel_forward_and_backward() {
         // Other backends (wgpu) run the trait's default bodies: burn's own linear.
-        let wave = |n: usize, k: f32| -> Vec<f32> {
-            (0..n)
-                .map(|i| (i as f32 * k).sin() + (i % 3) as f32 * 0.5)
-                .collect()
-        };
         let (b, l, d_in, d_out) = (2, 13, 6, 10);
-        let flex = |shape: Vec<usize>, k: f32| {
-            let n = shape.iter().product();
-            FlexTensor::from_data(TensorData::new(wave(n, k), shape))
-        };
-        let x = flex(vec![b, l, d_in], 0.37);
-        let weight = flex(vec![d_in, d_out], 1.13);
-        let bias = flex(vec![d_out], 0.71);
-        let grad = flex(vec![b, l, d_out], 0.29);
+        let x = wave(&[b, l, d_in], 0.37);
+        let weight = wave(&[d_in, d_out], 1.13);
+        let bias = wave(&[d_out], 0.71);
+        let grad = wave(&[b, l, d_out], 0.29);
         let ours = Flex::fused_dense(x.clone(), weight.clone(), bias.clone());
         let theirs = Flex::linear(x.clone(), weight.clone(), Some(bias));
         let grads = Flex::fused_dense_backward(x.clone(), weight.clone(), grad.clone());
@@ -299,21 +286,14 @@ mod tests {
             Flex::linear_weight_backward(x, grad.clone()),
             Flex::linear_bias_backward(grad),
         );
-        for (name, a, b) in [
-            ("output", ours, theirs),
-            ("dX", grads.0, by_ops.0),
-            ("dW", grads.1, by_ops.1),
-            ("db", grads.2, by_ops.2),
-        ] {
-            assert_eq!(a.shape(), b.shape(), "{name}");
-            let (a, b) = (
-                a.into_data().try_into_vec::<f32>().unwrap(),
-                b.into_data().try_into_vec::<f32>().unwrap(),
-            );
-            let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            for (a, b) in a.iter().zip(&b) {
-                assert!((a - b).abs() < 1e-5 * scale, "{name}: {a} vs {b}");
-            }
-        }
+        assert_all_close(
+            vec![
+                ("output", ours, theirs),
+                ("dX", grads.0, by_ops.0),
+                ("dW", grads.1, by_ops.1),
+                ("db", grads.2, by_ops.2),
+            ],
+            1e-5,
+        );
     }
 }

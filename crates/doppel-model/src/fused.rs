@@ -384,6 +384,33 @@ pub(crate) fn register_gradients<B: Backend, S, const N: usize>(
     }
 }
 
+/// Runs an op of `N` inputs on the inner backend and records it for autodiff as `op`:
+/// `tracked` gives the output and the state its backward keeps, `untracked` (when no input
+/// needs a gradient) the output alone.
+pub(crate) fn record<B, C, O, const N: usize>(
+    op: O,
+    inputs: [FloatTensor<Autodiff<B, C>>; N],
+    tracked: impl FnOnce([FloatTensor<B>; N]) -> (O::State, FloatTensor<B>),
+    untracked: impl FnOnce([FloatTensor<B>; N]) -> FloatTensor<B>,
+) -> FloatTensor<Autodiff<B, C>>
+where
+    B: Backend,
+    C: CheckpointStrategy,
+    O: Backward<B, N>,
+{
+    let (values, nodes): (Vec<_>, Vec<_>) = inputs.into_iter().map(|t| t.into_parts()).unzip();
+    let (Ok(values), Ok(nodes)) = (<[_; N]>::try_from(values), <[_; N]>::try_from(nodes)) else {
+        unreachable!("N inputs give N values and N nodes")
+    };
+    match op.prepare::<C>(nodes).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => {
+            let (state, out) = tracked(values);
+            prep.finish(state, out)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(untracked(values)),
+    }
+}
+
 /// Which tensor a one-input op's backward reads.
 enum Keep {
     Input,
@@ -398,21 +425,18 @@ fn record_one_input<B: Backend, C: CheckpointStrategy>(
     backward: fn(FloatTensor<B>, FloatTensor<B>) -> FloatTensor<B>,
     keep: Keep,
 ) -> FloatTensor<Autodiff<B, C>> {
-    let (x, node) = x.into_parts();
-    match (OneInput { backward })
-        .prepare::<C>([node])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => match keep {
-            Keep::Input => prep.finish(x.clone(), forward(x)),
+    record::<B, C, _, 1>(
+        OneInput { backward },
+        [x],
+        |[x]| match keep {
+            Keep::Input => (x.clone(), forward(x)),
             Keep::Output => {
                 let y = forward(x);
-                prep.finish(y.clone(), y)
+                (y.clone(), y)
             }
         },
-        OpsKind::UnTracked(prep) => prep.finish(forward(x)),
-    }
+        |[x]| forward(x),
+    )
 }
 
 impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
@@ -450,20 +474,15 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
             }
         }
 
-        let (x, x_node) = x.into_parts();
-        let (gamma, gamma_node) = gamma.into_parts();
-        let (beta, beta_node) = beta.into_parts();
-        match LayerNormOp
-            .prepare::<C>([x_node, gamma_node, beta_node])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let state = (x.clone(), gamma.clone(), epsilon);
-                prep.finish(state, B::fused_layer_norm(x, gamma, beta, epsilon))
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::fused_layer_norm(x, gamma, beta, epsilon)),
-        }
+        record::<B, C, _, 3>(
+            LayerNormOp,
+            [x, gamma, beta],
+            |[x, gamma, beta]| {
+                let out = B::fused_layer_norm(x.clone(), gamma.clone(), beta, epsilon);
+                ((x, gamma, epsilon), out)
+            },
+            |[x, gamma, beta]| B::fused_layer_norm(x, gamma, beta, epsilon),
+        )
     }
 }
 

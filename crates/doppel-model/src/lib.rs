@@ -21,6 +21,8 @@ pub mod registry;
 pub mod scaling;
 pub mod store;
 pub mod tasks;
+#[cfg(test)]
+mod testing;
 pub mod train;
 pub mod transformer;
 

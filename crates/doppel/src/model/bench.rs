@@ -31,6 +31,8 @@ pub(super) fn bench_ett(args: EttArgs) -> anyhow::Result<ExitCode> {
         point_mask_ratio: args.point_mask_ratio,
         impute_stride: args.impute_stride.max(1),
         impute_channels_per_token: args.impute_channels_per_token as usize,
+        impute_size: args.impute_size,
+        impute_patch: args.impute_patch,
         finetune_steps: args.finetune_steps,
         finetune_learning_rate: args.finetune_lr,
         finetune_dropout: args.finetune_dropout,

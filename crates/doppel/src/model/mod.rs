@@ -197,6 +197,12 @@ pub struct EttArgs {
     /// 2-D patch, as LSM's).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     impute_channels_per_token: u64,
+    /// Size of the imputation model (tiny, small, base, large).
+    #[arg(long, default_value = "tiny")]
+    impute_size: String,
+    /// Steps per patch of the imputation model (a divisor of its 96-step windows).
+    #[arg(long, default_value_t = 8)]
+    impute_patch: usize,
     /// Steps between imputation test windows (1: every window, as TimesNet).
     #[arg(long, default_value_t = 1)]
     impute_stride: usize,
