@@ -21,8 +21,9 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorData, TensorMetadata};
 use burn::nn::Linear;
 use burn::prelude::Tensor;
+use rayon::prelude::*;
 
-use crate::fused::{all_f32, contiguous, record, register_gradients};
+use crate::fused::{all_f32, contiguous, record, register_gradients, sum_in_order};
 use crate::matmul::{View, Write, product_with};
 
 #[burn::backend::backend_extension(Flex, Autodiff, Cube: cfg(feature = "gpu"))]
@@ -77,6 +78,46 @@ fn f32_slice(t: &FlexTensor) -> &[f32] {
     t.as_slice::<f32>().expect("contiguous f32")
 }
 
+/// Rows per parallel task of the element-wise passes: about 16 k values a task.
+fn rows_per_task(width: usize) -> usize {
+    ((1 << 14) / width.max(1)).max(1)
+}
+
+/// `rows` copies of `bias`, one after the other, written by every core.
+fn bias_on_every_row(bias: &[f32], rows: usize) -> Vec<f32> {
+    let width = bias.len();
+    let mut out = Vec::with_capacity(rows * width);
+    out.spare_capacity_mut()
+        .par_chunks_mut(rows_per_task(width) * width)
+        .for_each(|task| {
+            for row in task.chunks_exact_mut(width) {
+                for (slot, &b) in row.iter_mut().zip(bias) {
+                    slot.write(b);
+                }
+            }
+        });
+    // SAFETY: the capacity is rows × width values, every chunk of it is whole rows, and
+    // every value of every row was written above.
+    unsafe { out.set_len(rows * width) };
+    out
+}
+
+/// The sum of the rows of a [rows, width] matrix: each task sums its rows, then the
+/// partial sums are added in order (the same seed, the same weights).
+fn column_sums(matrix: &[f32], width: usize) -> Vec<f32> {
+    let partials = matrix
+        .par_chunks(rows_per_task(width) * width)
+        .map(|task| {
+            let mut sums = vec![0.0f32; width];
+            for row in task.chunks_exact(width) {
+                sums.iter_mut().zip(row).for_each(|(s, &v)| *s += v);
+            }
+            sums
+        })
+        .collect();
+    sum_in_order(partials, width)
+}
+
 impl DenseOps for Flex {
     fn fused_dense(
         x: FloatTensor<Self>,
@@ -97,10 +138,7 @@ impl DenseOps for Flex {
         );
         let (x, weight, bias) = (contiguous(x), contiguous(weight), contiguous(bias));
         let bias = f32_slice(&bias);
-        let mut out = Vec::with_capacity(rows * d_out);
-        for _ in 0..rows {
-            out.extend_from_slice(bias);
-        }
+        let mut out = bias_on_every_row(bias, rows);
         product_with(
             [rows, d_in, d_out],
             1.0,
@@ -156,10 +194,7 @@ impl DenseOps for Flex {
             true,
         );
         // db = Σ dY over the rows
-        let mut db = vec![0.0f32; d_out];
-        for row in grad.chunks_exact(d_out) {
-            db.iter_mut().zip(row).for_each(|(s, &g)| *s += g);
-        }
+        let db = column_sums(grad, d_out);
         (
             FlexTensor::from_data(TensorData::new(dx, x_shape)),
             FlexTensor::from_data(TensorData::new(dw, [d_in, d_out])),

@@ -331,14 +331,8 @@ impl FusedOps for Flex {
                 );
                 (dgamma, dbeta)
             })
-            .reduce(
-                || (vec![0.0f32; d], vec![0.0f32; d]),
-                |(mut ga, mut ba), (gb, bb)| {
-                    ga.iter_mut().zip(gb).for_each(|(a, b)| *a += b);
-                    ba.iter_mut().zip(bb).for_each(|(a, b)| *a += b);
-                    (ga, ba)
-                },
-            );
+            .unzip::<_, _, Vec<_>, Vec<_>>(); // in task order
+        let (dgamma, dbeta) = (sum_in_order(dgamma, d), sum_in_order(dbeta, d));
         (
             FlexTensor::from_data(TensorData::new(dx, shape)),
             FlexTensor::from_data(TensorData::new(dgamma, [d])),
@@ -409,6 +403,18 @@ where
         }
         OpsKind::UnTracked(prep) => prep.finish(untracked(values)),
     }
+}
+
+/// The sum of per-task partial sums, added in task order: rayon's `reduce` groups them by
+/// which thread stole what, and float addition is not associative, so the same seed would
+/// not always give the same weights.
+pub(crate) fn sum_in_order(partials: Vec<Vec<f32>>, width: usize) -> Vec<f32> {
+    partials
+        .into_iter()
+        .fold(vec![0.0f32; width], |mut sum, part| {
+            sum.iter_mut().zip(&part).for_each(|(s, p)| *s += p);
+            sum
+        })
 }
 
 /// Which tensor a one-input op's backward reads.
