@@ -17,6 +17,7 @@ from torch import nn
 SIZES = {  # d_model, heads, encoder layers, decoder d_model, decoder layers
     "tiny": (64, 4, 2, 32, 1),
     "small": (128, 4, 4, 64, 2),
+    "base": (256, 8, 8, 128, 4),
 }
 
 

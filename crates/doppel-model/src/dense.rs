@@ -306,6 +306,45 @@ mod tests {
     }
 
     #[test]
+    fn bias_gradients_are_summed_in_the_same_order_every_time() {
+        // Rows enough for many parallel tasks; the sums must not depend on which thread
+        // took which task, or the same seed would not give the same weights.
+        let (rows, width) = (20_000, 24);
+        let matrix: Vec<f32> = (0..rows * width)
+            .map(|i| ((i as f32) * 0.618).sin() * 1e3)
+            .collect();
+        let in_order: Vec<f32> = matrix
+            .chunks(rows_per_task(width) * width)
+            .map(|task| {
+                let mut sums = vec![0.0f32; width];
+                for row in task.chunks_exact(width) {
+                    sums.iter_mut().zip(row).for_each(|(s, &v)| *s += v);
+                }
+                sums
+            })
+            .fold(vec![0.0f32; width], |mut total, part| {
+                total.iter_mut().zip(&part).for_each(|(t, p)| *t += p);
+                total
+            });
+        for _ in 0..20 {
+            let sums = column_sums(&matrix, width);
+            assert!(
+                sums.iter()
+                    .zip(&in_order)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "column sums differ from the in-order sum: {sums:?} vs {in_order:?}"
+            );
+        }
+        let bias = [1.0f32, -2.0, 3.5];
+        assert_eq!(bias_on_every_row(&bias, 40_000).len(), 120_000);
+        assert!(
+            bias_on_every_row(&bias, 40_000)
+                .chunks_exact(3)
+                .all(|row| row == bias)
+        );
+    }
+
+    #[test]
     fn the_fallback_bodies_agree_with_the_kernel_forward_and_backward() {
         // Other backends (wgpu) run the trait's default bodies: burn's own linear.
         let (b, l, d_in, d_out) = (2, 13, 6, 10);
