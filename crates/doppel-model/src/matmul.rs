@@ -6,6 +6,8 @@
 //! Must never read or write outside the slices it is given: `product` checks the last
 //! element each matrix will touch before handing raw pointers to `gemm`.
 
+use rayon::prelude::*;
+
 /// A matrix inside a buffer: where it starts and how far apart its rows and columns lie (in
 /// values), so that heads and transposes are read in place.
 #[derive(Clone, Copy)]
@@ -94,36 +96,101 @@ pub(crate) fn product_with(
             && last(out.1, m, n) < out.0.len(),
         "a product's operands lie outside their buffers"
     );
-    let parallelism = if parallel && m.saturating_mul(k).saturating_mul(n) >= PARALLEL_FROM {
-        gemm::Parallelism::Rayon(0)
-    } else {
-        gemm::Parallelism::None
-    };
-    let stride = |s: usize| s as isize;
     let accumulate = write == Write::Accumulate;
-    // SAFETY: every element gemm reads or writes lies within the slices (checked above);
-    // `out` is borrowed mutably, so it aliases neither operand.
+    let out_ptr = SharedOut(out.0.as_mut_ptr());
+    let run = |[i0, i1]: [usize; 2], [j0, j1]: [usize; 2]| {
+        // SAFETY: the block [i0, i1) × [j0, j1) lies within the bounds checked above, and
+        // the blocks given to different tasks are disjoint; `out` is borrowed mutably for
+        // the whole call, so nothing else reads or writes it meanwhile.
+        unsafe {
+            block(
+                [i1 - i0, k, j1 - j0],
+                scale,
+                lhs.0.as_ptr().add(lhs.1.offset + i0 * lhs.1.row_stride),
+                lhs.1,
+                rhs.0.as_ptr().add(rhs.1.offset + j0 * rhs.1.column_stride),
+                rhs.1,
+                out_ptr.at(out.1.offset + i0 * out.1.row_stride + j0 * out.1.column_stride),
+                out.1,
+                accumulate,
+            )
+        }
+    };
+    let tasks = rayon::current_num_threads();
+    if !parallel || tasks < 2 || m.saturating_mul(k).saturating_mul(n) < PARALLEL_FROM {
+        run([0, m], [0, n]);
+    } else if m >= n {
+        // One band of rows a core: each task packs the right operand itself and never
+        // waits on another, unlike gemm's own split, which synchronises its tasks
+        // block by block.
+        (0..tasks)
+            .into_par_iter()
+            .for_each(|t| run([m * t / tasks, m * (t + 1) / tasks], [0, n]));
+    } else {
+        (0..tasks)
+            .into_par_iter()
+            .for_each(|t| run([0, m], [n * t / tasks, n * (t + 1) / tasks]));
+    }
+}
+
+/// The output pointer, shared by tasks that write disjoint blocks of it.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+
+// SAFETY: the tasks that share it write disjoint blocks (see `product_with`).
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// # Safety
+    /// `offset` lies within the buffer the pointer came from.
+    unsafe fn at(self, offset: usize) -> *mut f32 {
+        unsafe { self.0.add(offset) }
+    }
+}
+
+/// One `gemm` call on the calling thread, on operands already offset to the block.
+///
+/// # Safety
+/// Every element of the [m, k], [k, n] and [m, n] matrices the views describe from these
+/// pointers lies within live buffers, and no other thread touches the output block.
+#[allow(clippy::too_many_arguments)]
+unsafe fn block(
+    [m, k, n]: [usize; 3],
+    scale: f32,
+    lhs: *const f32,
+    lhs_view: View,
+    rhs: *const f32,
+    rhs_view: View,
+    out: *mut f32,
+    out_view: View,
+    accumulate: bool,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let stride = |s: usize| s as isize;
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            out.0.as_mut_ptr().add(out.1.offset),
-            stride(out.1.column_stride),
-            stride(out.1.row_stride),
+            out,
+            stride(out_view.column_stride),
+            stride(out_view.row_stride),
             accumulate,
-            lhs.0.as_ptr().add(lhs.1.offset),
-            stride(lhs.1.column_stride),
-            stride(lhs.1.row_stride),
-            rhs.0.as_ptr().add(rhs.1.offset),
-            stride(rhs.1.column_stride),
-            stride(rhs.1.row_stride),
+            lhs,
+            stride(lhs_view.column_stride),
+            stride(lhs_view.row_stride),
+            rhs,
+            stride(rhs_view.column_stride),
+            stride(rhs_view.row_stride),
             if accumulate { 1.0 } else { 0.0 },
             scale,
             false,
             false,
             false,
-            parallelism,
+            gemm::Parallelism::None,
         );
     }
 }
