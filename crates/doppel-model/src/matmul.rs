@@ -3,7 +3,11 @@
 //! transpose, a batch of rows folded into one matrix. Nothing is copied to make an operand
 //! contiguous.
 //!
-//! Must never read or write outside the slices it is given: `product` checks the last
+//! Large products run one band of output rows (or columns) a core, each band a
+//! single-threaded `gemm` call; the inner dimension is never split, so the result does not
+//! depend on the number of cores.
+//!
+//! Must never read or write outside the slices it is given: `product_with` checks the last
 //! element each matrix will touch before handing raw pointers to `gemm`.
 
 use rayon::prelude::*;
@@ -217,8 +221,9 @@ mod tests {
     fn products_read_views_in_place_overwrite_or_accumulate_and_split_large_ones() {
         let values =
             |len: usize, k: f32| -> Vec<f32> { (0..len).map(|i| ((i as f32) * k).sin()).collect() };
-        // One small (calling thread) and one past the parallel line.
-        for (m, k, n) in [(5, 3, 4), (300, 200, 150)] {
+        // One small (calling thread), and two past the parallel line: split into bands of
+        // rows (taller than wide) and of columns (wider than tall).
+        for (m, k, n) in [(5, 3, 4), (300, 200, 150), (150, 200, 300)] {
             let a = values(m * k, 0.3); // [m, k]
             let bt = values(n * k + 2, 0.7); // [n, k] from offset 2, read as its transpose
             let bv = View {
