@@ -18,7 +18,7 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
 use burn::backend::flex::FlexTensor;
-use burn::backend::ops::{ActivationOps, ModuleOps};
+use burn::backend::ops::{ActivationOps, FloatTensorOps, ModuleOps};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, DType, Dispatch, Flex, TensorData, TensorMetadata};
 use burn::nn::LayerNorm;
@@ -32,9 +32,19 @@ pub trait FusedOps: Backend {
         Self::gelu(x)
     }
 
-    /// The gradient of GELU at `x`, times `grad`.
-    fn fused_gelu_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
-        Self::gelu_backward(x, grad)
+    /// GELU and its derivative Φ(x) + x·φ(x) at every point, for the backward to keep: the
+    /// forward has both at hand, and the backward is then one product.
+    fn fused_gelu_with_derivative(x: FloatTensor<Self>) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let ones = Self::float_ones(x.shape(), &x.device(), x.dtype().into());
+        (Self::gelu(x.clone()), Self::gelu_backward(x, ones))
+    }
+
+    /// The gradient through GELU, grad ⊙ GELU'(x), from the derivative its forward kept.
+    fn fused_gelu_backward(
+        derivative: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        Self::float_mul(derivative, grad)
     }
 
     /// Softmax along the last dimension.
@@ -171,24 +181,55 @@ impl FusedOps for Flex {
         FlexTensor::from_data(TensorData::new(out, shape))
     }
 
-    fn fused_gelu_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
-        if !all_f32(&[&x, &grad]) {
-            return Flex::gelu_backward(x, grad);
+    fn fused_gelu_with_derivative(x: FloatTensor<Self>) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        if !all_f32(&[&x]) {
+            let ones = Flex::float_ones(x.shape(), &x.device(), x.dtype().into());
+            return (Flex::gelu(x.clone()), Flex::gelu_backward(x, ones));
         }
         let shape = x.shape();
-        let (x, grad) = (contiguous(x), contiguous(grad));
+        let x = contiguous(x);
         let input = x.as_slice::<f32>().expect("contiguous");
+        let (mut y, mut derivative) = (vec![0.0f32; input.len()], vec![0.0f32; input.len()]);
+        y.par_chunks_mut(CHUNK)
+            .zip(derivative.par_chunks_mut(CHUNK))
+            .zip(input.par_chunks(CHUNK))
+            .for_each(|((y, derivative), x)| {
+                widest_simd(
+                    #[inline(always)]
+                    || {
+                        for ((y, d), &x) in y.iter_mut().zip(derivative.iter_mut()).zip(x) {
+                            let n = normal(x);
+                            *y = x * n.cdf;
+                            *d = n.cdf + x * n.pdf; // d/dx x·Φ(x)
+                        }
+                    },
+                )
+            });
+        (
+            FlexTensor::from_data(TensorData::new(y, shape.clone())),
+            FlexTensor::from_data(TensorData::new(derivative, shape)),
+        )
+    }
+
+    fn fused_gelu_backward(
+        derivative: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        if !all_f32(&[&derivative, &grad]) || derivative.shape() != grad.shape() {
+            return Flex::float_mul(derivative, grad);
+        }
+        let shape = grad.shape();
+        let (derivative, grad) = (contiguous(derivative), contiguous(grad));
+        let derivative = derivative.as_slice::<f32>().expect("contiguous");
         let grad = grad.as_slice::<f32>().expect("contiguous");
         let out = in_parallel(
-            input,
+            derivative,
             Some(grad),
             1,
             #[inline(always)]
-            |out, x, grad| {
-                for ((o, &x), &g) in out.iter_mut().zip(x).zip(grad) {
-                    let n = normal(x);
-                    // d/dx x·Φ(x) = Φ(x) + x·φ(x)
-                    *o = g * (n.cdf + x * n.pdf);
+            |out, derivative, grad| {
+                for ((o, &d), &g) in out.iter_mut().zip(derivative).zip(grad) {
+                    *o = d * g;
                 }
             },
         );
@@ -417,41 +458,47 @@ pub(crate) fn sum_in_order(partials: Vec<Vec<f32>>, width: usize) -> Vec<f32> {
         })
 }
 
-/// Which tensor a one-input op's backward reads.
-enum Keep {
-    Input,
-    Output,
-}
-
-/// Runs `forward` on the inner backend and records it for autodiff, keeping what `backward`
-/// reads (`backward(kept, grad)` gives the input's gradient).
+/// Runs a one-input op on the inner backend and records it for autodiff: `forward` gives
+/// the output and what the backward keeps, `backward(kept, grad)` the input's gradient.
 fn record_one_input<B: Backend, C: CheckpointStrategy>(
     x: FloatTensor<Autodiff<B, C>>,
-    forward: fn(FloatTensor<B>) -> FloatTensor<B>,
+    forward: impl FnOnce(FloatTensor<B>) -> (FloatTensor<B>, FloatTensor<B>),
+    untracked: fn(FloatTensor<B>) -> FloatTensor<B>,
     backward: fn(FloatTensor<B>, FloatTensor<B>) -> FloatTensor<B>,
-    keep: Keep,
 ) -> FloatTensor<Autodiff<B, C>> {
     record::<B, C, _, 1>(
         OneInput { backward },
         [x],
-        |[x]| match keep {
-            Keep::Input => (x.clone(), forward(x)),
-            Keep::Output => {
-                let y = forward(x);
-                (y.clone(), y)
-            }
+        |[x]| {
+            let (y, kept) = forward(x);
+            (kept, y)
         },
-        |[x]| forward(x),
+        |[x]| untracked(x),
     )
 }
 
 impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
     fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        record_one_input::<B, C>(x, B::fused_gelu, B::fused_gelu_backward, Keep::Input)
+        // The derivative is kept rather than the input: the backward is then one product
+        // instead of the normal CDF and density computed again.
+        record_one_input::<B, C>(
+            x,
+            B::fused_gelu_with_derivative,
+            B::fused_gelu,
+            B::fused_gelu_backward,
+        )
     }
 
     fn fused_softmax(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        record_one_input::<B, C>(x, B::fused_softmax, B::fused_softmax_backward, Keep::Output)
+        record_one_input::<B, C>(
+            x,
+            |x| {
+                let y = B::fused_softmax(x);
+                (y.clone(), y)
+            },
+            B::fused_softmax,
+            B::fused_softmax_backward,
+        )
     }
 
     fn fused_layer_norm(
@@ -801,6 +848,29 @@ mod tests {
         close("x", x.grad(&grads_ours), x.grad(&grads_theirs));
         close("gamma", gamma.grad(&grads_ours), gamma.grad(&grads_theirs));
         close("beta", beta.grad(&grads_ours), beta.grad(&grads_theirs));
+    }
+
+    #[test]
+    fn the_gelu_kernels_agree_with_burns_gelu_and_derivative() {
+        // What the other backends' default bodies compute: burn's GELU, its gradient at a
+        // gradient of ones (the derivative), and the product that makes the backward.
+        let x = crate::testing::wave(&[3, 5, 37], 0.61);
+        let grad = crate::testing::wave(&[3, 5, 37], 1.7);
+        let ones = Flex::float_ones(x.shape(), &x.device(), x.dtype().into());
+        let (y, derivative) = Flex::fused_gelu_with_derivative(x.clone());
+        let dx = Flex::fused_gelu_backward(derivative.clone(), grad.clone());
+        crate::testing::assert_all_close(
+            vec![
+                ("GELU", y, Flex::gelu(x.clone())),
+                (
+                    "derivative",
+                    derivative,
+                    Flex::gelu_backward(x.clone(), ones),
+                ),
+                ("gradient", dx, Flex::gelu_backward(x, grad)),
+            ],
+            2e-6,
+        );
     }
 
     #[test]
