@@ -28,7 +28,7 @@ use crate::data::Recording;
 use crate::error::{ModelError, Result};
 use crate::linear::{self, Candidate, LinearForecaster, Search, Series};
 use crate::model::{ModelConfig, SensorModel, masked_mse};
-use crate::train::{CurvePoint, Start, TrainConfig, learning_rate, window_starts};
+use crate::train::{CurvePoint, Start, Throughput, TrainConfig, learning_rate, window_starts};
 
 /// The levels of the forecast band (an 80 % interval and the median of the errors).
 pub const BAND_LEVELS: [f64; 3] = [0.1, 0.5, 0.9];
@@ -450,9 +450,10 @@ pub fn finetune_forecast(
     } else {
         channels
     };
-    let tokens_per_batch = (train.batch_size * config.tokens_per_window(per_window)) as f64;
-    let started = std::time::Instant::now();
+    let mut throughput =
+        Throughput::new((train.batch_size * config.tokens_per_window(per_window)) as f64);
     for step in 0..train.steps {
+        throughput.step_begins();
         let samples: Vec<Sample> = (0..train.batch_size)
             .map(|_| {
                 let start = train_starts[rng.random_range(0..train_starts.len())];
@@ -484,13 +485,9 @@ pub fn finetune_forecast(
         let grads = GradientsParams::from_grads(loss.backward(), &forecaster);
         let lr = learning_rate(train, step);
         forecaster = optimizer.step(lr, forecaster, grads);
+        throughput.step_ends();
         recent.push(loss_value);
-        progress(&crate::train::Progress {
-            step: step + 1,
-            loss: loss_value,
-            tokens_per_second: tokens_per_batch * (step + 1) as f64
-                / started.elapsed().as_secs_f64(),
-        });
+        progress(&throughput.progress(step + 1, loss_value));
         if (step + 1) % train.eval_every == 0 || step + 1 == train.steps {
             let valid = forecaster.valid();
             let errors = evaluate(&valid, config, ci, &val_samples, device);

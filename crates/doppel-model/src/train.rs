@@ -9,6 +9,7 @@ use burn::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use serde::{Deserialize, Serialize};
+use std::time::{Duration, Instant};
 
 use crate::batch::{Mask, Window, make_batch};
 use crate::checkpoint::{self, Checkpointing, TrainingState};
@@ -102,7 +103,67 @@ impl CurvePoint {
 pub struct Progress {
     pub step: usize,
     pub loss: f64,
+    /// Over the whole run so far: batching, validation and checkpoints included.
     pub tokens_per_second: f64,
+    /// Over the training steps alone (batch, forward, backward, optimiser), leaving out the
+    /// first [`Throughput::WARM_UP_STEPS`] of the run: how PyTorch training loops are
+    /// usually timed, so the two can be set side by side. `None` until a step has been timed.
+    pub step_tokens_per_second: Option<f64>,
+}
+
+/// Counts tokens a second two ways for [`Progress`]: whole run, and training steps alone.
+pub struct Throughput {
+    tokens_per_step: f64,
+    run_started: Instant,
+    steps_run: usize,
+    step_started: Instant,
+    in_timed_steps: Duration,
+    timed_steps: usize,
+}
+
+impl Throughput {
+    /// Steps left out of the training-step figure: the first ones allocate buffers and warm
+    /// caches (PyTorch's comparison script leaves out as many).
+    pub const WARM_UP_STEPS: usize = 10;
+
+    pub(crate) fn new(tokens_per_step: f64) -> Self {
+        let now = Instant::now();
+        Self {
+            tokens_per_step,
+            run_started: now,
+            steps_run: 0,
+            step_started: now,
+            in_timed_steps: Duration::ZERO,
+            timed_steps: 0,
+        }
+    }
+
+    /// Call as a training step begins, before its batch is built.
+    pub(crate) fn step_begins(&mut self) {
+        self.step_started = Instant::now();
+    }
+
+    /// Call once the optimiser has stepped, before validation or checkpoints.
+    pub(crate) fn step_ends(&mut self) {
+        if self.steps_run >= Self::WARM_UP_STEPS {
+            self.in_timed_steps += self.step_started.elapsed();
+            self.timed_steps += 1;
+        }
+        self.steps_run += 1;
+    }
+
+    pub(crate) fn progress(&self, step: usize, loss: f64) -> Progress {
+        let per_second = |steps: usize, elapsed: Duration| {
+            self.tokens_per_step * steps as f64 / elapsed.as_secs_f64()
+        };
+        Progress {
+            step,
+            loss,
+            tokens_per_second: per_second(self.steps_run, self.run_started.elapsed()),
+            step_tokens_per_second: (self.timed_steps > 0)
+                .then(|| per_second(self.timed_steps, self.in_timed_steps)),
+        }
+    }
 }
 
 /// Warm-up then cosine decay to a tenth of the peak.
@@ -258,9 +319,11 @@ pub fn pretrain_with_checkpoints(
         recent = resumed.recent;
         first_step = resumed.step;
     }
-    let tokens_per_batch = (config.batch_size * model_config.tokens_per_window(per_window)) as f64;
-    let started = std::time::Instant::now();
+    let mut throughput = Throughput::new(
+        (config.batch_size * model_config.tokens_per_window(per_window)) as f64,
+    );
     for step in first_step..config.steps {
+        throughput.step_begins();
         let windows: Vec<Window> = (0..config.batch_size)
             .map(|_| {
                 let (r, s) = train[rng.random_range(0..train.len())];
@@ -281,6 +344,7 @@ pub fn pretrain_with_checkpoints(
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         let lr = learning_rate(config, step);
         model = optimizer.step(lr, model, grads);
+        throughput.step_ends();
         recent.push(loss_value);
         if (step + 1) % config.eval_every == 0 || step + 1 == config.steps {
             let validation_loss = match &val_batch {
@@ -313,12 +377,7 @@ pub fn pretrain_with_checkpoints(
             };
             checkpoint::save(&cp.dir, &state, &model, &optimizer)?;
         }
-        progress(&Progress {
-            step: step + 1,
-            loss: loss_value,
-            tokens_per_second: tokens_per_batch * (step + 1 - first_step) as f64
-                / started.elapsed().as_secs_f64(),
-        });
+        progress(&throughput.progress(step + 1, loss_value));
     }
     Ok((model, curve))
 }

@@ -14,7 +14,7 @@ use doppel_model::data::{Normalizer, ReadOptions, Recording};
 use doppel_model::device::Accelerator;
 use doppel_model::model::ModelConfig;
 use doppel_model::store::{self, DataRange, ModelCard};
-use doppel_model::train::{TrainConfig, pretrain_with_checkpoints};
+use doppel_model::train::{Throughput, TrainConfig, pretrain_with_checkpoints};
 
 use super::Destination;
 use super::lake_input::{LakeArgs, read_input};
@@ -193,7 +193,7 @@ pub(super) fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
         (None, false) => {}
     }
     let bar = crate::progress::training_bar(args.steps as u64);
-    let mut speed = 0.0;
+    let (mut speed, mut step_speed) = (0.0, None);
     let (model, curve) = pretrain_with_checkpoints(
         &standardised,
         &config,
@@ -201,7 +201,7 @@ pub(super) fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
         Some(&checkpoints),
         &device,
         |p| {
-            speed = p.tokens_per_second;
+            (speed, step_speed) = (p.tokens_per_second, p.step_tokens_per_second);
             bar.set_position(p.step as u64);
             bar.set_message(format!(
                 "loss {:.4}, {:.0} tokens/s",
@@ -231,6 +231,12 @@ pub(super) fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
              {speed:.0} tokens/s (batching and validation included)",
             last.validation_loss, last.step
         );
+        if let Some(step_speed) = step_speed {
+            eprintln!(
+                "{step_speed:.0} tokens/s in the training steps alone, after {} warm-up steps",
+                Throughput::WARM_UP_STEPS
+            );
+        }
     }
     eprintln!("{written}");
     Ok(ExitCode::SUCCESS)
