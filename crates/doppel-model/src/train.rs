@@ -319,9 +319,8 @@ pub fn pretrain_with_checkpoints(
         recent = resumed.recent;
         first_step = resumed.step;
     }
-    let mut throughput = Throughput::new(
-        (config.batch_size * model_config.tokens_per_window(per_window)) as f64,
-    );
+    let mut throughput =
+        Throughput::new((config.batch_size * model_config.tokens_per_window(per_window)) as f64);
     for step in first_step..config.steps {
         throughput.step_begins();
         let windows: Vec<Window> = (0..config.batch_size)

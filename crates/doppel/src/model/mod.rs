@@ -141,7 +141,8 @@ pub struct EmbedArgs {
 #[derive(Subcommand)]
 pub enum BenchCommand {
     /// ETT forecasting and imputation under the standard protocol, next to published figures.
-    Ett(EttArgs),
+    // Boxed: its many options would otherwise make every variant as large as it is.
+    Ett(Box<EttArgs>),
     /// Tennessee Eastman fault detection: the sensor model's score next to PCA T²/SPE.
     Tep {
         /// The folder with d00.dat and d00_te.dat ... d21_te.dat.
@@ -252,7 +253,7 @@ pub fn run(command: ModelCommand) -> anyhow::Result<ExitCode> {
         ModelCommand::Predict(args) => predict_command(args),
         ModelCommand::Bench {
             command: BenchCommand::Ett(args),
-        } => bench::bench_ett(args),
+        } => bench::bench_ett(*args),
         ModelCommand::Bench {
             command:
                 BenchCommand::Tep {
