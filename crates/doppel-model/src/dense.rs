@@ -44,12 +44,21 @@ pub trait DenseOps: Backend {
         weight: FloatTensor<Self>,
         grad: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        (
-            Self::linear_x_backward(weight, grad.clone()),
-            Self::linear_weight_backward(x, grad.clone()),
-            Self::linear_bias_backward(grad),
-        )
+        dense_backward_by_ops::<Self>(x, weight, grad)
     }
+}
+
+/// The gradients of x, W and b from burn's own linear-layer ops (backends without a kernel).
+fn dense_backward_by_ops<B: Backend>(
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    grad: FloatTensor<B>,
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    (
+        B::linear_x_backward(weight, grad.clone()),
+        B::linear_weight_backward(x, grad.clone()),
+        B::linear_bias_backward(grad),
+    )
 }
 
 /// `layer` applied to `x` [..., d_in] → [..., d_out], as one fused op where the backend has
@@ -160,11 +169,7 @@ impl DenseOps for Flex {
         grad: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         if !all_f32(&[&x, &weight, &grad]) {
-            return (
-                Flex::linear_x_backward(weight, grad.clone()),
-                Flex::linear_weight_backward(x, grad.clone()),
-                Flex::linear_bias_backward(grad),
-            );
+            return dense_backward_by_ops::<Flex>(x, weight, grad);
         }
         let x_shape = x.shape();
         let (rows, d_in) = rows_and_width(&x);
@@ -249,17 +254,8 @@ mod tests {
     use burn::nn::LinearConfig;
     use burn::prelude::*;
 
-    fn max_abs<const D: usize>(t: Tensor<D>) -> f32 {
-        t.abs().max().into_scalar::<f32>()
-    }
-
     fn assert_close<const D: usize>(name: &str, ours: Tensor<D>, theirs: Tensor<D>) {
-        let scale = max_abs(theirs.clone()).max(1e-6);
-        let diff = max_abs(ours - theirs);
-        assert!(
-            diff < 1e-5 * scale,
-            "{name} differs by {diff} (scale {scale})"
-        );
+        crate::testing::assert_tensors_close(name, ours, theirs, 1e-5);
     }
 
     #[test]
@@ -356,11 +352,7 @@ mod tests {
         let ours = Flex::fused_dense(x.clone(), weight.clone(), bias.clone());
         let theirs = Flex::linear(x.clone(), weight.clone(), Some(bias));
         let grads = Flex::fused_dense_backward(x.clone(), weight.clone(), grad.clone());
-        let by_ops = (
-            Flex::linear_x_backward(weight.clone(), grad.clone()),
-            Flex::linear_weight_backward(x, grad.clone()),
-            Flex::linear_bias_backward(grad),
-        );
+        let by_ops = dense_backward_by_ops::<Flex>(x, weight.clone(), grad);
         assert_all_close(
             vec![
                 ("output", ours, theirs),

@@ -4,6 +4,7 @@
 use burn::backend::TensorData;
 use burn::backend::TensorMetadata;
 use burn::backend::flex::FlexTensor;
+use burn::prelude::Tensor;
 
 /// A flex tensor of `shape` filled with a deterministic wave of frequency `k` (no two
 /// inputs built with different `k` alike, no randomness to seed).
@@ -29,4 +30,20 @@ pub fn assert_all_close(pairs: Vec<(&str, FlexTensor, FlexTensor)>, tolerance: f
             assert!((a - b).abs() < tolerance * scale, "{name}: {a} vs {b}");
         }
     }
+}
+
+/// `ours` agrees with `theirs` in every value to `tolerance` of `theirs`' largest magnitude
+/// (for tensors on any backend, autodiff included).
+pub fn assert_tensors_close<const D: usize>(
+    name: &str,
+    ours: Tensor<D>,
+    theirs: Tensor<D>,
+    tolerance: f32,
+) {
+    let scale = theirs.clone().abs().max().into_scalar::<f32>().max(1e-6);
+    let diff = (ours - theirs).abs().max().into_scalar::<f32>();
+    assert!(
+        diff < tolerance * scale,
+        "{name} differs by {diff} (scale {scale})"
+    );
 }

@@ -118,7 +118,6 @@ pub struct Throughput {
     steps_run: usize,
     step_started: Instant,
     in_timed_steps: Duration,
-    timed_steps: usize,
 }
 
 impl Throughput {
@@ -134,7 +133,6 @@ impl Throughput {
             steps_run: 0,
             step_started: now,
             in_timed_steps: Duration::ZERO,
-            timed_steps: 0,
         }
     }
 
@@ -147,7 +145,6 @@ impl Throughput {
     pub(crate) fn step_ends(&mut self) {
         if self.steps_run >= Self::WARM_UP_STEPS {
             self.in_timed_steps += self.step_started.elapsed();
-            self.timed_steps += 1;
         }
         self.steps_run += 1;
     }
@@ -156,12 +153,13 @@ impl Throughput {
         let per_second = |steps: usize, elapsed: Duration| {
             self.tokens_per_step * steps as f64 / elapsed.as_secs_f64()
         };
+        let timed_steps = self.steps_run.saturating_sub(Self::WARM_UP_STEPS);
         Progress {
             step,
             loss,
             tokens_per_second: per_second(self.steps_run, self.run_started.elapsed()),
-            step_tokens_per_second: (self.timed_steps > 0)
-                .then(|| per_second(self.timed_steps, self.in_timed_steps)),
+            step_tokens_per_second: (timed_steps > 0)
+                .then(|| per_second(timed_steps, self.in_timed_steps)),
         }
     }
 }

@@ -83,13 +83,8 @@ mod tests {
         ours: Option<Tensor<D>>,
         theirs: Option<Tensor<D>>,
     ) {
-        let (a, b) = (ours.unwrap(), theirs.unwrap());
-        let scale = b.clone().abs().max().into_scalar::<f32>();
-        let diff = (a - b).abs().max().into_scalar::<f32>();
-        assert!(
-            diff < 1e-4 * scale,
-            "{name} gradients differ by {diff} (scale {scale})"
-        );
+        let name = format!("{name} gradient");
+        crate::testing::assert_tensors_close(&name, ours.unwrap(), theirs.unwrap(), 1e-4);
     }
 
     #[test]
