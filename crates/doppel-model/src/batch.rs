@@ -9,7 +9,7 @@ use burn::prelude::*;
 use rand::Rng;
 
 use crate::baselines::interpolate;
-use crate::model::{ModelConfig, Tokens};
+use crate::model::{CrossChannelInputs, ModelConfig, Tokens};
 
 /// One window: `values[c * T + t]`, meaningful where `observed[c * T + t]`; already
 /// standardised. `channels[c]` is the model's index of channel `c`.
@@ -141,6 +141,9 @@ pub fn make_batch(
     let mut order = Vec::with_capacity(b * lg);
     let mut channel_ids = Vec::with_capacity(b * c);
     let mut restore = vec![0i64; b * lg];
+    let cross_channel = config.interpolation_prior && config.cross_channel_prior;
+    let mut departure = Vec::with_capacity(if cross_channel { b * c * t_len } else { 0 });
+    let mut fill = Vec::with_capacity(departure.capacity());
     let mut hidden_all = Vec::with_capacity(b);
     let mut scale_all = Vec::with_capacity(b);
     let point_drop = matches!(mask, Mask::Random(_)) && config.point_mask_ratio > 0.0;
@@ -241,6 +244,18 @@ pub fn make_batch(
                 prior_values[row.clone()].copy_from_slice(&interpolate(&values, &shown[row]));
             }
         }
+        if cross_channel {
+            for ch in 0..c {
+                let row = ch * t_len..(ch + 1) * t_len;
+                departure.extend(departures(&w.values[row.clone()], &shown[row.clone()]));
+                let inverse_scale = 1.0 / scale[ch].1;
+                fill.extend(
+                    shown[row]
+                        .iter()
+                        .map(|&s| if s { 0.0 } else { inverse_scale }),
+                );
+            }
+        }
         for (tk, &is_hidden) in hidden.iter().enumerate() {
             let base = (tk / n) * t_len + (tk % n) * p;
             let seen_and_shown = w.observed[base..base + p]
@@ -310,10 +325,66 @@ pub fn make_batch(
             channels: c,
             channels_per_token: k,
             prior: config.interpolation_prior.then(|| float(prior, [b, l, p])),
+            cross: cross_channel.then(|| CrossChannelInputs {
+                departure: float(departure, [b, c, t_len]),
+                fill: float(fill, [b, c, t_len]),
+            }),
         },
         target: float(target, [b, l, p]),
         weight: float(weight, [b, l, p]),
         hidden: hidden_all,
         scale: scale_all,
+    }
+}
+
+/// Each shown value minus the line through its channel's other shown values (flat past the
+/// ends, as `interpolate`): what this reading says that its neighbours in time do not. 0
+/// where not shown, and for a channel with fewer than two shown values.
+fn departures(values: &[f32], shown: &[bool]) -> Vec<f32> {
+    let at: Vec<usize> = (0..values.len()).filter(|&t| shown[t]).collect();
+    let mut out = vec![0.0; values.len()];
+    if at.len() < 2 {
+        return out;
+    }
+    for (i, &t) in at.iter().enumerate() {
+        let line = match (i.checked_sub(1).map(|j| at[j]), at.get(i + 1)) {
+            (Some(before), Some(&after)) => {
+                let share = (t - before) as f32 / (after - before) as f32;
+                values[before] + share * (values[after] - values[before])
+            }
+            (Some(before), None) => values[before],
+            (None, Some(&after)) => values[after],
+            (None, None) => unreachable!("two shown values at least"),
+        };
+        out[t] = values[t] - line;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_departure_is_a_reading_minus_the_line_through_its_shown_neighbours() {
+        let values = [1.0, 9.0, 3.0, 5.0, 0.0, 2.0];
+        let shown = [true, true, true, false, true, true];
+        // t=1: the line 1 → 3 gives 2; t=2: 9 (t=1) → 0 (t=4) a third of the way gives 6;
+        // t=4: 3 (t=2) → 2 (t=5) two thirds of the way; the ends read their one neighbour;
+        // t=3 was not shown.
+        let expected = [
+            1.0 - 9.0,
+            9.0 - 2.0,
+            3.0 - 6.0,
+            0.0,
+            -(3.0 - 2.0 / 3.0),
+            2.0 - 0.0,
+        ];
+        let got = departures(&values, &shown);
+        for (t, (g, e)) in got.iter().zip(expected).enumerate() {
+            assert!((g - e).abs() < 1e-6, "step {t}: {g} against {e}");
+        }
+        let one_shown = [false, true, false, false, false, false];
+        assert_eq!(departures(&values, &one_shown), [0.0; 6]);
     }
 }

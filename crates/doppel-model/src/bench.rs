@@ -54,6 +54,8 @@ pub struct EttOptions {
     pub point_mask_ratio: f64,
     pub instance_norm: bool,
     pub interpolation_prior: bool,
+    /// Over it, the learned cross-channel prior (`ModelConfig::cross_channel_prior`).
+    pub cross_channel_prior: bool,
     /// Share of whole patches hidden in that pretraining (points are hidden besides).
     pub impute_mask_ratio: f64,
     /// Steps between test windows of the imputation (1 as TimesNet; larger is quicker).
@@ -101,6 +103,7 @@ impl Default for EttOptions {
             point_mask_ratio: 0.4,
             instance_norm: true,
             interpolation_prior: true,
+            cross_channel_prior: true,
             impute_mask_ratio: 0.0,
             impute_stride: 1,
             impute_channels_per_token: 1,
@@ -585,6 +588,7 @@ fn pretrain_for_imputation(
     config.point_mask_ratio = options.point_mask_ratio;
     config.instance_norm = options.instance_norm;
     config.interpolation_prior = options.interpolation_prior;
+    config.cross_channel_prior = options.cross_channel_prior;
     config.mask_ratio = options.impute_mask_ratio;
     config.channels_per_token = options.impute_channels_per_token;
     let train = TrainConfig {

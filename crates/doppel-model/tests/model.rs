@@ -335,42 +335,46 @@ fn an_untrained_model_over_the_interpolation_prior_imputes_by_interpolation() {
     let _serial = serial();
     let device = Device::flex();
     let raw = sines(48, 3);
-    let mut config = ModelConfig::sized("tiny", 3, 8, 6).unwrap();
-    config.interpolation_prior = true;
-    config.point_mask_ratio = 0.25;
-    config.instance_norm = true;
-    let model = config.init_seeded(1, &device);
-    let card = ModelCard::new(
-        config,
-        Normalizer::fit(std::slice::from_ref(&raw), 1.0),
-        raw.step_ns,
-        model.num_params(),
-        vec![],
-        train_config(1, 0),
-        vec![],
-    );
-    let mut rec = raw.clone();
-    let hidden: Vec<(usize, usize)> = vec![(0, 0), (0, 5), (0, 6), (1, 20), (2, 40), (2, 47)];
-    for &(c, t) in &hidden {
-        rec.observed[c][t] = false;
-    }
-    let (filled, was_filled) = tasks::impute(&model, &card, &rec, &device).unwrap();
-    let v = |c: usize, t: usize| raw.values[c][t];
-    let expected = [
-        v(0, 1),                             // before the first known value: held
-        v(0, 4) + (v(0, 7) - v(0, 4)) / 3.0, // a line across two gaps
-        v(0, 4) + 2.0 * (v(0, 7) - v(0, 4)) / 3.0,
-        (v(1, 19) + v(1, 21)) / 2.0,
-        (v(2, 39) + v(2, 41)) / 2.0,
-        v(2, 46), // after the last known value: held
-    ];
-    for (&(c, t), want) in hidden.iter().zip(expected) {
-        assert!(was_filled[c][t]);
-        let got = filled.values[c][t];
-        assert!(
-            (got - want).abs() < 1e-4 * (1.0 + want.abs()),
-            "channel {c}, step {t}: {got} instead of {want}"
+    // The cross-channel prior's map starts at zero too.
+    for cross_channel_prior in [false, true] {
+        let mut config = ModelConfig::sized("tiny", 3, 8, 6).unwrap();
+        config.interpolation_prior = true;
+        config.point_mask_ratio = 0.25;
+        config.instance_norm = true;
+        config.cross_channel_prior = cross_channel_prior;
+        let model = config.init_seeded(1, &device);
+        let card = ModelCard::new(
+            config,
+            Normalizer::fit(std::slice::from_ref(&raw), 1.0),
+            raw.step_ns,
+            model.num_params(),
+            vec![],
+            train_config(1, 0),
+            vec![],
         );
+        let mut rec = raw.clone();
+        let hidden: Vec<(usize, usize)> = vec![(0, 0), (0, 5), (0, 6), (1, 20), (2, 40), (2, 47)];
+        for &(c, t) in &hidden {
+            rec.observed[c][t] = false;
+        }
+        let (filled, was_filled) = tasks::impute(&model, &card, &rec, &device).unwrap();
+        let v = |c: usize, t: usize| raw.values[c][t];
+        let expected = [
+            v(0, 1),                             // before the first known value: held
+            v(0, 4) + (v(0, 7) - v(0, 4)) / 3.0, // a line across two gaps
+            v(0, 4) + 2.0 * (v(0, 7) - v(0, 4)) / 3.0,
+            (v(1, 19) + v(1, 21)) / 2.0,
+            (v(2, 39) + v(2, 41)) / 2.0,
+            v(2, 46), // after the last known value: held
+        ];
+        for (&(c, t), want) in hidden.iter().zip(expected) {
+            assert!(was_filled[c][t]);
+            let got = filled.values[c][t];
+            assert!(
+                (got - want).abs() < 1e-4 * (1.0 + want.abs()),
+                "channel {c}, step {t}: {got} instead of {want} (cross-channel prior: {cross_channel_prior})"
+            );
+        }
     }
 }
 
@@ -597,5 +601,98 @@ fn dropout_changes_training_passes_only_and_keeps_the_weights_loadable() {
         out(&model.valid(), &infer),
         out(&plain.valid(), &infer),
         "inference does not, and the weights are the pretrained ones"
+    );
+}
+
+/// Sensors that move together point by point: `b` follows `a`'s every jitter, which `a`'s
+/// own neighbours in time cannot predict. Over the interpolation prior, the cross-channel
+/// prior learns that tie (`b`'s row of the map reads `a`) and fills scattered points of `b`
+/// far better than the same model without it; it starts as plain interpolation and
+/// reloads exactly.
+#[test]
+fn the_cross_channel_prior_fills_a_point_from_the_sensor_that_moves_with_it() {
+    let _serial = serial();
+    let jittery = |len: usize, seed: u64| {
+        let mut rec = sines(len, seed);
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed + 100);
+        for t in 0..len {
+            let jitter = 0.6 * (rng.random::<f32>() - 0.5);
+            rec.values[0][t] += jitter;
+            rec.values[1][t] += 2.0 * jitter;
+        }
+        rec
+    };
+    let raw = jittery(3000, 1);
+    let normalizer = Normalizer::fit(std::slice::from_ref(&raw), 1.0);
+    let train = |cross_channel_prior: bool| {
+        let mut config = ModelConfig::sized("tiny", 3, 8, 6).unwrap();
+        config.mask_ratio = 0.0;
+        config.point_mask_ratio = 0.3;
+        config.interpolation_prior = true;
+        config.instance_norm = true;
+        config.cross_channel_prior = cross_channel_prior;
+        // The map's entries are of order one and Adam moves a weight by about the learning
+        // rate a step: 1e-3 would leave it far from there in a short run.
+        let train = TrainConfig {
+            learning_rate: 5e-3,
+            ..train_config(300, 2)
+        };
+        let (model, curve) = pretrain(
+            &[normalizer.apply(&raw)],
+            &config,
+            &train,
+            &Device::flex().autodiff(),
+            |_| {},
+        )
+        .unwrap();
+        let model = model.valid();
+        let card = ModelCard::new(
+            config,
+            normalizer.clone(),
+            raw.step_ns,
+            model.num_params(),
+            vec![],
+            train,
+            curve,
+        );
+        (model, card)
+    };
+    let mut rec = jittery(400, 9);
+    let truth = rec.values.clone();
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(3);
+    for t in 0..400 {
+        if rng.random::<f64>() < 0.2 {
+            rec.observed[1][t] = false;
+        }
+    }
+    let device = Device::flex();
+    let filled_b = |model: &SensorModel, card: &ModelCard| {
+        tasks::impute(model, card, &rec, &device).unwrap().0.values[1].clone()
+    };
+    let mse = |filled: &[f32]| {
+        let sd = normalizer.std[1] as f64;
+        let errors: Vec<f64> = (0..400)
+            .filter(|&t| !rec.observed[1][t])
+            .map(|t| ((filled[t] - truth[1][t]) as f64 / sd).powi(2))
+            .collect();
+        errors.iter().sum::<f64>() / errors.len() as f64
+    };
+    let (with_map, with_card) = train(true);
+    let (without_map, without_card) = train(false);
+    let (with, without) = (
+        mse(&filled_b(&with_map, &with_card)),
+        mse(&filled_b(&without_map, &without_card)),
+    );
+    assert!(
+        with < 0.7 * without,
+        "b's scattered points: {with} with the cross-channel prior, {without} without"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    store::save(dir.path(), &with_map, &with_card).unwrap();
+    let (loaded, loaded_card) = store::load(dir.path(), &device).unwrap();
+    assert_eq!(
+        filled_b(&loaded, &loaded_card),
+        filled_b(&with_map, &with_card)
     );
 }

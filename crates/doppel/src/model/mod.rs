@@ -188,6 +188,10 @@ pub struct EttArgs {
     /// (`false`: it reconstructs values from scratch, for ablations).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     interpolation_prior: bool,
+    /// Whether, over that prior, it also learns what the other channels say at the same
+    /// step (`false`: interpolation alone, for ablations).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    cross_channel_prior: bool,
     /// Share of whole patches the imputation model hides in pretraining.
     #[arg(long, default_value_t = 0.0)]
     impute_mask_ratio: f64,

@@ -71,6 +71,11 @@ pub struct PretrainArgs {
     /// docs/BENCHMARKS.md).
     #[arg(long)]
     interpolation_prior: bool,
+    /// With --interpolation-prior: also learn, for each hidden value, what the other
+    /// channels' readings at the same step say (a C × C map, starting at zero), for sensors
+    /// that move together.
+    #[arg(long, requires = "interpolation_prior")]
+    cross_channel_prior: bool,
     /// Normalise each window by its own shown values (RevIN), for data whose level drifts.
     #[arg(long)]
     instance_norm: bool,
@@ -139,6 +144,7 @@ pub(super) fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
     config.mask_ratio = args.mask_ratio;
     config.point_mask_ratio = args.point_mask_ratio;
     config.interpolation_prior = args.interpolation_prior;
+    config.cross_channel_prior = args.cross_channel_prior;
     config.instance_norm = args.instance_norm;
     config.channels_per_token = args.channels_per_token as usize;
     if config.channels_per_token > 1 && config.point_mask_ratio == 0.0 {
