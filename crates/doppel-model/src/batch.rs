@@ -245,10 +245,10 @@ pub fn make_batch(
             }
         }
         if cross_channel {
-            for ch in 0..c {
+            for (ch, &(_, sd)) in scale.iter().enumerate() {
                 let row = ch * t_len..(ch + 1) * t_len;
                 departure.extend(departures(&w.values[row.clone()], &shown[row.clone()]));
-                let inverse_scale = 1.0 / scale[ch].1;
+                let inverse_scale = 1.0 / sd;
                 fill.extend(
                     shown[row]
                         .iter()

@@ -40,8 +40,8 @@ fn run(args: &[&str]) -> (bool, String) {
 }
 
 /// A gap-filling model from the command line: no hidden patches, hidden points, and the
-/// interpolation prior; its card records how it was trained, and it fills single missing
-/// values close to the truth. Ratios outside [0, 1) are refused.
+/// interpolation and cross-channel priors; its card records how it was trained, and it fills
+/// single missing values close to the truth. Ratios outside [0, 1) are refused.
 #[test]
 fn a_gap_filling_model_is_trained_with_point_masks_over_the_interpolation_prior() {
     let dir = tempfile::tempdir().unwrap();
@@ -67,6 +67,7 @@ fn a_gap_filling_model_is_trained_with_point_masks_over_the_interpolation_prior(
             "--point-mask-ratio",
             points,
             "--interpolation-prior",
+            "--cross-channel-prior",
             "--out",
             &p("fill"),
         ])
@@ -83,6 +84,7 @@ fn a_gap_filling_model_is_trained_with_point_masks_over_the_interpolation_prior(
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("fill/model.json")).unwrap())
             .unwrap();
     assert_eq!(card["config"]["interpolation_prior"], true);
+    assert_eq!(card["config"]["cross_channel_prior"], true);
     assert_eq!(card["config"]["mask_ratio"], 0.0);
     assert_eq!(card["config"]["point_mask_ratio"], 0.4);
 
