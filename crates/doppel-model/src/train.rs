@@ -225,13 +225,33 @@ pub fn pretrain(
     model_config: &ModelConfig,
     config: &TrainConfig,
     device: &Device,
-    progress: impl FnMut(&Progress),
+    progress: impl FnMut(&Progress) + Send,
 ) -> Result<(SensorModel, Vec<CurvePoint>)> {
     pretrain_with_checkpoints(recordings, model_config, config, None, device, progress)
 }
 
 /// [`pretrain`], writing checkpoints as it goes and, if asked, going on from the last one.
 pub fn pretrain_with_checkpoints(
+    recordings: &[Recording],
+    model_config: &ModelConfig,
+    config: &TrainConfig,
+    checkpoints: Option<&Checkpointing>,
+    device: &Device,
+    progress: impl FnMut(&Progress) + Send,
+) -> Result<(SensorModel, Vec<CurvePoint>)> {
+    crate::device::on_a_worker(|| {
+        pretrain_on_a_worker(
+            recordings,
+            model_config,
+            config,
+            checkpoints,
+            device,
+            progress,
+        )
+    })
+}
+
+fn pretrain_on_a_worker(
     recordings: &[Recording],
     model_config: &ModelConfig,
     config: &TrainConfig,

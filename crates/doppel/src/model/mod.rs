@@ -247,6 +247,10 @@ pub struct EttArgs {
 }
 
 pub fn run(command: ModelCommand) -> anyhow::Result<ExitCode> {
+    doppel_model::device::on_a_worker(|| run_on_a_worker(command))
+}
+
+fn run_on_a_worker(command: ModelCommand) -> anyhow::Result<ExitCode> {
     match command {
         ModelCommand::Pretrain(args) => pretrain_command(args),
         ModelCommand::Finetune(args) => finetune_command(args),
