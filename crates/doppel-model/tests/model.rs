@@ -20,8 +20,8 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 
 mod common;
 use common::{
-    assert_forecasts_are_linear, forecast_against_seasonal_naive, pretrained_on_sines, serial,
-    sines, standardised_sines, train_config,
+    assert_forecasts_are_linear, forecast_against_seasonal_naive, pretrained_on,
+    pretrained_on_sines, serial, sines, standardised_sines, train_config,
 };
 
 struct Trained {
@@ -637,25 +637,7 @@ fn the_cross_channel_prior_fills_a_point_from_the_sensor_that_moves_with_it() {
             learning_rate: 5e-3,
             ..train_config(300, 2)
         };
-        let (model, curve) = pretrain(
-            &[normalizer.apply(&raw)],
-            &config,
-            &train,
-            &Device::flex().autodiff(),
-            |_| {},
-        )
-        .unwrap();
-        let model = model.valid();
-        let card = ModelCard::new(
-            config,
-            normalizer.clone(),
-            raw.step_ns,
-            model.num_params(),
-            vec![],
-            train,
-            curve,
-        );
-        (model, card)
+        pretrained_on(&raw, config, train)
     };
     let mut rec = jittery(400, 9);
     let truth = rec.values.clone();

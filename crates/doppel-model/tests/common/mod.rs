@@ -69,18 +69,28 @@ pub fn pretrained_on_sines(
     train: TrainConfig,
     data_seed: u64,
 ) -> (SensorModel, ModelCard) {
+    pretrained_on(&sines(3000, data_seed), config, train)
+}
+
+/// A model pretrained on `raw` (standardised with its own statistics), ready for inference,
+/// with its card (one data range: the recording).
+#[allow(dead_code)] // each test binary compiles this module; not all of them train
+pub fn pretrained_on(
+    raw: &Recording,
+    config: ModelConfig,
+    train: TrainConfig,
+) -> (SensorModel, ModelCard) {
     let device = Device::flex().autodiff();
-    let raw = sines(3000, data_seed);
-    let normalizer = Normalizer::fit(std::slice::from_ref(&raw), 1.0);
+    let normalizer = Normalizer::fit(std::slice::from_ref(raw), 1.0);
     let (model, curve) =
-        pretrain(&[normalizer.apply(&raw)], &config, &train, &device, |_| {}).unwrap();
+        pretrain(&[normalizer.apply(raw)], &config, &train, &device, |_| {}).unwrap();
     let card = ModelCard::new(
         config,
         normalizer,
         raw.step_ns,
         model.num_params(),
         vec![DataRange {
-            file: "sines.csv".into(),
+            file: raw.source.clone(),
             start: "1970-01-01T00:00:00Z".into(),
             end: "later".into(),
             steps: raw.len(),
