@@ -504,6 +504,13 @@ fn forecast_command(args: ForecastArgs) -> anyhow::Result<ExitCode> {
 fn score_command(args: ScoreArgs) -> anyhow::Result<ExitCode> {
     let t = &args.task;
     let (net, card, rec, device) = load(t)?;
+    if card.config.interpolation_prior {
+        eprintln!(
+            "note: this is a gap-filling model (pretrained with --interpolation-prior): it fills a \
+             hidden patch from its neighbours and so follows a shifted level instead of being \
+             surprised by it. For anomaly scores, pretrain without the prior (docs/MODEL.md)"
+        );
+    }
     let s = tasks::score(&net, &card, &rec, args.calibrate_rows, &device)?;
     let mut header = vec!["score".to_owned(), "flag".to_owned()];
     header.extend(card.channels.iter().cloned());

@@ -122,6 +122,22 @@ fn a_gap_filling_model_is_trained_with_point_masks_over_the_interpolation_prior(
         model_se < 0.6 * interpolation_se,
         "squared error of the filled values: {model_se}, interpolation's {interpolation_se}"
     );
+
+    // Scoring with a gap-filling model works, with a word on why its scores are weak.
+    let (ok, err) = run(&[
+        "model",
+        "score",
+        "--model",
+        &p("fill"),
+        "--input",
+        &p("gaps.csv"),
+        "--calibrate-rows",
+        "100",
+        "--out",
+        &p("scores.csv"),
+    ]);
+    assert!(ok, "{err}");
+    assert!(err.contains("note: this is a gap-filling model"), "{err}");
 }
 
 #[test]
