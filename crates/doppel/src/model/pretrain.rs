@@ -67,14 +67,14 @@ pub struct PretrainArgs {
     point_mask_ratio: f64,
     /// Learn the difference from linear interpolation of the shown values, not the values
     /// themselves. For a gap-filling model: `--mask-ratio 0 --point-mask-ratio 0.4
-    /// --interpolation-prior` (on ETT it beats interpolation, and TimesNet on ETTh1;
-    /// docs/BENCHMARKS.md).
+    /// --interpolation-prior --instance-norm` (on ETT it beats interpolation, and TimesNet;
+    /// docs/BENCHMARKS.md). Not for anomaly scores: a gap filler follows shifted levels.
     #[arg(long)]
     interpolation_prior: bool,
     /// With --interpolation-prior: also learn, for each hidden value, what the other
     /// channels' readings at the same step say (a C × C map, starting at zero), for sensors
-    /// that move together.
-    #[arg(long, requires = "interpolation_prior")]
+    /// that move together. On by default (it improved every ETT set); `false` to leave it out.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     cross_channel_prior: bool,
     /// Normalise each window by its own shown values (RevIN), for data whose level drifts.
     #[arg(long)]
@@ -144,7 +144,7 @@ pub(super) fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
     config.mask_ratio = args.mask_ratio;
     config.point_mask_ratio = args.point_mask_ratio;
     config.interpolation_prior = args.interpolation_prior;
-    config.cross_channel_prior = args.cross_channel_prior;
+    config.cross_channel_prior = args.interpolation_prior && args.cross_channel_prior;
     config.instance_norm = args.instance_norm;
     config.channels_per_token = args.channels_per_token as usize;
     if config.channels_per_token > 1 && config.point_mask_ratio == 0.0 {

@@ -40,7 +40,8 @@ fn run(args: &[&str]) -> (bool, String) {
 }
 
 /// A gap-filling model from the command line: no hidden patches, hidden points, and the
-/// interpolation and cross-channel priors; its card records how it was trained, and it fills
+/// interpolation prior with the cross-channel prior it brings by default; its card records how
+/// it was trained, and it fills
 /// single missing values close to the truth. Ratios outside [0, 1) are refused.
 #[test]
 fn a_gap_filling_model_is_trained_with_point_masks_over_the_interpolation_prior() {
@@ -67,7 +68,6 @@ fn a_gap_filling_model_is_trained_with_point_masks_over_the_interpolation_prior(
             "--point-mask-ratio",
             points,
             "--interpolation-prior",
-            "--cross-channel-prior",
             "--out",
             &p("fill"),
         ])
@@ -172,6 +172,8 @@ fn pretrain_then_impute_and_forecast_from_the_command_line() {
     assert_eq!(card["channels"], serde_json::json!(["a", "b", "c"]));
     assert_eq!(card["step_ns"], 60_000_000_000i64);
     assert!(card["curve"].as_array().unwrap().len() >= 3);
+    // The cross-channel prior rides on the interpolation prior only.
+    assert_eq!(card["config"]["cross_channel_prior"], false);
 
     // The weights are plain safetensors with PyTorch's names and layouts.
     let bytes = std::fs::read(dir.path().join("m/model.safetensors")).unwrap();
