@@ -157,6 +157,9 @@ struct Errors {
 }
 
 impl Errors {
+    fn mse(&self) -> f64 {
+        self.se / self.n.max(1) as f64
+    }
     fn add(&mut self, predicted: f32, truth: f32) {
         let d = (predicted - truth) as f64;
         self.se += d * d;
@@ -354,46 +357,33 @@ pub fn ett(dir: &Path, options: &EttOptions, mut log: impl FnMut(&str)) -> Resul
                     last.validation_loss, last.train_loss
                 ));
             }
-            let device = Device::flex();
             for &ratio in &options.mask_ratios {
-                let mut rng =
-                    Xoshiro256PlusPlus::seed_from_u64(options.seed ^ (ratio * 1000.0) as u64);
-                let (mut interp_err, mut model_err) = (Errors::default(), Errors::default());
+                let seed = options.seed ^ (ratio * 1000.0) as u64;
+                // The same masks on the validation split, every 16th window: what a user
+                // without a test split could see (logged, not a result row).
+                let (val_interp, val_model) = impute_errors(
+                    (&model, &card),
+                    (&raw, &data, &normalizer),
+                    train_end - 96..val_end,
+                    ratio,
+                    16,
+                    !seed,
+                )?;
+                log(&format!(
+                    "{name}: validation split, {:.1} % hidden: interpolation {:.4}, model {:.4}",
+                    ratio * 100.0,
+                    val_interp.mse(),
+                    val_model.mse()
+                ));
                 // TimesNet's test windows: every start from 96 steps before the test split.
-                let mut start = val_end - 96;
-                while start + 96 <= test_end {
-                    // The window, with random points hidden.
-                    let mut window = slice(&raw, start, 96);
-                    let truth = slice(&data, start, 96);
-                    let mut hidden = vec![vec![false; 96]; channels];
-                    for c in 0..channels {
-                        for t in 0..96 {
-                            if rng.random::<f64>() < ratio {
-                                hidden[c][t] = true;
-                                window.observed[c][t] = false;
-                            }
-                        }
-                    }
-                    let (filled, _) = tasks::impute(&model, &card, &window, &device)?;
-                    for c in 0..channels {
-                        let std_window: Vec<f32> = window.values[c]
-                            .iter()
-                            .map(|v| (v - normalizer.mean[c]) / normalizer.std[c])
-                            .collect();
-                        let interp = interpolate(&std_window, &window.observed[c]);
-                        for t in 0..96 {
-                            if hidden[c][t] {
-                                let y = truth.values[c][t];
-                                interp_err.add(interp[t], y);
-                                model_err.add(
-                                    (filled.values[c][t] - normalizer.mean[c]) / normalizer.std[c],
-                                    y,
-                                );
-                            }
-                        }
-                    }
-                    start += options.impute_stride;
-                }
+                let (interp_err, model_err) = impute_errors(
+                    (&model, &card),
+                    (&raw, &data, &normalizer),
+                    val_end - 96..test_end,
+                    ratio,
+                    options.impute_stride,
+                    seed,
+                )?;
                 rows.push(interp_err.row(name, "impute", None, Some(ratio), "interpolation"));
                 let base = match options.impute_patch {
                     8 => format!("doppel_mae_{}", options.impute_size),
@@ -405,6 +395,59 @@ pub fn ett(dir: &Path, options: &EttOptions, mut log: impl FnMut(&str)) -> Resul
         }
     }
     Ok(rows)
+}
+
+/// Imputation errors of interpolation and of the model on the windows of 96 steps that start
+/// every `stride` steps in `range` (each ending inside it), random points hidden at `ratio`
+/// with a generator seeded by `seed`; errors on the hidden points, in training-standardised
+/// units.
+fn impute_errors(
+    (model, card): (&crate::model::SensorModel, &ModelCard),
+    (raw, data, normalizer): (&Recording, &Recording, &Normalizer),
+    range: std::ops::Range<usize>,
+    ratio: f64,
+    stride: usize,
+    seed: u64,
+) -> Result<(Errors, Errors)> {
+    let device = Device::flex();
+    let channels = raw.channels.len();
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    let (mut interp_err, mut model_err) = (Errors::default(), Errors::default());
+    let mut start = range.start;
+    while start + 96 <= range.end {
+        // The window, with random points hidden.
+        let mut window = slice(raw, start, 96);
+        let truth = slice(data, start, 96);
+        let mut hidden = vec![vec![false; 96]; channels];
+        for c in 0..channels {
+            for t in 0..96 {
+                if rng.random::<f64>() < ratio {
+                    hidden[c][t] = true;
+                    window.observed[c][t] = false;
+                }
+            }
+        }
+        let (filled, _) = tasks::impute(model, card, &window, &device)?;
+        for c in 0..channels {
+            let std_window: Vec<f32> = window.values[c]
+                .iter()
+                .map(|v| (v - normalizer.mean[c]) / normalizer.std[c])
+                .collect();
+            let interp = interpolate(&std_window, &window.observed[c]);
+            for t in 0..96 {
+                if hidden[c][t] {
+                    let y = truth.values[c][t];
+                    interp_err.add(interp[t], y);
+                    model_err.add(
+                        (filled.values[c][t] - normalizer.mean[c]) / normalizer.std[c],
+                        y,
+                    );
+                }
+            }
+        }
+        start += stride;
+    }
+    Ok((interp_err, model_err))
 }
 
 fn slice(rec: &Recording, start: usize, len: usize) -> Recording {
