@@ -202,13 +202,16 @@ pub fn make_batch(
         let scale: Vec<(f32, f32)> = (0..c)
             .map(|ch| {
                 let (mut n_seen, mut sum, mut sum2) = (0.0f64, 0.0f64, 0.0f64);
-                for at in ch * t_len..(ch + 1) * t_len {
-                    if shown[at] {
-                        let v = w.values[at] as f64;
-                        n_seen += 1.0;
-                        sum += v;
-                        sum2 += v * v;
-                    }
+                let row = ch * t_len..(ch + 1) * t_len;
+                for (&v, _) in w.values[row.clone()]
+                    .iter()
+                    .zip(&shown[row])
+                    .filter(|(_, shown)| **shown)
+                {
+                    let v = v as f64;
+                    n_seen += 1.0;
+                    sum += v;
+                    sum2 += v * v;
                 }
                 if n_seen < 1.0 || !config.instance_norm {
                     return (0.0, 1.0);

@@ -419,23 +419,23 @@ fn impute_errors(
         let mut window = slice(raw, start, 96);
         let truth = slice(data, start, 96);
         let mut hidden = vec![vec![false; 96]; channels];
-        for c in 0..channels {
-            for t in 0..96 {
+        for (hidden, observed) in hidden.iter_mut().zip(&mut window.observed) {
+            for (hidden, observed) in hidden.iter_mut().zip(observed.iter_mut()) {
                 if rng.random::<f64>() < ratio {
-                    hidden[c][t] = true;
-                    window.observed[c][t] = false;
+                    *hidden = true;
+                    *observed = false;
                 }
             }
         }
         let (filled, _) = tasks::impute(model, card, &window, &device)?;
-        for c in 0..channels {
+        for (c, hidden) in hidden.iter().enumerate() {
             let std_window: Vec<f32> = window.values[c]
                 .iter()
                 .map(|v| (v - normalizer.mean[c]) / normalizer.std[c])
                 .collect();
             let interp = interpolate(&std_window, &window.observed[c]);
             for t in 0..96 {
-                if hidden[c][t] {
+                if hidden[t] {
                     let y = truth.values[c][t];
                     interp_err.add(interp[t], y);
                     model_err.add(
