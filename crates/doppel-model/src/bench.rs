@@ -174,15 +174,14 @@ impl Errors {
         mask_ratio: Option<f64>,
         model: &str,
     ) -> BenchRow {
-        let n = self.n.max(1) as f64;
         BenchRow {
             dataset: dataset.into(),
             task,
             horizon,
             mask_ratio,
             model: model.into(),
-            mse: self.se / n,
-            mae: self.ae / n,
+            mse: self.mse(),
+            mae: self.ae / self.n.max(1) as f64,
             settings: None,
         }
     }
@@ -413,8 +412,7 @@ fn impute_errors(
     let channels = raw.channels.len();
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
     let (mut interp_err, mut model_err) = (Errors::default(), Errors::default());
-    let mut start = range.start;
-    while start + 96 <= range.end {
+    for start in (range.start..range.end.saturating_sub(95)).step_by(stride) {
         // The window, with random points hidden.
         let mut window = slice(raw, start, 96);
         let truth = slice(data, start, 96);
@@ -445,7 +443,6 @@ fn impute_errors(
                 }
             }
         }
-        start += stride;
     }
     Ok((interp_err, model_err))
 }
