@@ -48,6 +48,9 @@ struct Manifest {
     rng: Xoshiro256PlusPlus,
     weights: String,
     optimizer: String,
+    /// With `keep_best`: the weights of the lowest validation loss so far.
+    #[serde(default)]
+    best: Option<String>,
 }
 
 /// A run's state after `step` steps.
@@ -58,6 +61,8 @@ pub(crate) struct TrainingState<'a> {
     pub curve: &'a [CurvePoint],
     pub recent: &'a [f64],
     pub rng: &'a Xoshiro256PlusPlus,
+    /// The weights a `keep_best` run would end with if it ended now.
+    pub best: Option<&'a SensorModel>,
 }
 
 /// A run read back from a checkpoint (its weights go into the caller's model).
@@ -67,6 +72,7 @@ pub(crate) struct Resumed {
     pub curve: Vec<CurvePoint>,
     pub recent: Vec<f64>,
     pub rng: Xoshiro256PlusPlus,
+    pub best: Option<SensorModel>,
 }
 
 fn error(path: &Path, message: impl std::fmt::Display) -> ModelError {
@@ -76,17 +82,38 @@ fn error(path: &Path, message: impl std::fmt::Display) -> ModelError {
     }
 }
 
-/// The weight and optimizer files of the checkpoint after `step` steps.
-fn step_files(step: usize) -> (String, String) {
-    (
+/// The weight, optimizer and best-weight files of the checkpoint after `step` steps.
+fn step_files(step: usize) -> [String; 3] {
+    [
         format!("model-{step:08}.bpk"),
         format!("optimizer-{step:08}.bpk"),
-    )
+        format!("best-{step:08}.bpk"),
+    ]
 }
 
 /// Whether a file name is one of [`step_files`]' (of any step).
 fn is_step_file(name: &str) -> bool {
-    name.ends_with(".bpk") && (name.starts_with("model-") || name.starts_with("optimizer-"))
+    name.ends_with(".bpk")
+        && ["model-", "optimizer-", "best-"]
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
+}
+
+fn save_weights(dir: &Path, file: &str, model: &SensorModel) -> Result<()> {
+    let mut store = BurnpackStore::from_file(dir.join(file))
+        .auto_extension(false)
+        .overwrite(true);
+    model
+        .save_into(&mut store)
+        .map_err(|e| error(dir, format!("cannot write {file}: {e}")))
+}
+
+fn load_weights(dir: &Path, file: &str, model: &mut SensorModel) -> Result<()> {
+    let mut store = BurnpackStore::from_file(dir.join(file)).auto_extension(false);
+    model
+        .load_from(&mut store)
+        .map_err(|e| error(dir, format!("cannot read {file}: {e}")))?;
+    Ok(())
 }
 
 /// The manifest in `dir`, if there is one.
@@ -109,13 +136,11 @@ pub(crate) fn save(
     optimizer: &ModuleOptimizer,
 ) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| error(dir, e))?;
-    let (weights, optimizer_file) = step_files(state.step);
-    let mut store = BurnpackStore::from_file(dir.join(&weights))
-        .auto_extension(false)
-        .overwrite(true);
-    model
-        .save_into(&mut store)
-        .map_err(|e| error(dir, format!("cannot write {weights}: {e}")))?;
+    let [weights, optimizer_file, best_file] = step_files(state.step);
+    save_weights(dir, &weights, model)?;
+    if let Some(best) = state.best {
+        save_weights(dir, &best_file, best)?;
+    }
     optimizer
         .to_record()
         .save(dir.join(&optimizer_file))
@@ -130,6 +155,7 @@ pub(crate) fn save(
         rng: state.rng.clone(),
         weights: weights.clone(),
         optimizer: optimizer_file.clone(),
+        best: state.best.map(|_| best_file.clone()),
     };
     let text = serde_json::to_string_pretty(&manifest).expect("the manifest serialises");
     let scratch = dir.join(format!("{MANIFEST}.writing"));
@@ -139,7 +165,7 @@ pub(crate) fn save(
     for entry in std::fs::read_dir(dir).map_err(|e| error(dir, e))?.flatten() {
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if is_step_file(&name) && name != weights && name != optimizer_file {
+        if is_step_file(&name) && name != weights && name != optimizer_file && name != best_file {
             let _ = std::fs::remove_file(entry.path());
         }
     }
@@ -175,10 +201,15 @@ pub(crate) fn load(
              run with those settings to resume it, or without --resume to start afresh",
         ));
     }
-    let mut store = BurnpackStore::from_file(dir.join(&manifest.weights)).auto_extension(false);
-    model
-        .load_from(&mut store)
-        .map_err(|e| error(dir, format!("cannot read {}: {e}", manifest.weights)))?;
+    let best = match &manifest.best {
+        Some(file) => {
+            let mut best = model.clone();
+            load_weights(dir, file, &mut best)?;
+            Some(best)
+        }
+        None => None,
+    };
+    load_weights(dir, &manifest.weights, model)?;
     let optimizer = OptimizerRecord::load(dir.join(&manifest.optimizer))
         .map_err(|e| error(dir, format!("cannot read {}: {e}", manifest.optimizer)))?;
     Ok(Some(Resumed {
@@ -187,6 +218,7 @@ pub(crate) fn load(
         curve: manifest.curve,
         recent: manifest.recent,
         rng: manifest.rng,
+        best,
     }))
 }
 

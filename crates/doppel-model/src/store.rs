@@ -81,6 +81,12 @@ impl ModelCard {
             probe: None,
         }
     }
+
+    /// The point of the training curve whose weights the model holds (the last, or the
+    /// best on validation if it was trained with `keep_best`).
+    pub fn kept_point(&self) -> Option<&CurvePoint> {
+        crate::train::kept_point(&self.train, &self.curve)
+    }
 }
 
 fn store_error(path: &Path, message: impl std::fmt::Display) -> ModelError {

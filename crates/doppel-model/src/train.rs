@@ -33,6 +33,12 @@ pub struct TrainConfig {
     /// encoder that will read one channel at a time, as the forecasting head does.
     #[serde(default)]
     pub channel_independent: bool,
+    /// End with the weights of the evaluation with the lowest validation loss, not the last
+    /// step's: early stopping that still draws the whole curve. A long run on a short
+    /// history can then not return weights that had begun to learn its training windows by
+    /// heart. The step kept is [`kept_point`]'s.
+    #[serde(default)]
+    pub keep_best: bool,
 }
 
 /// The peak learning rate unless a caller says otherwise.
@@ -51,6 +57,7 @@ impl Default for TrainConfig {
             validation_fraction: 0.2,
             eval_every: 50,
             channel_independent: false,
+            keep_best: false,
         }
     }
 }
@@ -97,6 +104,21 @@ impl CurvePoint {
             learning_rate,
         }
     }
+}
+
+/// The point of the curve whose weights a run ends with: the last, or with
+/// [`TrainConfig::keep_best`] the first with the lowest validation loss (the last when no
+/// point has one).
+pub fn kept_point<'a>(config: &TrainConfig, curve: &'a [CurvePoint]) -> Option<&'a CurvePoint> {
+    let mut best: Option<&CurvePoint> = None;
+    if config.keep_best {
+        for point in curve {
+            if point.validation_loss < best.map_or(f64::INFINITY, |b| b.validation_loss) {
+                best = Some(point);
+            }
+        }
+    }
+    best.or(curve.last())
 }
 
 /// What the progress bar shows after each step.
@@ -328,6 +350,8 @@ fn pretrain_on_a_worker(
     let mut curve = Vec::new();
     let mut recent = Vec::new();
     let mut first_step = 0;
+    // With `keep_best`: the weights of the lowest validation loss so far, and that loss.
+    let mut best: Option<(f64, SensorModel)> = None;
     if let Some(cp) = checkpoints.filter(|cp| cp.resume)
         && let Some(resumed) = checkpoint::load(&cp.dir, model_config, config, &mut model)?
     {
@@ -336,6 +360,11 @@ fn pretrain_on_a_worker(
         curve = resumed.curve;
         recent = resumed.recent;
         first_step = resumed.step;
+        let best_loss = curve
+            .iter()
+            .map(|p: &CurvePoint| p.validation_loss)
+            .fold(f64::INFINITY, f64::min);
+        best = resumed.best.map(|weights| (best_loss, weights));
     }
     let mut throughput =
         Throughput::new((config.batch_size * model_config.tokens_per_window(per_window)) as f64);
@@ -378,6 +407,12 @@ fn pretrain_on_a_worker(
                 validation_loss,
                 lr,
             ));
+            // A clone shares the weights' buffers; the optimizer's next step writes new
+            // ones, so the copy kept here stays as it is.
+            if config.keep_best && validation_loss < best.as_ref().map_or(f64::INFINITY, |b| b.0)
+            {
+                best = Some((validation_loss, model.clone()));
+            }
         }
         if let Some(cp) = checkpoints
             && cp.every > 0
@@ -391,10 +426,14 @@ fn pretrain_on_a_worker(
                 curve: &curve,
                 recent: &recent,
                 rng: &rng,
+                best: best.as_ref().map(|b| &b.1),
             };
             checkpoint::save(&cp.dir, &state, &model, &optimizer)?;
         }
         progress(&throughput.progress(step + 1, loss_value));
     }
-    Ok((model, curve))
+    match best {
+        Some((_, best)) => Ok((best, curve)),
+        None => Ok((model, curve)),
+    }
 }

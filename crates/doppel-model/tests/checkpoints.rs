@@ -141,3 +141,106 @@ fn a_run_resumed_from_a_checkpoint_ends_with_the_weights_of_an_unbroken_run() {
     checkpoint::clear(&dir).unwrap();
     assert!(!dir.exists());
 }
+
+/// The weights of the model `dir`'s checkpoint files hold after `step` steps.
+fn weights_at(dir: &std::path::Path, step: usize, config: &ModelConfig) -> SensorModel {
+    use burn::store::{BurnpackStore, ModuleSnapshot};
+    let mut model = config.init_seeded(0, &Device::flex().autodiff());
+    let mut store =
+        BurnpackStore::from_file(dir.join(format!("model-{step:08}.bpk"))).auto_extension(false);
+    model.load_from(&mut store).unwrap();
+    model
+}
+
+#[test]
+fn keep_best_ends_with_the_weights_of_the_lowest_validation_loss_even_after_a_resume() {
+    let _serial = serial();
+    let device = Device::flex().autodiff();
+    // Noise that channels 1 and 2 copy in the training half and mirror in the validation
+    // half: the better the model learns to copy, the worse it does on validation.
+    let mut rec = standardised_sines(600, 4);
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(5);
+    for t in 0..600 {
+        let w = rand::Rng::random::<f32>(&mut rng) * 3.4 - 1.7;
+        let sign = if t < 300 { 1.0 } else { -1.0 };
+        rec.values[0][t] = w;
+        rec.values[1][t] = sign * w;
+        rec.values[2][t] = sign * w;
+    }
+    let recordings = std::slice::from_ref(&rec);
+    let config = ModelConfig::sized("tiny", 3, 8, 4).unwrap();
+    let train = TrainConfig {
+        eval_every: 10,
+        learning_rate: 3e-3,
+        validation_fraction: 0.5,
+        keep_best: true,
+        ..train_config(200, 3)
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("checkpoint");
+    let snapshot = |step: usize| tmp.path().join(format!("at-{step}"));
+    let writing = Checkpointing {
+        dir: dir.clone(),
+        every: 10,
+        resume: false,
+    };
+    let (best, curve) =
+        pretrain_with_checkpoints(recordings, &config, &train, Some(&writing), &device, |p| {
+            if p.step % 10 == 0 && p.step < 200 {
+                copy_dir(&dir, &snapshot(p.step));
+            }
+        })
+        .unwrap();
+    let kept = doppel_model::train::kept_point(&train, &curve).unwrap();
+    assert!(kept.step < 150, "the loss rose at the end: {curve:?}");
+    assert!(curve.iter().all(|p| p.validation_loss >= kept.validation_loss));
+    assert!(curve.iter().any(|p| p.validation_loss > kept.validation_loss));
+
+    let window = cut(&rec, 10, config.window(), &[0, 1, 2]);
+    let batch = make_batch(
+        &[window],
+        &config,
+        &Mask::Random(0.8),
+        &mut Xoshiro256PlusPlus::seed_from_u64(1),
+        &Device::flex(),
+    );
+    let out = |m: SensorModel| {
+        m.valid()
+            .forward(&batch.tokens)
+            .into_data()
+            .try_into_vec::<f32>()
+            .unwrap()
+    };
+    let best_out = out(best);
+    assert_eq!(
+        best_out,
+        out(weights_at(&snapshot(kept.step), kept.step, &config)),
+        "the weights of step {}",
+        kept.step
+    );
+    let (last, last_curve) = pretrain(
+        recordings,
+        &config,
+        &TrainConfig {
+            keep_best: false,
+            ..train.clone()
+        },
+        &device,
+        |_| {},
+    )
+    .unwrap();
+    assert_eq!(last_curve, curve, "keeping the best changes no step");
+    assert_ne!(out(last), best_out, "the last step's weights are others");
+
+    // Stopped after the best and resumed: the best comes back from the checkpoint.
+    let resume_at = kept.step + 30;
+    let resuming = Checkpointing {
+        dir: snapshot(resume_at),
+        every: 10,
+        resume: true,
+    };
+    let (resumed, _) =
+        pretrain_with_checkpoints(recordings, &config, &train, Some(&resuming), &device, |_| {})
+            .unwrap();
+    assert_eq!(out(resumed), best_out, "the best read back at step {resume_at}");
+}

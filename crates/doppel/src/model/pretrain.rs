@@ -87,6 +87,11 @@ pub struct PretrainArgs {
     /// ends with the weights an unbroken run would have.
     #[arg(long)]
     resume: bool,
+    /// End with the weights that had the lowest validation loss (checked every 50 steps),
+    /// not the last step's: a long run on a short history cannot then hand back weights
+    /// that learnt its training windows by heart. `false` keeps the last step's.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    keep_best: bool,
     /// Train on windows of one channel each, as a forecasting head reads them (PatchTST's
     /// channel independence); raise --batch to keep the tokens a batch. For forecasting,
     /// with --mask-ratio 0.4 (docs/BENCHMARKS.md).
@@ -156,6 +161,7 @@ pub(super) fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
     }
     let train = TrainConfig {
         channel_independent: args.channel_independent,
+        keep_best: args.keep_best,
         ..TrainConfig::new(args.steps, args.batch, args.lr, args.seed)
     };
     let normalizer = Normalizer::fit(&recordings, 1.0 - train.validation_fraction);
@@ -237,6 +243,15 @@ pub(super) fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
              {speed:.0} tokens/s (batching and validation included)",
             last.validation_loss, last.step
         );
+        if let Some(kept) = card.kept_point()
+            && kept.step != last.step
+        {
+            eprintln!(
+                "kept the weights of step {}, with the lowest validation loss ({:.4}); \
+                 --keep-best false keeps the last step's",
+                kept.step, kept.validation_loss
+            );
+        }
         if let Some(step_speed) = step_speed {
             eprintln!(
                 "{step_speed:.0} tokens/s in the training steps alone, after {} warm-up steps",

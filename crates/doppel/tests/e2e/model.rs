@@ -174,6 +174,8 @@ fn pretrain_then_impute_and_forecast_from_the_command_line() {
     assert!(card["curve"].as_array().unwrap().len() >= 3);
     // The cross-channel prior rides on the interpolation prior only.
     assert_eq!(card["config"]["cross_channel_prior"], false);
+    // By default the weights kept are the best on validation.
+    assert_eq!(card["train"]["keep_best"], true);
 
     // The weights are plain safetensors with PyTorch's names and layouts.
     let bytes = std::fs::read(dir.path().join("m/model.safetensors")).unwrap();
