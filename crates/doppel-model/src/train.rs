@@ -409,8 +409,7 @@ fn pretrain_on_a_worker(
             ));
             // A clone shares the weights' buffers; the optimizer's next step writes new
             // ones, so the copy kept here stays as it is.
-            if config.keep_best && validation_loss < best.as_ref().map_or(f64::INFINITY, |b| b.0)
-            {
+            if config.keep_best && validation_loss < best.as_ref().map_or(f64::INFINITY, |b| b.0) {
                 best = Some((validation_loss, model.clone()));
             }
         }

@@ -193,8 +193,16 @@ fn keep_best_ends_with_the_weights_of_the_lowest_validation_loss_even_after_a_re
         .unwrap();
     let kept = doppel_model::train::kept_point(&train, &curve).unwrap();
     assert!(kept.step < 150, "the loss rose at the end: {curve:?}");
-    assert!(curve.iter().all(|p| p.validation_loss >= kept.validation_loss));
-    assert!(curve.iter().any(|p| p.validation_loss > kept.validation_loss));
+    assert!(
+        curve
+            .iter()
+            .all(|p| p.validation_loss >= kept.validation_loss)
+    );
+    assert!(
+        curve
+            .iter()
+            .any(|p| p.validation_loss > kept.validation_loss)
+    );
 
     let window = cut(&rec, 10, config.window(), &[0, 1, 2]);
     let batch = make_batch(
@@ -239,8 +247,18 @@ fn keep_best_ends_with_the_weights_of_the_lowest_validation_loss_even_after_a_re
         every: 10,
         resume: true,
     };
-    let (resumed, _) =
-        pretrain_with_checkpoints(recordings, &config, &train, Some(&resuming), &device, |_| {})
-            .unwrap();
-    assert_eq!(out(resumed), best_out, "the best read back at step {resume_at}");
+    let (resumed, _) = pretrain_with_checkpoints(
+        recordings,
+        &config,
+        &train,
+        Some(&resuming),
+        &device,
+        |_| {},
+    )
+    .unwrap();
+    assert_eq!(
+        out(resumed),
+        best_out,
+        "the best read back at step {resume_at}"
+    );
 }

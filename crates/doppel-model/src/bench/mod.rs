@@ -16,4 +16,3 @@ pub(crate) fn model_name(base: &str, channels_per_token: usize) -> String {
         base.to_owned()
     }
 }
-
