@@ -30,6 +30,28 @@ fn file_names(dir: &std::path::Path) -> Vec<String> {
     names
 }
 
+/// What a model outputs on one fixed masked window of `rec`: equal outputs, equal weights.
+fn outputs_on_one_window(
+    rec: &doppel_model::data::Recording,
+    config: &ModelConfig,
+) -> impl Fn(SensorModel) -> Vec<f32> {
+    let window = cut(rec, 10, config.window(), &[0, 1, 2]);
+    let batch = make_batch(
+        &[window],
+        config,
+        &Mask::Random(0.8),
+        &mut Xoshiro256PlusPlus::seed_from_u64(1),
+        &Device::flex(),
+    );
+    move |m: SensorModel| {
+        m.valid()
+            .forward(&batch.tokens)
+            .into_data()
+            .try_into_vec::<f32>()
+            .unwrap()
+    }
+}
+
 #[test]
 fn a_run_resumed_from_a_checkpoint_ends_with_the_weights_of_an_unbroken_run() {
     let _serial = serial();
@@ -97,22 +119,7 @@ fn a_run_resumed_from_a_checkpoint_ends_with_the_weights_of_an_unbroken_run() {
         resumed_curve, curve,
         "the same curve, the first half read back"
     );
-    let window = cut(&rec, 10, config.window(), &[0, 1, 2]);
-    let infer = Device::flex();
-    let batch = make_batch(
-        &[window],
-        &config,
-        &Mask::Random(0.8),
-        &mut Xoshiro256PlusPlus::seed_from_u64(1),
-        &infer,
-    );
-    let out = |m: SensorModel| {
-        m.valid()
-            .forward(&batch.tokens)
-            .into_data()
-            .try_into_vec::<f32>()
-            .unwrap()
-    };
+    let out = outputs_on_one_window(&rec, &config);
     let (unbroken_out, resumed_out) = (out(unbroken), out(resumed));
     assert_eq!(unbroken_out, resumed_out, "the same weights");
     // Not a vacuous check: a run that stopped at step 20 has other weights.
@@ -204,21 +211,7 @@ fn keep_best_ends_with_the_weights_of_the_lowest_validation_loss_even_after_a_re
             .any(|p| p.validation_loss > kept.validation_loss)
     );
 
-    let window = cut(&rec, 10, config.window(), &[0, 1, 2]);
-    let batch = make_batch(
-        &[window],
-        &config,
-        &Mask::Random(0.8),
-        &mut Xoshiro256PlusPlus::seed_from_u64(1),
-        &Device::flex(),
-    );
-    let out = |m: SensorModel| {
-        m.valid()
-            .forward(&batch.tokens)
-            .into_data()
-            .try_into_vec::<f32>()
-            .unwrap()
-    };
+    let out = outputs_on_one_window(&rec, &config);
     let best_out = out(best);
     assert_eq!(
         best_out,
