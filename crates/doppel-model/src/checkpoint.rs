@@ -194,11 +194,16 @@ pub(crate) fn load(
             ),
         ));
     }
-    if &manifest.model != model_config || &manifest.train != train {
+    let mut differing = differing_settings(&manifest.model, model_config);
+    differing.extend(differing_settings(&manifest.train, train));
+    if !differing.is_empty() {
         return Err(error(
             dir,
-            "the checkpoint was written by a run with other settings (model or training); \
-             run with those settings to resume it, or without --resume to start afresh",
+            format!(
+                "the checkpoint was written by a run with other settings ({}); run with those \
+                 settings to resume it, or without --resume to start afresh",
+                differing.join(", ")
+            ),
         ));
     }
     let best = match &manifest.best {
@@ -220,6 +225,24 @@ pub(crate) fn load(
         rng: manifest.rng,
         best,
     }))
+}
+
+/// The settings that differ between a checkpoint's and this run's, as `name: was → now`.
+fn differing_settings<T: Serialize>(saved: &T, now: &T) -> Vec<String> {
+    let as_map = |settings: &T| match serde_json::to_value(settings) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    };
+    let (saved, now) = (as_map(saved), as_map(now));
+    now.iter()
+        .filter(|(key, value)| saved.get(*key) != Some(*value))
+        .map(|(key, value)| {
+            let was = saved
+                .get(key)
+                .map_or_else(|| "unset".into(), |v| v.to_string());
+            format!("{key}: {was} → {value}")
+        })
+        .collect()
 }
 
 /// The step of the checkpoint in `dir`, if one is there (for messages; [`load`] checks it).

@@ -143,6 +143,10 @@ fn a_run_resumed_from_a_checkpoint_ends_with_the_weights_of_an_unbroken_run() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("other settings"), "{e}");
+    assert!(
+        e.contains("learning_rate: 0.001 → 0.0005"),
+        "names what differs: {e}"
+    );
 
     // Cleared once the model is written: the checkpoint files go, and so does the folder.
     checkpoint::clear(&dir).unwrap();

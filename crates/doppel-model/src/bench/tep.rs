@@ -148,7 +148,9 @@ pub fn tep(
         let model_or_pca: Vec<f64> = combined
             .iter()
             .zip(&scores.score)
-            .map(|(pca_index, &score)| (score as f64 / calibration.threshold as f64).max(*pca_index))
+            .map(|(pca_index, &score)| {
+                (score as f64 / calibration.threshold as f64).max(*pca_index)
+            })
             .collect();
         let (t2_far, combined_far, model_far, model_or_pca_far) =
             *matched.get_or_insert_with(|| {
@@ -186,7 +188,10 @@ pub fn tep(
                 &ours_matched,
                 scores.score.iter().map(|&x| x > model_far).collect(),
             ),
-            (&ours_or_pca, model_or_pca.iter().map(|&x| x > 1.0).collect()),
+            (
+                &ours_or_pca,
+                model_or_pca.iter().map(|&x| x > 1.0).collect(),
+            ),
             (
                 &ours_or_pca_matched,
                 model_or_pca.iter().map(|&x| x > model_or_pca_far).collect(),
