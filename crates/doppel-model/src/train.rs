@@ -350,8 +350,8 @@ fn pretrain_on_a_worker(
     let mut curve = Vec::new();
     let mut recent = Vec::new();
     let mut first_step = 0;
-    // With `keep_best`: the weights of the lowest validation loss so far, and that loss.
-    let mut best: Option<(f64, SensorModel)> = None;
+    // With `keep_best`: the weights of the curve's kept point so far (`kept_point`).
+    let mut best: Option<SensorModel> = None;
     if let Some(cp) = checkpoints.filter(|cp| cp.resume)
         && let Some(resumed) = checkpoint::load(&cp.dir, model_config, config, &mut model)?
     {
@@ -360,11 +360,7 @@ fn pretrain_on_a_worker(
         curve = resumed.curve;
         recent = resumed.recent;
         first_step = resumed.step;
-        let best_loss = curve
-            .iter()
-            .map(|p: &CurvePoint| p.validation_loss)
-            .fold(f64::INFINITY, f64::min);
-        best = resumed.best.map(|weights| (best_loss, weights));
+        best = resumed.best;
     }
     let mut throughput =
         Throughput::new((config.batch_size * model_config.tokens_per_window(per_window)) as f64);
@@ -409,8 +405,8 @@ fn pretrain_on_a_worker(
             ));
             // A clone shares the weights' buffers; the optimizer's next step writes new
             // ones, so the copy kept here stays as it is.
-            if config.keep_best && validation_loss < best.as_ref().map_or(f64::INFINITY, |b| b.0) {
-                best = Some((validation_loss, model.clone()));
+            if config.keep_best && kept_point(config, &curve).map(|p| p.step) == Some(step + 1) {
+                best = Some(model.clone());
             }
         }
         if let Some(cp) = checkpoints
@@ -425,14 +421,11 @@ fn pretrain_on_a_worker(
                 curve: &curve,
                 recent: &recent,
                 rng: &rng,
-                best: best.as_ref().map(|b| &b.1),
+                best: best.as_ref(),
             };
             checkpoint::save(&cp.dir, &state, &model, &optimizer)?;
         }
         progress(&throughput.progress(step + 1, loss_value));
     }
-    match best {
-        Some((_, best)) => Ok((best, curve)),
-        None => Ok((model, curve)),
-    }
+    Ok((best.unwrap_or(model), curve))
 }

@@ -350,9 +350,8 @@ pub fn ett(dir: &Path, options: &EttOptions, mut log: impl FnMut(&str)) -> Resul
                 "{name}: pretraining the sensor model for imputation ({} steps)",
                 options.pretrain_steps
             ));
-            let card_and_model =
+            let (model, card) =
                 pretrain_for_imputation(&raw, &normalizer, train_end, val_end, options)?;
-            let (model, card) = card_and_model;
             if let (Some(last), Some(kept)) = (card.curve.last(), card.kept_point()) {
                 log(&format!(
                     "{name}: pretrained; validation loss {:.3} (train {:.3}); kept step {} \
@@ -430,20 +429,15 @@ fn impute_errors(
             }
         }
         let (filled, _) = tasks::impute(model, card, &window, &device)?;
+        let filled = normalizer.apply(&filled);
         for (c, hidden) in hidden.iter().enumerate() {
-            let std_window: Vec<f32> = window.values[c]
-                .iter()
-                .map(|v| (v - normalizer.mean[c]) / normalizer.std[c])
-                .collect();
-            let interp = interpolate(&std_window, &window.observed[c]);
+            // `truth` is the window standardised; interpolation reads its shown values only.
+            let interp = interpolate(&truth.values[c], &window.observed[c]);
             for t in 0..96 {
                 if hidden[t] {
                     let y = truth.values[c][t];
                     interp_err.add(interp[t], y);
-                    model_err.add(
-                        (filled.values[c][t] - normalizer.mean[c]) / normalizer.std[c],
-                        y,
-                    );
+                    model_err.add(filled.values[c][t], y);
                 }
             }
         }

@@ -123,6 +123,12 @@ pub fn tep(
     let mut rows = Vec::new();
     // Thresholds at which each statistic flags 5 % of d00_te (set when f = 0).
     let mut matched: Option<(f64, f64, f32, f64)> = None;
+    let ours = model_name("doppel_mae_tiny", channels_per_token);
+    let (ours_matched, ours_or_pca, ours_or_pca_matched) = (
+        format!("{ours}@far5"),
+        format!("{ours}_or_pca"),
+        format!("{ours}_pca@far5"),
+    );
     for f in 0..=21 {
         let name = format!("d{f:02}_te");
         let test = read_tep(&dir.join(format!("{name}.dat")), false)?;
@@ -162,10 +168,6 @@ pub fn tep(
                     tasks::quantile_of(&mut model_or_pca.clone(), at),
                 )
             });
-        let ours = model_name("doppel_mae_tiny", channels_per_token);
-        let ours_matched = format!("{ours}@far5");
-        let (ours_or_pca, ours_or_pca_matched) =
-            (format!("{ours}_or_pca"), format!("{ours}_pca@far5"));
         let detectors: [(&str, Vec<bool>); 8] = [
             ("pca_t2", stats.iter().map(|s| pca.flags_of(*s).0).collect()),
             (
@@ -199,11 +201,12 @@ pub fn tep(
         ];
         let mut line = format!("{name}:");
         for (model_name, flags) in detectors {
-            line += &format!(" {model_name} {:.3}", share(&flags));
+            let flagged = share(&flags);
+            line += &format!(" {model_name} {flagged:.3}");
             rows.push(TepRow {
                 file: name.clone(),
                 model: model_name.into(),
-                flagged: share(&flags),
+                flagged,
             });
         }
         log(&line);

@@ -41,8 +41,8 @@ fn run(args: &[&str]) -> (bool, String) {
 
 /// A gap-filling model from the command line: no hidden patches, hidden points, and the
 /// interpolation prior with the cross-channel prior it brings by default; its card records how
-/// it was trained, and it fills
-/// single missing values close to the truth. Ratios outside [0, 1) are refused.
+/// it was trained, and it fills single missing values close to the truth. Ratios outside
+/// [0, 1) are refused.
 #[test]
 fn a_gap_filling_model_is_trained_with_point_masks_over_the_interpolation_prior() {
     let dir = tempfile::tempdir().unwrap();
