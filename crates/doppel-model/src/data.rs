@@ -210,14 +210,23 @@ impl Normalizer {
     /// Statistics over the observed values of the first `share` (0..=1) of each recording:
     /// the training part, so validation data never leaks into the model.
     pub fn fit(recordings: &[Recording], share: f64) -> Normalizer {
+        let ends: Vec<usize> = recordings
+            .iter()
+            .map(|r| ((r.len() as f64 * share).ceil() as usize).min(r.len()))
+            .collect();
+        Normalizer::fit_rows(recordings, &ends)
+    }
+
+    /// Statistics over the observed values of rows `..ends[i]` of recording i (a training
+    /// split's ends, `TrainConfig::training_ends`; 0 leaves a recording out).
+    pub fn fit_rows(recordings: &[Recording], ends: &[usize]) -> Normalizer {
         let channels = recordings[0].channels.clone();
         let mut mean = Vec::new();
         let mut std = Vec::new();
         for c in 0..channels.len() {
             let (mut n, mut sum, mut sum2) = (0.0f64, 0.0f64, 0.0f64);
-            for r in recordings {
-                let end = ((r.len() as f64 * share).ceil() as usize).min(r.len());
-                for t in 0..end {
+            for (r, &end) in recordings.iter().zip(ends) {
+                for t in 0..end.min(r.len()) {
                     if r.observed[c][t] {
                         let v = r.values[c][t] as f64;
                         n += 1.0;

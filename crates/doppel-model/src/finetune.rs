@@ -367,13 +367,14 @@ pub fn finetune_forecast(
             "the horizon must be at least 1 step".into(),
         ));
     }
-    let (train_starts, val_starts) = window_starts(recordings, t + h, train.validation_fraction);
+    let training_ends = train.training_ends(recordings)?;
+    let (train_starts, val_starts) = window_starts(recordings, t + h, &training_ends);
     if train_starts.is_empty() || val_starts.is_empty() {
         let longest = recordings.iter().map(Recording::len).max().unwrap_or(0);
         return Err(ModelError::Settings(format!(
             "a look-back of {t} steps plus a horizon of {h} does not fit in both the training \
-             part and the last {:.0} % (validation) of any file (the longest has {longest} steps)",
-            train.validation_fraction * 100.0
+             part and the validation part ({}) of the files (the longest has {longest} steps)",
+            train.validation_part()
         )));
     }
     // The linear start: ridge regression on the training part of every channel, its
@@ -381,8 +382,8 @@ pub fn finetune_forecast(
     // learned is the residual the encoder can explain.
     let series: Vec<Series> = recordings
         .iter()
-        .flat_map(|r| {
-            let cut = ((r.len() as f64) * (1.0 - train.validation_fraction)) as usize;
+        .zip(&training_ends)
+        .flat_map(|(r, &cut)| {
             r.values
                 .iter()
                 .enumerate()

@@ -17,6 +17,7 @@ use crate::linear::solve_spd;
 use crate::model::SensorModel;
 use crate::store::ModelCard;
 use crate::tasks;
+use crate::train::TrainConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -81,14 +82,15 @@ fn examples(
     recordings: &[Recording],
     labels: &[Vec<f64>],
     stride: usize,
+    training_ends: &[usize],
     device: &Device,
 ) -> Result<Vec<Example>> {
     let mut out = Vec::new();
-    for (rec, labels) in recordings.iter().zip(labels) {
-        let cut = (rec.len() as f64 * 0.8) as usize;
+    for ((rec, labels), &cut) in recordings.iter().zip(labels).zip(training_ends) {
         for (first, last, vector) in tasks::embed(model, card, rec, stride, device)? {
             let label = labels[last];
-            if label.is_finite() {
+            // A window across the cut would train on validation rows: it is left out.
+            if label.is_finite() && (last < cut || first >= cut) {
                 out.push(Example {
                     vector,
                     label,
@@ -107,6 +109,9 @@ pub struct ProbeSettings {
     pub label_column: String,
     /// Steps between window starts.
     pub stride: usize,
+    /// Files at the end held out whole for validation (0: the last 20 % of each file), as
+    /// [`TrainConfig::validation_recordings`].
+    pub validation_recordings: usize,
 }
 
 /// Fits a probe on recordings (in the model's channels) and `labels[file][row]` (NaN: none).
@@ -122,7 +127,20 @@ pub fn fit_probe(
     if stride == 0 {
         return Err(ModelError::Settings("--stride must be at least 1".into()));
     }
-    let all = examples(model, card, recordings, labels, stride, device)?;
+    let split = TrainConfig {
+        validation_recordings: settings.validation_recordings,
+        ..TrainConfig::default()
+    };
+    let training_ends = split.training_ends(recordings)?;
+    let all = examples(
+        model,
+        card,
+        recordings,
+        labels,
+        stride,
+        &training_ends,
+        device,
+    )?;
     let (train, validation): (Vec<&Example>, Vec<&Example>) =
         all.iter().partition(|e| !e.validation);
     if train.len() < 2 || validation.is_empty() {

@@ -10,10 +10,18 @@
 //! envelope is past half of its fall on. An intermediate point of a run was taken mid-schedule
 //! (its learning rate not yet decayed), so the frontier is, if anything, pessimistic.
 //!
-//! Every run is validated on the same windows (the last part of each recording); a smaller
-//! data amount keeps the most recent part of the training data, and trains for
-//! proportionally fewer steps (the same number of passes over its data), so that compute
-//! grows with both size and data. Compute is the usual estimate, 6 × parameters × tokens.
+//! Every run is validated on the same windows, and trains for a share of the steps equal to
+//! its share of the data (the same number of passes over its data), so that compute grows
+//! with both size and data. Compute is the usual estimate, 6 × parameters × tokens. Two ways
+//! to split:
+//!
+//! - the last part of each recording validates, and a smaller data amount keeps the most
+//!   recent part of each recording's training rows. Simple, but a share is then a different
+//!   stretch of time, not less of the same kind of data: on a year with seasons the small
+//!   shares never see the season the validation part is in;
+//! - the last recordings are held out whole (`validation_recordings`), and a data amount is a
+//!   number of whole training recordings (machines, runs, years): every share covers whole
+//!   recordings, so it holds less of the same kind of data.
 
 use burn::module::Module;
 use burn::prelude::*;
@@ -36,7 +44,11 @@ pub struct ScalingOptions {
     pub patches: usize,
     /// Channels per token (2-D patches above 1): fewer, larger tokens, so more runs fit.
     pub channels_per_token: usize,
+    /// The last share of each recording validates (when no recording is held out).
     pub validation_fraction: f64,
+    /// Recordings at the end of the list held out whole for validation; the shares are then
+    /// counted in whole training recordings (the first `round(share × count)`, at least one).
+    pub validation_recordings: usize,
     pub seed: u64,
 }
 
@@ -50,6 +62,8 @@ pub struct ScalingRun {
     pub data_fraction: f64,
     /// Grid steps of training data the run could draw windows from.
     pub training_rows: usize,
+    /// Recordings those rows are in (whole ones when recordings are held out).
+    pub training_recordings: usize,
     pub steps: usize,
     pub tokens: f64,
     /// Training compute, FLOPs (6 × parameters × tokens).
@@ -104,19 +118,12 @@ pub fn study(
                     "data fraction {fraction}: give shares in (0, 1]"
                 )));
             }
-            // Keep the validation part whole and the most recent `fraction` of the rest.
-            let (mut kept, mut training_rows, mut validation_rows) = (Vec::new(), 0, 0);
-            for rec in recordings {
-                let cut = ((rec.len() as f64) * (1.0 - options.validation_fraction)) as usize;
-                let from = cut - ((cut as f64) * fraction) as usize;
-                training_rows += cut - from;
-                validation_rows += rec.len() - cut;
-                kept.push(tail(rec, from));
-            }
+            let share = share_of(recordings, options, fraction)?;
+            let fraction = share.fraction;
             let steps = ((options.steps as f64) * fraction).round().max(20.0) as usize;
             let train = TrainConfig {
-                validation_fraction: validation_rows as f64
-                    / (validation_rows + training_rows) as f64,
+                validation_fraction: share.validation_fraction,
+                validation_recordings: options.validation_recordings,
                 // Ten points a curve: the compute frontier is drawn from them.
                 eval_every: (steps / 10).max(1),
                 ..TrainConfig::new(
@@ -127,11 +134,13 @@ pub fn study(
                 )
             };
             log(&format!(
-                "{size}: {:.0} % of the data ({training_rows} rows), {steps} steps",
-                fraction * 100.0
+                "{size}: {:.0} % of the data ({} rows{}), {steps} steps",
+                fraction * 100.0,
+                share.training_rows,
+                share.described
             ));
             let started = std::time::Instant::now();
-            let (model, curve) = pretrain(&kept, &config, &train, device, |_| {})?;
+            let (model, curve) = pretrain(&share.recordings, &config, &train, device, |_| {})?;
             let parameters = model.num_params();
             let tokens = (steps * options.batch_size * config.tokens_per_window(channels)) as f64;
             let validation_loss = curve.last().map_or(f64::NAN, |p| p.validation_loss);
@@ -140,7 +149,8 @@ pub fn study(
                 parameters,
                 channels_per_token: config.channels_per_token,
                 data_fraction: fraction,
-                training_rows,
+                training_rows: share.training_rows,
+                training_recordings: share.training_recordings,
                 steps,
                 tokens,
                 compute: 6.0 * parameters as f64 * tokens,
@@ -219,6 +229,65 @@ pub fn past_the_drop(frontier: &[FrontierPoint]) -> &[FrontierPoint] {
         .position(|p| p.validation_loss <= halfway)
         .unwrap_or(0);
     &frontier[from..]
+}
+
+/// The recordings one run trains and validates on.
+struct Share {
+    /// The share of the training data taken: the one asked for, or the nearest whole number
+    /// of recordings.
+    fraction: f64,
+    recordings: Vec<Recording>,
+    training_rows: usize,
+    training_recordings: usize,
+    /// For [`TrainConfig::validation_fraction`] when no recording is held out.
+    validation_fraction: f64,
+    /// How many recordings the share trains on, when it counts them.
+    described: String,
+}
+
+/// A `fraction` of the training data, the validation data whole.
+fn share_of(recordings: &[Recording], options: &ScalingOptions, fraction: f64) -> Result<Share> {
+    let held_out = options.validation_recordings;
+    if held_out == 0 {
+        // Keep the validation part whole and the most recent `fraction` of the rest.
+        let (mut kept, mut training_rows, mut validation_rows) = (Vec::new(), 0, 0);
+        for rec in recordings {
+            let cut = ((rec.len() as f64) * (1.0 - options.validation_fraction)) as usize;
+            let from = cut - ((cut as f64) * fraction) as usize;
+            training_rows += cut - from;
+            validation_rows += rec.len() - cut;
+            kept.push(tail(rec, from));
+        }
+        return Ok(Share {
+            fraction,
+            recordings: kept,
+            training_rows,
+            training_recordings: recordings.len(),
+            validation_fraction: validation_rows as f64 / (validation_rows + training_rows) as f64,
+            described: String::new(),
+        });
+    }
+    if held_out >= recordings.len() {
+        return Err(ModelError::Settings(format!(
+            "{held_out} of {} file(s) held out for validation: keep at least one to train on",
+            recordings.len()
+        )));
+    }
+    let training = recordings.len() - held_out;
+    let count = ((training as f64) * fraction).round().max(1.0) as usize;
+    let kept: Vec<Recording> = recordings[..count]
+        .iter()
+        .chain(&recordings[training..])
+        .cloned()
+        .collect();
+    Ok(Share {
+        fraction: count as f64 / training as f64,
+        training_rows: recordings[..count].iter().map(Recording::len).sum(),
+        training_recordings: count,
+        recordings: kept,
+        validation_fraction: TrainConfig::default().validation_fraction,
+        described: format!(" in {count} of {training} file(s)"),
+    })
 }
 
 /// The recording from slot `from` on.
@@ -306,6 +375,7 @@ mod tests {
             channels_per_token: 1,
             data_fraction: 1.0,
             training_rows: 0,
+            training_recordings: 1,
             steps,
             tokens: 0.0,
             compute,

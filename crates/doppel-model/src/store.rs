@@ -32,6 +32,9 @@ pub struct DataRange {
     pub start: String,
     pub end: String,
     pub steps: usize,
+    /// Held out whole for validation: none of its rows was trained on.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub validation_only: bool,
 }
 
 /// The model card, saved as `model.json` next to the weights.

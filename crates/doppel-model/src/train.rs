@@ -26,8 +26,14 @@ pub struct TrainConfig {
     pub weight_decay: f32,
     pub clip_norm: f32,
     pub seed: u64,
-    /// The last share of each recording, kept for validation.
+    /// The last share of each recording, kept for validation (unless
+    /// `validation_recordings` holds out whole recordings instead).
     pub validation_fraction: f64,
+    /// Recordings at the end of the list kept whole for validation, none of their rows
+    /// trained on: the model is then judged on machines, runs or years it never saw. 0: the
+    /// last `validation_fraction` of every recording validates instead.
+    #[serde(default)]
+    pub validation_recordings: usize,
     pub eval_every: usize,
     /// Pretrain on windows of one channel each (PatchTST's channel independence), for an
     /// encoder that will read one channel at a time, as the forecasting head does.
@@ -55,6 +61,7 @@ impl Default for TrainConfig {
             clip_norm: 1.0,
             seed: 0,
             validation_fraction: 0.2,
+            validation_recordings: 0,
             eval_every: 50,
             channel_independent: false,
             keep_best: false,
@@ -73,6 +80,40 @@ impl TrainConfig {
             warmup_steps: (steps / 10).max(1),
             seed,
             ..TrainConfig::default()
+        }
+    }
+
+    /// Where each recording's training part ends: its rows before the end are trained on,
+    /// the rest validate. The one rule for every split (windows, normalisation statistics,
+    /// the linear start), so validation rows never reach training.
+    pub fn training_ends(&self, recordings: &[Recording]) -> Result<Vec<usize>> {
+        let (n, held_out) = (recordings.len(), self.validation_recordings);
+        if held_out > 0 && held_out >= n {
+            return Err(ModelError::Settings(format!(
+                "{held_out} of {n} file(s) kept whole for validation: keep at least one for \
+                 training"
+            )));
+        }
+        Ok(recordings
+            .iter()
+            .enumerate()
+            .map(|(i, rec)| match held_out {
+                0 => ((rec.len() as f64) * (1.0 - self.validation_fraction)) as usize,
+                _ if i < n - held_out => rec.len(),
+                _ => 0,
+            })
+            .collect())
+    }
+
+    /// What validates, in words, for error messages.
+    pub(crate) fn validation_part(&self) -> String {
+        match self.validation_recordings {
+            0 => format!(
+                "the last {:.0} % of each file",
+                self.validation_fraction * 100.0
+            ),
+            1 => "the last file".into(),
+            n => format!("the last {n} files"),
         }
     }
 }
@@ -200,19 +241,19 @@ pub fn learning_rate(config: &TrainConfig, step: usize) -> f64 {
 /// A window's place: (recording, first slot).
 pub(crate) type Start = (usize, usize);
 
-/// Where windows may start, split into training and validation by time inside each
-/// recording, so validation windows are later than any training window.
+/// Where windows may start, split into training and validation at each recording's
+/// training end ([`TrainConfig::training_ends`]): no window straddles the cut, and inside a
+/// recording validation windows are later than any training window.
 pub(crate) fn window_starts(
     recordings: &[Recording],
     window: usize,
-    validation: f64,
+    training_ends: &[usize],
 ) -> (Vec<Start>, Vec<Start>) {
     let (mut train, mut val) = (Vec::new(), Vec::new());
-    for (r, rec) in recordings.iter().enumerate() {
+    for (r, (rec, &cut)) in recordings.iter().zip(training_ends).enumerate() {
         if rec.len() < window {
             continue;
         }
-        let cut = ((rec.len() as f64) * (1.0 - validation)) as usize;
         for start in 0..=rec.len() - window {
             if start + window <= cut {
                 train.push((r, start));
@@ -282,14 +323,21 @@ fn pretrain_on_a_worker(
     mut progress: impl FnMut(&Progress),
 ) -> Result<(SensorModel, Vec<CurvePoint>)> {
     let window = model_config.window();
-    let (train, val) = window_starts(recordings, window, config.validation_fraction);
+    let (train, val) = window_starts(recordings, window, &config.training_ends(recordings)?);
     if train.is_empty() {
         let longest = recordings.iter().map(Recording::len).max().unwrap_or(0);
         return Err(ModelError::Settings(format!(
             "the window ({window} steps) is longer than the training part of every file \
-             (the longest has {longest} steps, {:.0} % kept for validation): use fewer or \
-             shorter patches",
-            config.validation_fraction * 100.0
+             (the longest file has {longest} steps; {} validates): use fewer or shorter \
+             patches",
+            config.validation_part()
+        )));
+    }
+    if val.is_empty() && config.validation_recordings > 0 {
+        return Err(ModelError::Settings(format!(
+            "the window ({window} steps) is longer than every file kept for validation \
+             ({}): hold out longer files, or use fewer or shorter patches",
+            config.validation_part()
         )));
     }
     if config.channel_independent && model_config.channels_per_token > 1 {
@@ -428,4 +476,49 @@ fn pretrain_on_a_worker(
         progress(&throughput.progress(step + 1, loss_value));
     }
     Ok((best.unwrap_or(model), curve))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recording(len: usize) -> Recording {
+        Recording {
+            source: "r.csv".into(),
+            start_ns: 0,
+            step_ns: 1,
+            channels: vec!["x".into()],
+            values: vec![vec![0.0; len]],
+            observed: vec![vec![true; len]],
+        }
+    }
+
+    /// The tail of each recording validates, or the last recordings whole; either way no
+    /// window straddles a cut and nothing held out is trained on.
+    #[test]
+    fn splits_by_tails_or_by_whole_recordings() {
+        let recordings = [recording(100), recording(50), recording(40)];
+        let tails = TrainConfig::default();
+        assert_eq!(tails.training_ends(&recordings).unwrap(), [80, 40, 32]);
+        let held_out = TrainConfig {
+            validation_recordings: 1,
+            ..TrainConfig::default()
+        };
+        let ends = held_out.training_ends(&recordings).unwrap();
+        assert_eq!(ends, [100, 50, 0]);
+        let (train, val) = window_starts(&recordings, 10, &ends);
+        assert_eq!(train.len(), 91 + 41, "every window of the training files");
+        assert!(train.iter().all(|&(r, _)| r < 2));
+        assert_eq!(val, (0..=30).map(|s| (2, s)).collect::<Vec<_>>());
+        let (train, val) = window_starts(&recordings, 10, &[80, 40, 32]);
+        assert!(train.iter().all(|&(r, s)| s + 10 <= [80, 40, 32][r]));
+        assert!(val.iter().all(|&(r, s)| s >= [80, 40, 32][r]));
+
+        let all = TrainConfig {
+            validation_recordings: 3,
+            ..TrainConfig::default()
+        };
+        let err = all.training_ends(&recordings).unwrap_err().to_string();
+        assert!(err.contains("3 of 3 file(s)"), "{err}");
+    }
 }

@@ -94,6 +94,7 @@ pub fn pretrained_on(
             start: "1970-01-01T00:00:00Z".into(),
             end: "later".into(),
             steps: raw.len(),
+            validation_only: false,
         }],
         train,
         curve,

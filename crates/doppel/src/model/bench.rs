@@ -12,6 +12,7 @@ use doppel_model::data::{Normalizer, ReadOptions};
 use doppel_model::scaling::{
     ScalingOptions, compute_frontier, fit_power_law, past_the_drop, study,
 };
+use doppel_model::train::TrainConfig;
 
 use super::EttArgs;
 
@@ -98,16 +99,22 @@ fn write_jsonl<T: serde::Serialize>(path: &PathBuf, rows: &[T]) -> anyhow::Resul
 
 #[derive(Args)]
 pub struct ScalingArgs {
-    /// Input files (as for `doppel model pretrain`); the last 20 % of each validates every run.
+    /// Input files (as for `doppel model pretrain`); the last 20 % of each validates every
+    /// run, unless --validation-files holds out whole files.
     #[arg(long, num_args = 1.., required = true)]
     input: Vec<PathBuf>,
+    #[command(flatten)]
+    validation: super::ValidationArgs,
     /// The time column (default: as `doppel import` finds it).
     #[arg(long)]
     time_column: Option<String>,
     /// Model sizes to train.
     #[arg(long, value_delimiter = ',', default_value = "tiny,small")]
     sizes: Vec<String>,
-    /// Shares of the training data to train on.
+    /// Shares of the training data to train on: the most recent part of each file's
+    /// training rows or, with --validation-files, whole training files (the first
+    /// share × count), so a smaller share is less of the same kind of data (machines, runs,
+    /// years), not a different stretch of time.
     #[arg(long, value_delimiter = ',', default_value = "0.25,0.5,1")]
     fractions: Vec<f64>,
     /// Training steps with all the data (a run on a share f takes f of them).
@@ -152,9 +159,14 @@ pub(super) fn scaling(args: ScalingArgs) -> anyhow::Result<ExitCode> {
         patches: args.patches,
         channels_per_token: args.channels_per_token as usize,
         validation_fraction: 0.2,
+        validation_recordings: args.validation.validation_files,
         seed: args.seed,
     };
-    let normalizer = Normalizer::fit(&recordings, 1.0 - settings.validation_fraction);
+    let split = args.validation.apply(TrainConfig {
+        validation_fraction: settings.validation_fraction,
+        ..TrainConfig::default()
+    });
+    let normalizer = Normalizer::fit_rows(&recordings, &split.training_ends(&recordings)?);
     let standardised: Vec<_> = recordings.iter().map(|r| normalizer.apply(r)).collect();
     let started = std::time::Instant::now();
     let runs = study(&standardised, &settings, &Device::flex().autodiff(), |m| {

@@ -15,7 +15,7 @@ use doppel_model::store::{self};
 use doppel_model::train::TrainConfig;
 
 use super::lake_input::{LakeArgs, read_input};
-use super::{Destination, model_dir, share_below_one};
+use super::{Destination, ValidationArgs, model_dir, share_below_one};
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum FinetuneTask {
@@ -37,8 +37,9 @@ pub struct FinetuneArgs {
     model: String,
     #[command(flatten)]
     lake: LakeArgs,
-    /// Training files, on the model's grid and with its channels; the last 20 % of each is
-    /// kept to choose the weights and to measure the error bands.
+    /// Training files, on the model's grid and with its channels; the last 20 % of each (or
+    /// the files of --validation-files) is kept to choose the weights and to measure the
+    /// error bands.
     #[arg(long, num_args = 1.., required = true)]
     input: Vec<PathBuf>,
     /// The time column (default: as `doppel import` finds it).
@@ -78,6 +79,8 @@ pub struct FinetuneArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     #[command(flatten)]
+    validation: ValidationArgs,
+    #[command(flatten)]
     dest: Destination,
 }
 
@@ -111,7 +114,9 @@ pub(super) fn finetune_command(args: FinetuneArgs) -> anyhow::Result<ExitCode> {
         }
         recordings.push(card.normalizer.apply(&rec));
     }
-    let train = TrainConfig::new(args.steps, args.batch, args.lr, args.seed);
+    let train = args
+        .validation
+        .apply(TrainConfig::new(args.steps, args.batch, args.lr, args.seed));
     let tuning = ForecastTuning {
         horizon,
         channel_independent: !args.channels_together && card.config.channels_per_token == 1,
@@ -198,6 +203,7 @@ fn probe_command(args: &FinetuneArgs, task: ProbeTask) -> anyhow::Result<ExitCod
         task,
         label_column,
         stride,
+        validation_recordings: args.validation.validation_files,
     };
     eprintln!(
         "fitting a linear probe ({:?}) on window embeddings, windows of {} steps every {stride}",

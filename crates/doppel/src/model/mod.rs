@@ -13,6 +13,7 @@ use doppel_model::data::{ReadOptions, Recording};
 use doppel_model::registry::Registry;
 use doppel_model::store::{self, ModelCard};
 use doppel_model::tasks;
+use doppel_model::train::TrainConfig;
 
 use crate::DataDirArg;
 
@@ -77,6 +78,26 @@ pub struct Destination {
     /// (see `doppel model list`).
     #[arg(long)]
     name: Option<String>,
+}
+
+/// Which input validates a training run.
+#[derive(Args)]
+pub struct ValidationArgs {
+    /// Hold out the last N input files whole for validation: the model is judged on
+    /// machines, runs or years it never trained on. 0 (default): the last 20 % of each file
+    /// validates.
+    #[arg(long, default_value_t = 0)]
+    pub(super) validation_files: usize,
+}
+
+impl ValidationArgs {
+    /// `train` validating as asked.
+    pub(super) fn apply(&self, train: TrainConfig) -> TrainConfig {
+        TrainConfig {
+            validation_recordings: self.validation_files,
+            ..train
+        }
+    }
 }
 
 #[derive(Args)]

@@ -16,8 +16,8 @@ use doppel_model::model::ModelConfig;
 use doppel_model::store::{self, DataRange, ModelCard};
 use doppel_model::train::{Throughput, TrainConfig, pretrain_with_checkpoints};
 
-use super::Destination;
 use super::lake_input::{LakeArgs, read_input};
+use super::{Destination, ValidationArgs};
 
 #[derive(Args)]
 pub struct PretrainArgs {
@@ -98,6 +98,8 @@ pub struct PretrainArgs {
     #[arg(long)]
     channel_independent: bool,
     #[command(flatten)]
+    validation: ValidationArgs,
+    #[command(flatten)]
     dest: Destination,
     #[command(flatten)]
     lake: LakeArgs,
@@ -159,12 +161,12 @@ pub(super) fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
              (docs/MODEL.md)"
         );
     }
-    let train = TrainConfig {
+    let train = args.validation.apply(TrainConfig {
         channel_independent: args.channel_independent,
         keep_best: args.keep_best,
         ..TrainConfig::new(args.steps, args.batch, args.lr, args.seed)
-    };
-    let normalizer = Normalizer::fit(&recordings, 1.0 - train.validation_fraction);
+    });
+    let normalizer = Normalizer::fit_rows(&recordings, &train.training_ends(&recordings)?);
     let standardised: Vec<Recording> = recordings.iter().map(|r| normalizer.apply(r)).collect();
     let device = doppel_model::device::training(if args.gpu {
         Accelerator::Gpu
@@ -172,8 +174,12 @@ pub(super) fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
         Accelerator::Cpu
     })?;
     let parameters = config.init_seeded(args.seed, &Device::flex()).num_params();
+    let held_out = match train.validation_recordings {
+        0 => String::new(),
+        n => format!(" (the last {n} held out for validation)"),
+    };
     eprintln!(
-        "pretraining a {} model ({parameters} parameters) on {} file(s), {} channel(s), windows of {} steps ({} patches of {}; {} tokens of {} channel(s) each)",
+        "pretraining a {} model ({parameters} parameters) on {} file(s){held_out}, {} channel(s), windows of {} steps ({} patches of {}; {} tokens of {} channel(s) each)",
         args.size,
         recordings.len(),
         channels.len(),
@@ -224,11 +230,13 @@ pub(super) fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
     bar.finish_and_clear();
     let data = recordings
         .iter()
-        .map(|r| DataRange {
+        .enumerate()
+        .map(|(i, r)| DataRange {
             file: r.source.clone(),
             start: format_rfc3339(r.start_ns),
             end: format_rfc3339(r.time_ns(r.len() - 1)),
             steps: r.len(),
+            validation_only: i + train.validation_recordings >= recordings.len(),
         })
         .collect();
     let card = ModelCard::new(config, normalizer, step_ns, parameters, data, train, curve);

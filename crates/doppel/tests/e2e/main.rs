@@ -7,4 +7,5 @@ mod crash;
 mod http_api;
 mod import_and_query;
 mod model;
+mod model_validation;
 mod simulate;

@@ -7,7 +7,7 @@ use std::path::Path;
 use crate::common::doppel;
 
 /// Three correlated channels of sines on a minute grid; `gaps` leaves some cells empty.
-fn write_sines(path: &Path, rows: usize, gaps: bool) {
+pub(crate) fn write_sines(path: &Path, rows: usize, gaps: bool) {
     let mut text = String::from("time,a,b,c\n");
     for t in 0..rows {
         let x = t as f64;
@@ -31,7 +31,7 @@ fn write_sines(path: &Path, rows: usize, gaps: bool) {
     std::fs::write(path, text).unwrap();
 }
 
-fn run(args: &[&str]) -> (bool, String) {
+pub(crate) fn run(args: &[&str]) -> (bool, String) {
     let out = doppel().args(args).output().unwrap();
     (
         out.status.success(),

@@ -1,0 +1,162 @@
+//! Files held out whole for validation (`--validation-files`): the model is judged on a
+//! machine, run or year it never trained on, and nothing of that file reaches training.
+
+use std::path::Path;
+
+use crate::model::{run, write_sines};
+
+/// `write_sines`, with channel `b` shifted by `shift`: a machine unlike the others.
+fn write_shifted_sines(path: &Path, rows: usize, shift: f64) {
+    write_sines(path, rows, false);
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    let mut out = format!("{}\n", lines.next().unwrap());
+    for line in lines {
+        let cells: Vec<&str> = line.split(',').collect();
+        let b: f64 = cells[2].parse().unwrap();
+        out.push_str(&format!(
+            "{},{},{},{}\n",
+            cells[0],
+            cells[1],
+            b + shift,
+            cells[3]
+        ));
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+fn card(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("model.json")).unwrap()).unwrap()
+}
+
+/// Two training files alike and a third whose channel `b` sits 100 higher: held out, it
+/// neither moves the standardisation (statistics of the training files only) nor gets
+/// trained on, so the model is surprised by it; the card says which file validated. Holding
+/// out every file is refused.
+#[test]
+fn a_file_held_out_validates_pretraining_and_nothing_of_it_is_trained_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    write_sines(&dir.path().join("a.csv"), 1200, false);
+    write_sines(&dir.path().join("b.csv"), 1200, false);
+    write_shifted_sines(&dir.path().join("c.csv"), 1200, 100.0);
+    let pretrain = |held_out: &str, out: &str| {
+        run(&[
+            "model",
+            "pretrain",
+            "--input",
+            &p("a.csv"),
+            &p("b.csv"),
+            &p("c.csv"),
+            "--validation-files",
+            held_out,
+            "--steps",
+            "100",
+            "--batch",
+            "8",
+            "--patch",
+            "8",
+            "--patches",
+            "6",
+            "--checkpoint-every",
+            "0",
+            "--out",
+            &p(out),
+        ])
+    };
+    let (ok, err) = pretrain("1", "held");
+    assert!(ok, "{err}");
+    let held = card(&dir.path().join("held"));
+    assert_eq!(held["train"]["validation_recordings"], 1);
+    let roles: Vec<bool> = held["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.get("validation_only").and_then(|v| v.as_bool()) == Some(true))
+        .collect();
+    assert_eq!(roles, [false, false, true]);
+    // b = 2a + 3 with a averaging ~0 over whole periods: 3, not pulled up by c's 103.
+    let mean_b = held["normalizer"]["mean"][1].as_f64().unwrap();
+    assert!((mean_b - 3.0).abs() < 0.1, "mean of b {mean_b}");
+    // Validated on c alone: its b reads ~70 standard deviations above anything trained on.
+    let held_loss = held["curve"].as_array().unwrap().last().unwrap()["validation_loss"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        held_loss > 10.0,
+        "validation loss on the shifted file {held_loss}"
+    );
+
+    // The default split: the last 20 % of each file validates, c's first 80 % trains and
+    // sets the statistics.
+    let (ok, err) = pretrain("0", "tails");
+    assert!(ok, "{err}");
+    let tails = card(&dir.path().join("tails"));
+    let mean_b = tails["normalizer"]["mean"][1].as_f64().unwrap();
+    assert!((mean_b - 36.3).abs() < 0.5, "mean of b {mean_b}");
+    assert!(tails["data"][2].get("validation_only").is_none());
+
+    let (ok, err) = pretrain("3", "none");
+    assert!(!ok && err.contains("keep at least one"), "{err}");
+}
+
+/// With files held out, the scaling study's shares are whole training files: half of two
+/// files is one file, all of its rows, with half the steps.
+#[test]
+fn a_scaling_study_over_whole_files_counts_its_shares_in_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    for (name, rows) in [("a.csv", 900), ("b.csv", 700), ("c.csv", 500)] {
+        write_sines(&dir.path().join(name), rows, false);
+    }
+    let (ok, err) = run(&[
+        "model",
+        "scaling",
+        "--input",
+        &p("a.csv"),
+        &p("b.csv"),
+        &p("c.csv"),
+        "--validation-files",
+        "1",
+        "--sizes",
+        "tiny",
+        "--fractions",
+        "0.5,1",
+        "--steps",
+        "40",
+        "--batch",
+        "8",
+        "--patch",
+        "8",
+        "--patches",
+        "6",
+        "--out",
+        &p("study"),
+    ]);
+    assert!(ok, "{err}");
+    assert!(err.contains("1 of 2 file(s)"), "{err}");
+    let runs: Vec<serde_json::Value> =
+        std::fs::read_to_string(dir.path().join("study/scaling.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|l| l.get("size").is_some())
+            .collect();
+    let shares: Vec<(u64, u64, u64, f64)> = runs
+        .iter()
+        .map(|r| {
+            (
+                r["training_recordings"].as_u64().unwrap(),
+                r["training_rows"].as_u64().unwrap(),
+                r["steps"].as_u64().unwrap(),
+                r["data_fraction"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(shares, [(1, 900, 20, 0.5), (2, 1600, 40, 1.0)]);
+    // Both runs validated on the same held-out file: their curves start from one loss
+    // scale, and each was measured (no NaN from an empty validation set).
+    for r in &runs {
+        assert!(r["validation_loss"].as_f64().unwrap().is_finite(), "{r}");
+    }
+}
