@@ -231,6 +231,44 @@ pub fn past_the_drop(frontier: &[FrontierPoint]) -> &[FrontierPoint] {
     &frontier[from..]
 }
 
+/// Whether the law predicts: fitted on the cheaper points only, its error on the dearest.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Extrapolation {
+    /// The law fitted on the cheaper points.
+    pub law: PowerLaw,
+    pub fitted_points: usize,
+    /// (compute, measured loss, predicted loss) of each held-out point, cheapest first.
+    pub held_out: Vec<(f64, f64, f64)>,
+    /// Mean of |predicted − measured| / measured over the held-out points.
+    pub mean_relative_error: f64,
+}
+
+/// Fits the law on all but the dearest third of `points` (compute, loss; at least two held
+/// out, three fitted) and measures how well it predicts those: a law that only describes
+/// the points it was fitted on predicts nothing about a larger model or a longer run.
+pub fn extrapolation(points: &[(f64, f64)]) -> Option<Extrapolation> {
+    let mut points = points.to_vec();
+    points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let held = (points.len() / 3).max(2);
+    if points.len() < held + 3 {
+        return None;
+    }
+    let (fitted, dearest) = points.split_at(points.len() - held);
+    let law = fit_power_law(fitted)?;
+    let held_out: Vec<(f64, f64, f64)> = dearest.iter().map(|&(c, l)| (c, l, law.at(c))).collect();
+    let mean_relative_error = held_out
+        .iter()
+        .map(|(_, measured, predicted)| (predicted - measured).abs() / measured)
+        .sum::<f64>()
+        / held_out.len() as f64;
+    Some(Extrapolation {
+        law,
+        fitted_points: fitted.len(),
+        held_out,
+        mean_relative_error,
+    })
+}
+
 /// The recordings one run trains and validates on.
 struct Share {
     /// The share of the training data taken: the one asked for, or the nearest whole number
@@ -365,6 +403,40 @@ mod tests {
         assert!((fit.c - truth.c).abs() < 0.01, "{fit:?}");
         assert!(fit.rmse < 1e-3, "{fit:?}");
         assert!(fit_power_law(&points[..2]).is_none());
+    }
+
+    /// On points of a true law the cheaper two thirds predict the dearest third; when the
+    /// dearest points bend away from the law (a floor the cheap ones do not show), the
+    /// error says so.
+    #[test]
+    fn the_extrapolation_check_predicts_a_true_law_and_catches_a_bend() {
+        let truth = PowerLaw {
+            a: 40.0,
+            b: -0.3,
+            c: 0.2,
+            rmse: 0.0,
+        };
+        let computes = [1e9, 2e9, 4e9, 1e10, 3e10, 1e11, 3e11, 1e12, 3e12];
+        let points: Vec<(f64, f64)> = computes.iter().map(|&c| (c, truth.at(c))).collect();
+        let check = extrapolation(&points).unwrap();
+        assert_eq!((check.fitted_points, check.held_out.len()), (6, 3));
+        assert!(check.mean_relative_error < 0.01, "{check:?}");
+        assert_eq!(
+            check.held_out[0].0, 3e11,
+            "the dearest held out, cheapest first"
+        );
+
+        // The dearest three stall at the loss of the 6th point.
+        let mut bent = points.clone();
+        for p in &mut bent[6..] {
+            p.1 = points[5].1;
+        }
+        let check = extrapolation(&bent).unwrap();
+        assert!(check.mean_relative_error > 0.03, "{check:?}");
+        assert!(
+            extrapolation(&points[..4]).is_none(),
+            "3 fitted + 2 held out at least"
+        );
     }
 
     fn run(size: &str, compute: f64, losses: &[f64]) -> ScalingRun {

@@ -10,7 +10,7 @@ use burn::prelude::Device;
 use clap::Args;
 use doppel_model::data::{Normalizer, ReadOptions};
 use doppel_model::scaling::{
-    ScalingOptions, compute_frontier, fit_power_law, past_the_drop, study,
+    ScalingOptions, compute_frontier, extrapolation, fit_power_law, past_the_drop, study,
 };
 use doppel_model::train::TrainConfig;
 
@@ -202,6 +202,10 @@ pub(super) fn scaling(args: ScalingArgs) -> anyhow::Result<ExitCode> {
             lines.push(serde_json::json!({ "fit": "L = a*C^b + c", "over": over, "name": name, "a": law.a, "b": law.b, "c": law.c, "rmse": law.rmse }));
         }
     }
+    let extrapolated = extrapolation(&frontier_points);
+    if let Some(e) = &extrapolated {
+        lines.push(serde_json::json!({ "extrapolation": "the frontier fit on its cheaper points, checked on the dearest", "fitted_points": e.fitted_points, "a": e.law.a, "b": e.law.b, "c": e.law.c, "held_out": e.held_out.iter().map(|(c, m, p)| serde_json::json!({ "compute": c, "measured": m, "predicted": p })).collect::<Vec<_>>(), "mean_relative_error": e.mean_relative_error }));
+    }
     lines.extend(fitted.iter().map(|p| {
         serde_json::json!({ "frontier": p.size, "data_fraction": p.data_fraction, "step": p.step, "compute": p.compute, "validation_loss": p.validation_loss })
     }));
@@ -245,6 +249,25 @@ pub(super) fn scaling(args: ScalingArgs) -> anyhow::Result<ExitCode> {
             "fit over the compute frontier: {} points past the early drop, needs at least 3",
             fitted.len()
         ),
+    }
+    if let Some(e) = &extrapolated {
+        let (first, last) = (e.held_out[0], e.held_out[e.held_out.len() - 1]);
+        println!(
+            "does it predict? fitted on the {} cheapest frontier points (b = {:.3}, c = {:.4}), \
+             it is off by {:.1} % on average on the {} dearest (at {:.2e} FLOPs: {:.4} for \
+             {:.4} measured; at {:.2e}: {:.4} for {:.4})",
+            e.fitted_points,
+            e.law.b,
+            e.law.c,
+            e.mean_relative_error * 100.0,
+            e.held_out.len(),
+            first.0,
+            first.2,
+            first.1,
+            last.0,
+            last.2,
+            last.1
+        );
     }
     let png = args.out.join("scaling.png");
     crate::plot::scaling_chart(&png, &runs, fitted, frontier_fit.as_ref())?;

@@ -923,6 +923,21 @@ fn a_scaling_study_writes_its_runs_its_fit_and_a_chart() {
     let frontier_fit = lines.iter().find(|l| l["name"] == "compute frontier");
     assert_eq!(frontier_fit.is_some(), frontier.len() >= 3, "{lines:?}");
     assert!(stdout.contains("fit over the compute frontier"), "{stdout}");
+    // The law checked on points it was not fitted on: the dearest third of the frontier.
+    let check = lines.iter().find(|l| l.get("extrapolation").is_some());
+    assert_eq!(check.is_some(), frontier.len() >= 5, "{lines:?}");
+    if let Some(check) = check {
+        let held_out = check["held_out"].as_array().unwrap();
+        assert_eq!(
+            held_out.len() + check["fitted_points"].as_u64().unwrap() as usize,
+            frontier.len()
+        );
+        let dearest = frontier.last().unwrap();
+        let last = held_out.last().unwrap();
+        assert_eq!(last["compute"], dearest["compute"]);
+        assert_eq!(last["measured"], dearest["validation_loss"]);
+        assert!(stdout.contains("does it predict?"), "{stdout}");
+    }
     let png = std::fs::read(dir.path().join("study/scaling.png")).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
     assert_eq!(
