@@ -11,6 +11,7 @@ pub mod data;
 pub mod dense;
 pub mod device;
 pub mod error;
+pub mod evaluate;
 pub mod finetune;
 pub mod fused;
 pub mod linear;

@@ -12,11 +12,12 @@ use serde::Serialize;
 use crate::baselines::{interpolate, seasonal_naive};
 use crate::data::{Normalizer, ReadOptions, Recording, read_recording};
 use crate::error::{ModelError, Result};
+use crate::evaluate::{ErrorSums as Errors, ForecastEvaluation, evaluate_forecaster};
 use crate::linear::{self, Layout, LinearForecaster, Search, Series};
 use crate::model::ModelConfig;
 use crate::store::ModelCard;
 use crate::tasks;
-use crate::train::{DEFAULT_LEARNING_RATE, TrainConfig, cut, pretrain};
+use crate::train::{DEFAULT_LEARNING_RATE, TrainConfig, pretrain};
 
 use super::model_name;
 
@@ -152,41 +153,24 @@ pub const PUBLISHED: [(&str, &str, &str, f64, f64); 10] = [
     ),
 ];
 
-#[derive(Default)]
-struct Errors {
-    se: f64,
-    ae: f64,
-    n: usize,
-}
-
-impl Errors {
-    fn mse(&self) -> f64 {
-        self.se / self.n.max(1) as f64
-    }
-    fn add(&mut self, predicted: f32, truth: f32) {
-        let d = (predicted - truth) as f64;
-        self.se += d * d;
-        self.ae += d.abs();
-        self.n += 1;
-    }
-    fn row(
-        &self,
-        dataset: &str,
-        task: &'static str,
-        horizon: Option<usize>,
-        mask_ratio: Option<f64>,
-        model: &str,
-    ) -> BenchRow {
-        BenchRow {
-            dataset: dataset.into(),
-            task,
-            horizon,
-            mask_ratio,
-            model: model.into(),
-            mse: self.mse(),
-            mae: self.ae / self.n.max(1) as f64,
-            settings: None,
-        }
+/// A row of the table from summed errors.
+fn row(
+    err: &Errors,
+    dataset: &str,
+    task: &'static str,
+    horizon: Option<usize>,
+    mask_ratio: Option<f64>,
+    model: &str,
+) -> BenchRow {
+    BenchRow {
+        dataset: dataset.into(),
+        task,
+        horizon,
+        mask_ratio,
+        model: model.into(),
+        mse: err.mse(),
+        mae: err.mae(),
+        settings: None,
     }
 }
 
@@ -280,12 +264,33 @@ pub fn ett(dir: &Path, options: &EttOptions, mut log: impl FnMut(&str)) -> Resul
                 }
             }
             let [naive_err, fixed_err, best_err] = errors;
-            rows.push(naive_err.row(name, "forecast", Some(horizon), None, "seasonal_naive"));
+            rows.push(row(
+                &naive_err,
+                name,
+                "forecast",
+                Some(horizon),
+                None,
+                "seasonal_naive",
+            ));
             let fixed_name = format!("linear_{FIXED_LOOKBACK}");
-            rows.push(fixed_err.row(name, "forecast", Some(horizon), None, &fixed_name));
+            rows.push(row(
+                &fixed_err,
+                name,
+                "forecast",
+                Some(horizon),
+                None,
+                &fixed_name,
+            ));
             rows.push(BenchRow {
                 settings: Some(linear_settings(&candidates[0])),
-                ..best_err.row(name, "forecast", Some(horizon), None, "linear_val")
+                ..row(
+                    &best_err,
+                    name,
+                    "forecast",
+                    Some(horizon),
+                    None,
+                    "linear_val",
+                )
             });
             chosen.push(candidates);
         }
@@ -320,7 +325,7 @@ pub fn ett(dir: &Path, options: &EttOptions, mut log: impl FnMut(&str)) -> Resul
                     "{name}: fine-tuning a forecasting head for {horizon} steps ({} steps)",
                     options.finetune_steps
                 ));
-                let (err, settings) = finetune_and_test(
+                let (tested, settings) = finetune_and_test(
                     model.clone(),
                     &config,
                     &data,
@@ -330,17 +335,17 @@ pub fn ett(dir: &Path, options: &EttOptions, mut log: impl FnMut(&str)) -> Resul
                     &mut log,
                 )?;
                 rows.push(BenchRow {
+                    dataset: name.into(),
+                    task: "forecast",
+                    horizon: Some(horizon),
+                    mask_ratio: None,
+                    model: model_name(
+                        &format!("doppel_mae_{}_ft", options.forecast_size),
+                        options.forecast_channels_per_token,
+                    ),
+                    mse: tested.mse,
+                    mae: tested.mae,
                     settings: Some(settings),
-                    ..err.row(
-                        name,
-                        "forecast",
-                        Some(horizon),
-                        None,
-                        &model_name(
-                            &format!("doppel_mae_{}_ft", options.forecast_size),
-                            options.forecast_channels_per_token,
-                        ),
-                    )
                 });
             }
         }
@@ -386,13 +391,27 @@ pub fn ett(dir: &Path, options: &EttOptions, mut log: impl FnMut(&str)) -> Resul
                     options.impute_stride,
                     seed,
                 )?;
-                rows.push(interp_err.row(name, "impute", None, Some(ratio), "interpolation"));
+                rows.push(row(
+                    &interp_err,
+                    name,
+                    "impute",
+                    None,
+                    Some(ratio),
+                    "interpolation",
+                ));
                 let base = match options.impute_patch {
                     8 => format!("doppel_mae_{}", options.impute_size),
                     p => format!("doppel_mae_{}_p{p}", options.impute_size),
                 };
                 let model_name = model_name(&base, options.impute_channels_per_token);
-                rows.push(model_err.row(name, "impute", None, Some(ratio), &model_name));
+                rows.push(row(
+                    &model_err,
+                    name,
+                    "impute",
+                    None,
+                    Some(ratio),
+                    &model_name,
+                ));
             }
         }
     }
@@ -516,7 +535,7 @@ fn finetune_and_test(
     horizon: usize,
     options: &EttOptions,
     log: &mut impl FnMut(&str),
-) -> Result<(Errors, String)> {
+) -> Result<(ForecastEvaluation, String)> {
     let l = config.window();
     let train = TrainConfig {
         validation_fraction: (val_end - train_end) as f64 / val_end as f64,
@@ -557,27 +576,9 @@ fn finetune_and_test(
         head.best_step,
         curve.join(" ")
     ));
-    let ids: Vec<usize> = (0..data.channels.len()).collect();
-    let starts: Vec<usize> = ((val_end - l)..=(test_end - l - horizon)).collect();
-    let mut err = Errors::default();
-    let device = Device::flex();
-    for chunk in starts.chunks(512) {
-        let windows: Vec<_> = chunk.iter().map(|&t| cut(data, t, l, &ids)).collect();
-        let predicted = crate::finetune::predict(
-            &forecaster,
-            config,
-            head.channel_independent,
-            &windows,
-            &device,
-        );
-        for (&t, p) in chunk.iter().zip(&predicted) {
-            for c in 0..ids.len() {
-                for k in 0..horizon {
-                    err.add(p[c * horizon + k], data.values[c][t + l + k]);
-                }
-            }
-        }
-    }
+    // Every test window: look-backs from the end of validation on, forecasts inside test.
+    let test = slice(data, val_end - l, test_end - (val_end - l));
+    let evaluation = evaluate_forecaster(&forecaster, config, &head, &[test], 1, &Device::flex())?;
     let settings = format!(
         "{}; kept step {}",
         head.linear_start
@@ -585,7 +586,7 @@ fn finetune_and_test(
             .map_or_else(String::new, linear_settings),
         head.best_step
     );
-    Ok((err, settings))
+    Ok((evaluation, settings))
 }
 
 /// A model of a named size, or an error that names the sizes there are.

@@ -7,15 +7,44 @@ use std::process::ExitCode;
 use anyhow::bail;
 use burn::prelude::Device;
 use clap::Args;
-use doppel_model::data::ReadOptions;
+use doppel_model::data::{ReadOptions, Recording};
 use doppel_model::finetune::{ForecastTuning, finetune_forecast};
 use doppel_model::linear::{Layout, Search};
 use doppel_model::probe::{ProbeSettings, ProbeTask, fit_probe};
-use doppel_model::store::{self};
+use doppel_model::store::{self, ModelCard};
 use doppel_model::train::TrainConfig;
 
 use super::lake_input::{LakeArgs, read_input};
 use super::{Destination, ValidationArgs, model_dir, share_below_one};
+
+/// Reads files in a model's channels, checks they are on its grid, and standardises them
+/// with its statistics.
+pub(super) fn read_standardised(
+    inputs: &[PathBuf],
+    time_column: Option<&str>,
+    card: &ModelCard,
+    lake: &LakeArgs,
+) -> anyhow::Result<Vec<Recording>> {
+    let options = ReadOptions {
+        time_column: time_column.map(str::to_owned),
+        channels: Some(card.channels.clone()),
+        ..ReadOptions::default()
+    };
+    let mut recordings = Vec::new();
+    for path in inputs {
+        let rec = read_input(path, &options, lake)?;
+        if rec.step_ns != card.step_ns {
+            bail!(
+                "{}: rows are {} s apart, the model's grid is {} s",
+                path.display(),
+                rec.step_ns as f64 / 1e9,
+                card.step_ns as f64 / 1e9
+            );
+        }
+        recordings.push(card.normalizer.apply(&rec));
+    }
+    Ok(recordings)
+}
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum FinetuneTask {
@@ -96,24 +125,8 @@ pub(super) fn finetune_command(args: FinetuneArgs) -> anyhow::Result<ExitCode> {
     let horizon = args.horizon.expect("clap requires --horizon for forecast");
     let device = Device::flex().autodiff();
     let (model, mut card) = store::load(&model_dir(&args.model, &args.lake.data.data)?, &device)?;
-    let options = ReadOptions {
-        time_column: args.time_column.clone(),
-        channels: Some(card.channels.clone()),
-        ..ReadOptions::default()
-    };
-    let mut recordings = Vec::new();
-    for path in &args.input {
-        let rec = read_input(path, &options, &args.lake)?;
-        if rec.step_ns != card.step_ns {
-            bail!(
-                "{}: rows are {} s apart, the model's grid is {} s",
-                path.display(),
-                rec.step_ns as f64 / 1e9,
-                card.step_ns as f64 / 1e9
-            );
-        }
-        recordings.push(card.normalizer.apply(&rec));
-    }
+    let recordings =
+        read_standardised(&args.input, args.time_column.as_deref(), &card, &args.lake)?;
     let train = args
         .validation
         .apply(TrainConfig::new(args.steps, args.batch, args.lr, args.seed));

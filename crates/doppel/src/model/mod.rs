@@ -18,10 +18,12 @@ use doppel_model::train::TrainConfig;
 use crate::DataDirArg;
 
 mod bench;
+mod evaluate;
 mod finetune;
 mod lake_input;
 mod pretrain;
 
+use evaluate::{EvaluateArgs, evaluate_command};
 use finetune::{FinetuneArgs, finetune_command};
 use pretrain::{PretrainArgs, pretrain_command};
 
@@ -33,6 +35,9 @@ pub enum ModelCommand {
     Pretrain(PretrainArgs),
     /// Fine-tune a head on a pretrained model: forecasting (a linear head like PatchTST's, with error bands) or a linear probe (classify, regress).
     Finetune(FinetuneArgs),
+    /// Measure a fine-tuned forecaster on files it never saw: errors over every window,
+    /// next to persistence.
+    Evaluate(EvaluateArgs),
     /// Fill every missing value of a file with the model's reconstruction.
     Impute(TaskArgs),
     /// Forecast the steps after the end of a file.
@@ -313,6 +318,7 @@ fn run_on_a_worker(command: ModelCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         ModelCommand::Scaling(args) => bench::scaling(args),
+        ModelCommand::Evaluate(args) => evaluate_command(args),
         ModelCommand::Info { model, data } => info(&model_dir(&model, &data.data)?),
         ModelCommand::List { data } => list(&data.data),
     }

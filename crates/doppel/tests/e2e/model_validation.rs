@@ -1,5 +1,6 @@
-//! Files held out whole for validation (`--validation-files`): the model is judged on a
-//! machine, run or year it never trained on, and nothing of that file reaches training.
+//! Models judged on files they never trained on: files held out whole for validation
+//! (`--validation-files`), of which nothing reaches training, and `doppel model evaluate`,
+//! a forecaster measured on files it has never seen.
 
 use std::path::Path;
 
@@ -159,4 +160,108 @@ fn a_scaling_study_over_whole_files_counts_its_shares_in_files() {
     for r in &runs {
         assert!(r["validation_loss"].as_f64().unwrap().is_finite(), "{r}");
     }
+}
+
+/// A forecaster measured on a file it never saw: every window (or every `--stride`-th), its
+/// errors well under persistence's on a periodic signal, written as JSON; a model without a
+/// head and a file shorter than a window are refused with what to do.
+#[test]
+fn a_forecaster_is_evaluated_on_a_file_it_never_saw() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    write_sines(&dir.path().join("train.csv"), 1200, false);
+    write_sines(&dir.path().join("test.csv"), 400, false);
+    write_sines(&dir.path().join("short.csv"), 50, false);
+    let (ok, err) = run(&[
+        "model",
+        "pretrain",
+        "--input",
+        &p("train.csv"),
+        "--steps",
+        "40",
+        "--batch",
+        "8",
+        "--patch",
+        "8",
+        "--patches",
+        "6",
+        "--checkpoint-every",
+        "0",
+        "--out",
+        &p("m"),
+    ]);
+    assert!(ok, "{err}");
+    let evaluate = |model: &str, input: &str, stride: &str| {
+        let out = crate::common::doppel()
+            .args([
+                "model",
+                "evaluate",
+                "--model",
+                &p(model),
+                "--input",
+                &p(input),
+                "--stride",
+                stride,
+                "--out",
+                &p("eval.json"),
+            ])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, _, err) = evaluate("m", "test.csv", "1");
+    assert!(!ok && err.contains("no forecasting head"), "{err}");
+
+    let (ok, err) = run(&[
+        "model",
+        "finetune",
+        "--task",
+        "forecast",
+        "--model",
+        &p("m"),
+        "--input",
+        &p("train.csv"),
+        "--horizon",
+        "12",
+        "--steps",
+        "30",
+        "--batch",
+        "16",
+        "--out",
+        &p("f"),
+    ]);
+    assert!(ok, "{err}");
+    let (ok, stdout, err) = evaluate("f", "test.csv", "1");
+    assert!(ok, "{err}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("eval.json")).unwrap())
+            .unwrap();
+    let evaluation = &json["evaluation"];
+    // 400 rows, windows of 48 look-back + 12 ahead: 341 origins.
+    assert_eq!(evaluation["windows"], 341, "{json}");
+    assert_eq!(evaluation["horizon"], 12);
+    assert_eq!(evaluation["channel_mse"].as_array().unwrap().len(), 3);
+    let (mse, persistence) = (
+        evaluation["mse"].as_f64().unwrap(),
+        evaluation["persistence_mse"].as_f64().unwrap(),
+    );
+    assert!(
+        mse < 0.2 * persistence,
+        "MSE {mse} against persistence {persistence}"
+    );
+    assert!(stdout.contains("341 window(s) over 1 file(s)"), "{stdout}");
+
+    let (ok, _, err) = evaluate("f", "test.csv", "10");
+    assert!(ok, "{err}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("eval.json")).unwrap())
+            .unwrap();
+    assert_eq!(json["evaluation"]["windows"], 35, "origins 0, 10, ..., 340");
+
+    let (ok, _, err) = evaluate("f", "short.csv", "1");
+    assert!(!ok && err.contains("longer than every file"), "{err}");
 }

@@ -1,0 +1,94 @@
+//! `doppel model evaluate`: a fine-tuned forecaster measured on files it never saw.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use burn::prelude::Device;
+use clap::Args;
+use doppel_model::evaluate::evaluate_forecaster;
+use doppel_model::store;
+
+use super::finetune::read_standardised;
+use super::lake_input::LakeArgs;
+use super::model_dir;
+
+#[derive(Args)]
+pub struct EvaluateArgs {
+    /// The model, with a forecasting head (`doppel model finetune --task forecast`): a model
+    /// folder, or a registered name (`pumps`, `pumps@2`).
+    #[arg(long)]
+    model: String,
+    #[command(flatten)]
+    lake: LakeArgs,
+    /// Files to measure on (machines, runs or periods the model neither trained nor chose its
+    /// weights on), on the model's grid and with its channels.
+    #[arg(long, num_args = 1.., required = true)]
+    input: Vec<PathBuf>,
+    /// The time column (default: as `doppel import` finds it).
+    #[arg(long)]
+    time_column: Option<String>,
+    /// Steps between forecast origins (1: every window).
+    #[arg(long, default_value_t = 1)]
+    stride: usize,
+    /// Also write the result as JSON here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+pub(super) fn evaluate_command(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
+    let device = Device::flex();
+    let dir = model_dir(&args.model, &args.lake.data.data)?;
+    let (net, card) = store::load(&dir, &device)?;
+    let forecaster = store::with_forecast_head(&dir, net, &card, &device)?;
+    let head = card
+        .forecast_head
+        .as_ref()
+        .expect("with_forecast_head checked the head");
+    let recordings =
+        read_standardised(&args.input, args.time_column.as_deref(), &card, &args.lake)?;
+    let evaluation = evaluate_forecaster(
+        &forecaster,
+        &card.config,
+        head,
+        &recordings,
+        args.stride,
+        &device,
+    )?;
+    println!(
+        "{} window(s) over {} file(s), {} step(s) ahead, standardised: MSE {:.4}, MAE {:.4}; \
+         persistence (the last value held) MSE {:.4}, MAE {:.4}",
+        evaluation.windows,
+        recordings.len(),
+        evaluation.horizon,
+        evaluation.mse,
+        evaluation.mae,
+        evaluation.persistence_mse,
+        evaluation.persistence_mae
+    );
+    let mut worst: Vec<(&String, f64)> = card
+        .channels
+        .iter()
+        .zip(evaluation.channel_mse.iter().copied())
+        .collect();
+    worst.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let worst: Vec<String> = worst
+        .iter()
+        .take(5)
+        .map(|(c, mse)| format!("{c} {mse:.4}"))
+        .collect();
+    println!("hardest channels (MSE): {}", worst.join(", "));
+    if let Some(out) = &args.out {
+        let json = serde_json::json!({
+            "model": dir,
+            "files": args.input,
+            "stride": args.stride,
+            "channels": card.channels,
+            "evaluation": evaluation,
+        });
+        std::fs::write(out, serde_json::to_string_pretty(&json)? + "\n")
+            .with_context(|| format!("cannot write {}", out.display()))?;
+        eprintln!("wrote {}", out.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
