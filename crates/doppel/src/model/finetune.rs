@@ -84,7 +84,8 @@ pub struct FinetuneArgs {
     /// Steps between window starts (classify, regress; default: a quarter window).
     #[arg(long)]
     stride: Option<usize>,
-    /// Training steps (batches).
+    /// Training steps (batches). 0 (forecast) keeps the linear start alone, its settings
+    /// chosen on validation: the baseline a head must beat (`doppel model evaluate` both).
     #[arg(long, default_value_t = 600)]
     steps: usize,
     /// Windows per batch.
