@@ -305,12 +305,12 @@ fn share_of(recordings: &[Recording], options: &ScalingOptions, fraction: f64) -
             described: String::new(),
         });
     }
-    if held_out >= recordings.len() {
-        return Err(ModelError::Settings(format!(
-            "{held_out} of {} file(s) held out for validation: keep at least one to train on",
-            recordings.len()
-        )));
+    // The split's own check: at least one recording left to train on.
+    TrainConfig {
+        validation_recordings: held_out,
+        ..TrainConfig::default()
     }
+    .training_ends(recordings)?;
     let training = recordings.len() - held_out;
     let count = ((training as f64) * fraction).round().max(1.0) as usize;
     let kept: Vec<Recording> = recordings[..count]
