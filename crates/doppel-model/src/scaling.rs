@@ -52,6 +52,18 @@ pub struct ScalingOptions {
     pub seed: u64,
 }
 
+impl ScalingOptions {
+    /// How the recordings split into training and validation rows (before any share is
+    /// taken): the split that sets the standardisation statistics too.
+    pub fn split(&self) -> TrainConfig {
+        TrainConfig {
+            validation_fraction: self.validation_fraction,
+            validation_recordings: self.validation_recordings,
+            ..TrainConfig::default()
+        }
+    }
+}
+
 /// One run of the study.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ScalingRun {
@@ -237,10 +249,18 @@ pub struct Extrapolation {
     /// The law fitted on the cheaper points.
     pub law: PowerLaw,
     pub fitted_points: usize,
-    /// (compute, measured loss, predicted loss) of each held-out point, cheapest first.
-    pub held_out: Vec<(f64, f64, f64)>,
+    /// Each held-out point and the law's prediction for it, cheapest first.
+    pub held_out: Vec<Prediction>,
     /// Mean of |predicted − measured| / measured over the held-out points.
     pub mean_relative_error: f64,
+}
+
+/// A loss measured at some compute, and what a law predicted there.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Prediction {
+    pub compute: f64,
+    pub measured: f64,
+    pub predicted: f64,
 }
 
 /// Fits the law on all but the dearest third of `points` (compute, loss; at least two held
@@ -255,10 +275,17 @@ pub fn extrapolation(points: &[(f64, f64)]) -> Option<Extrapolation> {
     }
     let (fitted, dearest) = points.split_at(points.len() - held);
     let law = fit_power_law(fitted)?;
-    let held_out: Vec<(f64, f64, f64)> = dearest.iter().map(|&(c, l)| (c, l, law.at(c))).collect();
+    let held_out: Vec<Prediction> = dearest
+        .iter()
+        .map(|&(compute, measured)| Prediction {
+            compute,
+            measured,
+            predicted: law.at(compute),
+        })
+        .collect();
     let mean_relative_error = held_out
         .iter()
-        .map(|(_, measured, predicted)| (predicted - measured).abs() / measured)
+        .map(|p| (p.predicted - p.measured).abs() / p.measured)
         .sum::<f64>()
         / held_out.len() as f64;
     Some(Extrapolation {
@@ -285,12 +312,12 @@ struct Share {
 
 /// A `fraction` of the training data, the validation data whole.
 fn share_of(recordings: &[Recording], options: &ScalingOptions, fraction: f64) -> Result<Share> {
+    let training_ends = options.split().training_ends(recordings)?;
     let held_out = options.validation_recordings;
     if held_out == 0 {
         // Keep the validation part whole and the most recent `fraction` of the rest.
         let (mut kept, mut training_rows, mut validation_rows) = (Vec::new(), 0, 0);
-        for rec in recordings {
-            let cut = ((rec.len() as f64) * (1.0 - options.validation_fraction)) as usize;
+        for (rec, &cut) in recordings.iter().zip(&training_ends) {
             let from = cut - ((cut as f64) * fraction) as usize;
             training_rows += cut - from;
             validation_rows += rec.len() - cut;
@@ -305,12 +332,6 @@ fn share_of(recordings: &[Recording], options: &ScalingOptions, fraction: f64) -
             described: String::new(),
         });
     }
-    // The split's own check: at least one recording left to train on.
-    TrainConfig {
-        validation_recordings: held_out,
-        ..TrainConfig::default()
-    }
-    .training_ends(recordings)?;
     let training = recordings.len() - held_out;
     let count = ((training as f64) * fraction).round().max(1.0) as usize;
     let kept: Vec<Recording> = recordings[..count]
@@ -422,7 +443,7 @@ mod tests {
         assert_eq!((check.fitted_points, check.held_out.len()), (6, 3));
         assert!(check.mean_relative_error < 0.01, "{check:?}");
         assert_eq!(
-            check.held_out[0].0, 3e11,
+            check.held_out[0].compute, 3e11,
             "the dearest held out, cheapest first"
         );
 

@@ -99,10 +99,15 @@ impl TrainConfig {
             .enumerate()
             .map(|(i, rec)| match held_out {
                 0 => ((rec.len() as f64) * (1.0 - self.validation_fraction)) as usize,
-                _ if i < n - held_out => rec.len(),
-                _ => 0,
+                _ if self.held_out(i, n) => 0,
+                _ => rec.len(),
             })
             .collect())
+    }
+
+    /// Whether recording `index` of `count` is held out whole for validation.
+    pub fn held_out(&self, index: usize, count: usize) -> bool {
+        self.validation_recordings > 0 && index + self.validation_recordings >= count
     }
 
     /// What validates, in words, for error messages.

@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::baselines::{interpolate, seasonal_naive};
 use crate::data::{Normalizer, ReadOptions, Recording, read_recording};
 use crate::error::{ModelError, Result};
-use crate::evaluate::{ErrorSums as Errors, ForecastEvaluation, evaluate_forecaster};
+use crate::evaluate::{ErrorSums, ForecastEvaluation, evaluate_forecaster};
 use crate::linear::{self, Layout, LinearForecaster, Search, Series};
 use crate::model::ModelConfig;
 use crate::store::ModelCard;
@@ -155,7 +155,7 @@ pub const PUBLISHED: [(&str, &str, &str, f64, f64); 10] = [
 
 /// A row of the table from summed errors.
 fn row(
-    err: &Errors,
+    err: &ErrorSums,
     dataset: &str,
     task: &'static str,
     horizon: Option<usize>,
@@ -239,7 +239,7 @@ pub fn ett(dir: &Path, options: &EttOptions, mut log: impl FnMut(&str)) -> Resul
                     })
                     .map_or(f64::NAN, |c| c.validation_mse)
             ));
-            let mut errors: [Errors; 3] = Default::default();
+            let mut errors: [ErrorSums; 3] = Default::default();
             let longest = options
                 .lookbacks
                 .iter()
@@ -429,11 +429,11 @@ fn impute_errors(
     ratio: f64,
     stride: usize,
     seed: u64,
-) -> Result<(Errors, Errors)> {
+) -> Result<(ErrorSums, ErrorSums)> {
     let device = Device::flex();
     let channels = raw.channels.len();
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
-    let (mut interp_err, mut model_err) = (Errors::default(), Errors::default());
+    let (mut interp_err, mut model_err) = (ErrorSums::default(), ErrorSums::default());
     for start in (range.start..range.end.saturating_sub(95)).step_by(stride) {
         // The window, with random points hidden.
         let mut window = slice(raw, start, 96);

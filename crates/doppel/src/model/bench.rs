@@ -12,7 +12,6 @@ use doppel_model::data::{Normalizer, ReadOptions};
 use doppel_model::scaling::{
     ScalingOptions, compute_frontier, extrapolation, fit_power_law, past_the_drop, study,
 };
-use doppel_model::train::TrainConfig;
 
 use super::EttArgs;
 
@@ -162,11 +161,8 @@ pub(super) fn scaling(args: ScalingArgs) -> anyhow::Result<ExitCode> {
         validation_recordings: args.validation.validation_files,
         seed: args.seed,
     };
-    let split = args.validation.apply(TrainConfig {
-        validation_fraction: settings.validation_fraction,
-        ..TrainConfig::default()
-    });
-    let normalizer = Normalizer::fit_rows(&recordings, &split.training_ends(&recordings)?);
+    let normalizer =
+        Normalizer::fit_rows(&recordings, &settings.split().training_ends(&recordings)?);
     let standardised: Vec<_> = recordings.iter().map(|r| normalizer.apply(r)).collect();
     let started = std::time::Instant::now();
     let runs = study(&standardised, &settings, &Device::flex().autodiff(), |m| {
@@ -204,7 +200,7 @@ pub(super) fn scaling(args: ScalingArgs) -> anyhow::Result<ExitCode> {
     }
     let extrapolated = extrapolation(&frontier_points);
     if let Some(e) = &extrapolated {
-        lines.push(serde_json::json!({ "extrapolation": "the frontier fit on its cheaper points, checked on the dearest", "fitted_points": e.fitted_points, "a": e.law.a, "b": e.law.b, "c": e.law.c, "held_out": e.held_out.iter().map(|(c, m, p)| serde_json::json!({ "compute": c, "measured": m, "predicted": p })).collect::<Vec<_>>(), "mean_relative_error": e.mean_relative_error }));
+        lines.push(serde_json::json!({ "extrapolation": "the frontier fit on its cheaper points, checked on the dearest", "fitted_points": e.fitted_points, "a": e.law.a, "b": e.law.b, "c": e.law.c, "held_out": e.held_out, "mean_relative_error": e.mean_relative_error }));
     }
     lines.extend(fitted.iter().map(|p| {
         serde_json::json!({ "frontier": p.size, "data_fraction": p.data_fraction, "step": p.step, "compute": p.compute, "validation_loss": p.validation_loss })
@@ -261,12 +257,12 @@ pub(super) fn scaling(args: ScalingArgs) -> anyhow::Result<ExitCode> {
             e.law.c,
             e.mean_relative_error * 100.0,
             e.held_out.len(),
-            first.0,
-            first.2,
-            first.1,
-            last.0,
-            last.2,
-            last.1
+            first.compute,
+            first.predicted,
+            first.measured,
+            last.compute,
+            last.predicted,
+            last.measured
         );
     }
     let png = args.out.join("scaling.png");

@@ -39,12 +39,11 @@ pub struct EvaluateArgs {
 pub(super) fn evaluate_command(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
     let device = Device::flex();
     let dir = model_dir(&args.model, &args.lake.data.data)?;
-    let (net, card) = store::load(&dir, &device)?;
-    let forecaster = store::with_forecast_head(&dir, net, &card, &device)?;
+    let (forecaster, card) = store::load_forecaster(&dir, &device)?;
     let head = card
         .forecast_head
         .as_ref()
-        .expect("with_forecast_head checked the head");
+        .expect("load_forecaster checked the head");
     let recordings =
         read_standardised(&args.input, args.time_column.as_deref(), &card, &args.lake)?;
     let evaluation = evaluate_forecaster(

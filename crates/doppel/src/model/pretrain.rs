@@ -236,7 +236,7 @@ pub(super) fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
             start: format_rfc3339(r.start_ns),
             end: format_rfc3339(r.time_ns(r.len() - 1)),
             steps: r.len(),
-            validation_only: i + train.validation_recordings >= recordings.len(),
+            validation_only: train.held_out(i, recordings.len()),
         })
         .collect();
     let card = ModelCard::new(config, normalizer, step_ns, parameters, data, train, curve);
