@@ -28,7 +28,9 @@ use crate::data::Recording;
 use crate::error::{ModelError, Result};
 use crate::linear::{self, Candidate, LinearForecaster, Search, Series};
 use crate::model::{ModelConfig, SensorModel, masked_mse};
-use crate::train::{CurvePoint, Start, Throughput, TrainConfig, learning_rate, window_starts};
+use crate::train::{
+    CurvePoint, Start, Throughput, TrainConfig, learning_rate, stalled, window_starts,
+};
 
 /// The levels of the forecast band (an 80 % interval and the median of the errors).
 pub const BAND_LEVELS: [f64; 3] = [0.1, 0.5, 0.9];
@@ -502,6 +504,9 @@ pub fn finetune_forecast(
                 validation_loss,
                 lr,
             ));
+            if stalled(train, linear_validation_mse, &curve) {
+                break;
+            }
         }
     }
     let (validation_mse, best_step, chosen) = best;

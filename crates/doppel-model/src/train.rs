@@ -45,6 +45,11 @@ pub struct TrainConfig {
     /// heart. The step kept is [`kept_point`]'s.
     #[serde(default)]
     pub keep_best: bool,
+    /// Stop once this many evaluations in a row have not lowered the validation loss
+    /// ([`stalled`]); 0 runs every step. The schedule stays the one of `steps`, so a run
+    /// stopped early ends at a higher learning rate than a run planned that short.
+    #[serde(default)]
+    pub patience: usize,
 }
 
 /// The peak learning rate unless a caller says otherwise.
@@ -65,6 +70,7 @@ impl Default for TrainConfig {
             eval_every: 50,
             channel_independent: false,
             keep_best: false,
+            patience: 0,
         }
     }
 }
@@ -165,6 +171,35 @@ pub fn kept_point<'a>(config: &TrainConfig, curve: &'a [CurvePoint]) -> Option<&
         }
     }
     best.or(curve.last())
+}
+
+/// Whether a run should stop: [`TrainConfig::patience`] evaluations have passed since the
+/// lowest validation loss so far, counting `start` (the loss before the first step, or
+/// infinity when there is none) as an evaluation that came before them all. Read from the
+/// curve alone, so a resumed run stops where the uninterrupted one would have.
+pub fn stalled(config: &TrainConfig, start: f64, curve: &[CurvePoint]) -> bool {
+    if config.patience == 0 {
+        return false;
+    }
+    let mut lowest = start;
+    let mut since = 0;
+    for point in curve {
+        if point.validation_loss < lowest {
+            lowest = point.validation_loss;
+            since = 0;
+        } else {
+            since += 1;
+        }
+    }
+    since >= config.patience
+}
+
+/// The step a run stopped at when [`TrainConfig::patience`] ended it before its last step.
+pub fn stopped_early(config: &TrainConfig, curve: &[CurvePoint]) -> Option<usize> {
+    curve
+        .last()
+        .map(|p| p.step)
+        .filter(|&step| step < config.steps)
 }
 
 /// What the progress bar shows after each step.
@@ -479,6 +514,11 @@ fn pretrain_on_a_worker(
             checkpoint::save(&cp.dir, &state, &model, &optimizer)?;
         }
         progress(&throughput.progress(step + 1, loss_value));
+        if curve.last().is_some_and(|p| p.step == step + 1)
+            && stalled(config, f64::INFINITY, &curve)
+        {
+            break;
+        }
     }
     Ok((best.unwrap_or(model), curve))
 }
@@ -496,6 +536,44 @@ mod tests {
             values: vec![vec![0.0; len]],
             observed: vec![vec![true; len]],
         }
+    }
+
+    fn curve(losses: &[f64]) -> Vec<CurvePoint> {
+        losses
+            .iter()
+            .enumerate()
+            .map(|(i, &validation_loss)| CurvePoint {
+                step: 50 * (i + 1),
+                train_loss: 0.0,
+                validation_loss,
+                learning_rate: 1e-3,
+            })
+            .collect()
+    }
+
+    /// Patience counts the checks since the lowest validation loss, the start included; 0
+    /// never stops.
+    #[test]
+    fn stops_after_patience_checks_without_a_new_low() {
+        let patient = TrainConfig {
+            patience: 2,
+            steps: 1000,
+            ..TrainConfig::default()
+        };
+        let inf = f64::INFINITY;
+        assert!(!stalled(&patient, inf, &curve(&[1.0, 0.9, 0.95])));
+        assert!(stalled(&patient, inf, &curve(&[1.0, 0.9, 0.95, 0.91])));
+        assert!(!stalled(&patient, inf, &curve(&[1.0, 0.9, 0.95, 0.8])));
+        // A start never beaten: the checks after it count.
+        assert!(!stalled(&patient, 0.5, &curve(&[0.6])));
+        assert!(stalled(&patient, 0.5, &curve(&[0.6, 0.55])));
+        let never = TrainConfig {
+            patience: 0,
+            ..patient.clone()
+        };
+        assert!(!stalled(&never, 0.5, &curve(&[0.6; 50])));
+        assert_eq!(stopped_early(&patient, &curve(&[1.0, 0.9])), Some(100));
+        assert_eq!(stopped_early(&patient, &curve(&[1.0; 20])), None);
     }
 
     /// The tail of each recording validates, or the last recordings whole; either way no

@@ -12,7 +12,7 @@ use doppel_model::finetune::{ForecastTuning, finetune_forecast};
 use doppel_model::linear::{Layout, Search};
 use doppel_model::probe::{ProbeSettings, ProbeTask, fit_probe};
 use doppel_model::store::{self, ModelCard};
-use doppel_model::train::TrainConfig;
+use doppel_model::train::{TrainConfig, stopped_early};
 
 use super::lake_input::{LakeArgs, read_input};
 use super::{Destination, ValidationArgs, model_dir, share_below_one};
@@ -84,10 +84,16 @@ pub struct FinetuneArgs {
     /// Steps between window starts (classify, regress; default: a quarter window).
     #[arg(long)]
     stride: Option<usize>,
-    /// Training steps (batches). 0 (forecast) keeps the linear start alone, its settings
-    /// chosen on validation: the baseline a head must beat (`doppel model evaluate` both).
-    #[arg(long, default_value_t = 600)]
+    /// Training steps (batches), at most: see --patience. 0 (forecast) keeps the linear
+    /// start alone, its settings chosen on validation: the baseline a head must beat
+    /// (`doppel model evaluate` both).
+    #[arg(long, default_value_t = 2000)]
     steps: usize,
+    /// Stop once this many validation checks in a row (one every 50 steps) have not
+    /// lowered the validation error (forecast); 0 runs every step. The weights kept are
+    /// the best checked either way.
+    #[arg(long, default_value_t = 8)]
+    patience: usize,
     /// Windows per batch.
     #[arg(long, default_value_t = 128)]
     batch: usize,
@@ -128,9 +134,10 @@ pub(super) fn finetune_command(args: FinetuneArgs) -> anyhow::Result<ExitCode> {
     let (model, mut card) = store::load(&model_dir(&args.model, &args.lake.data.data)?, &device)?;
     let recordings =
         read_standardised(&args.input, args.time_column.as_deref(), &card, &args.lake)?;
-    let train = args
-        .validation
-        .apply(TrainConfig::new(args.steps, args.batch, args.lr, args.seed));
+    let train = args.validation.apply(TrainConfig {
+        patience: args.patience,
+        ..TrainConfig::new(args.steps, args.batch, args.lr, args.seed)
+    });
     let tuning = ForecastTuning {
         horizon,
         channel_independent: !args.channels_together && card.config.channels_per_token == 1,
@@ -165,6 +172,9 @@ pub(super) fn finetune_command(args: FinetuneArgs) -> anyhow::Result<ExitCode> {
         };
         format!(" ({layout}, ridge {}, chosen on validation)", c.ridge)
     });
+    if let Some(step) = stopped_early(&head.train, &head.curve) {
+        eprintln!("{}", super::early_stop_note(&head.train, step));
+    }
     eprintln!(
         "validation MSE (standardised) {:.4}; the linear start{start} had {:.4}; kept the \
          weights of step {}",

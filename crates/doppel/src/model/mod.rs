@@ -95,6 +95,15 @@ pub struct ValidationArgs {
     pub(super) validation_files: usize,
 }
 
+/// Says why a run ended before its last step.
+pub(super) fn early_stop_note(train: &TrainConfig, step: usize) -> String {
+    format!(
+        "stopped at step {step} of {}: the validation loss had not fallen in {} checks \
+         (--patience)",
+        train.steps, train.patience
+    )
+}
+
 impl ValidationArgs {
     /// `train` validating as asked.
     pub(super) fn apply(&self, train: TrainConfig) -> TrainConfig {

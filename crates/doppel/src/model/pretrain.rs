@@ -14,7 +14,7 @@ use doppel_model::data::{Normalizer, ReadOptions, Recording};
 use doppel_model::device::Accelerator;
 use doppel_model::model::ModelConfig;
 use doppel_model::store::{self, DataRange, ModelCard};
-use doppel_model::train::{Throughput, TrainConfig, pretrain_with_checkpoints};
+use doppel_model::train::{Throughput, TrainConfig, pretrain_with_checkpoints, stopped_early};
 
 use super::lake_input::{LakeArgs, read_input};
 use super::{Destination, ValidationArgs};
@@ -92,6 +92,10 @@ pub struct PretrainArgs {
     /// that learnt its training windows by heart. `false` keeps the last step's.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     keep_best: bool,
+    /// Stop once this many validation checks in a row (one every 50 steps) have not
+    /// lowered the validation loss; 0 (default) runs every step.
+    #[arg(long, default_value_t = 0)]
+    patience: usize,
     /// Train on windows of one channel each, as a forecasting head reads them (PatchTST's
     /// channel independence); raise --batch to keep the tokens a batch. For forecasting,
     /// with --mask-ratio 0.4 (docs/BENCHMARKS.md).
@@ -164,6 +168,7 @@ pub(super) fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
     let train = args.validation.apply(TrainConfig {
         channel_independent: args.channel_independent,
         keep_best: args.keep_best,
+        patience: args.patience,
         ..TrainConfig::new(args.steps, args.batch, args.lr, args.seed)
     });
     let normalizer = Normalizer::fit_rows(&recordings, &train.training_ends(&recordings)?);
@@ -251,6 +256,9 @@ pub(super) fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
              {speed:.0} tokens/s (batching and validation included)",
             last.validation_loss, last.step
         );
+        if let Some(step) = stopped_early(&card.train, &card.curve) {
+            eprintln!("{}", super::early_stop_note(&card.train, step));
+        }
         if let Some(kept) = card.kept_point()
             && kept.step != last.step
         {
