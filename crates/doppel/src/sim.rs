@@ -78,7 +78,7 @@ pub struct RunShape {
     start: i64,
 }
 
-fn seconds(text: &str) -> Result<f64, String> {
+pub(crate) fn seconds(text: &str) -> Result<f64, String> {
     doppel_core::time::parse_duration(text).map(|n| n as f64 / 1e9)
 }
 

@@ -18,6 +18,7 @@ use doppel_model::train::TrainConfig;
 use crate::DataDirArg;
 
 mod bench;
+mod bench_plant;
 mod evaluate;
 mod finetune;
 mod lake_input;
@@ -178,6 +179,9 @@ pub enum BenchCommand {
     /// ETT forecasting and imputation under the standard protocol, next to published figures.
     // Boxed: its many options would otherwise make every variant as large as it is.
     Ett(Box<EttArgs>),
+    /// The reference plant's simulated years: pretrain, fine-tune forecasting heads, and
+    /// measure them and their linear start on years they never saw.
+    Plant(Box<bench_plant::PlantArgs>),
     /// Tennessee Eastman fault detection: the sensor model's score next to PCA T²/SPE.
     Tep {
         /// The folder with d00.dat and d00_te.dat ... d21_te.dat.
@@ -298,6 +302,9 @@ fn run_on_a_worker(command: ModelCommand) -> anyhow::Result<ExitCode> {
         ModelCommand::Bench {
             command: BenchCommand::Ett(args),
         } => bench::bench_ett(*args),
+        ModelCommand::Bench {
+            command: BenchCommand::Plant(args),
+        } => bench_plant::bench_plant(*args),
         ModelCommand::Bench {
             command:
                 BenchCommand::Tep {

@@ -265,3 +265,122 @@ fn a_forecaster_is_evaluated_on_a_file_it_never_saw() {
     let (ok, _, err) = evaluate("f", "short.csv", "1");
     assert!(!ok && err.contains("longer than every file"), "{err}");
 }
+
+/// `doppel model bench plant` in small: every number it writes is what `doppel model
+/// evaluate` measures with the models it leaves on a year simulated by `doppel sim run` with
+/// the test year's seed, so the bench's in-memory years are the files a user would have.
+/// The head is never worse on validation than its linear start, and the pretrained card
+/// marks the year that only validated. Nonsense splits are refused.
+#[test]
+fn the_plant_bench_reports_what_evaluate_measures_with_the_models_it_leaves() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let bench = |validation_years: &str| {
+        run(&[
+            "model",
+            "bench",
+            "plant",
+            "--days",
+            "4",
+            "--years",
+            "3",
+            "--validation-years",
+            validation_years,
+            "--test-years",
+            "1",
+            "--first-year-seed",
+            "5",
+            "--pretrain-steps",
+            "30",
+            "--finetune-steps",
+            "40",
+            "--horizons",
+            "6",
+            "--patches",
+            "4",
+            "--out",
+            &p("plant.jsonl"),
+            "--models",
+            &p("models"),
+        ])
+    };
+    let (ok, err) = bench("3");
+    assert!(!ok && err.contains("--validation-years must be"), "{err}");
+    let (ok, err) = bench("1");
+    assert!(ok, "{err}");
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(dir.path().join("plant.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let models: Vec<&str> = rows.iter().map(|r| r["model"].as_str().unwrap()).collect();
+    assert_eq!(models, ["persistence", "linear_start", "doppel_tiny"]);
+    let (linear, head) = (&rows[1], &rows[2]);
+    assert!(
+        head["validation_mse"].as_f64() <= linear["validation_mse"].as_f64(),
+        "{rows:?}"
+    );
+    assert_eq!(linear["kept_step"], 0);
+
+    let pretrained = card(&dir.path().join("models/pretrained"));
+    let held_out: Vec<bool> = pretrained["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["validation_only"].as_bool().unwrap_or(false))
+        .collect();
+    assert_eq!(held_out, [false, false, true]);
+
+    // The test year is seed 5 + 3.
+    let (ok, err) = run(&[
+        "sim",
+        "run",
+        "--days",
+        "4",
+        "--step",
+        "5m",
+        "--seed",
+        "8",
+        "--out",
+        &p("test.csv"),
+    ]);
+    assert!(ok, "{err}");
+    for (row, model) in [(linear, "models/linear-h6"), (head, "models/head-h6")] {
+        let out = crate::common::doppel()
+            .args([
+                "model",
+                "evaluate",
+                "--model",
+                &p(model),
+                "--input",
+                &p("test.csv"),
+                "--stride",
+                "4",
+                "--out",
+                &p("eval.json"),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("eval.json")).unwrap())
+                .unwrap();
+        let evaluation = &json["evaluation"];
+        assert_eq!(evaluation["windows"], row["windows"]);
+        for (measured, reported) in [
+            (&evaluation["mse"], &row["mse"]),
+            (&evaluation["mae"], &row["mae"]),
+            (&evaluation["persistence_mse"], &rows[0]["mse"]),
+        ] {
+            let (m, r) = (measured.as_f64().unwrap(), reported.as_f64().unwrap());
+            assert!(
+                (m - r).abs() <= 1e-9 * r.abs(),
+                "{model}: evaluate {m}, bench {r}"
+            );
+        }
+    }
+}
