@@ -9,7 +9,9 @@ use burn::prelude::*;
 use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
 use serde::{Deserialize, Serialize};
 
-use crate::data::Normalizer;
+use doppel_core::time::format_rfc3339;
+
+use crate::data::{Normalizer, Recording};
 use crate::error::{ModelError, Result};
 use crate::finetune::{ForecastHead, ForecastHeadCard, Forecaster};
 use crate::linear::Layout;
@@ -35,6 +37,23 @@ pub struct DataRange {
     /// Held out whole for validation: none of its rows was trained on.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub validation_only: bool,
+}
+
+impl DataRange {
+    /// What each of `recordings` gave a run split by `train`, in order.
+    pub fn of(recordings: &[Recording], train: &TrainConfig) -> Vec<DataRange> {
+        recordings
+            .iter()
+            .enumerate()
+            .map(|(i, r)| DataRange {
+                file: r.source.clone(),
+                start: format_rfc3339(r.start_ns),
+                end: format_rfc3339(r.time_ns(r.len().saturating_sub(1))),
+                steps: r.len(),
+                validation_only: train.held_out(i, recordings.len()),
+            })
+            .collect()
+    }
 }
 
 /// The model card, saved as `model.json` next to the weights.

@@ -17,7 +17,6 @@ use anyhow::{Context, bail};
 use burn::module::Module;
 use burn::prelude::Device;
 use clap::Args;
-use doppel_core::time::format_rfc3339;
 use doppel_model::data::{Normalizer, Recording};
 use doppel_model::evaluate::{ForecastEvaluation, evaluate_forecaster};
 use doppel_model::finetune::{ForecastTuning, finetune_forecast};
@@ -181,17 +180,7 @@ pub(super) fn bench_plant(args: PlantArgs) -> anyhow::Result<ExitCode> {
         bar.set_message(format!("loss {:.4}", p.loss));
     })?;
     bar.finish_and_clear();
-    let data = years
-        .iter()
-        .enumerate()
-        .map(|(i, r)| DataRange {
-            file: r.source.clone(),
-            start: format_rfc3339(r.start_ns),
-            end: format_rfc3339(r.time_ns(r.len() - 1)),
-            steps: r.len(),
-            validation_only: train.held_out(i, years.len()),
-        })
-        .collect();
+    let data = DataRange::of(&years, &train);
     let step_ns = years[0].step_ns;
     let card = ModelCard::new(config, normalizer, step_ns, parameters, data, train, curve);
     let pretrained = args.models.join("pretrained");

@@ -8,7 +8,6 @@ use anyhow::bail;
 use burn::module::Module;
 use burn::prelude::Device;
 use clap::Args;
-use doppel_core::time::format_rfc3339;
 use doppel_model::checkpoint::{self, Checkpointing};
 use doppel_model::data::{Normalizer, ReadOptions, Recording};
 use doppel_model::device::Accelerator;
@@ -233,17 +232,7 @@ pub(super) fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
         },
     )?;
     bar.finish_and_clear();
-    let data = recordings
-        .iter()
-        .enumerate()
-        .map(|(i, r)| DataRange {
-            file: r.source.clone(),
-            start: format_rfc3339(r.start_ns),
-            end: format_rfc3339(r.time_ns(r.len() - 1)),
-            steps: r.len(),
-            validation_only: train.held_out(i, recordings.len()),
-        })
-        .collect();
+    let data = DataRange::of(&recordings, &train);
     let card = ModelCard::new(config, normalizer, step_ns, parameters, data, train, curve);
     let model = model.valid();
     let written = args
