@@ -2,7 +2,7 @@
 //! the scaling study, printed as tables and written as JSON lines (and a PNG chart).
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -48,14 +48,7 @@ pub(super) fn bench_ett(args: EttArgs) -> anyhow::Result<ExitCode> {
     };
     let started = std::time::Instant::now();
     let rows = doppel_model::bench::ett(&args.data_dir, &options, |m| eprintln!("{m}"))?;
-    let mut out = std::io::BufWriter::new(
-        std::fs::File::create(&args.out)
-            .with_context(|| format!("cannot write {}", args.out.display()))?,
-    );
-    for row in &rows {
-        writeln!(out, "{}", serde_json::to_string(row)?)?;
-    }
-    out.flush()?;
+    write_jsonl(&args.out, &rows)?;
     println!(
         "{:<7} {:<9} {:>6} {:<20} {:>7} {:>7}",
         "data", "task", "h/mask", "model", "MSE", "MAE"
@@ -85,7 +78,7 @@ pub(super) fn bench_ett(args: EttArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Writes rows as JSON lines.
-fn write_jsonl<T: serde::Serialize>(path: &PathBuf, rows: &[T]) -> anyhow::Result<()> {
+pub(super) fn write_jsonl<T: serde::Serialize>(path: &Path, rows: &[T]) -> anyhow::Result<()> {
     let mut out = std::io::BufWriter::new(
         std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?,
     );

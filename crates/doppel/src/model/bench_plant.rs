@@ -8,7 +8,6 @@
 //! calls, settings and model folders as `doppel model pretrain`, `finetune` and `evaluate`,
 //! so each number can be checked with those commands on the folders it leaves.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -250,14 +249,7 @@ pub(super) fn bench_plant(args: PlantArgs) -> anyhow::Result<ExitCode> {
             Some(head_head.best_step),
         ));
     }
-    let mut out = std::io::BufWriter::new(
-        std::fs::File::create(&args.out)
-            .with_context(|| format!("cannot write {}", args.out.display()))?,
-    );
-    for row in &rows {
-        writeln!(out, "{}", serde_json::to_string(row)?)?;
-    }
-    out.flush()?;
+    super::bench::write_jsonl(&args.out, &rows)?;
     print_table(&rows, args.step);
     eprintln!(
         "{:.0} s ({simulated_s:.0} s simulating); wrote {} and the models in {}",

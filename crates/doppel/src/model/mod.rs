@@ -322,14 +322,7 @@ fn run_on_a_worker(command: ModelCommand) -> anyhow::Result<ExitCode> {
                 seed,
                 |m| eprintln!("{m}"),
             )?;
-            let mut file = std::io::BufWriter::new(
-                std::fs::File::create(&out)
-                    .with_context(|| format!("cannot write {}", out.display()))?,
-            );
-            for row in &rows {
-                writeln!(file, "{}", serde_json::to_string(row)?)?;
-            }
-            file.flush()?;
+            bench::write_jsonl(&out, &rows)?;
             eprintln!("wrote {}", out.display());
             Ok(ExitCode::SUCCESS)
         }
