@@ -47,8 +47,9 @@ pub struct ForecastEvaluation {
     /// The same for persistence: each channel's last look-back value, held.
     pub persistence_mse: f64,
     pub persistence_mae: f64,
-    /// Standardised MSE per channel, in the model's channel order.
+    /// Standardised MSE and MAE per channel, in the model's channel order.
     pub channel_mse: Vec<f64>,
+    pub channel_mae: Vec<f64>,
 }
 
 /// Runs `forecaster` on every window (look-back + horizon, every `stride` steps) of each
@@ -110,5 +111,6 @@ pub fn evaluate_forecaster(
         persistence_mse: persistence.mse(),
         persistence_mae: persistence.mae(),
         channel_mse: per_channel.iter().map(ErrorSums::mse).collect(),
+        channel_mae: per_channel.iter().map(ErrorSums::mae).collect(),
     })
 }

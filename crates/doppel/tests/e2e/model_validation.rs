@@ -245,6 +245,7 @@ fn a_forecaster_is_evaluated_on_a_file_it_never_saw() {
     assert_eq!(evaluation["windows"], 341, "{json}");
     assert_eq!(evaluation["horizon"], 12);
     assert_eq!(evaluation["channel_mse"].as_array().unwrap().len(), 3);
+    assert_eq!(evaluation["channel_mae"].as_array().unwrap().len(), 3);
     let (mse, persistence) = (
         evaluation["mse"].as_f64().unwrap(),
         evaluation["persistence_mse"].as_f64().unwrap(),
