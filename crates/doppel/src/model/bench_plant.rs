@@ -120,6 +120,12 @@ pub(super) fn bench_plant(args: PlantArgs) -> anyhow::Result<ExitCode> {
     if args.test_years == 0 {
         bail!("--test-years must be at least 1: they are what the bench measures on");
     }
+    if args.pretrain_steps == 0 {
+        bail!("--pretrain-steps must be at least 1: the heads start from a pretrained model");
+    }
+    if args.horizons.is_empty() || args.horizons.contains(&0) {
+        bail!("--horizons takes one or more horizons of at least 1 step, such as 12,48");
+    }
     let began = Instant::now();
     let seeds: Vec<u64> = (0..(args.years + args.test_years) as u64)
         .map(|i| args.first_year_seed + i)
