@@ -625,6 +625,7 @@ fn info(dir: &Path) -> anyhow::Result<ExitCode> {
                 "validation_mse": h.validation_mse,
                 "linear_validation_mse": h.linear_validation_mse,
                 "best_step": h.best_step,
+                "steps_run": h.curve.last().map_or(0, |p| p.step),
             })),
             "code_version": card.code_version,
         }))?

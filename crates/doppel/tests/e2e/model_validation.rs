@@ -332,6 +332,17 @@ fn the_plant_bench_reports_what_evaluate_measures_with_the_models_it_leaves() {
         .collect();
     assert_eq!(held_out, [false, false, true]);
 
+    let info = crate::common::doppel()
+        .args(["model", "info", "--model", &p("models/head-h6")])
+        .output()
+        .unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(info["forecast_head"]["steps_run"], 40, "{info}");
+    assert_eq!(
+        info["forecast_head"]["best_step"], head["kept_step"],
+        "{info}"
+    );
+
     // The test year is seed 5 + 3.
     let (ok, err) = run(&[
         "sim",
