@@ -44,6 +44,7 @@ pub struct PlantArgs {
     /// weights (pretraining's and the heads'), none of their rows is trained on.
     #[arg(long, default_value_t = 10)]
     years: usize,
+    /// Years at the end of --years held out whole to choose weights.
     #[arg(long, default_value_t = 2)]
     validation_years: usize,
     /// Further years, simulated after those, that only measure.
@@ -70,6 +71,7 @@ pub struct PlantArgs {
     /// Sensors per token (LSM's 2-D patches; the plant has 50).
     #[arg(long, default_value_t = 10)]
     channels_per_token: usize,
+    /// Pretraining steps (batches of 32 windows); the weights best on validation are kept.
     #[arg(long, default_value_t = 4000)]
     pretrain_steps: usize,
     /// Forecast horizons, in steps of the grid.
