@@ -181,7 +181,8 @@ pub enum BenchCommand {
     Ett(Box<EttArgs>),
     /// The reference plant's simulated years: pretrain, fine-tune forecasting heads, and
     /// measure them and their linear start on years they never saw (about 17 minutes on two
-    /// cores; `--days 30 --pretrain-steps 300` for a quick look).
+    /// cores; `--days 30 --pretrain-steps 300 --finetune-steps 200`, under two minutes, for a
+    /// quick look).
     Plant(Box<bench_plant::PlantArgs>),
     /// Tennessee Eastman fault detection: the sensor model's score next to PCA T²/SPE.
     Tep {
