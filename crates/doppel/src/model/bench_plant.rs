@@ -20,7 +20,7 @@ use doppel_model::data::{Normalizer, Recording};
 use doppel_model::evaluate::{ForecastEvaluation, evaluate_forecaster};
 use doppel_model::finetune::{ForecastTuning, finetune_forecast};
 use doppel_model::linear::Search;
-use doppel_model::model::ModelConfig;
+
 use doppel_model::store::{self, DataRange, ModelCard};
 use doppel_model::train::{TrainConfig, pretrain, stopped_early};
 use doppel_sim::chiller::{ChillerPlant, ChillerPlantConfig};
@@ -29,6 +29,8 @@ use doppel_sim::policy::PolicyKind;
 use doppel_sim::random::run_seed;
 use doppel_sim::run::{Observer, RunSettings, StepView, simulate};
 use doppel_sim::scenario::Scenario;
+
+use super::ShapeArgs;
 use serde::Serialize;
 
 #[derive(Args)]
@@ -59,18 +61,11 @@ pub struct PlantArgs {
     /// The grid of the readings.
     #[arg(long, default_value = "5m", value_parser = crate::sim::seconds)]
     step: f64,
-    /// Model size: tiny, small, base or large.
-    #[arg(long, default_value = "tiny")]
-    size: String,
-    /// Steps per patch.
-    #[arg(long, default_value_t = 8)]
-    patch: usize,
-    /// Patches per window (the look-back is patch × patches steps).
-    #[arg(long, default_value_t = 12)]
-    patches: usize,
+    #[command(flatten)]
+    shape: ShapeArgs,
     /// Sensors per token (LSM's 2-D patches; the plant has 50).
-    #[arg(long, default_value_t = 10)]
-    channels_per_token: usize,
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    channels_per_token: u64,
     /// Pretraining steps (batches of 32 windows); the weights best on validation are kept.
     #[arg(long, default_value_t = 4000)]
     pretrain_steps: usize,
@@ -157,14 +152,7 @@ pub(super) fn bench_plant(args: PlantArgs) -> anyhow::Result<ExitCode> {
     // Pretraining, as `doppel model pretrain --validation-files N --channels-per-token K
     // --checkpoint-every 0` does it.
     let channels = years[0].channels.clone();
-    let Some(mut config) = ModelConfig::sized(&args.size, channels.len(), args.patch, args.patches)
-    else {
-        bail!(
-            "unknown size `{}`: use tiny, small, base or large",
-            args.size
-        );
-    };
-    config.channels_per_token = args.channels_per_token;
+    let config = args.shape.config(channels.len(), args.channels_per_token)?;
     let train = TrainConfig {
         keep_best: true,
         validation_recordings: args.validation_years,
@@ -175,7 +163,7 @@ pub(super) fn bench_plant(args: PlantArgs) -> anyhow::Result<ExitCode> {
     let parameters = config.init_seeded(args.seed, &Device::flex()).num_params();
     eprintln!(
         "pretraining a {} model ({parameters} parameters), {} steps, windows of {} steps",
-        args.size,
+        args.shape.size,
         args.pretrain_steps,
         config.window()
     );
@@ -250,7 +238,7 @@ pub(super) fn bench_plant(args: PlantArgs) -> anyhow::Result<ExitCode> {
             Some(0),
         ));
         rows.push(row(
-            format!("doppel_{}", args.size),
+            format!("doppel_{}", args.shape.size),
             head_eval.mse,
             head_eval.mae,
             Some(head_head.validation_mse),

@@ -96,6 +96,43 @@ pub struct ValidationArgs {
     pub(super) validation_files: usize,
 }
 
+/// The network's size and its tokens' length, for the commands that build one.
+#[derive(Args)]
+pub struct ShapeArgs {
+    /// Model size: tiny (CPU, minutes), small, base, large.
+    #[arg(long, default_value = "tiny")]
+    pub(super) size: String,
+    /// Steps per patch (a token is one patch of one channel, or of --channels-per-token).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..))]
+    patch: u64,
+    /// Patches per window (the look-back is patch × patches steps).
+    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u64).range(1..))]
+    patches: u64,
+}
+
+impl ShapeArgs {
+    /// The named size over `channels` channels, `channels_per_token` to a token.
+    pub(super) fn config(
+        &self,
+        channels: usize,
+        channels_per_token: u64,
+    ) -> anyhow::Result<doppel_model::model::ModelConfig> {
+        let Some(mut config) = doppel_model::model::ModelConfig::sized(
+            &self.size,
+            channels,
+            self.patch as usize,
+            self.patches as usize,
+        ) else {
+            bail!(
+                "unknown size `{}`: use tiny, small, base or large",
+                self.size
+            );
+        };
+        config.channels_per_token = channels_per_token as usize;
+        Ok(config)
+    }
+}
+
 /// Says why a run ended before its last step.
 pub(super) fn early_stop_note(train: &TrainConfig, step: usize) -> String {
     format!(

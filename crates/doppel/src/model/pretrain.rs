@@ -11,12 +11,11 @@ use clap::Args;
 use doppel_model::checkpoint::{self, Checkpointing};
 use doppel_model::data::{Normalizer, ReadOptions, Recording};
 use doppel_model::device::Accelerator;
-use doppel_model::model::ModelConfig;
 use doppel_model::store::{self, DataRange, ModelCard};
 use doppel_model::train::{Throughput, TrainConfig, pretrain_with_checkpoints, stopped_early};
 
 use super::lake_input::{LakeArgs, read_input};
-use super::{Destination, ValidationArgs};
+use super::{Destination, ShapeArgs, ValidationArgs};
 
 #[derive(Args)]
 pub struct PretrainArgs {
@@ -31,15 +30,8 @@ pub struct PretrainArgs {
     /// Channels to model, comma-separated (default: every numeric column of the first file).
     #[arg(long, value_delimiter = ',')]
     channels: Option<Vec<String>>,
-    /// Model size: tiny (CPU, minutes), small, base, large.
-    #[arg(long, default_value = "tiny")]
-    size: String,
-    /// Steps per patch (a token is one patch of one channel, or of --channels-per-token).
-    #[arg(long, default_value_t = 8)]
-    patch: usize,
-    /// Patches per window.
-    #[arg(long, default_value_t = 12)]
-    patches: usize,
+    #[command(flatten)]
+    shape: ShapeArgs,
     /// Channels per token: 1 (default) cuts each channel on its own; K > 1 gives LSM's 2-D
     /// patches of K neighbouring channels (fewer tokens: quicker on many channels; the model
     /// then always reads its channels in this order, all of them together).
@@ -136,13 +128,7 @@ pub(super) fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let channels = recordings[0].channels.clone();
-    let Some(mut config) = ModelConfig::sized(&args.size, channels.len(), args.patch, args.patches)
-    else {
-        bail!(
-            "unknown size `{}`: use tiny, small, base or large",
-            args.size
-        );
-    };
+    let mut config = args.shape.config(channels.len(), args.channels_per_token)?;
     for (name, ratio) in [
         ("--mask-ratio", args.mask_ratio),
         ("--point-mask-ratio", args.point_mask_ratio),
@@ -156,7 +142,6 @@ pub(super) fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
     config.interpolation_prior = args.interpolation_prior;
     config.cross_channel_prior = args.interpolation_prior && args.cross_channel_prior;
     config.instance_norm = args.instance_norm;
-    config.channels_per_token = args.channels_per_token as usize;
     if config.channels_per_token > 1 && config.point_mask_ratio == 0.0 {
         eprintln!(
             "note: a model of 2-D tokens learns to fill a sensor among its token's others only \
@@ -184,7 +169,7 @@ pub(super) fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
     };
     eprintln!(
         "pretraining a {} model ({parameters} parameters) on {} file(s){held_out}, {} channel(s), windows of {} steps ({} patches of {}; {} tokens of {} channel(s) each)",
-        args.size,
+        args.shape.size,
         recordings.len(),
         channels.len(),
         config.window(),
