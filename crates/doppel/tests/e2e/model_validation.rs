@@ -26,6 +26,32 @@ fn write_shifted_sines(path: &Path, rows: usize, shift: f64) {
     std::fs::write(path, out).unwrap();
 }
 
+/// `doppel model evaluate` on `dir`'s `model` and `input`, its result in `dir/eval.json`:
+/// success, stdout, stderr.
+fn evaluate(dir: &Path, model: &str, input: &str, stride: &str) -> (bool, String, String) {
+    let p = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    let out = crate::common::doppel()
+        .args([
+            "model",
+            "evaluate",
+            "--model",
+            &p(model),
+            "--input",
+            &p(input),
+            "--stride",
+            stride,
+            "--out",
+            &p("eval.json"),
+        ])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 fn card(dir: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("model.json")).unwrap()).unwrap()
 }
@@ -191,28 +217,8 @@ fn a_forecaster_is_evaluated_on_a_file_it_never_saw() {
         &p("m"),
     ]);
     assert!(ok, "{err}");
-    let evaluate = |model: &str, input: &str, stride: &str| {
-        let out = crate::common::doppel()
-            .args([
-                "model",
-                "evaluate",
-                "--model",
-                &p(model),
-                "--input",
-                &p(input),
-                "--stride",
-                stride,
-                "--out",
-                &p("eval.json"),
-            ])
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let evaluate =
+        |model: &str, input: &str, stride: &str| evaluate(dir.path(), model, input, stride);
     let (ok, _, err) = evaluate("m", "test.csv", "1");
     assert!(!ok && err.contains("no forecasting head"), "{err}");
 
@@ -358,26 +364,8 @@ fn the_plant_bench_reports_what_evaluate_measures_with_the_models_it_leaves() {
     ]);
     assert!(ok, "{err}");
     for (row, model) in [(linear, "models/linear-h6"), (head, "models/head-h6")] {
-        let out = crate::common::doppel()
-            .args([
-                "model",
-                "evaluate",
-                "--model",
-                &p(model),
-                "--input",
-                &p("test.csv"),
-                "--stride",
-                "4",
-                "--out",
-                &p("eval.json"),
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let (ok, _, err) = evaluate(dir.path(), model, "test.csv", "4");
+        assert!(ok, "{err}");
         let json: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(dir.path().join("eval.json")).unwrap())
                 .unwrap();
