@@ -176,14 +176,15 @@ pub fn kept_point<'a>(config: &TrainConfig, curve: &'a [CurvePoint]) -> Option<&
 /// Whether a run should stop: [`TrainConfig::patience`] evaluations have passed since the
 /// lowest validation loss so far, counting `start` (the loss before the first step, or
 /// infinity when there is none) as an evaluation that came before them all. Read from the
-/// curve alone, so a resumed run stops where the uninterrupted one would have.
+/// curve alone, so a resumed run stops where the uninterrupted one would have. A check
+/// without a validation loss (NaN: nothing to validate on) says nothing, so it never counts.
 pub fn stalled(config: &TrainConfig, start: f64, curve: &[CurvePoint]) -> bool {
     if config.patience == 0 {
         return false;
     }
     let mut lowest = start;
     let mut since = 0;
-    for point in curve {
+    for point in curve.iter().filter(|p| !p.validation_loss.is_nan()) {
         if point.validation_loss < lowest {
             lowest = point.validation_loss;
             since = 0;
@@ -572,6 +573,7 @@ mod tests {
             ..patient.clone()
         };
         assert!(!stalled(&never, 0.5, &curve(&[0.6; 50])));
+        assert!(!stalled(&patient, inf, &curve(&[f64::NAN; 5])));
         assert_eq!(stopped_early(&patient, &curve(&[1.0, 0.9])), Some(100));
         assert_eq!(stopped_early(&patient, &curve(&[1.0; 20])), None);
     }
