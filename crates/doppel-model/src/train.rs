@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::batch::{Mask, Window, make_batch};
 use crate::checkpoint::{self, Checkpointing, TrainingState};
-use crate::data::Recording;
+use crate::data::{Normalizer, Recording};
 use crate::error::{ModelError, Result};
 use crate::model::{ModelConfig, SensorModel, masked_mse};
 
@@ -109,6 +109,15 @@ impl TrainConfig {
                 _ => rec.len(),
             })
             .collect())
+    }
+
+    /// The standardisation statistics of this split: the training rows' alone, so nothing
+    /// that validates shapes them.
+    pub fn normalizer(&self, recordings: &[Recording]) -> Result<Normalizer> {
+        Ok(Normalizer::fit_rows(
+            recordings,
+            &self.training_ends(recordings)?,
+        ))
     }
 
     /// Whether recording `index` of `count` is held out whole for validation.

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use burn::prelude::Device;
 use clap::Args;
-use doppel_model::data::{Normalizer, ReadOptions};
+use doppel_model::data::ReadOptions;
 use doppel_model::scaling::{
     ScalingOptions, compute_frontier, extrapolation, fit_power_law, past_the_drop, study,
 };
@@ -154,8 +154,7 @@ pub(super) fn scaling(args: ScalingArgs) -> anyhow::Result<ExitCode> {
         validation_recordings: args.validation.validation_files,
         seed: args.seed,
     };
-    let normalizer =
-        Normalizer::fit_rows(&recordings, &settings.split().training_ends(&recordings)?);
+    let normalizer = settings.split().normalizer(&recordings)?;
     let standardised: Vec<_> = recordings.iter().map(|r| normalizer.apply(r)).collect();
     let started = std::time::Instant::now();
     let runs = study(&standardised, &settings, &Device::flex().autodiff(), |m| {

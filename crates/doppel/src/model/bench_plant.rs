@@ -16,7 +16,7 @@ use anyhow::{Context, bail};
 use burn::module::Module;
 use burn::prelude::Device;
 use clap::Args;
-use doppel_model::data::{Normalizer, Recording};
+use doppel_model::data::Recording;
 use doppel_model::evaluate::{ForecastEvaluation, evaluate_forecaster};
 use doppel_model::finetune::{ForecastTuning, finetune_forecast};
 use doppel_model::linear::Search;
@@ -158,7 +158,7 @@ pub(super) fn bench_plant(args: PlantArgs) -> anyhow::Result<ExitCode> {
         validation_recordings: args.validation_years,
         ..TrainConfig::new(args.pretrain_steps, 32, 1e-3, args.seed)
     };
-    let normalizer = Normalizer::fit_rows(&years, &train.training_ends(&years)?);
+    let normalizer = train.normalizer(&years)?;
     let standardised: Vec<Recording> = years.iter().map(|r| normalizer.apply(r)).collect();
     let parameters = config.init_seeded(args.seed, &Device::flex()).num_params();
     eprintln!(

@@ -9,7 +9,7 @@ use burn::module::Module;
 use burn::prelude::Device;
 use clap::Args;
 use doppel_model::checkpoint::{self, Checkpointing};
-use doppel_model::data::{Normalizer, ReadOptions, Recording};
+use doppel_model::data::{ReadOptions, Recording};
 use doppel_model::device::Accelerator;
 use doppel_model::store::{self, DataRange, ModelCard};
 use doppel_model::train::{Throughput, TrainConfig, pretrain_with_checkpoints, stopped_early};
@@ -155,7 +155,7 @@ pub(super) fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
         patience: args.patience,
         ..TrainConfig::new(args.steps, args.batch, args.lr, args.seed)
     });
-    let normalizer = Normalizer::fit_rows(&recordings, &train.training_ends(&recordings)?);
+    let normalizer = train.normalizer(&recordings)?;
     let standardised: Vec<Recording> = recordings.iter().map(|r| normalizer.apply(r)).collect();
     let device = doppel_model::device::training(if args.gpu {
         Accelerator::Gpu
