@@ -23,3 +23,9 @@ pub fn training_bar(steps: u64) -> ProgressBar {
     );
     bar
 }
+
+/// Moves a [`training_bar`] to a step and shows its loss.
+pub fn show_loss(bar: &ProgressBar, progress: &doppel_model::train::Progress) {
+    bar.set_position(progress.step as u64);
+    bar.set_message(format!("loss {:.4}", progress.loss));
+}

@@ -18,11 +18,11 @@ use burn::prelude::Device;
 use clap::Args;
 use doppel_model::data::Recording;
 use doppel_model::evaluate::{ForecastEvaluation, evaluate_forecaster};
-use doppel_model::finetune::{ForecastTuning, finetune_forecast};
+use doppel_model::finetune::{ForecastHeadCard, ForecastTuning, finetune_forecast};
 use doppel_model::linear::Search;
 
 use doppel_model::store::{self, DataRange, ModelCard};
-use doppel_model::train::{TrainConfig, pretrain, stopped_early};
+use doppel_model::train::{TrainConfig, pretrain};
 use doppel_sim::chiller::{ChillerPlant, ChillerPlantConfig};
 use doppel_sim::plant::Plant;
 use doppel_sim::policy::PolicyKind;
@@ -151,8 +151,9 @@ pub(super) fn bench_plant(args: PlantArgs) -> anyhow::Result<ExitCode> {
 
     // Pretraining, as `doppel model pretrain --validation-files N --channels-per-token K
     // --checkpoint-every 0` does it.
-    let channels = years[0].channels.clone();
-    let config = args.shape.config(channels.len(), args.channels_per_token)?;
+    let config = args
+        .shape
+        .config(years[0].channels.len(), args.channels_per_token)?;
     let train = TrainConfig {
         keep_best: true,
         validation_recordings: args.validation_years,
@@ -171,8 +172,7 @@ pub(super) fn bench_plant(args: PlantArgs) -> anyhow::Result<ExitCode> {
     let device = doppel_model::device::training(doppel_model::device::Accelerator::Cpu)?;
     let bar = crate::progress::training_bar(args.pretrain_steps as u64);
     let (model, curve) = pretrain(&standardised, &config, &train, &device, |p| {
-        bar.set_position(p.step as u64);
-        bar.set_message(format!("loss {:.4}", p.loss));
+        crate::progress::show_loss(&bar, p)
     })?;
     bar.finish_and_clear();
     let data = DataRange::of(&years, &train);
@@ -194,20 +194,16 @@ pub(super) fn bench_plant(args: PlantArgs) -> anyhow::Result<ExitCode> {
     let mut rows = Vec::new();
     for &horizon in &args.horizons {
         let started = Instant::now();
-        let linear = forecaster_for(&args, &pretrained, &standardised, horizon, 0)?;
-        let head = forecaster_for(
+        let (linear, linear_head) = forecaster_for(&args, &pretrained, &standardised, horizon, 0)?;
+        let (head, head_head) = forecaster_for(
             &args,
             &pretrained,
             &standardised,
             horizon,
             args.finetune_steps,
         )?;
-        let (linear_card, linear_eval) = measure(&linear, &test, args.test_stride)?;
-        let (head_card, head_eval) = measure(&head, &test, args.test_stride)?;
-        let (linear_head, head_head) = (
-            linear_card.forecast_head.expect("a forecaster"),
-            head_card.forecast_head.expect("a forecaster"),
-        );
+        let linear_eval = measure(&linear, &test, args.test_stride)?;
+        let head_eval = measure(&head, &test, args.test_stride)?;
         eprintln!(
             "{horizon} steps ahead: fine-tuned and measured in {:.0} s",
             started.elapsed().as_secs_f64()
@@ -259,14 +255,14 @@ pub(super) fn bench_plant(args: PlantArgs) -> anyhow::Result<ExitCode> {
 /// Fine-tunes a forecaster for `horizon` on the pretrained model (0 steps: the linear start
 /// alone), as `doppel model finetune --task forecast --validation-files N` does, and saves
 /// it next to the pretrained model. `years` are the learning years, standardised with the
-/// pretrained model's statistics. Returns the forecaster's folder.
+/// pretrained model's statistics. Returns the forecaster's folder and its head's card.
 fn forecaster_for(
     args: &PlantArgs,
     pretrained: &Path,
     years: &[Recording],
     horizon: usize,
     steps: usize,
-) -> anyhow::Result<PathBuf> {
+) -> anyhow::Result<(PathBuf, ForecastHeadCard)> {
     let device = Device::flex().autodiff();
     let (model, mut card) = store::load(pretrained, &device)?;
     let train = TrainConfig {
@@ -284,37 +280,36 @@ fn forecaster_for(
     let bar = crate::progress::training_bar(steps as u64);
     let (forecaster, head) =
         finetune_forecast(model, &card.config, years, &tuning, &train, &device, |p| {
-            bar.set_position(p.step as u64);
-            bar.set_message(format!("loss {:.4}", p.loss));
+            crate::progress::show_loss(&bar, p)
         })?;
     bar.finish_and_clear();
     let name = if steps == 0 { "linear" } else { "head" };
-    if let Some(step) = stopped_early(&head.train, &head.curve) {
-        eprintln!(
-            "{horizon} steps ahead: {}",
-            super::early_stop_note(&head.train, step)
-        );
+    if let Some(note) = super::early_stop_note(&head.train, &head.curve) {
+        eprintln!("{horizon} steps ahead: {note}");
     }
-    card.forecast_head = Some(head);
+    card.forecast_head = Some(head.clone());
     let dir = args.models.join(format!("{name}-h{horizon}"));
     store::save_forecaster(&dir, &forecaster, &card)?;
-    Ok(dir)
+    Ok((dir, head))
 }
 
-/// A saved forecaster's errors on the (standardised) test years.
-fn measure(
-    dir: &Path,
-    test: &[Recording],
-    stride: usize,
-) -> anyhow::Result<(ModelCard, ForecastEvaluation)> {
+/// A saved forecaster's errors on the (standardised) test years, read back from its folder
+/// as `doppel model evaluate` reads it.
+fn measure(dir: &Path, test: &[Recording], stride: usize) -> anyhow::Result<ForecastEvaluation> {
     let device = Device::flex();
     let (forecaster, card) = store::load_forecaster(dir, &device)?;
     let head = card
         .forecast_head
         .as_ref()
         .expect("load_forecaster checked");
-    let evaluation = evaluate_forecaster(&forecaster, &card.config, head, test, stride, &device)?;
-    Ok((card, evaluation))
+    Ok(evaluate_forecaster(
+        &forecaster,
+        &card.config,
+        head,
+        test,
+        stride,
+        &device,
+    )?)
 }
 
 fn print_table(rows: &[PlantRow], step_s: f64) {

@@ -12,7 +12,7 @@ use doppel_model::finetune::{ForecastTuning, finetune_forecast};
 use doppel_model::linear::{Layout, Search};
 use doppel_model::probe::{ProbeSettings, ProbeTask, fit_probe};
 use doppel_model::store::{self, ModelCard};
-use doppel_model::train::{TrainConfig, stopped_early};
+use doppel_model::train::TrainConfig;
 
 use super::lake_input::{LakeArgs, read_input};
 use super::{Destination, ValidationArgs, model_dir, share_below_one};
@@ -159,10 +159,7 @@ pub(super) fn finetune_command(args: FinetuneArgs) -> anyhow::Result<ExitCode> {
         &tuning,
         &train,
         &device,
-        |p| {
-            bar.set_position(p.step as u64);
-            bar.set_message(format!("loss {:.4}", p.loss));
-        },
+        |p| crate::progress::show_loss(&bar, p),
     )?;
     bar.finish_and_clear();
     let start = head.linear_start.as_ref().map_or_else(String::new, |c| {
@@ -172,8 +169,8 @@ pub(super) fn finetune_command(args: FinetuneArgs) -> anyhow::Result<ExitCode> {
         };
         format!(" ({layout}, ridge {}, chosen on validation)", c.ridge)
     });
-    if let Some(step) = stopped_early(&head.train, &head.curve) {
-        eprintln!("{}", super::early_stop_note(&head.train, step));
+    if let Some(note) = super::early_stop_note(&head.train, &head.curve) {
+        eprintln!("{note}");
     }
     eprintln!(
         "validation MSE (standardised) {:.4}; the linear start{start} had {:.4}; kept the \

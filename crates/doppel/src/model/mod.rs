@@ -13,7 +13,7 @@ use doppel_model::data::{ReadOptions, Recording};
 use doppel_model::registry::Registry;
 use doppel_model::store::{self, ModelCard};
 use doppel_model::tasks;
-use doppel_model::train::TrainConfig;
+use doppel_model::train::{CurvePoint, TrainConfig, stopped_early};
 
 use crate::DataDirArg;
 
@@ -133,13 +133,15 @@ impl ShapeArgs {
     }
 }
 
-/// Says why a run ended before its last step.
-pub(super) fn early_stop_note(train: &TrainConfig, step: usize) -> String {
-    format!(
-        "stopped at step {step} of {}: the validation loss had not fallen in {} checks \
-         (--patience)",
-        train.steps, train.patience
-    )
+/// Why a run ended before its last step, if patience ended it.
+pub(super) fn early_stop_note(train: &TrainConfig, curve: &[CurvePoint]) -> Option<String> {
+    stopped_early(train, curve).map(|step| {
+        format!(
+            "stopped at step {step} of {}: the validation loss had not fallen in {} checks \
+             (--patience)",
+            train.steps, train.patience
+        )
+    })
 }
 
 impl ValidationArgs {

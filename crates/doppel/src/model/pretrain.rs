@@ -12,7 +12,7 @@ use doppel_model::checkpoint::{self, Checkpointing};
 use doppel_model::data::{ReadOptions, Recording};
 use doppel_model::device::Accelerator;
 use doppel_model::store::{self, DataRange, ModelCard};
-use doppel_model::train::{Throughput, TrainConfig, pretrain_with_checkpoints, stopped_early};
+use doppel_model::train::{Throughput, TrainConfig, pretrain_with_checkpoints};
 
 use super::lake_input::{LakeArgs, read_input};
 use super::{Destination, ShapeArgs, ValidationArgs};
@@ -230,8 +230,8 @@ pub(super) fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
              {speed:.0} tokens/s (batching and validation included)",
             last.validation_loss, last.step
         );
-        if let Some(step) = stopped_early(&card.train, &card.curve) {
-            eprintln!("{}", super::early_stop_note(&card.train, step));
+        if let Some(note) = super::early_stop_note(&card.train, &card.curve) {
+            eprintln!("{note}");
         }
         if let Some(kept) = card.kept_point()
             && kept.step != last.step
