@@ -10,6 +10,11 @@
 //! test over the validation windows), so a forecaster is never worse on validation than the
 //! linear start and a noise-sized gain keeps the start; the card records both numbers.
 //!
+//! The loss is squared error by default, whose minimiser is the conditional mean; absolute
+//! error (`ForecastLoss::Absolute`) aims at the conditional median, and then also chooses
+//! the weights kept, so a switching signal is forecast at its likelier level rather than
+//! at a blend of both.
+//!
 //! Uncertainty is split-conformal: the quantiles of the chosen forecaster's errors on the
 //! validation windows, per channel and horizon step, are added to the point forecast.
 //! This module must never look at test data: callers hand it training recordings only.
@@ -27,13 +32,34 @@ use crate::batch::{Mask, Window, make_batch};
 use crate::data::Recording;
 use crate::error::{ModelError, Result};
 use crate::linear::{self, Candidate, LinearForecaster, Search, Series};
-use crate::model::{ModelConfig, SensorModel, masked_mse};
+use crate::model::{ModelConfig, SensorModel, masked_mae, masked_mse};
 use crate::train::{
     CurvePoint, Start, Throughput, TrainConfig, learning_rate, stalled, window_starts,
 };
 
 /// The levels of the forecast band (an 80 % interval and the median of the errors).
 pub const BAND_LEVELS: [f64; 3] = [0.1, 0.5, 0.9];
+
+/// What fine-tuning minimises, and so what chooses the weights kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ForecastLoss {
+    /// Squared error: the forecast tends to the conditional mean.
+    #[default]
+    Squared,
+    /// Absolute error: the forecast tends to the conditional median.
+    Absolute,
+}
+
+impl ForecastLoss {
+    /// The measure's short name, as reports print it.
+    pub fn measure(self) -> &'static str {
+        match self {
+            ForecastLoss::Squared => "MSE",
+            ForecastLoss::Absolute => "MAE",
+        }
+    }
+}
 
 /// What the model card keeps about a fine-tuned forecasting head.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,10 +68,19 @@ pub struct ForecastHeadCard {
     /// Each channel forecast on its own (PatchTST) or all channels in one window.
     pub channel_independent: bool,
     pub train: TrainConfig,
+    /// The validation loss in the curve is the standardised error in `loss`'s measure.
     pub curve: Vec<CurvePoint>,
+    /// What fine-tuning minimised (absent in cards written before the choice: squared).
+    #[serde(default)]
+    pub loss: ForecastLoss,
     /// Standardised validation MSE of the linear start and of the weights kept.
     pub linear_validation_mse: f64,
     pub validation_mse: f64,
+    /// The same in MAE (absent in cards written before it was recorded).
+    #[serde(default)]
+    pub linear_validation_mae: Option<f64>,
+    #[serde(default)]
+    pub validation_mae: Option<f64>,
     /// The step whose weights were kept (0: the linear start was never clearly beaten).
     pub best_step: usize,
     /// The linear start's settings, chosen on validation (absent in cards written before
@@ -270,54 +305,76 @@ pub fn predict(
     out
 }
 
-/// Squared errors of the forecaster on samples (observed future values only), standardised:
-/// per sample, the sum and the count.
+/// One sample's standardised errors over its observed future values.
+#[derive(Debug, Clone, Copy, Default)]
+struct SampleErrors {
+    squared: f64,
+    absolute: f64,
+    count: usize,
+}
+
+impl SampleErrors {
+    fn sum(&self, loss: ForecastLoss) -> f64 {
+        match loss {
+            ForecastLoss::Squared => self.squared,
+            ForecastLoss::Absolute => self.absolute,
+        }
+    }
+}
+
+/// The forecaster's errors on samples (observed future values only), one entry a sample.
 fn evaluate(
     forecaster: &Forecaster,
     config: &ModelConfig,
     channel_independent: bool,
     samples: &[Sample],
     device: &Device,
-) -> Vec<(f64, usize)> {
+) -> Vec<SampleErrors> {
     let windows: Vec<Window> = samples.iter().map(|s| s.window.clone()).collect();
     let predicted = predict(forecaster, config, channel_independent, &windows, device);
     samples
         .iter()
         .zip(&predicted)
         .map(|(s, p)| {
-            let (mut se, mut n) = (0.0f64, 0usize);
+            let mut e = SampleErrors::default();
             for ((&predicted, &truth), &seen) in p.iter().zip(&s.future).zip(&s.future_observed) {
                 if seen {
                     let d = (predicted - truth) as f64;
-                    se += d * d;
-                    n += 1;
+                    e.squared += d * d;
+                    e.absolute += d.abs();
+                    e.count += 1;
                 }
             }
-            (se, n)
+            e
         })
         .collect()
 }
 
-/// The MSE over all samples' errors.
-fn mse(errors: &[(f64, usize)]) -> f64 {
-    let (se, n) = errors
+/// The mean error over all samples' values, in `loss`'s measure.
+fn mean_error(errors: &[SampleErrors], loss: ForecastLoss) -> f64 {
+    let (sum, n) = errors
         .iter()
-        .fold((0.0, 0), |(se, n), &(s, k)| (se + s, n + k));
-    se / n.max(1) as f64
+        .fold((0.0, 0), |(sum, n), e| (sum + e.sum(loss), n + e.count));
+    sum / n.max(1) as f64
 }
 
 /// Whether `errors` beat `baseline`'s on the same samples by more than chance: a paired
-/// test, the mean gain in MSE above twice its standard error. The samples are in time order
+/// test, the mean gain in `loss`'s measure above twice its standard error. The samples are in time order
 /// and overlap (each spans the look-back and the horizon), so neighbours' errors move
 /// together and would pass for independent evidence: the gains are first averaged over
 /// blocks of `block` consecutive samples (about one window's span), and the test is on the
 /// block means. A head is kept only then, so a gain the size of the noise is not shipped.
-fn clearly_better(errors: &[(f64, usize)], baseline: &[(f64, usize)], block: usize) -> bool {
+fn clearly_better(
+    errors: &[SampleErrors],
+    baseline: &[SampleErrors],
+    block: usize,
+    loss: ForecastLoss,
+) -> bool {
     let gains: Vec<f64> = errors
         .iter()
         .zip(baseline)
-        .filter(|(e, _)| e.1 > 0)
-        .map(|(e, b)| (b.0 - e.0) / e.1 as f64)
+        .filter(|(e, _)| e.count > 0)
+        .map(|(e, b)| (b.sum(loss) - e.sum(loss)) / e.count as f64)
         .collect();
     let means: Vec<f64> = gains
         .chunks(block.max(1))
@@ -343,6 +400,8 @@ pub struct ForecastTuning {
     pub freeze_encoder: bool,
     /// Dropout in the encoder's blocks while fine-tuning (PatchTST uses 0.2–0.3 on ETT).
     pub dropout: f64,
+    /// What training minimises and validation compares.
+    pub loss: ForecastLoss,
 }
 
 /// Fine-tunes a forecasting head (and the encoder under it) on standardised recordings,
@@ -436,10 +495,16 @@ pub fn finetune_forecast(
     // Validation samples per window span (look-back and horizon): the paired test's block.
     let spacing = (val_starts.len() / val_samples.len().max(1)).max(1);
     let block = (t + h).div_ceil(spacing);
-    let ci = tuning.channel_independent;
+    let (ci, loss) = (tuning.channel_independent, tuning.loss);
     let linear_errors = evaluate(&forecaster.valid(), config, ci, &val_samples, device);
-    let linear_validation_mse = mse(&linear_errors);
-    let mut best = (linear_validation_mse, 0usize, forecaster.valid());
+    let linear_validation_loss = mean_error(&linear_errors, loss);
+    // The weights with the lowest validation loss so far: (loss, step, weights, errors).
+    let mut best = (
+        linear_validation_loss,
+        0usize,
+        forecaster.valid(),
+        linear_errors.clone(),
+    );
 
     let mut optimizer = AdamWConfig::new()
         .with_weight_decay(train.weight_decay)
@@ -466,14 +531,19 @@ pub fn finetune_forecast(
         let windows: Vec<Window> = samples.iter().map(|s| s.window.clone()).collect();
         let batch = make_batch(&windows, config, &Mask::Holes, &mut rng, device);
         // Targets in each window's own units, like the inputs; each error weighed by the
-        // window's variance, so the loss is the squared error in standardised units, the
-        // measure the forecaster is judged by (calm windows would otherwise dominate).
+        // window's scale (its variance for squared error), so the loss is the error in
+        // standardised units, the measure the forecaster is judged by (calm windows would
+        // otherwise dominate).
         let (mut target, mut weight) = (Vec::new(), Vec::new());
         for (s, scale) in samples.iter().zip(&batch.scale) {
             for (ch, (mean, sd)) in scale.iter().enumerate() {
                 for i in ch * h..(ch + 1) * h {
                     target.push((s.future[i] - mean) / sd);
-                    weight.push(if s.future_observed[i] { sd * sd } else { 0.0 });
+                    let scale = match loss {
+                        ForecastLoss::Squared => sd * sd,
+                        ForecastLoss::Absolute => *sd,
+                    };
+                    weight.push(if s.future_observed[i] { scale } else { 0.0 });
                 }
             }
         }
@@ -483,9 +553,12 @@ pub fn finetune_forecast(
         let prediction = forecaster
             .forward(&batch.tokens, config.patches)
             .unsqueeze_dim::<3>(0);
-        let loss = masked_mse(prediction, target, weight);
-        let loss_value = loss.clone().into_scalar::<f32>() as f64;
-        let grads = GradientsParams::from_grads(loss.backward(), &forecaster);
+        let objective = match loss {
+            ForecastLoss::Squared => masked_mse(prediction, target, weight),
+            ForecastLoss::Absolute => masked_mae(prediction, target, weight),
+        };
+        let loss_value = objective.clone().into_scalar::<f32>() as f64;
+        let grads = GradientsParams::from_grads(objective.backward(), &forecaster);
         let lr = learning_rate(train, step);
         forecaster = optimizer.step(lr, forecaster, grads);
         throughput.step_ends();
@@ -494,9 +567,9 @@ pub fn finetune_forecast(
         if (step + 1) % train.eval_every == 0 || step + 1 == train.steps {
             let valid = forecaster.valid();
             let errors = evaluate(&valid, config, ci, &val_samples, device);
-            let validation_loss = mse(&errors);
-            if validation_loss < best.0 && clearly_better(&errors, &linear_errors, block) {
-                best = (validation_loss, step + 1, valid);
+            let validation_loss = mean_error(&errors, loss);
+            if validation_loss < best.0 && clearly_better(&errors, &linear_errors, block, loss) {
+                best = (validation_loss, step + 1, valid, errors);
             }
             curve.push(CurvePoint::closing(
                 step + 1,
@@ -504,12 +577,12 @@ pub fn finetune_forecast(
                 validation_loss,
                 lr,
             ));
-            if stalled(train, linear_validation_mse, &curve) {
+            if stalled(train, linear_validation_loss, &curve) {
                 break;
             }
         }
     }
-    let (validation_mse, best_step, chosen) = best;
+    let (_, best_step, chosen, chosen_errors) = best;
 
     // Error quantiles of the chosen weights on (up to 2,000) validation windows.
     let bands = error_bands(&chosen, config, ci, &spread(2000), channels, h, device);
@@ -518,8 +591,11 @@ pub fn finetune_forecast(
         channel_independent: tuning.channel_independent,
         train: train.clone(),
         curve,
-        linear_validation_mse,
-        validation_mse,
+        loss,
+        linear_validation_mse: mean_error(&linear_errors, ForecastLoss::Squared),
+        validation_mse: mean_error(&chosen_errors, ForecastLoss::Squared),
+        linear_validation_mae: Some(mean_error(&linear_errors, ForecastLoss::Absolute)),
+        validation_mae: Some(mean_error(&chosen_errors, ForecastLoss::Absolute)),
         best_step,
         bands,
         linear_start: candidates.into_iter().next(),
@@ -635,12 +711,52 @@ mod tests {
         }
     }
 
+    /// Samples of squared errors only: (sum, count).
+    fn squared(errors: &[(f64, usize)]) -> Vec<SampleErrors> {
+        errors
+            .iter()
+            .map(|&(squared, count)| SampleErrors {
+                squared,
+                absolute: f64::NAN,
+                count,
+            })
+            .collect()
+    }
+
+    fn better(errors: &[(f64, usize)], baseline: &[(f64, usize)], block: usize) -> bool {
+        clearly_better(&squared(errors), &squared(baseline), block, ForecastLoss::Squared)
+    }
+
+    fn mean(errors: &[(f64, usize)]) -> f64 {
+        mean_error(&squared(errors), ForecastLoss::Squared)
+    }
+
+    /// A head that trims the large errors and adds small ones is better in squared error and
+    /// worse in absolute error: each loss judges by its own measure.
+    #[test]
+    fn each_loss_judges_the_weights_by_its_own_measure() {
+        let errors = |squared: f64, absolute: f64| -> Vec<SampleErrors> {
+            (0..40)
+                .map(|i| SampleErrors {
+                    squared: squared + (i % 3) as f64,
+                    absolute: absolute + (i % 5) as f64 * 0.1,
+                    count: 10,
+                })
+                .collect()
+        };
+        let (start, head) = (errors(400.0, 60.0), errors(350.0, 65.0));
+        assert!(clearly_better(&head, &start, 1, ForecastLoss::Squared));
+        assert!(!clearly_better(&head, &start, 1, ForecastLoss::Absolute));
+        assert!(clearly_better(&start, &head, 1, ForecastLoss::Absolute));
+        assert!((mean_error(&head, ForecastLoss::Absolute) - 6.52).abs() < 1e-12);
+    }
+
     #[test]
     fn only_a_gain_larger_than_the_noise_is_clearly_better() {
         let baseline: Vec<(f64, usize)> = (0..100).map(|i| (400.0 + (i % 7) as f64, 10)).collect();
         // Every window a little better: clearly better.
         let steady: Vec<(f64, usize)> = baseline.iter().map(|&(se, n)| (se - 5.0, n)).collect();
-        assert!(clearly_better(&steady, &baseline, 1));
+        assert!(better(&steady, &baseline, 1));
         // The same mean gain from one lucky window among noisy ones: not.
         let lucky: Vec<(f64, usize)> = baseline
             .iter()
@@ -650,12 +766,12 @@ mod tests {
                 (se + swing - if i == 0 { 300.0 } else { 0.0 }, n)
             })
             .collect();
-        assert!(mse(&lucky) < mse(&baseline));
-        assert!(!clearly_better(&lucky, &baseline, 1));
+        assert!(mean(&lucky) < mean(&baseline));
+        assert!(!better(&lucky, &baseline, 1));
         // No change, or worse: not.
-        assert!(!clearly_better(&baseline, &baseline, 1));
+        assert!(!better(&baseline, &baseline, 1));
         let worse: Vec<(f64, usize)> = baseline.iter().map(|&(se, n)| (se + 5.0, n)).collect();
-        assert!(!clearly_better(&worse, &baseline, 1));
+        assert!(!better(&worse, &baseline, 1));
         // Overlapping windows: a gain shared by runs of ten neighbours is one piece of
         // evidence a run, not ten. Four runs of +20, one of -40 (mean gain +8 a window)
         // pass as 50 independent samples, and fail once each run is one block.
@@ -666,7 +782,7 @@ mod tests {
             .map(|(i, &(se, n))| (se - if i / 10 == 2 { -400.0 } else { 200.0 }, n))
             .collect();
         let base = &baseline[..50];
-        assert!(clearly_better(&runs, base, 1));
-        assert!(!clearly_better(&runs, base, 10));
+        assert!(better(&runs, base, 1));
+        assert!(!better(&runs, base, 10));
     }
 }

@@ -426,6 +426,7 @@ fn a_finetuned_forecaster_keeps_its_best_weights_reloads_exactly_and_its_bands_c
         },
         freeze_encoder: false,
         dropout: 0.0,
+        loss: Default::default(),
     };
     let (forecaster, head) = finetune_forecast(
         model,

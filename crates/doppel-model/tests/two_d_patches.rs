@@ -209,6 +209,7 @@ fn what_reads_one_channel_a_window_refuses_two_d_patches() {
         linear: Search::default(),
         freeze_encoder: false,
         dropout: 0.0,
+        loss: Default::default(),
     };
     let e = finetune_forecast(
         config.init_seeded(0, &device),
@@ -270,6 +271,7 @@ fn a_forecasting_head_on_two_d_tokens_starts_at_its_linear_start_and_reloads_exa
         linear: per_channel,
         freeze_encoder: false,
         dropout: 0.0,
+        loss: Default::default(),
     };
     let (forecaster, head) = finetune_forecast(
         config.init_seeded(0, &device),

@@ -76,6 +76,8 @@ pub struct EttOptions {
     pub finetune_learning_rate: f64,
     /// Dropout in the encoder while fine-tuning.
     pub finetune_dropout: f64,
+    /// What fine-tuning minimises and what chooses the head kept.
+    pub finetune_loss: crate::finetune::ForecastLoss,
     /// Train the forecasting head only (the pretrained encoder stays as it is).
     pub freeze_encoder: bool,
     /// Pretraining steps of the sensor model the forecasting heads start from.
@@ -116,6 +118,7 @@ impl Default for EttOptions {
             finetune_steps: 600,
             finetune_learning_rate: 3e-4,
             finetune_dropout: 0.0,
+            finetune_loss: Default::default(),
             freeze_encoder: false,
             forecast_pretrain_steps: 1000,
             forecast_mask_ratio: 0.8,
@@ -553,6 +556,7 @@ fn finetune_and_test(
         linear: Search::default(),
         freeze_encoder: options.freeze_encoder,
         dropout: options.finetune_dropout,
+        loss: options.finetune_loss,
     };
     let device = Device::flex().autodiff();
     let (forecaster, head) = crate::finetune::finetune_forecast(

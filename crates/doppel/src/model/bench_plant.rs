@@ -18,7 +18,7 @@ use burn::prelude::Device;
 use clap::Args;
 use doppel_model::data::Recording;
 use doppel_model::evaluate::{ForecastEvaluation, evaluate_forecaster};
-use doppel_model::finetune::{ForecastHeadCard, ForecastTuning, finetune_forecast};
+use doppel_model::finetune::{ForecastHeadCard, ForecastLoss, ForecastTuning, finetune_forecast};
 use doppel_model::linear::Search;
 
 use doppel_model::store::{self, DataRange, ModelCard};
@@ -38,8 +38,9 @@ pub struct PlantArgs {
     /// Where to write the results, one JSON object a line.
     #[arg(long)]
     out: PathBuf,
-    /// A folder for the models trained: `pretrained`, and per horizon H `head-hH` and
-    /// `linear-hH` (the linear start alone), for `doppel model evaluate` or `forecast`.
+    /// A folder for the models trained: `pretrained`, and per horizon H `head-hH` (and
+    /// `head-hH-absolute` for the absolute loss) and `linear-hH` (the linear start alone),
+    /// for `doppel model evaluate` or `forecast`.
     #[arg(long, default_value = "plant-bench")]
     models: PathBuf,
     /// Simulated years to learn from; the last --validation-years of them only choose
@@ -75,6 +76,10 @@ pub struct PlantArgs {
     /// Fine-tuning steps per horizon, at most (see --patience).
     #[arg(long, default_value_t = 2000)]
     finetune_steps: usize,
+    /// What each head's fine-tuning minimises: `squared`, `absolute`, or both (one head
+    /// each, from the same pretrained model; see `finetune --loss`).
+    #[arg(long, value_delimiter = ',', default_value = "squared", value_parser = super::loss_parser())]
+    finetune_losses: Vec<ForecastLoss>,
     /// Stop fine-tuning once this many checks (one every 50 steps) have not lowered the
     /// validation error; 0 runs every step.
     #[arg(long, default_value_t = 8)]
@@ -93,7 +98,8 @@ struct PlantRow {
     dataset: &'static str,
     task: &'static str,
     horizon: usize,
-    /// `persistence`, `linear_start` or `doppel_<size>`.
+    /// `persistence`, `linear_start` or `doppel_<size>` (`doppel_<size>_absolute` for the
+    /// absolute loss).
     model: String,
     /// On the test years, standardised.
     mse: f64,
@@ -119,6 +125,9 @@ pub(super) fn bench_plant(args: PlantArgs) -> anyhow::Result<ExitCode> {
     }
     if args.pretrain_steps == 0 {
         bail!("--pretrain-steps must be at least 1: the heads start from a pretrained model");
+    }
+    if args.finetune_losses.is_empty() {
+        bail!("--finetune-losses takes squared, absolute or both");
     }
     if args.horizons.is_empty() || args.horizons.contains(&0) {
         bail!("--horizons takes one or more horizons of at least 1 step, such as 12,48");
@@ -194,52 +203,47 @@ pub(super) fn bench_plant(args: PlantArgs) -> anyhow::Result<ExitCode> {
     let mut rows = Vec::new();
     for &horizon in &args.horizons {
         let started = Instant::now();
-        let (linear, linear_head) = forecaster_for(&args, &pretrained, &standardised, horizon, 0)?;
-        let (head, head_head) = forecaster_for(
-            &args,
-            &pretrained,
-            &standardised,
-            horizon,
-            args.finetune_steps,
-        )?;
+        let (linear, linear_head) =
+            forecaster_for(&args, &pretrained, &standardised, horizon, None)?;
         let linear_eval = measure(&linear, &test, args.test_stride)?;
-        let head_eval = measure(&head, &test, args.test_stride)?;
-        eprintln!(
-            "{horizon} steps ahead: fine-tuned and measured in {:.0} s",
-            started.elapsed().as_secs_f64()
-        );
-        let row = |model: String, mse, mae, validation_mse, kept_step| PlantRow {
+        let row = |model: String, eval: (f64, f64), validation_mse, kept_step| PlantRow {
             dataset: "plant",
             task: "forecast",
             horizon,
             model,
-            mse,
-            mae,
-            windows: head_eval.windows,
+            mse: eval.0,
+            mae: eval.1,
+            windows: linear_eval.windows,
             validation_mse,
             kept_step,
         };
         rows.push(row(
             "persistence".into(),
-            head_eval.persistence_mse,
-            head_eval.persistence_mae,
+            (linear_eval.persistence_mse, linear_eval.persistence_mae),
             None,
             None,
         ));
         rows.push(row(
             "linear_start".into(),
-            linear_eval.mse,
-            linear_eval.mae,
+            (linear_eval.mse, linear_eval.mae),
             Some(linear_head.validation_mse),
             Some(0),
         ));
-        rows.push(row(
-            format!("doppel_{}", args.shape.size),
-            head_eval.mse,
-            head_eval.mae,
-            Some(head_head.validation_mse),
-            Some(head_head.best_step),
-        ));
+        for &loss in &args.finetune_losses {
+            let (head, card) =
+                forecaster_for(&args, &pretrained, &standardised, horizon, Some(loss))?;
+            let eval = measure(&head, &test, args.test_stride)?;
+            rows.push(row(
+                format!("doppel_{}{}", args.shape.size, suffix(loss, "_")),
+                (eval.mse, eval.mae),
+                Some(card.validation_mse),
+                Some(card.best_step),
+            ));
+        }
+        eprintln!(
+            "{horizon} steps ahead: fine-tuned and measured in {:.0} s",
+            started.elapsed().as_secs_f64()
+        );
     }
     super::bench::write_jsonl(&args.out, &rows)?;
     print_table(&rows, args.step);
@@ -252,17 +256,31 @@ pub(super) fn bench_plant(args: PlantArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Fine-tunes a forecaster for `horizon` on the pretrained model (0 steps: the linear start
-/// alone), as `doppel model finetune --task forecast --validation-files N` does, and saves
-/// it next to the pretrained model. `years` are the learning years, standardised with the
-/// pretrained model's statistics. Returns the forecaster's folder and its head's card.
+/// How a head trained on `loss` is told apart in names: nothing for the default.
+fn suffix(loss: ForecastLoss, separator: &str) -> String {
+    match loss {
+        ForecastLoss::Squared => String::new(),
+        ForecastLoss::Absolute => format!("{separator}absolute"),
+    }
+}
+
+/// Fine-tunes a forecaster for `horizon` on the pretrained model with `loss` (None: the
+/// linear start alone, 0 steps), as `doppel model finetune --task forecast
+/// --validation-files N` does, and saves it next to the pretrained model. `years` are the
+/// learning years, standardised with the pretrained model's statistics. Returns the
+/// forecaster's folder and its head's card.
 fn forecaster_for(
     args: &PlantArgs,
     pretrained: &Path,
     years: &[Recording],
     horizon: usize,
-    steps: usize,
+    loss: Option<ForecastLoss>,
 ) -> anyhow::Result<(PathBuf, ForecastHeadCard)> {
+    let steps = if loss.is_some() {
+        args.finetune_steps
+    } else {
+        0
+    };
     let device = Device::flex().autodiff();
     let (model, mut card) = store::load(pretrained, &device)?;
     let train = TrainConfig {
@@ -276,6 +294,7 @@ fn forecaster_for(
         linear: Search::default(),
         freeze_encoder: false,
         dropout: 0.0,
+        loss: loss.unwrap_or_default(),
     };
     let bar = crate::progress::training_bar(steps as u64);
     let (forecaster, head) =
@@ -283,12 +302,14 @@ fn forecaster_for(
             crate::progress::show_loss(&bar, p)
         })?;
     bar.finish_and_clear();
-    let name = if steps == 0 { "linear" } else { "head" };
     if let Some(note) = super::early_stop_note(&head.train, &head.curve) {
         eprintln!("{horizon} steps ahead: {note}");
     }
     card.forecast_head = Some(head.clone());
-    let dir = args.models.join(format!("{name}-h{horizon}"));
+    let dir = args.models.join(match loss {
+        None => format!("linear-h{horizon}"),
+        Some(loss) => format!("head-h{horizon}{}", suffix(loss, "-")),
+    });
     store::save_forecaster(&dir, &forecaster, &card)?;
     Ok((dir, head))
 }
@@ -317,8 +338,10 @@ fn print_table(rows: &[PlantRow], step_s: f64) {
         "{:<8} {:<22} {:>14} {:>9} {:>9} {:>20}",
         "horizon", "forecaster", "validation MSE", "test MSE", "test MAE", "vs linear start"
     );
-    for chunk in rows.chunks(3) {
-        let linear = &chunk[1];
+    for chunk in rows.chunk_by(|a, b| a.horizon == b.horizon) {
+        let Some(linear) = chunk.iter().find(|r| r.model == "linear_start") else {
+            continue;
+        };
         for r in chunk {
             let ahead = format!("{:.1} h", r.horizon as f64 * step_s / 3600.0);
             let model = match r.kept_step {

@@ -8,7 +8,7 @@ use anyhow::bail;
 use burn::prelude::Device;
 use clap::Args;
 use doppel_model::data::{ReadOptions, Recording};
-use doppel_model::finetune::{ForecastTuning, finetune_forecast};
+use doppel_model::finetune::{ForecastLoss, ForecastTuning, finetune_forecast};
 use doppel_model::linear::{Layout, Search};
 use doppel_model::probe::{ProbeSettings, ProbeTask, fit_probe};
 use doppel_model::store::{self, ModelCard};
@@ -112,6 +112,12 @@ pub struct FinetuneArgs {
     /// small data sets). Nothing is dropped when the model forecasts.
     #[arg(long, default_value_t = 0.0, value_parser = share_below_one)]
     dropout: f64,
+    /// What training minimises and what chooses the weights kept (forecast): `squared`
+    /// error aims at the mean of what may follow, `absolute` error at its median, which
+    /// forecasts a switching signal (on/off, a duty level) at its likelier level rather
+    /// than a blend of both. `evaluate` reports both measures either way.
+    #[arg(long, default_value = "squared", value_parser = super::loss_parser())]
+    loss: ForecastLoss,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     #[command(flatten)]
@@ -144,6 +150,7 @@ pub(super) fn finetune_command(args: FinetuneArgs) -> anyhow::Result<ExitCode> {
         linear: Search::default(),
         freeze_encoder: args.freeze_encoder,
         dropout: args.dropout,
+        loss: args.loss,
     };
     eprintln!(
         "fine-tuning a forecasting head for {} steps on a {}-step look-back ({} file(s))",
@@ -172,10 +179,16 @@ pub(super) fn finetune_command(args: FinetuneArgs) -> anyhow::Result<ExitCode> {
     if let Some(note) = super::early_stop_note(&head.train, &head.curve) {
         eprintln!("{note}");
     }
+    let mae = |v: Option<f64>| v.map_or_else(|| "?".into(), |v| format!("{v:.4}"));
     eprintln!(
-        "validation MSE (standardised) {:.4}; the linear start{start} had {:.4}; kept the \
-         weights of step {}",
-        head.validation_mse, head.linear_validation_mse, head.best_step
+        "validation MSE / MAE (standardised) {:.4} / {}; the linear start{start} had {:.4} / \
+         {}; kept the weights of step {} (chosen on {})",
+        head.validation_mse,
+        mae(head.validation_mae),
+        head.linear_validation_mse,
+        mae(head.linear_validation_mae),
+        head.best_step,
+        head.loss.measure()
     );
     card.forecast_head = Some(head);
     card.probe = None;

@@ -7,9 +7,11 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use burn::prelude::Device;
+use clap::builder::TypedValueParser;
 use clap::{Args, Subcommand};
 use doppel_core::time::format_rfc3339;
 use doppel_model::data::{ReadOptions, Recording};
+use doppel_model::finetune::ForecastLoss;
 use doppel_model::registry::Registry;
 use doppel_model::store::{self, ModelCard};
 use doppel_model::tasks;
@@ -304,6 +306,9 @@ pub struct EttArgs {
     /// Dropout in the encoder while fine-tuning (0 to 1).
     #[arg(long, default_value_t = 0.0, value_parser = share_below_one)]
     finetune_dropout: f64,
+    /// What fine-tuning minimises and what chooses the head kept (see `finetune --loss`).
+    #[arg(long, default_value = "squared", value_parser = loss_parser())]
+    finetune_loss: ForecastLoss,
     /// Fine-tune the forecasting heads only, the pretrained encoder frozen.
     #[arg(long)]
     freeze_encoder: bool,
@@ -663,8 +668,11 @@ fn info(dir: &Path) -> anyhow::Result<ExitCode> {
             "forecast_head": card.forecast_head.as_ref().map(|h| serde_json::json!({
                 "horizon": h.horizon,
                 "channel_independent": h.channel_independent,
+                "loss": h.loss,
                 "validation_mse": h.validation_mse,
                 "linear_validation_mse": h.linear_validation_mse,
+                "validation_mae": h.validation_mae,
+                "linear_validation_mae": h.linear_validation_mae,
                 "best_step": h.best_step,
                 "steps_run": h.curve.last().map_or(0, |p| p.step),
             })),
@@ -703,6 +711,16 @@ fn write_csv(
     }
     out.flush()?;
     Ok(())
+}
+
+/// Parses a fine-tuning loss: `squared` or `absolute`.
+fn loss_parser() -> impl TypedValueParser<Value = ForecastLoss> {
+    clap::builder::PossibleValuesParser::new(["squared", "absolute"]).map(|name| {
+        match name.as_str() {
+            "absolute" => ForecastLoss::Absolute,
+            _ => ForecastLoss::Squared,
+        }
+    })
 }
 
 /// Parses a share (a dropout rate, a mask ratio): at least 0 and below 1.

@@ -303,6 +303,8 @@ fn the_plant_bench_reports_what_evaluate_measures_with_the_models_it_leaves() {
             "40",
             "--horizons",
             "6",
+            "--finetune-losses",
+            "squared,absolute",
             "--patches",
             "4",
             "--out",
@@ -321,8 +323,16 @@ fn the_plant_bench_reports_what_evaluate_measures_with_the_models_it_leaves() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     let models: Vec<&str> = rows.iter().map(|r| r["model"].as_str().unwrap()).collect();
-    assert_eq!(models, ["persistence", "linear_start", "doppel_tiny"]);
-    let (linear, head) = (&rows[1], &rows[2]);
+    assert_eq!(
+        models,
+        [
+            "persistence",
+            "linear_start",
+            "doppel_tiny",
+            "doppel_tiny_absolute"
+        ]
+    );
+    let (linear, head, median_head) = (&rows[1], &rows[2], &rows[3]);
     assert!(
         head["validation_mse"].as_f64() <= linear["validation_mse"].as_f64(),
         "{rows:?}"
@@ -348,6 +358,25 @@ fn the_plant_bench_reports_what_evaluate_measures_with_the_models_it_leaves() {
         info["forecast_head"]["best_step"], head["kept_step"],
         "{info}"
     );
+    assert_eq!(info["forecast_head"]["loss"], "squared", "{info}");
+    // The absolute-loss head is chosen on MAE: never above its linear start's there.
+    let info = crate::common::doppel()
+        .args(["model", "info", "--model", &p("models/head-h6-absolute")])
+        .output()
+        .unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    let head_card = &info["forecast_head"];
+    assert_eq!(head_card["loss"], "absolute", "{info}");
+    assert_eq!(head_card["best_step"], median_head["kept_step"], "{info}");
+    assert!(
+        head_card["validation_mae"].as_f64().unwrap()
+            <= head_card["linear_validation_mae"].as_f64().unwrap(),
+        "{info}"
+    );
+    assert_eq!(
+        head_card["linear_validation_mse"], linear["validation_mse"],
+        "{info}"
+    );
 
     // The test year is seed 5 + 3.
     let (ok, err) = run(&[
@@ -363,7 +392,11 @@ fn the_plant_bench_reports_what_evaluate_measures_with_the_models_it_leaves() {
         &p("test.csv"),
     ]);
     assert!(ok, "{err}");
-    for (row, model) in [(linear, "models/linear-h6"), (head, "models/head-h6")] {
+    for (row, model) in [
+        (linear, "models/linear-h6"),
+        (head, "models/head-h6"),
+        (median_head, "models/head-h6-absolute"),
+    ] {
         let (ok, _, err) = evaluate(dir.path(), model, "test.csv", "4");
         assert!(ok, "{err}");
         let json: serde_json::Value =
