@@ -724,7 +724,12 @@ mod tests {
     }
 
     fn better(errors: &[(f64, usize)], baseline: &[(f64, usize)], block: usize) -> bool {
-        clearly_better(&squared(errors), &squared(baseline), block, ForecastLoss::Squared)
+        clearly_better(
+            &squared(errors),
+            &squared(baseline),
+            block,
+            ForecastLoss::Squared,
+        )
     }
 
     fn mean(errors: &[(f64, usize)]) -> f64 {
