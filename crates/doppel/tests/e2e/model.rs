@@ -657,6 +657,26 @@ fn finetune_a_forecasting_head_then_forecast_with_error_bands() {
     ]);
     assert!(ok, "{err}");
     assert!(err.contains("validation MSE"), "{err}");
+    let (ok, err) = run(&[
+        "model",
+        "finetune",
+        "--task",
+        "forecast",
+        "--model",
+        &p("m"),
+        "--input",
+        &p("train.csv"),
+        "--horizon",
+        "12",
+        "--loss",
+        "median",
+        "--out",
+        &p("ft2"),
+    ]);
+    assert!(
+        !ok && err.contains("squared") && err.contains("absolute"),
+        "{err}"
+    );
     let card: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("ft/model.json")).unwrap())
             .unwrap();
