@@ -343,7 +343,14 @@ pub fn ett(dir: &Path, options: &EttOptions, mut log: impl FnMut(&str)) -> Resul
                     horizon: Some(horizon),
                     mask_ratio: None,
                     model: model_name(
-                        &format!("doppel_mae_{}_ft", options.forecast_size),
+                        &format!(
+                            "doppel_mae_{}_ft{}",
+                            options.forecast_size,
+                            match options.finetune_loss {
+                                crate::finetune::ForecastLoss::Squared => "",
+                                crate::finetune::ForecastLoss::Absolute => "_absolute",
+                            }
+                        ),
                         options.forecast_channels_per_token,
                     ),
                     mse: tested.mse,
@@ -574,10 +581,15 @@ fn finetune_and_test(
         .map(|p| format!("{}:{:.4}/{:.4}", p.step, p.train_loss, p.validation_loss))
         .collect();
     log(&format!(
-        "  validation MSE {:.4} (linear start {:.4}; kept step {}); curve {}",
+        "  validation MSE {:.4} / MAE {:.4} (linear start {:.4} / {:.4}; kept step {}, chosen \
+         on {}); curve (train/validation {}) {}",
         head.validation_mse,
+        head.validation_mae.unwrap_or(f64::NAN),
         head.linear_validation_mse,
+        head.linear_validation_mae.unwrap_or(f64::NAN),
         head.best_step,
+        head.loss.measure(),
+        head.loss.measure(),
         curve.join(" ")
     ));
     // Every test window: look-backs from the end of validation on, forecasts inside test.
