@@ -59,6 +59,15 @@ impl ForecastLoss {
             ForecastLoss::Absolute => "MAE",
         }
     }
+
+    /// What a name gains to tell a head trained on this loss apart: nothing for the
+    /// default, else `absolute` after `separator`.
+    pub fn suffix(self, separator: &str) -> String {
+        match self {
+            ForecastLoss::Squared => String::new(),
+            ForecastLoss::Absolute => format!("{separator}absolute"),
+        }
+    }
 }
 
 /// What the model card keeps about a fine-tuned forecasting head.

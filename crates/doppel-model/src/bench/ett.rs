@@ -346,10 +346,7 @@ pub fn ett(dir: &Path, options: &EttOptions, mut log: impl FnMut(&str)) -> Resul
                         &format!(
                             "doppel_mae_{}_ft{}",
                             options.forecast_size,
-                            match options.finetune_loss {
-                                crate::finetune::ForecastLoss::Squared => "",
-                                crate::finetune::ForecastLoss::Absolute => "_absolute",
-                            }
+                            options.finetune_loss.suffix("_")
                         ),
                         options.forecast_channels_per_token,
                     ),

@@ -112,7 +112,14 @@ struct PlantRow {
     kept_step: Option<usize>,
 }
 
-pub(super) fn bench_plant(args: PlantArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn bench_plant(mut args: PlantArgs) -> anyhow::Result<ExitCode> {
+    // A loss named twice is one head, not two runs writing the same folder.
+    let mut seen = Vec::new();
+    args.finetune_losses.retain(|l| {
+        let new = !seen.contains(l);
+        seen.push(*l);
+        new
+    });
     if args.validation_years == 0 || args.validation_years >= args.years {
         bail!(
             "--validation-years must be at least 1 and fewer than --years ({}), not {}",
@@ -234,7 +241,7 @@ pub(super) fn bench_plant(args: PlantArgs) -> anyhow::Result<ExitCode> {
                 forecaster_for(&args, &pretrained, &standardised, horizon, Some(loss))?;
             let eval = measure(&head, &test, args.test_stride)?;
             rows.push(row(
-                format!("doppel_{}{}", args.shape.size, suffix(loss, "_")),
+                format!("doppel_{}{}", args.shape.size, loss.suffix("_")),
                 (eval.mse, eval.mae),
                 Some(card.validation_mse),
                 Some(card.best_step),
@@ -254,14 +261,6 @@ pub(super) fn bench_plant(args: PlantArgs) -> anyhow::Result<ExitCode> {
         args.models.display()
     );
     Ok(ExitCode::SUCCESS)
-}
-
-/// How a head trained on `loss` is told apart in names: nothing for the default.
-fn suffix(loss: ForecastLoss, separator: &str) -> String {
-    match loss {
-        ForecastLoss::Squared => String::new(),
-        ForecastLoss::Absolute => format!("{separator}absolute"),
-    }
 }
 
 /// Fine-tunes a forecaster for `horizon` on the pretrained model with `loss` (None: the
@@ -308,7 +307,7 @@ fn forecaster_for(
     card.forecast_head = Some(head.clone());
     let dir = args.models.join(match loss {
         None => format!("linear-h{horizon}"),
-        Some(loss) => format!("head-h{horizon}{}", suffix(loss, "-")),
+        Some(loss) => format!("head-h{horizon}{}", loss.suffix("-")),
     });
     store::save_forecaster(&dir, &forecaster, &card)?;
     Ok((dir, head))
@@ -335,7 +334,7 @@ fn measure(dir: &Path, test: &[Recording], stride: usize) -> anyhow::Result<Fore
 
 fn print_table(rows: &[PlantRow], step_s: f64) {
     println!(
-        "{:<8} {:<22} {:>14} {:>9} {:>9} {:>20}",
+        "{:<8} {:<34} {:>14} {:>9} {:>9} {:>20}",
         "horizon", "forecaster", "validation MSE", "test MSE", "test MAE", "vs linear start"
     );
     for chunk in rows.chunk_by(|a, b| a.horizon == b.horizon) {
@@ -360,7 +359,7 @@ fn print_table(rows: &[PlantRow], step_s: f64) {
                 String::new()
             };
             println!(
-                "{ahead:<8} {model:<22} {:>14} {:>9.4} {:>9.4} {change:>20}",
+                "{ahead:<8} {model:<34} {:>14} {:>9.4} {:>9.4} {change:>20}",
                 r.validation_mse
                     .map_or_else(String::new, |v| format!("{v:.4}")),
                 r.mse,
