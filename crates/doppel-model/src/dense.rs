@@ -25,7 +25,7 @@ use burn::prelude::Tensor;
 use rayon::prelude::*;
 
 use crate::fused::{all_f32, contiguous, record, register_gradients, sum_in_order};
-use crate::matmul::{View, Write, product_with};
+use crate::matmul::{View, Write, new_product, product_with};
 
 #[burn::backend::backend_extension(Flex, Autodiff, Cube: cfg(feature = "gpu"))]
 pub trait DenseOps: Backend {
@@ -178,25 +178,19 @@ impl DenseOps for Flex {
         let (x, weight, grad) = (f32_slice(&x), f32_slice(&weight), f32_slice(&grad));
 
         // dX = dY·Wᵀ: [rows, d_out] × [d_out, d_in]
-        let mut dx = vec![0.0f32; rows * d_in];
-        product_with(
+        let dx = new_product(
             [rows, d_out, d_in],
             1.0,
             (grad, View::rows_of(d_out)),
             (weight, View::rows_of(d_out).transposed()),
-            (&mut dx, View::rows_of(d_in)),
-            Write::Overwrite,
             true,
         );
         // dW = Xᵀ·dY: [d_in, rows] × [rows, d_out], the sum over every row in one product
-        let mut dw = vec![0.0f32; d_in * d_out];
-        product_with(
+        let dw = new_product(
             [d_in, rows, d_out],
             1.0,
             (x, View::rows_of(d_in).transposed()),
             (grad, View::rows_of(d_out)),
-            (&mut dw, View::rows_of(d_out)),
-            Write::Overwrite,
             true,
         );
         // db = Σ dY over the rows
