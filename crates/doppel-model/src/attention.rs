@@ -15,6 +15,8 @@
 //! Must never change what the model computes beyond float rounding: the tests hold the op
 //! and its gradients to burn's attention.
 
+use std::mem::MaybeUninit;
+
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -29,7 +31,7 @@ use crate::fused::{
     all_f32, contiguous, exp, record, register_gradients, softmax_row, softmax_row_backward,
     widest_simd,
 };
-use crate::matmul::{View, product};
+use crate::matmul::{View, product, product_into_uninit};
 
 #[burn::backend::backend_extension(Flex, Autodiff, Cube: cfg(feature = "gpu"))]
 pub trait AttentionOps: Backend {
@@ -279,9 +281,9 @@ fn backward_window(
     v: &[f32],
     lse: &[f32],
     grad: &[f32],
-    dq: &mut [f32],
-    dkey: &mut [f32],
-    dv: &mut [f32],
+    dq: &mut [MaybeUninit<f32>],
+    dkey: &mut [MaybeUninit<f32>],
+    dv: &mut [MaybeUninit<f32>],
 ) {
     let Layout { l, dk, scale, .. } = at;
     let (mut p, mut ds) = (vec![0.0f32; l * l], vec![0.0f32; l * l]);
@@ -306,15 +308,16 @@ fn backward_window(
             p.iter_mut().for_each(|s| *s = exp(*s - lse));
             softmax_row_backward(p, ds);
         }
-        product([l, l, dk], scale, (&ds, square), (k, head), (dq, head));
-        product(
+        // Each head's dk columns of every row: the heads together write all of dQ, dK, dV.
+        product_into_uninit([l, l, dk], scale, (&ds, square), (k, head), (dq, head));
+        product_into_uninit(
             [l, l, dk],
             scale,
             (&ds, square.transposed()),
             (q, head),
             (dkey, head),
         );
-        product(
+        product_into_uninit(
             [l, l, dk],
             1.0,
             (&p, square.transposed()),
@@ -394,13 +397,21 @@ impl AttentionOps for Flex {
             f32_slice(&grad),
         );
         let n = at.window_len();
-        let (mut dq, mut dkey, mut dv) = (
-            vec![0.0f32; b * n],
-            vec![0.0f32; b * n],
-            vec![0.0f32; b * n],
+        assert_eq!(at.heads * at.dk, at.d, "the heads cover the width");
+        // Never zero-filled: every value is written by a product that reads none (as the
+        // dense layers' backward, where dropping the fill made training ~8 % faster).
+        let (mut dq, mut dkey, mut dv): (Vec<f32>, Vec<f32>, Vec<f32>) = (
+            Vec::with_capacity(b * n),
+            Vec::with_capacity(b * n),
+            Vec::with_capacity(b * n),
         );
-        dq.par_chunks_mut(n)
-            .zip(dkey.par_chunks_mut(n).zip(dv.par_chunks_mut(n)))
+        dq.spare_capacity_mut()[..b * n]
+            .par_chunks_mut(n)
+            .zip(
+                dkey.spare_capacity_mut()[..b * n]
+                    .par_chunks_mut(n)
+                    .zip(dv.spare_capacity_mut()[..b * n].par_chunks_mut(n)),
+            )
             .enumerate()
             .for_each(|(w, (dq, (dkey, dv)))| {
                 let (q, k, v, grad) = (
@@ -415,6 +426,13 @@ impl AttentionOps for Flex {
                     || backward_window(at, q, k, v, lse, grad, dq, dkey, dv),
                 );
             });
+        // SAFETY: each window's heads wrote all of its L rows × (heads × dk = d) columns of
+        // the three buffers, so their first b × n values are initialised.
+        unsafe {
+            dq.set_len(b * n);
+            dkey.set_len(b * n);
+            dv.set_len(b * n);
+        }
         let shape = [b, at.l, at.d];
         (
             FlexTensor::from_data(TensorData::new(dq, shape)),

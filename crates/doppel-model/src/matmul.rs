@@ -10,6 +10,8 @@
 //! Must never read or write outside the buffers it is given: `product_into` checks the last
 //! element each matrix will touch before handing raw pointers to `gemm`.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 /// A matrix inside a buffer: where it starts and how far apart its rows and columns lie (in
@@ -121,6 +123,31 @@ pub(crate) fn new_product(
         out.set_len(m * n);
     }
     out
+}
+
+/// `product` into values that may be uninitialised: an overwriting product writes every
+/// value of the [m, n] view and reads none (see `new_product`).
+pub(crate) fn product_into_uninit(
+    dims: [usize; 3],
+    scale: f32,
+    lhs: (&[f32], View),
+    rhs: (&[f32], View),
+    out: (&mut [MaybeUninit<f32>], View),
+) {
+    let (values, view) = out;
+    // SAFETY: the pointer and length are those of a slice borrowed mutably for the call,
+    // and an overwriting product never reads what it points to.
+    unsafe {
+        product_into(
+            dims,
+            scale,
+            lhs,
+            rhs,
+            (values.as_mut_ptr().cast::<f32>(), values.len(), view),
+            Write::Overwrite,
+            false,
+        )
+    }
 }
 
 /// The product into `out`: a pointer to `len` values (initialised or not when `write`
