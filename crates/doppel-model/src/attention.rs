@@ -309,13 +309,21 @@ fn backward_window(
             softmax_row_backward(p, ds);
         }
         // Each head's dk columns of every row: the heads together write all of dQ, dK, dV.
-        product_into_uninit([l, l, dk], scale, (&ds, square), (k, head), (dq, head));
+        product_into_uninit(
+            [l, l, dk],
+            scale,
+            (&ds, square),
+            (k, head),
+            (dq, head),
+            false,
+        );
         product_into_uninit(
             [l, l, dk],
             scale,
             (&ds, square.transposed()),
             (q, head),
             (dkey, head),
+            false,
         );
         product_into_uninit(
             [l, l, dk],
@@ -323,6 +331,7 @@ fn backward_window(
             (&p, square.transposed()),
             (grad, head),
             (dv, head),
+            false,
         );
     }
 }

@@ -107,32 +107,22 @@ pub(crate) fn new_product(
 ) -> Vec<f32> {
     let [m, _, n] = dims;
     let mut out: Vec<f32> = Vec::with_capacity(m * n);
-    // SAFETY: the buffer holds m × n values; an overwriting product writes every value of
-    // the dense [m, n] view (gemm's blocks, or the zeros of an empty sum) and reads none,
-    // so every value is written before the length covers it.
-    unsafe {
-        product_into(
-            dims,
-            scale,
-            lhs,
-            rhs,
-            (out.as_mut_ptr(), m * n, View::rows_of(n)),
-            Write::Overwrite,
-            parallel,
-        );
-        out.set_len(m * n);
-    }
+    let values = &mut out.spare_capacity_mut()[..m * n];
+    product_into_uninit(dims, scale, lhs, rhs, (values, View::rows_of(n)), parallel);
+    // SAFETY: the product wrote every value of the dense [m, n] view, all m × n of them.
+    unsafe { out.set_len(m * n) };
     out
 }
 
-/// `product` into values that may be uninitialised: an overwriting product writes every
-/// value of the [m, n] view and reads none (see `new_product`).
+/// `scale · lhs · rhs` into values that may be uninitialised: an overwriting product writes
+/// every value of the [m, n] view and reads none.
 pub(crate) fn product_into_uninit(
     dims: [usize; 3],
     scale: f32,
     lhs: (&[f32], View),
     rhs: (&[f32], View),
     out: (&mut [MaybeUninit<f32>], View),
+    parallel: bool,
 ) {
     let (values, view) = out;
     // SAFETY: the pointer and length are those of a slice borrowed mutably for the call,
@@ -145,7 +135,7 @@ pub(crate) fn product_into_uninit(
             rhs,
             (values.as_mut_ptr().cast::<f32>(), values.len(), view),
             Write::Overwrite,
-            false,
+            parallel,
         )
     }
 }
