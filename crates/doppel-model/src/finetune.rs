@@ -52,6 +52,17 @@ pub enum ForecastLoss {
 }
 
 impl ForecastLoss {
+    /// Every loss, the default first.
+    pub const ALL: [ForecastLoss; 2] = [ForecastLoss::Squared, ForecastLoss::Absolute];
+
+    /// The name options and model cards use.
+    pub fn name(self) -> &'static str {
+        match self {
+            ForecastLoss::Squared => "squared",
+            ForecastLoss::Absolute => "absolute",
+        }
+    }
+
     /// The measure's short name, as reports print it.
     pub fn measure(self) -> &'static str {
         match self {
@@ -61,11 +72,29 @@ impl ForecastLoss {
     }
 
     /// What a name gains to tell a head trained on this loss apart: nothing for the
-    /// default, else `absolute` after `separator`.
+    /// default, else the loss's name after `separator`.
     pub fn suffix(self, separator: &str) -> String {
+        if self == ForecastLoss::default() {
+            String::new()
+        } else {
+            format!("{separator}{}", self.name())
+        }
+    }
+
+    /// The weight of an error in a window of standard deviation `sd`, in that window's
+    /// units, that makes the loss the error in standardised units.
+    fn window_weight(self, sd: f32) -> f32 {
         match self {
-            ForecastLoss::Squared => String::new(),
-            ForecastLoss::Absolute => format!("{separator}absolute"),
+            ForecastLoss::Squared => sd * sd,
+            ForecastLoss::Absolute => sd,
+        }
+    }
+
+    /// The loss over the `weight`ed entries.
+    fn masked(self, prediction: Tensor<3>, target: Tensor<3>, weight: Tensor<3>) -> Tensor<1> {
+        match self {
+            ForecastLoss::Squared => masked_mse(prediction, target, weight),
+            ForecastLoss::Absolute => masked_mae(prediction, target, weight),
         }
     }
 }
@@ -507,13 +536,8 @@ pub fn finetune_forecast(
     let (ci, loss) = (tuning.channel_independent, tuning.loss);
     let linear_errors = evaluate(&forecaster.valid(), config, ci, &val_samples, device);
     let linear_validation_loss = mean_error(&linear_errors, loss);
-    // The weights with the lowest validation loss so far: (loss, step, weights, errors).
-    let mut best = (
-        linear_validation_loss,
-        0usize,
-        forecaster.valid(),
-        linear_errors.clone(),
-    );
+    // The weights with the lowest validation loss so far: (step, weights, their errors).
+    let mut best = (0usize, forecaster.valid(), linear_errors.clone());
 
     let mut optimizer = AdamWConfig::new()
         .with_weight_decay(train.weight_decay)
@@ -545,14 +569,15 @@ pub fn finetune_forecast(
         // otherwise dominate).
         let (mut target, mut weight) = (Vec::new(), Vec::new());
         for (s, scale) in samples.iter().zip(&batch.scale) {
-            for (ch, (mean, sd)) in scale.iter().enumerate() {
+            for (ch, &(mean, sd)) in scale.iter().enumerate() {
+                let seen_weight = loss.window_weight(sd);
                 for i in ch * h..(ch + 1) * h {
                     target.push((s.future[i] - mean) / sd);
-                    let scale = match loss {
-                        ForecastLoss::Squared => sd * sd,
-                        ForecastLoss::Absolute => *sd,
-                    };
-                    weight.push(if s.future_observed[i] { scale } else { 0.0 });
+                    weight.push(if s.future_observed[i] {
+                        seen_weight
+                    } else {
+                        0.0
+                    });
                 }
             }
         }
@@ -562,10 +587,7 @@ pub fn finetune_forecast(
         let prediction = forecaster
             .forward(&batch.tokens, config.patches)
             .unsqueeze_dim::<3>(0);
-        let objective = match loss {
-            ForecastLoss::Squared => masked_mse(prediction, target, weight),
-            ForecastLoss::Absolute => masked_mae(prediction, target, weight),
-        };
+        let objective = loss.masked(prediction, target, weight);
         let loss_value = objective.clone().into_scalar::<f32>() as f64;
         let grads = GradientsParams::from_grads(objective.backward(), &forecaster);
         let lr = learning_rate(train, step);
@@ -577,8 +599,10 @@ pub fn finetune_forecast(
             let valid = forecaster.valid();
             let errors = evaluate(&valid, config, ci, &val_samples, device);
             let validation_loss = mean_error(&errors, loss);
-            if validation_loss < best.0 && clearly_better(&errors, &linear_errors, block, loss) {
-                best = (validation_loss, step + 1, valid, errors);
+            if validation_loss < mean_error(&best.2, loss)
+                && clearly_better(&errors, &linear_errors, block, loss)
+            {
+                best = (step + 1, valid, errors);
             }
             curve.push(CurvePoint::closing(
                 step + 1,
@@ -591,7 +615,7 @@ pub fn finetune_forecast(
             }
         }
     }
-    let (_, best_step, chosen, chosen_errors) = best;
+    let (best_step, chosen, chosen_errors) = best;
 
     // Error quantiles of the chosen weights on (up to 2,000) validation windows.
     let bands = error_bands(&chosen, config, ci, &spread(2000), channels, h, device);

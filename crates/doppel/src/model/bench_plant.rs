@@ -133,9 +133,6 @@ pub(super) fn bench_plant(mut args: PlantArgs) -> anyhow::Result<ExitCode> {
     if args.pretrain_steps == 0 {
         bail!("--pretrain-steps must be at least 1: the heads start from a pretrained model");
     }
-    if args.finetune_losses.is_empty() {
-        bail!("--finetune-losses takes squared, absolute or both");
-    }
     if args.horizons.is_empty() || args.horizons.contains(&0) {
         bail!("--horizons takes one or more horizons of at least 1 step, such as 12,48");
     }

@@ -713,14 +713,16 @@ fn write_csv(
     Ok(())
 }
 
-/// Parses a fine-tuning loss: `squared` or `absolute`.
+/// Parses a fine-tuning loss by its name (`squared`, `absolute`).
 fn loss_parser() -> impl TypedValueParser<Value = ForecastLoss> {
-    clap::builder::PossibleValuesParser::new(["squared", "absolute"]).map(|name| {
-        match name.as_str() {
-            "absolute" => ForecastLoss::Absolute,
-            _ => ForecastLoss::Squared,
-        }
-    })
+    clap::builder::PossibleValuesParser::new(ForecastLoss::ALL.map(ForecastLoss::name)).map(
+        |name| {
+            ForecastLoss::ALL
+                .into_iter()
+                .find(|loss| loss.name() == name)
+                .expect("clap accepts only the losses' names")
+        },
+    )
 }
 
 /// Parses a share (a dropout rate, a mask ratio): at least 0 and below 1.
