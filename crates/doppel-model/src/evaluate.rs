@@ -7,6 +7,7 @@
 use burn::prelude::*;
 use serde::Serialize;
 
+use crate::bands::{BandScore, IntervalSums};
 use crate::data::Recording;
 use crate::error::{ModelError, Result};
 use crate::finetune::{ForecastHeadCard, Forecaster, predict};
@@ -50,6 +51,9 @@ pub struct ForecastEvaluation {
     /// Standardised MSE and MAE per channel, in the model's channel order.
     pub channel_mse: Vec<f64>,
     pub channel_mae: Vec<f64>,
+    /// The 80 % band forecasts use, then (when they differ) the constant one: coverage,
+    /// width and interval score over the same values.
+    pub bands: Vec<BandScore>,
 }
 
 /// Runs `forecaster` on every window (look-back + horizon, every `stride` steps) of each
@@ -70,6 +74,12 @@ pub fn evaluate_forecaster(
     let ids: Vec<usize> = (0..channels).collect();
     let (mut model, mut persistence) = (ErrorSums::default(), ErrorSums::default());
     let mut per_channel = vec![ErrorSums::default(); channels];
+    let chosen = head.chosen_bands();
+    let mut band_sets = vec![(chosen.name(), chosen.clone(), IntervalSums::default())];
+    if chosen.name() != "constant" {
+        let constant = crate::bands::ScaledBands::constant(head.bands.clone());
+        band_sets.push(("constant", constant, IntervalSums::default()));
+    }
     let mut windows = 0;
     for rec in recordings {
         let Some(last_start) = rec.len().checked_sub(lookback + horizon) else {
@@ -79,7 +89,11 @@ pub fn evaluate_forecaster(
         for chunk in starts.chunks(512) {
             let cuts: Vec<_> = chunk.iter().map(|&t| cut(rec, t, lookback, &ids)).collect();
             let predicted = predict(forecaster, config, head.channel_independent, &cuts, device);
-            for (&t, p) in chunk.iter().zip(&predicted) {
+            for ((&t, p), window) in chunk.iter().zip(&predicted).zip(&cuts) {
+                let offsets: Vec<_> = band_sets
+                    .iter()
+                    .map(|(_, bands, _)| bands.offsets(window, horizon))
+                    .collect();
                 for c in 0..channels {
                     let last = rec.values[c][t + lookback - 1];
                     for k in 0..horizon {
@@ -89,6 +103,10 @@ pub fn evaluate_forecaster(
                             model.add(p[c * horizon + k], truth);
                             per_channel[c].add(p[c * horizon + k], truth);
                             persistence.add(last, truth);
+                            let (i, error) = (c * horizon + k, truth - p[c * horizon + k]);
+                            for (set, o) in band_sets.iter_mut().zip(&offsets) {
+                                set.2.add(error, o[0][i], o[o.len() - 1][i]);
+                            }
                         }
                     }
                 }
@@ -112,5 +130,9 @@ pub fn evaluate_forecaster(
         persistence_mae: persistence.mae(),
         channel_mse: per_channel.iter().map(ErrorSums::mse).collect(),
         channel_mae: per_channel.iter().map(ErrorSums::mae).collect(),
+        bands: band_sets
+            .iter()
+            .map(|(name, _, sums)| sums.score(name))
+            .collect(),
     })
 }

@@ -28,6 +28,7 @@ use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use serde::{Deserialize, Serialize};
 
+use crate::bands::{self, BandScore, ErrorBand, Residuals, ScaledBands};
 use crate::batch::{Mask, Window, make_batch};
 use crate::data::Recording;
 use crate::error::{ModelError, Result};
@@ -36,9 +37,6 @@ use crate::model::{ModelConfig, SensorModel, masked_mae, masked_mse};
 use crate::train::{
     CurvePoint, Start, Throughput, TrainConfig, learning_rate, stalled, window_starts,
 };
-
-/// The levels of the forecast band (an 80 % interval and the median of the errors).
-pub const BAND_LEVELS: [f64; 3] = [0.1, 0.5, 0.9];
 
 /// What fine-tuning minimises, and so what chooses the weights kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -125,15 +123,26 @@ pub struct ForecastHeadCard {
     /// the choice existed: one shared matrix).
     #[serde(default)]
     pub linear_start: Option<Candidate>,
-    /// Split-conformal error quantiles from the validation windows.
+    /// Split-conformal error quantiles from the validation windows, one width for every
+    /// window (standardised units).
     pub bands: Vec<ErrorBand>,
+    /// The bands forecasts use: each channel's scale chosen on validation (absent in cards
+    /// written before the choice: the constant `bands`).
+    #[serde(default)]
+    pub scaled_bands: Option<ScaledBands>,
+    /// Each scale's 80 % band on the second half of the validation windows, calibrated on
+    /// the first, and the per-channel choice's.
+    #[serde(default)]
+    pub band_scores: Vec<BandScore>,
 }
 
-/// The `level` quantile of (truth − forecast), standardised, `offsets[channel][step]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ErrorBand {
-    pub level: f64,
-    pub offsets: Vec<Vec<f32>>,
+impl ForecastHeadCard {
+    /// The bands forecasts use.
+    pub fn chosen_bands(&self) -> ScaledBands {
+        self.scaled_bands
+            .clone()
+            .unwrap_or_else(|| ScaledBands::constant(self.bands.clone()))
+    }
 }
 
 /// The head: two linear maps whose sum is the forecast.
@@ -618,7 +627,7 @@ pub fn finetune_forecast(
     let (best_step, chosen, chosen_errors) = best;
 
     // Error quantiles of the chosen weights on (up to 2,000) validation windows.
-    let bands = error_bands(&chosen, config, ci, &spread(2000), channels, h, device);
+    let calibration = calibrate_bands(&chosen, config, ci, &spread(2000), channels, h, device);
     let card = ForecastHeadCard {
         horizon: h,
         channel_independent: tuning.channel_independent,
@@ -630,14 +639,17 @@ pub fn finetune_forecast(
         linear_validation_mae: Some(mean_error(&linear_errors, ForecastLoss::Absolute)),
         validation_mae: Some(mean_error(&chosen_errors, ForecastLoss::Absolute)),
         best_step,
-        bands,
+        bands: calibration.constant.bands,
+        scaled_bands: Some(calibration.chosen),
+        band_scores: calibration.validation,
         linear_start: candidates.into_iter().next(),
     };
     Ok((chosen, card))
 }
 
-/// Per channel and step, the quantiles of (truth − forecast) over `samples`.
-fn error_bands(
+/// Bands from the chosen weights' errors on `samples` (every channel), each channel's
+/// scale chosen on them (`bands::calibrate`).
+fn calibrate_bands(
     forecaster: &Forecaster,
     config: &ModelConfig,
     channel_independent: bool,
@@ -645,46 +657,30 @@ fn error_bands(
     channels: usize,
     h: usize,
     device: &Device,
-) -> Vec<ErrorBand> {
+) -> bands::Calibration {
     let windows: Vec<Window> = samples.iter().map(|s| s.window.clone()).collect();
     let predicted = predict(forecaster, config, channel_independent, &windows, device);
-    let mut errors = vec![vec![Vec::new(); h]; channels];
-    for (s, p) in samples.iter().zip(&predicted) {
-        for (c, per_step) in errors.iter_mut().enumerate() {
-            for (k, e) in per_step.iter_mut().enumerate() {
-                let i = c * h + k;
-                if s.future_observed[i] {
-                    e.push(s.future[i] - p[i]);
-                }
-            }
-        }
-    }
-    for per_step in &mut errors {
-        for e in per_step {
-            e.sort_by(f32::total_cmp);
-        }
-    }
-    BAND_LEVELS
+    let errors: Vec<Vec<f32>> = samples
         .iter()
-        .map(|&level| ErrorBand {
-            level,
-            offsets: errors
-                .iter()
-                .map(|per_step| {
-                    per_step
-                        .iter()
-                        .map(|e| {
-                            if e.is_empty() {
-                                0.0
-                            } else {
-                                e[((e.len() - 1) as f64 * level).round() as usize]
-                            }
-                        })
-                        .collect()
+        .zip(&predicted)
+        .map(|(s, p)| {
+            (0..channels * h)
+                .map(|i| {
+                    if s.future_observed[i] {
+                        s.future[i] - p[i]
+                    } else {
+                        f32::NAN
+                    }
                 })
-                .collect(),
+                .collect()
         })
-        .collect()
+        .collect();
+    bands::calibrate(&Residuals {
+        windows: &windows,
+        errors: &errors,
+        channels,
+        horizon: h,
+    })
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! embed). Built on burn; reads sensor files, never the lake's insides.
 
 pub mod attention;
+pub mod bands;
 pub mod baselines;
 pub mod batch;
 pub mod bench;

@@ -168,7 +168,8 @@ pub fn forecast(
 pub struct Forecast {
     pub values: Vec<Vec<f32>>,
     /// (level, values): the `level` quantile of what will be seen, from the head's errors
-    /// on its validation windows (split-conformal).
+    /// on its validation windows (split-conformal), scaled by how much the look-back moves
+    /// where validation chose so (`bands.rs`).
     pub bands: Vec<(f64, Vec<Vec<f32>>)>,
 }
 
@@ -198,6 +199,8 @@ pub fn forecast_with_head(
     let ids: Vec<usize> = (0..std_rec.channels.len()).collect();
     let window = cut(&std_rec, std_rec.len() - w, w, &ids);
     let h = head.horizon;
+    let bands = head.chosen_bands();
+    let offsets = bands.offsets(&window, h);
     let point = crate::finetune::predict(
         forecaster,
         &card.config,
@@ -217,10 +220,11 @@ pub fn forecast_with_head(
     };
     Ok(Forecast {
         values: in_units(&|_, _| 0.0),
-        bands: head
+        bands: bands
             .bands
             .iter()
-            .map(|band| (band.level, in_units(&|c, k| band.offsets[c][k])))
+            .zip(&offsets)
+            .map(|(band, offset)| (band.level, in_units(&|c, k| offset[c * h + k])))
             .collect(),
     })
 }

@@ -494,6 +494,32 @@ fn a_finetuned_forecaster_keeps_its_best_weights_reloads_exactly_and_its_bands_c
         (0.6..=0.95).contains(&coverage),
         "80 % band covered {coverage:.2}"
     );
+    // The card keeps each scale's validation score and the per-channel choice, and
+    // `evaluate` measures the bands forecasts use (then the constant ones) over every window.
+    let head = card.forecast_head.as_ref().unwrap();
+    let names: Vec<&str> = head.band_scores.iter().map(|s| s.bands.as_str()).collect();
+    assert_eq!(names, ["constant", "spread", "steps", "per channel"]);
+    let evaluation = doppel_model::evaluate::evaluate_forecaster(
+        &reloaded,
+        &card.config,
+        head,
+        &[card.normalizer.apply(&test)],
+        7,
+        &plain,
+    )
+    .unwrap();
+    let chosen = &evaluation.bands[0];
+    assert_eq!(chosen.bands, head.chosen_bands().name());
+    assert_eq!(
+        evaluation.bands.len(),
+        if chosen.bands == "constant" { 1 } else { 2 }
+    );
+    for band in &evaluation.bands {
+        eprintln!("evaluate: {band}");
+        assert!((0.6..=0.95).contains(&band.coverage), "{band}");
+        assert!((band.coverage + band.below + band.above - 1.0).abs() < 1e-9);
+        assert!(band.interval_score >= band.width, "{band}");
+    }
     let e = tasks::forecast_with_head(&reloaded, &card, &test, 17, &plain).unwrap_err();
     assert!(e.to_string().contains("fine-tuned for 16"), "{e}");
 }

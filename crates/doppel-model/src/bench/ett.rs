@@ -9,6 +9,7 @@ use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use serde::Serialize;
 
+use crate::bands::BandScore;
 use crate::baselines::{interpolate, seasonal_naive};
 use crate::data::{Normalizer, ReadOptions, Recording, read_recording};
 use crate::error::{ModelError, Result};
@@ -36,6 +37,9 @@ pub struct BenchRow {
     /// What was chosen on validation (the linear start's settings, the step kept).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub settings: Option<String>,
+    /// A fine-tuned forecaster's 80 % bands on test: the ones it uses, then the constant.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub bands: Vec<BandScore>,
 }
 
 /// The look-back of the fixed linear setting (`linear_336`), kept for comparison with
@@ -174,6 +178,7 @@ fn row(
         mse: err.mse(),
         mae: err.mae(),
         settings: None,
+        bands: Vec::new(),
     }
 }
 
@@ -353,6 +358,7 @@ pub fn ett(dir: &Path, options: &EttOptions, mut log: impl FnMut(&str)) -> Resul
                     mse: tested.mse,
                     mae: tested.mae,
                     settings: Some(settings),
+                    bands: tested.bands,
                 });
             }
         }
@@ -592,6 +598,18 @@ fn finetune_and_test(
     // Every test window: look-backs from the end of validation on, forecasts inside test.
     let test = slice(data, val_end - l, test_end - (val_end - l));
     let evaluation = evaluate_forecaster(&forecaster, config, &head, &[test], 1, &Device::flex())?;
+    let listed = |scores: &[BandScore]| -> String {
+        let each: Vec<String> = scores.iter().map(BandScore::to_string).collect();
+        each.join("; ")
+    };
+    log(&format!(
+        "  80 % bands on validation (second half): {}",
+        listed(&head.band_scores)
+    ));
+    log(&format!(
+        "  80 % bands on test: {}",
+        listed(&evaluation.bands)
+    ));
     let settings = format!(
         "{}; kept step {}",
         head.linear_start

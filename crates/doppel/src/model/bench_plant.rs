@@ -16,6 +16,7 @@ use anyhow::{Context, bail};
 use burn::module::Module;
 use burn::prelude::Device;
 use clap::Args;
+use doppel_model::bands::BandScore;
 use doppel_model::data::Recording;
 use doppel_model::evaluate::{ForecastEvaluation, evaluate_forecaster};
 use doppel_model::finetune::{ForecastHeadCard, ForecastLoss, ForecastTuning, finetune_forecast};
@@ -110,6 +111,9 @@ struct PlantRow {
     /// The fine-tuning step whose weights were kept (0: the linear start).
     #[serde(skip_serializing_if = "Option::is_none")]
     kept_step: Option<usize>,
+    /// The 80 % band on the test years: the one forecasts use, then the constant one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    bands: Vec<BandScore>,
 }
 
 pub(super) fn bench_plant(mut args: PlantArgs) -> anyhow::Result<ExitCode> {
@@ -210,7 +214,7 @@ pub(super) fn bench_plant(mut args: PlantArgs) -> anyhow::Result<ExitCode> {
         let (linear, linear_head) =
             forecaster_for(&args, &pretrained, &standardised, horizon, None)?;
         let linear_eval = measure(&linear, &test, args.test_stride)?;
-        let row = |model: String, eval: (f64, f64), validation_mse, kept_step| PlantRow {
+        let row = |model: String, eval: (f64, f64), validation_mse, kept_step, bands| PlantRow {
             dataset: "plant",
             task: "forecast",
             horizon,
@@ -220,18 +224,21 @@ pub(super) fn bench_plant(mut args: PlantArgs) -> anyhow::Result<ExitCode> {
             windows: linear_eval.windows,
             validation_mse,
             kept_step,
+            bands,
         };
         rows.push(row(
             "persistence".into(),
             (linear_eval.persistence_mse, linear_eval.persistence_mae),
             None,
             None,
+            Vec::new(),
         ));
         rows.push(row(
             "linear_start".into(),
             (linear_eval.mse, linear_eval.mae),
             Some(linear_head.validation_mse),
             Some(0),
+            linear_eval.bands.clone(),
         ));
         for &loss in &args.finetune_losses {
             let (head, card) =
@@ -242,6 +249,7 @@ pub(super) fn bench_plant(mut args: PlantArgs) -> anyhow::Result<ExitCode> {
                 (eval.mse, eval.mae),
                 Some(card.validation_mse),
                 Some(card.best_step),
+                eval.bands,
             ));
         }
         eprintln!(
@@ -361,6 +369,24 @@ fn print_table(rows: &[PlantRow], step_s: f64) {
                     .map_or_else(String::new, |v| format!("{v:.4}")),
                 r.mse,
                 r.mae
+            );
+        }
+    }
+    println!(
+        "\n80 % bands on the test years: coverage (below / above), mean width, interval score"
+    );
+    for r in rows {
+        for b in &r.bands {
+            println!(
+                "{:<8} {:<34} {:<12} {:>5.1} % ({:>4.1} / {:>4.1}) {:>7.3} {:>7.3}",
+                format!("{:.1} h", r.horizon as f64 * step_s / 3600.0),
+                r.model,
+                b.bands,
+                100.0 * b.coverage,
+                100.0 * b.below,
+                100.0 * b.above,
+                b.width,
+                b.interval_score
             );
         }
     }

@@ -77,6 +77,9 @@ pub(super) fn evaluate_command(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
         .map(|(c, mse)| format!("{c} {mse:.4}"))
         .collect();
     println!("hardest channels (MSE): {}", worst.join(", "));
+    for band in &evaluation.bands {
+        println!("80 % band, {band}");
+    }
     if let Some(out) = &args.out {
         let json = serde_json::json!({
             "model": dir,

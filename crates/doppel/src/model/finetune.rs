@@ -190,6 +190,16 @@ pub(super) fn finetune_command(args: FinetuneArgs) -> anyhow::Result<ExitCode> {
         head.best_step,
         head.loss.measure()
     );
+    let chosen = head.chosen_bands();
+    eprintln!(
+        "error bands: {} scale (spread: the look-back's standard deviation; steps: its \
+         step-to-step changes), chosen per channel on the second half of the validation \
+         windows:",
+        chosen.name()
+    );
+    for score in &head.band_scores {
+        eprintln!("  {score}");
+    }
     card.forecast_head = Some(head);
     card.probe = None;
     let written = args.dest.write(&args.lake.data.data, |dir| {

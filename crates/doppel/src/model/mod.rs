@@ -675,6 +675,8 @@ fn info(dir: &Path) -> anyhow::Result<ExitCode> {
                 "linear_validation_mae": h.linear_validation_mae,
                 "best_step": h.best_step,
                 "steps_run": h.curve.last().map_or(0, |p| p.step),
+                "band_scales": h.chosen_bands().scales,
+                "band_scores": h.band_scores,
             })),
             "code_version": card.code_version,
         }))?
