@@ -172,6 +172,13 @@ pub struct BandScore {
     /// The mean interval score: the width plus 2/α times each miss's distance (α = 0.2);
     /// lower is better, and only an honest band can make it low.
     pub interval_score: f64,
+    /// The coverage in the calmest and in the most restless third of the windows, ranked
+    /// per channel by their look-back's step-to-step changes (evaluation only): a band of
+    /// one width tends to hold too much in the first and too little in the second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calm: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restless: Option<f64>,
 }
 
 impl std::fmt::Display for BandScore {
@@ -185,7 +192,16 @@ impl std::fmt::Display for BandScore {
             100.0 * self.above,
             self.width,
             self.interval_score
-        )
+        )?;
+        if let (Some(calm), Some(restless)) = (self.calm, self.restless) {
+            write!(
+                f,
+                "; inside in the calmest third {:.1} %, the most restless {:.1} %",
+                100.0 * calm,
+                100.0 * restless
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -236,7 +252,52 @@ impl IntervalSums {
             above: self.above as f64 / n,
             width: self.width / n,
             interval_score: self.mean_score(),
+            calm: None,
+            restless: None,
         }
+    }
+}
+
+/// How restless channel `c`'s look-back in `window` (`t` steps a channel) is: the root mean
+/// square of its step-to-step changes.
+pub fn activity(window: &Window, c: usize, t: usize) -> f32 {
+    let at = c * t..(c + 1) * t;
+    BandScale::Steps.raw(&window.values[at.clone()], &window.observed[at])
+}
+
+/// A band's coverage by how restless the look-back was (`BandScore::calm`, `restless`).
+#[derive(Debug, Clone, Default)]
+pub struct CoverageByActivity {
+    /// Per channel: (activity, values inside, values observed) of each window.
+    per_channel: Vec<Vec<(f32, u32, u32)>>,
+}
+
+impl CoverageByActivity {
+    pub fn add(&mut self, channel: usize, activity: f32, inside: u32, observed: u32) {
+        if self.per_channel.len() <= channel {
+            self.per_channel.resize(channel + 1, Vec::new());
+        }
+        self.per_channel[channel].push((activity, inside, observed));
+    }
+
+    /// The coverage in the calmest and in the most restless third of each channel's windows.
+    pub fn thirds(&mut self) -> (f64, f64) {
+        let (mut calm, mut restless) = ((0u64, 0u64), (0u64, 0u64));
+        for windows in &mut self.per_channel {
+            windows.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let third = windows.len() / 3;
+            for (part, sums) in [
+                (&windows[..third], &mut calm),
+                (&windows[windows.len() - third..], &mut restless),
+            ] {
+                for &(_, inside, observed) in part {
+                    sums.0 += inside as u64;
+                    sums.1 += observed as u64;
+                }
+            }
+        }
+        let share = |(inside, observed): (u64, u64)| inside as f64 / observed.max(1) as f64;
+        (share(calm), share(restless))
     }
 }
 
@@ -403,10 +464,10 @@ mod tests {
     /// from −2 to 2 (odd ones), so their spread is 0.5 or 2, with channel 0's errors that
     /// size times u and channel 1's just u, u running over ten levels from −1 to 1.
     fn residuals() -> (Vec<Window>, Vec<Vec<f32>>) {
-        let spread = |i: usize| if i % 2 == 0 { 0.5 } else { 2.0 };
+        let spread = |i: usize| if i.is_multiple_of(2) { 0.5 } else { 2.0 };
         let u = |i: usize| ((i / 2) % 10) as f32 / 4.5 - 1.0;
         let lookback = |i: usize, j: usize| match i % 2 {
-            0 if j % 2 == 0 => 0.5,
+            0 if j.is_multiple_of(2) => 0.5,
             0 => -0.5,
             _ if j % 8 < 4 => -2.0,
             _ => 2.0,
@@ -548,7 +609,7 @@ mod tests {
         let typical = bands.typical[0];
         let restless = Window {
             values: (0..16)
-                .map(|j| if j % 2 == 0 { 50.0 } else { -50.0 })
+                .map(|j: usize| if j.is_multiple_of(2) { 50.0 } else { -50.0 })
                 .collect(),
             ..windows[0].clone()
         };

@@ -7,7 +7,7 @@
 use burn::prelude::*;
 use serde::Serialize;
 
-use crate::bands::{BandScore, IntervalSums};
+use crate::bands::{self, BandScore, CoverageByActivity, IntervalSums};
 use crate::data::Recording;
 use crate::error::{ModelError, Result};
 use crate::finetune::{ForecastHeadCard, Forecaster, predict};
@@ -75,11 +75,13 @@ pub fn evaluate_forecaster(
     let (mut model, mut persistence) = (ErrorSums::default(), ErrorSums::default());
     let mut per_channel = vec![ErrorSums::default(); channels];
     let chosen = head.chosen_bands();
-    let mut band_sets = vec![(chosen.name(), chosen.clone(), IntervalSums::default())];
+    let mut band_sets = vec![(chosen.name(), chosen.clone())];
     if chosen.name() != "constant" {
-        let constant = crate::bands::ScaledBands::constant(head.bands.clone());
-        band_sets.push(("constant", constant, IntervalSums::default()));
+        let constant = bands::ScaledBands::constant(head.bands.clone());
+        band_sets.push(("constant", constant));
     }
+    let mut band_sums = vec![IntervalSums::default(); band_sets.len()];
+    let mut by_activity = vec![CoverageByActivity::default(); band_sets.len()];
     let mut windows = 0;
     for rec in recordings {
         let Some(last_start) = rec.len().checked_sub(lookback + horizon) else {
@@ -92,9 +94,11 @@ pub fn evaluate_forecaster(
             for ((&t, p), window) in chunk.iter().zip(&predicted).zip(&cuts) {
                 let offsets: Vec<_> = band_sets
                     .iter()
-                    .map(|(_, bands, _)| bands.offsets(window, horizon))
+                    .map(|(_, bands)| bands.offsets(window, horizon))
                     .collect();
                 for c in 0..channels {
+                    let mut inside = vec![0; band_sets.len()];
+                    let mut observed = 0;
                     let last = rec.values[c][t + lookback - 1];
                     for k in 0..horizon {
                         let at = t + lookback + k;
@@ -104,10 +108,17 @@ pub fn evaluate_forecaster(
                             per_channel[c].add(p[c * horizon + k], truth);
                             persistence.add(last, truth);
                             let (i, error) = (c * horizon + k, truth - p[c * horizon + k]);
-                            for (set, o) in band_sets.iter_mut().zip(&offsets) {
-                                set.2.add(error, o[0][i], o[o.len() - 1][i]);
+                            observed += 1;
+                            for (set, o) in offsets.iter().enumerate() {
+                                let (low, high) = (o[0][i], o[o.len() - 1][i]);
+                                band_sums[set].add(error, low, high);
+                                inside[set] += u32::from(low <= error && error <= high);
                             }
                         }
+                    }
+                    let activity = bands::activity(window, c, lookback);
+                    for (set, counts) in by_activity.iter_mut().enumerate() {
+                        counts.add(c, activity, inside[set], observed);
                     }
                 }
             }
@@ -132,7 +143,16 @@ pub fn evaluate_forecaster(
         channel_mae: per_channel.iter().map(ErrorSums::mae).collect(),
         bands: band_sets
             .iter()
-            .map(|(name, _, sums)| sums.score(name))
+            .zip(&band_sums)
+            .zip(&mut by_activity)
+            .map(|(((name, _), sums), counts)| {
+                let (calm, restless) = counts.thirds();
+                BandScore {
+                    calm: Some(calm),
+                    restless: Some(restless),
+                    ..sums.score(name)
+                }
+            })
             .collect(),
     })
 }

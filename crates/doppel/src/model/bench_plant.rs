@@ -373,12 +373,14 @@ fn print_table(rows: &[PlantRow], step_s: f64) {
         }
     }
     println!(
-        "\n80 % bands on the test years: coverage (below / above), mean width, interval score"
+        "\n80 % bands on the test years: coverage (below / above), mean width, interval score, \
+         coverage in the calmest and the most restless third of the windows"
     );
+    let share = |v: Option<f64>| v.map_or_else(String::new, |v| format!("{:.1} %", 100.0 * v));
     for r in rows {
         for b in &r.bands {
             println!(
-                "{:<8} {:<34} {:<12} {:>5.1} % ({:>4.1} / {:>4.1}) {:>7.3} {:>7.3}",
+                "{:<8} {:<34} {:<12} {:>5.1} % ({:>4.1} / {:>4.1}) {:>7.3} {:>7.3} {:>8} {:>8}",
                 format!("{:.1} h", r.horizon as f64 * step_s / 3600.0),
                 r.model,
                 b.bands,
@@ -386,7 +388,9 @@ fn print_table(rows: &[PlantRow], step_s: f64) {
                 100.0 * b.below,
                 100.0 * b.above,
                 b.width,
-                b.interval_score
+                b.interval_score,
+                share(b.calm),
+                share(b.restless)
             );
         }
     }

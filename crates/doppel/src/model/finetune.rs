@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::bail;
 use burn::prelude::Device;
 use clap::Args;
+use doppel_model::bands::BandScale;
 use doppel_model::data::{ReadOptions, Recording};
 use doppel_model::finetune::{ForecastLoss, ForecastTuning, finetune_forecast};
 use doppel_model::linear::{Layout, Search};
@@ -191,11 +192,18 @@ pub(super) fn finetune_command(args: FinetuneArgs) -> anyhow::Result<ExitCode> {
         head.loss.measure()
     );
     let chosen = head.chosen_bands();
+    let count: Vec<String> = BandScale::ALL
+        .iter()
+        .map(|&scale| {
+            let n = chosen.scales.iter().filter(|&&s| s == scale).count();
+            format!("{n} {}", scale.name())
+        })
+        .collect();
     eprintln!(
-        "error bands: {} scale (spread: the look-back's standard deviation; steps: its \
-         step-to-step changes), chosen per channel on the second half of the validation \
-         windows:",
-        chosen.name()
+        "error bands: each channel's scale chosen on the second half of the validation \
+         windows ({}; spread: the look-back's standard deviation, steps: its step-to-step \
+         changes); the 80 % band there:",
+        count.join(", ")
     );
     for score in &head.band_scores {
         eprintln!("  {score}");

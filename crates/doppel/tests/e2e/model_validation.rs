@@ -415,5 +415,39 @@ fn the_plant_bench_reports_what_evaluate_measures_with_the_models_it_leaves() {
                 "{model}: evaluate {m}, bench {r}"
             );
         }
+        // The same bands measured the same way: the one forecasts use first.
+        let (measured, reported) = (
+            evaluation["bands"].as_array().unwrap(),
+            row["bands"].as_array().unwrap(),
+        );
+        assert_eq!(measured.len(), reported.len(), "{model}");
+        assert!(!measured.is_empty(), "{model}");
+        for (m, r) in measured.iter().zip(reported) {
+            assert_eq!(m["bands"], r["bands"], "{model}");
+            for field in ["coverage", "width", "interval_score"] {
+                let (m, r) = (m[field].as_f64().unwrap(), r[field].as_f64().unwrap());
+                assert!(
+                    (m - r).abs() <= 1e-6,
+                    "{model} {field}: evaluate {m}, bench {r}"
+                );
+            }
+        }
     }
+    // The card says which scale each channel's band follows and how each did on validation.
+    let info = crate::common::doppel()
+        .args(["model", "info", "--model", &p("models/head-h6")])
+        .output()
+        .unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    let head_card = &info["forecast_head"];
+    assert_eq!(
+        head_card["band_scales"].as_array().unwrap().len(),
+        pretrained["channels"].as_array().unwrap().len(),
+        "{info}"
+    );
+    assert_eq!(
+        head_card["band_scores"].as_array().unwrap().len(),
+        4,
+        "{info}"
+    );
 }
