@@ -13,6 +13,8 @@
 //! Calibration must only ever see validation windows; `IntervalSums` is what evaluation on
 //! held-out data uses to measure the bands it was given.
 
+use std::collections::VecDeque;
+
 use serde::{Deserialize, Serialize};
 
 use crate::batch::Window;
@@ -301,6 +303,119 @@ impl CoverageByActivity {
     }
 }
 
+/// Bands that follow drift. Calibrated once, on the validation windows, a band holds 80 % only
+/// while the data stay like them. This widens or narrows each channel's band around its
+/// median by one factor, the one that would have held 80 % of the forecasts made in the last
+/// `steps` steps whose truth has all arrived (one factor a channel, not one per step: a few
+/// hundred recent forecasts are enough to set it).
+#[derive(Debug, Clone)]
+pub struct Recalibrator {
+    steps: usize,
+    channels: usize,
+    horizon: usize,
+    /// Forecasts whose truth is still arriving: (origin, needed factors `[c * H + k]`).
+    pending: VecDeque<(usize, Vec<f32>)>,
+    /// Forecasts whose truth has arrived, oldest first.
+    known: VecDeque<(usize, Vec<f32>)>,
+    factors: Vec<f32>,
+    /// Forecasts become known since the factors were last set.
+    fresh: usize,
+}
+
+impl Recalibrator {
+    pub fn new(steps: usize, channels: usize, horizon: usize) -> Self {
+        Recalibrator {
+            steps,
+            channels,
+            horizon,
+            pending: VecDeque::new(),
+            known: VecDeque::new(),
+            factors: vec![1.0; channels],
+            fresh: 0,
+        }
+    }
+
+    /// Each channel's factor for a forecast whose first step is `origin` (steps of one
+    /// recording, in order): 1 until some earlier forecast's truth has all arrived.
+    pub fn factors_at(&mut self, origin: usize) -> &[f32] {
+        while self
+            .pending
+            .front()
+            .is_some_and(|(o, _)| o + self.horizon <= origin)
+        {
+            let done = self.pending.pop_front().expect("checked");
+            self.known.push_back(done);
+            self.fresh += 1;
+        }
+        let newest = self.known.back().map_or(0, |(o, _)| *o);
+        while self
+            .known
+            .front()
+            .is_some_and(|(o, _)| o + self.steps <= newest)
+        {
+            self.known.pop_front();
+        }
+        // Setting the factors sorts every recent error; once a horizon's worth of new
+        // forecasts is often enough to follow drift.
+        if self.fresh > 0 && (self.fresh >= self.horizon || self.fresh >= self.known.len()) {
+            self.fresh = 0;
+            let mut needed = Vec::new();
+            for c in 0..self.channels {
+                needed.clear();
+                for (_, factors) in &self.known {
+                    let of_channel = &factors[c * self.horizon..(c + 1) * self.horizon];
+                    needed.extend(of_channel.iter().filter(|f| !f.is_nan()));
+                }
+                if !needed.is_empty() {
+                    let at = ((needed.len() - 1) as f64 * NOMINAL).round() as usize;
+                    let (_, &mut factor, _) = needed.select_nth_unstable_by(at, f32::total_cmp);
+                    self.factors[c] = factor;
+                }
+            }
+        }
+        &self.factors
+    }
+
+    /// A forecast made at `origin` with the calibrated `offsets` (`[band][c * H + k]`) and
+    /// the errors that followed it (NaN where unobserved).
+    pub fn record(&mut self, origin: usize, offsets: &[Vec<f32>], errors: &[f32]) {
+        let (low, mid, high) = (&offsets[0], &offsets[1], &offsets[offsets.len() - 1]);
+        let needed = errors
+            .iter()
+            .enumerate()
+            .map(|(i, &e)| {
+                // The least factor whose band holds e (NaN stays NaN).
+                if e >= mid[i] {
+                    (e - mid[i]) / (high[i] - mid[i]).max(f32::EPSILON)
+                } else {
+                    (mid[i] - e) / (mid[i] - low[i]).max(f32::EPSILON)
+                }
+            })
+            .collect();
+        self.pending.push_back((origin, needed));
+    }
+
+    /// Starts over (a new recording: its steps are not the last one's).
+    pub fn reset(&mut self) {
+        *self = Recalibrator::new(self.steps, self.channels, self.horizon);
+    }
+}
+
+/// `offsets` (`[band][c * H + k]`) widened (factor > 1) or narrowed around the median band
+/// by each channel's factor.
+pub fn widened(offsets: &[Vec<f32>], factors: &[f32], horizon: usize) -> Vec<Vec<f32>> {
+    let mid = &offsets[1];
+    offsets
+        .iter()
+        .map(|band| {
+            band.iter()
+                .enumerate()
+                .map(|(i, &o)| mid[i] + factors[i / horizon] * (o - mid[i]))
+                .collect()
+        })
+        .collect()
+}
+
 /// Calibration windows: each look-back (every channel) and the errors that followed it.
 pub struct Residuals<'a> {
     pub windows: &'a [Window],
@@ -555,6 +670,41 @@ mod tests {
         let o = (chosen.offsets(calm, H), chosen.offsets(restless, H));
         assert_eq!(o.0[0][H], o.1[0][H]);
         assert_eq!(o.0[2][H], o.1[2][H]);
+    }
+
+    /// Errors that double halfway through a stream: the calibrated band then holds far less
+    /// than 80 %; recalibrated on the last 500 steps' forecasts it holds 80 % again once
+    /// those are all from after the change, and it never uses a forecast whose truth has
+    /// not all arrived.
+    #[test]
+    fn recalibration_follows_errors_that_drift() {
+        let (h, band) = (2, vec![vec![-1.0f32; 2], vec![0.0; 2], vec![1.0; 2]]);
+        let mut recalibrator = Recalibrator::new(500, 1, h);
+        // Spread evenly over ±1.25 (so ±1 holds 80 %), doubled from origin 2,000 on.
+        let error = |o: usize, k: usize| {
+            let u = ((o * h + k) as f64 * 0.618_034).fract() as f32 * 2.5 - 1.25;
+            if o >= 2000 { 2.0 * u } else { u }
+        };
+        let (mut fixed, mut followed) = (IntervalSums::default(), IntervalSums::default());
+        for origin in 0..4000 {
+            let factors = recalibrator.factors_at(origin).to_vec();
+            if origin == 1999 || origin == 2001 {
+                assert!((factors[0] - 1.0).abs() < 0.02, "{factors:?}");
+            }
+            let widened = widened(&band, &factors, h);
+            let errors: Vec<f32> = (0..h).map(|k| error(origin, k)).collect();
+            if origin >= 2600 {
+                for (k, &e) in errors.iter().enumerate() {
+                    fixed.add(e, band[0][k], band[2][k]);
+                    followed.add(e, widened[0][k], widened[2][k]);
+                }
+            }
+            recalibrator.record(origin, &band, &errors);
+        }
+        let (fixed, followed) = (fixed.score("constant"), followed.score("recalibrated"));
+        assert!((fixed.coverage - 0.4).abs() < 0.03, "{fixed}");
+        assert!((followed.coverage - 0.8).abs() < 0.03, "{followed}");
+        assert!((recalibrator.factors_at(4000)[0] - 2.0).abs() < 0.05);
     }
 
     /// A channel whose look-backs never move keeps a constant band; unobserved truth (NaN)

@@ -7,7 +7,7 @@
 use burn::prelude::*;
 use serde::Serialize;
 
-use crate::bands::{self, BandScore, CoverageByActivity, IntervalSums};
+use crate::bands::{self, BandScore, CoverageByActivity, IntervalSums, Recalibrator};
 use crate::data::Recording;
 use crate::error::{ModelError, Result};
 use crate::finetune::{ForecastHeadCard, Forecaster, predict};
@@ -58,13 +58,16 @@ pub struct ForecastEvaluation {
 
 /// Runs `forecaster` on every window (look-back + horizon, every `stride` steps) of each
 /// standardised recording. Recordings shorter than a window are skipped; none long enough is
-/// an error.
+/// an error. With `recalibrate` (steps), the bands are also measured recalibrated as a
+/// deployed forecaster would recalibrate them: on the forecasts of the last `recalibrate`
+/// steps of the same recording whose truth had all arrived (`bands::Recalibrator`).
 pub fn evaluate_forecaster(
     forecaster: &Forecaster,
     config: &ModelConfig,
     head: &ForecastHeadCard,
     recordings: &[Recording],
     stride: usize,
+    recalibrate: Option<usize>,
     device: &Device,
 ) -> Result<ForecastEvaluation> {
     if stride == 0 {
@@ -80,10 +83,17 @@ pub fn evaluate_forecaster(
         let constant = bands::ScaledBands::constant(head.bands.clone());
         band_sets.push(("constant", constant));
     }
-    let mut band_sums = vec![IntervalSums::default(); band_sets.len()];
-    let mut by_activity = vec![CoverageByActivity::default(); band_sets.len()];
+    // The recalibrated bands are the chosen ones, widened or narrowed as they go.
+    let mut recalibrator = recalibrate.map(|steps| Recalibrator::new(steps, channels, horizon));
+    let recalibrated_name = format!("{}, recalibrated", chosen.name());
+    let sets = band_sets.len() + usize::from(recalibrator.is_some());
+    let mut band_sums = vec![IntervalSums::default(); sets];
+    let mut by_activity = vec![CoverageByActivity::default(); sets];
     let mut windows = 0;
     for rec in recordings {
+        if let Some(r) = &mut recalibrator {
+            r.reset();
+        }
         let Some(last_start) = rec.len().checked_sub(lookback + horizon) else {
             continue;
         };
@@ -92,12 +102,18 @@ pub fn evaluate_forecaster(
             let cuts: Vec<_> = chunk.iter().map(|&t| cut(rec, t, lookback, &ids)).collect();
             let predicted = predict(forecaster, config, head.channel_independent, &cuts, device);
             for ((&t, p), window) in chunk.iter().zip(&predicted).zip(&cuts) {
-                let offsets: Vec<_> = band_sets
+                let mut offsets: Vec<_> = band_sets
                     .iter()
                     .map(|(_, bands)| bands.offsets(window, horizon))
                     .collect();
+                let origin = t + lookback;
+                if let Some(r) = &mut recalibrator {
+                    let factors = r.factors_at(origin);
+                    offsets.push(bands::widened(&offsets[0], factors, horizon));
+                }
+                let mut errors = vec![f32::NAN; channels * horizon];
                 for c in 0..channels {
-                    let mut inside = vec![0; band_sets.len()];
+                    let mut inside = vec![0; sets];
                     let mut observed = 0;
                     let last = rec.values[c][t + lookback - 1];
                     for k in 0..horizon {
@@ -108,6 +124,7 @@ pub fn evaluate_forecaster(
                             per_channel[c].add(p[c * horizon + k], truth);
                             persistence.add(last, truth);
                             let (i, error) = (c * horizon + k, truth - p[c * horizon + k]);
+                            errors[i] = error;
                             observed += 1;
                             for (set, o) in offsets.iter().enumerate() {
                                 let (low, high) = (o[0][i], o[o.len() - 1][i]);
@@ -120,6 +137,9 @@ pub fn evaluate_forecaster(
                     for (set, counts) in by_activity.iter_mut().enumerate() {
                         counts.add(c, activity, inside[set], observed);
                     }
+                }
+                if let Some(r) = &mut recalibrator {
+                    r.record(origin, &offsets[0], &errors);
                 }
             }
             windows += chunk.len();
@@ -143,9 +163,11 @@ pub fn evaluate_forecaster(
         channel_mae: per_channel.iter().map(ErrorSums::mae).collect(),
         bands: band_sets
             .iter()
+            .map(|(name, _)| *name)
+            .chain(recalibrator.is_some().then_some(recalibrated_name.as_str()))
             .zip(&band_sums)
             .zip(&mut by_activity)
-            .map(|(((name, _), sums), counts)| {
+            .map(|((name, sums), counts)| {
                 let (calm, restless) = counts.thirds();
                 BandScore {
                     calm: Some(calm),

@@ -171,15 +171,21 @@ pub struct Forecast {
     /// on its validation windows (split-conformal), scaled by how much the look-back moves
     /// where validation chose so (`bands.rs`).
     pub bands: Vec<(f64, Vec<Vec<f32>>)>,
+    /// With recalibration: each channel's factor on the calibrated bands' width (above 1:
+    /// the recent forecasts missed more than validation's did).
+    pub recalibration: Option<Vec<f32>>,
 }
 
 /// Forecasts the `horizon` steps after the end of the recording with a fine-tuned head
-/// (at most the head's horizon), with error bands.
+/// (at most the head's horizon), with error bands. With `recalibrate` (steps), the bands are
+/// widened or narrowed per channel to hold 80 % of the head's forecasts over the last that
+/// many steps of the recording whose truth it holds (`bands::Recalibrator`).
 pub fn forecast_with_head(
     forecaster: &Forecaster,
     card: &ModelCard,
     rec: &Recording,
     horizon: usize,
+    recalibrate: Option<usize>,
     device: &Device,
 ) -> Result<Forecast> {
     let Some(head) = &card.forecast_head else {
@@ -200,7 +206,15 @@ pub fn forecast_with_head(
     let window = cut(&std_rec, std_rec.len() - w, w, &ids);
     let h = head.horizon;
     let bands = head.chosen_bands();
-    let offsets = bands.offsets(&window, h);
+    let mut offsets = bands.offsets(&window, h);
+    let recalibration = match recalibrate {
+        Some(steps) => {
+            let factors = recent_factors(forecaster, card, &std_rec, &bands, steps, device)?;
+            offsets = crate::bands::widened(&offsets, &factors, h);
+            Some(factors)
+        }
+        None => None,
+    };
     let point = crate::finetune::predict(
         forecaster,
         &card.config,
@@ -226,7 +240,65 @@ pub fn forecast_with_head(
             .zip(&offsets)
             .map(|(band, offset)| (band.level, in_units(&|c, k| offset[c * h + k])))
             .collect(),
+        recalibration,
     })
+}
+
+/// The forecasts a recalibration reads at most: enough to set one factor a channel.
+const RECALIBRATION_FORECASTS: usize = 512;
+
+/// Each channel's recalibration factor from the head's forecasts whose origins lie in the
+/// last `steps` steps of the (standardised) recording that still hold their whole truth
+/// (at most `RECALIBRATION_FORECASTS` of them, evenly spaced).
+fn recent_factors(
+    forecaster: &Forecaster,
+    card: &ModelCard,
+    std_rec: &Recording,
+    bands: &crate::bands::ScaledBands,
+    steps: usize,
+    device: &Device,
+) -> Result<Vec<f32>> {
+    let head = card.forecast_head.as_ref().expect("the caller checked");
+    let (w, h, len) = (card.config.window(), head.horizon, std_rec.len());
+    let channels = std_rec.channels.len();
+    if len < w + h {
+        return Err(ModelError::Settings(format!(
+            "recalibrating the bands needs a forecast whose truth the file holds: at least \
+             {} rows (look-back {w} + horizon {h}); the file has {len}",
+            w + h
+        )));
+    }
+    let last = len - h;
+    let first = last.saturating_sub(steps.saturating_sub(1)).max(w);
+    let stride = (last - first + 1).div_ceil(RECALIBRATION_FORECASTS).max(1);
+    let origins: Vec<usize> = (first..=last).step_by(stride).collect();
+    let ids: Vec<usize> = (0..channels).collect();
+    let windows: Vec<_> = origins
+        .iter()
+        .map(|&o| cut(std_rec, o - w, w, &ids))
+        .collect();
+    let predicted = crate::finetune::predict(
+        forecaster,
+        &card.config,
+        head.channel_independent,
+        &windows,
+        device,
+    );
+    let mut recalibrator = crate::bands::Recalibrator::new(steps, channels, h);
+    for ((&origin, window), p) in origins.iter().zip(&windows).zip(&predicted) {
+        let errors: Vec<f32> = (0..channels * h)
+            .map(|i| {
+                let (c, at) = (i / h, origin + i % h);
+                if std_rec.observed[c][at] {
+                    std_rec.values[c][at] - p[i]
+                } else {
+                    f32::NAN
+                }
+            })
+            .collect();
+        recalibrator.record(origin, &bands.offsets(window, h), &errors);
+    }
+    Ok(recalibrator.factors_at(len).to_vec())
 }
 
 /// Turns into which every token is hidden exactly once when scoring.

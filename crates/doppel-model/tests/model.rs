@@ -472,10 +472,11 @@ fn a_finetuned_forecaster_keeps_its_best_weights_reloads_exactly_and_its_bands_c
             context.values[c].truncate(end);
             context.observed[c].truncate(end);
         }
-        let f = tasks::forecast_with_head(&reloaded, &card, &context, 16, &plain).unwrap();
+        let f = tasks::forecast_with_head(&reloaded, &card, &context, 16, None, &plain).unwrap();
         if end == 3000 {
-            let again = tasks::forecast_with_head(&forecaster.valid(), &card, &context, 16, &plain)
-                .unwrap();
+            let again =
+                tasks::forecast_with_head(&forecaster.valid(), &card, &context, 16, None, &plain)
+                    .unwrap();
             assert_eq!(f, again, "a reload forecasts identically");
         }
         let (low, high) = (&f.bands[0], &f.bands[2]);
@@ -494,6 +495,57 @@ fn a_finetuned_forecaster_keeps_its_best_weights_reloads_exactly_and_its_bands_c
         (0.6..=0.95).contains(&coverage),
         "80 % band covered {coverage:.2}"
     );
+    // Recalibrated on the file's own last 400 steps: about as wide where the recent data are
+    // like the validation windows, wider where they have turned noisier.
+    let mut context = test.clone();
+    for c in 0..3 {
+        context.values[c].truncate(3000);
+        context.observed[c].truncate(3000);
+    }
+    let width = |f: &tasks::Forecast, c: usize| f.bands[2].1[c][0] - f.bands[0].1[c][0];
+    let plain_bands =
+        tasks::forecast_with_head(&reloaded, &card, &context, 16, None, &plain).unwrap();
+    let like =
+        tasks::forecast_with_head(&reloaded, &card, &context, 16, Some(400), &plain).unwrap();
+    let factors = like.recalibration.clone().unwrap();
+    assert!(
+        factors.iter().all(|f| (0.6..1.6).contains(f)),
+        "{factors:?}"
+    );
+    assert_eq!(
+        like.values, plain_bands.values,
+        "recalibration moves the bands only"
+    );
+    for c in 0..3 {
+        let sd = {
+            let v = &context.values[c];
+            let mean = v.iter().sum::<f32>() / v.len() as f32;
+            (v.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / v.len() as f32).sqrt()
+        };
+        for i in 2500..3000 {
+            context.values[c][i] += if i % 2 == 0 { 0.3 * sd } else { -0.3 * sd };
+        }
+    }
+    let noisy =
+        tasks::forecast_with_head(&reloaded, &card, &context, 16, Some(400), &plain).unwrap();
+    let factors = noisy.recalibration.clone().unwrap();
+    for c in 0..3 {
+        assert!(
+            factors[c] > 2.0 * like.recalibration.as_ref().unwrap()[c],
+            "{factors:?}"
+        );
+        assert!(width(&noisy, c) > 1.5 * width(&plain_bands, c));
+    }
+    let mut tiny = context.clone();
+    for c in 0..3 {
+        tiny.values[c].truncate(60);
+        tiny.observed[c].truncate(60);
+    }
+    let e = tasks::forecast_with_head(&reloaded, &card, &tiny, 16, Some(400), &plain).unwrap_err();
+    assert!(
+        e.to_string().contains("recalibrating the bands needs"),
+        "{e}"
+    );
     // The card keeps each scale's validation score and the per-channel choice, and
     // `evaluate` measures the bands forecasts use (then the constant ones) over every window.
     let head = card.forecast_head.as_ref().unwrap();
@@ -505,22 +557,29 @@ fn a_finetuned_forecaster_keeps_its_best_weights_reloads_exactly_and_its_bands_c
         head,
         &[card.normalizer.apply(&test)],
         7,
+        Some(700),
         &plain,
     )
     .unwrap();
     let chosen = &evaluation.bands[0];
     assert_eq!(chosen.bands, head.chosen_bands().name());
-    assert_eq!(
-        evaluation.bands.len(),
-        if chosen.bands == "constant" { 1 } else { 2 }
-    );
+    let names: Vec<&str> = evaluation.bands.iter().map(|b| b.bands.as_str()).collect();
+    let recalibrated = format!("{}, recalibrated", chosen.bands);
+    if chosen.bands == "constant" {
+        assert_eq!(names, ["constant", recalibrated.as_str()]);
+    } else {
+        assert_eq!(
+            names,
+            [chosen.bands.as_str(), "constant", recalibrated.as_str()]
+        );
+    }
     for band in &evaluation.bands {
         eprintln!("evaluate: {band}");
         assert!((0.6..=0.95).contains(&band.coverage), "{band}");
         assert!((band.coverage + band.below + band.above - 1.0).abs() < 1e-9);
         assert!(band.interval_score >= band.width, "{band}");
     }
-    let e = tasks::forecast_with_head(&reloaded, &card, &test, 17, &plain).unwrap_err();
+    let e = tasks::forecast_with_head(&reloaded, &card, &test, 17, None, &plain).unwrap_err();
     assert!(e.to_string().contains("fine-tuned for 16"), "{e}");
 }
 

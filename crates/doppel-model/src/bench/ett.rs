@@ -84,6 +84,8 @@ pub struct EttOptions {
     pub finetune_loss: crate::finetune::ForecastLoss,
     /// Train the forecasting head only (the pretrained encoder stays as it is).
     pub freeze_encoder: bool,
+    /// Also measure the bands recalibrated on the last this many steps' forecasts.
+    pub recalibrate_steps: Option<usize>,
     /// Pretraining steps of the sensor model the forecasting heads start from.
     pub forecast_pretrain_steps: usize,
     /// Share of patches that pretraining hides (LSM's 0.8; PatchTST pretrains with 0.4).
@@ -123,6 +125,7 @@ impl Default for EttOptions {
             finetune_learning_rate: 3e-4,
             finetune_dropout: 0.0,
             finetune_loss: Default::default(),
+            recalibrate_steps: None,
             freeze_encoder: false,
             forecast_pretrain_steps: 1000,
             forecast_mask_ratio: 0.8,
@@ -597,7 +600,15 @@ fn finetune_and_test(
     ));
     // Every test window: look-backs from the end of validation on, forecasts inside test.
     let test = slice(data, val_end - l, test_end - (val_end - l));
-    let evaluation = evaluate_forecaster(&forecaster, config, &head, &[test], 1, &Device::flex())?;
+    let evaluation = evaluate_forecaster(
+        &forecaster,
+        config,
+        &head,
+        &[test],
+        1,
+        options.recalibrate_steps,
+        &Device::flex(),
+    )?;
     let listed = |scores: &[BandScore]| -> String {
         let each: Vec<String> = scores.iter().map(BandScore::to_string).collect();
         each.join("; ")

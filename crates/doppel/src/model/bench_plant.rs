@@ -88,6 +88,10 @@ pub struct PlantArgs {
     /// Steps between forecast origins on the test years (1: every window).
     #[arg(long, default_value_t = 4)]
     test_stride: usize,
+    /// Also measure the bands recalibrated on the forecasts of the last this many steps
+    /// whose truth has arrived (see `evaluate --recalibrate`).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    recalibrate_steps: Option<u64>,
     /// The seed of pretraining and fine-tuning.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -213,7 +217,7 @@ pub(super) fn bench_plant(mut args: PlantArgs) -> anyhow::Result<ExitCode> {
         let started = Instant::now();
         let (linear, linear_head) =
             forecaster_for(&args, &pretrained, &standardised, horizon, None)?;
-        let linear_eval = measure(&linear, &test, args.test_stride)?;
+        let linear_eval = measure(&linear, &test, &args)?;
         let row = |model: String, eval: (f64, f64), validation_mse, kept_step, bands| PlantRow {
             dataset: "plant",
             task: "forecast",
@@ -243,7 +247,7 @@ pub(super) fn bench_plant(mut args: PlantArgs) -> anyhow::Result<ExitCode> {
         for &loss in &args.finetune_losses {
             let (head, card) =
                 forecaster_for(&args, &pretrained, &standardised, horizon, Some(loss))?;
-            let eval = measure(&head, &test, args.test_stride)?;
+            let eval = measure(&head, &test, &args)?;
             rows.push(row(
                 format!("doppel_{}{}", args.shape.size, loss.suffix("_")),
                 (eval.mse, eval.mae),
@@ -320,7 +324,7 @@ fn forecaster_for(
 
 /// A saved forecaster's errors on the (standardised) test years, read back from its folder
 /// as `doppel model evaluate` reads it.
-fn measure(dir: &Path, test: &[Recording], stride: usize) -> anyhow::Result<ForecastEvaluation> {
+fn measure(dir: &Path, test: &[Recording], args: &PlantArgs) -> anyhow::Result<ForecastEvaluation> {
     let device = Device::flex();
     let (forecaster, card) = store::load_forecaster(dir, &device)?;
     let head = card
@@ -332,7 +336,8 @@ fn measure(dir: &Path, test: &[Recording], stride: usize) -> anyhow::Result<Fore
         &card.config,
         head,
         test,
-        stride,
+        args.test_stride,
+        args.recalibrate_steps.map(|s| s as usize),
         &device,
     )?)
 }

@@ -31,6 +31,11 @@ pub struct EvaluateArgs {
     /// Steps between forecast origins (1: every window).
     #[arg(long, default_value_t = 1)]
     stride: usize,
+    /// Also measure the bands as a deployed forecaster would recalibrate them: widened or
+    /// narrowed per sensor to hold 80 % of the forecasts of the last this many steps whose
+    /// truth has arrived (data that drift from the validation windows need it).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    recalibrate: Option<u64>,
     /// Also write the result as JSON here.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -52,6 +57,7 @@ pub(super) fn evaluate_command(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
         head,
         &recordings,
         args.stride,
+        args.recalibrate.map(|s| s as usize),
         &device,
     )?;
     println!(

@@ -182,6 +182,11 @@ pub struct ForecastArgs {
     /// How many steps to forecast.
     #[arg(long)]
     horizon: usize,
+    /// Widen or narrow each sensor's error bands to hold 80 % of the head's forecasts over
+    /// the last this many steps of the file (those whose truth it holds): bands that follow
+    /// data drifting away from the validation windows. Off by default.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    recalibrate: Option<u64>,
 }
 
 #[derive(Args)]
@@ -309,6 +314,10 @@ pub struct EttArgs {
     /// What fine-tuning minimises and what chooses the head kept (see `finetune --loss`).
     #[arg(long, default_value = "squared", value_parser = loss_parser())]
     finetune_loss: ForecastLoss,
+    /// Also measure the fine-tuned heads' bands recalibrated on the forecasts of the last
+    /// this many steps whose truth has arrived (see `evaluate --recalibrate`).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    recalibrate_steps: Option<u64>,
     /// Fine-tune the forecasting heads only, the pretrained encoder frozen.
     #[arg(long)]
     freeze_encoder: bool,
@@ -546,13 +555,30 @@ fn forecast_command(args: ForecastArgs) -> anyhow::Result<ExitCode> {
     // otherwise (no error bands then).
     let forecast = if card.forecast_head.is_some() {
         let forecaster = store::with_forecast_head(&dir, net, &card, &device)?;
-        tasks::forecast_with_head(&forecaster, &card, &rec, args.horizon, &device)?
+        let recalibrate = args.recalibrate.map(|s| s as usize);
+        tasks::forecast_with_head(&forecaster, &card, &rec, args.horizon, recalibrate, &device)?
     } else {
         tasks::Forecast {
             values: tasks::forecast(&net, &card, &rec, args.horizon, &device)?,
             bands: Vec::new(),
+            recalibration: None,
         }
     };
+    if let Some(factors) = &forecast.recalibration {
+        let mut sorted = factors.clone();
+        sorted.sort_by(f32::total_cmp);
+        eprintln!(
+            "bands recalibrated on the file's last {} step(s): width × {:.2} to × {:.2} \
+             (median × {:.2}) across {} sensor(s)",
+            args.recalibrate.unwrap_or(0),
+            sorted[0],
+            sorted[sorted.len() - 1],
+            sorted[sorted.len() / 2],
+            sorted.len()
+        );
+    } else if args.recalibrate.is_some() {
+        eprintln!("this model has no forecasting head, so no error bands to recalibrate");
+    }
     let mut header = card.channels.clone();
     for (level, _) in &forecast.bands {
         header.extend(

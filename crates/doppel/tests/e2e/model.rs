@@ -750,6 +750,40 @@ fn finetune_a_forecasting_head_then_forecast_with_error_bands() {
     ]);
     assert!(!ok && err.contains("fine-tuned for 12"), "{err}");
 
+    // Bands recalibrated on the file's own last 300 steps: the same forecast, the bands
+    // still ordered, and the factors said.
+    let (ok, err) = run(&[
+        "model",
+        "forecast",
+        "--model",
+        &p("ft"),
+        "--input",
+        &p("head.csv"),
+        "--horizon",
+        "12",
+        "--recalibrate",
+        "300",
+        "--out",
+        &p("fc-recalibrated.csv"),
+    ]);
+    assert!(
+        ok && err.contains("bands recalibrated on the file's last 300"),
+        "{err}"
+    );
+    let recalibrated = std::fs::read_to_string(dir.path().join("fc-recalibrated.csv")).unwrap();
+    for (plain, again) in fc.lines().zip(recalibrated.lines()).skip(1) {
+        let (plain, again): (Vec<&str>, Vec<&str>) =
+            (plain.split(',').collect(), again.split(',').collect());
+        assert_eq!(plain[..4], again[..4], "the point forecast is the same");
+        for c in 0..3 {
+            let cell = |i: usize| again[i].parse::<f64>().unwrap();
+            assert!(
+                cell(4 + c) <= cell(7 + c) && cell(7 + c) <= cell(10 + c),
+                "{again:?}"
+            );
+        }
+    }
+
     // The registry: named versions in the data directory, used by name.
     let data = p("data");
     for expected in ["registered pumps v1", "registered pumps v2"] {
