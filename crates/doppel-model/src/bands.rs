@@ -8,7 +8,9 @@
 //! offsets back by it when forecasting, so the band widens where the plant is restless and
 //! narrows where it is calm. Which scale a head uses is chosen on validation: calibrated on
 //! the first half of the validation windows, scored by the interval score (Gneiting &
-//! Raftery 2007) on the second half, then recalibrated on all of them.
+//! Raftery 2007) on the second half, then recalibrated on all of them. Where the data drift
+//! away from the validation windows, `Recalibrator` widens or narrows each channel's band by
+//! one factor set on the recent forecasts whose truth has arrived.
 //!
 //! Calibration must only ever see validation windows; `IntervalSums` is what evaluation on
 //! held-out data uses to measure the bands it was given.
@@ -307,7 +309,7 @@ impl CoverageByActivity {
 /// while the data stay like them. This widens or narrows each channel's band around its
 /// median by one factor, the one that would have held 80 % of the forecasts made in the last
 /// `steps` steps whose truth has all arrived (one factor a channel, not one per step: a few
-/// hundred recent forecasts are enough to set it).
+/// hundred recent forecasts are enough to set it), between a quarter and four.
 #[derive(Debug, Clone)]
 pub struct Recalibrator {
     steps: usize,
@@ -369,7 +371,9 @@ impl Recalibrator {
                 if !needed.is_empty() {
                     let at = ((needed.len() - 1) as f64 * NOMINAL).round() as usize;
                     let (_, &mut factor, _) = needed.select_nth_unstable_by(at, f32::total_cmp);
-                    self.factors[c] = factor;
+                    // Bounded like the scales: a band calibrated to (almost) zero width,
+                    // a status that validation never saw switch, would need any factor.
+                    self.factors[c] = factor.clamp(1.0 / CLAMP, CLAMP);
                 }
             }
         }
@@ -705,6 +709,14 @@ mod tests {
         assert!((fixed.coverage - 0.4).abs() < 0.03, "{fixed}");
         assert!((followed.coverage - 0.8).abs() < 0.03, "{followed}");
         assert!((recalibrator.factors_at(4000)[0] - 2.0).abs() < 0.05);
+
+        // A band of zero width that starts missing is widened at most four times.
+        let flat = vec![vec![0.0f32; 2]; 3];
+        let mut recalibrator = Recalibrator::new(500, 1, h);
+        for origin in 0..100 {
+            recalibrator.record(origin, &flat, &[1.0, -1.0]);
+        }
+        assert_eq!(recalibrator.factors_at(200), [4.0]);
     }
 
     /// A channel whose look-backs never move keeps a constant band; unobserved truth (NaN)
