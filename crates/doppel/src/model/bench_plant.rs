@@ -90,7 +90,7 @@ pub struct PlantArgs {
     test_stride: usize,
     /// Also measure the bands recalibrated on the forecasts of the last this many steps
     /// whose truth has arrived (see `evaluate --recalibrate`).
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "STEPS", value_parser = clap::value_parser!(u64).range(1..))]
     recalibrate_steps: Option<u64>,
     /// The seed of pretraining and fine-tuning.
     #[arg(long, default_value_t = 0)]

@@ -34,7 +34,7 @@ pub struct EvaluateArgs {
     /// Also measure the bands as a deployed forecaster would recalibrate them: widened or
     /// narrowed per sensor to hold 80 % of the forecasts of the last this many steps whose
     /// truth has arrived (data that drift from the validation windows need it).
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "STEPS", value_parser = clap::value_parser!(u64).range(1..))]
     recalibrate: Option<u64>,
     /// Also write the result as JSON here.
     #[arg(long)]

@@ -185,7 +185,7 @@ pub struct ForecastArgs {
     /// Widen or narrow each sensor's error bands to hold 80 % of the head's forecasts over
     /// the last this many steps of the file (those whose truth it holds): bands that follow
     /// data drifting away from the validation windows. Off by default.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "STEPS", value_parser = clap::value_parser!(u64).range(1..))]
     recalibrate: Option<u64>,
 }
 
@@ -316,7 +316,7 @@ pub struct EttArgs {
     finetune_loss: ForecastLoss,
     /// Also measure the fine-tuned heads' bands recalibrated on the forecasts of the last
     /// this many steps whose truth has arrived (see `evaluate --recalibrate`).
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "STEPS", value_parser = clap::value_parser!(u64).range(1..))]
     recalibrate_steps: Option<u64>,
     /// Fine-tune the forecasting heads only, the pretrained encoder frozen.
     #[arg(long)]
