@@ -420,6 +420,106 @@ pub fn widened(offsets: &[Vec<f32>], factors: &[f32], horizon: usize) -> Vec<Vec
         .collect()
 }
 
+/// Measures a head's bands over forecasts on held-out data: the bands forecasts use, the
+/// constant ones when those differ, and with `recalibrate` (steps) the first recalibrated as
+/// they go, as a deployed forecaster would (`Recalibrator`).
+pub struct BandTally {
+    /// Named bands; the recalibrated set, if any, is last and has none of its own.
+    sets: Vec<(String, Option<ScaledBands>)>,
+    recalibrator: Option<Recalibrator>,
+    sums: Vec<IntervalSums>,
+    by_activity: Vec<CoverageByActivity>,
+    horizon: usize,
+}
+
+impl BandTally {
+    pub fn new(
+        chosen: ScaledBands,
+        constant: Vec<ErrorBand>,
+        recalibrate: Option<usize>,
+        horizon: usize,
+    ) -> Self {
+        let channels = chosen.scales.len();
+        let name = chosen.name();
+        let mut sets = vec![(name.to_string(), Some(chosen))];
+        if name != BandScale::Constant.name() {
+            sets.push(("constant".into(), Some(ScaledBands::constant(constant))));
+        }
+        let recalibrator = recalibrate.map(|steps| Recalibrator::new(steps, channels, horizon));
+        if recalibrator.is_some() {
+            sets.push((format!("{name}, recalibrated"), None));
+        }
+        BandTally {
+            sums: vec![IntervalSums::default(); sets.len()],
+            by_activity: vec![CoverageByActivity::default(); sets.len()],
+            sets,
+            recalibrator,
+            horizon,
+        }
+    }
+
+    /// The next forecasts come from another recording (recalibration starts over).
+    pub fn new_recording(&mut self) {
+        if let Some(r) = &mut self.recalibrator {
+            r.reset();
+        }
+    }
+
+    /// A forecast from `window` (every channel) whose first step is `origin`, and its errors
+    /// (truth − forecast, standardised, `[c * H + k]`; NaN where unobserved). Forecasts of
+    /// one recording come in the order of their origins.
+    pub fn add(&mut self, window: &Window, origin: usize, errors: &[f32]) {
+        let h = self.horizon;
+        let mut offsets: Vec<Vec<Vec<f32>>> = self
+            .sets
+            .iter()
+            .filter_map(|(_, bands)| bands.as_ref().map(|b| b.offsets(window, h)))
+            .collect();
+        if let Some(r) = &mut self.recalibrator {
+            let widened = widened(&offsets[0], r.factors_at(origin), h);
+            offsets.push(widened);
+        }
+        let t = window.values.len() / window.channels.len().max(1);
+        for c in 0..window.channels.len() {
+            let activity = activity(window, c, t);
+            for (set, o) in offsets.iter().enumerate() {
+                let (mut inside, mut observed) = (0, 0);
+                for i in c * h..(c + 1) * h {
+                    let error = errors[i];
+                    if error.is_nan() {
+                        continue;
+                    }
+                    let (low, high) = (o[0][i], o[o.len() - 1][i]);
+                    self.sums[set].add(error, low, high);
+                    inside += u32::from(low <= error && error <= high);
+                    observed += 1;
+                }
+                self.by_activity[set].add(c, activity, inside, observed);
+            }
+        }
+        if let Some(r) = &mut self.recalibrator {
+            r.record(origin, &offsets[0], errors);
+        }
+    }
+
+    /// Each set's score, the bands forecasts use first.
+    pub fn scores(mut self) -> Vec<BandScore> {
+        self.sets
+            .iter()
+            .zip(&self.sums)
+            .zip(&mut self.by_activity)
+            .map(|(((name, _), sums), counts)| {
+                let (calm, restless) = counts.thirds();
+                BandScore {
+                    calm: Some(calm),
+                    restless: Some(restless),
+                    ..sums.score(name)
+                }
+            })
+            .collect()
+    }
+}
+
 /// Calibration windows: each look-back (every channel) and the errors that followed it.
 pub struct Residuals<'a> {
     pub windows: &'a [Window],

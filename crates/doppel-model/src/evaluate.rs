@@ -7,7 +7,7 @@
 use burn::prelude::*;
 use serde::Serialize;
 
-use crate::bands::{self, BandScore, CoverageByActivity, IntervalSums, Recalibrator};
+use crate::bands::{BandScore, BandTally};
 use crate::data::Recording;
 use crate::error::{ModelError, Result};
 use crate::finetune::{ForecastHeadCard, Forecaster, predict};
@@ -51,8 +51,8 @@ pub struct ForecastEvaluation {
     /// Standardised MSE and MAE per channel, in the model's channel order.
     pub channel_mse: Vec<f64>,
     pub channel_mae: Vec<f64>,
-    /// The 80 % band forecasts use, then (when they differ) the constant one: coverage,
-    /// width and interval score over the same values.
+    /// The 80 % band forecasts use, then (when they differ) the constant one, then (when
+    /// asked) the first recalibrated: coverage, width and interval score over the same values.
     pub bands: Vec<BandScore>,
 }
 
@@ -77,23 +77,15 @@ pub fn evaluate_forecaster(
     let ids: Vec<usize> = (0..channels).collect();
     let (mut model, mut persistence) = (ErrorSums::default(), ErrorSums::default());
     let mut per_channel = vec![ErrorSums::default(); channels];
-    let chosen = head.chosen_bands();
-    let mut band_sets = vec![(chosen.name(), chosen.clone())];
-    if chosen.name() != "constant" {
-        let constant = bands::ScaledBands::constant(head.bands.clone());
-        band_sets.push(("constant", constant));
-    }
-    // The recalibrated bands are the chosen ones, widened or narrowed as they go.
-    let mut recalibrator = recalibrate.map(|steps| Recalibrator::new(steps, channels, horizon));
-    let recalibrated_name = format!("{}, recalibrated", chosen.name());
-    let sets = band_sets.len() + usize::from(recalibrator.is_some());
-    let mut band_sums = vec![IntervalSums::default(); sets];
-    let mut by_activity = vec![CoverageByActivity::default(); sets];
+    let mut bands = BandTally::new(
+        head.chosen_bands(),
+        head.bands.clone(),
+        recalibrate,
+        horizon,
+    );
     let mut windows = 0;
     for rec in recordings {
-        if let Some(r) = &mut recalibrator {
-            r.reset();
-        }
+        bands.new_recording();
         let Some(last_start) = rec.len().checked_sub(lookback + horizon) else {
             continue;
         };
@@ -102,45 +94,21 @@ pub fn evaluate_forecaster(
             let cuts: Vec<_> = chunk.iter().map(|&t| cut(rec, t, lookback, &ids)).collect();
             let predicted = predict(forecaster, config, head.channel_independent, &cuts, device);
             for ((&t, p), window) in chunk.iter().zip(&predicted).zip(&cuts) {
-                let mut offsets: Vec<_> = band_sets
-                    .iter()
-                    .map(|(_, bands)| bands.offsets(window, horizon))
-                    .collect();
-                let origin = t + lookback;
-                if let Some(r) = &mut recalibrator {
-                    let factors = r.factors_at(origin);
-                    offsets.push(bands::widened(&offsets[0], factors, horizon));
-                }
                 let mut errors = vec![f32::NAN; channels * horizon];
                 for c in 0..channels {
-                    let mut inside = vec![0; sets];
-                    let mut observed = 0;
                     let last = rec.values[c][t + lookback - 1];
                     for k in 0..horizon {
                         let at = t + lookback + k;
                         if rec.observed[c][at] {
-                            let truth = rec.values[c][at];
-                            model.add(p[c * horizon + k], truth);
-                            per_channel[c].add(p[c * horizon + k], truth);
+                            let (i, truth) = (c * horizon + k, rec.values[c][at]);
+                            model.add(p[i], truth);
+                            per_channel[c].add(p[i], truth);
                             persistence.add(last, truth);
-                            let (i, error) = (c * horizon + k, truth - p[c * horizon + k]);
-                            errors[i] = error;
-                            observed += 1;
-                            for (set, o) in offsets.iter().enumerate() {
-                                let (low, high) = (o[0][i], o[o.len() - 1][i]);
-                                band_sums[set].add(error, low, high);
-                                inside[set] += u32::from(low <= error && error <= high);
-                            }
+                            errors[i] = truth - p[i];
                         }
                     }
-                    let activity = bands::activity(window, c, lookback);
-                    for (set, counts) in by_activity.iter_mut().enumerate() {
-                        counts.add(c, activity, inside[set], observed);
-                    }
                 }
-                if let Some(r) = &mut recalibrator {
-                    r.record(origin, &offsets[0], &errors);
-                }
+                bands.add(window, t + lookback, &errors);
             }
             windows += chunk.len();
         }
@@ -161,20 +129,6 @@ pub fn evaluate_forecaster(
         persistence_mae: persistence.mae(),
         channel_mse: per_channel.iter().map(ErrorSums::mse).collect(),
         channel_mae: per_channel.iter().map(ErrorSums::mae).collect(),
-        bands: band_sets
-            .iter()
-            .map(|(name, _)| *name)
-            .chain(recalibrator.is_some().then_some(recalibrated_name.as_str()))
-            .zip(&band_sums)
-            .zip(&mut by_activity)
-            .map(|((name, sums), counts)| {
-                let (calm, restless) = counts.thirds();
-                BandScore {
-                    calm: Some(calm),
-                    restless: Some(restless),
-                    ..sums.score(name)
-                }
-            })
-            .collect(),
+        bands: bands.scores(),
     })
 }
