@@ -95,14 +95,14 @@ pub fn evaluate_forecaster(
             let predicted = predict(forecaster, config, head.channel_independent, &cuts, device);
             for ((&t, p), window) in chunk.iter().zip(&predicted).zip(&cuts) {
                 let mut errors = vec![f32::NAN; channels * horizon];
-                for c in 0..channels {
+                for (c, channel_sums) in per_channel.iter_mut().enumerate() {
                     let last = rec.values[c][t + lookback - 1];
                     for k in 0..horizon {
                         let at = t + lookback + k;
                         if rec.observed[c][at] {
                             let (i, truth) = (c * horizon + k, rec.values[c][at]);
                             model.add(p[i], truth);
-                            per_channel[c].add(p[i], truth);
+                            channel_sums.add(p[i], truth);
                             persistence.add(last, truth);
                             errors[i] = truth - p[i];
                         }
