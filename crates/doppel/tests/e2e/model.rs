@@ -699,18 +699,14 @@ fn finetune_a_forecasting_head_then_forecast_with_error_bands() {
     let text = std::fs::read_to_string(dir.path().join("train.csv")).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     std::fs::write(dir.path().join("head.csv"), lines[..1201].join("\n") + "\n").unwrap();
-    let (ok, err) = run(&[
-        "model",
-        "forecast",
-        "--model",
-        &p("ft"),
-        "--input",
-        &p("head.csv"),
-        "--horizon",
-        "12",
-        "--out",
-        &p("fc.csv"),
-    ]);
+    // `forecast --model ft --input head.csv` with `options`.
+    let forecast = |options: &[&str]| {
+        let (model, input) = (p("ft"), p("head.csv"));
+        let mut args = vec!["model", "forecast", "--model", &model, "--input", &input];
+        args.extend_from_slice(options);
+        run(&args)
+    };
+    let (ok, err) = forecast(&["--horizon", "12", "--out", &p("fc.csv")]);
     assert!(ok && err.contains("with error bands"), "{err}");
     let fc = std::fs::read_to_string(dir.path().join("fc.csv")).unwrap();
     let rows: Vec<Vec<&str>> = fc.lines().map(|l| l.split(',').collect()).collect();
@@ -736,36 +732,13 @@ fn finetune_a_forecasting_head_then_forecast_with_error_bands() {
     // Channel b swings ±3; a clean periodic signal is forecast to a small error.
     assert!(se / 36.0 < 0.05, "forecast MSE {}", se / 36.0);
 
-    let (ok, err) = run(&[
-        "model",
-        "forecast",
-        "--model",
-        &p("ft"),
-        "--input",
-        &p("head.csv"),
-        "--horizon",
-        "20",
-        "--out",
-        &p("x.csv"),
-    ]);
+    let (ok, err) = forecast(&["--horizon", "20", "--out", &p("x.csv")]);
     assert!(!ok && err.contains("fine-tuned for 12"), "{err}");
 
     // Bands recalibrated on the file's own last 300 steps: the same forecast, the bands
     // still ordered, and the factors said.
-    let (ok, err) = run(&[
-        "model",
-        "forecast",
-        "--model",
-        &p("ft"),
-        "--input",
-        &p("head.csv"),
-        "--horizon",
-        "12",
-        "--recalibrate",
-        "300",
-        "--out",
-        &p("fc-recalibrated.csv"),
-    ]);
+    let out = p("fc-recalibrated.csv");
+    let (ok, err) = forecast(&["--horizon", "12", "--recalibrate", "300", "--out", &out]);
     assert!(
         ok && err.contains("bands recalibrated on the file's last 300"),
         "{err}"
