@@ -21,11 +21,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::batch::Window;
 
-/// The levels of the forecast band (an 80 % interval and the median of the errors).
-pub const BAND_LEVELS: [f64; 3] = [0.1, 0.5, 0.9];
+/// The share of truth a band holds unless asked otherwise: an 80 % band, the 10th to the
+/// 90th percentile.
+pub const DEFAULT_COVERAGE: f64 = 0.8;
 
-/// The share of truth the band between the first and the last level is meant to hold.
-const NOMINAL: f64 = BAND_LEVELS[2] - BAND_LEVELS[0];
+/// The levels of a band meant to hold `coverage` of the truth: its low end, the median of the
+/// errors and its high end.
+pub fn band_levels(coverage: f64) -> [f64; 3] {
+    // Rounded to nine places, so 0.8 gives 0.1 and 0.9, not 0.09999999999999998.
+    let tail = ((1.0 - coverage) / 2.0 * 1e9).round() / 1e9;
+    [tail, 0.5, 1.0 - tail]
+}
 
 /// The `level` quantile of (truth − forecast), `offsets[channel][step]`: standardised units
 /// for a constant band, multiples of the window's scale for a scaled one.
@@ -152,6 +158,14 @@ impl ScaledBands {
             .collect()
     }
 
+    /// The share of truth the band is meant to hold (its levels' span).
+    pub fn coverage(&self) -> f64 {
+        match (self.bands.first(), self.bands.last()) {
+            (Some(low), Some(high)) => high.level - low.level,
+            _ => DEFAULT_COVERAGE,
+        }
+    }
+
     /// The name of the scale, or "per channel" when the channels differ.
     pub fn name(&self) -> &'static str {
         match self.scales.split_first() {
@@ -162,7 +176,7 @@ impl ScaledBands {
     }
 }
 
-/// How a band did on some windows: its 80 % interval's coverage, width and score.
+/// How a band did on some windows: its coverage, width and score.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BandScore {
     /// The scale ("constant", "spread", "steps"), or "per channel" for the one chosen.
@@ -173,7 +187,8 @@ pub struct BandScore {
     pub above: f64,
     /// The mean width, standardised units.
     pub width: f64,
-    /// The mean interval score: the width plus 2/α times each miss's distance (α = 0.2);
+    /// The mean interval score: the width plus 2/α times each miss's distance (α = 1 − the
+    /// share the band is meant to hold);
     /// lower is better, and only an honest band can make it low.
     pub interval_score: f64,
     /// The coverage in the calmest and in the most restless third of the windows, ranked
@@ -210,8 +225,10 @@ impl std::fmt::Display for BandScore {
 }
 
 /// Running sums behind a `BandScore`.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct IntervalSums {
+    /// 2/α: what a miss costs per unit of distance, for a band meant to hold 1 − α.
+    miss_weight: f64,
     below: usize,
     above: usize,
     width: f64,
@@ -220,10 +237,22 @@ pub struct IntervalSums {
 }
 
 impl IntervalSums {
+    /// Sums for a band meant to hold `coverage` of the truth.
+    pub fn new(coverage: f64) -> Self {
+        IntervalSums {
+            miss_weight: 2.0 / (1.0 - coverage),
+            below: 0,
+            above: 0,
+            width: 0.0,
+            penalty: 0.0,
+            count: 0,
+        }
+    }
+
     /// One observed value whose error (truth − forecast) is `error`, against the band's
     /// `low` and `high` offsets.
     pub fn add(&mut self, error: f32, low: f32, high: f32) {
-        let miss_weight = 2.0 / (1.0 - NOMINAL);
+        let miss_weight = self.miss_weight;
         self.width += (high - low) as f64;
         if error < low {
             self.below += 1;
@@ -305,14 +334,15 @@ impl CoverageByActivity {
     }
 }
 
-/// Bands that follow drift. Calibrated once, on the validation windows, a band holds 80 % only
-/// while the data stay like them. This widens or narrows each channel's band around its
-/// median by one factor, the one that would have held 80 % of the forecasts made in the last
+/// Bands that follow drift. Calibrated once, on the validation windows, a band holds its share
+/// only while the data stay like them. This widens or narrows each channel's band around its
+/// median by one factor, the one that would have held that share of the forecasts made in the last
 /// `steps` steps whose truth has all arrived (one factor a channel, not one per step: a few
 /// hundred recent forecasts are enough to set it), between a quarter and four.
 #[derive(Debug, Clone)]
 pub struct Recalibrator {
     steps: usize,
+    coverage: f64,
     channels: usize,
     horizon: usize,
     /// Forecasts whose truth is still arriving: (origin, needed factors `[c * H + k]`).
@@ -325,9 +355,11 @@ pub struct Recalibrator {
 }
 
 impl Recalibrator {
-    pub fn new(steps: usize, channels: usize, horizon: usize) -> Self {
+    /// For bands meant to hold `coverage` of the truth.
+    pub fn new(steps: usize, channels: usize, horizon: usize, coverage: f64) -> Self {
         Recalibrator {
             steps,
+            coverage,
             channels,
             horizon,
             pending: VecDeque::new(),
@@ -369,7 +401,7 @@ impl Recalibrator {
                     needed.extend(of_channel.iter().filter(|f| !f.is_nan()));
                 }
                 if !needed.is_empty() {
-                    let at = ((needed.len() - 1) as f64 * NOMINAL).round() as usize;
+                    let at = ((needed.len() - 1) as f64 * self.coverage).round() as usize;
                     let (_, &mut factor, _) = needed.select_nth_unstable_by(at, f32::total_cmp);
                     // Bounded like the scales: a band calibrated to (almost) zero width,
                     // a status that validation never saw switch, would need any factor.
@@ -401,7 +433,7 @@ impl Recalibrator {
 
     /// Starts over (a new recording: its steps are not the last one's).
     pub fn reset(&mut self) {
-        *self = Recalibrator::new(self.steps, self.channels, self.horizon);
+        *self = Recalibrator::new(self.steps, self.channels, self.horizon, self.coverage);
     }
 }
 
@@ -439,18 +471,19 @@ impl BandTally {
         recalibrate: Option<usize>,
         horizon: usize,
     ) -> Self {
-        let channels = chosen.scales.len();
+        let (channels, coverage) = (chosen.scales.len(), chosen.coverage());
         let name = chosen.name();
         let mut sets = vec![(name.to_string(), Some(chosen))];
         if name != BandScale::Constant.name() {
             sets.push(("constant".into(), Some(ScaledBands::constant(constant))));
         }
-        let recalibrator = recalibrate.map(|steps| Recalibrator::new(steps, channels, horizon));
+        let recalibrator =
+            recalibrate.map(|steps| Recalibrator::new(steps, channels, horizon, coverage));
         if recalibrator.is_some() {
             sets.push((format!("{name}, recalibrated"), None));
         }
         BandTally {
-            sums: vec![IntervalSums::default(); sets.len()],
+            sums: vec![IntervalSums::new(coverage); sets.len()],
             by_activity: vec![CoverageByActivity::default(); sets.len()],
             sets,
             recalibrator,
@@ -527,6 +560,8 @@ pub struct Residuals<'a> {
     pub errors: &'a [Vec<f32>],
     pub channels: usize,
     pub horizon: usize,
+    /// The share of truth the bands are to hold.
+    pub coverage: f64,
 }
 
 /// What calibration gives a head.
@@ -561,7 +596,7 @@ pub fn calibrate(residuals: &Residuals) -> Calibration {
         })
         .collect();
     let total = |pick: &dyn Fn(usize) -> usize| {
-        let mut all = IntervalSums::default();
+        let mut all = IntervalSums::new(residuals.coverage);
         for c in 0..channels {
             all.merge(&sums[pick(c)][c]);
         }
@@ -629,7 +664,7 @@ fn fit(r: &Residuals, scales: &[BandScale], range: std::ops::Range<usize>) -> Sc
             e.sort_by(f32::total_cmp);
         }
     }
-    let bands = BAND_LEVELS
+    let bands = band_levels(r.coverage)
         .iter()
         .map(|&level| ErrorBand {
             level,
@@ -660,7 +695,7 @@ fn channel_sums(
     bands: &ScaledBands,
     range: std::ops::Range<usize>,
 ) -> Vec<IntervalSums> {
-    let mut sums = vec![IntervalSums::default(); r.channels];
+    let mut sums = vec![IntervalSums::new(r.coverage); r.channels];
     for i in range {
         let offsets = bands.offsets(&r.windows[i], r.horizon);
         let (low, high) = (&offsets[0], &offsets[offsets.len() - 1]);
@@ -712,7 +747,7 @@ mod tests {
     /// channel `c`, first step.
     fn coverage(bands: &ScaledBands, window: &Window, c: usize, size: f32) -> f64 {
         let o = bands.offsets(window, H);
-        let mut sums = IntervalSums::default();
+        let mut sums = IntervalSums::new(DEFAULT_COVERAGE);
         for j in 0..1000 {
             let error = size * (j as f32 / 999.5 * 2.0 - 1.0);
             sums.add(error, o[0][c * H], o[2][c * H]);
@@ -730,6 +765,7 @@ mod tests {
             errors: &errors,
             channels: 2,
             horizon: H,
+            coverage: DEFAULT_COVERAGE,
         };
         let calibration = calibrate(&r);
         let chosen = &calibration.chosen;
@@ -783,13 +819,16 @@ mod tests {
     #[test]
     fn recalibration_follows_errors_that_drift() {
         let (h, band) = (2, vec![vec![-1.0f32; 2], vec![0.0; 2], vec![1.0; 2]]);
-        let mut recalibrator = Recalibrator::new(500, 1, h);
+        let mut recalibrator = Recalibrator::new(500, 1, h, DEFAULT_COVERAGE);
         // Spread evenly over ±1.25 (so ±1 holds 80 %), doubled from origin 2,000 on.
         let error = |o: usize, k: usize| {
             let u = ((o * h + k) as f64 * 0.618_034).fract() as f32 * 2.5 - 1.25;
             if o >= 2000 { 2.0 * u } else { u }
         };
-        let (mut fixed, mut followed) = (IntervalSums::default(), IntervalSums::default());
+        let (mut fixed, mut followed) = (
+            IntervalSums::new(DEFAULT_COVERAGE),
+            IntervalSums::new(DEFAULT_COVERAGE),
+        );
         for origin in 0..4000 {
             let factors = recalibrator.factors_at(origin).to_vec();
             if origin == 1999 || origin == 2001 {
@@ -812,11 +851,37 @@ mod tests {
 
         // A band of zero width that starts missing is widened at most four times.
         let flat = vec![vec![0.0f32; 2]; 3];
-        let mut recalibrator = Recalibrator::new(500, 1, h);
+        let mut recalibrator = Recalibrator::new(500, 1, h, DEFAULT_COVERAGE);
         for origin in 0..100 {
             recalibrator.record(origin, &flat, &[1.0, -1.0]);
         }
         assert_eq!(recalibrator.factors_at(200), [4.0]);
+    }
+
+    /// A 90 % band runs from the 5th to the 95th percentile, is wider than the 80 % one, and
+    /// its misses cost 20 times their distance (2/α, α = 0.1).
+    #[test]
+    fn a_ninety_percent_band() {
+        assert_eq!(band_levels(0.8), [0.1, 0.5, 0.9]);
+        assert_eq!(band_levels(0.9), [0.05, 0.5, 0.95]);
+        let (windows, errors) = residuals();
+        let calibrated = |coverage| {
+            calibrate(&Residuals {
+                windows: &windows,
+                errors: &errors,
+                channels: 2,
+                horizon: H,
+                coverage,
+            })
+        };
+        let (eighty, ninety) = (calibrated(0.8), calibrated(0.9));
+        assert!((ninety.constant.coverage() - 0.9).abs() < 1e-9);
+        let width =
+            |c: &Calibration| c.constant.bands[2].offsets[1][0] - c.constant.bands[0].offsets[1][0];
+        assert!(width(&ninety) > width(&eighty));
+        let mut sums = IntervalSums::new(0.9);
+        sums.add(2.0, -1.0, 1.0);
+        assert!((sums.score("").interval_score - (2.0 + 20.0)).abs() < 1e-9);
     }
 
     /// A channel whose look-backs never move keeps a constant band; unobserved truth (NaN)
@@ -833,6 +898,7 @@ mod tests {
             errors: &errors,
             channels: 2,
             horizon: H,
+            coverage: DEFAULT_COVERAGE,
         };
         for scale in [BandScale::Spread, BandScale::Steps] {
             let bands = fit(&r, &[scale; 2], 0..200);
@@ -861,6 +927,7 @@ mod tests {
             errors: &errors,
             channels: 2,
             horizon: H,
+            coverage: DEFAULT_COVERAGE,
         };
         let bands = fit(&r, &[BandScale::Spread; 2], 0..200);
         assert_eq!(bands.scales[0], BandScale::Spread);

@@ -449,6 +449,8 @@ pub struct ForecastTuning {
     pub dropout: f64,
     /// What training minimises and validation compares.
     pub loss: ForecastLoss,
+    /// The share of truth the error bands are to hold (`bands::DEFAULT_COVERAGE`: 0.8).
+    pub band_coverage: f64,
 }
 
 /// Fine-tunes a forecasting head (and the encoder under it) on standardised recordings,
@@ -474,6 +476,12 @@ pub fn finetune_forecast(
         return Err(ModelError::Settings(
             "the horizon must be at least 1 step".into(),
         ));
+    }
+    if !(tuning.band_coverage > 0.0 && tuning.band_coverage < 1.0) {
+        return Err(ModelError::Settings(format!(
+            "the bands' coverage must be above 0 and below 1 (0.8: an 80 % band), not {}",
+            tuning.band_coverage
+        )));
     }
     let training_ends = train.training_ends(recordings)?;
     let (train_starts, val_starts) = window_starts(recordings, t + h, &training_ends);
@@ -627,7 +635,7 @@ pub fn finetune_forecast(
     let (best_step, chosen, chosen_errors) = best;
 
     // Error quantiles of the chosen weights on (up to 2,000) validation windows.
-    let calibration = calibrate_bands(&chosen, config, ci, &spread(2000), channels, h, device);
+    let calibration = calibrate_bands(&chosen, config, &spread(2000), tuning, channels, device);
     let card = ForecastHeadCard {
         horizon: h,
         channel_independent: tuning.channel_independent,
@@ -652,14 +660,20 @@ pub fn finetune_forecast(
 fn calibrate_bands(
     forecaster: &Forecaster,
     config: &ModelConfig,
-    channel_independent: bool,
     samples: &[Sample],
+    tuning: &ForecastTuning,
     channels: usize,
-    h: usize,
     device: &Device,
 ) -> bands::Calibration {
+    let h = tuning.horizon;
     let windows: Vec<Window> = samples.iter().map(|s| s.window.clone()).collect();
-    let predicted = predict(forecaster, config, channel_independent, &windows, device);
+    let predicted = predict(
+        forecaster,
+        config,
+        tuning.channel_independent,
+        &windows,
+        device,
+    );
     let errors: Vec<Vec<f32>> = samples
         .iter()
         .zip(&predicted)
@@ -680,6 +694,7 @@ fn calibrate_bands(
         errors: &errors,
         channels,
         horizon: h,
+        coverage: tuning.band_coverage,
     })
 }
 

@@ -284,7 +284,7 @@ fn recent_factors(
         &windows,
         device,
     );
-    let mut recalibrator = crate::bands::Recalibrator::new(steps, channels, h);
+    let mut recalibrator = crate::bands::Recalibrator::new(steps, channels, h, bands.coverage());
     for ((&origin, window), p) in origins.iter().zip(&windows).zip(&predicted) {
         let errors: Vec<f32> = (0..channels * h)
             .map(|i| {

@@ -427,6 +427,7 @@ fn a_finetuned_forecaster_keeps_its_best_weights_reloads_exactly_and_its_bands_c
         freeze_encoder: false,
         dropout: 0.0,
         loss: Default::default(),
+        band_coverage: doppel_model::bands::DEFAULT_COVERAGE,
     };
     let (forecaster, head) = finetune_forecast(
         model,

@@ -210,6 +210,7 @@ fn what_reads_one_channel_a_window_refuses_two_d_patches() {
         freeze_encoder: false,
         dropout: 0.0,
         loss: Default::default(),
+        band_coverage: doppel_model::bands::DEFAULT_COVERAGE,
     };
     let e = finetune_forecast(
         config.init_seeded(0, &device),
@@ -272,6 +273,7 @@ fn a_forecasting_head_on_two_d_tokens_starts_at_its_linear_start_and_reloads_exa
         freeze_encoder: false,
         dropout: 0.0,
         loss: Default::default(),
+        band_coverage: doppel_model::bands::DEFAULT_COVERAGE,
     };
     let (forecaster, head) = finetune_forecast(
         config.init_seeded(0, &device),

@@ -570,6 +570,7 @@ fn finetune_and_test(
         freeze_encoder: options.freeze_encoder,
         dropout: options.finetune_dropout,
         loss: options.finetune_loss,
+        band_coverage: crate::bands::DEFAULT_COVERAGE,
     };
     let device = Device::flex().autodiff();
     let (forecaster, head) = crate::finetune::finetune_forecast(

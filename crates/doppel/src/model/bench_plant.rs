@@ -303,6 +303,7 @@ fn forecaster_for(
         freeze_encoder: false,
         dropout: 0.0,
         loss: loss.unwrap_or_default(),
+        band_coverage: doppel_model::bands::DEFAULT_COVERAGE,
     };
     let bar = crate::progress::training_bar(steps as u64);
     let (forecaster, head) =

@@ -84,7 +84,10 @@ pub(super) fn evaluate_command(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
         .collect();
     println!("hardest channels (MSE): {}", worst.join(", "));
     for band in &evaluation.bands {
-        println!("80 % band, {band}");
+        println!(
+            "{:.0} % band, {band}",
+            100.0 * head.chosen_bands().coverage()
+        );
     }
     if let Some(out) = &args.out {
         let json = serde_json::json!({

@@ -119,6 +119,10 @@ pub struct FinetuneArgs {
     /// than a blend of both. `evaluate` reports both measures either way.
     #[arg(long, default_value = "squared", value_parser = super::loss_parser())]
     loss: ForecastLoss,
+    /// The share of what follows the error bands are to hold (0.8: the 10th to the 90th
+    /// percentile; 0.9: the 5th to the 95th).
+    #[arg(long, default_value_t = doppel_model::bands::DEFAULT_COVERAGE, value_parser = super::share_above_zero_below_one)]
+    band_coverage: f64,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     #[command(flatten)]
@@ -152,6 +156,7 @@ pub(super) fn finetune_command(args: FinetuneArgs) -> anyhow::Result<ExitCode> {
         freeze_encoder: args.freeze_encoder,
         dropout: args.dropout,
         loss: args.loss,
+        band_coverage: args.band_coverage,
     };
     eprintln!(
         "fine-tuning a forecasting head for {} steps on a {}-step look-back ({} file(s))",
@@ -202,8 +207,9 @@ pub(super) fn finetune_command(args: FinetuneArgs) -> anyhow::Result<ExitCode> {
     eprintln!(
         "error bands: each channel's scale chosen on the second half of the validation \
          windows ({}; spread: the look-back's standard deviation, steps: its step-to-step \
-         changes); the 80 % band there:",
-        count.join(", ")
+         changes); the {:.0} % band there:",
+        count.join(", "),
+        100.0 * chosen.coverage()
     );
     for score in &head.band_scores {
         eprintln!("  {score}");

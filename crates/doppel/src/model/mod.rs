@@ -754,6 +754,13 @@ fn loss_parser() -> impl TypedValueParser<Value = ForecastLoss> {
 }
 
 /// Parses a share (a dropout rate, a mask ratio): at least 0 and below 1.
+fn share_above_zero_below_one(text: &str) -> Result<f64, String> {
+    match share_below_one(text)? {
+        0.0 => Err("a share here is above 0".into()),
+        share => Ok(share),
+    }
+}
+
 fn share_below_one(text: &str) -> Result<f64, String> {
     let share: f64 = text
         .parse()

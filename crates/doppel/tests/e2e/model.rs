@@ -757,6 +757,71 @@ fn finetune_a_forecasting_head_then_forecast_with_error_bands() {
         }
     }
 
+    // A 90 % band: the 5th to the 95th percentile, wider than the 80 % one; a band meant to
+    // hold everything is refused.
+    let finetune = |coverage: &str, out: &str| {
+        run(&[
+            "model",
+            "finetune",
+            "--task",
+            "forecast",
+            "--model",
+            &p("m"),
+            "--input",
+            &p("train.csv"),
+            "--horizon",
+            "12",
+            "--steps",
+            "10",
+            "--batch",
+            "8",
+            "--band-coverage",
+            coverage,
+            "--out",
+            out,
+        ])
+    };
+    let (ok, err) = finetune("1", &p("ft100"));
+    assert!(
+        !ok && err.contains("--band-coverage") && err.contains("below 1"),
+        "{err}"
+    );
+    let (ok, err) = finetune("0.9", &p("ft90"));
+    assert!(ok && err.contains("the 90 % band there"), "{err}");
+    let (model, input, out) = (p("ft90"), p("head.csv"), p("fc90.csv"));
+    let (ok, err) = run(&[
+        "model",
+        "forecast",
+        "--model",
+        &model,
+        "--input",
+        &input,
+        "--horizon",
+        "12",
+        "--out",
+        &out,
+    ]);
+    assert!(ok, "{err}");
+    let fc90 = std::fs::read_to_string(dir.path().join("fc90.csv")).unwrap();
+    let header = fc90.lines().next().unwrap();
+    assert_eq!(
+        header,
+        "time,a,b,c,a_p05,b_p05,c_p05,a_p50,b_p50,c_p50,a_p95,b_p95,c_p95"
+    );
+    let spread = |text: &str| -> f64 {
+        text.lines()
+            .skip(1)
+            .map(|l| {
+                let v: Vec<f64> = l.split(',').skip(1).map(|x| x.parse().unwrap()).collect();
+                (0..3).map(|c| v[9 + c] - v[3 + c]).sum::<f64>()
+            })
+            .sum()
+    };
+    assert!(
+        spread(&fc90) > spread(&fc),
+        "90 % bands are wider than 80 % ones"
+    );
+
     // The registry: named versions in the data directory, used by name.
     let data = p("data");
     for expected in ["registered pumps v1", "registered pumps v2"] {
