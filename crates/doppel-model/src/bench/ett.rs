@@ -86,6 +86,8 @@ pub struct EttOptions {
     pub freeze_encoder: bool,
     /// Also measure the bands recalibrated on the last this many steps' forecasts.
     pub recalibrate_steps: Option<usize>,
+    /// The share of truth the heads' error bands are to hold.
+    pub band_coverage: f64,
     /// Pretraining steps of the sensor model the forecasting heads start from.
     pub forecast_pretrain_steps: usize,
     /// Share of patches that pretraining hides (LSM's 0.8; PatchTST pretrains with 0.4).
@@ -126,6 +128,7 @@ impl Default for EttOptions {
             finetune_dropout: 0.0,
             finetune_loss: Default::default(),
             recalibrate_steps: None,
+            band_coverage: crate::bands::DEFAULT_COVERAGE,
             freeze_encoder: false,
             forecast_pretrain_steps: 1000,
             forecast_mask_ratio: 0.8,
@@ -570,7 +573,7 @@ fn finetune_and_test(
         freeze_encoder: options.freeze_encoder,
         dropout: options.finetune_dropout,
         loss: options.finetune_loss,
-        band_coverage: crate::bands::DEFAULT_COVERAGE,
+        band_coverage: options.band_coverage,
     };
     let device = Device::flex().autodiff();
     let (forecaster, head) = crate::finetune::finetune_forecast(
@@ -615,11 +618,13 @@ fn finetune_and_test(
         each.join("; ")
     };
     log(&format!(
-        "  80 % bands on validation (second half): {}",
+        "  {:.0} % bands on validation (second half): {}",
+        100.0 * options.band_coverage,
         listed(&head.band_scores)
     ));
     log(&format!(
-        "  80 % bands on test: {}",
+        "  {:.0} % bands on test: {}",
+        100.0 * options.band_coverage,
         listed(&evaluation.bands)
     ));
     let settings = format!(

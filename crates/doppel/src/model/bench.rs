@@ -39,6 +39,7 @@ pub(super) fn bench_ett(args: EttArgs) -> anyhow::Result<ExitCode> {
         finetune_dropout: args.finetune_dropout,
         finetune_loss: args.finetune_loss,
         recalibrate_steps: args.recalibrate_steps.map(|s| s as usize),
+        band_coverage: args.band_coverage,
         freeze_encoder: args.freeze_encoder,
         forecast_pretrain_steps: args.forecast_pretrain_steps,
         forecast_mask_ratio: args.forecast_mask_ratio,

@@ -92,6 +92,9 @@ pub struct PlantArgs {
     /// whose truth has arrived (see `evaluate --recalibrate`).
     #[arg(long, value_name = "STEPS", value_parser = clap::value_parser!(u64).range(1..))]
     recalibrate_steps: Option<u64>,
+    /// The share of truth the heads' error bands are to hold (see `finetune --band-coverage`).
+    #[arg(long, default_value_t = doppel_model::bands::DEFAULT_COVERAGE, value_parser = super::share_above_zero_below_one)]
+    band_coverage: f64,
     /// The seed of pretraining and fine-tuning.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -262,7 +265,7 @@ pub(super) fn bench_plant(mut args: PlantArgs) -> anyhow::Result<ExitCode> {
         );
     }
     super::bench::write_jsonl(&args.out, &rows)?;
-    print_table(&rows, args.step);
+    print_table(&rows, args.step, args.band_coverage);
     eprintln!(
         "{:.0} s ({simulated_s:.0} s simulating); wrote {} and the models in {}",
         began.elapsed().as_secs_f64(),
@@ -303,7 +306,7 @@ fn forecaster_for(
         freeze_encoder: false,
         dropout: 0.0,
         loss: loss.unwrap_or_default(),
-        band_coverage: doppel_model::bands::DEFAULT_COVERAGE,
+        band_coverage: args.band_coverage,
     };
     let bar = crate::progress::training_bar(steps as u64);
     let (forecaster, head) =
@@ -343,7 +346,7 @@ fn measure(dir: &Path, test: &[Recording], args: &PlantArgs) -> anyhow::Result<F
     )?)
 }
 
-fn print_table(rows: &[PlantRow], step_s: f64) {
+fn print_table(rows: &[PlantRow], step_s: f64, band_coverage: f64) {
     println!(
         "{:<8} {:<34} {:>14} {:>9} {:>9} {:>20}",
         "horizon", "forecaster", "validation MSE", "test MSE", "test MAE", "vs linear start"
@@ -379,8 +382,9 @@ fn print_table(rows: &[PlantRow], step_s: f64) {
         }
     }
     println!(
-        "\n80 % bands on the test years: coverage (below / above), mean width, interval score, \
-         coverage in the calmest and the most restless third of the windows"
+        "\n{:.0} % bands on the test years: coverage (below / above), mean width, interval \
+         score, coverage in the calmest and the most restless third of the windows",
+        100.0 * band_coverage
     );
     let share = |v: Option<f64>| v.map_or_else(String::new, |v| format!("{:.1} %", 100.0 * v));
     for r in rows {

@@ -318,6 +318,9 @@ pub struct EttArgs {
     /// this many steps whose truth has arrived (see `evaluate --recalibrate`).
     #[arg(long, value_name = "STEPS", value_parser = clap::value_parser!(u64).range(1..))]
     recalibrate_steps: Option<u64>,
+    /// The share of truth the heads' error bands are to hold (see `finetune --band-coverage`).
+    #[arg(long, default_value_t = doppel_model::bands::DEFAULT_COVERAGE, value_parser = share_above_zero_below_one)]
+    band_coverage: f64,
     /// Fine-tune the forecasting heads only, the pretrained encoder frozen.
     #[arg(long)]
     freeze_encoder: bool,
