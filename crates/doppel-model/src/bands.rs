@@ -12,7 +12,7 @@
 //! away from the validation windows, `Recalibrator` widens or narrows each channel's band by
 //! one factor set on the recent forecasts whose truth has arrived.
 //!
-//! Calibration must only ever see validation windows; `IntervalSums` is what evaluation on
+//! Calibration must only ever see validation windows; `BandTally` is what evaluation on
 //! held-out data uses to measure the bands it was given.
 
 use std::collections::VecDeque;
