@@ -10,7 +10,8 @@ use serde::Serialize;
 use crate::bands::{BandScore, BandTally};
 use crate::data::Recording;
 use crate::error::{ModelError, Result};
-use crate::finetune::{ForecastHeadCard, Forecaster, predict};
+use crate::finetune::ForecastHeadCard;
+use crate::forecaster::{Forecaster, predict};
 use crate::model::ModelConfig;
 use crate::train::cut;
 

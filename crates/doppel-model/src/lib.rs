@@ -14,6 +14,7 @@ pub mod device;
 pub mod error;
 pub mod evaluate;
 pub mod finetune;
+pub mod forecaster;
 pub mod fused;
 pub mod linear;
 mod matmul;

@@ -13,7 +13,8 @@ use doppel_core::time::format_rfc3339;
 
 use crate::data::{Normalizer, Recording};
 use crate::error::{ModelError, Result};
-use crate::finetune::{ForecastHead, ForecastHeadCard, Forecaster};
+use crate::finetune::ForecastHeadCard;
+use crate::forecaster::{ForecastHead, Forecaster};
 use crate::linear::Layout;
 use crate::model::{ModelConfig, SensorModel};
 use crate::probe::{Probe, ProbeCard};

@@ -9,7 +9,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use crate::batch::{Mask, make_batch};
 use crate::data::Recording;
 use crate::error::{ModelError, Result};
-use crate::finetune::Forecaster;
+use crate::forecaster::{Forecaster, predict};
 use crate::model::SensorModel;
 use crate::store::ModelCard;
 use crate::train::cut;
@@ -215,7 +215,7 @@ pub fn forecast_with_head(
         }
         None => None,
     };
-    let point = crate::finetune::predict(
+    let point = predict(
         forecaster,
         &card.config,
         head.channel_independent,
@@ -277,7 +277,7 @@ fn recent_factors(
         .iter()
         .map(|&o| cut(std_rec, o - w, w, &ids))
         .collect();
-    let predicted = crate::finetune::predict(
+    let predicted = predict(
         forecaster,
         &card.config,
         head.channel_independent,

@@ -7,9 +7,8 @@
 use burn::prelude::*;
 use doppel_model::batch::{Mask, make_batch};
 use doppel_model::data::Normalizer;
-use doppel_model::finetune::{
-    ForecastHead, ForecastTuning, Forecaster, finetune_forecast, predict,
-};
+use doppel_model::finetune::{ForecastTuning, finetune_forecast};
+use doppel_model::forecaster::{ForecastHead, Forecaster, predict};
 use doppel_model::linear::{self, Layout, Search, Series};
 use doppel_model::model::ModelConfig;
 use doppel_model::store::{self, ModelCard};
