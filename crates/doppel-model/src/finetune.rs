@@ -15,9 +15,9 @@
 //! the weights kept, so a switching signal is forecast at its likelier level rather than
 //! at a blend of both.
 //!
-//! Uncertainty is split-conformal: the quantiles of the chosen forecaster's errors on the
-//! validation windows, per channel and horizon step, are added to the point forecast.
-//! This module must never look at test data: callers hand it training recordings only.
+//! The forecaster itself (head, skip path, `predict`) is in `forecaster.rs`; its error bands,
+//! calibrated here on the validation windows, in `bands.rs`. This module must never look at
+//! test data: callers hand it training recordings only.
 
 use burn::grad_clipping::GradientClippingConfig;
 use burn::module::Module;
