@@ -743,6 +743,17 @@ mod tests {
         (windows, errors)
     }
 
+    /// The windows and errors of two channels, H steps, an 80 % band.
+    fn two_channels<'a>(windows: &'a [Window], errors: &'a [Vec<f32>]) -> Residuals<'a> {
+        Residuals {
+            windows,
+            errors,
+            channels: 2,
+            horizon: H,
+            coverage: DEFAULT_COVERAGE,
+        }
+    }
+
     /// The share inside `bands` of errors spread evenly over ±`size` in `window`,
     /// channel `c`, first step.
     fn coverage(bands: &ScaledBands, window: &Window, c: usize, size: f32) -> f64 {
@@ -760,13 +771,7 @@ mod tests {
     #[test]
     fn each_channel_gets_the_scale_its_errors_follow() {
         let (windows, errors) = residuals();
-        let r = Residuals {
-            windows: &windows,
-            errors: &errors,
-            channels: 2,
-            horizon: H,
-            coverage: DEFAULT_COVERAGE,
-        };
+        let r = two_channels(&windows, &errors);
         let calibration = calibrate(&r);
         let chosen = &calibration.chosen;
         assert_eq!(chosen.scales, [BandScale::Spread, BandScale::Constant]);
@@ -867,11 +872,8 @@ mod tests {
         let (windows, errors) = residuals();
         let calibrated = |coverage| {
             calibrate(&Residuals {
-                windows: &windows,
-                errors: &errors,
-                channels: 2,
-                horizon: H,
                 coverage,
+                ..two_channels(&windows, &errors)
             })
         };
         let (eighty, ninety) = (calibrated(0.8), calibrated(0.9));
@@ -893,13 +895,7 @@ mod tests {
             w.values[..8].fill(0.5);
         }
         errors[0][0] = f32::NAN;
-        let r = Residuals {
-            windows: &windows,
-            errors: &errors,
-            channels: 2,
-            horizon: H,
-            coverage: DEFAULT_COVERAGE,
-        };
+        let r = two_channels(&windows, &errors);
         for scale in [BandScale::Spread, BandScale::Steps] {
             let bands = fit(&r, &[scale; 2], 0..200);
             assert_eq!(bands.scales, [BandScale::Constant, scale]);
@@ -922,13 +918,7 @@ mod tests {
                 w.values[..8].fill(0.5);
             }
         }
-        let r = Residuals {
-            windows: &windows,
-            errors: &errors,
-            channels: 2,
-            horizon: H,
-            coverage: DEFAULT_COVERAGE,
-        };
+        let r = two_channels(&windows, &errors);
         let bands = fit(&r, &[BandScale::Spread; 2], 0..200);
         assert_eq!(bands.scales[0], BandScale::Spread);
         let width = |w: &Window| {

@@ -593,6 +593,14 @@ fn two_d_patches_pretrain_score_and_forecast_from_the_command_line() {
 fn finetune_a_forecasting_head_then_forecast_with_error_bands() {
     let dir = tempfile::tempdir().unwrap();
     let p = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    // `finetune --task forecast --model m --input train.csv --horizon 12` with `options`.
+    let finetune = |options: &[&str]| {
+        let (model, input) = (p("m"), p("train.csv"));
+        let mut args = vec!["model", "finetune", "--task", "forecast", "--model", &model];
+        args.extend(["--input", &input, "--horizon", "12"]);
+        args.extend_from_slice(options);
+        run(&args)
+    };
     write_sines(&dir.path().join("train.csv"), 1500, false);
     let pretrain = [
         "model",
@@ -637,42 +645,10 @@ fn finetune_a_forecasting_head_then_forecast_with_error_bands() {
         &p("plain.csv"),
     ]);
     assert!(ok && !err.contains("error bands"), "{err}");
-    let (ok, err) = run(&[
-        "model",
-        "finetune",
-        "--task",
-        "forecast",
-        "--model",
-        &p("m"),
-        "--input",
-        &p("train.csv"),
-        "--horizon",
-        "12",
-        "--steps",
-        "30",
-        "--batch",
-        "16",
-        "--out",
-        &p("ft"),
-    ]);
+    let (ok, err) = finetune(&["--steps", "30", "--batch", "16", "--out", &p("ft")]);
     assert!(ok, "{err}");
     assert!(err.contains("validation MSE"), "{err}");
-    let (ok, err) = run(&[
-        "model",
-        "finetune",
-        "--task",
-        "forecast",
-        "--model",
-        &p("m"),
-        "--input",
-        &p("train.csv"),
-        "--horizon",
-        "12",
-        "--loss",
-        "median",
-        "--out",
-        &p("ft2"),
-    ]);
+    let (ok, err) = finetune(&["--loss", "median", "--out", &p("ft2")]);
     assert!(
         !ok && err.contains("squared") && err.contains("absolute"),
         "{err}"
@@ -759,18 +735,8 @@ fn finetune_a_forecasting_head_then_forecast_with_error_bands() {
 
     // A 90 % band: the 5th to the 95th percentile, wider than the 80 % one; a band meant to
     // hold everything is refused.
-    let finetune = |coverage: &str, out: &str| {
-        run(&[
-            "model",
-            "finetune",
-            "--task",
-            "forecast",
-            "--model",
-            &p("m"),
-            "--input",
-            &p("train.csv"),
-            "--horizon",
-            "12",
+    let with_coverage = |coverage: &str, out: &str| {
+        finetune(&[
             "--steps",
             "10",
             "--batch",
@@ -781,12 +747,12 @@ fn finetune_a_forecasting_head_then_forecast_with_error_bands() {
             out,
         ])
     };
-    let (ok, err) = finetune("1", &p("ft100"));
+    let (ok, err) = with_coverage("1", &p("ft100"));
     assert!(
         !ok && err.contains("--band-coverage") && err.contains("below 1"),
         "{err}"
     );
-    let (ok, err) = finetune("0.9", &p("ft90"));
+    let (ok, err) = with_coverage("0.9", &p("ft90"));
     assert!(ok && err.contains("the 90 % band there"), "{err}");
     let (model, input, out) = (p("ft90"), p("head.csv"), p("fc90.csv"));
     let (ok, err) = run(&[
@@ -825,25 +791,8 @@ fn finetune_a_forecasting_head_then_forecast_with_error_bands() {
     // The registry: named versions in the data directory, used by name.
     let data = p("data");
     for expected in ["registered pumps v1", "registered pumps v2"] {
-        let (ok, err) = run(&[
-            "model",
-            "finetune",
-            "--task",
-            "forecast",
-            "--model",
-            &p("m"),
-            "--input",
-            &p("train.csv"),
-            "--horizon",
-            "12",
-            "--steps",
-            "10",
-            "--batch",
-            "8",
-            "--name",
-            "pumps",
-            "--data",
-            &data,
+        let (ok, err) = finetune(&[
+            "--steps", "10", "--batch", "8", "--name", "pumps", "--data", &data,
         ]);
         assert!(ok && err.contains(expected), "{err}");
     }
