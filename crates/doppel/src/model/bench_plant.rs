@@ -390,7 +390,7 @@ fn print_table(rows: &[PlantRow], step_s: f64, band_coverage: f64) {
     for r in rows {
         for b in &r.bands {
             println!(
-                "{:<8} {:<34} {:<12} {:>5.1} % ({:>4.1} / {:>4.1}) {:>7.3} {:>7.3} {:>8} {:>8}",
+                "{:<8} {:<34} {:<27} {:>5.1} % ({:>4.1} / {:>4.1}) {:>7.3} {:>7.3} {:>8} {:>8}",
                 format!("{:.1} h", r.horizon as f64 * step_s / 3600.0),
                 r.model,
                 b.bands,
