@@ -73,7 +73,15 @@ impl BandScale {
         }
     }
 
-    /// How much one channel's look-back moves (before the clamp); 1 for a constant band.
+    /// How much channel `c`'s look-back in `window` (every channel) moves, before the
+    /// clamp; 1 for a constant band.
+    fn of(self, window: &Window, c: usize) -> f32 {
+        let t = window.values.len() / window.channels.len().max(1);
+        let at = c * t..(c + 1) * t;
+        self.raw(&window.values[at.clone()], &window.observed[at])
+    }
+
+    /// How much one channel's look-back moves, before the clamp; 1 for a constant band.
     fn raw(self, values: &[f32], observed: &[bool]) -> f32 {
         let seen = || {
             values
@@ -133,20 +141,18 @@ impl ScaledBands {
         }
     }
 
-    /// Channel `c`'s scale in `window` (whose look-backs are `t` steps a channel).
-    fn scale_of(&self, window: &Window, c: usize, t: usize) -> f32 {
-        let at = c * t..(c + 1) * t;
+    /// Channel `c`'s scale in `window` (every channel).
+    fn scale_of(&self, window: &Window, c: usize) -> f32 {
         let typical = self.typical[c];
         self.scales[c]
-            .raw(&window.values[at.clone()], &window.observed[at])
+            .of(window, c)
             .clamp(typical / CLAMP, typical * CLAMP)
     }
 
     /// The band offsets for `window` (every channel), standardised: `[band][c * H + k]`.
     pub fn offsets(&self, window: &Window, horizon: usize) -> Vec<Vec<f32>> {
         let channels = self.scales.len();
-        let t = window.values.len() / channels.max(1);
-        let scales: Vec<f32> = (0..channels).map(|c| self.scale_of(window, c, t)).collect();
+        let scales: Vec<f32> = (0..channels).map(|c| self.scale_of(window, c)).collect();
         self.bands
             .iter()
             .map(|band| {
@@ -250,18 +256,21 @@ impl IntervalSums {
     }
 
     /// One observed value whose error (truth − forecast) is `error`, against the band's
-    /// `low` and `high` offsets.
-    pub fn add(&mut self, error: f32, low: f32, high: f32) {
-        let miss_weight = self.miss_weight;
+    /// `low` and `high` offsets; whether the band held it.
+    pub fn add(&mut self, error: f32, low: f32, high: f32) -> bool {
         self.width += (high - low) as f64;
+        self.count += 1;
         if error < low {
             self.below += 1;
-            self.penalty += miss_weight * (low - error) as f64;
+            self.penalty += self.miss_weight * (low - error) as f64;
+            false
         } else if error > high {
             self.above += 1;
-            self.penalty += miss_weight * (error - high) as f64;
+            self.penalty += self.miss_weight * (error - high) as f64;
+            false
+        } else {
+            true
         }
-        self.count += 1;
     }
 
     fn merge(&mut self, other: &IntervalSums) {
@@ -291,11 +300,10 @@ impl IntervalSums {
     }
 }
 
-/// How restless channel `c`'s look-back in `window` (`t` steps a channel) is: the root mean
-/// square of its step-to-step changes.
-pub fn activity(window: &Window, c: usize, t: usize) -> f32 {
-    let at = c * t..(c + 1) * t;
-    BandScale::Steps.raw(&window.values[at.clone()], &window.observed[at])
+/// How restless channel `c`'s look-back in `window` (every channel) is: the root mean square
+/// of its step-to-step changes.
+pub fn activity(window: &Window, c: usize) -> f32 {
+    BandScale::Steps.of(window, c)
 }
 
 /// A band's coverage by how restless the look-back was (`BandScore::calm`, `restless`).
@@ -512,9 +520,8 @@ impl BandTally {
             let widened = widened(&offsets[0], r.factors_at(origin), h);
             offsets.push(widened);
         }
-        let t = window.values.len() / window.channels.len().max(1);
         for c in 0..window.channels.len() {
-            let activity = activity(window, c, t);
+            let activity = activity(window, c);
             for (set, o) in offsets.iter().enumerate() {
                 let (mut inside, mut observed) = (0, 0);
                 for i in c * h..(c + 1) * h {
@@ -523,8 +530,7 @@ impl BandTally {
                         continue;
                     }
                     let (low, high) = (o[0][i], o[o.len() - 1][i]);
-                    self.sums[set].add(error, low, high);
-                    inside += u32::from(low <= error && error <= high);
+                    inside += u32::from(self.sums[set].add(error, low, high));
                     observed += 1;
                 }
                 self.by_activity[set].add(c, activity, inside, observed);
@@ -619,38 +625,28 @@ pub fn calibrate(residuals: &Residuals) -> Calibration {
 /// Bands with each channel's `scales` from the windows in `range`.
 fn fit(r: &Residuals, scales: &[BandScale], range: std::ops::Range<usize>) -> ScaledBands {
     let (channels, h) = (r.channels, r.horizon);
-    let raw = |w: &Window, c: usize| {
-        let t = w.values.len() / channels;
-        let at = c * t..(c + 1) * t;
-        scales[c].raw(&w.values[at.clone()], &w.observed[at])
+    let windows = &r.windows[range.clone()];
+    let mut scaled = ScaledBands {
+        scales: scales.to_vec(),
+        typical: vec![1.0; channels],
+        bands: Vec::new(),
     };
-    let mut scales = scales.to_vec();
-    let typical: Vec<f32> = (0..channels)
-        .map(|c| {
-            let windows = &r.windows[range.clone()];
-            let mean =
-                windows.iter().map(|w| raw(w, c) as f64).sum::<f64>() / windows.len().max(1) as f64;
-            if scales[c] == BandScale::Constant || mean < MOVES {
-                // A channel whose look-backs (almost) never move has no scale to follow.
-                scales[c] = BandScale::Constant;
-                1.0
-            } else {
-                mean as f32
-            }
-        })
-        .collect();
-    let scale_of = |w: &Window, c: usize| {
-        if scales[c] == BandScale::Constant {
-            1.0
+    for c in 0..channels {
+        let scale = scaled.scales[c];
+        let mean = windows.iter().map(|w| scale.of(w, c) as f64).sum::<f64>()
+            / windows.len().max(1) as f64;
+        if scale == BandScale::Constant || mean < MOVES {
+            // A channel whose look-backs (almost) never move has no scale to follow.
+            scaled.scales[c] = BandScale::Constant;
         } else {
-            raw(w, c).clamp(typical[c] / CLAMP, typical[c] * CLAMP)
+            scaled.typical[c] = mean as f32;
         }
-    };
+    }
     let mut errors = vec![vec![Vec::new(); h]; channels];
     for i in range {
         let w = &r.windows[i];
         for (c, per_step) in errors.iter_mut().enumerate() {
-            let s = scale_of(w, c);
+            let s = scaled.scale_of(w, c);
             for (k, e) in per_step.iter_mut().enumerate() {
                 let error = r.errors[i][c * h + k];
                 if !error.is_nan() {
@@ -664,7 +660,7 @@ fn fit(r: &Residuals, scales: &[BandScale], range: std::ops::Range<usize>) -> Sc
             e.sort_by(f32::total_cmp);
         }
     }
-    let bands = band_levels(r.coverage)
+    scaled.bands = band_levels(r.coverage)
         .iter()
         .map(|&level| ErrorBand {
             level,
@@ -682,11 +678,7 @@ fn fit(r: &Residuals, scales: &[BandScale], range: std::ops::Range<usize>) -> Sc
                 .collect(),
         })
         .collect();
-    ScaledBands {
-        scales,
-        typical,
-        bands,
-    }
+    scaled
 }
 
 /// Per channel, how `bands` did on the windows in `range`.

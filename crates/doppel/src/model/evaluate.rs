@@ -83,11 +83,9 @@ pub(super) fn evaluate_command(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
         .map(|(c, mse)| format!("{c} {mse:.4}"))
         .collect();
     println!("hardest channels (MSE): {}", worst.join(", "));
+    let share = 100.0 * head.chosen_bands().coverage();
     for band in &evaluation.bands {
-        println!(
-            "{:.0} % band, {band}",
-            100.0 * head.chosen_bands().coverage()
-        );
+        println!("{share:.0} % band, {band}");
     }
     if let Some(out) = &args.out {
         let json = serde_json::json!({
