@@ -52,7 +52,7 @@ pub struct ForecastEvaluation {
     /// Standardised MSE and MAE per channel, in the model's channel order.
     pub channel_mse: Vec<f64>,
     pub channel_mae: Vec<f64>,
-    /// The 80 % band forecasts use, then (when they differ) the constant one, then (when
+    /// The band forecasts use, then (when they differ) the constant one, then (when
     /// asked) the first recalibrated: coverage, width and interval score over the same values.
     pub bands: Vec<BandScore>,
 }

@@ -178,7 +178,7 @@ pub struct Forecast {
 
 /// Forecasts the `horizon` steps after the end of the recording with a fine-tuned head
 /// (at most the head's horizon), with error bands. With `recalibrate` (steps), the bands are
-/// widened or narrowed per channel to hold 80 % of the head's forecasts over the last that
+/// widened or narrowed per channel to hold their share of the head's forecasts over the last that
 /// many steps of the recording whose truth it holds (`bands::Recalibrator`).
 pub fn forecast_with_head(
     forecaster: &Forecaster,

@@ -37,7 +37,7 @@ pub struct BenchRow {
     /// What was chosen on validation (the linear start's settings, the step kept).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub settings: Option<String>,
-    /// A fine-tuned forecaster's 80 % bands on test: the ones it uses, then the constant.
+    /// A fine-tuned forecaster's bands on test: the ones it uses, then the constant.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub bands: Vec<BandScore>,
 }

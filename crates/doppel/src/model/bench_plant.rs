@@ -118,7 +118,7 @@ struct PlantRow {
     /// The fine-tuning step whose weights were kept (0: the linear start).
     #[serde(skip_serializing_if = "Option::is_none")]
     kept_step: Option<usize>,
-    /// The 80 % band on the test years: the one forecasts use, then the constant one.
+    /// The bands on the test years: the one forecasts use, then the constant one.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     bands: Vec<BandScore>,
 }

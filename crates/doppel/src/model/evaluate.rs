@@ -32,7 +32,7 @@ pub struct EvaluateArgs {
     #[arg(long, default_value_t = 1)]
     stride: usize,
     /// Also measure the bands as a deployed forecaster would recalibrate them: widened or
-    /// narrowed per sensor to hold 80 % of the forecasts of the last this many steps whose
+    /// narrowed per sensor to hold their share (80 % unless fine-tuned otherwise) of the forecasts of the last this many steps whose
     /// truth has arrived (data that drift from the validation windows need it).
     #[arg(long, value_name = "STEPS", value_parser = clap::value_parser!(u64).range(1..))]
     recalibrate: Option<u64>,

@@ -182,7 +182,7 @@ pub struct ForecastArgs {
     /// How many steps to forecast.
     #[arg(long)]
     horizon: usize,
-    /// Widen or narrow each sensor's error bands to hold 80 % of the head's forecasts over
+    /// Widen or narrow each sensor's error bands to hold their share (80 % unless fine-tuned otherwise) of the head's forecasts over
     /// the last this many steps of the file (those whose truth it holds): bands that follow
     /// data drifting away from the validation windows. Off by default.
     #[arg(long, value_name = "STEPS", value_parser = clap::value_parser!(u64).range(1..))]
@@ -756,7 +756,7 @@ fn loss_parser() -> impl TypedValueParser<Value = ForecastLoss> {
     )
 }
 
-/// Parses a share (a dropout rate, a mask ratio): at least 0 and below 1.
+/// Parses a share that must be above 0 (a band's coverage): above 0 and below 1.
 fn share_above_zero_below_one(text: &str) -> Result<f64, String> {
     match share_below_one(text)? {
         0.0 => Err("a share here is above 0".into()),
@@ -764,6 +764,7 @@ fn share_above_zero_below_one(text: &str) -> Result<f64, String> {
     }
 }
 
+/// Parses a share (a dropout rate, a mask ratio): at least 0 and below 1.
 fn share_below_one(text: &str) -> Result<f64, String> {
     let share: f64 = text
         .parse()
