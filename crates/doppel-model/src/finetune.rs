@@ -130,7 +130,7 @@ pub struct ForecastHeadCard {
     /// written before the choice: the constant `bands`).
     #[serde(default)]
     pub scaled_bands: Option<ScaledBands>,
-    /// Each scale's 80 % band on the second half of the validation windows, calibrated on
+    /// Each scale's band on the second half of the validation windows, calibrated on
     /// the first, and the per-channel choice's.
     #[serde(default)]
     pub band_scores: Vec<BandScore>,

@@ -347,6 +347,7 @@ fn measure(dir: &Path, test: &[Recording], args: &PlantArgs) -> anyhow::Result<F
 }
 
 fn print_table(rows: &[PlantRow], step_s: f64, band_coverage: f64) {
+    let ahead = |horizon: usize| format!("{:.1} h", horizon as f64 * step_s / 3600.0);
     println!(
         "{:<8} {:<34} {:>14} {:>9} {:>9} {:>20}",
         "horizon", "forecaster", "validation MSE", "test MSE", "test MAE", "vs linear start"
@@ -356,7 +357,7 @@ fn print_table(rows: &[PlantRow], step_s: f64, band_coverage: f64) {
             continue;
         };
         for r in chunk {
-            let ahead = format!("{:.1} h", r.horizon as f64 * step_s / 3600.0);
+            let ahead = ahead(r.horizon);
             let model = match r.kept_step {
                 Some(step) if r.model.starts_with("doppel") => {
                     format!("{} (step {step})", r.model)
@@ -391,7 +392,7 @@ fn print_table(rows: &[PlantRow], step_s: f64, band_coverage: f64) {
         for b in &r.bands {
             println!(
                 "{:<8} {:<34} {:<27} {:>5.1} % ({:>4.1} / {:>4.1}) {:>7.3} {:>7.3} {:>8} {:>8}",
-                format!("{:.1} h", r.horizon as f64 * step_s / 3600.0),
+                ahead(r.horizon),
                 r.model,
                 b.bands,
                 100.0 * b.coverage,
