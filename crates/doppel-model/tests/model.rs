@@ -65,7 +65,7 @@ fn pretraining_on_one_channel_a_window_learns_every_channel() {
     let train = TrainConfig {
         channel_independent: true,
         batch_size: 48,
-        ..train_config(300, 3)
+        ..train_config(600, 3)
     };
     let (model, curve) =
         pretrain(&[normalizer.apply(&raw)], &config, &train, &device, |_| {}).unwrap();
@@ -74,22 +74,28 @@ fn pretraining_on_one_channel_a_window_learns_every_channel() {
         curve.last().unwrap().validation_loss,
     );
     assert!(last < 0.5 * first, "validation loss {first} -> {last}");
-    // Each channel alone, with its last patches hidden, is rebuilt better than by its mean.
+    // Each channel alone, with its last patches hidden, is rebuilt well under its mean's
+    // error, over eight windows. One window after 300 steps was luck: its error moved by 3×
+    // between seeds, and between two float roundings of the same seed (it failed 2 of 6
+    // seeds before and after a change that only reordered sums). Eight windows after 600
+    // steps stayed under 0.46× on the seeds tried.
     let model = model.valid();
     let data = normalizer.apply(&sines(400, 8));
     let plain = Device::flex();
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(0);
     for c in 0..3 {
-        let window = cut(&data, 100, config.window(), &[c]);
-        assert_eq!(window.channels, vec![c]);
-        assert_eq!(window.values, data.values[c][100..148].to_vec());
-        let batch = make_batch(&[window], &config, &Mask::Block(2, 4), &mut rng, &plain);
+        let windows: Vec<_> = (0..8)
+            .map(|i| cut(&data, 20 + 37 * i, config.window(), &[c]))
+            .collect();
+        assert_eq!(windows[0].channels, vec![c]);
+        assert_eq!(windows[0].values, data.values[c][20..68].to_vec());
+        let batch = make_batch(&windows, &config, &Mask::Block(2, 4), &mut rng, &plain);
         let output = model.forward(&batch.tokens);
         let error =
             masked_mse(output, batch.target.clone(), batch.weight.clone()).into_scalar::<f32>();
         let spread =
             masked_mse(batch.target.zeros_like(), batch.target, batch.weight).into_scalar::<f32>();
-        assert!(error < 0.5 * spread, "channel {c}: {error} vs {spread}");
+        assert!(error < 0.6 * spread, "channel {c}: {error} vs {spread}");
     }
 }
 
