@@ -35,61 +35,67 @@ use crate::matmul::{View, product, product_into_uninit};
 
 #[burn::backend::backend_extension(Flex, Autodiff, Cube: cfg(feature = "gpu"))]
 pub trait AttentionOps: Backend {
-    /// softmax(Q·Kᵀ/√dk)·V for each of `heads` heads, over queries, keys and values laid out
-    /// [B, L, H·dk] (the heads side by side, as the projections give them) → [B, L, H·dk].
-    fn fused_attention(
-        q: FloatTensor<Self>,
-        k: FloatTensor<Self>,
-        v: FloatTensor<Self>,
-        heads: usize,
-    ) -> FloatTensor<Self> {
-        attention_by_ops::<Self>(q, k, v, heads).0
+    /// softmax(Q·Kᵀ/√dk)·V for each of `heads` heads, over the packed projections `qkv`
+    /// [B, L, 3·H·dk] (Q, K and V side by side, each with its heads side by side, as one
+    /// product of the three projections gives them) → [B, L, H·dk].
+    fn fused_attention(qkv: FloatTensor<Self>, heads: usize) -> FloatTensor<Self> {
+        attention_by_ops::<Self>(qkv, heads).0
     }
 
     /// The same output, and each query row's log-sum-exp of its scaled scores [B, H, L],
     /// which is all the backward needs to rebuild the weights.
     fn fused_attention_keeping_lse(
-        q: FloatTensor<Self>,
-        k: FloatTensor<Self>,
-        v: FloatTensor<Self>,
+        qkv: FloatTensor<Self>,
         heads: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        attention_by_ops::<Self>(q, k, v, heads)
+        attention_by_ops::<Self>(qkv, heads)
     }
 
-    /// The gradients of Q, K and V given the output's.
+    /// The gradient of the packed projections [B, L, 3·H·dk] given the output's.
     fn fused_attention_backward(
-        q: FloatTensor<Self>,
-        k: FloatTensor<Self>,
-        v: FloatTensor<Self>,
+        qkv: FloatTensor<Self>,
         lse: FloatTensor<Self>,
         grad: FloatTensor<Self>,
         heads: usize,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        attention_backward_by_ops::<Self>(q, k, v, lse, grad, heads)
+    ) -> FloatTensor<Self> {
+        attention_backward_by_ops::<Self>(qkv, lse, grad, heads)
     }
 }
 
-/// The attention of `heads` heads over projections [B, L, H·dk] → [B, L, H·dk], fused where
-/// the backend has the kernel.
-pub fn attention(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, heads: usize) -> Tensor<3> {
-    Tensor::from_dispatch(Dispatch::fused_attention(
-        q.into_dispatch(),
-        k.into_dispatch(),
-        v.into_dispatch(),
-        heads,
-    ))
+/// The attention of `heads` heads over packed projections [B, L, 3·H·dk] → [B, L, H·dk],
+/// fused where the backend has the kernel.
+pub fn attention(qkv: Tensor<3>, heads: usize) -> Tensor<3> {
+    Tensor::from_dispatch(Dispatch::fused_attention(qkv.into_dispatch(), heads))
 }
 
-/// The shapes every path shares: [B, L, d] with d = H·dk.
-fn dims(q: &impl TensorMetadata, heads: usize) -> [usize; 4] {
-    let shape = q.shape();
-    let (b, l, d) = (shape[0], shape[1], shape[2]);
+/// The shapes every path shares: packed projections [B, L, 3·d] with d = H·dk.
+fn dims(qkv: &impl TensorMetadata, heads: usize) -> [usize; 4] {
+    let shape = qkv.shape();
+    let (b, l, packed) = (shape[0], shape[1], shape[2]);
+    assert!(
+        packed.is_multiple_of(3),
+        "attention: packed width {packed} is not three projections (Q, K, V) side by side"
+    );
+    let d = packed / 3;
     assert!(
         heads > 0 && d.is_multiple_of(heads),
         "attention: width {d} does not split into {heads} heads"
     );
     [b, l, d, d / heads]
+}
+
+/// Packed [B, L, 3·d] → Q, K and V [B, L, d] each (backends without a kernel).
+fn unpack<B: Backend>(qkv: FloatTensor<B>, [b, l, d, _]: [usize; 4]) -> [FloatTensor<B>; 3] {
+    let parts = B::float_reshape(qkv, [b, l, 3, d].into());
+    [0, 1, 2].map(|part| {
+        let slices = [
+            (..).into(),
+            (..).into(),
+            (part..part + 1).into(),
+            (..).into(),
+        ];
+        B::float_reshape(B::float_slice(parts.clone(), &slices), [b, l, d].into())
+    })
 }
 
 /// [B, L, H·dk] → [B, H, L, dk].
@@ -124,12 +130,11 @@ fn scores_by_ops<B: Backend>(
 
 /// The attention and its log-sum-exp from the backend's own ops (backends without a kernel).
 fn attention_by_ops<B: Backend>(
-    q: FloatTensor<B>,
-    k: FloatTensor<B>,
-    v: FloatTensor<B>,
+    qkv: FloatTensor<B>,
     heads: usize,
 ) -> (FloatTensor<B>, FloatTensor<B>) {
-    let dims = dims(&q, heads);
+    let dims = dims(&qkv, heads);
+    let [q, k, v] = unpack::<B>(qkv, dims);
     let scores = scores_by_ops::<B>(q, k, dims);
     let max = B::float_max_dim(scores.clone(), 3); // [B, H, L, 1]
     let sum = B::float_sum_dim(B::float_exp(B::float_sub(scores.clone(), max.clone())), 3);
@@ -144,14 +149,13 @@ fn attention_by_ops<B: Backend>(
 /// output's gradient per head, dV = Pᵀ·dO, dP = dO·Vᵀ, dS = P ⊙ (dP − Σ P ⊙ dP) along each
 /// row, dQ = dS·K/√dk and dK = dSᵀ·Q/√dk.
 fn attention_backward_by_ops<B: Backend>(
-    q: FloatTensor<B>,
-    k: FloatTensor<B>,
-    v: FloatTensor<B>,
+    qkv: FloatTensor<B>,
     lse: FloatTensor<B>,
     grad: FloatTensor<B>,
     heads: usize,
-) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
-    let dims = dims(&q, heads);
+) -> FloatTensor<B> {
+    let dims = dims(&qkv, heads);
+    let [q, k, v] = unpack::<B>(qkv, dims);
     let [b, l, _, dk] = dims;
     let scale = 1.0 / (dk as f64).sqrt();
     let scores = scores_by_ops::<B>(q.clone(), k.clone(), dims);
@@ -172,18 +176,31 @@ fn attention_backward_by_ops<B: Backend>(
     );
     let dq = B::float_matmul(ds.clone(), k);
     let dk = B::float_matmul(B::float_transpose(ds), q);
-    (
-        merge_heads::<B>(dq, dims),
-        merge_heads::<B>(dk, dims),
-        merge_heads::<B>(dv, dims),
-    )
+    let [dq, dk, dv] = [dq, dk, dv].map(|g| merge_heads::<B>(g, dims));
+    B::float_cat(vec![dq, dk, dv], 2)
 }
 
 #[cfg(feature = "gpu")]
 impl AttentionOps for burn::backend::Cube {}
 
+/// Where Q, K and V sit side by side in a packed projection row.
+#[derive(Clone, Copy)]
+enum Part {
+    Query = 0,
+    Key = 1,
+    Value = 2,
+}
+
 impl View {
-    /// Head `h` of a window's [L, H·dk] projection, as an [L, dk] matrix.
+    /// Head `h` of `part` in a window's packed [L, 3·H·dk] projections, as an [L, dk] matrix.
+    fn projection(part: Part, h: usize, at: &Layout) -> Self {
+        View {
+            offset: part as usize * at.d + h * at.dk,
+            ..View::rows_of(3 * at.d)
+        }
+    }
+
+    /// Head `h` of a window's [L, H·dk] output (or of its gradient), as an [L, dk] matrix.
     fn head(h: usize, at: &Layout) -> Self {
         View {
             offset: h * at.dk,
@@ -206,7 +223,8 @@ fn f32_slice(t: &FlexTensor) -> &[f32] {
     t.as_slice::<f32>().expect("contiguous f32")
 }
 
-/// The sizes a window's kernels read: L tokens of d = H·dk values, and the scores' scale.
+/// The sizes a window's kernels read: L tokens of d = H·dk values (3·d in the packed
+/// projections), and the scores' scale.
 #[derive(Clone, Copy)]
 struct Layout {
     l: usize,
@@ -217,9 +235,9 @@ struct Layout {
 }
 
 impl Layout {
-    /// The batch size and the window layout of projections `q` [B, L, H·dk].
-    fn of(q: &FlexTensor, heads: usize) -> (usize, Self) {
-        let [b, l, d, dk] = dims(q, heads);
+    /// The batch size and the window layout of packed projections `qkv` [B, L, 3·H·dk].
+    fn of(qkv: &FlexTensor, heads: usize) -> (usize, Self) {
+        let [b, l, d, dk] = dims(qkv, heads);
         let scale = 1.0 / (dk as f32).sqrt();
         (
             b,
@@ -233,21 +251,25 @@ impl Layout {
         )
     }
 
-    /// Values in one window of a projection.
+    /// Values in one window of the output (or of its gradient).
     fn window_len(&self) -> usize {
         self.l * self.d
     }
+
+    /// Values in one window of the packed projections.
+    fn packed_len(&self) -> usize {
+        3 * self.window_len()
+    }
 }
 
-/// Head `h`'s scores Q·Kᵀ/√dk [L, L] into `p`.
-fn scores(at: Layout, h: usize, q: &[f32], k: &[f32], p: &mut [f32]) {
-    let head = View::head(h, &at);
+/// Head `h`'s scores Q·Kᵀ/√dk [L, L] into `p`, from a window's packed projections.
+fn scores(at: Layout, h: usize, qkv: &[f32], p: &mut [f32]) {
     let (l, dk) = (at.l, at.dk);
     product(
         [l, dk, l],
         at.scale,
-        (q, head),
-        (k, head.transposed()),
+        (qkv, View::projection(Part::Query, h, &at)),
+        (qkv, View::projection(Part::Key, h, &at).transposed()),
         (p, View::square(&at)),
     );
 }
@@ -255,47 +277,47 @@ fn scores(at: Layout, h: usize, q: &[f32], k: &[f32], p: &mut [f32]) {
 /// One window's attention, every head: `out` [L, d] and each row's log-sum-exp `lse` [H, L].
 /// Inlined, so that `widest_simd` reaches its softmax.
 #[inline(always)]
-fn forward_window(at: Layout, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], lse: &mut [f32]) {
+fn forward_window(at: Layout, qkv: &[f32], out: &mut [f32], lse: &mut [f32]) {
     let Layout { l, dk, .. } = at;
     let mut p = vec![0.0f32; l * l]; // scores, then weights, of one head
     for h in 0..at.heads {
-        let head = View::head(h, &at);
-        let square = View::square(&at);
-        scores(at, h, q, k, &mut p);
+        scores(at, h, qkv, &mut p);
         for (i, row) in p.chunks_exact_mut(l).enumerate() {
             lse[h * l + i] = softmax_row(row);
         }
-        product([l, l, dk], 1.0, (&p, square), (v, head), (out, head));
+        product(
+            [l, l, dk],
+            1.0,
+            (&p, View::square(&at)),
+            (qkv, View::projection(Part::Value, h, &at)),
+            (out, View::head(h, &at)),
+        );
     }
 }
 
-/// One window's gradients, every head, into `dq`, `dkey` and `dv` [L, d]. With P the
-/// weights and dO the output's gradient: dS = P ⊙ (dO·Vᵀ − Σ P ⊙ dO·Vᵀ) along each row,
-/// dQ = dS·K/√dk, dK = dSᵀ·Q/√dk and dV = Pᵀ·dO.
-#[allow(clippy::too_many_arguments)]
+/// One window's gradients, every head, into `dqkv` [L, 3·d]. With P the weights and dO the
+/// output's gradient: dS = P ⊙ (dO·Vᵀ − Σ P ⊙ dO·Vᵀ) along each row, dQ = dS·K/√dk,
+/// dK = dSᵀ·Q/√dk and dV = Pᵀ·dO.
 #[inline(always)]
 fn backward_window(
     at: Layout,
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
+    qkv: &[f32],
     lse: &[f32],
     grad: &[f32],
-    dq: &mut [MaybeUninit<f32>],
-    dkey: &mut [MaybeUninit<f32>],
-    dv: &mut [MaybeUninit<f32>],
+    dqkv: &mut [MaybeUninit<f32>],
 ) {
     let Layout { l, dk, scale, .. } = at;
     let (mut p, mut ds) = (vec![0.0f32; l * l], vec![0.0f32; l * l]);
+    let square = View::square(&at);
     for h in 0..at.heads {
-        let head = View::head(h, &at);
-        let square = View::square(&at);
-        scores(at, h, q, k, &mut p);
+        let [query, key, value] =
+            [Part::Query, Part::Key, Part::Value].map(|part| View::projection(part, h, &at));
+        scores(at, h, qkv, &mut p);
         product(
             [l, dk, l],
             1.0,
-            (grad, head),
-            (v, head.transposed()),
+            (grad, View::head(h, &at)),
+            (qkv, value.transposed()),
             (&mut ds, square),
         ); // dP
         for (i, (p, ds)) in p
@@ -308,57 +330,51 @@ fn backward_window(
             p.iter_mut().for_each(|s| *s = exp(*s - lse));
             softmax_row_backward(p, ds);
         }
-        // Each head's dk columns of every row: the heads together write all of dQ, dK, dV.
+        // Each head's dk columns of every row of each part: the heads together write all of
+        // dQ, dK and dV, so all of `dqkv`.
         product_into_uninit(
             [l, l, dk],
             scale,
             (&ds, square),
-            (k, head),
-            (dq, head),
+            (qkv, key),
+            (&mut *dqkv, query),
             false,
         );
         product_into_uninit(
             [l, l, dk],
             scale,
             (&ds, square.transposed()),
-            (q, head),
-            (dkey, head),
+            (qkv, query),
+            (&mut *dqkv, key),
             false,
         );
         product_into_uninit(
             [l, l, dk],
             1.0,
             (&p, square.transposed()),
-            (grad, head),
-            (dv, head),
+            (grad, View::head(h, &at)),
+            (&mut *dqkv, value),
             false,
         );
     }
 }
 
 impl AttentionOps for Flex {
-    fn fused_attention(
-        q: FloatTensor<Self>,
-        k: FloatTensor<Self>,
-        v: FloatTensor<Self>,
-        heads: usize,
-    ) -> FloatTensor<Self> {
-        Self::fused_attention_keeping_lse(q, k, v, heads).0
+    fn fused_attention(qkv: FloatTensor<Self>, heads: usize) -> FloatTensor<Self> {
+        Self::fused_attention_keeping_lse(qkv, heads).0
     }
 
     fn fused_attention_keeping_lse(
-        q: FloatTensor<Self>,
-        k: FloatTensor<Self>,
-        v: FloatTensor<Self>,
+        qkv: FloatTensor<Self>,
         heads: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        if !all_f32(&[&q, &k, &v]) {
-            return attention_by_ops::<Flex>(q, k, v, heads);
+        if !all_f32(&[&qkv]) {
+            return attention_by_ops::<Flex>(qkv, heads);
         }
-        let (b, at) = Layout::of(&q, heads);
-        let (q, k, v) = (contiguous(q), contiguous(k), contiguous(v));
-        let (q, k, v) = (f32_slice(&q), f32_slice(&k), f32_slice(&v));
-        let n = at.window_len();
+        let (b, at) = Layout::of(&qkv, heads);
+        let qkv = contiguous(qkv);
+        let qkv = f32_slice(&qkv);
+        let (n, packed) = (at.window_len(), at.packed_len());
         let mut out = vec![0.0f32; b * n];
         let mut lse = vec![0.0f32; b * heads * at.l];
         // One task a window: its heads' rows are contiguous in `out` and `lse`.
@@ -366,10 +382,10 @@ impl AttentionOps for Flex {
             .zip(lse.par_chunks_mut(heads * at.l))
             .enumerate()
             .for_each(|(w, (out, lse))| {
-                let (q, k, v) = (window(q, w, n), window(k, w, n), window(v, w, n));
+                let qkv = window(qkv, w, packed);
                 widest_simd(
                     #[inline(always)]
-                    || forward_window(at, q, k, v, out, lse),
+                    || forward_window(at, qkv, out, lse),
                 );
             });
         let [l, d] = [at.l, at.d];
@@ -380,119 +396,69 @@ impl AttentionOps for Flex {
     }
 
     fn fused_attention_backward(
-        q: FloatTensor<Self>,
-        k: FloatTensor<Self>,
-        v: FloatTensor<Self>,
+        qkv: FloatTensor<Self>,
         lse: FloatTensor<Self>,
         grad: FloatTensor<Self>,
         heads: usize,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        if !all_f32(&[&q, &k, &v, &lse, &grad]) {
-            return attention_backward_by_ops::<Flex>(q, k, v, lse, grad, heads);
+    ) -> FloatTensor<Self> {
+        if !all_f32(&[&qkv, &lse, &grad]) {
+            return attention_backward_by_ops::<Flex>(qkv, lse, grad, heads);
         }
-        let (b, at) = Layout::of(&q, heads);
-        let (q, k, v, lse, grad) = (
-            contiguous(q),
-            contiguous(k),
-            contiguous(v),
-            contiguous(lse),
-            contiguous(grad),
-        );
-        let (q, k, v, lse, grad) = (
-            f32_slice(&q),
-            f32_slice(&k),
-            f32_slice(&v),
-            f32_slice(&lse),
-            f32_slice(&grad),
-        );
-        let n = at.window_len();
+        let (b, at) = Layout::of(&qkv, heads);
+        let (qkv, lse, grad) = (contiguous(qkv), contiguous(lse), contiguous(grad));
+        let (qkv, lse, grad) = (f32_slice(&qkv), f32_slice(&lse), f32_slice(&grad));
+        let (n, packed) = (at.window_len(), at.packed_len());
         assert_eq!(at.heads * at.dk, at.d, "the heads cover the width");
         // Never zero-filled: every value is written by a product that reads none (as the
         // dense layers' backward, where dropping the fill made training ~8 % faster).
-        let (mut dq, mut dkey, mut dv): (Vec<f32>, Vec<f32>, Vec<f32>) = (
-            Vec::with_capacity(b * n),
-            Vec::with_capacity(b * n),
-            Vec::with_capacity(b * n),
-        );
-        dq.spare_capacity_mut()[..b * n]
-            .par_chunks_mut(n)
-            .zip(
-                dkey.spare_capacity_mut()[..b * n]
-                    .par_chunks_mut(n)
-                    .zip(dv.spare_capacity_mut()[..b * n].par_chunks_mut(n)),
-            )
+        let mut dqkv: Vec<f32> = Vec::with_capacity(b * packed);
+        dqkv.spare_capacity_mut()[..b * packed]
+            .par_chunks_mut(packed)
             .enumerate()
-            .for_each(|(w, (dq, (dkey, dv)))| {
-                let (q, k, v, grad) = (
-                    window(q, w, n),
-                    window(k, w, n),
-                    window(v, w, n),
-                    window(grad, w, n),
-                );
+            .for_each(|(w, dqkv)| {
+                let (qkv, grad) = (window(qkv, w, packed), window(grad, w, n));
                 let lse = window(lse, w, heads * at.l);
                 widest_simd(
                     #[inline(always)]
-                    || backward_window(at, q, k, v, lse, grad, dq, dkey, dv),
+                    || backward_window(at, qkv, lse, grad, dqkv),
                 );
             });
-        // SAFETY: each window's heads wrote all of its L rows × (heads × dk = d) columns of
-        // the three buffers, so their first b × n values are initialised.
-        unsafe {
-            dq.set_len(b * n);
-            dkey.set_len(b * n);
-            dv.set_len(b * n);
-        }
-        let shape = [b, at.l, at.d];
-        (
-            FlexTensor::from_data(TensorData::new(dq, shape)),
-            FlexTensor::from_data(TensorData::new(dkey, shape)),
-            FlexTensor::from_data(TensorData::new(dv, shape)),
-        )
+        // SAFETY: each window's heads wrote all of its L rows × (3 parts × heads × dk = 3·d)
+        // columns, so the first b × packed values are initialised.
+        unsafe { dqkv.set_len(b * packed) };
+        FlexTensor::from_data(TensorData::new(dqkv, [b, at.l, 3 * at.d]))
     }
 }
 
 impl<B: AttentionOps, C: CheckpointStrategy> AttentionOps for Autodiff<B, C> {
-    fn fused_attention(
-        q: FloatTensor<Self>,
-        k: FloatTensor<Self>,
-        v: FloatTensor<Self>,
-        heads: usize,
-    ) -> FloatTensor<Self> {
+    fn fused_attention(qkv: FloatTensor<Self>, heads: usize) -> FloatTensor<Self> {
         #[derive(Debug)]
         struct AttentionOp;
 
-        impl<B: AttentionOps> Backward<B, 3> for AttentionOp {
-            /// Q, K, V, the log-sum-exp of each row and the head count.
-            type State = (
-                FloatTensor<B>,
-                FloatTensor<B>,
-                FloatTensor<B>,
-                FloatTensor<B>,
-                usize,
-            );
+        impl<B: AttentionOps> Backward<B, 1> for AttentionOp {
+            /// The packed projections, the log-sum-exp of each row and the head count.
+            type State = (FloatTensor<B>, FloatTensor<B>, usize);
 
             fn backward(
                 self,
-                ops: Ops<Self::State, 3>,
+                ops: Ops<Self::State, 1>,
                 grads: &mut Gradients,
                 _: &mut Checkpointer,
             ) {
-                register_gradients::<B, _, 3>(ops, grads, |(q, k, v, lse, heads), grad| {
-                    let (dq, dk, dv) = B::fused_attention_backward(q, k, v, lse, grad, heads);
-                    [dq, dk, dv]
+                register_gradients::<B, _, 1>(ops, grads, |(qkv, lse, heads), grad| {
+                    [B::fused_attention_backward(qkv, lse, grad, heads)]
                 });
             }
         }
 
-        record::<B, C, _, 3>(
+        record::<B, C, _, 1>(
             AttentionOp,
-            [q, k, v],
-            |[q, k, v]| {
-                let (out, lse) =
-                    B::fused_attention_keeping_lse(q.clone(), k.clone(), v.clone(), heads);
-                ((q, k, v, lse, heads), out)
+            [qkv],
+            |[qkv]| {
+                let (out, lse) = B::fused_attention_keeping_lse(qkv.clone(), heads);
+                ((qkv, lse, heads), out)
             },
-            |[q, k, v]| B::fused_attention(q, k, v, heads),
+            |[qkv]| B::fused_attention(qkv, heads),
         )
     }
 }
@@ -547,7 +513,8 @@ mod tests {
                 random([b, l, d], &device).require_grad(),
             );
             let w = random([b, l, d], &device);
-            let ours = attention(q.clone(), k.clone(), v.clone(), heads);
+            let qkv = Tensor::cat(vec![q.clone(), k.clone(), v.clone()], 2);
+            let ours = attention(qkv, heads);
             let theirs = reference(q.clone(), k.clone(), v.clone(), heads);
             assert_eq!(ours.dims(), [b, l, d]);
             assert_close("output", ours.clone(), theirs.clone(), 1e-5);
@@ -564,27 +531,18 @@ mod tests {
     fn the_fallback_attention_agrees_with_the_fused_kernel_forward_and_backward() {
         // Other backends (wgpu) run the trait's default bodies, built from their own ops.
         let (b, l, heads, dk) = (2, 13, 3, 8);
-        let flex = |k: f32| wave(&[b, l, heads * dk], k);
-        let (q, k, v, grad) = (flex(0.37), flex(1.13), flex(0.71), flex(0.29));
-        let fused = Flex::fused_attention_keeping_lse(q.clone(), k.clone(), v.clone(), heads);
-        let by_ops = attention_by_ops::<Flex>(q.clone(), k.clone(), v.clone(), heads);
-        let fused_grads = Flex::fused_attention_backward(
-            q.clone(),
-            k.clone(),
-            v.clone(),
-            fused.1.clone(),
-            grad.clone(),
-            heads,
-        );
-        let by_ops_grads =
-            attention_backward_by_ops::<Flex>(q, k, v, by_ops.1.clone(), grad, heads);
+        let qkv = wave(&[b, l, 3 * heads * dk], 0.37);
+        let grad = wave(&[b, l, heads * dk], 0.29);
+        let fused = Flex::fused_attention_keeping_lse(qkv.clone(), heads);
+        let by_ops = attention_by_ops::<Flex>(qkv.clone(), heads);
+        let fused_grad =
+            Flex::fused_attention_backward(qkv.clone(), fused.1.clone(), grad.clone(), heads);
+        let by_ops_grad = attention_backward_by_ops::<Flex>(qkv, by_ops.1.clone(), grad, heads);
         assert_all_close(
             vec![
                 ("output", fused.0, by_ops.0),
                 ("log-sum-exp", fused.1, by_ops.1),
-                ("dQ", fused_grads.0, by_ops_grads.0),
-                ("dK", fused_grads.1, by_ops_grads.1),
-                ("dV", fused_grads.2, by_ops_grads.2),
+                ("dQKV", fused_grad, by_ops_grad),
             ],
             1e-4,
         );
@@ -593,7 +551,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "width 10 does not split into 3 heads")]
     fn heads_that_do_not_divide_the_width_are_refused_clearly() {
-        let q = FlexTensor::from_data(TensorData::new(vec![0.0f32; 10], [1, 1, 10]));
-        Flex::fused_attention(q.clone(), q.clone(), q, 3);
+        let qkv = FlexTensor::from_data(TensorData::new(vec![0.0f32; 30], [1, 1, 30]));
+        Flex::fused_attention(qkv, 3);
     }
 }

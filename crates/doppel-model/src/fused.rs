@@ -24,6 +24,7 @@ use burn::backend::{Autodiff, Backend, DType, Dispatch, Flex, TensorData, Tensor
 use burn::nn::LayerNorm;
 use burn::prelude::Tensor;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 #[burn::backend::backend_extension(Flex, Autodiff, Cube: cfg(feature = "gpu"))]
 pub trait FusedOps: Backend {
@@ -88,7 +89,9 @@ fn softmax_backward_by_ops<B: Backend>(y: FloatTensor<B>, grad: FloatTensor<B>) 
 
 /// GELU and its derivative from the backend's own ops (for backends without a fused
 /// kernel): the derivative is GELU's gradient at a gradient of ones.
-fn gelu_with_derivative_by_ops<B: Backend>(x: FloatTensor<B>) -> (FloatTensor<B>, FloatTensor<B>) {
+pub(crate) fn gelu_with_derivative_by_ops<B: Backend>(
+    x: FloatTensor<B>,
+) -> (FloatTensor<B>, FloatTensor<B>) {
     let ones = B::float_ones(x.shape(), &x.device(), x.dtype().into());
     (B::gelu(x.clone()), B::gelu_backward(x, ones))
 }
@@ -573,6 +576,22 @@ fn in_parallel(
             .for_each(run),
     }
     out
+}
+
+/// GELU in place over `h` (pre-activations), and GELU's derivative there into `derivative`
+/// unless it is empty (else it has h's length): the dense layer's epilogue
+/// (`dense::forward_gelu`). Inline, so that `widest_simd` reaches it.
+#[inline(always)]
+pub(crate) fn gelu_in_place(h: &mut [f32], derivative: &mut [MaybeUninit<f32>]) {
+    if derivative.is_empty() {
+        h.iter_mut().for_each(|x| *x *= normal(*x).cdf);
+        return;
+    }
+    for (x, d) in h.iter_mut().zip(derivative) {
+        let n = normal(*x);
+        d.write(n.cdf + *x * n.pdf); // d/dx x·Φ(x)
+        *x *= n.cdf;
+    }
 }
 
 /// Runs `f` compiled for AVX2 and FMA where the CPU has them (a cached run-time check),

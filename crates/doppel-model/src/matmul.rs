@@ -53,7 +53,7 @@ pub(crate) enum Write {
 
 /// Products below this many multiply-adds run on the calling thread: splitting them costs
 /// more than it gains (burn's flex matmul draws the line at the same place).
-const PARALLEL_FROM: usize = 192 * 192 * 192;
+pub(crate) const PARALLEL_FROM: usize = 192 * 192 * 192;
 
 /// `out = scale · lhs · rhs` for `lhs` [m, k] and `rhs` [k, n], on the calling thread: for
 /// kernels whose own tasks are the parallel unit (the attention's windows).

@@ -24,11 +24,11 @@ pub fn forward(stack: &TransformerEncoder, mut x: Tensor<3>) -> Tensor<3> {
         let h = self_attention(&layer.mha, fused::layer_norm(&layer.norm_2, x.clone()));
         x = x + layer.dropout.forward(h);
         let ff = &layer.pwff;
-        let h = dense::forward(
+        let h = dense::forward_gelu(
             &ff.linear_inner,
             fused::layer_norm(&layer.norm_1, x.clone()),
         ); // [B, L, 4d]
-        let h = dense::forward(&ff.linear_outer, ff.dropout.forward(fused::gelu(h))); // [B, L, d]
+        let h = dense::forward(&ff.linear_outer, ff.dropout.forward(h)); // [B, L, d]
         x = x + layer.dropout.forward(h);
     }
     x
@@ -41,12 +41,10 @@ fn self_attention(mha: &burn::nn::attention::MultiHeadAttention, x: Tensor<3>) -
     if drops_out(&mha.dropout, &x) {
         return self_attention_by_ops(mha, x);
     }
-    let (q, k, v) = (
-        dense::forward(&mha.query, x.clone()),
-        dense::forward(&mha.key, x.clone()),
-        dense::forward(&mha.value, x),
-    ); // [B, L, d] each, the heads side by side
-    dense::forward(&mha.output, attention::attention(q, k, v, mha.n_heads))
+    // Q, K and V side by side from one product, each with its heads side by side, as
+    // PyTorch's packed in-projection gives them.
+    let qkv = dense::forward_side_by_side(&[&mha.query, &mha.key, &mha.value], x); // [B, L, 3d]
+    dense::forward(&mha.output, attention::attention(qkv, mha.n_heads))
 }
 
 /// Whether `dropout` changes `x`: burn's own test in `Dropout::forward` (a rate above zero,
@@ -109,10 +107,35 @@ mod tests {
             .into_scalar::<f32>();
         assert!(diff < 1e-5, "outputs differ by {diff}");
 
+        // Without autodiff (inference: the kernels' untracked paths), the same output.
+        let plain = stack.valid();
+        let x_plain = x.clone().inner();
+        let ours_plain = forward(&plain, x_plain.clone());
+        let theirs_plain = plain.forward(TransformerEncoderInput::new(x_plain));
+        crate::testing::assert_tensors_close("inference output", ours_plain, theirs_plain, 1e-5);
+
         let grads_ours = (ours.clone() * ours).sum().backward();
         let grads_theirs = (theirs.clone() * theirs).sum().backward();
         assert_close("input", x.grad(&grads_ours), x.grad(&grads_theirs));
         let w = &stack.layers[0].pwff.linear_inner.weight;
         assert_close("weight", w.grad(&grads_ours), w.grad(&grads_theirs));
+        // Q, K and V run as one product with their weights side by side: each layer's
+        // gradients must still come back to its own weights.
+        for (name, layer) in [
+            ("query", &stack.layers[0].mha.query),
+            ("key", &stack.layers[1].mha.key),
+            ("value", &stack.layers[1].mha.value),
+        ] {
+            let w = &layer.weight;
+            assert_close(name, w.grad(&grads_ours), w.grad(&grads_theirs));
+            if name == "key" {
+                // A key bias shifts every score of a query's row alike, which the softmax
+                // ignores: its gradient is zero but for rounding, on both sides.
+                continue;
+            }
+            let b = layer.bias.as_ref().unwrap();
+            let name = format!("{name} bias");
+            assert_close(&name, b.grad(&grads_ours), b.grad(&grads_theirs));
+        }
     }
 }

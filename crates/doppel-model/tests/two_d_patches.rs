@@ -130,15 +130,17 @@ fn a_model_of_two_d_patches_learns_forecasts_scores_and_reloads_exactly() {
     assert!(last < 0.3 * first, "validation loss {first} -> {last}");
     let plain = Device::flex();
 
-    // The known pattern, forecast far better than seasonal naive: if the unfolding mixed
-    // channels up, each channel would get another's forecast.
+    // The known pattern, forecast clearly better than seasonal naive: if the unfolding mixed
+    // channels up, each channel would get another's forecast. The bar is 0.7×: over four
+    // seeds the ratio ran 0.33–0.62 on one build and 0.20–0.53 on another that only summed
+    // in another order, so 0.5× was seed luck.
     let (model_mse, naive_mse) = forecast_against_seasonal_naive(&model, &card);
     eprintln!(
         "forecast MSE ratio to seasonal naive: {}",
         model_mse / naive_mse
     );
     assert!(
-        model_mse < 0.5 * naive_mse,
+        model_mse < 0.7 * naive_mse,
         "model {model_mse} vs seasonal naive {naive_mse}"
     );
 
