@@ -30,7 +30,7 @@ use crate::fused::{
     FusedOps, all_f32, contiguous, gelu_in_place, gelu_with_derivative_by_ops, record,
     register_gradients, sum_in_order, widest_simd,
 };
-use crate::matmul::{PARALLEL_FROM, View, Write, new_product, product_with};
+use crate::matmul::{View, Write, bands_for, new_product, product_with};
 
 #[burn::backend::backend_extension(Flex, Autodiff, Cube: cfg(feature = "gpu"))]
 pub trait DenseOps: Backend {
@@ -214,13 +214,7 @@ impl Operands {
             f32_slice(&self.weight),
             f32_slice(&self.bias),
         );
-        let cores = rayon::current_num_threads();
-        let bands = if rows * d_in * d_out < PARALLEL_FROM {
-            1
-        } else {
-            cores
-        };
-        let band = rows.div_ceil(bands).max(1) * d_out; // values
+        let band = rows.div_ceil(bands_for(self.dims)).max(1) * d_out; // values
         let run = |(i, (out, side)): (usize, Bands<'_>)| {
             for row in out.chunks_exact_mut(d_out) {
                 for (slot, &b) in row.iter_mut().zip(bias) {
@@ -259,6 +253,15 @@ impl Operands {
         unsafe { out.set_len(rows * d_out) };
         out
     }
+}
+
+/// A band's GELU, and its derivative into `side` unless that is empty: the epilogue of
+/// `fused_dense_gelu` with or without the derivative kept.
+fn gelu_epilogue(band: &mut [f32], side: &mut [MaybeUninit<f32>]) {
+    widest_simd(
+        #[inline(always)]
+        || gelu_in_place(band, side),
+    )
 }
 
 /// The sum of the rows of a [rows, width] matrix: each task sums its rows, then the
@@ -300,13 +303,7 @@ impl DenseOps for Flex {
             return Flex::fused_gelu(Flex::linear(x, weight, Some(bias)));
         }
         let operands = Operands::of(x, weight, bias);
-        let finish = |band: &mut [f32], _: &mut [MaybeUninit<f32>]| {
-            widest_simd(
-                #[inline(always)]
-                || gelu_in_place(band, &mut []),
-            )
-        };
-        let out = operands.product_in_bands(None, finish);
+        let out = operands.product_in_bands(None, gelu_epilogue);
         FlexTensor::from_data(TensorData::new(out, operands.out_shape))
     }
 
@@ -321,15 +318,9 @@ impl DenseOps for Flex {
         let operands = Operands::of(x, weight, bias);
         let [rows, _, d_out] = operands.dims;
         let mut derivative = Vec::with_capacity(rows * d_out);
-        let finish = |band: &mut [f32], derivative: &mut [MaybeUninit<f32>]| {
-            widest_simd(
-                #[inline(always)]
-                || gelu_in_place(band, derivative),
-            )
-        };
         let out = operands.product_in_bands(
             Some(&mut derivative.spare_capacity_mut()[..rows * d_out]),
-            finish,
+            gelu_epilogue,
         );
         // SAFETY: each band's `finish` wrote GELU's derivative at every value of its band,
         // and the bands cover all rows × d_out values.

@@ -206,9 +206,7 @@ impl FusedOps for Flex {
                     #[inline(always)]
                     || {
                         for ((y, d), &x) in y.iter_mut().zip(derivative.iter_mut()).zip(x) {
-                            let n = normal(x);
-                            *y = x * n.cdf;
-                            *d = n.cdf + x * n.pdf; // d/dx x·Φ(x)
+                            (*y, *d) = gelu_and_slope(x);
                         }
                     },
                 )
@@ -588,10 +586,17 @@ pub(crate) fn gelu_in_place(h: &mut [f32], derivative: &mut [MaybeUninit<f32>]) 
         return;
     }
     for (x, d) in h.iter_mut().zip(derivative) {
-        let n = normal(*x);
-        d.write(n.cdf + *x * n.pdf); // d/dx x·Φ(x)
-        *x *= n.cdf;
+        let slope;
+        (*x, slope) = gelu_and_slope(*x);
+        d.write(slope);
     }
+}
+
+/// GELU x·Φ(x) and its derivative Φ(x) + x·φ(x) at one point, from one exponential.
+#[inline(always)]
+fn gelu_and_slope(x: f32) -> (f32, f32) {
+    let n = normal(x);
+    (x * n.cdf, n.cdf + x * n.pdf)
 }
 
 /// Runs `f` compiled for AVX2 and FMA where the CPU has them (a cached run-time check),

@@ -53,7 +53,18 @@ pub(crate) enum Write {
 
 /// Products below this many multiply-adds run on the calling thread: splitting them costs
 /// more than it gains (burn's flex matmul draws the line at the same place).
-pub(crate) const PARALLEL_FROM: usize = 192 * 192 * 192;
+const PARALLEL_FROM: usize = 192 * 192 * 192;
+
+/// Bands of output rows a product of `[m, k, n]` is split into: one a core, or one in all
+/// when it is too small for the split to pay. The dense layer's banded forward cuts its rows
+/// by the same rule.
+pub(crate) fn bands_for([m, k, n]: [usize; 3]) -> usize {
+    if m.saturating_mul(k).saturating_mul(n) < PARALLEL_FROM {
+        1
+    } else {
+        rayon::current_num_threads()
+    }
+}
 
 /// `out = scale · lhs · rhs` for `lhs` [m, k] and `rhs` [k, n], on the calling thread: for
 /// kernels whose own tasks are the parallel unit (the attention's windows).
@@ -206,8 +217,8 @@ unsafe fn product_into(
             )
         }
     };
-    let tasks = rayon::current_num_threads();
-    if !parallel || tasks < 2 || m.saturating_mul(k).saturating_mul(n) < PARALLEL_FROM {
+    let tasks = if parallel { bands_for([m, k, n]) } else { 1 };
+    if tasks < 2 {
         run([0, m], [0, n]);
     } else if m >= n {
         // One band of rows a core: each task packs the right operand itself and never
