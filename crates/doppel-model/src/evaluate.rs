@@ -53,15 +53,17 @@ pub struct ForecastEvaluation {
     pub channel_mse: Vec<f64>,
     pub channel_mae: Vec<f64>,
     /// The band forecasts use, then (when they differ) the constant one, then (when
-    /// asked) the first recalibrated: coverage, width and interval score over the same values.
+    /// asked) the first recalibrated, adapted, and both: coverage, width and interval score
+    /// over the same values.
     pub bands: Vec<BandScore>,
 }
 
 /// Runs `forecaster` on every window (look-back + horizon, every `stride` steps) of each
 /// standardised recording. Recordings shorter than a window are skipped; none long enough is
 /// an error. With `recalibrate` (steps), the bands are also measured recalibrated as a
-/// deployed forecaster would recalibrate them: on the forecasts of the last `recalibrate`
-/// steps of the same recording whose truth had all arrived (`bands::Recalibrator`).
+/// deployed forecaster would make them follow drift: on the forecasts of the last
+/// `recalibrate` steps of the same recording whose truth had all arrived
+/// (`bands::Recalibrator`), by adaptation (`bands::Adapter`), and both.
 pub fn evaluate_forecaster(
     forecaster: &Forecaster,
     config: &ModelConfig,

@@ -296,7 +296,10 @@ fn recent_factors(
                 }
             })
             .collect();
-        recalibrator.record(origin, &bands.offsets(window, h), &errors);
+        recalibrator.record(
+            origin,
+            crate::bands::needed_factors(&bands.offsets(window, h), &errors),
+        );
     }
     Ok(recalibrator.factors_at(len).to_vec())
 }

@@ -570,15 +570,14 @@ fn a_finetuned_forecaster_keeps_its_best_weights_reloads_exactly_and_its_bands_c
     let chosen = &evaluation.bands[0];
     assert_eq!(chosen.bands, head.chosen_bands().name());
     let names: Vec<&str> = evaluation.bands.iter().map(|b| b.bands.as_str()).collect();
-    let recalibrated = format!("{}, recalibrated", chosen.bands);
-    if chosen.bands == "constant" {
-        assert_eq!(names, ["constant", recalibrated.as_str()]);
-    } else {
-        assert_eq!(
-            names,
-            [chosen.bands.as_str(), "constant", recalibrated.as_str()]
-        );
+    let mut expected = vec![chosen.bands.clone()];
+    if chosen.bands != "constant" {
+        expected.push("constant".into());
     }
+    for rule in ["recalibrated", "adapted", "recalibrated, adapted"] {
+        expected.push(format!("{}, {rule}", chosen.bands));
+    }
+    assert_eq!(names, expected);
     for band in &evaluation.bands {
         eprintln!("evaluate: {band}");
         assert!((0.6..=0.95).contains(&band.coverage), "{band}");

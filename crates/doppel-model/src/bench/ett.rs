@@ -84,7 +84,8 @@ pub struct EttOptions {
     pub finetune_loss: crate::finetune::ForecastLoss,
     /// Train the forecasting head only (the pretrained encoder stays as it is).
     pub freeze_encoder: bool,
-    /// Also measure the bands recalibrated on the last this many steps' forecasts.
+    /// Also measure the bands recalibrated on the last this many steps' forecasts, adapted
+    /// (`bands::Adapter`), and both.
     pub recalibrate_steps: Option<usize>,
     /// The share of truth the heads' error bands are to hold.
     pub band_coverage: f64,

@@ -89,7 +89,7 @@ pub struct PlantArgs {
     #[arg(long, default_value_t = 4)]
     test_stride: usize,
     /// Also measure the bands recalibrated on the forecasts of the last this many steps
-    /// whose truth has arrived (see `evaluate --recalibrate`).
+    /// whose truth has arrived, adapted, and both (see `evaluate --recalibrate`).
     #[arg(long, value_name = "STEPS", value_parser = clap::value_parser!(u64).range(1..))]
     recalibrate_steps: Option<u64>,
     /// The share of truth the heads' error bands are to hold (see `finetune --band-coverage`).

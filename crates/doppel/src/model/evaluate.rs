@@ -31,9 +31,11 @@ pub struct EvaluateArgs {
     /// Steps between forecast origins (1: every window).
     #[arg(long, default_value_t = 1)]
     stride: usize,
-    /// Also measure the bands as a deployed forecaster would recalibrate them: widened or
-    /// narrowed per sensor to hold their share (80 % unless fine-tuned otherwise) of the forecasts of the last this many steps whose
-    /// truth has arrived (data that drift from the validation windows need it).
+    /// Also measure the bands as a deployed forecaster would make them follow drift, per
+    /// sensor: recalibrated to hold their share (80 % unless fine-tuned otherwise) of the
+    /// forecasts of the last this many steps whose truth has arrived; adapted after each
+    /// arrived forecast by how often it missed (adaptive conformal inference, which follows
+    /// bursts); and both.
     #[arg(long, value_name = "STEPS", value_parser = clap::value_parser!(u64).range(1..))]
     recalibrate: Option<u64>,
     /// Also write the result as JSON here.

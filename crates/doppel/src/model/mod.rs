@@ -315,7 +315,7 @@ pub struct EttArgs {
     #[arg(long, default_value = "squared", value_parser = loss_parser())]
     finetune_loss: ForecastLoss,
     /// Also measure the fine-tuned heads' bands recalibrated on the forecasts of the last
-    /// this many steps whose truth has arrived (see `evaluate --recalibrate`).
+    /// this many steps whose truth has arrived, adapted, and both (see `evaluate --recalibrate`).
     #[arg(long, value_name = "STEPS", value_parser = clap::value_parser!(u64).range(1..))]
     recalibrate_steps: Option<u64>,
     /// The share of truth the heads' error bands are to hold (see `finetune --band-coverage`).

@@ -1,0 +1,354 @@
+//! Bands that follow drift. Calibrated once, on the validation windows, a band holds its
+//! share only while the data stay like them. Two rules widen or narrow each channel's band
+//! around its median as the truth of earlier forecasts arrives:
+//!
+//! - `Recalibrator`: the factor that would have held the share over the last N steps'
+//!   forecasts (a window quantile). It follows a steady drift, and a burst only once the
+//!   burst fills its window.
+//! - `Adapter`: adaptive conformal inference (Gibbs & Candès 2021) on the log of the factor,
+//!   which steps up after each forecast that missed more than its share and down after each
+//!   that missed less. It follows a burst within a horizon or two of its truth arriving.
+//!
+//! Both must only ever use forecasts whose truth has all arrived by the origin they are
+//! asked about: a forecaster in service cannot know more.
+
+use std::collections::VecDeque;
+
+use super::CLAMP;
+
+/// The least factor on each value's band (`offsets`, `[band][c * H + k]`, widened around the
+/// median) that would have held its error (`errors`, truth − forecast; NaN stays NaN).
+pub fn needed_factors(offsets: &[Vec<f32>], errors: &[f32]) -> Vec<f32> {
+    let (low, mid, high) = (&offsets[0], &offsets[1], &offsets[offsets.len() - 1]);
+    errors
+        .iter()
+        .enumerate()
+        .map(|(i, &e)| {
+            if e >= mid[i] {
+                (e - mid[i]) / (high[i] - mid[i]).max(f32::EPSILON)
+            } else {
+                (mid[i] - e) / (mid[i] - low[i]).max(f32::EPSILON)
+            }
+        })
+        .collect()
+}
+
+/// One factor a channel that would have held the band's share of the forecasts made in the last
+/// `steps` steps whose truth has all arrived (one factor a channel, not one per step: a few
+/// hundred recent forecasts are enough to set it), between a quarter and four.
+#[derive(Debug, Clone)]
+pub struct Recalibrator {
+    steps: usize,
+    coverage: f64,
+    channels: usize,
+    horizon: usize,
+    /// Forecasts whose truth is still arriving: (origin, needed factors `[c * H + k]`).
+    pending: VecDeque<(usize, Vec<f32>)>,
+    /// Forecasts whose truth has arrived, oldest first.
+    known: VecDeque<(usize, Vec<f32>)>,
+    factors: Vec<f32>,
+    /// Forecasts become known since the factors were last set.
+    fresh: usize,
+}
+
+impl Recalibrator {
+    /// For bands meant to hold `coverage` of the truth.
+    pub fn new(steps: usize, channels: usize, horizon: usize, coverage: f64) -> Self {
+        Recalibrator {
+            steps,
+            coverage,
+            channels,
+            horizon,
+            pending: VecDeque::new(),
+            known: VecDeque::new(),
+            factors: vec![1.0; channels],
+            fresh: 0,
+        }
+    }
+
+    /// Each channel's factor for a forecast whose first step is `origin` (steps of one
+    /// recording, in order): 1 until some earlier forecast's truth has all arrived.
+    pub fn factors_at(&mut self, origin: usize) -> &[f32] {
+        while self
+            .pending
+            .front()
+            .is_some_and(|(o, _)| o + self.horizon <= origin)
+        {
+            let done = self.pending.pop_front().expect("checked");
+            self.known.push_back(done);
+            self.fresh += 1;
+        }
+        let newest = self.known.back().map_or(0, |(o, _)| *o);
+        while self
+            .known
+            .front()
+            .is_some_and(|(o, _)| o + self.steps <= newest)
+        {
+            self.known.pop_front();
+        }
+        // Setting the factors sorts every recent error; once a horizon's worth of new
+        // forecasts is often enough to follow drift.
+        if self.fresh > 0 && (self.fresh >= self.horizon || self.fresh >= self.known.len()) {
+            self.fresh = 0;
+            let mut needed = Vec::new();
+            for c in 0..self.channels {
+                needed.clear();
+                for (_, factors) in &self.known {
+                    let of_channel = &factors[c * self.horizon..(c + 1) * self.horizon];
+                    needed.extend(of_channel.iter().filter(|f| !f.is_nan()));
+                }
+                if !needed.is_empty() {
+                    let at = ((needed.len() - 1) as f64 * self.coverage).round() as usize;
+                    let (_, &mut factor, _) = needed.select_nth_unstable_by(at, f32::total_cmp);
+                    // Bounded like the scales: a band calibrated to (almost) zero width,
+                    // a status that validation never saw switch, would need any factor.
+                    self.factors[c] = factor.clamp(1.0 / CLAMP, CLAMP);
+                }
+            }
+        }
+        &self.factors
+    }
+
+    /// A forecast made at `origin` and the factors its values `needed` (`needed_factors` of
+    /// the calibrated bands, `[c * H + k]`).
+    pub fn record(&mut self, origin: usize, needed: Vec<f32>) {
+        self.pending.push_back((origin, needed));
+    }
+
+    /// Starts over (a new recording: its steps are not the last one's).
+    pub fn reset(&mut self) {
+        *self = Recalibrator::new(self.steps, self.channels, self.horizon, self.coverage);
+    }
+}
+
+/// How far a channel's log-factor moves over one horizon of forecasts that all miss (less the
+/// share allowed). Set before measuring, from the delay: a miss is known only a horizon after
+/// its forecast, and an integrator whose feedback comes D steps late overshoots once its gain
+/// times D passes about 1/e and turns unstable near π/2. An 80 % band's miss share falls by
+/// about 0.45 per unit of log-width for Gaussian errors (0.8 for uniform ones), so this gain
+/// per horizon is 0.2–0.4: it settles without ringing.
+const ADAPT_PER_HORIZON: f64 = 0.5;
+
+/// Adaptive conformal inference on each channel's band width: after each forecast whose truth
+/// has all arrived, its channel's log-factor moves by the share of its values the band it was
+/// given missed, less the share it may miss (1 − coverage), times the steps since the forecast
+/// before it. Too many misses widen the band, too few narrow it. Unbounded, the misses would
+/// average 1 − coverage over any long run whatever the data do; bounded, as the factor is
+/// (a quarter to four), only while the bound is not reached.
+#[derive(Debug, Clone)]
+pub struct Adapter {
+    coverage: f64,
+    horizon: usize,
+    /// Each channel's log-factor on the width, within ±ln 4.
+    tilt: Vec<f64>,
+    /// Forecasts whose truth is still arriving: origin, steps since the forecast before,
+    /// and each channel's share of misses (NaN where none was observed).
+    pending: VecDeque<(usize, usize, Vec<f64>)>,
+    last_origin: Option<usize>,
+}
+
+impl Adapter {
+    /// For bands meant to hold `coverage` of the truth.
+    pub fn new(channels: usize, horizon: usize, coverage: f64) -> Self {
+        Adapter {
+            coverage,
+            horizon,
+            tilt: vec![0.0; channels],
+            pending: VecDeque::new(),
+            last_origin: None,
+        }
+    }
+
+    /// Each channel's factor for a forecast whose first step is `origin`: `base` (1, or a
+    /// `Recalibrator`'s factors) tilted by what the forecasts whose truth has all arrived
+    /// missed.
+    pub fn factors_at(&mut self, origin: usize, base: &[f32]) -> Vec<f32> {
+        let rate = ADAPT_PER_HORIZON / self.horizon as f64;
+        let (allowed, bound) = (1.0 - self.coverage, (CLAMP as f64).ln());
+        while self
+            .pending
+            .front()
+            .is_some_and(|(o, ..)| o + self.horizon <= origin)
+        {
+            let (_, gap, misses) = self.pending.pop_front().expect("checked");
+            for (tilt, miss) in self.tilt.iter_mut().zip(misses) {
+                if !miss.is_nan() {
+                    *tilt = (*tilt + rate * gap as f64 * (miss - allowed)).clamp(-bound, bound);
+                }
+            }
+        }
+        base.iter()
+            .zip(&self.tilt)
+            .map(|(&b, &t)| (b * t.exp() as f32).clamp(1.0 / CLAMP, CLAMP))
+            .collect()
+    }
+
+    /// A forecast made at `origin`, the factors its values `needed` (`needed_factors`,
+    /// `[c * H + k]`) and each channel's factor it was `given`.
+    pub fn record(&mut self, origin: usize, needed: &[f32], given: &[f32]) {
+        let h = self.horizon;
+        // The forecast stands for the steps since the one before (a stride), so the band
+        // moves as fast per step of time whatever the stride; at most a horizon's worth.
+        let gap = self
+            .last_origin
+            .map_or(1, |last| origin.saturating_sub(last))
+            .clamp(1, h);
+        self.last_origin = Some(origin);
+        let misses = given
+            .iter()
+            .enumerate()
+            .map(|(c, &factor)| {
+                let observed = needed[c * h..(c + 1) * h].iter().filter(|n| !n.is_nan());
+                let (mut missed, mut seen) = (0usize, 0usize);
+                for &n in observed {
+                    seen += 1;
+                    missed += usize::from(n > factor);
+                }
+                if seen == 0 {
+                    f64::NAN
+                } else {
+                    missed as f64 / seen as f64
+                }
+            })
+            .collect();
+        self.pending.push_back((origin, gap, misses));
+    }
+
+    /// Starts over (a new recording).
+    pub fn reset(&mut self) {
+        *self = Adapter::new(self.tilt.len(), self.horizon, self.coverage);
+    }
+}
+
+/// `offsets` (`[band][c * H + k]`) widened (factor > 1) or narrowed around the median band
+/// by each channel's factor.
+pub fn widened(offsets: &[Vec<f32>], factors: &[f32], horizon: usize) -> Vec<Vec<f32>> {
+    let mid = &offsets[1];
+    offsets
+        .iter()
+        .map(|band| {
+            band.iter()
+                .enumerate()
+                .map(|(i, &o)| mid[i] + factors[i / horizon] * (o - mid[i]))
+                .collect()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bands::{DEFAULT_COVERAGE, IntervalSums};
+
+    /// Errors that double halfway through a stream: the calibrated band then holds far less
+    /// than 80 %; recalibrated on the last 500 steps' forecasts it holds 80 % again once
+    /// those are all from after the change, and it never uses a forecast whose truth has
+    /// not all arrived.
+    #[test]
+    fn recalibration_follows_errors_that_drift() {
+        let (h, band) = (2, vec![vec![-1.0f32; 2], vec![0.0; 2], vec![1.0; 2]]);
+        let mut recalibrator = Recalibrator::new(500, 1, h, DEFAULT_COVERAGE);
+        // Spread evenly over ±1.25 (so ±1 holds 80 %), doubled from origin 2,000 on.
+        let error = |o: usize, k: usize| {
+            let u = ((o * h + k) as f64 * 0.618_034).fract() as f32 * 2.5 - 1.25;
+            if o >= 2000 { 2.0 * u } else { u }
+        };
+        let (mut fixed, mut followed) = (
+            IntervalSums::new(DEFAULT_COVERAGE),
+            IntervalSums::new(DEFAULT_COVERAGE),
+        );
+        for origin in 0..4000 {
+            let factors = recalibrator.factors_at(origin).to_vec();
+            if origin == 1999 || origin == 2001 {
+                assert!((factors[0] - 1.0).abs() < 0.02, "{factors:?}");
+            }
+            let widened = widened(&band, &factors, h);
+            let errors: Vec<f32> = (0..h).map(|k| error(origin, k)).collect();
+            if origin >= 2600 {
+                for (k, &e) in errors.iter().enumerate() {
+                    fixed.add(e, band[0][k], band[2][k]);
+                    followed.add(e, widened[0][k], widened[2][k]);
+                }
+            }
+            recalibrator.record(origin, needed_factors(&band, &errors));
+        }
+        let (fixed, followed) = (fixed.score("constant"), followed.score("recalibrated"));
+        assert!((fixed.coverage - 0.4).abs() < 0.03, "{fixed}");
+        assert!((followed.coverage - 0.8).abs() < 0.03, "{followed}");
+        assert!((recalibrator.factors_at(4000)[0] - 2.0).abs() < 0.05);
+
+        // A band of zero width that starts missing is widened at most four times.
+        let flat = vec![vec![0.0f32; 2]; 3];
+        let mut recalibrator = Recalibrator::new(500, 1, h, DEFAULT_COVERAGE);
+        for origin in 0..100 {
+            recalibrator.record(origin, needed_factors(&flat, &[1.0, -1.0]));
+        }
+        assert_eq!(recalibrator.factors_at(200), [4.0]);
+    }
+
+    /// A burst: errors three times their size for 200 steps, then back. The calibrated band
+    /// holds about a quarter of the burst; recalibrated on the last 500 steps' forecasts,
+    /// still under half, because the burst never fills the window; adapted, most of it
+    /// within a few horizons. Over the whole stream the adapted band holds its 80 %, and it
+    /// moves only once a burst forecast's truth has all arrived.
+    #[test]
+    fn adaptation_follows_a_burst_the_window_quantile_misses() {
+        let h = 10;
+        let band = vec![vec![-1.0f32; h], vec![0.0; h], vec![1.0; h]];
+        let burst = 2000..2200;
+        // Spread evenly over ±1.25 (so ±1 holds 80 %), tripled in the burst.
+        let calm_error =
+            |o: usize, k: usize| ((o * h + k) as f64 * 0.618_034).fract() as f32 * 2.5 - 1.25;
+        let error = |o: usize, k: usize| {
+            let u = calm_error(o, k);
+            if burst.contains(&o) { 3.0 * u } else { u }
+        };
+        let mut recalibrator = Recalibrator::new(500, 1, h, DEFAULT_COVERAGE);
+        let mut adapter = Adapter::new(1, h, DEFAULT_COVERAGE);
+        let mut calm = adapter.clone();
+        let sums = || IntervalSums::new(DEFAULT_COVERAGE);
+        let (mut in_burst, mut overall) = ([sums(), sums(), sums()], sums());
+        for origin in 0..4000 {
+            let recalibrated = recalibrator.factors_at(origin).to_vec();
+            let adapted = adapter.factors_at(origin, &[1.0]);
+            // The same stream without the burst: the factors part only once the first
+            // burst forecast's truth has all arrived, a horizon after its origin.
+            let unburst = calm.factors_at(origin, &[1.0]);
+            if origin <= burst.start + h {
+                assert_eq!(unburst == adapted, origin < burst.start + h, "{origin}");
+            }
+            let calm_errors: Vec<f32> = (0..h).map(|k| calm_error(origin, k)).collect();
+            calm.record(origin, &needed_factors(&band, &calm_errors), &unburst);
+            let errors: Vec<f32> = (0..h).map(|k| error(origin, k)).collect();
+            let sets = [
+                band.clone(),
+                widened(&band, &recalibrated, h),
+                widened(&band, &adapted, h),
+            ];
+            for (k, &e) in errors.iter().enumerate() {
+                if burst.contains(&origin) && origin >= burst.start + 4 * h {
+                    for (sums, o) in in_burst.iter_mut().zip(&sets) {
+                        sums.add(e, o[0][k], o[2][k]);
+                    }
+                }
+                overall.add(e, sets[2][0][k], sets[2][2][k]);
+            }
+            let needed = needed_factors(&band, &errors);
+            adapter.record(origin, &needed, &adapted);
+            recalibrator.record(origin, needed);
+        }
+        let [fixed, recalibrated, adapted] = in_burst.map(|s| s.score("").coverage);
+        eprintln!(
+            "in the burst: {fixed:.3} {recalibrated:.3} {adapted:.3}; overall {}",
+            overall.score("")
+        );
+        assert!((fixed - 4.0 / 15.0).abs() < 0.03, "{fixed}");
+        assert!(recalibrated < 0.5, "{recalibrated}");
+        assert!(adapted > 0.7, "{adapted}");
+        assert!(
+            (overall.score("").coverage - 0.8).abs() < 0.01,
+            "{}",
+            overall.score("")
+        );
+    }
+}
