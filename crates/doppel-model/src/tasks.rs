@@ -171,21 +171,39 @@ pub struct Forecast {
     /// on its validation windows (split-conformal), scaled by how much the look-back moves
     /// where validation chose so (`bands.rs`).
     pub bands: Vec<(f64, Vec<Vec<f32>>)>,
-    /// With recalibration: each channel's factor on the calibrated bands' width (above 1:
-    /// the recent forecasts missed more than validation's did).
-    pub recalibration: Option<Vec<f32>>,
+    /// Where the bands follow drift: each channel's factor on the calibrated bands' width
+    /// (above 1: the recent forecasts missed more than validation's did).
+    pub width_factors: Option<Vec<f32>>,
+}
+
+/// How a forecast's bands follow drift, each rule on the head's forecasts over the
+/// recording's own last steps whose truth it holds. Neither: the bands as calibrated.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FollowDrift {
+    /// Hold the bands' share of the last this many steps' forecasts (`bands::Recalibrator`).
+    pub recalibrate: Option<usize>,
+    /// Adapt after each of the last this many steps' forecasts by how often it missed
+    /// (`bands::Adapter`); on top of the recalibration when both are asked.
+    pub adapt: Option<usize>,
+}
+
+impl FollowDrift {
+    /// The bands as calibrated.
+    pub const NOT: FollowDrift = FollowDrift {
+        recalibrate: None,
+        adapt: None,
+    };
 }
 
 /// Forecasts the `horizon` steps after the end of the recording with a fine-tuned head
-/// (at most the head's horizon), with error bands. With `recalibrate` (steps), the bands are
-/// widened or narrowed per channel to hold their share of the head's forecasts over the last that
-/// many steps of the recording whose truth it holds (`bands::Recalibrator`).
+/// (at most the head's horizon), with error bands, widened or narrowed per channel as
+/// `follow` asks.
 pub fn forecast_with_head(
     forecaster: &Forecaster,
     card: &ModelCard,
     rec: &Recording,
     horizon: usize,
-    recalibrate: Option<usize>,
+    follow: FollowDrift,
     device: &Device,
 ) -> Result<Forecast> {
     let Some(head) = &card.forecast_head else {
@@ -207,13 +225,12 @@ pub fn forecast_with_head(
     let h = head.horizon;
     let bands = head.chosen_bands();
     let mut offsets = bands.offsets(&window, h);
-    let recalibration = match recalibrate {
-        Some(steps) => {
-            let factors = recent_factors(forecaster, card, &std_rec, &bands, steps, device)?;
-            offsets = crate::bands::widened(&offsets, &factors, h);
-            Some(factors)
-        }
-        None => None,
+    let width_factors = if follow == FollowDrift::NOT {
+        None
+    } else {
+        let factors = recent_factors(forecaster, card, &std_rec, &bands, follow, device)?;
+        offsets = crate::bands::widened(&offsets, &factors, h);
+        Some(factors)
     };
     let point = predict(
         forecaster,
@@ -240,22 +257,22 @@ pub fn forecast_with_head(
             .zip(&offsets)
             .map(|(band, offset)| (band.level, in_units(&|c, k| offset[c * h + k])))
             .collect(),
-        recalibration,
+        width_factors,
     })
 }
 
-/// The forecasts a recalibration reads at most: enough to set one factor a channel.
-const RECALIBRATION_FORECASTS: usize = 512;
+/// The forecasts following drift reads at most: enough to set one factor a channel.
+const RECENT_FORECASTS: usize = 512;
 
-/// Each channel's recalibration factor from the head's forecasts whose origins lie in the
-/// last `steps` steps of the (standardised) recording that still hold their whole truth
-/// (at most `RECALIBRATION_FORECASTS` of them, evenly spaced).
+/// Each channel's factor on the bands' width from the head's forecasts whose origins lie in
+/// the last steps of the (standardised) recording that `follow` names and still hold their
+/// whole truth (at most `RECENT_FORECASTS` of them, evenly spaced).
 fn recent_factors(
     forecaster: &Forecaster,
     card: &ModelCard,
     std_rec: &Recording,
     bands: &crate::bands::ScaledBands,
-    steps: usize,
+    follow: FollowDrift,
     device: &Device,
 ) -> Result<Vec<f32>> {
     let head = card.forecast_head.as_ref().expect("the caller checked");
@@ -263,14 +280,18 @@ fn recent_factors(
     let channels = std_rec.channels.len();
     if len < w + h {
         return Err(ModelError::Settings(format!(
-            "recalibrating the bands needs a forecast whose truth the file holds: at least \
+            "bands that follow drift need a forecast whose truth the file holds: at least \
              {} rows (look-back {w} + horizon {h}); the file has {len}",
             w + h
         )));
     }
     let last = len - h;
-    let first = last.saturating_sub(steps.saturating_sub(1)).max(w);
-    let stride = (last - first + 1).div_ceil(RECALIBRATION_FORECASTS).max(1);
+    let span = |steps: Option<usize>| last.saturating_sub(steps.unwrap_or(0).saturating_sub(1));
+    let adapt_from = follow.adapt.map(|s| span(Some(s)));
+    let first = span(follow.recalibrate)
+        .min(adapt_from.unwrap_or(last))
+        .max(w);
+    let stride = (last - first + 1).div_ceil(RECENT_FORECASTS).max(1);
     let origins: Vec<usize> = (first..=last).step_by(stride).collect();
     let ids: Vec<usize> = (0..channels).collect();
     let windows: Vec<_> = origins
@@ -284,7 +305,24 @@ fn recent_factors(
         &windows,
         device,
     );
-    let mut recalibrator = crate::bands::Recalibrator::new(steps, channels, h, bands.coverage());
+    let coverage = bands.coverage();
+    let mut recalibrator = follow
+        .recalibrate
+        .map(|steps| crate::bands::Recalibrator::new(steps, channels, h, coverage));
+    let mut adapter = crate::bands::Adapter::new(channels, h, coverage);
+    // The recalibrated factors (1 without), adapted where the adapter's steps have begun.
+    let factors_at = |recalibrator: &mut Option<crate::bands::Recalibrator>,
+                      adapter: Option<&mut crate::bands::Adapter>,
+                      origin: usize| {
+        let base = match recalibrator {
+            Some(r) => r.factors_at(origin).to_vec(),
+            None => vec![1.0; channels],
+        };
+        match adapter {
+            Some(a) => a.factors_at(origin, &base),
+            None => base,
+        }
+    };
     for ((&origin, window), p) in origins.iter().zip(&windows).zip(&predicted) {
         let errors: Vec<f32> = (0..channels * h)
             .map(|i| {
@@ -296,12 +334,18 @@ fn recent_factors(
                 }
             })
             .collect();
-        recalibrator.record(
-            origin,
-            crate::bands::needed_factors(&bands.offsets(window, h), &errors),
-        );
+        let adapting = adapt_from.is_some_and(|from| origin >= from);
+        let given = factors_at(&mut recalibrator, adapting.then_some(&mut adapter), origin);
+        let needed = crate::bands::needed_factors(&bands.offsets(window, h), &errors);
+        if adapting {
+            adapter.record(origin, &needed, &given);
+        }
+        if let Some(r) = &mut recalibrator {
+            r.record(origin, needed);
+        }
     }
-    Ok(recalibrator.factors_at(len).to_vec())
+    let adapting = adapt_from.is_some().then_some(&mut adapter);
+    Ok(factors_at(&mut recalibrator, adapting, len))
 }
 
 /// Turns into which every token is hidden exactly once when scoring.

@@ -12,7 +12,7 @@ use doppel_model::forecaster::{ForecastHead, Forecaster, predict};
 use doppel_model::linear::{self, Layout, Search, Series};
 use doppel_model::model::{ModelConfig, SensorModel, masked_mse};
 use doppel_model::store::{self, ModelCard};
-use doppel_model::tasks;
+use doppel_model::tasks::{self, FollowDrift};
 use doppel_model::train::{CurvePoint, TrainConfig, cut, pretrain};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -478,11 +478,18 @@ fn a_finetuned_forecaster_keeps_its_best_weights_reloads_exactly_and_its_bands_c
             context.values[c].truncate(end);
             context.observed[c].truncate(end);
         }
-        let f = tasks::forecast_with_head(&reloaded, &card, &context, 16, None, &plain).unwrap();
+        let f = tasks::forecast_with_head(&reloaded, &card, &context, 16, FollowDrift::NOT, &plain)
+            .unwrap();
         if end == 3000 {
-            let again =
-                tasks::forecast_with_head(&forecaster.valid(), &card, &context, 16, None, &plain)
-                    .unwrap();
+            let again = tasks::forecast_with_head(
+                &forecaster.valid(),
+                &card,
+                &context,
+                16,
+                FollowDrift::NOT,
+                &plain,
+            )
+            .unwrap();
             assert_eq!(f, again, "a reload forecasts identically");
         }
         let (low, high) = (&f.bands[0], &f.bands[2]);
@@ -501,8 +508,11 @@ fn a_finetuned_forecaster_keeps_its_best_weights_reloads_exactly_and_its_bands_c
         (0.6..=0.95).contains(&coverage),
         "80 % band covered {coverage:.2}"
     );
-    // Recalibrated on the file's own last 400 steps: about as wide where the recent data are
-    // like the validation windows, wider where they have turned noisier.
+    // Recalibrated on the file's own last 400 steps, or adapted over them, or both: about as
+    // wide where the recent data are like the validation windows, wider where they have
+    // turned noisier.
+    let rules = [(Some(400), None), (None, Some(400)), (Some(400), Some(400))]
+        .map(|(recalibrate, adapt)| FollowDrift { recalibrate, adapt });
     let mut context = test.clone();
     for c in 0..3 {
         context.values[c].truncate(3000);
@@ -510,18 +520,21 @@ fn a_finetuned_forecaster_keeps_its_best_weights_reloads_exactly_and_its_bands_c
     }
     let width = |f: &tasks::Forecast, c: usize| f.bands[2].1[c][0] - f.bands[0].1[c][0];
     let plain_bands =
-        tasks::forecast_with_head(&reloaded, &card, &context, 16, None, &plain).unwrap();
-    let like =
-        tasks::forecast_with_head(&reloaded, &card, &context, 16, Some(400), &plain).unwrap();
-    let factors = like.recalibration.clone().unwrap();
-    assert!(
-        factors.iter().all(|f| (0.6..1.6).contains(f)),
-        "{factors:?}"
-    );
-    assert_eq!(
-        like.values, plain_bands.values,
-        "recalibration moves the bands only"
-    );
+        tasks::forecast_with_head(&reloaded, &card, &context, 16, FollowDrift::NOT, &plain)
+            .unwrap();
+    let like = rules.map(|rule| {
+        let like = tasks::forecast_with_head(&reloaded, &card, &context, 16, rule, &plain).unwrap();
+        let factors = like.width_factors.clone().unwrap();
+        assert!(
+            factors.iter().all(|f| (0.6..1.6).contains(f)),
+            "{rule:?}: {factors:?}"
+        );
+        assert_eq!(
+            like.values, plain_bands.values,
+            "following drift moves the bands only"
+        );
+        factors
+    });
     for c in 0..3 {
         let sd = {
             let v = &context.values[c];
@@ -532,24 +545,23 @@ fn a_finetuned_forecaster_keeps_its_best_weights_reloads_exactly_and_its_bands_c
             context.values[c][i] += if i % 2 == 0 { 0.3 * sd } else { -0.3 * sd };
         }
     }
-    let noisy =
-        tasks::forecast_with_head(&reloaded, &card, &context, 16, Some(400), &plain).unwrap();
-    let factors = noisy.recalibration.clone().unwrap();
-    for c in 0..3 {
-        assert!(
-            factors[c] > 2.0 * like.recalibration.as_ref().unwrap()[c],
-            "{factors:?}"
-        );
-        assert!(width(&noisy, c) > 1.5 * width(&plain_bands, c));
+    for (rule, like) in rules.iter().zip(&like) {
+        let noisy =
+            tasks::forecast_with_head(&reloaded, &card, &context, 16, *rule, &plain).unwrap();
+        let factors = noisy.width_factors.clone().unwrap();
+        for c in 0..3 {
+            assert!(factors[c] > 2.0 * like[c], "{rule:?}: {factors:?}");
+            assert!(width(&noisy, c) > 1.5 * width(&plain_bands, c));
+        }
     }
     let mut tiny = context.clone();
     for c in 0..3 {
         tiny.values[c].truncate(60);
         tiny.observed[c].truncate(60);
     }
-    let e = tasks::forecast_with_head(&reloaded, &card, &tiny, 16, Some(400), &plain).unwrap_err();
+    let e = tasks::forecast_with_head(&reloaded, &card, &tiny, 16, rules[1], &plain).unwrap_err();
     assert!(
-        e.to_string().contains("recalibrating the bands needs"),
+        e.to_string().contains("bands that follow drift need"),
         "{e}"
     );
     // The card keeps each scale's validation score and the per-channel choice, and
@@ -584,7 +596,8 @@ fn a_finetuned_forecaster_keeps_its_best_weights_reloads_exactly_and_its_bands_c
         assert!((band.coverage + band.below + band.above - 1.0).abs() < 1e-9);
         assert!(band.interval_score >= band.width, "{band}");
     }
-    let e = tasks::forecast_with_head(&reloaded, &card, &test, 17, None, &plain).unwrap_err();
+    let e = tasks::forecast_with_head(&reloaded, &card, &test, 17, FollowDrift::NOT, &plain)
+        .unwrap_err();
     assert!(e.to_string().contains("fine-tuned for 16"), "{e}");
 }
 

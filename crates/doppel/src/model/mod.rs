@@ -182,11 +182,18 @@ pub struct ForecastArgs {
     /// How many steps to forecast.
     #[arg(long)]
     horizon: usize,
-    /// Widen or narrow each sensor's error bands to hold their share (80 % unless fine-tuned otherwise) of the head's forecasts over
-    /// the last this many steps of the file (those whose truth it holds): bands that follow
-    /// data drifting away from the validation windows. Off by default.
+    /// Widen or narrow each sensor's error bands to hold their share (80 % unless
+    /// fine-tuned otherwise) of the head's forecasts over the last this many steps of the
+    /// file (those whose truth it holds): bands that follow data drifting steadily away from
+    /// the validation windows. Off by default.
     #[arg(long, value_name = "STEPS", value_parser = clap::value_parser!(u64).range(1..))]
     recalibrate: Option<u64>,
+    /// Adapt each sensor's error bands after each of the head's forecasts over the last this
+    /// many steps of the file, widening them after misses beyond their share and narrowing
+    /// them after fewer (adaptive conformal inference): bands that follow bursts and hold
+    /// their share over time. With `--recalibrate`, on top of it. Off by default.
+    #[arg(long, value_name = "STEPS", value_parser = clap::value_parser!(u64).range(1..))]
+    adapt: Option<u64>,
 }
 
 #[derive(Args)]
@@ -558,29 +565,37 @@ fn forecast_command(args: ForecastArgs) -> anyhow::Result<ExitCode> {
     // otherwise (no error bands then).
     let forecast = if card.forecast_head.is_some() {
         let forecaster = store::with_forecast_head(&dir, net, &card, &device)?;
-        let recalibrate = args.recalibrate.map(|s| s as usize);
-        tasks::forecast_with_head(&forecaster, &card, &rec, args.horizon, recalibrate, &device)?
+        let follow = tasks::FollowDrift {
+            recalibrate: args.recalibrate.map(|s| s as usize),
+            adapt: args.adapt.map(|s| s as usize),
+        };
+        tasks::forecast_with_head(&forecaster, &card, &rec, args.horizon, follow, &device)?
     } else {
         tasks::Forecast {
             values: tasks::forecast(&net, &card, &rec, args.horizon, &device)?,
             bands: Vec::new(),
-            recalibration: None,
+            width_factors: None,
         }
     };
-    if let Some(factors) = &forecast.recalibration {
+    if let Some(factors) = &forecast.width_factors {
         let mut sorted = factors.clone();
         sorted.sort_by(f32::total_cmp);
+        let how = match (args.recalibrate, args.adapt) {
+            (Some(r), Some(a)) => {
+                format!("recalibrated on the file's last {r} step(s) and adapted over its last {a}")
+            }
+            (Some(r), None) => format!("recalibrated on the file's last {r} step(s)"),
+            (None, a) => format!("adapted over the file's last {} step(s)", a.unwrap_or(0)),
+        };
         eprintln!(
-            "bands recalibrated on the file's last {} step(s): width × {:.2} to × {:.2} \
-             (median × {:.2}) across {} sensor(s)",
-            args.recalibrate.unwrap_or(0),
+            "bands {how}: width × {:.2} to × {:.2} (median × {:.2}) across {} sensor(s)",
             sorted[0],
             sorted[sorted.len() - 1],
             sorted[sorted.len() / 2],
             sorted.len()
         );
-    } else if args.recalibrate.is_some() {
-        eprintln!("this model has no forecasting head, so no error bands to recalibrate");
+    } else if args.recalibrate.is_some() || args.adapt.is_some() {
+        eprintln!("this model has no forecasting head, so no error bands to follow drift");
     }
     let mut header = card.channels.clone();
     for (level, _) in &forecast.bands {
