@@ -337,11 +337,11 @@ fn recent_factors(
         let adapting = adapt_from.is_some_and(|from| origin >= from);
         let given = factors_at(&mut recalibrator, adapting.then_some(&mut adapter), origin);
         let needed = crate::bands::needed_factors(&bands.offsets(window, h), &errors);
-        if adapting {
-            adapter.record(origin, &needed, &given);
-        }
         if let Some(r) = &mut recalibrator {
-            r.record(origin, needed);
+            r.record(origin, needed.clone());
+        }
+        if adapting {
+            adapter.record(origin, needed, given);
         }
     }
     let adapting = adapt_from.is_some().then_some(&mut adapter);

@@ -152,8 +152,9 @@ impl BandTally {
         }
         if let Some(d) = &mut self.drift {
             let needed = needed_factors(&offsets[0], errors);
-            d.adapter.record(origin, &needed, &given[0]);
-            d.both.record(origin, &needed, &given[1]);
+            let [adapted, both] = <[Vec<f32>; 2]>::try_from(given).expect("two adapters");
+            d.adapter.record(origin, needed.clone(), adapted);
+            d.both.record(origin, needed.clone(), both);
             d.recalibrator.record(origin, needed);
         }
     }
