@@ -40,7 +40,7 @@ fn outputs_on_one_window(
         &[window],
         config,
         &Mask::Random(0.8),
-        &mut Xoshiro256PlusPlus::seed_from_u64(1),
+        &mut Xoshiro256PlusPlus::seed_from_u64(common::seed(1)),
         &Device::flex(),
     );
     move |m: SensorModel| {
@@ -156,7 +156,7 @@ fn a_run_resumed_from_a_checkpoint_ends_with_the_weights_of_an_unbroken_run() {
 /// The weights of the model `dir`'s checkpoint files hold after `step` steps.
 fn weights_at(dir: &std::path::Path, step: usize, config: &ModelConfig) -> SensorModel {
     use burn::store::{BurnpackStore, ModuleSnapshot};
-    let mut model = config.init_seeded(0, &Device::flex().autodiff());
+    let mut model = config.init_seeded(common::seed(0), &Device::flex().autodiff());
     let mut store =
         BurnpackStore::from_file(dir.join(format!("model-{step:08}.bpk"))).auto_extension(false);
     model.load_from(&mut store).unwrap();
@@ -170,7 +170,7 @@ fn keep_best_ends_with_the_weights_of_the_lowest_validation_loss_even_after_a_re
     // Noise that channels 1 and 2 copy in the training half and mirror in the validation
     // half: the better the model learns to copy, the worse it does on validation.
     let mut rec = standardised_sines(600, 4);
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(5);
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(common::seed(5));
     for t in 0..600 {
         let w = rand::Rng::random::<f32>(&mut rng) * 3.4 - 1.7;
         let sign = if t < 300 { 1.0 } else { -1.0 };

@@ -4,7 +4,7 @@
 //! match central finite differences, and be exactly zero for tokens the encoder never saw.
 
 use burn::prelude::*;
-use doppel_model::batch::{Mask, make_batch};
+use doppel_model::batch::{Batch, Mask, make_batch};
 use doppel_model::model::{ModelConfig, masked_mse};
 use doppel_model::train::{cut, pretrain};
 use rand::SeedableRng;
@@ -26,11 +26,7 @@ fn check_gradients(config: &ModelConfig) {
         |_| {},
     )
     .unwrap();
-    let window = cut(&rec, 30, config.window(), &[0, 1, 2]);
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(5);
-    let batch = make_batch(&[window], config, &Mask::Random(0.5), &mut rng, &device);
-    let dims = batch.tokens.features.dims();
-    let loss_of = |features: Tensor<3>| {
+    let loss_of = |batch: &Batch, features: Tensor<3>| {
         let mut tokens = batch.tokens.clone();
         tokens.features = features;
         masked_mse(
@@ -39,10 +35,13 @@ fn check_gradients(config: &ModelConfig) {
             batch.weight.clone(),
         )
     };
-
+    let window = cut(&rec, 30, config.window(), &[0, 1, 2]);
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(common::seed(5));
+    let batch = make_batch(&[window], config, &Mask::Random(0.5), &mut rng, &device);
     let x = batch.tokens.features.clone().require_grad();
-    let grads = loss_of(x.clone()).backward();
+    let grads = loss_of(&batch, x.clone()).backward();
     let analytic: Vec<f32> = x.grad(&grads).unwrap().into_data().try_to_vec().unwrap();
+    let dims = batch.tokens.features.dims();
     let features: Vec<f32> = batch
         .tokens
         .features
@@ -65,16 +64,22 @@ fn check_gradients(config: &ModelConfig) {
     // The largest gradients, against central differences.
     let mut by_size: Vec<usize> = (0..analytic.len()).collect();
     by_size.sort_by(|&a, &b| analytic[b].abs().total_cmp(&analytic[a].abs()));
-    // The loss is a mean over a few hundred hidden values, so single gradients are small;
-    // f32 rounding of the loss (~1e-7) stays far below the differences measured here.
-    assert!(analytic[by_size[0]].abs() > 1e-4, "no gradient at all");
-    let eps = 5e-2f32;
+    // The loss is a mean over a hundred or so hidden values, so single gradients are small:
+    // the largest was 3e-5 to 1.4e-2 over ten seeds (DOPPEL_TEST_SEED=0..9).
+    eprintln!("measured: largest gradient {}", analytic[by_size[0]]);
+    assert!(analytic[by_size[0]].abs() > 1e-5, "no gradient at all");
+    // f32 rounding through the forward pass puts about 3e-6 of noise on a difference
+    // quotient at a step of 0.05: 5-10 % of the smallest of those gradients, which failed
+    // the 3 % bar on two seeds of ten. A step of 0.2 cuts that noise fourfold; the worst
+    // disagreement over the ten seeds was then 1.8 %, and where gradients are large (so
+    // rounding is negligible) 0.2 %: the curvature a larger step adds stays below that.
+    let eps = 0.2f32;
     for &i in &by_size[..12] {
         let at = |delta: f32| {
             let mut moved = features.clone();
             moved[i] += delta;
             let moved = Tensor::<3>::from_data(TensorData::new(moved, dims), &device);
-            loss_of(moved).into_scalar::<f32>() as f64
+            loss_of(&batch, moved).into_scalar::<f32>() as f64
         };
         let numeric = (at(eps) - at(-eps)) / (2.0 * eps as f64);
         let exact = analytic[i] as f64;

@@ -38,7 +38,7 @@ fn tokens_hold_k_channels_and_the_output_has_one_row_per_channel() {
     let (p, n) = (8, 6);
     let rec = standardised_sines(200, 2);
     let window = cut(&rec, 10, 48, &[0, 1, 2]);
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(3);
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(common::seed(3));
     let batch = make_batch(
         std::slice::from_ref(&window),
         &config,
@@ -50,7 +50,9 @@ fn tokens_hold_k_channels_and_the_output_has_one_row_per_channel() {
     assert_eq!(batch.tokens.order.dims(), [1, 2 * n]);
     assert_eq!(batch.tokens.visible, n, "half of the 12 tokens are shown");
     assert_eq!(batch.target.dims(), [1, 3 * n, p]);
-    let output = config.init_seeded(0, &device).forward(&batch.tokens);
+    let output = config
+        .init_seeded(common::seed(0), &device)
+        .forward(&batch.tokens);
     assert_eq!(output.dims(), [1, 3 * n, p]);
 
     // Channels 0 and 1 share their tokens, so they are hidden together.
@@ -214,7 +216,7 @@ fn what_reads_one_channel_a_window_refuses_two_d_patches() {
         band_coverage: doppel_model::bands::DEFAULT_COVERAGE,
     };
     let e = finetune_forecast(
-        config.init_seeded(0, &device),
+        config.init_seeded(common::seed(0), &device),
         &config,
         std::slice::from_ref(&rec),
         &tuning,
@@ -258,7 +260,7 @@ fn a_forecasting_head_on_two_d_tokens_starts_at_its_linear_start_and_reloads_exa
         .collect();
     let (linear, _) = linear::choose(&series, 3, &[w], h, &per_channel).unwrap();
     let fresh = Forecaster {
-        model: config.init_seeded(0, &plain),
+        model: config.init_seeded(common::seed(0), &plain),
         head: ForecastHead::new(&config, &linear, &plain),
     };
     let predicted = predict(&fresh, &config, false, &windows, &plain);
@@ -277,7 +279,7 @@ fn a_forecasting_head_on_two_d_tokens_starts_at_its_linear_start_and_reloads_exa
         band_coverage: doppel_model::bands::DEFAULT_COVERAGE,
     };
     let (forecaster, head) = finetune_forecast(
-        config.init_seeded(0, &device),
+        config.init_seeded(common::seed(0), &device),
         &config,
         std::slice::from_ref(&data),
         &tuning,

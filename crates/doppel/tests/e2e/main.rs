@@ -7,5 +7,7 @@ mod crash;
 mod http_api;
 mod import_and_query;
 mod model;
+mod model_heads;
+mod model_scaling;
 mod model_validation;
 mod simulate;
