@@ -47,6 +47,13 @@ pub struct ModelConfig {
     /// their own patch, so imputation can keep partly observed patches visible.
     #[serde(default)]
     pub point_mask_ratio: f64,
+    /// In pretraining, the share of batches whose mask hides one whole channel of every
+    /// window (drawn per batch), the rest of the window shown, instead of a random share of
+    /// tokens: the dead-sensor task (a virtual sensor rebuilt from its neighbours). Random
+    /// masks at 80 % hide a whole channel often, but almost never with its neighbours in
+    /// view.
+    #[serde(default)]
+    pub channel_mask_share: f64,
     /// Reconstruct the difference from linear interpolation of the values the encoder is
     /// shown, instead of the values themselves: the model starts from what interpolation
     /// would answer and learns only what it gets wrong (a skip connection around the whole
@@ -100,6 +107,7 @@ impl ModelConfig {
             mask_ratio: 0.8,
             instance_norm: false,
             point_mask_ratio: 0.0,
+            channel_mask_share: 0.0,
             interpolation_prior: false,
             cross_channel_prior: false,
             dropout: 0.0,

@@ -332,6 +332,21 @@ pub fn cut(rec: &Recording, start: usize, len: usize, channel_ids: &[usize]) -> 
     }
 }
 
+/// The mask of one pretraining batch of windows of `channels` channels: a random share of
+/// tokens, or, for a `channel_mask_share` of batches, one whole channel (the same for every
+/// window of the batch). Draws from `rng` only when channel masks are on, so a model without
+/// them trains exactly as before they existed.
+pub fn pretraining_mask(config: &ModelConfig, channels: usize, rng: &mut impl Rng) -> Mask {
+    if config.channel_mask_share > 0.0
+        && channels > 1
+        && rng.random::<f64>() < config.channel_mask_share
+    {
+        Mask::Channels(vec![rng.random_range(0..channels)])
+    } else {
+        Mask::Random(config.mask_ratio)
+    }
+}
+
 /// Pretrains a model on standardised recordings. Returns the model and its curve.
 pub fn pretrain(
     recordings: &[Recording],
@@ -471,13 +486,8 @@ fn pretrain_on_a_worker(
                 cut(&recordings[r], s, window, &channels)
             })
             .collect();
-        let batch = make_batch(
-            &windows,
-            model_config,
-            &Mask::Random(model_config.mask_ratio),
-            &mut rng,
-            device,
-        );
+        let mask = pretraining_mask(model_config, windows[0].channels.len(), &mut rng);
+        let batch = make_batch(&windows, model_config, &mask, &mut rng, device);
         let prediction = model.forward(&batch.tokens);
         let loss = masked_mse(prediction, batch.target, batch.weight);
         let loss_value = loss.clone().into_scalar::<f32>() as f64;

@@ -141,6 +141,52 @@ fn a_gap_filling_model_is_trained_with_point_masks_over_the_interpolation_prior(
     assert!(err.contains("note: this is a gap-filling model"), "{err}");
 }
 
+/// `--channel-mask-share` goes into the card; a share outside [0, 1), or channel masks on
+/// windows of one channel, are refused before any training.
+#[test]
+fn channel_masks_are_recorded_and_bad_shares_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    write_sines(&dir.path().join("train.csv"), 600, false);
+    let pretrain = |extra: &[&str]| {
+        let mut args = vec![
+            "model",
+            "pretrain",
+            "--input",
+            &p("train.csv"),
+            "--steps",
+            "20",
+            "--batch",
+            "8",
+            "--patch",
+            "8",
+            "--patches",
+            "6",
+            "--out",
+            &p("m"),
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        run(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let (ok, err) = pretrain(&["--channel-mask-share", "1.5"]);
+    assert!(
+        !ok && err.contains("--channel-mask-share must be at least 0 and below 1, not 1.5"),
+        "{err}"
+    );
+    let (ok, err) = pretrain(&["--channel-mask-share", "0.25", "--channel-independent"]);
+    assert!(!ok && err.contains("use one or the other"), "{err}");
+    assert!(!dir.path().join("m").exists(), "nothing is written");
+    let (ok, err) = pretrain(&["--channel-mask-share", "0.25"]);
+    assert!(ok, "{err}");
+    let card: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("m/model.json")).unwrap())
+            .unwrap();
+    assert_eq!(card["config"]["channel_mask_share"], 0.25);
+}
+
 #[test]
 fn pretrain_then_impute_and_forecast_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
