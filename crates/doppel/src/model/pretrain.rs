@@ -58,8 +58,8 @@ pub struct PretrainArgs {
     point_mask_ratio: f64,
     /// Share of training batches that hide one whole channel of every window, the others
     /// shown, instead of random patches: teaches the model to rebuild a dead sensor from
-    /// its neighbours (a virtual sensor). 0.25 rebuilt such channels better on the tests'
-    /// sines, and forecast and flagged anomalies no worse (docs/MODEL.md).
+    /// its neighbours (a virtual sensor). 0.25 rebuilt such a channel 3-10x better on the
+    /// tests' sines, and forecast a little better (docs/MODEL.md).
     #[arg(long, default_value_t = 0.0)]
     channel_mask_share: f64,
     /// Learn the difference from linear interpolation of the shown values, not the values

@@ -148,28 +148,12 @@ fn channel_masks_are_recorded_and_bad_shares_refused() {
     let dir = tempfile::tempdir().unwrap();
     let p = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
     write_sines(&dir.path().join("train.csv"), 600, false);
+    let (train, out) = (p("train.csv"), p("m"));
     let pretrain = |extra: &[&str]| {
-        let mut args = vec![
-            "model",
-            "pretrain",
-            "--input",
-            &p("train.csv"),
-            "--steps",
-            "20",
-            "--batch",
-            "8",
-            "--patch",
-            "8",
-            "--patches",
-            "6",
-            "--out",
-            &p("m"),
-        ]
-        .into_iter()
-        .map(String::from)
-        .collect::<Vec<_>>();
-        args.extend(extra.iter().map(|s| s.to_string()));
-        run(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        let mut args = vec!["model", "pretrain", "--input", &train, "--out", &out];
+        args.extend("--steps 20 --batch 8 --patch 8 --patches 6".split(' '));
+        args.extend(extra);
+        run(&args)
     };
     let (ok, err) = pretrain(&["--channel-mask-share", "1.5"]);
     assert!(
