@@ -100,7 +100,8 @@ print("| channel | " + " | ".join(cols) + " |")
 print("|---" * (len(cols) + 1) + "|")
 totals = [0.0] * len(cols)
 for c, name in enumerate(names):
-    row = [mse([0.0] * len(test), c), mse([regression(c)(r) for r in test], c)]
+    fitted = regression(c)
+    row = [mse([0.0] * len(test), c), mse([fitted(r) for r in test], c)]
     for s in shares:
         _, filled = load(f"{work}/filled-{s}-{name}.csv")
         row.append(mse([(r[c] - mean[c]) / std[c] for r in filled], c))
