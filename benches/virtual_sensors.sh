@@ -3,21 +3,23 @@
 # by `doppel model impute` from the others, with models pretrained with and without
 # `--channel-mask-share`; next to the channel's training mean and a least-squares fit of the
 # channel on the others at the same step (fitted on the training split).
-# Usage: bash benches/virtual_sensors.sh [DATA_DIR] [DATASET] [STEPS] [SHARES]
-#   defaults: ../shared/data/ett ETTm1 1500 "0 0.25"
+# Usage: bash benches/virtual_sensors.sh [DATA_DIR] [DATASET] [STEPS] [SHARES] [PRETRAIN ARGS...]
+#   defaults: ../shared/data/ett ETTm1 1500 "0 0.25"; further arguments go to every pretrain
+#   (e.g. --channels-per-token 7 for LSM's 2-D patches)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data_dir=${1:-../shared/data/ett}
 dataset=${2:-ETTm1}
 steps=${3:-1500}
 shares=${4:-"0 0.25"}
+extra=("${@:5}")
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/doppel/target}"
 cargo build --release -p doppel --locked
 doppel="$CARGO_TARGET_DIR/release/doppel"
 
 work=$(mktemp -d "${TMPDIR:-/var/tmp}/doppel-vs.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-echo "== machine: $(nproc) cores, $(uname -r), $(date -u +%FT%TZ); $dataset, $steps steps"
+echo "== machine: $(nproc) cores, $(uname -r), $(date -u +%FT%TZ); $dataset, $steps steps, ${extra[*]:-}"
 
 # The standard splits (../shared/data/README.md): train, then 4 months of test after validation.
 python3 - "$data_dir/$dataset.csv" "$work" <<'EOF'
@@ -43,7 +45,7 @@ EOF
 for share in $shares; do
   "$doppel" model pretrain --input "$work/train.csv" --time-column date --size tiny \
     --steps "$steps" --seed 0 --channel-mask-share "$share" --checkpoint-every 0 \
-    --out "$work/model-$share" 2>&1 | tail -1
+    "${extra[@]}" --out "$work/model-$share" 2>&1 | tail -1
   for f in "$work"/test-without-*.csv; do
     name=$(basename "$f" .csv)
     "$doppel" model impute --model "$work/model-$share" --input "$f" \
