@@ -251,8 +251,8 @@ fn a_channel_missing_whole_is_rebuilt_from_its_correlated_neighbours() {
 /// Batches that hide one whole channel, the others shown, teach the dead-sensor task. On
 /// these sines channel c (a day's cosine) is tied to a's daily sine a quarter-period apart:
 /// a model that saw such batches rebuilds c far better than the suite's model, the same
-/// but for them (same seed, steps and data). Over five seeds (DOPPEL_TEST_SEED=0..4):
-/// 0.011-0.040 against 0.080-0.181, 0.36× at worst. Both miss a and b's 7-step sine, a
+/// but for them (same seed, steps and data). Over ten seeds (DOPPEL_TEST_SEED=0..9):
+/// 0.010-0.040 against 0.049-0.181, 0.36× at worst. Both miss a and b's 7-step sine, a
 /// fifth of their variance: neither rebuilds a or b better than 0.2.
 #[test]
 fn batches_that_hide_a_whole_channel_teach_the_model_to_rebuild_one() {
