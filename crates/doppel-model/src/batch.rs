@@ -142,8 +142,11 @@ pub fn make_batch(
     let mut channel_ids = Vec::with_capacity(b * c);
     let mut restore = vec![0i64; b * lg];
     let cross_channel = config.interpolation_prior && config.cross_channel_prior;
-    let mut departure = Vec::with_capacity(if cross_channel { b * c * t_len } else { 0 });
-    let mut fill = Vec::with_capacity(departure.capacity());
+    let readout = config.channel_readout;
+    let per_value = |on: bool| if on { b * c * t_len } else { 0 };
+    let mut departure = Vec::with_capacity(per_value(cross_channel));
+    let mut level = Vec::with_capacity(per_value(readout));
+    let mut fill = Vec::with_capacity(per_value(cross_channel || readout));
     let mut hidden_all = Vec::with_capacity(b);
     let mut scale_all = Vec::with_capacity(b);
     let point_drop = matches!(mask, Mask::Random(_)) && config.point_mask_ratio > 0.0;
@@ -245,10 +248,18 @@ pub fn make_batch(
                 prior_values[row.clone()].copy_from_slice(&interpolate(&values, &shown[row]));
             }
         }
-        if cross_channel {
+        if cross_channel || readout {
             for (ch, &(_, sd)) in scale.iter().enumerate() {
                 let row = ch * t_len..(ch + 1) * t_len;
-                departure.extend(departures(&w.values[row.clone()], &shown[row.clone()]));
+                if cross_channel {
+                    departure.extend(departures(&w.values[row.clone()], &shown[row.clone()]));
+                }
+                if readout {
+                    level.extend(
+                        row.clone()
+                            .map(|at| if shown[at] { w.values[at] } else { 0.0 }),
+                    );
+                }
                 let inverse_scale = 1.0 / sd;
                 fill.extend(
                     shown[row]
@@ -326,8 +337,9 @@ pub fn make_batch(
             channels: c,
             channels_per_token: k,
             prior: config.interpolation_prior.then(|| float(prior, [b, l, p])),
-            cross: cross_channel.then(|| CrossChannelInputs {
-                departure: float(departure, [b, c, t_len]),
+            cross: (cross_channel || readout).then(|| CrossChannelInputs {
+                departure: cross_channel.then(|| float(departure, [b, c, t_len])),
+                level: readout.then(|| float(level, [b, c, t_len])),
                 fill: float(fill, [b, c, t_len]),
             }),
         },

@@ -69,6 +69,12 @@ pub struct ModelConfig {
     /// on a worse validation loss (0.128–0.131 against 0.122, docs/BENCHMARKS.md).
     #[serde(default)]
     pub cross_channel_prior: bool,
+    /// Add to each value not shown a learned linear read-out of the other channels' shown
+    /// readings at the same step (a C × C map on training-standardised levels, starting at
+    /// zero): the point-level tie a virtual sensor needs, which tokens of one channel do not
+    /// carry from one channel to another (docs/BENCHMARKS.md, "Channel masks").
+    #[serde(default)]
+    pub channel_readout: bool,
     /// Dropout inside the transformer blocks while training (none in pretraining; a
     /// fine-tune on little data may set it). It does nothing at inference.
     #[serde(default)]
@@ -110,6 +116,7 @@ impl ModelConfig {
             channel_mask_share: 0.0,
             interpolation_prior: false,
             cross_channel_prior: false,
+            channel_readout: false,
             dropout: 0.0,
             channels_per_token: 1,
         })
@@ -176,6 +183,9 @@ impl ModelConfig {
             .init(device),
             cross_channel: (self.interpolation_prior && self.cross_channel_prior)
                 .then(|| Initializer::Zeros.init([self.channels, self.channels], device)),
+            readout: self
+                .channel_readout
+                .then(|| Initializer::Zeros.init([self.channels, self.channels], device)),
         }
     }
 }
@@ -196,6 +206,8 @@ pub struct SensorModel {
     head: Linear,
     /// The cross-channel prior's map, model channel to model channel: [M, M].
     cross_channel: Option<Param<Tensor<2>>>,
+    /// The channel read-out's map, model channel to model channel: [M, M].
+    readout: Option<Param<Tensor<2>>>,
 }
 
 /// One batch, already patched and ordered (see `batch.rs`). L = G × N tokens, G = ⌈C / K⌉
@@ -225,12 +237,16 @@ pub struct Tokens {
     pub cross: Option<CrossChannelInputs>,
 }
 
-/// What the cross-channel prior reads, per window, channel and step: [B, C, T].
+/// What the cross-channel prior and the channel read-out read, per window, channel and
+/// step: [B, C, T].
 #[derive(Debug, Clone)]
 pub struct CrossChannelInputs {
     /// A shown value minus the line through its channel's other shown values (its own
-    /// neighbours' guess), in training-standardised units; 0 where not shown.
-    pub departure: Tensor<3>,
+    /// neighbours' guess), in training-standardised units; 0 where not shown. With the
+    /// cross-channel prior.
+    pub departure: Option<Tensor<3>>,
+    /// A shown value in training-standardised units; 0 where not shown. With the read-out.
+    pub level: Option<Tensor<3>>,
     /// Where the prior is added: 1 / the channel's instance scale where a value was not
     /// shown (the output is in instance units), 0 where it was.
     pub fill: Tensor<3>,
@@ -298,24 +314,34 @@ impl SensorModel {
             Some(prior) => out + prior.clone(),
             None => out,
         };
-        match (&self.cross_channel, &t.cross) {
-            (Some(map), Some(inputs)) => {
-                let shape = out.dims();
-                out + cross_channel_prior(map, inputs, &t.channel_ids).reshape(shape)
+        let Some(inputs) = &t.cross else {
+            return out;
+        };
+        let shape = out.dims();
+        let mut added = None;
+        for (map, x) in [
+            (&self.cross_channel, &inputs.departure),
+            (&self.readout, &inputs.level),
+        ] {
+            if let (Some(map), Some(x)) = (map, x) {
+                let term = channel_map(map, x, &t.channel_ids);
+                added = Some(match added {
+                    Some(sum) => sum + term,
+                    None => term,
+                });
             }
-            _ => out,
+        }
+        match added {
+            Some(sum) => out + (sum * inputs.fill.clone()).reshape(shape),
+            None => out,
         }
     }
 }
 
-/// Each hidden value's share of what the other channels departed from their own lines at
-/// the same step: fill ⊙ (W[ids, ids] · departure), [B, C, T]. A hidden value's own
-/// departure is 0, so W's diagonal never acts.
-fn cross_channel_prior(
-    map: &Param<Tensor<2>>,
-    inputs: &CrossChannelInputs,
-    channel_ids: &Tensor<2, Int>,
-) -> Tensor<3> {
+/// What the other channels say of each value at the same step: W[ids, ids] · x, [B, C, T]
+/// (`x` is the departure from a line for the cross-channel prior, the level for the
+/// read-out). A value not shown has x = 0, so W's diagonal never reads a hidden value.
+fn channel_map(map: &Param<Tensor<2>>, x: &Tensor<3>, channel_ids: &Tensor<2, Int>) -> Tensor<3> {
     let [b, c] = channel_ids.dims();
     let rows = map
         .val()
@@ -323,7 +349,7 @@ fn cross_channel_prior(
         .reshape([b, c, map.dims()[1]]); // [B, C, M]
     let columns = channel_ids.clone().unsqueeze_dim::<3>(1).repeat_dim(1, c); // [B, C, C]
     let local = rows.gather(2, columns); // [B, C, C]: W[id_i, id_j]
-    local.matmul(inputs.departure.clone()) * inputs.fill.clone() // [B, C, T]
+    local.matmul(x.clone()) // [B, C, T]
 }
 
 /// From one row per token of K channels to one row per channel's patch:

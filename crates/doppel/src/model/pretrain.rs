@@ -62,6 +62,11 @@ pub struct PretrainArgs {
     /// tests' sines, and forecast a little better (docs/MODEL.md).
     #[arg(long, default_value_t = 0.0)]
     channel_mask_share: f64,
+    /// Add to each hidden value a learned linear read-out of the other channels' readings at
+    /// the same step (a C × C map, starting at zero): the point-level tie between sensors a
+    /// virtual sensor needs. Pair with --channel-mask-share (docs/MODEL.md).
+    #[arg(long)]
+    channel_readout: bool,
     /// Learn the difference from linear interpolation of the shown values, not the values
     /// themselves. For a gap-filling model: `--mask-ratio 0 --point-mask-ratio 0.4
     /// --interpolation-prior --instance-norm` (on ETT it beats interpolation, and TimesNet;
@@ -147,6 +152,7 @@ pub(super) fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
     config.mask_ratio = args.mask_ratio;
     config.point_mask_ratio = args.point_mask_ratio;
     config.channel_mask_share = args.channel_mask_share;
+    config.channel_readout = args.channel_readout;
     if args.channel_independent && config.channel_mask_share > 0.0 {
         bail!(
             "--channel-mask-share hides one channel among the others, and --channel-independent \

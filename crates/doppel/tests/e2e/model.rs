@@ -141,8 +141,9 @@ fn a_gap_filling_model_is_trained_with_point_masks_over_the_interpolation_prior(
     assert!(err.contains("note: this is a gap-filling model"), "{err}");
 }
 
-/// `--channel-mask-share` goes into the card; a share outside [0, 1), or channel masks on
-/// windows of one channel, are refused before any training.
+/// `--channel-mask-share` and `--channel-readout` go into the card (the read-out's map into
+/// the weights); a share outside [0, 1), or channel masks on windows of one channel, are
+/// refused before any training.
 #[test]
 fn channel_masks_are_recorded_and_bad_shares_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -163,12 +164,18 @@ fn channel_masks_are_recorded_and_bad_shares_refused() {
     let (ok, err) = pretrain(&["--channel-mask-share", "0.25", "--channel-independent"]);
     assert!(!ok && err.contains("use one or the other"), "{err}");
     assert!(!dir.path().join("m").exists(), "nothing is written");
-    let (ok, err) = pretrain(&["--channel-mask-share", "0.25"]);
+    let (ok, err) = pretrain(&["--channel-mask-share", "0.25", "--channel-readout"]);
     assert!(ok, "{err}");
     let card: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("m/model.json")).unwrap())
             .unwrap();
     assert_eq!(card["config"]["channel_mask_share"], 0.25);
+    assert_eq!(card["config"]["channel_readout"], true);
+    // The read-out's map is saved with the weights, under a plain name.
+    let weights = std::fs::read(dir.path().join("m/model.safetensors")).unwrap();
+    let header_len = u64::from_le_bytes(weights[..8].try_into().unwrap()) as usize;
+    let header = String::from_utf8_lossy(&weights[8..8 + header_len]);
+    assert!(header.contains("\"readout"), "{header}");
 }
 
 #[test]
