@@ -162,11 +162,14 @@ pub(super) fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
     config.interpolation_prior = args.interpolation_prior;
     config.cross_channel_prior = args.interpolation_prior && args.cross_channel_prior;
     config.instance_norm = args.instance_norm;
-    if config.channels_per_token > 1 && config.point_mask_ratio == 0.0 {
+    if config.channels_per_token > 1
+        && config.point_mask_ratio == 0.0
+        && config.channel_mask_share == 0.0
+    {
         eprintln!(
             "note: a model of 2-D tokens learns to fill a sensor among its token's others only \
-             from hidden points: add --point-mask-ratio 0.3 if it is to fill dead sensors \
-             (docs/MODEL.md)"
+             from hidden points or channels: add --channel-mask-share 0.25 (or \
+             --point-mask-ratio 0.3) if it is to fill dead sensors (docs/MODEL.md)"
         );
     }
     let train = args.validation.apply(TrainConfig {
