@@ -248,6 +248,22 @@ fn a_channel_missing_whole_is_rebuilt_from_its_correlated_neighbours() {
     );
 }
 
+/// Channel `c` of fresh sines left out whole and rebuilt from the others: standardised MSE
+/// (the channel's own mean scores about 1.0).
+fn rebuilt_whole(model: &SensorModel, card: &ModelCard, c: usize) -> f64 {
+    let mut rec = sines(3400, 11);
+    let truth = rec.values[c].clone();
+    rec.observed[c] = vec![false; rec.len()];
+    let (filled, _) = tasks::impute(model, card, &rec, &Device::flex()).unwrap();
+    let sd = card.normalizer.std[c] as f64;
+    truth
+        .iter()
+        .zip(&filled.values[c])
+        .map(|(a, b)| ((*a as f64 - *b as f64) / sd).powi(2))
+        .sum::<f64>()
+        / truth.len() as f64
+}
+
 /// Batches that hide one whole channel, the others shown, teach the dead-sensor task. On
 /// these sines channel c (a day's cosine) is tied to a's daily sine a quarter-period apart:
 /// a model that saw such batches rebuilds c far better than the suite's model, the same
@@ -257,25 +273,11 @@ fn a_channel_missing_whole_is_rebuilt_from_its_correlated_neighbours() {
 #[test]
 fn batches_that_hide_a_whole_channel_teach_the_model_to_rebuild_one() {
     let _serial = serial();
-    let device = Device::flex();
     let mut config = ModelConfig::sized("tiny", 3, 8, 6).unwrap();
     config.channel_mask_share = 0.25;
     let (model, card) = pretrained_on_sines(config, train_config(600, 3), 1);
-    let rebuilt = |model: &SensorModel, card: &ModelCard| {
-        let mut rec = sines(3400, 11);
-        let truth = rec.values[2].clone();
-        rec.observed[2] = vec![false; rec.len()];
-        let (filled, _) = tasks::impute(model, card, &rec, &device).unwrap();
-        let sd = card.normalizer.std[2] as f64;
-        truth
-            .iter()
-            .zip(&filled.values[2])
-            .map(|(a, b)| ((*a as f64 - *b as f64) / sd).powi(2))
-            .sum::<f64>()
-            / truth.len() as f64
-    };
-    let with = rebuilt(&model, &card);
-    let without = rebuilt(&trained().model, &trained().card);
+    let with = rebuilt_whole(&model, &card, 2);
+    let without = rebuilt_whole(&trained().model, &trained().card, 2);
     eprintln!("measured: channel c rebuilt {with} with channel masks, {without} without");
     assert!(
         with < 0.6 * without && with < 0.08,
@@ -291,23 +293,12 @@ fn batches_that_hide_a_whole_channel_teach_the_model_to_rebuild_one() {
 #[test]
 fn the_channel_read_out_rebuilds_a_channel_from_the_others_at_the_same_step() {
     let _serial = serial();
-    let device = Device::flex();
     let rebuilt_b = |readout: bool| {
         let mut config = ModelConfig::sized("tiny", 3, 8, 6).unwrap();
         config.channel_mask_share = 0.25;
         config.channel_readout = readout;
         let (model, card) = pretrained_on_sines(config, train_config(600, 3), 1);
-        let mut rec = sines(3400, 11);
-        let truth = rec.values[1].clone();
-        rec.observed[1] = vec![false; rec.len()];
-        let (filled, _) = tasks::impute(&model, &card, &rec, &device).unwrap();
-        let sd = card.normalizer.std[1] as f64;
-        truth
-            .iter()
-            .zip(&filled.values[1])
-            .map(|(a, b)| ((*a as f64 - *b as f64) / sd).powi(2))
-            .sum::<f64>()
-            / truth.len() as f64
+        rebuilt_whole(&model, &card, 1)
     };
     let (with, without) = (rebuilt_b(true), rebuilt_b(false));
     eprintln!("measured: b rebuilt {with} with the read-out, {without} without");
