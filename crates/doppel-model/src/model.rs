@@ -318,20 +318,14 @@ impl SensorModel {
             return out;
         };
         let shape = out.dims();
-        let mut added = None;
-        for (map, x) in [
+        let said = [
             (&self.cross_channel, &inputs.departure),
             (&self.readout, &inputs.level),
-        ] {
-            if let (Some(map), Some(x)) = (map, x) {
-                let term = channel_map(map, x, &t.channel_ids);
-                added = Some(match added {
-                    Some(sum) => sum + term,
-                    None => term,
-                });
-            }
-        }
-        match added {
+        ]
+        .into_iter()
+        .filter_map(|(map, x)| Some(channel_map(map.as_ref()?, x.as_ref()?, &t.channel_ids)))
+        .reduce(|a, b| a + b); // [B, C, T]
+        match said {
             Some(sum) => out + (sum * inputs.fill.clone()).reshape(shape),
             None => out,
         }
