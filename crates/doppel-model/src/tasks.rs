@@ -305,24 +305,13 @@ fn recent_factors(
         &windows,
         device,
     );
-    let coverage = bands.coverage();
-    let mut recalibrator = follow
-        .recalibrate
-        .map(|steps| crate::bands::Recalibrator::new(steps, channels, h, coverage));
-    let mut adapter = crate::bands::Adapter::new(channels, h, coverage);
-    // The recalibrated factors (1 without), adapted where the adapter's steps have begun.
-    let factors_at = |recalibrator: &mut Option<crate::bands::Recalibrator>,
-                      adapter: Option<&mut crate::bands::Adapter>,
-                      origin: usize| {
-        let base = match recalibrator {
-            Some(r) => r.factors_at(origin).to_vec(),
-            None => vec![1.0; channels],
-        };
-        match adapter {
-            Some(a) => a.factors_at(origin, &base),
-            None => base,
-        }
-    };
+    let mut follower = crate::bands::Follower::new(
+        follow.recalibrate,
+        adapt_from,
+        channels,
+        h,
+        bands.coverage(),
+    );
     for ((&origin, window), p) in origins.iter().zip(&windows).zip(&predicted) {
         let errors: Vec<f32> = (0..channels * h)
             .map(|i| {
@@ -334,18 +323,13 @@ fn recent_factors(
                 }
             })
             .collect();
-        let adapting = adapt_from.is_some_and(|from| origin >= from);
-        let given = factors_at(&mut recalibrator, adapting.then_some(&mut adapter), origin);
-        let needed = crate::bands::needed_factors(&bands.offsets(window, h), &errors);
-        if let Some(r) = &mut recalibrator {
-            r.record(origin, needed.clone());
-        }
-        if adapting {
-            adapter.record(origin, needed, given);
-        }
+        follower.factors_at(origin); // what this forecast was given, for the adapter
+        follower.record(
+            origin,
+            crate::bands::needed_factors(&bands.offsets(window, h), &errors),
+        );
     }
-    let adapting = adapt_from.is_some().then_some(&mut adapter);
-    Ok(factors_at(&mut recalibrator, adapting, len))
+    Ok(follower.factors_at(len))
 }
 
 /// Turns into which every token is hidden exactly once when scoring.

@@ -231,6 +231,78 @@ impl Adapter {
     }
 }
 
+/// Bands made to follow drift by one rule or both, forecast by forecast: the recalibrated
+/// factors (1 without a recalibrator), adapted on top where an adapter runs. What a deployed
+/// forecaster (`tasks::forecast_with_head`) and the evaluation (`BandTally`) both step through.
+#[derive(Debug, Clone)]
+pub struct Follower {
+    channels: usize,
+    recalibrator: Option<Recalibrator>,
+    /// The adapter and the first origin it reads (it neither tilts nor learns before).
+    adapter: Option<(Adapter, usize)>,
+    /// The factors last given: what the adapter learns against when their forecast is
+    /// recorded.
+    given: Vec<f32>,
+}
+
+impl Follower {
+    /// Recalibrated over the last `recalibrate` steps, and adapted from origin `adapt_from`
+    /// on; for bands meant to hold `coverage` of the truth.
+    pub fn new(
+        recalibrate: Option<usize>,
+        adapt_from: Option<usize>,
+        channels: usize,
+        horizon: usize,
+        coverage: f64,
+    ) -> Self {
+        Follower {
+            channels,
+            recalibrator: recalibrate
+                .map(|steps| Recalibrator::new(steps, channels, horizon, coverage)),
+            adapter: adapt_from.map(|from| (Adapter::new(channels, horizon, coverage), from)),
+            given: Vec::new(),
+        }
+    }
+
+    /// Each channel's factor for a forecast whose first step is `origin` (steps of one
+    /// recording, in order).
+    pub fn factors_at(&mut self, origin: usize) -> Vec<f32> {
+        let base = match &mut self.recalibrator {
+            Some(r) => r.factors_at(origin).to_vec(),
+            None => vec![1.0; self.channels],
+        };
+        let factors = match &mut self.adapter {
+            Some((adapter, from)) if origin >= *from => adapter.factors_at(origin, &base),
+            _ => base,
+        };
+        self.given = factors.clone();
+        factors
+    }
+
+    /// The forecast at `origin` just given `factors_at(origin)`, and the factors its values
+    /// `needed` (`needed_factors` of the calibrated bands, `[c * H + k]`).
+    pub fn record(&mut self, origin: usize, needed: Vec<f32>) {
+        if let Some((adapter, from)) = &mut self.adapter
+            && origin >= *from
+        {
+            adapter.record(origin, needed.clone(), std::mem::take(&mut self.given));
+        }
+        if let Some(r) = &mut self.recalibrator {
+            r.record(origin, needed);
+        }
+    }
+
+    /// Starts over (a new recording).
+    pub fn reset(&mut self) {
+        if let Some(r) = &mut self.recalibrator {
+            r.reset();
+        }
+        if let Some((adapter, _)) = &mut self.adapter {
+            adapter.reset();
+        }
+    }
+}
+
 /// `offsets` (`[band][c * H + k]`) widened (factor > 1) or narrowed around the median band
 /// by each channel's factor.
 pub fn widened(offsets: &[Vec<f32>], factors: &[f32], horizon: usize) -> Vec<Vec<f32>> {

@@ -20,7 +20,7 @@ mod tally;
 
 use serde::{Deserialize, Serialize};
 
-pub use drift::{Adapter, Recalibrator, needed_factors, widened};
+pub use drift::{Adapter, Follower, Recalibrator, needed_factors, widened};
 pub use tally::{BandTally, CoverageByActivity, activity};
 
 use crate::batch::Window;

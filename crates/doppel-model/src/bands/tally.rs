@@ -4,8 +4,7 @@
 //! Only evaluation uses this; it must never feed what it measures back into calibration.
 
 use super::{
-    Adapter, BandScale, BandScore, ErrorBand, IntervalSums, Recalibrator, ScaledBands,
-    needed_factors, widened,
+    BandScale, BandScore, ErrorBand, Follower, IntervalSums, ScaledBands, needed_factors, widened,
 };
 use crate::batch::Window;
 
@@ -58,18 +57,13 @@ impl CoverageByActivity {
 pub struct BandTally {
     /// Named bands; the sets that follow drift, if any, are last and have none of their own.
     sets: Vec<(String, Option<ScaledBands>)>,
-    drift: Option<Followers>,
+    /// The first set recalibrated, adapted, and both (none without `recalibrate`), each with
+    /// rules of its own: the two recalibrators read the same forecasts and agree, and a
+    /// recalibration is cheap next to the forecasts it reads.
+    followers: Vec<Follower>,
     sums: Vec<IntervalSums>,
     by_activity: Vec<CoverageByActivity>,
     horizon: usize,
-}
-
-/// The rules that make the first set follow drift.
-struct Followers {
-    recalibrator: Recalibrator,
-    adapter: Adapter,
-    /// Adapting the recalibrated factors.
-    both: Adapter,
 }
 
 impl BandTally {
@@ -85,21 +79,28 @@ impl BandTally {
         if name != BandScale::Constant.name() {
             sets.push(("constant".into(), Some(ScaledBands::constant(constant))));
         }
-        let drift = recalibrate.map(|steps| Followers {
-            recalibrator: Recalibrator::new(steps, channels, horizon, coverage),
-            adapter: Adapter::new(channels, horizon, coverage),
-            both: Adapter::new(channels, horizon, coverage),
-        });
-        if drift.is_some() {
-            for rule in ["recalibrated", "adapted", "recalibrated, adapted"] {
+        let mut followers = Vec::new();
+        if let Some(steps) = recalibrate {
+            for (rule, recalibrate, adapt_from) in [
+                ("recalibrated", Some(steps), None),
+                ("adapted", None, Some(0)),
+                ("recalibrated, adapted", Some(steps), Some(0)),
+            ] {
                 sets.push((format!("{name}, {rule}"), None));
+                followers.push(Follower::new(
+                    recalibrate,
+                    adapt_from,
+                    channels,
+                    horizon,
+                    coverage,
+                ));
             }
         }
         BandTally {
             sums: vec![IntervalSums::new(coverage); sets.len()],
             by_activity: vec![CoverageByActivity::default(); sets.len()],
             sets,
-            drift,
+            followers,
             horizon,
         }
     }
@@ -107,11 +108,7 @@ impl BandTally {
     /// The next forecasts come from another recording (the rules that follow drift start
     /// over).
     pub fn new_recording(&mut self) {
-        if let Some(d) = &mut self.drift {
-            d.recalibrator.reset();
-            d.adapter.reset();
-            d.both.reset();
-        }
+        self.followers.iter_mut().for_each(Follower::reset);
     }
 
     /// A forecast from `window` (every channel) whose first step is `origin`, and its errors
@@ -124,15 +121,8 @@ impl BandTally {
             .iter()
             .filter_map(|(_, bands)| bands.as_ref().map(|b| b.offsets(window, h)))
             .collect();
-        let mut given = Vec::new();
-        if let Some(d) = &mut self.drift {
-            let recalibrated = d.recalibrator.factors_at(origin).to_vec();
-            let adapted = d.adapter.factors_at(origin, &vec![1.0; recalibrated.len()]);
-            let both = d.both.factors_at(origin, &recalibrated);
-            for factors in [&recalibrated, &adapted, &both] {
-                offsets.push(widened(&offsets[0], factors, h));
-            }
-            given = vec![adapted, both];
+        for follower in &mut self.followers {
+            offsets.push(widened(&offsets[0], &follower.factors_at(origin), h));
         }
         for c in 0..window.channels.len() {
             let activity = activity(window, c);
@@ -150,12 +140,11 @@ impl BandTally {
                 self.by_activity[set].add(c, activity, inside, observed);
             }
         }
-        if let Some(d) = &mut self.drift {
+        if !self.followers.is_empty() {
             let needed = needed_factors(&offsets[0], errors);
-            let [adapted, both] = <[Vec<f32>; 2]>::try_from(given).expect("two adapters");
-            d.adapter.record(origin, needed.clone(), adapted);
-            d.both.record(origin, needed.clone(), both);
-            d.recalibrator.record(origin, needed);
+            for follower in &mut self.followers {
+                follower.record(origin, needed.clone());
+            }
         }
     }
 
