@@ -5,7 +5,8 @@
 # channel on the others at the same step (fitted on the training split).
 # Usage: bash benches/virtual_sensors.sh [DATA_DIR] [DATASET] [STEPS] [SHARES] [PRETRAIN ARGS...]
 #   defaults: ../shared/data/ett ETTm1 1500 "0 0.25"; further arguments go to every pretrain
-#   (e.g. --channels-per-token 7 for LSM's 2-D patches)
+#   (e.g. --channels-per-token 7 for LSM's 2-D patches); SEED=k in the environment seeds
+#   every pretrain with k (default 0)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data_dir=${1:-../shared/data/ett}
@@ -19,7 +20,7 @@ doppel="$CARGO_TARGET_DIR/release/doppel"
 
 work=$(mktemp -d "${TMPDIR:-/var/tmp}/doppel-vs.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-echo "== machine: $(nproc) cores, $(uname -r), $(date -u +%FT%TZ); $dataset, $steps steps, ${extra[*]:-}"
+echo "== machine: $(nproc) cores, $(uname -r), $(date -u +%FT%TZ); $dataset, $steps steps, seed ${SEED:-0}, ${extra[*]:-}"
 
 # The standard splits (../shared/data/README.md): train, then 4 months of test after validation.
 python3 - "$data_dir/$dataset.csv" "$work" <<'EOF'
@@ -44,7 +45,7 @@ EOF
 
 for share in $shares; do
   "$doppel" model pretrain --input "$work/train.csv" --time-column date --size tiny \
-    --steps "$steps" --seed 0 --channel-mask-share "$share" --checkpoint-every 0 \
+    --steps "$steps" --seed "${SEED:-0}" --channel-mask-share "$share" --checkpoint-every 0 \
     "${extra[@]}" --out "$work/model-$share" 2>&1 | tail -1
   for f in "$work"/test-without-*.csv; do
     name=$(basename "$f" .csv)

@@ -9,7 +9,7 @@ use burn::prelude::*;
 use rand::Rng;
 
 use crate::baselines::interpolate;
-use crate::model::{CrossChannelInputs, ModelConfig, Tokens};
+use crate::model::{ChannelMapInputs, ModelConfig, Tokens};
 
 /// One window: `values[c * T + t]`, meaningful where `observed[c * T + t]`; already
 /// standardised. `channels[c]` is the model's index of channel `c`.
@@ -145,8 +145,10 @@ pub fn make_batch(
     let readout = config.channel_readout;
     let per_value = |on: bool| if on { b * c * t_len } else { 0 };
     let mut departure = Vec::with_capacity(per_value(cross_channel));
+    let mut fill = Vec::with_capacity(per_value(cross_channel));
     let mut level = Vec::with_capacity(per_value(readout));
-    let mut fill = Vec::with_capacity(per_value(cross_channel || readout));
+    let mut readout_fill = Vec::with_capacity(per_value(readout));
+    let mut readout_shift = Vec::with_capacity(per_value(readout));
     let mut hidden_all = Vec::with_capacity(b);
     let mut scale_all = Vec::with_capacity(b);
     let point_drop = matches!(mask, Mask::Random(_)) && config.point_mask_ratio > 0.0;
@@ -248,24 +250,27 @@ pub fn make_batch(
                 prior_values[row.clone()].copy_from_slice(&interpolate(&values, &shown[row]));
             }
         }
-        if cross_channel || readout {
+        if cross_channel {
             for (ch, &(_, sd)) in scale.iter().enumerate() {
                 let row = ch * t_len..(ch + 1) * t_len;
-                if cross_channel {
-                    departure.extend(departures(&w.values[row.clone()], &shown[row.clone()]));
+                departure.extend(departures(&w.values[row.clone()], &shown[row.clone()]));
+                fill.extend(shown[row].iter().map(|&s| if s { 0.0 } else { 1.0 / sd }));
+            }
+        }
+        if readout {
+            // The read-out fills a value only where it alone is not shown at its step: a
+            // least-squares map on all the other channels means nothing on some of them.
+            let unshown_at: Vec<usize> = (0..t_len)
+                .map(|i| (0..c).filter(|ch| !shown[ch * t_len + i]).count())
+                .collect();
+            for (ch, &(mean, sd)) in scale.iter().enumerate() {
+                let row = ch * t_len..(ch + 1) * t_len;
+                for (i, at) in row.enumerate() {
+                    let filled = c > 1 && !shown[at] && unshown_at[i] == 1;
+                    level.push(if shown[at] { w.values[at] } else { 0.0 });
+                    readout_fill.push(if filled { 1.0 / sd } else { 0.0 });
+                    readout_shift.push(if filled { -mean / sd } else { 0.0 });
                 }
-                if readout {
-                    level.extend(
-                        row.clone()
-                            .map(|at| if shown[at] { w.values[at] } else { 0.0 }),
-                    );
-                }
-                let inverse_scale = 1.0 / sd;
-                fill.extend(
-                    shown[row]
-                        .iter()
-                        .map(|&s| if s { 0.0 } else { inverse_scale }),
-                );
             }
         }
         for (tk, &is_hidden) in hidden.iter().enumerate() {
@@ -337,10 +342,15 @@ pub fn make_batch(
             channels: c,
             channels_per_token: k,
             prior: config.interpolation_prior.then(|| float(prior, [b, l, p])),
-            cross: (cross_channel || readout).then(|| CrossChannelInputs {
-                departure: cross_channel.then(|| float(departure, [b, c, t_len])),
-                level: readout.then(|| float(level, [b, c, t_len])),
+            cross: cross_channel.then(|| ChannelMapInputs {
+                read: float(departure, [b, c, t_len]),
                 fill: float(fill, [b, c, t_len]),
+                shift: None,
+            }),
+            readout: readout.then(|| ChannelMapInputs {
+                read: float(level, [b, c, t_len]),
+                fill: float(readout_fill, [b, c, t_len]),
+                shift: Some(float(readout_shift, [b, c, t_len])),
             }),
         },
         target: float(target, [b, l, p]),
@@ -377,6 +387,8 @@ fn departures(values: &[f32], shown: &[bool]) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::SeedableRng;
+    use rand_xoshiro::Xoshiro256PlusPlus;
 
     #[test]
     fn a_departure_is_a_reading_minus_the_line_through_its_shown_neighbours() {
@@ -399,5 +411,66 @@ mod tests {
         }
         let one_shown = [false, true, false, false, false, false];
         assert_eq!(departures(&values, &one_shown), [0.0; 6]);
+    }
+
+    #[test]
+    fn the_read_out_fills_a_value_only_where_it_alone_is_not_shown_at_its_step() {
+        let mut config = ModelConfig::sized("tiny", 3, 4, 2).unwrap();
+        config.channel_readout = true;
+        config.instance_norm = true;
+        // Channel 1 misses its first patch, channel 0 a point of its second; channel 2 is
+        // whole. Gaps hide each patch with a missing value.
+        let values: Vec<f32> = (0..24).map(|i| (i as f32 * 0.7).sin() * 2.0).collect();
+        let mut observed = vec![true; 24];
+        observed[8..12].fill(false);
+        observed[6] = false;
+        let window = Window {
+            values: values.clone(),
+            observed,
+            channels: vec![0, 1, 2],
+        };
+        let device = Device::flex();
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(0);
+        let batch = make_batch(&[window], &config, &Mask::Gaps, &mut rng, &device);
+        let inputs = batch
+            .tokens
+            .readout
+            .expect("a model with a read-out gets its inputs");
+        let read = |t: Tensor<3>| t.into_data().try_into_vec::<f32>().unwrap();
+        let (level, fill, shift) = (
+            read(inputs.read),
+            read(inputs.fill),
+            read(inputs.shift.unwrap()),
+        );
+        // Shown: channel 0's first patch, channel 1's second, all of channel 2.
+        let shown = |at: usize| matches!(at, 0..4 | 12..16 | 16..24);
+        for at in 0..24 {
+            let expected = if shown(at) { values[at] } else { 0.0 };
+            assert_eq!(level[at], expected, "level at {at}");
+        }
+        // Steps 0..4: only channel 1 not shown; steps 4..8: only channel 0.
+        let (mean, sd) = batch.scale[0][1];
+        for at in 0..24 {
+            let (ch, step) = (at / 8, at % 8);
+            let filled = (ch == 1 && step < 4) || (ch == 0 && step >= 4);
+            let (mean, sd) = batch.scale[0][ch];
+            let (want_fill, want_shift) = if filled {
+                (1.0 / sd, -mean / sd)
+            } else {
+                (0.0, 0.0)
+            };
+            assert!(
+                (fill[at] - want_fill).abs() < 1e-6,
+                "fill at channel {ch}, step {step}"
+            );
+            assert!(
+                (shift[at] - want_shift).abs() < 1e-6,
+                "shift at channel {ch}, step {step}"
+            );
+        }
+        assert!(
+            sd != 1.0 && mean != 0.0,
+            "instance statistics from channel 1's shown patch"
+        );
     }
 }

@@ -20,6 +20,7 @@ pub mod linear;
 mod matmul;
 pub mod model;
 pub mod probe;
+pub mod readout;
 pub mod registry;
 pub mod scaling;
 pub mod store;

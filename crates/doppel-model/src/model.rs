@@ -69,10 +69,17 @@ pub struct ModelConfig {
     /// on a worse validation loss (0.128–0.131 against 0.122, docs/BENCHMARKS.md).
     #[serde(default)]
     pub cross_channel_prior: bool,
-    /// Add to each value not shown a learned linear read-out of the other channels' shown
-    /// readings at the same step (a C × C map on training-standardised levels, starting at
-    /// zero): the point-level tie a virtual sensor needs, which tokens of one channel do not
-    /// carry from one channel to another (docs/BENCHMARKS.md, "Channel masks").
+    /// Add to a value not shown, at a step where every other channel of the window is shown,
+    /// a learned linear read-out of those channels (a C × C map on training-standardised
+    /// levels): the point-level tie a virtual sensor needs, which tokens of one channel do
+    /// not carry from one channel to another (docs/BENCHMARKS.md, "Channel masks").
+    /// Pretraining starts the map at each channel's least-squares fit on the others over the
+    /// training rows (`readout::least_squares_start`). Where the read-out fills, the answer
+    /// is a blend, s · the network's + (1 − s) · the read-out's, with a learned share s per
+    /// channel starting at the share of its variance the fit leaves unexplained (near 0 for
+    /// a channel the others read almost exactly). A channel without a fit (it lost to the
+    /// channel's mean on validation) keeps a zero row and is never filled. A blend, not a
+    /// sum: the network learns the same target whether or not the read-out fills.
     #[serde(default)]
     pub channel_readout: bool,
     /// Dropout inside the transformer blocks while training (none in pretraining; a
@@ -186,6 +193,9 @@ impl ModelConfig {
             readout: self
                 .channel_readout
                 .then(|| Initializer::Zeros.init([self.channels, self.channels], device)),
+            network_share: self
+                .channel_readout
+                .then(|| Initializer::Ones.init([self.channels], device)),
         }
     }
 }
@@ -208,6 +218,9 @@ pub struct SensorModel {
     cross_channel: Option<Param<Tensor<2>>>,
     /// The channel read-out's map, model channel to model channel: [M, M].
     readout: Option<Param<Tensor<2>>>,
+    /// The network's share of the answer where the read-out fills, per model channel (the
+    /// read-out has the rest): [M].
+    network_share: Option<Param<Tensor<1>>>,
 }
 
 /// One batch, already patched and ordered (see `batch.rs`). L = G × N tokens, G = ⌈C / K⌉
@@ -233,26 +246,56 @@ pub struct Tokens {
     /// Linear interpolation of the shown values, added to the output when the model was
     /// configured with `interpolation_prior`: [B, C·N, P].
     pub prior: Option<Tensor<3>>,
-    /// Inputs of the cross-channel prior, when the model has one.
-    pub cross: Option<CrossChannelInputs>,
+    /// Inputs of the cross-channel prior, when the model has one. Its `read` is each shown
+    /// value minus the line through its channel's other shown values (its own neighbours'
+    /// guess); it fills every value not shown, with no shift (a departure has no level).
+    pub cross: Option<ChannelMapInputs>,
+    /// Inputs of the channel read-out, when the model has one. Its `read` is each shown
+    /// value; it fills values not shown at steps where every other channel is shown.
+    pub readout: Option<ChannelMapInputs>,
 }
 
-/// What the cross-channel prior and the channel read-out read, per window, channel and
-/// step: [B, C, T].
+/// What a channel map reads and where its answer goes, per window, channel and step:
+/// [B, C, T]. The map's answer W·read is in training-standardised units; the output is in
+/// instance units, so it lands as (W·read − instance mean) / instance scale.
 #[derive(Debug, Clone)]
-pub struct CrossChannelInputs {
-    /// A shown value minus the line through its channel's other shown values (its own
-    /// neighbours' guess), in training-standardised units; 0 where not shown. With the
-    /// cross-channel prior.
-    pub departure: Option<Tensor<3>>,
-    /// A shown value in training-standardised units; 0 where not shown. With the read-out.
-    pub level: Option<Tensor<3>>,
-    /// Where the prior is added: 1 / the channel's instance scale where a value was not
-    /// shown (the output is in instance units), 0 where it was.
+pub struct ChannelMapInputs {
+    /// In training-standardised units; 0 where not shown.
+    pub read: Tensor<3>,
+    /// 1 / the channel's instance scale where the answer is added, 0 elsewhere.
     pub fill: Tensor<3>,
+    /// − instance mean / instance scale where the answer is added (absent: all zero).
+    pub shift: Option<Tensor<3>>,
 }
 
 impl SensorModel {
+    /// The model with its read-out started: the map set to `map` (row: the channel filled,
+    /// column: the channel read; model channels, [M, M] row-major), and the network's share
+    /// of the answer where the read-out fills set to `shares` (one a model channel). A
+    /// model without a read-out is returned as it is.
+    pub fn with_readout_start(mut self, map: Vec<f32>, shares: Vec<f32>, device: &Device) -> Self {
+        if let Some(readout) = &self.readout {
+            let shape = readout.dims();
+            self.readout = Some(Param::from_tensor(Tensor::from_data(
+                TensorData::new(map, shape),
+                device,
+            )));
+            let m = shares.len();
+            self.network_share = Some(Param::from_tensor(Tensor::from_data(
+                TensorData::new(shares, [m]),
+                device,
+            )));
+        }
+        self
+    }
+
+    /// The network's share of the answer where the read-out fills, per model channel (none
+    /// without a read-out).
+    pub fn network_shares(&self) -> Option<Vec<f32>> {
+        let share = self.network_share.as_ref()?.val().into_data();
+        share.try_into_vec::<f32>().ok()
+    }
+
     /// Embeds tokens from their patches [B, L, 2KP], channels and positions [B, L] → [B, L, d].
     fn embed(
         &self,
@@ -314,22 +357,63 @@ impl SensorModel {
             Some(prior) => out + prior.clone(),
             None => out,
         };
-        let Some(inputs) = &t.cross else {
-            return out;
-        };
         let shape = out.dims();
-        let said = [
-            (&self.cross_channel, &inputs.departure),
-            (&self.readout, &inputs.level),
-        ]
-        .into_iter()
-        .filter_map(|(map, x)| Some(channel_map(map.as_ref()?, x.as_ref()?, &t.channel_ids)))
-        .reduce(|a, b| a + b); // [B, C, T]
-        match said {
-            Some(sum) => out + (sum * inputs.fill.clone()).reshape(shape),
-            None => out,
-        }
+        let [b, c] = t.channel_ids.dims();
+        let out = out.reshape([b, c, shape[1] / c * shape[2]]); // [B, C, T]
+        let out = match (&self.cross_channel, &t.cross) {
+            (Some(map), Some(inputs)) => {
+                out + channel_map(map, &inputs.read, &t.channel_ids) * inputs.fill.clone()
+            }
+            _ => out,
+        };
+        let out = match (&self.readout, &self.network_share, &t.readout) {
+            (Some(map), Some(share), Some(inputs)) => {
+                blend_readout(out, map, share, inputs, &t.channel_ids)
+            }
+            _ => out,
+        };
+        out.reshape(shape)
     }
+}
+
+/// Where the read-out fills, the answer is s·(the model's) + (1 − s)·(the read-out's), s the
+/// channel's network share: `model` elsewhere. [B, C, T] in instance units.
+///
+/// A channel whose row of the map is all zero is never filled: its fit lost to its mean on
+/// validation (or it was never fitted), and with no read-out its row and share get no
+/// gradient, so it stays so. Otherwise the share would drift to the mean's answer while the
+/// network is still worse than a constant, early in training (on the sines, channel c:
+/// share 1 → 0.12 in 600 steps, rebuilt at MSE 0.76 instead of 0.02).
+fn blend_readout(
+    model: Tensor<3>,
+    map: &Param<Tensor<2>>,
+    share: &Param<Tensor<1>>,
+    inputs: &ChannelMapInputs,
+    channel_ids: &Tensor<2, Int>,
+) -> Tensor<3> {
+    let [b, c] = channel_ids.dims();
+    let share = share
+        .val()
+        .select(0, channel_ids.clone().reshape([b * c]))
+        .reshape([b, c, 1]); // [B, C, 1]
+    let ids = channel_ids.clone().reshape([b * c]);
+    let has_row = map
+        .val()
+        .abs()
+        .sum_dim(1)
+        .greater_elem(0.0)
+        .float()
+        .select(0, ids)
+        .reshape([b, c, 1]); // [B, C, 1]
+    // The fill is 1 / a scale where the read-out fills, so positive; 0 elsewhere.
+    let filled = inputs.fill.clone().greater_elem(0.0).float() * has_row; // [B, C, T]
+    let said = channel_map(map, &inputs.read, channel_ids) * inputs.fill.clone();
+    let readout = match &inputs.shift {
+        Some(shift) => said + shift.clone(),
+        None => said,
+    } * filled.clone(); // [B, C, T], 0 where not filled
+    // model + (1 − s)·(readout − model) where filled.
+    model.clone() + (readout - model * filled) * (share.neg() + 1.0)
 }
 
 /// What the other channels say of each value at the same step: W[ids, ids] · x, [B, C, T]

@@ -18,6 +18,7 @@ use crate::forecaster::{ForecastHead, Forecaster};
 use crate::linear::Layout;
 use crate::model::{ModelConfig, SensorModel};
 use crate::probe::{Probe, ProbeCard};
+use crate::readout::ReadoutFit;
 use crate::train::{CurvePoint, TrainConfig};
 
 pub const WEIGHTS: &str = "model.safetensors";
@@ -77,6 +78,10 @@ pub struct ModelCard {
     /// Set once `doppel model finetune --task classify|regress` has fitted a probe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe: Option<ProbeCard>,
+    /// How pretraining started the channel read-out's map, channel by channel (with
+    /// `config.channel_readout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readout_start: Option<Vec<ReadoutFit>>,
 }
 
 impl ModelCard {
@@ -102,6 +107,7 @@ impl ModelCard {
             code_version: concat!("doppel ", env!("CARGO_PKG_VERSION")).into(),
             forecast_head: None,
             probe: None,
+            readout_start: None,
         }
     }
 

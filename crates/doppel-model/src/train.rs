@@ -388,7 +388,8 @@ fn pretrain_on_a_worker(
     mut progress: impl FnMut(&Progress),
 ) -> Result<(SensorModel, Vec<CurvePoint>)> {
     let window = model_config.window();
-    let (train, val) = window_starts(recordings, window, &config.training_ends(recordings)?);
+    let training_ends = config.training_ends(recordings)?;
+    let (train, val) = window_starts(recordings, window, &training_ends);
     if train.is_empty() {
         let longest = recordings.iter().map(Recording::len).max().unwrap_or(0);
         return Err(ModelError::Settings(format!(
@@ -423,6 +424,11 @@ fn pretrain_on_a_worker(
         }
     };
     let mut model = model_config.init_seeded(config.seed, device);
+    if model_config.channel_readout {
+        let start = crate::readout::least_squares_start(recordings, &training_ends);
+        let shares = start.fits.iter().map(|f| f.network_share as f32).collect();
+        model = model.with_readout_start(start.map, shares, device);
+    }
     let mut optimizer = AdamWConfig::new()
         .with_weight_decay(config.weight_decay)
         .with_grad_clipping(Some(GradientClippingConfig::Norm(config.clip_norm)))

@@ -2,6 +2,7 @@
 //! gather, the mask tokens put back in place, the 2-D patches' unfolding and the masked loss.
 //! The gradient of the loss with respect to the token features, from burn's autodiff, must
 //! match central finite differences, and be exactly zero for tokens the encoder never saw.
+//! The same for the channel read-out's blend, with respect to the readings it reads.
 
 use burn::prelude::*;
 use doppel_model::batch::{Batch, Mask, make_batch};
@@ -105,4 +106,79 @@ fn gradients_through_two_d_tokens_match_finite_differences() {
         channels_per_token: 2,
         ..ModelConfig::sized("tiny", 3, 8, 6).unwrap()
     });
+}
+
+#[test]
+fn gradients_through_the_channel_read_out_match_finite_differences() {
+    let _serial = serial();
+    let device = Device::flex().autodiff();
+    let config = ModelConfig {
+        channel_readout: true,
+        channel_mask_share: 0.25,
+        ..ModelConfig::sized("tiny", 3, 8, 6).unwrap()
+    };
+    let rec = standardised_sines(600, 2);
+    let (model, _) = pretrain(
+        std::slice::from_ref(&rec),
+        &config,
+        &train_config(150, 7),
+        &device,
+        |_| {},
+    )
+    .unwrap();
+    // b hidden whole: the read-out fills it from a and c at every step.
+    let window = cut(&rec, 30, config.window(), &[0, 1, 2]);
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(common::seed(5));
+    let batch = make_batch(
+        &[window],
+        &config,
+        &Mask::Channels(vec![1]),
+        &mut rng,
+        &device,
+    );
+    let inputs = batch.tokens.readout.clone().expect("read-out inputs");
+    let loss_of = |read: Tensor<3>| {
+        let mut tokens = batch.tokens.clone();
+        tokens.readout.as_mut().unwrap().read = read;
+        masked_mse(
+            model.forward(&tokens),
+            batch.target.clone(),
+            batch.weight.clone(),
+        )
+    };
+    let x = inputs.read.clone().require_grad();
+    let grads = loss_of(x.clone()).backward();
+    let analytic: Vec<f32> = x.grad(&grads).unwrap().into_data().try_to_vec().unwrap();
+    let dims = inputs.read.dims();
+    let read: Vec<f32> = inputs.read.into_data().try_to_vec().unwrap();
+    let steps = dims[2];
+    // b's own readings (hidden, read as 0) reach no filled value: exactly no gradient.
+    assert!(analytic[steps..2 * steps].iter().all(|&g| g == 0.0));
+    let mut by_size: Vec<usize> = (0..analytic.len()).collect();
+    by_size.sort_by(|&a, &b| analytic[b].abs().total_cmp(&analytic[a].abs()));
+    eprintln!(
+        "measured: largest read-out gradient {}",
+        analytic[by_size[0]]
+    );
+    assert!(analytic[by_size[0]].abs() > 1e-5, "no gradient at all");
+    // The loss is quadratic in what the read-out reads, so central differences are exact
+    // but for f32 rounding.
+    let eps = 0.2f32;
+    for &i in &by_size[..12] {
+        let at = |delta: f32| {
+            let mut moved = read.clone();
+            moved[i] += delta;
+            loss_of(Tensor::<3>::from_data(
+                TensorData::new(moved, dims),
+                &device,
+            ))
+            .into_scalar::<f32>() as f64
+        };
+        let numeric = (at(eps) - at(-eps)) / (2.0 * eps as f64);
+        let exact = analytic[i] as f64;
+        assert!(
+            (numeric - exact).abs() <= 0.01 * exact.abs() + 1e-6,
+            "reading {i}: autodiff {exact}, finite differences {numeric}"
+        );
+    }
 }

@@ -285,26 +285,38 @@ fn batches_that_hide_a_whole_channel_teach_the_model_to_rebuild_one() {
     );
 }
 
-/// The channel read-out adds what the other channels read at the same step to each hidden
-/// value: the point-level tie one channel a token does not carry. b = 2a + 3, so b left out
-/// whole is a's exact echo; the network alone misses a's 7-step sine in it (MSE 0.2). The
-/// map learns slowly from zero: after 600 steps, over ten seeds (DOPPEL_TEST_SEED=0..9), b
-/// was rebuilt at 0.156-0.179 with it against 0.205-0.219 without, 0.84× at worst.
+/// The channel read-out answers a hidden value from the other channels at the same step:
+/// the point-level tie one channel a token does not carry. b = 2a + 3, so b left out whole is
+/// a's exact echo, which the network alone misses (a's 7-step sine, MSE 0.2); the read-out
+/// starts at least squares on a and c and leaves b's answer to it. c, a quarter-period
+/// from a, is barely read by the others (its fit explains 3 % of it, so the network keeps
+/// 97 % of its answer), and is rebuilt about as well as without a read-out. Over ten seeds
+/// (DOPPEL_TEST_SEED=0..9): b 0.00040-0.00044 with it against 0.205-0.219 without (the
+/// noise's share); c 0.006-0.047 with, 0.010-0.040 without.
 #[test]
 fn the_channel_read_out_rebuilds_a_channel_from_the_others_at_the_same_step() {
     let _serial = serial();
-    let rebuilt_b = |readout: bool| {
+    let rebuilt = |readout: bool| {
         let mut config = ModelConfig::sized("tiny", 3, 8, 6).unwrap();
         config.channel_mask_share = 0.25;
         config.channel_readout = readout;
         let (model, card) = pretrained_on_sines(config, train_config(600, 3), 1);
-        rebuilt_whole(&model, &card, 1)
+        (
+            rebuilt_whole(&model, &card, 1),
+            rebuilt_whole(&model, &card, 2),
+        )
     };
-    let (with, without) = (rebuilt_b(true), rebuilt_b(false));
-    eprintln!("measured: b rebuilt {with} with the read-out, {without} without");
+    let ((b, c), (b_alone, c_alone)) = (rebuilt(true), rebuilt(false));
+    eprintln!(
+        "measured: b rebuilt {b} with the read-out, {b_alone} without; c {c} with, {c_alone} without"
+    );
     assert!(
-        with < 0.9 * without,
-        "b rebuilt at MSE {with} with the read-out, {without} without"
+        b < 0.01,
+        "b rebuilt at MSE {b} with the read-out, {b_alone} without"
+    );
+    assert!(
+        c < 0.1,
+        "c rebuilt at MSE {c} with the read-out, {c_alone} without"
     );
 }
 

@@ -11,6 +11,7 @@ use clap::Args;
 use doppel_model::checkpoint::{self, Checkpointing};
 use doppel_model::data::{ReadOptions, Recording};
 use doppel_model::device::Accelerator;
+use doppel_model::readout::{self, ReadoutFit};
 use doppel_model::store::{self, DataRange, ModelCard};
 use doppel_model::train::{Throughput, TrainConfig, pretrain_with_checkpoints};
 
@@ -62,9 +63,11 @@ pub struct PretrainArgs {
     /// tests' sines, and forecast a little better (docs/MODEL.md).
     #[arg(long, default_value_t = 0.0)]
     channel_mask_share: f64,
-    /// Add to each hidden value a learned linear read-out of the other channels' readings at
-    /// the same step (a C × C map, starting at zero): the point-level tie between sensors a
-    /// virtual sensor needs. Pair with --channel-mask-share (docs/MODEL.md).
+    /// Add to a hidden value, where every other channel is shown at its step, a learned
+    /// linear read-out of those channels (a C × C map, started at each channel's
+    /// least-squares fit on the others where that fit beats the channel's mean on
+    /// validation): the point-level tie between sensors a virtual sensor needs. Pair with
+    /// --channel-mask-share, which teaches the network what the fit leaves (docs/MODEL.md).
     #[arg(long)]
     channel_readout: bool,
     /// Learn the difference from linear interpolation of the shown values, not the values
@@ -159,6 +162,12 @@ pub(super) fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
              windows have one channel each: use one or the other"
         );
     }
+    if args.channel_independent && config.channel_readout {
+        bail!(
+            "--channel-readout reads a channel from the others at the same step, and \
+             --channel-independent windows have one channel each: use one or the other"
+        );
+    }
     config.interpolation_prior = args.interpolation_prior;
     config.cross_channel_prior = args.interpolation_prior && args.cross_channel_prior;
     config.instance_norm = args.instance_norm;
@@ -241,7 +250,15 @@ pub(super) fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
     )?;
     bar.finish_and_clear();
     let data = DataRange::of(&recordings, &train);
-    let card = ModelCard::new(config, normalizer, step_ns, parameters, data, train, curve);
+    let mut card = ModelCard::new(config, normalizer, step_ns, parameters, data, train, curve);
+    if card.config.channel_readout {
+        // The fit pretraining started from, again (a small solve, and deterministic): the
+        // card says which channels the map reads and which it left to the network.
+        let start =
+            readout::least_squares_start(&standardised, &card.train.training_ends(&standardised)?);
+        eprintln!("{}", readout_note(&start.fits));
+        card.readout_start = Some(start.fits);
+    }
     let model = model.valid();
     let written = args
         .dest
@@ -274,4 +291,36 @@ pub(super) fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
     }
     eprintln!("{written}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// One line on the read-out's start: the channels read from the others, with the share of
+/// their variance the fit explains, and those whose fit lost to their mean on validation.
+fn readout_note(fits: &[ReadoutFit]) -> String {
+    let mse = |v: Option<f64>| v.map_or("?".into(), |v| format!("{v:.3}"));
+    let (read, left): (Vec<&ReadoutFit>, Vec<&ReadoutFit>) =
+        fits.iter().partition(|f| f.ridge.is_some());
+    let read: Vec<String> = read
+        .iter()
+        .map(|f| format!("{} ({:.1} %)", f.channel, 100.0 * (1.0 - f.network_share)))
+        .collect();
+    let mut note = format!(
+        "channel read-out started from least squares on the other channels for {} of {} \
+         channel(s), with the share of each one's variance it explains: {}",
+        read.len(),
+        fits.len(),
+        if read.is_empty() {
+            "none".into()
+        } else {
+            read.join(", ")
+        }
+    );
+    for fit in left {
+        note += &format!(
+            "; not {} (its fit's validation MSE {} against {} for its training mean)",
+            fit.channel,
+            mse(fit.validation_mse),
+            mse(fit.validation_mse_of_mean)
+        );
+    }
+    note
 }

@@ -142,8 +142,8 @@ fn a_gap_filling_model_is_trained_with_point_masks_over_the_interpolation_prior(
 }
 
 /// `--channel-mask-share` and `--channel-readout` go into the card (the read-out's map into
-/// the weights); a share outside [0, 1), or channel masks on windows of one channel, are
-/// refused before any training.
+/// the weights, how it was started into the card); a share outside [0, 1), or channel masks
+/// or a read-out on windows of one channel, are refused before any training.
 #[test]
 fn channel_masks_are_recorded_and_bad_shares_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -163,6 +163,11 @@ fn channel_masks_are_recorded_and_bad_shares_refused() {
     );
     let (ok, err) = pretrain(&["--channel-mask-share", "0.25", "--channel-independent"]);
     assert!(!ok && err.contains("use one or the other"), "{err}");
+    let (ok, err) = pretrain(&["--channel-readout", "--channel-independent"]);
+    assert!(
+        !ok && err.contains("--channel-readout reads a channel"),
+        "{err}"
+    );
     assert!(!dir.path().join("m").exists(), "nothing is written");
     let (ok, err) = pretrain(&["--channel-mask-share", "0.25", "--channel-readout"]);
     assert!(ok, "{err}");
@@ -171,6 +176,23 @@ fn channel_masks_are_recorded_and_bad_shares_refused() {
             .unwrap();
     assert_eq!(card["config"]["channel_mask_share"], 0.25);
     assert_eq!(card["config"]["channel_readout"], true);
+    // b = 2a + 3 on the sines: the others read b almost exactly, and the read-out starts
+    // there with almost no share for the network.
+    assert!(
+        err.contains("channel read-out started from least squares"),
+        "{err}"
+    );
+    let fits = card["readout_start"].as_array().unwrap();
+    assert_eq!(fits.len(), 3);
+    assert_eq!(fits[1]["channel"], "b");
+    assert!(
+        fits[1]["validation_mse"].as_f64().unwrap() < 0.01,
+        "{fits:?}"
+    );
+    assert!(
+        fits[1]["network_share"].as_f64().unwrap() < 0.01,
+        "{fits:?}"
+    );
     // The read-out's map is saved with the weights, under a plain name.
     let weights = std::fs::read(dir.path().join("m/model.safetensors")).unwrap();
     let header_len = u64::from_le_bytes(weights[..8].try_into().unwrap()) as usize;

@@ -1,0 +1,271 @@
+//! The channel read-out's start: each channel's least-squares fit on the other channels at
+//! the same step, over the training rows, in closed form (ridge regression from the
+//! channels' sums of products).
+//!
+//! Learned from zero at the network's rate the read-out's map crawls (on the sines the
+//! rebuilt channel's error went 0.215 → 0.178 in 600 steps, docs/BENCHMARKS.md), while the
+//! fit it needs to begin with is a small linear solve. Started here, the network is left
+//! with what the other channels do not say linearly. This module must never see validation
+//! or test rows: callers hand it each recording's training end.
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::Recording;
+use crate::linear::solve_spd;
+
+/// Ridge penalties tried for each channel's fit, as shares of each input channel's sum of
+/// squares; the one with the least validation error is kept. The smallest keeps two
+/// channels that are near copies of each other (ETTm1's HUFL and MUFL) from cancelling
+/// with huge weights.
+const RIDGES: [f64; 4] = [1e-3, 1e-2, 1e-1, 1.0];
+
+/// How one channel's row of the map was started.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReadoutFit {
+    pub channel: String,
+    /// The ridge penalty kept; none: the fit lost to the channel's training mean on
+    /// validation, and the row starts at zero.
+    pub ridge: Option<f64>,
+    /// Standardised validation MSE of the kept fit and of the training mean (absent with no
+    /// validation rows; the smallest penalty is then kept).
+    pub validation_mse: Option<f64>,
+    pub validation_mse_of_mean: Option<f64>,
+    /// The network's share of the answer where the read-out fills, at the start: the share
+    /// of the channel's variance the fit leaves unexplained (its MSE over the mean's, on
+    /// validation, else on the training rows), 1 with no fit. A channel the others read
+    /// almost exactly starts near 0, one they barely read near 1; training moves it.
+    pub network_share: f64,
+}
+
+/// The start of the read-out: the map W, [C, C] row-major (row i reads channel i from the
+/// others, W[i][i] = 0, in training-standardised units), and how each row was chosen.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadoutStart {
+    pub map: Vec<f32>,
+    pub fits: Vec<ReadoutFit>,
+}
+
+/// Sums of products xᵢxⱼ over rows where every channel was observed.
+struct Products {
+    channels: usize,
+    sums: Vec<f64>,
+    rows: usize,
+}
+
+impl Products {
+    fn new(channels: usize) -> Self {
+        Products {
+            channels,
+            sums: vec![0.0; channels * channels],
+            rows: 0,
+        }
+    }
+
+    fn add_rows(&mut self, rec: &Recording, rows: std::ops::Range<usize>) {
+        let c = self.channels;
+        let mut x = vec![0.0f64; c];
+        for t in rows {
+            if !(0..c).all(|ch| rec.observed[ch][t]) {
+                continue;
+            }
+            for (ch, v) in x.iter_mut().enumerate() {
+                *v = rec.values[ch][t] as f64;
+            }
+            for i in 0..c {
+                for j in 0..c {
+                    self.sums[i * c + j] += x[i] * x[j];
+                }
+            }
+            self.rows += 1;
+        }
+    }
+
+    fn at(&self, i: usize, j: usize) -> f64 {
+        self.sums[i * self.channels + j]
+    }
+
+    /// Mean squared error of reading `target` as Σ w[k]·x[others[k]] over these rows:
+    /// (yy − 2 wᵀxy + wᵀ XX w) / n.
+    fn mse(&self, target: usize, others: &[usize], w: &[f64]) -> f64 {
+        let mut sse = self.at(target, target);
+        for (&i, &wi) in others.iter().zip(w) {
+            sse -= 2.0 * wi * self.at(i, target);
+            for (&j, &wj) in others.iter().zip(w) {
+                sse += wi * wj * self.at(i, j);
+            }
+        }
+        sse.max(0.0) / self.rows as f64
+    }
+}
+
+/// Each channel's least-squares fit on the others, from the training rows (before each
+/// recording's `training_ends`) where every channel was observed, with the ridge penalty
+/// and the choice to keep it at all made on the validation rows (the rest): a tie seen in
+/// training that does not hold later (ETTm1's oil temperature against its loads) starts at
+/// zero instead. All zero when no complete training row exists.
+pub fn least_squares_start(recordings: &[Recording], training_ends: &[usize]) -> ReadoutStart {
+    let names: &[String] = recordings.first().map_or(&[], |r| &r.channels);
+    let c = names.len();
+    let (mut train, mut validation) = (Products::new(c), Products::new(c));
+    for (rec, &end) in recordings.iter().zip(training_ends) {
+        let end = end.min(rec.len());
+        train.add_rows(rec, 0..end);
+        validation.add_rows(rec, end..rec.len());
+    }
+    let mut map = vec![0.0f32; c * c];
+    let mut fits = Vec::with_capacity(c);
+    for target in 0..c {
+        let others: Vec<usize> = (0..c).filter(|&j| j != target).collect();
+        let validates = validation.rows > 0;
+        let mut fit = ReadoutFit {
+            channel: names[target].clone(),
+            ridge: None,
+            validation_mse: None,
+            validation_mse_of_mean: validates.then(|| validation.mse(target, &others, &[])),
+            network_share: 1.0,
+        };
+        if train.rows > 0 && !others.is_empty() {
+            // (ridge, weights, validation error), best first.
+            let mut best: Option<(f64, Vec<f64>, Option<f64>)> = None;
+            for ridge in RIDGES {
+                let w = ridge_fit(&train, target, &others, ridge);
+                let error = validates.then(|| validation.mse(target, &others, &w));
+                let better = match (&best, error) {
+                    (None, _) => true,
+                    (Some((_, _, Some(kept))), Some(e)) => e < *kept,
+                    _ => false,
+                };
+                if better {
+                    best = Some((ridge, w, error));
+                }
+            }
+            if let Some((ridge, w, error)) = best {
+                let beats_mean = match (error, fit.validation_mse_of_mean) {
+                    (Some(e), Some(mean)) => e < mean,
+                    _ => true,
+                };
+                fit.validation_mse = error;
+                if beats_mean {
+                    let unexplained = match (error, fit.validation_mse_of_mean) {
+                        (Some(e), Some(mean)) => e / mean,
+                        _ => train.mse(target, &others, &w) / train.mse(target, &others, &[]),
+                    };
+                    fit.network_share = unexplained.clamp(0.0, 1.0);
+                    fit.ridge = Some(ridge);
+                    for (&j, &wj) in others.iter().zip(&w) {
+                        map[target * c + j] = wj as f32;
+                    }
+                }
+            }
+        }
+        fits.push(fit);
+    }
+    ReadoutStart { map, fits }
+}
+
+/// Ridge regression of `target` on `others` from sums of products; the penalty is a share
+/// of each input's own sum of squares (a constant channel still gets a positive diagonal).
+fn ridge_fit(products: &Products, target: usize, others: &[usize], ridge: f64) -> Vec<f64> {
+    let n = others.len();
+    let mut a = vec![0.0f64; n * n];
+    let mut b = vec![0.0f64; n];
+    for (r, &i) in others.iter().enumerate() {
+        for (s, &j) in others.iter().enumerate() {
+            a[r * n + s] = products.at(i, j);
+        }
+        a[r * n + r] += ridge * products.at(i, i) + 1e-9 * products.rows as f64;
+        b[r] = products.at(i, target);
+    }
+    solve_spd(&mut a, n, &b, 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recording(values: Vec<Vec<f32>>, observed: Vec<Vec<bool>>) -> Recording {
+        Recording {
+            source: "r.csv".into(),
+            start_ns: 0,
+            step_ns: 1,
+            channels: (0..values.len()).map(|i| format!("c{i}")).collect(),
+            values,
+            observed,
+        }
+    }
+
+    /// Two unrelated wiggles of `n` steps.
+    fn two_inputs(n: usize) -> (Vec<f32>, Vec<f32>) {
+        let a = (0..n)
+            .map(|t| ((t * 37 % 101) as f32 / 50.0) - 1.0)
+            .collect();
+        let b = (0..n)
+            .map(|t| ((t * 53 % 97) as f32 / 48.0) - 1.0)
+            .collect();
+        (a, b)
+    }
+
+    #[test]
+    fn a_channel_that_is_a_sum_of_two_others_is_read_from_them() {
+        let (a, b) = two_inputs(200);
+        let c: Vec<f32> = a.iter().zip(&b).map(|(a, b)| 2.0 * a - b).collect();
+        let rec = recording(vec![a, b, c], vec![vec![true; 200]; 3]);
+        let start = least_squares_start(&[rec], &[150]);
+        let row_c = &start.map[6..9];
+        assert!((row_c[0] - 2.0).abs() < 0.01, "{row_c:?}");
+        assert!((row_c[1] + 1.0).abs() < 0.01, "{row_c:?}");
+        assert_eq!(row_c[2], 0.0, "a channel never reads itself");
+        assert_eq!((start.map[0], start.map[4]), (0.0, 0.0));
+        let fit = &start.fits[2];
+        assert_eq!((fit.channel.as_str(), fit.ridge), ("c2", Some(RIDGES[0])));
+        assert!(fit.validation_mse.unwrap() < 1e-3 * fit.validation_mse_of_mean.unwrap());
+    }
+
+    #[test]
+    fn a_tie_that_breaks_on_validation_starts_at_zero() {
+        // b = a on the 100 training rows, b = −a on the 100 validation rows.
+        let (a, _) = two_inputs(200);
+        let b: Vec<f32> = (a.iter().enumerate())
+            .map(|(t, v)| if t < 100 { *v } else { -v })
+            .collect();
+        let rec = recording(vec![a, b], vec![vec![true; 200]; 2]);
+        let start = least_squares_start(&[rec], &[100]);
+        assert_eq!(start.map, vec![0.0; 4]);
+        for fit in &start.fits {
+            assert_eq!(fit.ridge, None);
+            assert!(fit.validation_mse.unwrap() > fit.validation_mse_of_mean.unwrap());
+        }
+    }
+
+    #[test]
+    fn rows_with_a_gap_are_not_read() {
+        // b = a where a was observed, b = −a where a's reading is marked missing.
+        let (a, _) = two_inputs(200);
+        let b: Vec<f32> = (a.iter().enumerate())
+            .map(|(t, v)| if t < 100 { *v } else { -v })
+            .collect();
+        let mut observed = vec![vec![true; 200]; 2];
+        for seen in &mut observed[0][100..] {
+            *seen = false;
+        }
+        let start = least_squares_start(&[recording(vec![a, b], observed)], &[200]);
+        assert!((start.map[1] - 1.0).abs() < 0.01, "{:?}", start.map);
+        // No validation rows: the smallest penalty is kept, with nothing to compare.
+        assert_eq!(start.fits[0].ridge, Some(RIDGES[0]));
+        assert_eq!(start.fits[0].validation_mse, None);
+    }
+
+    #[test]
+    fn no_complete_row_gives_an_empty_map() {
+        let rec = recording(
+            vec![vec![1.0; 4], vec![2.0; 4]],
+            vec![
+                vec![true, false, true, false],
+                vec![false, true, false, true],
+            ],
+        );
+        let start = least_squares_start(&[rec], &[4]);
+        assert_eq!(start.map, vec![0.0; 4]);
+        assert!(start.fits.iter().all(|f| f.ridge.is_none()));
+    }
+}
