@@ -19,6 +19,7 @@ use burn::nn::{
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::readout::{ChannelReadout, ReadoutStart};
 use crate::{dense, fused, transformer};
 
 /// Everything that shapes the network.
@@ -192,10 +193,7 @@ impl ModelConfig {
                 .then(|| Initializer::Zeros.init([self.channels, self.channels], device)),
             readout: self
                 .channel_readout
-                .then(|| Initializer::Zeros.init([self.channels, self.channels], device)),
-            network_share: self
-                .channel_readout
-                .then(|| Initializer::Ones.init([self.channels], device)),
+                .then(|| ChannelReadout::unstarted(self.channels, device)),
         }
     }
 }
@@ -216,11 +214,8 @@ pub struct SensorModel {
     head: Linear,
     /// The cross-channel prior's map, model channel to model channel: [M, M].
     cross_channel: Option<Param<Tensor<2>>>,
-    /// The channel read-out's map, model channel to model channel: [M, M].
-    readout: Option<Param<Tensor<2>>>,
-    /// The network's share of the answer where the read-out fills, per model channel (the
-    /// read-out has the rest): [M].
-    network_share: Option<Param<Tensor<1>>>,
+    /// The channel read-out, when configured.
+    readout: Option<ChannelReadout>,
 }
 
 /// One batch, already patched and ordered (see `batch.rs`). L = G × N tokens, G = ⌈C / K⌉
@@ -269,22 +264,11 @@ pub struct ChannelMapInputs {
 }
 
 impl SensorModel {
-    /// The model with its read-out started: the map set to `map` (row: the channel filled,
-    /// column: the channel read; model channels, [M, M] row-major), and the network's share
-    /// of the answer where the read-out fills set to `shares` (one a model channel). A
-    /// model without a read-out is returned as it is.
-    pub fn with_readout_start(mut self, map: Vec<f32>, shares: Vec<f32>, device: &Device) -> Self {
-        if let Some(readout) = &self.readout {
-            let shape = readout.dims();
-            self.readout = Some(Param::from_tensor(Tensor::from_data(
-                TensorData::new(map, shape),
-                device,
-            )));
-            let m = shares.len();
-            self.network_share = Some(Param::from_tensor(Tensor::from_data(
-                TensorData::new(shares, [m]),
-                device,
-            )));
+    /// The model with its read-out started from `start` (see [`ChannelReadout::started`]).
+    /// A model without a read-out is returned as it is.
+    pub fn with_readout_start(mut self, start: &ReadoutStart, device: &Device) -> Self {
+        if self.readout.is_some() {
+            self.readout = Some(ChannelReadout::started(start, device));
         }
         self
     }
@@ -292,8 +276,7 @@ impl SensorModel {
     /// The network's share of the answer where the read-out fills, per model channel (none
     /// without a read-out).
     pub fn network_shares(&self) -> Option<Vec<f32>> {
-        let share = self.network_share.as_ref()?.val().into_data();
-        share.try_into_vec::<f32>().ok()
+        Some(self.readout.as_ref()?.network_shares())
     }
 
     /// Embeds tokens from their patches [B, L, 2KP], channels and positions [B, L] → [B, L, d].
@@ -362,69 +345,31 @@ impl SensorModel {
         let out = out.reshape([b, c, shape[1] / c * shape[2]]); // [B, C, T]
         let out = match (&self.cross_channel, &t.cross) {
             (Some(map), Some(inputs)) => {
-                out + channel_map(map, &inputs.read, &t.channel_ids) * inputs.fill.clone()
+                out + channel_map(map.val(), &inputs.read, &t.channel_ids) * inputs.fill.clone()
             }
             _ => out,
         };
-        let out = match (&self.readout, &self.network_share, &t.readout) {
-            (Some(map), Some(share), Some(inputs)) => {
-                blend_readout(out, map, share, inputs, &t.channel_ids)
-            }
+        let out = match (&self.readout, &t.readout) {
+            (Some(readout), Some(inputs)) => readout.blend(out, inputs, &t.channel_ids),
             _ => out,
         };
         out.reshape(shape)
     }
 }
 
-/// Where the read-out fills, the answer is s·(the model's) + (1 − s)·(the read-out's), s the
-/// channel's network share: `model` elsewhere. [B, C, T] in instance units.
-///
-/// A channel whose row of the map is all zero is never filled: its fit lost to its mean on
-/// validation (or it was never fitted), and with no read-out its row and share get no
-/// gradient, so it stays so. Otherwise the share would drift to the mean's answer while the
-/// network is still worse than a constant, early in training (on the sines, channel c:
-/// share 1 → 0.12 in 600 steps, rebuilt at MSE 0.76 instead of 0.02).
-fn blend_readout(
-    model: Tensor<3>,
-    map: &Param<Tensor<2>>,
-    share: &Param<Tensor<1>>,
-    inputs: &ChannelMapInputs,
-    channel_ids: &Tensor<2, Int>,
-) -> Tensor<3> {
-    let [b, c] = channel_ids.dims();
-    let share = share
-        .val()
-        .select(0, channel_ids.clone().reshape([b * c]))
-        .reshape([b, c, 1]); // [B, C, 1]
-    let ids = channel_ids.clone().reshape([b * c]);
-    let has_row = map
-        .val()
-        .abs()
-        .sum_dim(1)
-        .greater_elem(0.0)
-        .float()
-        .select(0, ids)
-        .reshape([b, c, 1]); // [B, C, 1]
-    // The fill is 1 / a scale where the read-out fills, so positive; 0 elsewhere.
-    let filled = inputs.fill.clone().greater_elem(0.0).float() * has_row; // [B, C, T]
-    let said = channel_map(map, &inputs.read, channel_ids) * inputs.fill.clone();
-    let readout = match &inputs.shift {
-        Some(shift) => said + shift.clone(),
-        None => said,
-    } * filled.clone(); // [B, C, T], 0 where not filled
-    // model + (1 − s)·(readout − model) where filled.
-    model.clone() + (readout - model * filled) * (share.neg() + 1.0)
-}
-
 /// What the other channels say of each value at the same step: W[ids, ids] · x, [B, C, T]
 /// (`x` is the departure from a line for the cross-channel prior, the level for the
 /// read-out). A value not shown has x = 0, so W's diagonal never reads a hidden value.
-fn channel_map(map: &Param<Tensor<2>>, x: &Tensor<3>, channel_ids: &Tensor<2, Int>) -> Tensor<3> {
+pub(crate) fn channel_map(
+    map: Tensor<2>,
+    x: &Tensor<3>,
+    channel_ids: &Tensor<2, Int>,
+) -> Tensor<3> {
     let [b, c] = channel_ids.dims();
+    let m = map.dims()[1];
     let rows = map
-        .val()
         .select(0, channel_ids.clone().reshape([b * c]))
-        .reshape([b, c, map.dims()[1]]); // [B, C, M]
+        .reshape([b, c, m]); // [B, C, M]
     let columns = channel_ids.clone().unsqueeze_dim::<3>(1).repeat_dim(1, c); // [B, C, C]
     let local = rows.gather(2, columns); // [B, C, C]: W[id_i, id_j]
     local.matmul(x.clone()) // [B, C, T]

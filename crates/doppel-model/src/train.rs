@@ -426,8 +426,7 @@ fn pretrain_on_a_worker(
     let mut model = model_config.init_seeded(config.seed, device);
     if model_config.channel_readout {
         let start = crate::readout::least_squares_start(recordings, &training_ends);
-        let shares = start.fits.iter().map(|f| f.network_share as f32).collect();
-        model = model.with_readout_start(start.map, shares, device);
+        model = model.with_readout_start(&start, device);
     }
     let mut optimizer = AdamWConfig::new()
         .with_weight_decay(config.weight_decay)
