@@ -306,6 +306,12 @@ mod tests {
         (a, b)
     }
 
+    /// `a` up to step `at`, −a after.
+    fn flipped_after(a: &[f32], at: usize) -> Vec<f32> {
+        let flip = |(t, v): (usize, &f32)| if t < at { *v } else { -v };
+        a.iter().enumerate().map(flip).collect()
+    }
+
     #[test]
     fn a_channel_that_is_a_sum_of_two_others_is_read_from_them() {
         let (a, b) = two_inputs(200);
@@ -326,9 +332,7 @@ mod tests {
     fn a_tie_that_breaks_on_validation_starts_at_zero() {
         // b = a on the 100 training rows, b = −a on the 100 validation rows.
         let (a, _) = two_inputs(200);
-        let b: Vec<f32> = (a.iter().enumerate())
-            .map(|(t, v)| if t < 100 { *v } else { -v })
-            .collect();
+        let b = flipped_after(&a, 100);
         let rec = recording(vec![a, b], vec![vec![true; 200]; 2]);
         let start = least_squares_start(&[rec], &[100]);
         assert_eq!(start.map, vec![0.0; 4]);
@@ -342,9 +346,7 @@ mod tests {
     fn rows_with_a_gap_are_not_read() {
         // b = a where a was observed, b = −a where a's reading is marked missing.
         let (a, _) = two_inputs(200);
-        let b: Vec<f32> = (a.iter().enumerate())
-            .map(|(t, v)| if t < 100 { *v } else { -v })
-            .collect();
+        let b = flipped_after(&a, 100);
         let mut observed = vec![vec![true; 200]; 2];
         for seen in &mut observed[0][100..] {
             *seen = false;

@@ -64,6 +64,8 @@ pub struct EttOptions {
     pub interpolation_prior: bool,
     /// Over it, the learned cross-channel prior (`ModelConfig::cross_channel_prior`).
     pub cross_channel_prior: bool,
+    /// The channel read-out, started at least squares (`ModelConfig::channel_readout`).
+    pub channel_readout: bool,
     /// Share of whole patches hidden in that pretraining (points are hidden besides).
     pub impute_mask_ratio: f64,
     /// Steps between test windows of the imputation (1 as TimesNet; larger is quicker).
@@ -119,6 +121,7 @@ impl Default for EttOptions {
             instance_norm: true,
             interpolation_prior: true,
             cross_channel_prior: true,
+            channel_readout: false,
             impute_mask_ratio: 0.0,
             impute_stride: 1,
             impute_channels_per_token: 1,
@@ -677,6 +680,7 @@ fn pretrain_for_imputation(
     config.instance_norm = options.instance_norm;
     config.interpolation_prior = options.interpolation_prior;
     config.cross_channel_prior = options.cross_channel_prior;
+    config.channel_readout = options.channel_readout;
     config.mask_ratio = options.impute_mask_ratio;
     config.channels_per_token = options.impute_channels_per_token;
     let train = TrainConfig {

@@ -28,6 +28,7 @@ pub(super) fn bench_ett(args: EttArgs) -> anyhow::Result<ExitCode> {
         pretrain_steps: args.pretrain_steps,
         interpolation_prior: args.interpolation_prior,
         cross_channel_prior: args.cross_channel_prior,
+        channel_readout: args.channel_readout,
         impute_mask_ratio: args.impute_mask_ratio,
         point_mask_ratio: args.point_mask_ratio,
         impute_stride: args.impute_stride.max(1),

@@ -287,6 +287,11 @@ pub struct EttArgs {
     /// step (`false`: interpolation alone, for ablations).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     cross_channel_prior: bool,
+    /// Give the imputation model the channel read-out (`doppel model pretrain
+    /// --channel-readout`): a value missing alone at its step is also read from the other
+    /// channels, by a map started at least squares.
+    #[arg(long)]
+    channel_readout: bool,
     /// Share of whole patches the imputation model hides in pretraining.
     #[arg(long, default_value_t = 0.0)]
     impute_mask_ratio: f64,
