@@ -131,11 +131,27 @@ pub struct ReadoutFit {
     /// validation rows; the smallest penalty is then kept).
     pub validation_mse: Option<f64>,
     pub validation_mse_of_mean: Option<f64>,
-    /// The network's share of the answer where the read-out fills, at the start: the share
-    /// of the channel's variance the fit leaves unexplained (its MSE over the mean's, on
-    /// validation, else on the training rows), 1 with no fit. A channel the others read
-    /// almost exactly starts near 0, one they barely read near 1; training moves it.
+    /// Standardised MSE of what the untrained model answers for a missing value
+    /// ([`Untrained`]), on the validation rows (else the training rows).
+    #[serde(default)]
+    pub untrained_mse: f64,
+    /// The network's share of the answer where the read-out fills, at the start: the
+    /// weight two estimators with independent errors get when blended by the inverse of
+    /// their MSEs, e_fit / (e_fit + e_untrained), with e_fit the fit's MSE (on validation,
+    /// else on the training rows); 1 with no fit. A channel the others read almost exactly
+    /// starts near 0; one the model already answers better alone, near 1. Training moves it.
     pub network_share: f64,
+}
+
+/// What a model answers for a missing value before training, which the read-out's starting
+/// share is weighed against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Untrained {
+    /// The channel's training mean (a plain model's head knows nothing yet).
+    Mean,
+    /// The line between its neighbours (a model with the interpolation prior, whose head
+    /// starts at zero): a gap filler, already far better than the mean on smooth series.
+    Interpolation,
 }
 
 /// The start of the read-out: the map W, [C, C] row-major (row i reads channel i from the
@@ -199,19 +215,38 @@ impl Products {
     }
 }
 
+impl Untrained {
+    /// What a model of `config` answers before training.
+    pub fn of(config: &crate::model::ModelConfig) -> Self {
+        if config.interpolation_prior {
+            Untrained::Interpolation
+        } else {
+            Untrained::Mean
+        }
+    }
+}
+
 /// Each channel's least-squares fit on the others, from the training rows (before each
 /// recording's `training_ends`) where every channel was observed, with the ridge penalty
 /// and the choice to keep it at all made on the validation rows (the rest): a tie seen in
 /// training that does not hold later (ETTm1's oil temperature against its loads) starts at
 /// zero instead. All zero when no complete training row exists.
-pub fn least_squares_start(recordings: &[Recording], training_ends: &[usize]) -> ReadoutStart {
+pub fn least_squares_start(
+    recordings: &[Recording],
+    training_ends: &[usize],
+    untrained: Untrained,
+) -> ReadoutStart {
     let names: &[String] = recordings.first().map_or(&[], |r| &r.channels);
     let c = names.len();
     let (mut train, mut validation) = (Products::new(c), Products::new(c));
+    let mut train_parts = Vec::new();
+    let mut validation_parts = Vec::new();
     for (rec, &end) in recordings.iter().zip(training_ends) {
         let end = end.min(rec.len());
         train.add_rows(rec, 0..end);
         validation.add_rows(rec, end..rec.len());
+        train_parts.push((rec, 0..end));
+        validation_parts.push((rec, end..rec.len()));
     }
     let mut map = vec![0.0f32; c * c];
     let mut fits = Vec::with_capacity(c);
@@ -223,6 +258,12 @@ pub fn least_squares_start(recordings: &[Recording], training_ends: &[usize]) ->
             ridge: None,
             validation_mse: None,
             validation_mse_of_mean: validates.then(|| validation.mse(target, &others, &[])),
+            untrained_mse: match (untrained, validates) {
+                (Untrained::Mean, true) => validation.mse(target, &others, &[]),
+                (Untrained::Mean, false) => train.mse(target, &others, &[]),
+                (Untrained::Interpolation, true) => midpoint_mse(&validation_parts, target),
+                (Untrained::Interpolation, false) => midpoint_mse(&train_parts, target),
+            },
             network_share: 1.0,
         };
         if train.rows > 0 && !others.is_empty() {
@@ -247,11 +288,9 @@ pub fn least_squares_start(recordings: &[Recording], training_ends: &[usize]) ->
                 };
                 fit.validation_mse = error;
                 if beats_mean {
-                    let unexplained = match (error, fit.validation_mse_of_mean) {
-                        (Some(e), Some(mean)) => e / mean,
-                        _ => train.mse(target, &others, &w) / train.mse(target, &others, &[]),
-                    };
-                    fit.network_share = unexplained.clamp(0.0, 1.0);
+                    let fit_mse = error.unwrap_or_else(|| train.mse(target, &others, &w));
+                    let both = fit_mse + fit.untrained_mse;
+                    fit.network_share = if both > 0.0 { fit_mse / both } else { 0.5 };
                     fit.ridge = Some(ridge);
                     for (&j, &wj) in others.iter().zip(&w) {
                         map[target * c + j] = wj as f32;
@@ -262,6 +301,23 @@ pub fn least_squares_start(recordings: &[Recording], training_ends: &[usize]) ->
         fits.push(fit);
     }
     ReadoutStart { map, fits }
+}
+
+/// MSE of each observed value of `channel` against the midpoint of its two observed
+/// neighbours, over the given rows of each recording (0 when there is none).
+fn midpoint_mse(parts: &[(&Recording, std::ops::Range<usize>)], channel: usize) -> f64 {
+    let (mut sum, mut count) = (0.0f64, 0usize);
+    for (rec, rows) in parts {
+        let (values, seen) = (&rec.values[channel], &rec.observed[channel]);
+        for t in rows.start.max(1)..rows.end.min(rec.len().saturating_sub(1)) {
+            if seen[t - 1] && seen[t] && seen[t + 1] {
+                let midpoint = (values[t - 1] as f64 + values[t + 1] as f64) / 2.0;
+                sum += (values[t] as f64 - midpoint).powi(2);
+                count += 1;
+            }
+        }
+    }
+    if count == 0 { 0.0 } else { sum / count as f64 }
 }
 
 /// Ridge regression of `target` on `others` from sums of products; the penalty is a share
@@ -317,7 +373,7 @@ mod tests {
         let (a, b) = two_inputs(200);
         let c: Vec<f32> = a.iter().zip(&b).map(|(a, b)| 2.0 * a - b).collect();
         let rec = recording(vec![a, b, c], vec![vec![true; 200]; 3]);
-        let start = least_squares_start(&[rec], &[150]);
+        let start = least_squares_start(&[rec], &[150], Untrained::Mean);
         let row_c = &start.map[6..9];
         assert!((row_c[0] - 2.0).abs() < 0.01, "{row_c:?}");
         assert!((row_c[1] + 1.0).abs() < 0.01, "{row_c:?}");
@@ -334,7 +390,7 @@ mod tests {
         let (a, _) = two_inputs(200);
         let b = flipped_after(&a, 100);
         let rec = recording(vec![a, b], vec![vec![true; 200]; 2]);
-        let start = least_squares_start(&[rec], &[100]);
+        let start = least_squares_start(&[rec], &[100], Untrained::Mean);
         assert_eq!(start.map, vec![0.0; 4]);
         for fit in &start.fits {
             assert_eq!(fit.ridge, None);
@@ -351,7 +407,8 @@ mod tests {
         for seen in &mut observed[0][100..] {
             *seen = false;
         }
-        let start = least_squares_start(&[recording(vec![a, b], observed)], &[200]);
+        let start =
+            least_squares_start(&[recording(vec![a, b], observed)], &[200], Untrained::Mean);
         assert!((start.map[1] - 1.0).abs() < 0.01, "{:?}", start.map);
         // No validation rows: the smallest penalty is kept, with nothing to compare.
         assert_eq!(start.fits[0].ridge, Some(RIDGES[0]));
@@ -367,7 +424,7 @@ mod tests {
                 vec![false, true, false, true],
             ],
         );
-        let start = least_squares_start(&[rec], &[4]);
+        let start = least_squares_start(&[rec], &[4], Untrained::Mean);
         assert_eq!(start.map, vec![0.0; 4]);
         assert!(start.fits.iter().all(|f| f.ridge.is_none()));
     }
@@ -381,6 +438,7 @@ mod tests {
             ridge: Some(RIDGES[0]),
             validation_mse: None,
             validation_mse_of_mean: None,
+            untrained_mse: 1.0,
             network_share: 0.5,
         };
         let start = ReadoutStart {
@@ -425,5 +483,30 @@ mod tests {
         assert!(added[2] > 0.0, "b's read of a moves toward 2: {added:?}");
         assert_eq!(added[1], 0.0, "a, never filled, adds nothing to its row");
         assert_ne!(stepped.network_shares(), [0.5, 0.5], "the shares learn");
+    }
+
+    #[test]
+    fn a_model_that_already_interpolates_keeps_more_of_its_answer() {
+        // c = a + b + a slow wave the others do not carry: the fit misses the wave, the
+        // line between c's own neighbours does not. A gap filler's share starts near 1, a
+        // plain model's (which only knows the mean) near 0.
+        let smooth = |k: f32| {
+            (0..400)
+                .map(move |t| (t as f32 * k).sin())
+                .collect::<Vec<f32>>()
+        };
+        let (a, b, wave) = (smooth(0.05), smooth(0.031), smooth(0.013));
+        let c: Vec<f32> = (0..400).map(|t| a[t] + b[t] + 0.3 * wave[t]).collect();
+        let rec = recording(vec![a, b, c], vec![vec![true; 400]; 3]);
+        let plain = least_squares_start(std::slice::from_ref(&rec), &[300], Untrained::Mean);
+        let filler = least_squares_start(&[rec], &[300], Untrained::Interpolation);
+        let (plain, filler) = (&plain.fits[2], &filler.fits[2]);
+        assert_eq!(plain.validation_mse, filler.validation_mse, "the same fit");
+        assert!(
+            filler.untrained_mse < 0.01 * plain.untrained_mse,
+            "{filler:?} {plain:?}"
+        );
+        assert!(plain.network_share < 0.1, "{plain:?}");
+        assert!(filler.network_share > 0.9, "{filler:?}");
     }
 }

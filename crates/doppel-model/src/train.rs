@@ -425,7 +425,11 @@ fn pretrain_on_a_worker(
     };
     let mut model = model_config.init_seeded(config.seed, device);
     if model_config.channel_readout {
-        let start = crate::readout::least_squares_start(recordings, &training_ends);
+        let start = crate::readout::least_squares_start(
+            recordings,
+            &training_ends,
+            crate::readout::Untrained::of(model_config),
+        );
         model = model.with_readout_start(&start, device);
     }
     let mut optimizer = AdamWConfig::new()

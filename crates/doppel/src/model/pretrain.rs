@@ -254,8 +254,11 @@ pub(super) fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
     if card.config.channel_readout {
         // The fit pretraining started from, again (a small solve, and deterministic): the
         // card says which channels the map reads and which it left to the network.
-        let start =
-            readout::least_squares_start(&standardised, &card.train.training_ends(&standardised)?);
+        let start = readout::least_squares_start(
+            &standardised,
+            &card.train.training_ends(&standardised)?,
+            readout::Untrained::of(&card.config),
+        );
         eprintln!("{}", readout_note(&start.fits));
         card.readout_start = Some(start.fits);
     }
