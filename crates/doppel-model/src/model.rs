@@ -77,9 +77,9 @@ pub struct ModelConfig {
     /// Pretraining starts the map at each channel's least-squares fit on the others over the
     /// training rows (`readout::least_squares_start`). Where the read-out fills, the answer
     /// is a blend, s · the network's + (1 − s) · the read-out's, with a learned share s per
-    /// channel starting at e_fit / (e_fit + e_untrained), the two answers' validation MSEs
-    /// (the untrained model's is the mean's, or interpolation's with the interpolation
-    /// prior): near 0 for a channel the others read almost exactly. A channel without a fit (it lost to the
+    /// channel starting at e_fit / e_untrained (at most 1), from the validation MSEs of the
+    /// fit and of the untrained model's answer (the mean, or interpolation with the
+    /// interpolation prior): near 0 for a channel the others read almost exactly. A channel without a fit (it lost to the
     /// channel's mean on validation) keeps a zero row and is never filled. A blend, not a
     /// sum: the network learns the same target whether or not the read-out fills.
     #[serde(default)]
