@@ -260,6 +260,15 @@ pub(super) fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
             readout::Untrained::of(&card.config),
         );
         eprintln!("{}", readout_note(&start.fits));
+        if let Some(shares) = model.network_shares() {
+            let named: Vec<String> = (card.channels.iter().zip(&shares))
+                .map(|(name, share)| format!("{name} {share:.3}"))
+                .collect();
+            eprintln!(
+                "the network's share of each value the read-out fills, after training: {}",
+                named.join(", ")
+            );
+        }
         card.readout_start = Some(start.fits);
     }
     let model = model.valid();

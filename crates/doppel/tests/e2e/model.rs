@@ -182,6 +182,10 @@ fn channel_masks_are_recorded_and_bad_shares_refused() {
         err.contains("channel read-out started from least squares"),
         "{err}"
     );
+    assert!(
+        err.contains("share of each value the read-out fills, after training: a "),
+        "{err}"
+    );
     let fits = card["readout_start"].as_array().unwrap();
     assert_eq!(fits.len(), 3);
     assert_eq!(fits[1]["channel"], "b");
