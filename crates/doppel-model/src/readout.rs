@@ -252,21 +252,25 @@ pub fn least_squares_start(
         train_parts.push((rec, 0..end));
         validation_parts.push((rec, end..rec.len()));
     }
+    let validates = validation.rows > 0;
+    // The rows the fit and the untrained model are scored on: validation's, else training's.
+    let (scored, scored_parts) = if validates {
+        (&validation, &validation_parts)
+    } else {
+        (&train, &train_parts)
+    };
     let mut map = vec![0.0f32; c * c];
     let mut fits = Vec::with_capacity(c);
     for target in 0..c {
         let others: Vec<usize> = (0..c).filter(|&j| j != target).collect();
-        let validates = validation.rows > 0;
         let mut fit = ReadoutFit {
             channel: names[target].clone(),
             ridge: None,
             validation_mse: None,
             validation_mse_of_mean: validates.then(|| validation.mse(target, &others, &[])),
-            untrained_mse: match (untrained, validates) {
-                (Untrained::Mean, true) => validation.mse(target, &others, &[]),
-                (Untrained::Mean, false) => train.mse(target, &others, &[]),
-                (Untrained::Interpolation, true) => midpoint_mse(&validation_parts, target),
-                (Untrained::Interpolation, false) => midpoint_mse(&train_parts, target),
+            untrained_mse: match untrained {
+                Untrained::Mean => scored.mse(target, &others, &[]),
+                Untrained::Interpolation => midpoint_mse(scored_parts, target),
             },
             network_share: 1.0,
         };
@@ -292,7 +296,7 @@ pub fn least_squares_start(
                 };
                 fit.validation_mse = error;
                 if beats_mean {
-                    let fit_mse = error.unwrap_or_else(|| train.mse(target, &others, &w));
+                    let fit_mse = scored.mse(target, &others, &w);
                     fit.network_share = if fit.untrained_mse > 0.0 {
                         (fit_mse / fit.untrained_mse).min(1.0)
                     } else {
