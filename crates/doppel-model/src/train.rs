@@ -16,6 +16,7 @@ use crate::checkpoint::{self, Checkpointing, TrainingState};
 use crate::data::{Normalizer, Recording};
 use crate::error::{ModelError, Result};
 use crate::model::{ModelConfig, SensorModel, masked_mse};
+use crate::readout::{ReadoutFit, Untrained, least_squares_start};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
@@ -347,6 +348,14 @@ pub fn pretraining_mask(config: &ModelConfig, channels: usize, rng: &mut impl Rn
     }
 }
 
+/// What pretraining returns: the model, its curve, and how its read-out was started.
+pub struct Pretrained {
+    pub model: SensorModel,
+    pub curve: Vec<CurvePoint>,
+    /// Each channel's start of the channel read-out (with `channel_readout`), for the card.
+    pub readout_start: Option<Vec<ReadoutFit>>,
+}
+
 /// Pretrains a model on standardised recordings. Returns the model and its curve.
 pub fn pretrain(
     recordings: &[Recording],
@@ -355,7 +364,9 @@ pub fn pretrain(
     device: &Device,
     progress: impl FnMut(&Progress) + Send,
 ) -> Result<(SensorModel, Vec<CurvePoint>)> {
-    pretrain_with_checkpoints(recordings, model_config, config, None, device, progress)
+    let pretrained =
+        pretrain_with_checkpoints(recordings, model_config, config, None, device, progress)?;
+    Ok((pretrained.model, pretrained.curve))
 }
 
 /// [`pretrain`], writing checkpoints as it goes and, if asked, going on from the last one.
@@ -366,7 +377,7 @@ pub fn pretrain_with_checkpoints(
     checkpoints: Option<&Checkpointing>,
     device: &Device,
     progress: impl FnMut(&Progress) + Send,
-) -> Result<(SensorModel, Vec<CurvePoint>)> {
+) -> Result<Pretrained> {
     crate::device::on_a_worker(|| {
         pretrain_on_a_worker(
             recordings,
@@ -386,7 +397,7 @@ fn pretrain_on_a_worker(
     checkpoints: Option<&Checkpointing>,
     device: &Device,
     mut progress: impl FnMut(&Progress),
-) -> Result<(SensorModel, Vec<CurvePoint>)> {
+) -> Result<Pretrained> {
     let window = model_config.window();
     let training_ends = config.training_ends(recordings)?;
     let (train, val) = window_starts(recordings, window, &training_ends);
@@ -424,13 +435,11 @@ fn pretrain_on_a_worker(
         }
     };
     let mut model = model_config.init_seeded(config.seed, device);
+    let mut readout_start = None;
     if model_config.channel_readout {
-        let start = crate::readout::least_squares_start(
-            recordings,
-            &training_ends,
-            crate::readout::Untrained::of(model_config),
-        );
+        let start = least_squares_start(recordings, &training_ends, Untrained::of(model_config));
         model = model.with_readout_start(&start, device);
+        readout_start = Some(start.fits);
     }
     let mut optimizer = AdamWConfig::new()
         .with_weight_decay(config.weight_decay)
@@ -549,7 +558,11 @@ fn pretrain_on_a_worker(
             break;
         }
     }
-    Ok((best.unwrap_or(model), curve))
+    Ok(Pretrained {
+        model: best.unwrap_or(model),
+        curve,
+        readout_start,
+    })
 }
 
 #[cfg(test)]

@@ -6,7 +6,9 @@ use burn::prelude::*;
 use doppel_model::batch::{Mask, make_batch};
 use doppel_model::checkpoint::{self, Checkpointing};
 use doppel_model::model::{ModelConfig, SensorModel};
-use doppel_model::train::{Progress, TrainConfig, cut, pretrain, pretrain_with_checkpoints};
+use doppel_model::train::{
+    Pretrained, Progress, TrainConfig, cut, pretrain, pretrain_with_checkpoints,
+};
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
@@ -72,13 +74,16 @@ fn a_run_resumed_from_a_checkpoint_ends_with_the_weights_of_an_unbroken_run() {
     };
 
     // The unbroken run, writing checkpoints; the one of step 20 is copied as it stood.
-    let (unbroken, curve) =
-        pretrain_with_checkpoints(recordings, &config, &train, Some(&writing), &device, |p| {
-            if p.step == 20 {
-                copy_dir(&dir, &snapshot);
-            }
-        })
-        .unwrap();
+    let Pretrained {
+        model: unbroken,
+        curve,
+        ..
+    } = pretrain_with_checkpoints(recordings, &config, &train, Some(&writing), &device, |p| {
+        if p.step == 20 {
+            copy_dir(&dir, &snapshot);
+        }
+    })
+    .unwrap();
     assert_eq!(curve.len(), 4);
     // One set of files: the last checkpoint (step 30; none is written at the end).
     assert_eq!(
@@ -105,7 +110,11 @@ fn a_run_resumed_from_a_checkpoint_ends_with_the_weights_of_an_unbroken_run() {
         resume: true,
     };
     let mut steps = Vec::new();
-    let (resumed, resumed_curve) = pretrain_with_checkpoints(
+    let Pretrained {
+        model: resumed,
+        curve: resumed_curve,
+        ..
+    } = pretrain_with_checkpoints(
         recordings,
         &config,
         &train,
@@ -195,13 +204,14 @@ fn keep_best_ends_with_the_weights_of_the_lowest_validation_loss_even_after_a_re
         every: 10,
         resume: false,
     };
-    let (best, curve) =
-        pretrain_with_checkpoints(recordings, &config, &train, Some(&writing), &device, |p| {
-            if p.step % 10 == 0 && p.step < 200 {
-                copy_dir(&dir, &snapshot(p.step));
-            }
-        })
-        .unwrap();
+    let Pretrained {
+        model: best, curve, ..
+    } = pretrain_with_checkpoints(recordings, &config, &train, Some(&writing), &device, |p| {
+        if p.step % 10 == 0 && p.step < 200 {
+            copy_dir(&dir, &snapshot(p.step));
+        }
+    })
+    .unwrap();
     let kept = doppel_model::train::kept_point(&train, &curve).unwrap();
     assert!(kept.step < 150, "the loss rose at the end: {curve:?}");
     assert!(
@@ -244,7 +254,7 @@ fn keep_best_ends_with_the_weights_of_the_lowest_validation_loss_even_after_a_re
         every: 10,
         resume: true,
     };
-    let (resumed, _) = pretrain_with_checkpoints(
+    let Pretrained { model: resumed, .. } = pretrain_with_checkpoints(
         recordings,
         &config,
         &train,

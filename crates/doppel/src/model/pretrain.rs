@@ -11,7 +11,7 @@ use clap::Args;
 use doppel_model::checkpoint::{self, Checkpointing};
 use doppel_model::data::{ReadOptions, Recording};
 use doppel_model::device::Accelerator;
-use doppel_model::readout::{self, ReadoutFit};
+use doppel_model::readout::ReadoutFit;
 use doppel_model::store::{self, DataRange, ModelCard};
 use doppel_model::train::{Throughput, TrainConfig, pretrain_with_checkpoints};
 
@@ -233,7 +233,7 @@ pub(super) fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
     }
     let bar = crate::progress::training_bar(args.steps as u64);
     let (mut speed, mut step_speed) = (0.0, None);
-    let (model, curve) = pretrain_with_checkpoints(
+    let pretrained = pretrain_with_checkpoints(
         &standardised,
         &config,
         &train,
@@ -250,16 +250,11 @@ pub(super) fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
     )?;
     bar.finish_and_clear();
     let data = DataRange::of(&recordings, &train);
+    let (model, curve) = (pretrained.model, pretrained.curve);
     let mut card = ModelCard::new(config, normalizer, step_ns, parameters, data, train, curve);
-    if card.config.channel_readout {
-        // The fit pretraining started from, again (a small solve, and deterministic): the
-        // card says which channels the map reads and which it left to the network.
-        let start = readout::least_squares_start(
-            &standardised,
-            &card.train.training_ends(&standardised)?,
-            readout::Untrained::of(&card.config),
-        );
-        eprintln!("{}", readout_note(&start.fits));
+    // The card says which channels the read-out reads and which it left to the network.
+    if let Some(fits) = pretrained.readout_start {
+        eprintln!("{}", readout_note(&fits));
         if let Some(shares) = model.network_shares() {
             let named: Vec<String> = (card.channels.iter().zip(&shares))
                 .map(|(name, share)| format!("{name} {share:.3}"))
@@ -269,7 +264,7 @@ pub(super) fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
                 named.join(", ")
             );
         }
-        card.readout_start = Some(start.fits);
+        card.readout_start = Some(fits);
     }
     let model = model.valid();
     let written = args
@@ -306,7 +301,8 @@ pub(super) fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// One line on the read-out's start: the channels read from the others, with the share of
-/// their variance the fit explains, and those whose fit lost to their mean on validation.
+/// the untrained model's error the fit removes (of the channel's variance, for a model
+/// without the interpolation prior), and those whose fit lost to their mean on validation.
 fn readout_note(fits: &[ReadoutFit]) -> String {
     let mse = |v: Option<f64>| v.map_or("?".into(), |v| format!("{v:.3}"));
     let (read, left): (Vec<&ReadoutFit>, Vec<&ReadoutFit>) =
@@ -317,7 +313,7 @@ fn readout_note(fits: &[ReadoutFit]) -> String {
         .collect();
     let mut note = format!(
         "channel read-out started from least squares on the other channels for {} of {} \
-         channel(s), with the share of each one's variance it explains: {}",
+         channel(s), with the share of the untrained model's error each fit removes: {}",
         read.len(),
         fits.len(),
         if read.is_empty() {
