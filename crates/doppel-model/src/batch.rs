@@ -149,6 +149,7 @@ pub fn make_batch(
     let mut level = Vec::with_capacity(per_value(readout));
     let mut readout_fill = Vec::with_capacity(per_value(readout));
     let mut readout_shift = Vec::with_capacity(per_value(readout));
+    let mut readout_check = Vec::with_capacity(if readout { b * t_len } else { 0 });
     let mut hidden_all = Vec::with_capacity(b);
     let mut scale_all = Vec::with_capacity(b);
     let point_drop = matches!(mask, Mask::Random(_)) && config.point_mask_ratio > 0.0;
@@ -263,6 +264,7 @@ pub fn make_batch(
             let unshown_at: Vec<usize> = (0..t_len)
                 .map(|i| (0..c).filter(|ch| !shown[ch * t_len + i]).count())
                 .collect();
+            readout_check.extend(unshown_at.iter().map(|&u| if u == 0 { 1.0 } else { 0.0 }));
             for (ch, &(mean, sd)) in scale.iter().enumerate() {
                 let row = ch * t_len..(ch + 1) * t_len;
                 for (i, at) in row.enumerate() {
@@ -346,11 +348,13 @@ pub fn make_batch(
                 read: float(departure, [b, c, t_len]),
                 fill: float(fill, [b, c, t_len]),
                 shift: None,
+                check: None,
             }),
             readout: readout.then(|| ChannelMapInputs {
                 read: float(level, [b, c, t_len]),
                 fill: float(readout_fill, [b, c, t_len]),
                 shift: Some(float(readout_shift, [b, c, t_len])),
+                check: Some(float(readout_check, [b, 1, t_len])),
             }),
         },
         target: float(target, [b, l, p]),
@@ -437,11 +441,14 @@ mod tests {
             .readout
             .expect("a model with a read-out gets its inputs");
         let read = |t: Tensor<3>| t.into_data().try_into_vec::<f32>().unwrap();
-        let (level, fill, shift) = (
+        let (level, fill, shift, check) = (
             read(inputs.read),
             read(inputs.fill),
             read(inputs.shift.unwrap()),
+            read(inputs.check.unwrap()),
         );
+        // No step has all three channels shown, so no step checks the tie.
+        assert_eq!(check, [0.0; 8]);
         // Shown: channel 0's first patch, channel 1's second, all of channel 2.
         let shown = |at: usize| matches!(at, 0..4 | 12..16 | 16..24);
         for at in 0..24 {

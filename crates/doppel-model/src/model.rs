@@ -262,6 +262,10 @@ pub struct ChannelMapInputs {
     pub fill: Tensor<3>,
     /// − instance mean / instance scale where the answer is added (absent: all zero).
     pub shift: Option<Tensor<3>>,
+    /// 1 at the steps where every channel of the window is shown, 0 elsewhere: [B, 1, T].
+    /// Where present, a channel's map is checked on those steps and fills the window only
+    /// if it reads them as well as it read the training windows (the read-out's tie check).
+    pub check: Option<Tensor<3>>,
 }
 
 impl SensorModel {

@@ -36,6 +36,9 @@ pub struct ChannelReadout {
     share_start: Param<Tensor<1>>,
     /// What training adds to it: [M].
     share: Param<Tensor<1>>,
+    /// Per channel, the largest MSE of the map over a window's steps with every channel
+    /// shown at which it still fills that window (`ReadoutFit::tie_limit`); frozen: [M].
+    tie_limit: Param<Tensor<1>>,
 }
 
 /// A weight training never moves: no gradient, so neither the optimizer nor its weight decay
@@ -48,22 +51,34 @@ impl ChannelReadout {
     /// A read-out not started: every row zero, so it fills nothing (weights are loaded over
     /// it, or pretraining starts it).
     pub fn unstarted(channels: usize, device: &Device) -> Self {
-        Self::new(vec![0.0; channels * channels], vec![1.0; channels], device)
+        let unchecked = vec![f32::MAX; channels];
+        Self::new(
+            vec![0.0; channels * channels],
+            vec![1.0; channels],
+            unchecked,
+            device,
+        )
     }
 
     /// The read-out started at `start`'s fit, each channel's share at its `network_share`.
     pub fn started(start: &ReadoutStart, device: &Device) -> Self {
         let shares = start.fits.iter().map(|f| f.network_share as f32).collect();
-        Self::new(start.map.clone(), shares, device)
+        let limits = start
+            .fits
+            .iter()
+            .map(|f| f.tie_limit.map_or(f32::MAX, |l| l as f32))
+            .collect();
+        Self::new(start.map.clone(), shares, limits, device)
     }
 
-    fn new(map: Vec<f32>, shares: Vec<f32>, device: &Device) -> Self {
+    fn new(map: Vec<f32>, shares: Vec<f32>, limits: Vec<f32>, device: &Device) -> Self {
         let m = shares.len();
         ChannelReadout {
             map_start: frozen(Tensor::from_data(TensorData::new(map, [m, m]), device)),
             map: Initializer::Zeros.init([m, m], device),
             share_start: frozen(Tensor::from_data(TensorData::new(shares, [m]), device)),
             share: Initializer::Zeros.init([m], device),
+            tie_limit: frozen(Tensor::from_data(TensorData::new(limits, [m]), device)),
         }
     }
 
@@ -101,10 +116,20 @@ impl ChannelReadout {
                 .greater_elem(0.0)
                 .float(),
         ); // [B, C, 1]
-        // The fill is 1 / a scale where the read-out fills, so positive; 0 elsewhere.
-        let filled = inputs.fill.clone().greater_elem(0.0).float() * has_row; // [B, C, T]
         let map = self.map_start.val() + self.map.val();
-        let said = channel_map(map, &inputs.read, channel_ids) * inputs.fill.clone();
+        // In training-standardised units. (The diagonal stays 0: a filled value is never
+        // shown, so nothing trains a channel's read of itself.)
+        let said = channel_map(map, &inputs.read, channel_ids); // [B, C, T]
+        let holds = match &inputs.check {
+            Some(check) => {
+                let limit = per_window(self.tie_limit.val());
+                tie_holds(said.clone().detach(), &inputs.read, check, limit)
+            }
+            None => has_row.ones_like(),
+        }; // [B, C, 1]
+        // The fill is 1 / a scale where the read-out fills, so positive; 0 elsewhere.
+        let filled = inputs.fill.clone().greater_elem(0.0).float() * has_row * holds; // [B, C, T]
+        let said = said * inputs.fill.clone();
         let readout = match &inputs.shift {
             Some(shift) => said + shift.clone(),
             None => said,
@@ -113,6 +138,31 @@ impl ChannelReadout {
         model.clone() + (readout - model * filled) * (share.neg() + 1.0)
     }
 }
+
+/// 1 for each window's channel that the map reads within its tie `limit` over the steps
+/// with every channel shown (`check`: [B, 1, T]), or that has too few such steps to tell;
+/// 0 where the tie broke. `said` is the map's answer and `shown` the values, in
+/// training-standardised units: [B, C, T]. Returns [B, C, 1].
+fn tie_holds(said: Tensor<3>, shown: &Tensor<3>, check: &Tensor<3>, limit: Tensor<3>) -> Tensor<3> {
+    let steps = check.clone().sum_dim(2); // [B, 1, 1]
+    let error = ((shown.clone() - said) * check.clone())
+        .powi_scalar(2)
+        .sum_dim(2)
+        / steps.clone().clamp_min(1.0); // [B, C, 1]
+    let unchecked = steps.lower_elem(MIN_CHECKED_STEPS as f32).float(); // [B, 1, 1]
+    (error.lower_equal(limit).float() + unchecked).clamp_max(1.0)
+}
+
+/// A window whose fit is worse than `TIE_MARGIN` times the `TIE_QUANTILE` quantile of the
+/// training windows' is one where the tie broke: the read-out does not fill it. On ETTh1 the
+/// loads' tie breaks for two months of the validation split (LUFL's fit 4.4–7.5 a month
+/// against 0.06–0.12 in every training and test month): filled there, the read-out made
+/// the gap filler worse on validation while it helped on test (docs/BENCHMARKS.md).
+pub const TIE_QUANTILE: f64 = 0.99;
+pub const TIE_MARGIN: f64 = 2.0;
+/// A window with fewer steps than this where every channel is shown is not checked: too
+/// few to tell a broken tie from noise.
+pub const MIN_CHECKED_STEPS: usize = 8;
 
 /// Ridge penalties tried for each channel's fit, as shares of each input channel's sum of
 /// squares; the one with the least validation error is kept. The smallest keeps two
@@ -127,10 +177,23 @@ pub struct ReadoutFit {
     /// The ridge penalty kept; none: the fit lost to the channel's training mean on
     /// validation, and the row starts at zero.
     pub ridge: Option<f64>,
-    /// Standardised validation MSE of the kept fit and of the training mean (absent with no
-    /// validation rows; the smallest penalty is then kept).
+    /// Standardised validation MSE of the kept fit and of the training mean, over the
+    /// validation windows where the tie held (absent with no validation rows; the smallest
+    /// penalty is then kept).
     pub validation_mse: Option<f64>,
     pub validation_mse_of_mean: Option<f64>,
+    /// The largest MSE of the fit over one window's steps with every channel shown at which
+    /// the read-out still fills that window: [`TIE_MARGIN`] times the [`TIE_QUANTILE`]
+    /// quantile of the fit's MSE over the training windows. Absent: no fit, or no training
+    /// window to measure (the tie is then never checked).
+    #[serde(default)]
+    pub tie_limit: Option<f64>,
+    /// Validation windows the tie could be checked on, and those where it broke (the fit's
+    /// MSE over the window past `tie_limit`): left out of the validation MSEs above.
+    #[serde(default)]
+    pub validation_windows: usize,
+    #[serde(default)]
+    pub broken_windows: usize,
     /// Standardised MSE of what the untrained model answers for a missing value
     /// ([`Untrained`]), on the validation rows (else the training rows).
     #[serde(default)]
@@ -166,11 +229,16 @@ pub struct ReadoutStart {
     pub fits: Vec<ReadoutFit>,
 }
 
-/// Sums of products xᵢxⱼ over rows where every channel was observed.
+/// Sums over some rows of one recording or several: the products xᵢxⱼ over rows where every
+/// channel was observed, and per channel the squared error of the midpoint of each observed
+/// value's two observed neighbours (what interpolation answers for a lone gap).
+#[derive(Clone)]
 struct Products {
     channels: usize,
     sums: Vec<f64>,
     rows: usize,
+    /// Per channel: the sum of squared midpoint errors, and how many.
+    midpoint: Vec<(f64, usize)>,
 }
 
 impl Products {
@@ -179,13 +247,23 @@ impl Products {
             channels,
             sums: vec![0.0; channels * channels],
             rows: 0,
+            midpoint: vec![(0.0, 0); channels],
         }
     }
 
-    fn add_rows(&mut self, rec: &Recording, rows: std::ops::Range<usize>) {
-        let c = self.channels;
+    fn of_rows(rec: &Recording, rows: std::ops::Range<usize>) -> Self {
+        let c = rec.channels.len();
+        let mut products = Products::new(c);
         let mut x = vec![0.0f64; c];
         for t in rows {
+            for (ch, (sse, count)) in products.midpoint.iter_mut().enumerate() {
+                let (values, seen) = (&rec.values[ch], &rec.observed[ch]);
+                if t >= 1 && t + 1 < rec.len() && seen[t - 1] && seen[t] && seen[t + 1] {
+                    let midpoint = (values[t - 1] as f64 + values[t + 1] as f64) / 2.0;
+                    *sse += (values[t] as f64 - midpoint).powi(2);
+                    *count += 1;
+                }
+            }
             if !(0..c).all(|ch| rec.observed[ch][t]) {
                 continue;
             }
@@ -194,11 +272,28 @@ impl Products {
             }
             for i in 0..c {
                 for j in 0..c {
-                    self.sums[i * c + j] += x[i] * x[j];
+                    products.sums[i * c + j] += x[i] * x[j];
                 }
             }
-            self.rows += 1;
+            products.rows += 1;
         }
+        products
+    }
+
+    /// The sums over all of `parts`.
+    fn pooled<'a>(channels: usize, parts: impl IntoIterator<Item = &'a Products>) -> Self {
+        let mut all = Products::new(channels);
+        for part in parts {
+            all.rows += part.rows;
+            for (sum, add) in all.sums.iter_mut().zip(&part.sums) {
+                *sum += add;
+            }
+            for (mine, theirs) in all.midpoint.iter_mut().zip(&part.midpoint) {
+                mine.0 += theirs.0;
+                mine.1 += theirs.1;
+            }
+        }
+        all
     }
 
     fn at(&self, i: usize, j: usize) -> f64 {
@@ -206,7 +301,8 @@ impl Products {
     }
 
     /// Mean squared error of reading `target` as Σ w[k]·x[others[k]] over these rows:
-    /// (yy − 2 wᵀxy + wᵀ XX w) / n.
+    /// (yy − 2 wᵀxy + wᵀ XX w) / n; with no weights, the error of answering 0 (the
+    /// training mean, in standardised units).
     fn mse(&self, target: usize, others: &[usize], w: &[f64]) -> f64 {
         let mut sse = self.at(target, target);
         for (&i, &wi) in others.iter().zip(w) {
@@ -215,8 +311,29 @@ impl Products {
                 sse += wi * wj * self.at(i, j);
             }
         }
-        sse.max(0.0) / self.rows as f64
+        sse.max(0.0) / self.rows.max(1) as f64
     }
+
+    /// MSE of each observed value of `channel` against the midpoint of its observed
+    /// neighbours (0 when there is none).
+    fn midpoint_mse(&self, channel: usize) -> f64 {
+        let (sse, count) = self.midpoint[channel];
+        if count == 0 { 0.0 } else { sse / count as f64 }
+    }
+
+    /// Whether enough rows to check a tie on.
+    fn checkable(&self) -> bool {
+        self.rows >= MIN_CHECKED_STEPS
+    }
+}
+
+/// One recording's rows cut into windows of the model's length: the unit a tie is checked on.
+fn windows_of(rec: &Recording, rows: std::ops::Range<usize>, window: usize) -> Vec<Products> {
+    let window = window.max(1);
+    (rows.start..rows.end)
+        .step_by(window)
+        .map(|from| Products::of_rows(rec, from..(from + window).min(rows.end)))
+        .collect()
 }
 
 impl Untrained {
@@ -235,29 +352,35 @@ impl Untrained {
 /// and the choice to keep it at all made on the validation rows (the rest): a tie seen in
 /// training that does not hold later (ETTm1's oil temperature against its loads) starts at
 /// zero instead. All zero when no complete training row exists.
+///
+/// The rows are cut into windows of `window` steps, the model's: a channel's tie limit
+/// comes from its fit's error over the training windows, and validation judges the fit only
+/// on the windows where the tie held, as the read-out only fills those (a fit whose tie
+/// breaks for a while is still kept for the rest).
 pub fn least_squares_start(
     recordings: &[Recording],
     training_ends: &[usize],
+    window: usize,
     untrained: Untrained,
 ) -> ReadoutStart {
     let names: &[String] = recordings.first().map_or(&[], |r| &r.channels);
     let c = names.len();
-    let (mut train, mut validation) = (Products::new(c), Products::new(c));
-    let mut train_parts = Vec::new();
-    let mut validation_parts = Vec::new();
+    let (mut train_windows, mut validation_windows) = (Vec::new(), Vec::new());
     for (rec, &end) in recordings.iter().zip(training_ends) {
         let end = end.min(rec.len());
-        train.add_rows(rec, 0..end);
-        validation.add_rows(rec, end..rec.len());
-        train_parts.push((rec, 0..end));
-        validation_parts.push((rec, end..rec.len()));
+        train_windows.extend(windows_of(rec, 0..end, window));
+        validation_windows.extend(windows_of(rec, end..rec.len(), window));
     }
-    let validates = validation.rows > 0;
-    // The rows the fit and the untrained model are scored on: validation's, else training's.
-    let (scored, scored_parts) = if validates {
-        (&validation, &validation_parts)
+    let train = Products::pooled(c, &train_windows);
+    let validates = validation_windows.iter().any(|w| w.rows > 0);
+    let untrained_mse = |rows: &Products, target: usize| match untrained {
+        Untrained::Mean => rows.mse(target, &[], &[]),
+        Untrained::Interpolation => rows.midpoint_mse(target),
+    };
+    let all_scored = if validates {
+        Products::pooled(c, &validation_windows)
     } else {
-        (&train, &train_parts)
+        train.clone()
     };
     let mut map = vec![0.0f32; c * c];
     let mut fits = Vec::with_capacity(c);
@@ -267,46 +390,89 @@ pub fn least_squares_start(
             channel: names[target].clone(),
             ridge: None,
             validation_mse: None,
-            validation_mse_of_mean: validates.then(|| validation.mse(target, &others, &[])),
-            untrained_mse: match untrained {
-                Untrained::Mean => scored.mse(target, &others, &[]),
-                Untrained::Interpolation => midpoint_mse(scored_parts, target),
-            },
+            validation_mse_of_mean: None,
+            tie_limit: None,
+            validation_windows: validation_windows.iter().filter(|w| w.checkable()).count(),
+            broken_windows: 0,
+            untrained_mse: untrained_mse(&all_scored, target),
             network_share: 1.0,
         };
-        if train.rows > 0 && !others.is_empty() {
-            // (ridge, weights, validation error), best first.
-            let mut best: Option<(f64, Vec<f64>, Option<f64>)> = None;
-            for ridge in RIDGES {
-                let w = ridge_fit(&train, target, &others, ridge);
-                let error = validates.then(|| validation.mse(target, &others, &w));
-                let better = match (&best, error) {
-                    (None, _) => true,
-                    (Some((_, _, Some(kept))), Some(e)) => e < *kept,
-                    _ => false,
-                };
-                if better {
-                    best = Some((ridge, w, error));
-                }
+        if train.rows == 0 || others.is_empty() {
+            fits.push(fit);
+            continue;
+        }
+        // A fit's tie limit, and which validation windows it holds in.
+        let judge = |w: &[f64]| -> (Option<f64>, Vec<bool>) {
+            let mut errors: Vec<f64> = train_windows
+                .iter()
+                .filter(|p| p.checkable())
+                .map(|p| p.mse(target, &others, w))
+                .collect();
+            if errors.is_empty() {
+                return (None, vec![true; validation_windows.len()]);
             }
-            if let Some((ridge, w, error)) = best {
-                let beats_mean = match (error, fit.validation_mse_of_mean) {
-                    (Some(e), Some(mean)) => e < mean,
-                    _ => true,
-                };
-                fit.validation_mse = error;
-                if beats_mean {
-                    let fit_mse = scored.mse(target, &others, &w);
-                    fit.network_share = if fit.untrained_mse > 0.0 {
-                        (fit_mse / fit.untrained_mse).min(1.0)
-                    } else {
-                        1.0
-                    };
-                    fit.ridge = Some(ridge);
-                    for (&j, &wj) in others.iter().zip(&w) {
-                        map[target * c + j] = wj as f32;
-                    }
-                }
+            errors.sort_by(f64::total_cmp);
+            let at = ((TIE_QUANTILE * errors.len() as f64).ceil() as usize).clamp(1, errors.len());
+            // A floor, so that an exact tie is not broken by rounding.
+            let floor = 1e-6 * train.mse(target, &[], &[]);
+            let limit = TIE_MARGIN * errors[at - 1].max(floor);
+            let holds = validation_windows
+                .iter()
+                .map(|p| !p.checkable() || p.mse(target, &others, w) <= limit)
+                .collect();
+            (Some(limit), holds)
+        };
+        let held = |holds: &[bool]| {
+            let kept = validation_windows.iter().zip(holds).filter(|(_, h)| **h);
+            Products::pooled(c, kept.map(|(w, _)| w))
+        };
+        let candidates: Vec<(f64, Vec<f64>)> = RIDGES
+            .iter()
+            .map(|&ridge| (ridge, ridge_fit(&train, target, &others, ridge)))
+            .collect();
+        // The penalties are compared on the windows where the plainest fit's tie holds.
+        let plain_held = held(&judge(&candidates[0].1).1);
+        let (ridge, w) = if validates && plain_held.rows > 0 {
+            let error = |w: &[f64]| plain_held.mse(target, &others, w);
+            candidates
+                .iter()
+                .min_by(|a, b| error(&a.1).total_cmp(&error(&b.1)))
+                .expect("RIDGES is not empty")
+        } else {
+            &candidates[0]
+        };
+        let (limit, holds) = judge(w);
+        fit.tie_limit = limit;
+        fit.broken_windows = holds.iter().filter(|h| !**h).count();
+        let scored = if validates {
+            held(&holds)
+        } else {
+            train.clone()
+        };
+        let keep = if validates {
+            scored.rows > 0 && {
+                let (fit_mse, mean_mse) = (
+                    scored.mse(target, &others, w),
+                    scored.mse(target, &others, &[]),
+                );
+                fit.validation_mse = Some(fit_mse);
+                fit.validation_mse_of_mean = Some(mean_mse);
+                fit_mse < mean_mse
+            }
+        } else {
+            true
+        };
+        if keep {
+            fit.untrained_mse = untrained_mse(&scored, target);
+            let fit_mse = scored.mse(target, &others, w);
+            fit.network_share = if fit.untrained_mse > 0.0 {
+                (fit_mse / fit.untrained_mse).min(1.0)
+            } else {
+                1.0
+            };
+            fit.ridge = Some(*ridge);
+            for (&j, &wj) in others.iter().zip(w) {
+                map[target * c + j] = wj as f32;
             }
         }
         fits.push(fit);
@@ -314,25 +480,6 @@ pub fn least_squares_start(
     ReadoutStart { map, fits }
 }
 
-/// MSE of each observed value of `channel` against the midpoint of its two observed
-/// neighbours, over the given rows of each recording (0 when there is none).
-fn midpoint_mse(parts: &[(&Recording, std::ops::Range<usize>)], channel: usize) -> f64 {
-    let (mut sum, mut count) = (0.0f64, 0usize);
-    for (rec, rows) in parts {
-        let (values, seen) = (&rec.values[channel], &rec.observed[channel]);
-        for t in rows.start.max(1)..rows.end.min(rec.len().saturating_sub(1)) {
-            if seen[t - 1] && seen[t] && seen[t + 1] {
-                let midpoint = (values[t - 1] as f64 + values[t + 1] as f64) / 2.0;
-                sum += (values[t] as f64 - midpoint).powi(2);
-                count += 1;
-            }
-        }
-    }
-    if count == 0 { 0.0 } else { sum / count as f64 }
-}
-
-/// Ridge regression of `target` on `others` from sums of products; the penalty is a share
-/// of each input's own sum of squares (a constant channel still gets a positive diagonal).
 fn ridge_fit(products: &Products, target: usize, others: &[usize], ridge: f64) -> Vec<f64> {
     let n = others.len();
     let mut a = vec![0.0f64; n * n];
@@ -350,6 +497,9 @@ fn ridge_fit(products: &Products, target: usize, others: &[usize], ridge: f64) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The model's window in these tests: the unit a tie is checked on.
+    const WINDOW: usize = 20;
 
     fn recording(values: Vec<Vec<f32>>, observed: Vec<Vec<bool>>) -> Recording {
         Recording {
@@ -384,7 +534,7 @@ mod tests {
         let (a, b) = two_inputs(200);
         let c: Vec<f32> = a.iter().zip(&b).map(|(a, b)| 2.0 * a - b).collect();
         let rec = recording(vec![a, b, c], vec![vec![true; 200]; 3]);
-        let start = least_squares_start(&[rec], &[150], Untrained::Mean);
+        let start = least_squares_start(&[rec], &[150], WINDOW, Untrained::Mean);
         let row_c = &start.map[6..9];
         assert!((row_c[0] - 2.0).abs() < 0.01, "{row_c:?}");
         assert!((row_c[1] + 1.0).abs() < 0.01, "{row_c:?}");
@@ -397,16 +547,43 @@ mod tests {
 
     #[test]
     fn a_tie_that_breaks_on_validation_starts_at_zero() {
-        // b = a on the 100 training rows, b = −a on the 100 validation rows.
+        // b = a on the 100 training rows, b = −a on the 100 validation rows: the tie breaks
+        // in every validation window, so nothing is left to judge the fit on.
         let (a, _) = two_inputs(200);
         let b = flipped_after(&a, 100);
         let rec = recording(vec![a, b], vec![vec![true; 200]; 2]);
-        let start = least_squares_start(&[rec], &[100], Untrained::Mean);
+        let start = least_squares_start(&[rec], &[100], WINDOW, Untrained::Mean);
         assert_eq!(start.map, vec![0.0; 4]);
         for fit in &start.fits {
             assert_eq!(fit.ridge, None);
-            assert!(fit.validation_mse.unwrap() > fit.validation_mse_of_mean.unwrap());
+            assert_eq!((fit.validation_windows, fit.broken_windows), (5, 5));
+            assert_eq!(fit.validation_mse, None);
         }
+    }
+
+    #[test]
+    fn a_tie_that_breaks_for_a_while_is_judged_where_it_holds() {
+        // b = a plus a little noise, except in one validation window (rows 140..160) where
+        // b = −a: the fit is kept, that window is counted broken and left out of the
+        // validation error, and its limit sits between the noise and the break.
+        let (a, noise) = two_inputs(200);
+        let b: Vec<f32> = (0..200)
+            .map(|t| if (140..160).contains(&t) { -a[t] } else { a[t] } + 0.05 * noise[t])
+            .collect();
+        let rec = recording(vec![a, b], vec![vec![true; 200]; 2]);
+        let start = least_squares_start(&[rec], &[100], WINDOW, Untrained::Mean);
+        let fit = &start.fits[1];
+        assert!((start.map[2] - 1.0).abs() < 0.05, "{:?}", start.map);
+        assert_eq!(
+            (fit.validation_windows, fit.broken_windows),
+            (5, 1),
+            "{fit:?}"
+        );
+        let noise_mse = 0.05f64.powi(2) * 0.34; // the noise's variance, roughly
+        let limit = fit.tie_limit.unwrap();
+        assert!(limit > noise_mse && limit < 0.1, "{fit:?}");
+        assert!(fit.validation_mse.unwrap() < 2.0 * noise_mse, "{fit:?}");
+        assert!(fit.network_share < 0.05, "{fit:?}");
     }
 
     #[test]
@@ -418,8 +595,12 @@ mod tests {
         for seen in &mut observed[0][100..] {
             *seen = false;
         }
-        let start =
-            least_squares_start(&[recording(vec![a, b], observed)], &[200], Untrained::Mean);
+        let start = least_squares_start(
+            &[recording(vec![a, b], observed)],
+            &[200],
+            WINDOW,
+            Untrained::Mean,
+        );
         assert!((start.map[1] - 1.0).abs() < 0.01, "{:?}", start.map);
         // No validation rows: the smallest penalty is kept, with nothing to compare.
         assert_eq!(start.fits[0].ridge, Some(RIDGES[0]));
@@ -435,7 +616,7 @@ mod tests {
                 vec![false, true, false, true],
             ],
         );
-        let start = least_squares_start(&[rec], &[4], Untrained::Mean);
+        let start = least_squares_start(&[rec], &[4], WINDOW, Untrained::Mean);
         assert_eq!(start.map, vec![0.0; 4]);
         assert!(start.fits.iter().all(|f| f.ridge.is_none()));
     }
@@ -449,6 +630,9 @@ mod tests {
             ridge: Some(RIDGES[0]),
             validation_mse: None,
             validation_mse_of_mean: None,
+            tie_limit: None,
+            validation_windows: 0,
+            broken_windows: 0,
             untrained_mse: 1.0,
             network_share: 0.5,
         };
@@ -468,6 +652,7 @@ mod tests {
                 &device,
             ),
             shift: None,
+            check: None,
         };
         let ids = Tensor::<2, Int>::from_data(TensorData::new(vec![0i64, 1], [1, 2]), &device);
         let truth = Tensor::<3>::from_data(
@@ -497,6 +682,73 @@ mod tests {
     }
 
     #[test]
+    fn a_window_whose_shown_steps_break_the_tie_is_not_filled() {
+        // b = a, read-out alone (share 0), tie limit 0.01. Three windows of 12 steps, a
+        // shown throughout: (1) b = a where shown (steps 0..11), hidden at step 11; (2) the
+        // same but b = −a where shown; (3) b shown at steps 0..5 only, = −a there: too few
+        // steps to check, so filled anyway.
+        let device = Device::flex();
+        let fit = |channel: &str| ReadoutFit {
+            channel: channel.into(),
+            ridge: Some(RIDGES[0]),
+            validation_mse: None,
+            validation_mse_of_mean: None,
+            tie_limit: Some(0.01),
+            validation_windows: 0,
+            broken_windows: 0,
+            untrained_mse: 1.0,
+            network_share: 0.0,
+        };
+        let start = ReadoutStart {
+            map: vec![0.0, 1.0, 1.0, 0.0],
+            fits: vec![fit("a"), fit("b")],
+        };
+        let readout = ChannelReadout::started(&start, &device);
+        let t = 12;
+        let a: Vec<f32> = (0..t).map(|i| (i as f32 * 0.7).sin()).collect();
+        let b_shown = [11, 11, 5];
+        let b_sign = [1.0, -1.0, -1.0];
+        let (mut read, mut fill, mut check) = (vec![], vec![], vec![]);
+        for w in 0..3 {
+            read.extend(&a);
+            read.extend((0..t).map(|i| {
+                if i < b_shown[w] {
+                    b_sign[w] * a[i]
+                } else {
+                    0.0
+                }
+            }));
+            fill.extend(vec![0.0; t]);
+            fill.extend((0..t).map(|i| if i < b_shown[w] { 0.0 } else { 1.0 }));
+            check.extend((0..t).map(|i| if i < b_shown[w] { 1.0 } else { 0.0 }));
+        }
+        let tensor = |v: Vec<f32>, shape: [usize; 3]| {
+            Tensor::<3>::from_data(TensorData::new(v, shape), &device)
+        };
+        let inputs = ChannelMapInputs {
+            read: tensor(read, [3, 2, t]),
+            fill: tensor(fill, [3, 2, t]),
+            shift: None,
+            check: Some(tensor(check, [3, 1, t])),
+        };
+        let ids = Tensor::<2, Int>::from_data(
+            TensorData::new(vec![0i64, 1, 0, 1, 0, 1], [3, 2]),
+            &device,
+        );
+        let answer = readout
+            .blend(Tensor::zeros([3, 2, t], &device), &inputs, &ids)
+            .into_data()
+            .try_into_vec::<f32>()
+            .unwrap();
+        let b_of = |w: usize, i: usize| answer[(w * 2 + 1) * t + i];
+        assert!((b_of(0, 11) - a[11]).abs() < 1e-6, "the tie holds: filled");
+        assert_eq!(b_of(1, 11), 0.0, "the tie broke: the network's answer");
+        for i in 5..t {
+            assert!((b_of(2, i) - a[i]).abs() < 1e-6, "unchecked: filled");
+        }
+    }
+
+    #[test]
     fn a_model_that_already_interpolates_keeps_more_of_its_answer() {
         // c = a + b + a slow wave the others do not carry: the fit misses the wave, the
         // line between c's own neighbours does not. A gap filler's share starts near 1, a
@@ -509,8 +761,9 @@ mod tests {
         let (a, b, wave) = (smooth(0.05), smooth(0.031), smooth(0.013));
         let c: Vec<f32> = (0..400).map(|t| a[t] + b[t] + 0.3 * wave[t]).collect();
         let rec = recording(vec![a, b, c], vec![vec![true; 400]; 3]);
-        let plain = least_squares_start(std::slice::from_ref(&rec), &[300], Untrained::Mean);
-        let filler = least_squares_start(&[rec], &[300], Untrained::Interpolation);
+        let plain =
+            least_squares_start(std::slice::from_ref(&rec), &[300], WINDOW, Untrained::Mean);
+        let filler = least_squares_start(&[rec], &[300], WINDOW, Untrained::Interpolation);
         let (plain, filler) = (&plain.fits[2], &filler.fits[2]);
         assert_eq!(plain.validation_mse, filler.validation_mse, "the same fit");
         assert!(

@@ -437,7 +437,13 @@ fn pretrain_on_a_worker(
     let mut model = model_config.init_seeded(config.seed, device);
     let mut readout_start = None;
     if model_config.channel_readout {
-        let start = least_squares_start(recordings, &training_ends, Untrained::of(model_config));
+        let window = model_config.patch_len * model_config.patches;
+        let start = least_squares_start(
+            recordings,
+            &training_ends,
+            window,
+            Untrained::of(model_config),
+        );
         model = model.with_readout_start(&start, device);
         readout_start = Some(start.fits);
     }

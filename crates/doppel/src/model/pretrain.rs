@@ -309,7 +309,21 @@ fn readout_note(fits: &[ReadoutFit]) -> String {
         fits.iter().partition(|f| f.ridge.is_some());
     let read: Vec<String> = read
         .iter()
-        .map(|f| format!("{} ({:.1} %)", f.channel, 100.0 * (1.0 - f.network_share)))
+        .map(|f| {
+            let broke = if f.broken_windows > 0 {
+                format!(
+                    ", its tie broken in {} of {} validation windows, not filled there",
+                    f.broken_windows, f.validation_windows
+                )
+            } else {
+                String::new()
+            };
+            format!(
+                "{} ({:.1} %{broke})",
+                f.channel,
+                100.0 * (1.0 - f.network_share)
+            )
+        })
         .collect();
     let mut note = format!(
         "channel read-out started from least squares on the other channels for {} of {} \
@@ -323,6 +337,13 @@ fn readout_note(fits: &[ReadoutFit]) -> String {
         }
     );
     for fit in left {
+        if fit.validation_windows > 0 && fit.broken_windows == fit.validation_windows {
+            note += &format!(
+                "; not {} (its tie to the others broke in every validation window)",
+                fit.channel
+            );
+            continue;
+        }
         note += &format!(
             "; not {} (its fit's validation MSE {} against {} for its training mean)",
             fit.channel,

@@ -197,11 +197,19 @@ fn channel_masks_are_recorded_and_bad_shares_refused() {
         fits[1]["network_share"].as_f64().unwrap() < 0.01,
         "{fits:?}"
     );
-    // The read-out's map is saved with the weights, under a plain name.
+    // b's tie holds throughout: a limit is recorded, and no validation window broke it.
+    assert!(fits[1]["tie_limit"].as_f64().unwrap() > 0.0, "{fits:?}");
+    assert!(
+        fits[1]["validation_windows"].as_u64().unwrap() > 0,
+        "{fits:?}"
+    );
+    assert_eq!(fits[1]["broken_windows"], 0, "{fits:?}");
+    // The read-out's map and tie limits are saved with the weights, under plain names.
     let weights = std::fs::read(dir.path().join("m/model.safetensors")).unwrap();
     let header_len = u64::from_le_bytes(weights[..8].try_into().unwrap()) as usize;
     let header = String::from_utf8_lossy(&weights[8..8 + header_len]);
-    assert!(header.contains("\"readout"), "{header}");
+    assert!(header.contains("\"readout.map_start"), "{header}");
+    assert!(header.contains("\"readout.tie_limit"), "{header}");
 }
 
 #[test]
