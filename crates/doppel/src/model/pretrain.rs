@@ -63,16 +63,19 @@ pub struct PretrainArgs {
     /// tests' sines, and forecast a little better (docs/MODEL.md).
     #[arg(long, default_value_t = 0.0)]
     channel_mask_share: f64,
-    /// Add to a hidden value, where every other channel is shown at its step, a learned
-    /// linear read-out of those channels (a C × C map, started at each channel's
-    /// least-squares fit on the others where that fit beats the channel's mean on
-    /// validation): the point-level tie between sensors a virtual sensor needs. Pair with
-    /// --channel-mask-share, which teaches the network what the fit leaves (docs/MODEL.md).
+    /// Blend into a value missing where every other channel is shown at its step a linear
+    /// read-out of those channels (a C × C map started at each channel's least-squares fit
+    /// on the others, kept where that fit beats the channel's mean on validation), in the
+    /// windows where the map reads the fully shown steps as well as it read the training
+    /// windows: the point-level tie between sensors a virtual sensor or a gap filler needs.
+    /// Pair with --channel-mask-share for a virtual sensor, which teaches the network what
+    /// the fit leaves (docs/MODEL.md).
     #[arg(long)]
     channel_readout: bool,
     /// Learn the difference from linear interpolation of the shown values, not the values
     /// themselves. For a gap-filling model: `--mask-ratio 0 --point-mask-ratio 0.4
-    /// --interpolation-prior --instance-norm` (on ETT it beats interpolation, and TimesNet;
+    /// --interpolation-prior --instance-norm`, and `--channel-readout` where sensors are
+    /// tied (on ETT it beats interpolation, and TimesNet;
     /// docs/BENCHMARKS.md). Not for anomaly scores: a gap filler follows shifted levels.
     #[arg(long)]
     interpolation_prior: bool,
