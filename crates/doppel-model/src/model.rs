@@ -284,6 +284,13 @@ impl SensorModel {
         Some(self.readout.as_ref()?.network_shares())
     }
 
+    /// The model with its read-out's network share per model channel set to `shares`
+    /// (`train::calibrated_shares`). A model without a read-out is returned as it is.
+    pub fn with_network_shares(mut self, shares: &[f32]) -> Self {
+        self.readout = self.readout.map(|r| r.with_network_shares(shares));
+        self
+    }
+
     /// Embeds tokens from their patches [B, L, 2KP], channels and positions [B, L] → [B, L, d].
     fn embed(
         &self,

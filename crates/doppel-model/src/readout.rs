@@ -82,6 +82,18 @@ impl ChannelReadout {
         }
     }
 
+    /// The read-out with the network's share per model channel set to `shares` (what
+    /// training added to the start is replaced).
+    pub fn with_network_shares(mut self, shares: &[f32]) -> Self {
+        let start = self.share_start.val();
+        let target = Tensor::<1>::from_data(
+            TensorData::new(shares.to_vec(), [shares.len()]),
+            &start.device(),
+        );
+        self.share = self.share.map(|_| target - start);
+        self
+    }
+
     /// The network's share per model channel, as trained.
     pub fn network_shares(&self) -> Vec<f32> {
         let share = self.share_start.val() + self.share.val();

@@ -11,7 +11,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 
-use crate::batch::{Mask, Window, make_batch};
+use crate::batch::{Batch, Mask, Window, make_batch};
 use crate::checkpoint::{self, Checkpointing, TrainingState};
 use crate::data::{Normalizer, Recording};
 use crate::error::{ModelError, Result};
@@ -564,11 +564,75 @@ fn pretrain_on_a_worker(
             break;
         }
     }
+    let mut model = best.unwrap_or(model);
+    if let Some(batch) = &val_batch
+        && let Some(shares) = calibrated_shares(&model.valid(), batch)
+    {
+        model = model.with_network_shares(&shares);
+    }
     Ok(Pretrained {
-        model: best.unwrap_or(model),
+        model,
         curve,
         readout_start,
     })
+}
+
+/// The network's share of each channel's read-out fills that gives the least squared error
+/// on held-out windows: s = Σ (y − r)(n − r) / Σ (n − r)² over the values the read-out
+/// fills and the batch scores (y the truth, n the network's answer, r the read-out's),
+/// within [0, 1]; a channel with no such value keeps its share. None without a read-out.
+///
+/// Training moves the shares on the training windows, where each channel's least-squares
+/// fit is in-sample; where the ties drift (ETTh2), that trusts the read-out more than
+/// held-out data bears out (docs/BENCHMARKS.md).
+pub fn calibrated_shares(model: &SensorModel, batch: &Batch) -> Option<Vec<f32>> {
+    let current = model.network_shares()?;
+    let values = |t: Tensor<3>| t.into_data().try_into_vec::<f32>().unwrap_or_default();
+    let answer = |share: f32| {
+        let shares = vec![share; current.len()];
+        values(
+            model
+                .clone()
+                .with_network_shares(&shares)
+                .forward(&batch.tokens),
+        )
+    };
+    let (network, readout) = (answer(1.0), answer(0.0));
+    let (target, weight) = (values(batch.target.clone()), values(batch.weight.clone()));
+    let [b, c] = batch.tokens.channel_ids.dims();
+    let ids = batch
+        .tokens
+        .channel_ids
+        .clone()
+        .into_data()
+        .convert::<i64>()
+        .try_into_vec::<i64>()
+        .ok()?;
+    let per_window = network.len() / b.max(1);
+    let per_channel = per_window / c.max(1);
+    let mut sums = vec![(0.0f64, 0.0f64); current.len()];
+    for (i, (&n, &r)) in network.iter().zip(&readout).enumerate() {
+        // Only a filled value differs between the two answers.
+        if weight[i] == 0.0 || n == r {
+            continue;
+        }
+        let channel = ids[(i / per_window) * c + (i % per_window) / per_channel] as usize;
+        let (y, n, r) = (target[i] as f64, n as f64, r as f64);
+        sums[channel].0 += (y - r) * (n - r);
+        sums[channel].1 += (n - r) * (n - r);
+    }
+    let shares = current
+        .iter()
+        .zip(&sums)
+        .map(|(&share, &(cross, spread))| {
+            if spread > 0.0 {
+                (cross / spread).clamp(0.0, 1.0) as f32
+            } else {
+                share
+            }
+        })
+        .collect();
+    Some(shares)
 }
 
 #[cfg(test)]
