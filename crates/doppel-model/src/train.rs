@@ -718,3 +718,70 @@ mod tests {
         assert!(err.contains("3 of 3 file(s)"), "{err}");
     }
 }
+
+#[cfg(test)]
+mod calibration_tests {
+    use super::*;
+    use crate::readout::ReadoutStart;
+
+    /// b = a; windows of both, points hidden at random so that many are missing alone at
+    /// their step.
+    fn tied_batch(config: &ModelConfig, device: &Device) -> Batch {
+        let t = config.patch_len * config.patches;
+        let windows: Vec<Window> = (0..16)
+            .map(|w| {
+                let a: Vec<f32> = (0..t).map(|i| ((w * t + i) as f32 * 0.37).sin()).collect();
+                Window {
+                    values: [a.clone(), a].concat(),
+                    observed: vec![true; 2 * t],
+                    channels: vec![0, 1],
+                }
+            })
+            .collect();
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(1);
+        make_batch(&windows, config, &Mask::Random(0.0), &mut rng, device)
+    }
+
+    fn model_reading_b_as(sign: f32, config: &ModelConfig, device: &Device) -> SensorModel {
+        let fit = |channel: &str| ReadoutFit {
+            channel: channel.into(),
+            ridge: Some(1e-3),
+            validation_mse: None,
+            validation_mse_of_mean: None,
+            tie_limit: None,
+            validation_windows: 0,
+            broken_windows: 0,
+            untrained_mse: 1.0,
+            network_share: 0.5,
+        };
+        let start = ReadoutStart {
+            map: vec![0.0, sign, sign, 0.0],
+            fits: vec![fit("a"), fit("b")],
+        };
+        config
+            .init_seeded(0, device)
+            .with_readout_start(&start, device)
+    }
+
+    #[test]
+    fn held_out_windows_set_the_shares_where_the_read_out_fills() {
+        let device = Device::flex();
+        let mut config = ModelConfig::sized("tiny", 2, 4, 4).unwrap();
+        config.channel_readout = true;
+        config.point_mask_ratio = 0.4;
+        let batch = tied_batch(&config, &device);
+        // An exact read-out against an untrained network: nearly all to the read-out.
+        let exact = model_reading_b_as(1.0, &config, &device);
+        let shares = calibrated_shares(&exact, &batch).unwrap();
+        assert!(shares.iter().all(|&s| s < 0.05), "{shares:?}");
+        // A read-out of the wrong sign: all to the network.
+        let wrong = model_reading_b_as(-1.0, &config, &device);
+        let shares_wrong = calibrated_shares(&wrong, &batch).unwrap();
+        assert!(shares_wrong.iter().all(|&s| s > 0.95), "{shares_wrong:?}");
+        // The shares set are the model's.
+        let set = exact.with_network_shares(&shares).network_shares().unwrap();
+        for (set, wanted) in set.iter().zip(&shares) {
+            assert!((set - wanted).abs() < 1e-6, "{set} against {wanted}");
+        }
+    }
+}
