@@ -771,8 +771,8 @@ mod tests {
         for i in 3..t {
             assert_eq!(b_of(2, i), 0.0, "three steps far off break it too");
         }
-        for i in 0..t {
-            assert!((b_of(3, i) - a[i]).abs() < 1e-6, "unchecked: filled");
+        for (i, a) in a.iter().enumerate() {
+            assert!((b_of(3, i) - a).abs() < 1e-6, "unchecked: filled");
         }
     }
 

@@ -263,7 +263,8 @@ pub(super) fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
                 .map(|(name, share)| format!("{name} {share:.3}"))
                 .collect();
             eprintln!(
-                "the network's share of each value the read-out fills, after training: {}",
+                "the network's share of each value the read-out fills, set on the validation \
+                 windows after training: {}",
                 named.join(", ")
             );
         }

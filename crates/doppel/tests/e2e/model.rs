@@ -183,7 +183,7 @@ fn channel_masks_are_recorded_and_bad_shares_refused() {
         "{err}"
     );
     assert!(
-        err.contains("share of each value the read-out fills, after training: a "),
+        err.contains("read-out fills, set on the validation windows after training: a "),
         "{err}"
     );
     let fits = card["readout_start"].as_array().unwrap();
