@@ -519,6 +519,27 @@ fn ridge_fit(products: &Products, target: usize, others: &[usize], ridge: f64) -
     solve_spd(&mut a, n, &b, 1)
 }
 
+/// Two channels, a and b, each read from the other with `weight`, the network's share at
+/// `share`, and `tie_limit`: the start the tests build on.
+#[cfg(test)]
+pub(crate) fn pair_start(weight: f32, share: f64, tie_limit: Option<f64>) -> ReadoutStart {
+    let fit = |channel: &str| ReadoutFit {
+        channel: channel.into(),
+        ridge: Some(RIDGES[0]),
+        validation_mse: None,
+        validation_mse_of_mean: None,
+        tie_limit,
+        validation_windows: 0,
+        broken_windows: 0,
+        untrained_mse: 1.0,
+        network_share: share,
+    };
+    ReadoutStart {
+        map: vec![0.0, weight, weight, 0.0],
+        fits: vec![fit("a"), fit("b")],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -650,21 +671,7 @@ mod tests {
     fn training_moves_what_it_adds_and_never_the_start() {
         use burn::optim::{AdamWConfig, GradientsParams};
         let device = Device::flex().autodiff();
-        let fit = |channel: &str| ReadoutFit {
-            channel: channel.into(),
-            ridge: Some(RIDGES[0]),
-            validation_mse: None,
-            validation_mse_of_mean: None,
-            tie_limit: None,
-            validation_windows: 0,
-            broken_windows: 0,
-            untrained_mse: 1.0,
-            network_share: 0.5,
-        };
-        let start = ReadoutStart {
-            map: vec![0.0, 1.0, 1.0, 0.0],
-            fits: vec![fit("a"), fit("b")],
-        };
+        let start = pair_start(1.0, 0.5, None);
         let readout = ChannelReadout::started(&start, &device);
         // Channel a shown (1, 2, 3), b hidden and filled at every step; truth b = 2a.
         let inputs = ChannelMapInputs {
@@ -713,21 +720,7 @@ mod tests {
         // same but b = −a where shown; (3) b = −a at steps 0..3 only: few steps, but far
         // enough off to tell; (4) b never shown: nothing to check, filled.
         let device = Device::flex();
-        let fit = |channel: &str| ReadoutFit {
-            channel: channel.into(),
-            ridge: Some(RIDGES[0]),
-            validation_mse: None,
-            validation_mse_of_mean: None,
-            tie_limit: Some(0.01),
-            validation_windows: 0,
-            broken_windows: 0,
-            untrained_mse: 1.0,
-            network_share: 0.0,
-        };
-        let start = ReadoutStart {
-            map: vec![0.0, 1.0, 1.0, 0.0],
-            fits: vec![fit("a"), fit("b")],
-        };
+        let start = pair_start(1.0, 0.0, Some(0.01));
         let readout = ChannelReadout::started(&start, &device);
         let t = 12;
         let a: Vec<f32> = (0..t).map(|i| (i as f32 * 0.7).sin()).collect();

@@ -722,7 +722,7 @@ mod tests {
 #[cfg(test)]
 mod calibration_tests {
     use super::*;
-    use crate::readout::ReadoutStart;
+    use crate::readout::pair_start;
 
     /// b = a; windows of both, points hidden at random so that many are missing alone at
     /// their step.
@@ -743,21 +743,7 @@ mod calibration_tests {
     }
 
     fn model_reading_b_as(sign: f32, config: &ModelConfig, device: &Device) -> SensorModel {
-        let fit = |channel: &str| ReadoutFit {
-            channel: channel.into(),
-            ridge: Some(1e-3),
-            validation_mse: None,
-            validation_mse_of_mean: None,
-            tie_limit: None,
-            validation_windows: 0,
-            broken_windows: 0,
-            untrained_mse: 1.0,
-            network_share: 0.5,
-        };
-        let start = ReadoutStart {
-            map: vec![0.0, sign, sign, 0.0],
-            fits: vec![fit("a"), fit("b")],
-        };
+        let start = pair_start(sign, 0.5, None);
         config
             .init_seeded(0, device)
             .with_readout_start(&start, device)
