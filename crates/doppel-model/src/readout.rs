@@ -152,8 +152,8 @@ impl ChannelReadout {
 }
 
 /// 1 for each window's channel that the map reads within its tie `limit` over the steps
-/// with every channel shown (`check`: [B, 1, T]), or that has too few such steps to tell;
-/// 0 where the tie broke. `said` is the map's answer and `shown` the values, in
+/// with every channel shown (`check`: [B, 1, T]; the summed error divided by their count,
+/// at least [`MIN_CHECKED_STEPS`]), or that has no such step; 0 where the tie broke. `said` is the map's answer and `shown` the values, in
 /// training-standardised units: [B, C, T]. Returns [B, C, 1].
 fn tie_holds(said: Tensor<3>, shown: &Tensor<3>, check: &Tensor<3>, limit: Tensor<3>) -> Tensor<3> {
     let steps = check.clone().sum_dim(2); // [B, 1, 1]
