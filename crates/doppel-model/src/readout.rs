@@ -397,11 +397,13 @@ pub fn least_squares_start(
         validation_windows.extend(windows_of(rec, end..rec.len(), window));
     }
     let train = Products::pooled(c, &train_windows);
-    let validates = validation_windows.iter().any(|w| w.rows > 0);
     let untrained_mse = |rows: &Products, target: usize| match untrained {
         Untrained::Mean => rows.mse(target, &[], &[]),
         Untrained::Interpolation => rows.midpoint_mse(target),
     };
+    // The same for every channel: a window is checked where any row is complete.
+    let checked_windows = validation_windows.iter().filter(|w| w.rows > 0).count();
+    let validates = checked_windows > 0;
     let all_scored = if validates {
         Products::pooled(c, &validation_windows)
     } else {
@@ -417,7 +419,7 @@ pub fn least_squares_start(
             validation_mse: None,
             validation_mse_of_mean: None,
             tie_limit: None,
-            validation_windows: validation_windows.iter().filter(|w| w.rows > 0).count(),
+            validation_windows: checked_windows,
             broken_windows: 0,
             untrained_mse: untrained_mse(&all_scored, target),
             network_share: 1.0,
