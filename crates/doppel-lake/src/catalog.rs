@@ -5,7 +5,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::io::Write;
 use std::path::Path;
 
 use doppel_core::FieldType;
@@ -14,9 +13,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::buffer::TableSchema;
 use crate::error::{LakeError, Result};
+use crate::faults::{Faults, IoPoint};
 
 pub const MANIFEST: &str = "manifest.json";
 const FORMAT_VERSION: u32 = 1;
+/// The longest name a folder may have on the file systems doppel runs on (ext4, XFS, btrfs).
+pub const MAX_FOLDER_NAME_BYTES: usize = 255;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Catalog {
@@ -106,13 +108,18 @@ impl Catalog {
     }
 
     /// Writes the manifest durably and atomically.
-    pub fn save(&self, dir: &Path) -> Result<()> {
+    pub fn save(&self, dir: &Path, faults: &Faults) -> Result<()> {
         let path = dir.join(MANIFEST);
         let tmp = dir.join(format!("{MANIFEST}.tmp"));
         let text = serde_json::to_vec_pretty(self).expect("the catalog serialises");
-        let mut file = File::create(&tmp).map_err(|e| LakeError::io(&tmp, e))?;
-        file.write_all(&text).map_err(|e| LakeError::io(&tmp, e))?;
-        file.sync_all().map_err(|e| LakeError::io(&tmp, e))?;
+        let written = File::create(&tmp).and_then(|mut file| {
+            faults.write_all(IoPoint::ManifestWrite, &tmp, &mut file, &text)?;
+            file.sync_all()
+        });
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(LakeError::io(&tmp, e));
+        }
         std::fs::rename(&tmp, &path).map_err(|e| LakeError::io(&path, e))?;
         crate::wal::sync_dir(dir)
     }
@@ -129,6 +136,9 @@ impl Catalog {
     ///
     /// The check is per table and column, not per row: the builder that made the batch
     /// already made each column hold one type.
+    ///
+    /// A measurement whose name cannot be a folder (longer than a file system allows) is
+    /// refused here, so that nothing accepted can later fail to persist.
     pub fn admit(
         &mut self,
         batch: &ColumnarBatch,
@@ -151,6 +161,15 @@ impl Catalog {
                     });
                 }
             };
+            let folder = crate::persist::path_component(&rows.measurement).len();
+            if folder > MAX_FOLDER_NAME_BYTES {
+                let message = format!(
+                    "the measurement name is {folder} bytes as a folder name (characters other than letters, digits, `_`, `-` and `.` take 3 bytes each); the limit is {MAX_FOLDER_NAME_BYTES}"
+                );
+                for row in 0..rows.len() {
+                    refuse(row, &message);
+                }
+            }
             if let Some(table) = known {
                 let m = &rows.measurement;
                 for (series, tags) in rows.series.iter().enumerate() {

@@ -12,6 +12,8 @@ mod buffer;
 pub mod catalog;
 mod codec;
 mod error;
+pub mod faults;
+pub mod harness;
 mod keys;
 mod persist;
 mod query;
@@ -33,8 +35,10 @@ use parking_lot::RwLock;
 
 pub use buffer::TIME_COLUMN;
 pub use catalog::{Catalog, PointRejection};
-pub use error::{LakeError, Result};
+pub use error::{ErrorKind, LakeError, Result};
 pub use persist::PersistConfig;
+pub use query::{MAX_SQL_BYTES, QueryLimits};
+pub use wal::SalvagedSegment;
 
 /// How the lake buffers and persists.
 #[derive(Debug, Clone)]
@@ -46,6 +50,9 @@ pub struct LakeConfig {
     /// Refuse writes (`Busy`) while the buffer holds more than this.
     pub max_buffer_bytes: usize,
     pub persist: PersistConfig,
+    pub query: QueryLimits,
+    /// Failures to inject into the WAL, Parquet and manifest writes (the durability harness).
+    pub faults: faults::Faults,
 }
 
 impl Default for LakeConfig {
@@ -55,6 +62,8 @@ impl Default for LakeConfig {
             flush_age: Duration::from_secs(300),
             max_buffer_bytes: 512 << 20,
             persist: PersistConfig::default(),
+            query: QueryLimits::default(),
+            faults: faults::Faults::default(),
         }
     }
 }
@@ -77,6 +86,16 @@ pub struct LakeStats {
     pub files: usize,
     pub file_bytes: u64,
     pub wal_segment: u64,
+}
+
+/// What is wrong with the lake right now, for `/health`: each is `None` while all is well.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct LakeHealth {
+    /// Why writes are being refused (a full disk, a failed WAL write being recovered).
+    pub wal: Option<String>,
+    /// Why persisting to Parquet keeps failing, and how many times in a row it has.
+    pub persist: Option<String>,
+    pub persist_failures: u32,
 }
 
 /// The lake over one data directory. Cheap to clone; all clones share the same state.
@@ -108,7 +127,8 @@ struct Inner {
     wal_tx: Mutex<Option<mpsc::Sender<WalCommand>>>,
     wakeup: (Mutex<bool>, Condvar),
     shutting_down: AtomicBool,
-    failed: AtomicBool,
+    health: Mutex<LakeHealth>,
+    queries: query::QueryRunner,
     threads: Mutex<Vec<JoinHandle<()>>>,
     /// One persist at a time (the persist thread, `flush` and `shutdown` may race).
     persist_lock: Mutex<()>,
@@ -146,12 +166,18 @@ type DurableReceipt = tokio::sync::oneshot::Receiver<Result<()>>;
 const WAL_DIR: &str = "wal";
 const GROUP_COMMIT_BYTES: usize = 16 << 20;
 const GRAVEYARD_DELAY: Duration = Duration::from_secs(60);
+/// How long a client is asked to wait after a WAL write failed (a full disk takes a person).
+const WAL_RETRY_AFTER: Duration = Duration::from_secs(5);
+/// How long the persist thread waits after a failed persist before it tries again.
+const PERSIST_RETRY: Duration = Duration::from_secs(5);
 
 impl Lake {
     /// Opens (or creates) the lake in `dir`: takes its lock, reads the manifest, removes
     /// leftovers of an interrupted persist and replays the WAL.
-    pub fn open(dir: impl AsRef<Path>, config: LakeConfig) -> Result<Lake> {
+    pub fn open(dir: impl AsRef<Path>, mut config: LakeConfig) -> Result<Lake> {
         let dir = dir.as_ref().to_owned();
+        config.persist.faults = config.faults.clone();
+        let queries = query::QueryRunner::new(config.query.clone())?;
         let wal_dir = dir.join(WAL_DIR);
         std::fs::create_dir_all(&wal_dir).map_err(|e| LakeError::io(&wal_dir, e))?;
         let lock_path = dir.join("LOCK");
@@ -182,8 +208,11 @@ impl Lake {
         } else {
             tracing::info!(rows = active.rows, elapsed = ?started.elapsed(), "replayed the write-ahead log");
         }
-        let writer =
-            wal::WalWriter::create(&wal_dir, last_segment.max(catalog.wal_persisted_through))?;
+        let writer = wal::WalWriter::create(
+            &wal_dir,
+            last_segment.max(catalog.wal_persisted_through),
+            config.faults.clone(),
+        )?;
         let active_since = (!active.is_empty()).then(Instant::now);
         let (tx, rx) = mpsc::channel();
         let inner = Arc::new(Inner {
@@ -200,7 +229,8 @@ impl Lake {
             wal_tx: Mutex::new(Some(tx)),
             wakeup: (Mutex::new(false), Condvar::new()),
             shutting_down: AtomicBool::new(false),
-            failed: AtomicBool::new(false),
+            health: Mutex::new(LakeHealth::default()),
+            queries,
             threads: Mutex::new(Vec::new()),
             persist_lock: Mutex::new(()),
             _lock: lock,
@@ -300,11 +330,6 @@ impl Lake {
         mut refused: Vec<PointRejection>,
         accept_partial: bool,
     ) -> Result<(WriteOutcome, Option<EncodedBatch>)> {
-        if self.inner.failed.load(Ordering::Relaxed) {
-            return Err(LakeError::Invalid(
-                "the lake stopped accepting writes after a failed fsync; restart doppel".into(),
-            ));
-        }
         doppel_core::point::validate_database_name(&batch.database).map_err(LakeError::Invalid)?;
         let buffered = {
             let state = self.inner.state.read();
@@ -357,14 +382,14 @@ impl Lake {
             .map_err(|_| LakeError::ShuttingDown)
     }
 
-    /// Runs SQL against a database; returns the result's schema and batches.
+    /// Runs one read-only SQL statement against a database within the lake's query limits;
+    /// returns the result's schema and batches. Dropping the future stops the query.
     pub async fn query(&self, database: &str, sql: &str) -> Result<(SchemaRef, Vec<RecordBatch>)> {
         let tables = self.snapshot(database)?;
-        let ctx = query::session(&self.inner.dir, tables)?;
-        let frame = ctx.sql(sql).await?;
-        let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
-        let batches = frame.collect().await?;
-        Ok((schema, batches))
+        self.inner
+            .queries
+            .run(self.inner.dir.clone(), tables, sql.to_owned())
+            .await
     }
 
     fn snapshot(&self, database: &str) -> Result<Vec<query::TableSnapshot>> {
@@ -441,7 +466,9 @@ impl Lake {
                 ))
             })?;
         t.retention_nanos = retention.map(|d| d.as_nanos().min(i64::MAX as u128) as i64);
-        state.catalog.save(&self.inner.dir)
+        state
+            .catalog
+            .save(&self.inner.dir, &self.inner.config.faults)
     }
 
     pub fn stats(&self) -> LakeStats {
@@ -462,6 +489,31 @@ impl Lake {
             file_bytes: tables.flat_map(|t| &t.files).map(|f| f.bytes).sum(),
             wal_segment: state.wal_segment,
         }
+    }
+
+    /// What is wrong right now, if anything.
+    pub fn health(&self) -> LakeHealth {
+        self.inner.health.lock().unwrap().clone()
+    }
+
+    /// Rewrites the damaged WAL segments of the lake in `dir` with their intact records and
+    /// moves the originals into `wal/damaged/` (see `docs/LAKE.md`). Run while no doppel has
+    /// the directory open; the next open replays what was kept.
+    pub fn salvage(dir: impl AsRef<Path>) -> Result<Vec<SalvagedSegment>> {
+        let dir = dir.as_ref();
+        let lock_path = dir.join("LOCK");
+        let lock = File::create(&lock_path).map_err(|e| LakeError::io(&lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(LakeError::Locked {
+                    dir: dir.to_owned(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(LakeError::io(&lock_path, e)),
+        }
+        let persisted_through = Catalog::load(dir)?.map_or(0, |c| c.wal_persisted_through);
+        wal::salvage(&dir.join(WAL_DIR), persisted_through)
     }
 
     /// Persists everything buffered now and waits for it.
@@ -488,6 +540,20 @@ impl Inner {
         let threads: Vec<_> = self.threads.lock().unwrap().drain(..).collect();
         for t in threads {
             let _ = t.join();
+        }
+    }
+
+    /// Waits up to `how_long`, or until the lake shuts down.
+    fn pause(&self, how_long: Duration) {
+        let (lock, cvar) = &self.wakeup;
+        let deadline = Instant::now() + how_long;
+        let mut woken = lock.lock().unwrap();
+        while !self.shutting_down.load(Ordering::SeqCst) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            woken = cvar.wait_timeout(woken, left).unwrap().0;
         }
     }
 
@@ -528,6 +594,7 @@ impl Inner {
                 let result = writer.append_all(appends.iter().map(|(p, _, _)| p.as_slice()));
                 match result {
                     Ok(()) => {
+                        self.health.lock().unwrap().wal = None;
                         let mut state = self.state.write();
                         for (_, batch, _) in &appends {
                             state.active.append(batch);
@@ -545,14 +612,16 @@ impl Inner {
                         }
                     }
                     Err(e) => {
-                        // After a failed fsync the file's state is unknown: stop taking writes.
-                        tracing::error!(error = %e, "WAL write failed; refusing further writes");
-                        self.failed.store(true, Ordering::SeqCst);
-                        let message = e.to_string();
+                        // Nothing of this group was acknowledged, and the writer cut what it
+                        // wrote (or will before the next write): answer "retry later".
+                        tracing::error!(error = %e, "WAL write failed; the writes are refused with 503 until one succeeds");
+                        let reason = wal_unavailable(&e, writer.is_dirty());
+                        self.health.lock().unwrap().wal = Some(reason.clone());
                         for (_, _, reply) in appends.drain(..) {
-                            let _ = reply.send(Err(LakeError::Invalid(format!(
-                                "WAL write failed: {message}"
-                            ))));
+                            let _ = reply.send(Err(LakeError::Unavailable {
+                                reason: reason.clone(),
+                                retry_after: WAL_RETRY_AFTER,
+                            }));
                         }
                     }
                 }
@@ -595,9 +664,26 @@ impl Inner {
                         .active_since
                         .is_some_and(|t| t.elapsed() >= self.config.flush_age)
             };
-            if due && let Err(e) = self.flush_once() {
-                tracing::error!(error = %e, "persisting the buffer failed; it stays in memory and in the WAL, retrying");
-                std::thread::sleep(Duration::from_secs(5));
+            if due {
+                let result = self.flush_once();
+                let mut health = self.health.lock().unwrap();
+                match result {
+                    Ok(()) => {
+                        health.persist = None;
+                        health.persist_failures = 0;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "persisting the buffer failed; it stays in memory and in the WAL, retrying");
+                        health.persist_failures += 1;
+                        health.persist = Some(format!(
+                            "persisting to Parquet failed {} time(s) in a row: {}; the data is safe in the WAL, retrying every 5 s",
+                            health.persist_failures,
+                            e.public_message()
+                        ));
+                        drop(health);
+                        self.pause(PERSIST_RETRY);
+                    }
+                }
             }
             self.empty_graveyard(false);
         }
@@ -641,7 +727,7 @@ impl Inner {
             state.catalog.wal_persisted_through = covered;
             let expired = persist::expired_files(&state.catalog, doppel_core::time::now_nanos());
             expired.apply(&mut state.catalog);
-            state.catalog.save(&self.dir)?;
+            state.catalog.save(&self.dir, &self.config.faults)?;
             state.frozen = None;
             let removed: Vec<PathBuf> = changes
                 .removed
@@ -689,6 +775,30 @@ impl Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         self.empty_graveyard(true);
+    }
+}
+
+/// Why writes whose WAL append failed are refused, for the client (no file paths).
+fn wal_unavailable(error: &LakeError, still_dirty: bool) -> String {
+    let reason = match error {
+        LakeError::Io { source, .. }
+            if source.raw_os_error() == Some(libc::ENOSPC)
+                || source.kind() == std::io::ErrorKind::StorageFull =>
+        {
+            "the disk is full: the write-ahead log cannot take writes until space is freed".into()
+        }
+        LakeError::Io { source, .. } => {
+            format!("the write-ahead log could not be written ({source})")
+        }
+        other => format!(
+            "the write-ahead log could not be written ({})",
+            other.public_message()
+        ),
+    };
+    if still_dirty {
+        format!("{reason}; the failed write is cut off before the next")
+    } else {
+        reason
     }
 }
 
@@ -759,7 +869,7 @@ mod tests {
         };
         let mut payload = Vec::new();
         codec::encode_v1(&batch, &mut payload);
-        let mut writer = wal::WalWriter::create(&wal_dir, 0).unwrap();
+        let mut writer = wal::WalWriter::create(&wal_dir, 0, faults::Faults::default()).unwrap();
         writer.append_all([payload.as_slice()].into_iter()).unwrap();
         drop(writer);
 

@@ -24,6 +24,7 @@ use datafusion::parquet::schema::types::ColumnPath;
 use crate::buffer::{Buffer, TIME_COLUMN, TableSchema, sort_dedupe};
 use crate::catalog::{Catalog, FileMeta};
 use crate::error::{LakeError, Result};
+use crate::faults::{Faults, IoPoint};
 use crate::keys::KeyProbe;
 use crate::wal::sync_dir;
 
@@ -36,6 +37,8 @@ pub struct PersistConfig {
     pub max_files_per_partition: usize,
     /// Files below this size count as small for compaction.
     pub small_file_bytes: u64,
+    /// Failures to inject (the durability harness only).
+    pub faults: Faults,
 }
 
 impl Default for PersistConfig {
@@ -43,6 +46,7 @@ impl Default for PersistConfig {
         PersistConfig {
             max_files_per_partition: 8,
             small_file_bytes: 64 << 20,
+            faults: Faults::default(),
         }
     }
 }
@@ -126,7 +130,7 @@ pub fn persist(
                 );
                 let id = catalog.next_file_id;
                 catalog.next_file_id += 1;
-                let meta = write_file(dir, db, table, day, id, &combined)?;
+                let meta = write_file(dir, db, table, day, id, &combined, &config.faults)?;
                 changes.added.push((db.clone(), table.clone(), meta));
             }
         }
@@ -248,6 +252,33 @@ pub fn path_component(name: &str) -> String {
     out
 }
 
+/// Writes a batch to a Parquet file and fsyncs it; returns its size.
+fn write_parquet(tmp: &Path, batch: &RecordBatch, faults: &Faults) -> Result<u64> {
+    faults
+        .check(IoPoint::ParquetWrite, tmp)
+        .map_err(|e| LakeError::io(tmp, e))?;
+    let file = PacedFile::new(File::create(tmp).map_err(|e| LakeError::io(tmp, e))?);
+    let time = ColumnPath::from(TIME_COLUMN);
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(1 << 20))
+        .set_dictionary_page_size_limit(128 << 10)
+        .set_column_dictionary_enabled(time.clone(), false)
+        .set_column_encoding(time, Encoding::DELTA_BINARY_PACKED)
+        .build();
+    let mut writer =
+        ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(LakeError::arrow)?;
+    writer.write(batch).map_err(LakeError::arrow)?;
+    let file = writer.into_inner().map_err(LakeError::arrow)?.file;
+    faults
+        .check(IoPoint::ParquetSync, tmp)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| LakeError::io(tmp, e))?;
+    let bytes = file.metadata().map_err(|e| LakeError::io(tmp, e))?.len();
+    faults.synced(tmp, bytes);
+    Ok(bytes)
+}
+
 fn day_name(day: i64) -> String {
     chrono::DateTime::from_timestamp(day * 86_400, 0)
         .map(|d| d.format("%Y-%m-%d").to_string())
@@ -261,6 +292,7 @@ fn write_file(
     day: i64,
     id: u64,
     batch: &RecordBatch,
+    faults: &Faults,
 ) -> Result<FileMeta> {
     let relative = format!(
         "{}/{}/{}/{id:012}.parquet",
@@ -272,21 +304,12 @@ fn write_file(
     let partition = path.parent().expect("a file has a folder");
     std::fs::create_dir_all(partition).map_err(|e| LakeError::io(partition, e))?;
     let tmp = path.with_extension("parquet.tmp");
-    let file = PacedFile::new(File::create(&tmp).map_err(|e| LakeError::io(&tmp, e))?);
-    let time = ColumnPath::from(TIME_COLUMN);
-    let props = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        .set_max_row_group_row_count(Some(1 << 20))
-        .set_dictionary_page_size_limit(128 << 10)
-        .set_column_dictionary_enabled(time.clone(), false)
-        .set_column_encoding(time, Encoding::DELTA_BINARY_PACKED)
-        .build();
-    let mut writer =
-        ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(LakeError::arrow)?;
-    writer.write(batch).map_err(LakeError::arrow)?;
-    let file = writer.into_inner().map_err(LakeError::arrow)?.file;
-    file.sync_all().map_err(|e| LakeError::io(&tmp, e))?;
-    let bytes = file.metadata().map_err(|e| LakeError::io(&tmp, e))?.len();
+    let written = write_parquet(&tmp, batch, faults);
+    if written.is_err() {
+        // A full disk must not be made fuller by the half-written file.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    let bytes = written?;
     std::fs::rename(&tmp, &path).map_err(|e| LakeError::io(&path, e))?;
     sync_dir(partition)?;
     if let Some(table_dir) = partition.parent() {

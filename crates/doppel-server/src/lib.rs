@@ -5,13 +5,18 @@
 //! - `GET /ping`, `GET /health`.
 //!
 //! [`app`] builds the router from a lake and a config, apart from any socket, so tests can run
-//! it in process or over loopback. This crate must not own data: it translates HTTP to the
-//! lake and back, and nothing else.
+//! it in process or over loopback; [`serve`] runs it on a socket with the limits that keep
+//! idle, slow and half-sent connections from starving it. This crate must not own data: it
+//! translates HTTP to the lake and back, and nothing else.
 
+mod listen;
 pub mod query;
 mod write;
 
+pub use listen::{ConnectionLimits, serve};
+
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -29,6 +34,8 @@ pub struct ServerConfig {
     pub token: Option<String>,
     /// The largest request body accepted, after decompression (bytes).
     pub max_body_bytes: usize,
+    /// A request body must arrive whole within this time.
+    pub body_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -36,6 +43,7 @@ impl Default for ServerConfig {
         ServerConfig {
             token: None,
             max_body_bytes: 10 << 20,
+            body_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -65,6 +73,10 @@ pub fn app(lake: Lake, config: ServerConfig) -> Router {
         .route("/api/v3/health", get(health))
         .layer(middleware::from_fn_with_state(
             state.clone(),
+            read_body_within,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
             refuse_oversized,
         ))
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
@@ -84,13 +96,69 @@ async fn ping() -> impl IntoResponse {
     )
 }
 
+/// `pass`; `warn` (200) while persisting to Parquet keeps failing but writes are taken;
+/// `fail` (503) while writes are refused. `checks` says what is wrong, in words.
 async fn health(State(state): State<AppState>) -> impl IntoResponse {
-    Json(json!({
-        "status": "pass",
-        "name": "doppel",
-        "version": env!("CARGO_PKG_VERSION"),
-        "lake": state.lake.stats(),
-    }))
+    let health = state.lake.health();
+    let checks: Vec<&String> = health.wal.iter().chain(&health.persist).collect();
+    let (status, code) = if health.wal.is_some() {
+        ("fail", StatusCode::SERVICE_UNAVAILABLE)
+    } else if health.persist.is_some() {
+        ("warn", StatusCode::OK)
+    } else {
+        ("pass", StatusCode::OK)
+    };
+    (
+        code,
+        Json(json!({
+            "status": status,
+            "name": "doppel",
+            "version": env!("CARGO_PKG_VERSION"),
+            "checks": checks,
+            "lake": state.lake.stats(),
+        })),
+    )
+}
+
+/// Reads the whole body before any handler runs, within the body timeout and size limit, so
+/// a client that sends slowly or never finishes is cut off instead of holding a task.
+async fn read_body_within(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    let limit = state.config.max_body_bytes;
+    let timeout = state.config.body_timeout;
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+                .await
+        }
+        Ok(Err(e)) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                error_response(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "request too large",
+                    &format!(
+                        "the body is larger than {limit} bytes (raise it with --max-body-mib, or send smaller batches)"
+                    ),
+                )
+            } else {
+                error_response(
+                    StatusCode::BAD_REQUEST,
+                    "invalid",
+                    &format!("the body could not be read: {e}"),
+                )
+            }
+        }
+        Err(_) => error_response(
+            StatusCode::REQUEST_TIMEOUT,
+            "request timeout",
+            &format!(
+                "the body did not arrive within {} s (--body-timeout)",
+                timeout.as_secs()
+            ),
+        ),
+    }
 }
 
 /// Answers `413` from the `Content-Length` alone, so a client is not made to upload a body
@@ -124,17 +192,20 @@ async fn authorize(State(state): State<AppState>, request: Request, next: Next) 
     let presented = token_from(request.headers(), request.uri().query());
     match presented {
         Some(t) if constant_time_eq(t.as_bytes(), expected.as_bytes()) => next.run(request).await,
-        Some(_) => error_response(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "the token is not valid",
-        ),
-        None => error_response(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
+        Some(_) => unauthorized("the token is not valid"),
+        None => unauthorized(
             "this server needs a token: send `Authorization: Token <token>` (or `Bearer <token>`)",
         ),
     }
+}
+
+fn unauthorized(message: &str) -> Response {
+    let mut response = error_response(StatusCode::UNAUTHORIZED, "unauthorized", message);
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Token realm=\"doppel\", Bearer realm=\"doppel\""),
+    );
+    response
 }
 
 fn token_from(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
@@ -178,36 +249,33 @@ pub(crate) fn error_response(status: StatusCode, code: &str, message: &str) -> R
         .into_response()
 }
 
+/// The one place a lake error becomes an HTTP answer: the client's mistakes are 4xx with
+/// where and why; the lake's passing troubles are 503 with `Retry-After`; its failures are
+/// 500 with a message that names no file (the log has the details).
 pub(crate) fn lake_error_response(error: doppel_lake::LakeError) -> Response {
-    use doppel_lake::LakeError as E;
-    match &error {
-        E::Busy { .. } => {
-            let mut response = error_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                &error.to_string(),
+    use doppel_lake::ErrorKind;
+    let message = error.to_string();
+    match error.kind() {
+        ErrorKind::Client => error_response(StatusCode::BAD_REQUEST, "invalid", &message),
+        ErrorKind::NotFound => error_response(StatusCode::NOT_FOUND, "not found", &message),
+        ErrorKind::Limit => error_response(StatusCode::BAD_REQUEST, "limit exceeded", &message),
+        ErrorKind::Unavailable(retry_after) => {
+            let mut response =
+                error_response(StatusCode::SERVICE_UNAVAILABLE, "unavailable", &message);
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after.as_secs().max(1)),
             );
             response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            response
         }
-        E::DatabaseNotFound(_) => {
-            error_response(StatusCode::NOT_FOUND, "not found", &error.to_string())
+        ErrorKind::Internal => {
+            tracing::error!(error = %error, "answering 500");
+            error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error",
+                &error.public_message(),
+            )
         }
-        E::Invalid(_) | E::Query(_) => {
-            error_response(StatusCode::BAD_REQUEST, "invalid", &error.to_string())
-        }
-        E::ShuttingDown => error_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            &error.to_string(),
-        ),
-        _ => error_response(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal error",
-            &error.to_string(),
-        ),
     }
 }
 
@@ -236,5 +304,95 @@ mod tests {
             Some("a+b")
         );
         assert_eq!(token_from(&HeaderMap::new(), Some("db=x")), None);
+    }
+
+    fn status_of(error: doppel_lake::LakeError) -> (StatusCode, Option<String>, String) {
+        let response = lake_error_response(error);
+        let retry = response
+            .headers()
+            .get(header::RETRY_AFTER)
+            .map(|v| v.to_str().unwrap().to_owned());
+        let status = response.status();
+        let body = futures_body(response);
+        (status, retry, body)
+    }
+
+    fn futures_body(response: Response) -> String {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let bytes = runtime
+            .block_on(axum::body::to_bytes(response.into_body(), usize::MAX))
+            .unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    /// Every kind of lake error maps to the status that tells the client who must act.
+    #[test]
+    fn lake_errors_map_to_who_must_act() {
+        use doppel_lake::LakeError as E;
+        let secret = std::path::PathBuf::from("/srv/secret/lake/wal/0001.wal");
+        let cases: Vec<(E, StatusCode, Option<&str>)> = vec![
+            (E::Invalid("bad name".into()), StatusCode::BAD_REQUEST, None),
+            (E::Rejected(vec![]), StatusCode::BAD_REQUEST, None),
+            (
+                E::QueryRefused("read-only".into()),
+                StatusCode::BAD_REQUEST,
+                None,
+            ),
+            (
+                E::Query("no column x".into()),
+                StatusCode::BAD_REQUEST,
+                None,
+            ),
+            (
+                E::QueryLimit("too long".into()),
+                StatusCode::BAD_REQUEST,
+                None,
+            ),
+            (E::DatabaseNotFound("x".into()), StatusCode::NOT_FOUND, None),
+            (
+                E::Busy { buffered_bytes: 1 },
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some("1"),
+            ),
+            (E::ShuttingDown, StatusCode::SERVICE_UNAVAILABLE, Some("1")),
+            (
+                E::Unavailable {
+                    reason: "the disk is full".into(),
+                    retry_after: Duration::from_secs(5),
+                },
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some("5"),
+            ),
+            (
+                E::io(&secret, std::io::Error::from_raw_os_error(5)),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                None,
+            ),
+            (
+                E::WalCorrupt {
+                    path: secret.clone(),
+                    offset: 8,
+                    reason: "x".into(),
+                },
+                StatusCode::INTERNAL_SERVER_ERROR,
+                None,
+            ),
+            (
+                E::Internal("x".into()),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                None,
+            ),
+        ];
+        for (error, status, retry) in cases {
+            let shown = format!("{error:?}");
+            let (got, got_retry, body) = status_of(error);
+            assert_eq!(got, status, "{shown}");
+            assert_eq!(got_retry.as_deref(), retry, "{shown}");
+            if got.is_server_error() {
+                assert!(!body.contains("/srv/secret"), "{shown}: {body}");
+            }
+        }
     }
 }

@@ -103,11 +103,26 @@ async fn write(
         Some(Err(message)) => return error_response(StatusCode::BAD_REQUEST, "invalid", &message),
     };
     let accept_partial = accept_partial.unwrap_or(false);
+    if body.is_empty() {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            "the body is empty: send line protocol, one point per line",
+        );
+    }
     let text = match body_text(headers, &body, state.config.max_body_bytes) {
         Ok(text) => text,
         Err((status, code, message)) => return error_response(status, code, &message),
     };
     let parsed = parse_columnar(&text, &database, precision, doppel_core::time::now_nanos());
+    if parsed.errors.is_empty() && parsed.batch.rows() == 0 {
+        // As InfluxDB does: nothing to write is a mistake, and must not create a database.
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            "the body holds no points (only blank lines or comments): send line protocol, one point per line",
+        );
+    }
     let mut bad_lines: Vec<serde_json::Value> = parsed
         .errors
         .iter()
@@ -208,7 +223,9 @@ fn body_text<'a>(
             .map_err(not_utf8),
         "gzip" | "x-gzip" => {
             let mut out = Vec::with_capacity(body.len() * 4);
-            let mut decoder = flate2::read::GzDecoder::new(&body[..]).take(limit as u64 + 1);
+            // Every member of a multi-member stream (`cat a.gz b.gz`), as gzip itself reads
+            // it; bytes after the last member that are not another member are an error.
+            let mut decoder = flate2::read::MultiGzDecoder::new(&body[..]).take(limit as u64 + 1);
             if let Err(e) = decoder.read_to_end(&mut out) {
                 return Err((
                     StatusCode::BAD_REQUEST,

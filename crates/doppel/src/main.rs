@@ -89,6 +89,11 @@ enum Command {
     },
     /// Set how long a table keeps its data.
     Retention(serve::RetentionArgs),
+    /// Look after the data directory (salvage a damaged write-ahead log).
+    Lake {
+        #[command(subcommand)]
+        command: serve::LakeCommand,
+    },
     /// Measure parsing, durable writes and HTTP ingest (see docs/BENCHMARKS.md).
     Bench {
         #[command(subcommand)]
@@ -137,6 +142,7 @@ fn main() -> std::process::ExitCode {
         Command::Scenario { command } => sim::run_scenario(command),
         Command::Model { command } => model::run(command),
         Command::Query(args) => query::run(args),
+        Command::Lake { command } => serve::lake(command),
         Command::Import(args) => import::run(*args),
         Command::Spec { command } => spec::run(command),
         Command::Retention(args) => serve::retention(args),

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use doppel_lake::{Lake, LakeConfig};
-use doppel_server::{ServerConfig, app};
+use doppel_lake::{Lake, LakeConfig, QueryLimits};
+use doppel_server::{ConnectionLimits, ServerConfig, app, serve};
 
 use crate::DataDirArg;
 use crate::sim::{LiveSource, SourceArgs};
@@ -34,6 +34,23 @@ pub struct ServeArgs {
     /// Answer writes with 503 (retry later) while this many MiB are buffered.
     #[arg(long, env = "DOPPEL_MAX_BUFFER_MIB", default_value_t = 512)]
     max_buffer_mib: usize,
+    /// Stop a query still running after this long (e.g. 60s, 5m).
+    #[arg(long, env = "DOPPEL_QUERY_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    query_timeout: Duration,
+    /// The memory all running queries share, results included, in MiB; a query that needs
+    /// more fails with a clear error, never the server.
+    #[arg(long, env = "DOPPEL_QUERY_MEMORY_MIB", default_value_t = 1024)]
+    query_memory_mib: usize,
+    /// Close a connection whose request headers have not arrived this long after it opened or
+    /// after its last answer (idle keep-alive connections too).
+    #[arg(long, env = "DOPPEL_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    header_timeout: Duration,
+    /// Answer 408 to a request whose body has not fully arrived this long after its headers.
+    #[arg(long, env = "DOPPEL_BODY_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    body_timeout: Duration,
+    /// Connections open at once; more wait until one closes.
+    #[arg(long, env = "DOPPEL_MAX_CONNECTIONS", default_value_t = 512)]
+    max_connections: usize,
 }
 
 /// `doppel up`: the server plus a live data source.
@@ -50,6 +67,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 pub fn run(args: ServeArgs, up: Option<SourceArgs>) -> anyhow::Result<ExitCode> {
+    if args.token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+        bail!(
+            "the token is empty (--token or DOPPEL_TOKEN): an empty token would let anyone in. \
+             Set a real one, or leave both unset to serve on loopback without a token"
+        );
+    }
     if !args.listen.ip().is_loopback() && args.token.is_none() {
         bail!(
             "refusing to listen on {} without a token: anyone who can reach it could read and write your data. \
@@ -61,6 +84,11 @@ pub fn run(args: ServeArgs, up: Option<SourceArgs>) -> anyhow::Result<ExitCode> 
         flush_bytes: args.flush_mib << 20,
         flush_age: args.flush_age,
         max_buffer_bytes: args.max_buffer_mib << 20,
+        query: QueryLimits {
+            timeout: args.query_timeout,
+            memory_bytes: args.query_memory_mib << 20,
+            ..QueryLimits::default()
+        },
         ..LakeConfig::default()
     };
     let lake = Lake::open(&args.data.data, config).with_context(|| {
@@ -73,6 +101,11 @@ pub fn run(args: ServeArgs, up: Option<SourceArgs>) -> anyhow::Result<ExitCode> 
     let server_config = ServerConfig {
         token: args.token.clone(),
         max_body_bytes: args.max_body_mib << 20,
+        body_timeout: args.body_timeout,
+    };
+    let limits = ConnectionLimits {
+        header_timeout: args.header_timeout,
+        max_connections: args.max_connections,
     };
     let result = runtime.block_on(async {
         let listener = match tokio::net::TcpListener::bind(args.listen).await {
@@ -93,10 +126,14 @@ pub fn run(args: ServeArgs, up: Option<SourceArgs>) -> anyhow::Result<ExitCode> 
             }
             None => None,
         };
-        let served = axum::serve(listener, app(lake.clone(), server_config))
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .context("the HTTP server failed");
+        let served = serve(
+            listener,
+            app(lake.clone(), server_config),
+            limits,
+            shutdown_signal(),
+        )
+        .await
+        .context("the HTTP server failed");
         if let Some(source) = source {
             tracing::info!("stopping the reference plant");
             source.stop().context("the reference plant failed")?;
@@ -189,4 +226,45 @@ pub fn retention(args: RetentionArgs) -> anyhow::Result<ExitCode> {
     lake.shutdown()?;
     println!("{}.{}: retention {}", args.db, args.table, args.period);
     Ok(ExitCode::SUCCESS)
+}
+
+#[derive(clap::Subcommand)]
+pub enum LakeCommand {
+    /// Keep every intact record of a damaged write-ahead log: rewrites each damaged segment
+    /// with its intact records (before and after the damage) and moves the original into
+    /// wal/damaged/. Run it when `doppel serve` refuses to start over a damaged WAL, with no
+    /// doppel running on the directory.
+    Salvage {
+        #[command(flatten)]
+        data: DataDirArg,
+    },
+}
+
+pub fn lake(command: LakeCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        LakeCommand::Salvage { data } => {
+            let report = Lake::salvage(&data.data)
+                .with_context(|| format!("cannot salvage {}", data.data.display()))?;
+            if report.is_empty() {
+                println!("the write-ahead log has no damaged segment; nothing to do");
+            }
+            for segment in &report {
+                let lost: u64 = segment.damaged.iter().map(|(a, b)| b - a).sum();
+                println!(
+                    "{}: kept {} intact record(s); {} damaged byte(s) at {}; the original is now {}",
+                    segment.segment.display(),
+                    segment.records_kept,
+                    lost,
+                    segment
+                        .damaged
+                        .iter()
+                        .map(|(a, b)| format!("{a}..{b}"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    segment.moved_to.display()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }

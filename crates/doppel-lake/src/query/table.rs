@@ -1,4 +1,5 @@
-//! SQL over a database: every table is its Parquet files plus its buffered rows.
+//! A database's tables as DataFusion sees them: every table is its Parquet files plus its
+//! buffered rows.
 //!
 //! A query works on a snapshot taken under the lake's lock (file list and buffered batches),
 //! so it never sees a half-persisted state. Files never share a key (series, time) with each
@@ -20,6 +21,8 @@ use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
 use datafusion::error::Result as DfResult;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::union::UnionExec;
@@ -39,12 +42,23 @@ pub struct TableSnapshot {
     pub buffers: Vec<RecordBatch>,
 }
 
-/// Builds a DataFusion session with the database's tables registered.
-pub fn session(data_dir: &Path, tables: Vec<TableSnapshot>) -> Result<SessionContext> {
+/// Builds a DataFusion session with the database's tables registered, running under
+/// `runtime`'s memory pool.
+pub fn session(
+    data_dir: &Path,
+    tables: Vec<TableSnapshot>,
+    runtime: Arc<RuntimeEnv>,
+) -> Result<SessionContext> {
     let config = SessionConfig::new()
         .with_information_schema(true)
         .with_target_partitions(std::thread::available_parallelism().map_or(2, |n| n.get()));
-    let ctx = SessionContext::new_with_config(config);
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_runtime_env(runtime)
+        .with_default_features()
+        .with_physical_optimizer_rule(Arc::new(super::bounds::YieldBetweenOperators))
+        .build();
+    let ctx = SessionContext::new_with_state(state);
     for table in tables {
         let name = table.name.clone();
         let provider = LakeTable::new(data_dir, table)?;

@@ -6,6 +6,8 @@ use datafusion::arrow::util::pretty::pretty_format_batches;
 use doppel_core::{FieldValue, Point, WriteBatch};
 use doppel_lake::{Lake, LakeConfig, LakeError};
 
+mod durability;
+
 fn point(measurement: &str, asset: &str, fields: &[(&str, FieldValue)], time: i64) -> Point {
     Point {
         measurement: measurement.into(),
