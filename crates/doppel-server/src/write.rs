@@ -251,3 +251,76 @@ fn body_text<'a>(
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use axum::http::HeaderValue;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(bytes).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    fn gzip_headers() -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        headers
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: std::env::var("DOPPEL_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000),
+            ..ProptestConfig::default()
+        })]
+
+        /// Any number of gzip members decode to their texts joined; anything after the last
+        /// member that is not another member refuses the body. Nothing panics.
+        #[test]
+        fn gzip_members_are_all_read_and_trailing_bytes_refused(
+            members in proptest::collection::vec("[a-z0-9 =,\n]{0,200}", 1..5),
+            trailing in proptest::collection::vec(any::<u8>(), 0..16),
+            limit in 0usize..2000,
+        ) {
+            let mut body = Vec::new();
+            for m in &members {
+                body.extend(gzip(m.as_bytes()));
+            }
+            body.extend(&trailing);
+            let body = Bytes::from(body);
+            let joined: String = members.concat();
+            match body_text(&gzip_headers(), &body, limit) {
+                Ok(text) => {
+                    prop_assert!(trailing.is_empty(), "trailing {:?} accepted", trailing);
+                    prop_assert_eq!(text.as_ref(), joined.as_str());
+                }
+                Err((status, _, message)) => {
+                    let too_large = joined.len() > limit;
+                    prop_assert!(
+                        !trailing.is_empty() || too_large,
+                        "refused {}: {}", status, message
+                    );
+                    if too_large && trailing.is_empty() {
+                        prop_assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+                    } else if !too_large {
+                        prop_assert_eq!(status, StatusCode::BAD_REQUEST, "{}", message);
+                    }
+                }
+            }
+        }
+
+        /// Random bytes sent as gzip are refused with 400, never a panic or a 5xx.
+        #[test]
+        fn random_bytes_sent_as_gzip_are_refused(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let body = Bytes::from(bytes);
+            if let Err((status, _, _)) = body_text(&gzip_headers(), &body, 1 << 20) {
+                prop_assert!(status.is_client_error());
+            }
+        }
+    }
+}

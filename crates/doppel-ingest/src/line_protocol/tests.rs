@@ -710,7 +710,8 @@ fn accepted_by_design(line: &str, _point: &Point) -> bool {
             && ((i > 0 && b[i - 1] == b'=' || i > 1 && b[i - 2] == b'=' && b[i - 1] == b'-')
                 || (i > 0
                     && b[i - 1].is_ascii_digit()
-                    && b.get(i + 1).is_none_or(|c| matches!(c, b' ' | b',' | b'e' | b'E'))))
+                    && b.get(i + 1)
+                        .is_none_or(|c| matches!(c, b' ' | b',' | b'e' | b'E'))))
     });
     line.contains("\\\\") || line.contains('\t') || bare_point || plus
 }

@@ -136,7 +136,10 @@ async fn execute(
     let statement = guard::check(&sql, limits.max_depth)?;
     let ctx = table::session(&data_dir, tables, runtime.clone())?;
     let state = ctx.state();
-    let plan = state.statement_to_plan(statement).await?;
+    let plan = state
+        .statement_to_plan(statement)
+        .await
+        .map_err(planning_error)?;
     // A second lock behind the guard: nothing planned may write or change the session.
     SQLOptions::new()
         .with_allow_ddl(false)
@@ -146,14 +149,31 @@ async fn execute(
         .map_err(|e| {
             LakeError::QueryRefused(format!("queries are read-only: {}", e.strip_backtrace()))
         })?;
-    let frame = ctx.execute_logical_plan(plan).await?;
+    let frame = ctx
+        .execute_logical_plan(plan)
+        .await
+        .map_err(planning_error)?;
     let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
     let task = Arc::new(frame.task_ctx());
-    let physical = frame.create_physical_plan().await?;
+    let physical = frame
+        .create_physical_plan()
+        .await
+        .map_err(planning_error)?;
     bounds::check_joins(&physical, limits.max_join_pairs)?;
     let stream = datafusion::physical_plan::execute_stream(physical, task)?;
     let batches = collect_within(stream, &runtime, &limits).await?;
     Ok((schema, batches))
+}
+
+/// An error while planning is the query's fault unless files could not be read: DataFusion
+/// reports some plain mistakes (a function called with the wrong arguments inside a CASE) as
+/// its own internal errors, and those must reach the client as 400, not 500.
+fn planning_error(e: datafusion::error::DataFusionError) -> LakeError {
+    use datafusion::error::DataFusionError as D;
+    match e.find_root() {
+        D::Internal(_) => LakeError::Query(e.strip_backtrace()),
+        _ => LakeError::from(e),
+    }
 }
 
 /// Collects a result, counting it against the query memory pool as it grows.

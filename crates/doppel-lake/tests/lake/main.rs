@@ -7,6 +7,7 @@ use doppel_core::{FieldValue, Point, WriteBatch};
 use doppel_lake::{Lake, LakeConfig, LakeError};
 
 mod durability;
+mod sql_fuzz;
 
 fn point(measurement: &str, asset: &str, fields: &[(&str, FieldValue)], time: i64) -> Point {
     Point {
