@@ -155,10 +155,7 @@ async fn execute(
         .map_err(planning_error)?;
     let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
     let task = Arc::new(frame.task_ctx());
-    let physical = frame
-        .create_physical_plan()
-        .await
-        .map_err(planning_error)?;
+    let physical = frame.create_physical_plan().await.map_err(planning_error)?;
     bounds::check_joins(&physical, limits.max_join_pairs)?;
     let stream = datafusion::physical_plan::execute_stream(physical, task)?;
     let batches = collect_within(stream, &runtime, &limits).await?;
