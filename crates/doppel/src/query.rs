@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use doppel_lake::{Lake, LakeConfig, LakeError};
+use doppel_lake::{Lake, LakeConfig, LakeError, QueryLimits};
 use doppel_server::query::{Format, render};
 
 use crate::client::Client;
@@ -53,7 +53,11 @@ pub fn run_sql(
             &serde_json::json!({"db": db, "q": sql, "format": format.name()}),
         ),
         None => {
-            let lake = match Lake::open(&data.data, LakeConfig::default()) {
+            let config = LakeConfig {
+                query: QueryLimits::local(),
+                ..LakeConfig::default()
+            };
+            let lake = match Lake::open(&data.data, config) {
                 Ok(lake) => lake,
                 Err(e @ LakeError::Locked { .. }) => {
                     anyhow::bail!(

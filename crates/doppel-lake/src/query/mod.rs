@@ -53,6 +53,20 @@ impl Default for QueryLimits {
     }
 }
 
+impl QueryLimits {
+    /// For a person querying their own data directory in process (`doppel query` without
+    /// `--url`, the model reading lake tables): still read-only and bounded in nesting, but
+    /// with no time, memory or join bound, since nobody else shares the process.
+    pub fn local() -> Self {
+        QueryLimits {
+            timeout: Duration::from_secs(365 * 86_400),
+            memory_bytes: usize::MAX,
+            max_join_pairs: u64::MAX,
+            ..QueryLimits::default()
+        }
+    }
+}
+
 /// The threads queries run on. Their stacks are large because planning and dropping a query
 /// recurse over its expressions; reserving the address space costs nothing until touched.
 static QUERY_THREADS: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
@@ -99,21 +113,25 @@ impl QueryRunner {
         let limits = self.limits.clone();
         let timeout = limits.timeout;
         let runtime = self.runtime.clone();
-        let task = QUERY_THREADS.spawn(execute(data_dir, tables, sql, runtime, limits));
+        let work = QUERY_THREADS.spawn(execute(data_dir, tables, sql, runtime, limits));
         // The caller going away (a client that hung up) drops this future, and the time limit
-        // ends it: either way the task is aborted, and stops at its next yield point.
-        let _abort = AbortOnDrop(task.abort_handle());
-        match tokio::time::timeout(timeout, task).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(e)) if e.is_panic() => {
+        // passing ends the watch: either way the work is aborted, and stops at its next yield
+        // point. The watch runs on the query threads, whose runtime has timers (the caller's
+        // need not).
+        let _abort_work = AbortOnDrop(work.abort_handle());
+        let watch = QUERY_THREADS.spawn(async move { tokio::time::timeout(timeout, work).await });
+        let _abort_watch = AbortOnDrop(watch.abort_handle());
+        match watch.await {
+            Ok(Ok(Ok(result))) => result,
+            Ok(Ok(Err(e))) if e.is_panic() => {
                 Err(LakeError::Internal(format!("the query panicked: {e}")))
             }
-            Ok(Err(_)) => Err(LakeError::ShuttingDown),
-            Err(_) => Err(LakeError::QueryLimit(format!(
+            Ok(Err(_elapsed)) => Err(LakeError::QueryLimit(format!(
                 "the query ran past the {} s limit and was stopped; narrow the time range or \
                  aggregate (the limit is --query-timeout)",
                 timeout.as_secs_f64()
             ))),
+            Ok(Ok(Err(_))) | Err(_) => Err(LakeError::ShuttingDown),
         }
     }
 }

@@ -32,6 +32,24 @@ impl FaultPlan for Switch {
     }
 }
 
+/// A lake whose `points` fail with `errno` while the returned switch is on (it starts as `on`).
+fn lake_with_switch(
+    dir: &Path,
+    points: &'static [IoPoint],
+    errno: i32,
+    on: bool,
+    config: LakeConfig,
+) -> (Lake, Arc<AtomicBool>) {
+    let full = Arc::new(AtomicBool::new(on));
+    let faults = Faults::new(Switch {
+        full: full.clone(),
+        points,
+        errno,
+    });
+    let lake = Lake::open(dir, LakeConfig { faults, ..config }).unwrap();
+    (lake, full)
+}
+
 fn one(time: i64) -> doppel_core::WriteBatch {
     batch(vec![point(
         "m",
@@ -44,19 +62,13 @@ fn one(time: i64) -> doppel_core::WriteBatch {
 #[test]
 fn a_full_disk_refuses_writes_with_retry_later_and_the_lake_resumes_by_itself() {
     let dir = tempfile::tempdir().unwrap();
-    let full = Arc::new(AtomicBool::new(false));
-    let lake = Lake::open(
+    let (lake, full) = lake_with_switch(
         dir.path(),
-        LakeConfig {
-            faults: Faults::new(Switch {
-                full: full.clone(),
-                points: &[IoPoint::WalWrite],
-                errno: libc::ENOSPC,
-            }),
-            ..config()
-        },
-    )
-    .unwrap();
+        &[IoPoint::WalWrite],
+        libc::ENOSPC,
+        false,
+        config(),
+    );
     lake.write_blocking(one(1), false).unwrap();
     full.store(true, Ordering::SeqCst);
     for t in 2..5 {
@@ -92,19 +104,8 @@ fn a_full_disk_refuses_writes_with_retry_later_and_the_lake_resumes_by_itself() 
 #[test]
 fn a_failed_fsync_is_retry_later_and_leaves_no_record_behind() {
     let dir = tempfile::tempdir().unwrap();
-    let full = Arc::new(AtomicBool::new(false));
-    let lake = Lake::open(
-        dir.path(),
-        LakeConfig {
-            faults: Faults::new(Switch {
-                full: full.clone(),
-                points: &[IoPoint::WalSync],
-                errno: libc::EIO,
-            }),
-            ..config()
-        },
-    )
-    .unwrap();
+    let (lake, full) =
+        lake_with_switch(dir.path(), &[IoPoint::WalSync], libc::EIO, false, config());
     lake.write_blocking(one(1), false).unwrap();
     full.store(true, Ordering::SeqCst);
     let err = lake.write_blocking(one(2), false).unwrap_err();
@@ -124,20 +125,16 @@ fn a_failed_fsync_is_retry_later_and_leaves_no_record_behind() {
 #[test]
 fn a_persist_that_keeps_failing_shows_in_health_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let full = Arc::new(AtomicBool::new(true));
-    let lake = Lake::open(
+    let (lake, full) = lake_with_switch(
         dir.path(),
+        &[IoPoint::ParquetWrite, IoPoint::ParquetSync],
+        libc::ENOSPC,
+        true,
         LakeConfig {
             flush_age: Duration::from_millis(10),
-            faults: Faults::new(Switch {
-                full: full.clone(),
-                points: &[IoPoint::ParquetWrite, IoPoint::ParquetSync],
-                errno: libc::ENOSPC,
-            }),
             ..config()
         },
-    )
-    .unwrap();
+    );
     lake.write_blocking(one(1), false).unwrap();
     assert!(lake.flush().is_err());
     let deadline = Instant::now() + Duration::from_secs(20);
