@@ -36,6 +36,8 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// A request body must arrive whole within this time.
     pub body_timeout: Duration,
+    /// The largest query answer, as written out (bytes).
+    pub max_response_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -44,6 +46,7 @@ impl Default for ServerConfig {
             token: None,
             max_body_bytes: 10 << 20,
             body_timeout: Duration::from_secs(60),
+            max_response_bytes: 1 << 30,
         }
     }
 }

@@ -113,11 +113,80 @@ async fn run(state: AppState, params: QueryParams) -> Response {
         Err(message) => return error_response(StatusCode::BAD_REQUEST, "invalid", &message),
     };
     match state.lake.query(&db, &sql).await {
-        Ok((schema, batches)) => match render(format, &schema, &batches) {
-            Ok(body) => ([(header::CONTENT_TYPE, format.content_type())], body).into_response(),
-            Err(e) => error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal error", &e),
-        },
+        Ok((schema, batches)) => {
+            let limit = state.config.max_response_bytes;
+            match render_within(format, &schema, &batches, limit) {
+                Ok(body) => ([(header::CONTENT_TYPE, format.content_type())], body).into_response(),
+                Err(RenderError::TooLarge) => error_response(
+                    StatusCode::BAD_REQUEST,
+                    "limit exceeded",
+                    &format!(
+                        "the result is larger than {} MiB once written as {}; add a LIMIT, \
+                         aggregate, or narrow the time range (the limit is --query-memory-mib)",
+                        limit >> 20,
+                        format.name()
+                    ),
+                ),
+                Err(RenderError::Failed(e)) => {
+                    error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal error", &e)
+                }
+            }
+        }
         Err(e) => lake_error_response(e),
+    }
+}
+
+/// Why a result could not be written out.
+enum RenderError {
+    TooLarge,
+    Failed(String),
+}
+
+/// A buffer that refuses to grow past its limit, so a large result fails as the client's
+/// request instead of taking the server's memory.
+struct Capped {
+    bytes: Vec<u8>,
+    limit: usize,
+    overflowed: bool,
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len() + buf.len() > self.limit {
+            self.overflowed = true;
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::OutOfMemory,
+                "over the limit",
+            ));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn render_within(
+    format: Format,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    limit: usize,
+) -> Result<Vec<u8>, RenderError> {
+    // A text table is built whole before it is written: judge it by its data first.
+    let data: usize = batches.iter().map(|b| b.get_array_memory_size()).sum();
+    if format == Format::Pretty && data > limit {
+        return Err(RenderError::TooLarge);
+    }
+    let mut out = Capped {
+        bytes: Vec::new(),
+        limit,
+        overflowed: false,
+    };
+    match render_into(format, schema, batches, &mut out) {
+        Ok(()) => Ok(out.bytes),
+        Err(_) if out.overflowed => Err(RenderError::TooLarge),
+        Err(e) => Err(RenderError::Failed(e)),
     }
 }
 
@@ -127,25 +196,36 @@ pub fn render(
     schema: &SchemaRef,
     batches: &[RecordBatch],
 ) -> Result<Vec<u8>, String> {
-    use datafusion::arrow::{csv, json};
     let mut out = Vec::new();
+    render_into(format, schema, batches, &mut out)?;
+    Ok(out)
+}
+
+fn render_into(
+    format: Format,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    out: &mut impl std::io::Write,
+) -> Result<(), String> {
+    use datafusion::arrow::{csv, json};
     let refs: Vec<&RecordBatch> = batches.iter().collect();
+    let failed = |e: &dyn std::fmt::Display| e.to_string();
     match format {
+        Format::Json if batches.iter().all(|b| b.num_rows() == 0) => {
+            out.write_all(b"[]").map_err(|e| failed(&e))?;
+        }
         Format::Json => {
-            let mut writer = json::ArrayWriter::new(&mut out);
+            let mut writer = json::ArrayWriter::new(&mut *out);
             writer.write_batches(&refs).map_err(|e| e.to_string())?;
             writer.finish().map_err(|e| e.to_string())?;
-            if out.is_empty() {
-                out.extend_from_slice(b"[]");
-            }
         }
         Format::JsonLines => {
-            let mut writer = json::LineDelimitedWriter::new(&mut out);
+            let mut writer = json::LineDelimitedWriter::new(&mut *out);
             writer.write_batches(&refs).map_err(|e| e.to_string())?;
             writer.finish().map_err(|e| e.to_string())?;
         }
         Format::Csv => {
-            let mut writer = csv::WriterBuilder::new().with_header(true).build(&mut out);
+            let mut writer = csv::WriterBuilder::new().with_header(true).build(&mut *out);
             if batches.is_empty() {
                 writer
                     .write(&RecordBatch::new_empty(schema.clone()))
@@ -164,9 +244,44 @@ pub fn render(
                 datafusion::arrow::util::pretty::pretty_format_batches(batches)
             }
             .map_err(|e| e.to_string())?;
-            out.extend_from_slice(text.to_string().as_bytes());
-            out.push(b'\n');
+            writeln!(out, "{text}").map_err(|e| failed(&e))?;
         }
     }
-    Ok(out)
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    #[test]
+    fn an_answer_past_the_limit_is_refused_in_every_format() {
+        let schema: SchemaRef =
+            Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(Int64Array::from_iter_values(0..10_000))],
+        )
+        .unwrap();
+        for format in [Format::Json, Format::JsonLines, Format::Csv, Format::Pretty] {
+            let whole = render_within(format, &schema, std::slice::from_ref(&batch), 1 << 30);
+            let Ok(whole) = whole else {
+                panic!("{format:?} failed under a large limit")
+            };
+            let cut = render_within(
+                format,
+                &schema,
+                std::slice::from_ref(&batch),
+                whole.len() / 2,
+            );
+            assert!(matches!(cut, Err(RenderError::TooLarge)), "{format:?}");
+        }
+        let empty = render_within(Format::Json, &schema, &[], 16);
+        assert_eq!(empty.ok().as_deref(), Some(&b"[]"[..]));
+    }
 }

@@ -102,6 +102,7 @@ pub fn run(args: ServeArgs, up: Option<SourceArgs>) -> anyhow::Result<ExitCode> 
         token: args.token.clone(),
         max_body_bytes: args.max_body_mib << 20,
         body_timeout: args.body_timeout,
+        max_response_bytes: args.query_memory_mib << 20,
     };
     let limits = ConnectionLimits {
         header_timeout: args.header_timeout,
