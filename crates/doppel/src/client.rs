@@ -1,8 +1,47 @@
-//! A small HTTP client for talking to a running doppel (queries, imports over the network).
+//! A small HTTP client for talking to a running doppel (queries, imports over the network),
+//! and how a command finds the doppel that holds a data directory.
 
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+
+/// The file a serving doppel keeps in its data directory, naming the URL it answers on, so
+/// that commands run beside it (`doppel query`, `import`, the model's `lake:` inputs) can ask
+/// it instead of failing on the directory's lock.
+pub const SERVER_FILE: &str = "SERVER.json";
+
+/// Writes `SERVER.json` into `data` (atomically); the server removes it when it stops.
+pub fn announce_server(
+    data: &std::path::Path,
+    address: std::net::SocketAddr,
+) -> std::io::Result<()> {
+    // A server listening on every address is reached on loopback from its own machine.
+    let host = if address.ip().is_unspecified() {
+        match address {
+            std::net::SocketAddr::V4(_) => "127.0.0.1".to_string(),
+            std::net::SocketAddr::V6(_) => "[::1]".to_string(),
+        }
+    } else {
+        match address {
+            std::net::SocketAddr::V4(a) => a.ip().to_string(),
+            std::net::SocketAddr::V6(a) => format!("[{}]", a.ip()),
+        }
+    };
+    let text = serde_json::json!({
+        "url": format!("http://{host}:{}", address.port()),
+        "pid": std::process::id(),
+    });
+    let tmp = data.join(format!("{SERVER_FILE}.tmp"));
+    std::fs::write(&tmp, text.to_string())?;
+    std::fs::rename(&tmp, data.join(SERVER_FILE))
+}
+
+/// The URL of the doppel serving `data`, if one announced itself there.
+pub fn running_server(data: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(data.join(SERVER_FILE)).ok()?;
+    let value: serde_json::Value = serde_json::from_str(&text).ok()?;
+    value["url"].as_str().map(str::to_owned)
+}
 
 pub struct Client {
     agent: ureq::Agent,

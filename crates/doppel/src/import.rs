@@ -135,7 +135,19 @@ pub fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
         None => match Lake::open(&args.data.data, LakeConfig::default()) {
             Ok(lake) => Sink::Lake(lake),
             Err(e @ LakeError::Locked { .. }) => {
-                bail!("{e}. To import through it: doppel import --url http://127.0.0.1:7700 ...")
+                match crate::client::running_server(&args.data.data) {
+                    // The doppel serving this directory takes the rows instead.
+                    Some(url) => {
+                        eprintln!(
+                            "importing through the doppel at {url}, which holds {}",
+                            args.data.data.display()
+                        );
+                        Sink::Http(Client::new(&url, args.server.token.clone()))
+                    }
+                    None => {
+                        bail!("{e}. To import through it: doppel import --url http://HOST:PORT ...")
+                    }
+                }
             }
             Err(e) => return Err(e).context(format!("cannot open {}", args.data.data.display())),
         },

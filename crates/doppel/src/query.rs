@@ -8,7 +8,7 @@ use clap::Args;
 use doppel_lake::{Lake, LakeConfig, LakeError, QueryLimits};
 use doppel_server::query::{Format, render};
 
-use crate::client::Client;
+use crate::client::{Client, running_server};
 use crate::{DataDirArg, ServerArg};
 
 #[derive(Args)]
@@ -47,11 +47,14 @@ pub fn run_sql(
     server: &ServerArg,
     data: &DataDirArg,
 ) -> anyhow::Result<Vec<u8>> {
-    match &server.url {
-        Some(url) => Client::new(url, server.token.clone()).post_json(
+    let ask = |url: &str| {
+        Client::new(url, server.token.clone()).post_json(
             "/api/v3/query_sql",
             &serde_json::json!({"db": db, "q": sql, "format": format.name()}),
-        ),
+        )
+    };
+    match &server.url {
+        Some(url) => ask(url),
         None => {
             let config = LakeConfig {
                 query: QueryLimits::local(),
@@ -59,10 +62,17 @@ pub fn run_sql(
             };
             let lake = match Lake::open(&data.data, config) {
                 Ok(lake) => lake,
+                Err(LakeError::Locked { .. }) if running_server(&data.data).is_some() => {
+                    // The doppel serving this directory answers instead.
+                    let url = running_server(&data.data).expect("checked");
+                    eprintln!(
+                        "(asking the doppel at {url}, which holds {})",
+                        data.data.display()
+                    );
+                    return ask(&url);
+                }
                 Err(e @ LakeError::Locked { .. }) => {
-                    anyhow::bail!(
-                        "{e}. Ask the running doppel instead: add --url http://127.0.0.1:7700"
-                    )
+                    anyhow::bail!("{e}. Ask the running doppel instead: add --url http://HOST:PORT")
                 }
                 Err(e) => {
                     return Err(e).context(format!("cannot open {}", data.data.display()));

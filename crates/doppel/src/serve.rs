@@ -119,6 +119,9 @@ pub fn run(args: ServeArgs, up: Option<SourceArgs>) -> anyhow::Result<ExitCode> 
         };
         let address = listener.local_addr()?;
         tracing::info!(%address, data = %args.data.data.display(), "doppel is serving");
+        if let Err(e) = crate::client::announce_server(&args.data.data, address) {
+            tracing::warn!(error = %e, "cannot write {} into the data directory; commands run beside this server will need --url", crate::client::SERVER_FILE);
+        }
         let source = match &up {
             Some(source_args) => {
                 let source = LiveSource::start(source_args, lake.clone())?;
@@ -141,6 +144,7 @@ pub fn run(args: ServeArgs, up: Option<SourceArgs>) -> anyhow::Result<ExitCode> 
         }
         served
     });
+    let _ = std::fs::remove_file(args.data.data.join(crate::client::SERVER_FILE));
     tracing::info!("persisting buffered writes before exiting");
     let flushed = lake.shutdown();
     result?;

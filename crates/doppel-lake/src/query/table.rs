@@ -49,7 +49,10 @@ pub fn session(
     tables: Vec<TableSnapshot>,
     runtime: Arc<RuntimeEnv>,
 ) -> Result<SessionContext> {
+    // InfluxDB 3's convention: a name written without quotes means the measurement, tag or
+    // field of that name as written (`SELECT HUFL FROM ETTh1`), not its lower-case form.
     let config = SessionConfig::new()
+        .set_bool("datafusion.sql_parser.enable_ident_normalization", false)
         .with_information_schema(true)
         .with_target_partitions(std::thread::available_parallelism().map_or(2, |n| n.get()));
     let state = SessionStateBuilder::new()

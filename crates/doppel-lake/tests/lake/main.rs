@@ -364,3 +364,28 @@ fn show_tables_and_date_bin_work() {
     assert!(text.contains("| 1970-01-01T00:00:00 | 29.5 |"), "{text}");
     assert!(text.contains("| 1970-01-01T00:30:00 | 89.5 |"), "{text}");
 }
+
+#[test]
+fn unquoted_names_match_measurements_and_fields_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(dir.path(), config()).unwrap();
+    lake.write_blocking(
+        batch(vec![point(
+            "ETTh1",
+            "a",
+            &[("HUFL", FieldValue::Float(2.5))],
+            1,
+        )]),
+        false,
+    )
+    .unwrap();
+    for sql in [
+        "SELECT HUFL FROM ETTh1",
+        "SELECT \"HUFL\" FROM \"ETTh1\"",
+        "select HUFL from ETTh1 where asset = 'a'",
+        "SELECT MAX(HUFL) AS HUFL FROM ETTh1",
+    ] {
+        let text = query(&lake, sql);
+        assert!(text.contains("2.5"), "{sql}: {text}");
+    }
+}

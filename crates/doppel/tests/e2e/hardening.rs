@@ -348,3 +348,59 @@ fn idle_half_sent_and_slow_connections_are_closed() {
     assert_eq!(get(&format!("{}/ping", server.url), &[]).status, 204);
     drop(hogs);
 }
+
+#[test]
+fn commands_beside_a_running_server_ask_it_instead_of_failing_on_the_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &[]);
+    assert_eq!(write(&server, "m,a=x v=1 1700000000", &[]).status, 204);
+    let announced = std::fs::read_to_string(data.join("SERVER.json")).unwrap();
+    assert!(announced.contains(&server.url), "{announced}");
+
+    let out = doppel()
+        .args([
+            "query",
+            "--data",
+            data.to_str().unwrap(),
+            "--db",
+            "plant",
+            "--format",
+            "csv",
+        ])
+        .arg("SELECT a, v FROM m")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "a,v\nx,1.0\n");
+
+    let csv = dir.path().join("more.csv");
+    std::fs::write(&csv, "time,v\n2024-01-01T00:00:00Z,2.5\n").unwrap();
+    let out = doppel()
+        .args([
+            "import",
+            "--data",
+            data.to_str().unwrap(),
+            "--db",
+            "history",
+        ])
+        .arg(&csv)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(sql(&server, "history", "SELECT v FROM more").len(), 1);
+
+    assert!(server.stop().success());
+    assert!(
+        !data.join("SERVER.json").exists(),
+        "a stopped server still announces itself"
+    );
+}
