@@ -88,6 +88,17 @@ pub struct LakeStats {
     pub wal_segment: u64,
 }
 
+/// What a retention period removes from a table's files (`Lake::retention_effect`).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct RetentionEffect {
+    /// Files whose newest row is before this go (nanoseconds; none: keep everything).
+    pub cutoff: Option<i64>,
+    pub files_removed: usize,
+    pub rows_removed: u64,
+    pub files_kept: usize,
+    pub rows_kept: u64,
+}
+
 /// What is wrong with the lake right now, for `/health`: each is `None` while all is well.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct LakeHealth {
@@ -445,7 +456,38 @@ impl Lake {
         self.inner.state.read().catalog.clone()
     }
 
-    /// Sets (or clears) a table's retention period; it takes effect at the next persist.
+    /// What a retention period would remove from a table's files now (buffered rows are
+    /// judged when they are persisted).
+    pub fn retention_effect(
+        &self,
+        database: &str,
+        table: &str,
+        retention: Option<Duration>,
+    ) -> Result<RetentionEffect> {
+        let state = self.inner.state.read();
+        let t = state
+            .catalog
+            .table(database, table)
+            .ok_or_else(|| table_not_found(database, table))?;
+        let cutoff = retention
+            .map(|d| doppel_core::time::now_nanos() - d.as_nanos().min(i64::MAX as u128) as i64);
+        let mut effect = RetentionEffect {
+            cutoff,
+            ..RetentionEffect::default()
+        };
+        for f in &t.files {
+            if cutoff.is_some_and(|c| f.max_time < c) {
+                effect.files_removed += 1;
+                effect.rows_removed += f.rows;
+            } else {
+                effect.files_kept += 1;
+                effect.rows_kept += f.rows;
+            }
+        }
+        Ok(effect)
+    }
+
+    /// Sets (or clears) a table's retention period, and removes the files it expires now.
     pub fn set_retention(
         &self,
         database: &str,
@@ -460,15 +502,20 @@ impl Lake {
             .ok_or_else(|| LakeError::DatabaseNotFound(database.to_owned()))?
             .tables
             .get_mut(table)
-            .ok_or_else(|| {
-                LakeError::Invalid(format!(
-                    "table `{table}` not found in database `{database}`"
-                ))
-            })?;
+            .ok_or_else(|| table_not_found(database, table))?;
         t.retention_nanos = retention.map(|d| d.as_nanos().min(i64::MAX as u128) as i64);
+        let expired = persist::expired_files(&state.catalog, doppel_core::time::now_nanos());
+        expired.apply(&mut state.catalog);
         state
             .catalog
-            .save(&self.inner.dir, &self.inner.config.faults)
+            .save(&self.inner.dir, &self.inner.config.faults)?;
+        // Queries already reading the files may finish; they go a minute later (or at close).
+        let now = Instant::now();
+        let dir = self.inner.dir.clone();
+        state
+            .graveyard
+            .extend(expired.removed.iter().map(|(_, _, p)| (now, dir.join(p))));
+        Ok(())
     }
 
     pub fn stats(&self) -> LakeStats {
@@ -776,6 +823,12 @@ impl Drop for Inner {
     fn drop(&mut self) {
         self.empty_graveyard(true);
     }
+}
+
+fn table_not_found(database: &str, table: &str) -> LakeError {
+    LakeError::Invalid(format!(
+        "table `{table}` not found in database `{database}`"
+    ))
 }
 
 /// Why writes whose WAL append failed are refused, for the client (no file paths).

@@ -218,6 +218,12 @@ pub struct RetentionArgs {
     table: String,
     /// How long to keep data, such as 30d; `none` keeps it forever.
     period: String,
+    /// Say what the period would remove, and change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Remove what the period expires without asking.
+    #[arg(long)]
+    yes: bool,
 }
 
 pub fn retention(args: RetentionArgs) -> anyhow::Result<ExitCode> {
@@ -225,12 +231,53 @@ pub fn retention(args: RetentionArgs) -> anyhow::Result<ExitCode> {
         "none" | "forever" => None,
         text => Some(parse_duration(text).map_err(anyhow::Error::msg)?),
     };
-    let lake = Lake::open(&args.data.data, LakeConfig::default())
-        .with_context(|| format!("cannot open {}", args.data.data.display()))?;
+    let lake = Lake::open(&args.data.data, LakeConfig::default()).with_context(|| {
+        format!(
+            "cannot open {} (if a doppel serves it, stop it first: retention removes files it reads)",
+            args.data.data.display()
+        )
+    })?;
+    let effect = lake.retention_effect(&args.db, &args.table, period)?;
+    let name = format!("{}.{}", args.db, args.table);
+    let before = effect.cutoff.map_or(String::new(), |c| {
+        let time = doppel_core::time::format_rfc3339(c);
+        format!(" (the files whose newest row is before {time})")
+    });
+    println!(
+        "{name}: retention {} removes {} of {} file(s), {} of {} row(s){before}",
+        args.period,
+        effect.files_removed,
+        effect.files_removed + effect.files_kept,
+        effect.rows_removed,
+        effect.rows_removed + effect.rows_kept,
+    );
+    if args.dry_run {
+        println!("dry run: nothing changed");
+        return Ok(ExitCode::SUCCESS);
+    }
+    if effect.rows_removed > 0 && !args.yes && !confirmed("Remove them?")? {
+        bail!(
+            "nothing changed: run again with --yes to remove {} row(s), or with --dry-run to only look",
+            effect.rows_removed
+        );
+    }
     lake.set_retention(&args.db, &args.table, period)?;
     lake.shutdown()?;
-    println!("{}.{}: retention {}", args.db, args.table, args.period);
+    println!("{name}: retention {} set", args.period);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Asks on the terminal; `false` when there is no terminal to ask on.
+fn confirmed(question: &str) -> anyhow::Result<bool> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        return Ok(false);
+    }
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
 }
 
 #[derive(clap::Subcommand)]

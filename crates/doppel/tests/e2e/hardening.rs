@@ -404,3 +404,63 @@ fn commands_beside_a_running_server_ask_it_instead_of_failing_on_the_lock() {
         "a stopped server still announces itself"
     );
 }
+
+#[test]
+fn retention_says_what_it_removes_and_asks_before_removing_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let server = Server::start(dir.path(), &[]);
+    let body = format!("m,a=x v=1 {}\nm,a=x v=2 {}\n", now - 40 * 86_400, now);
+    assert_eq!(write(&server, body, &[]).status, 204);
+    assert!(server.stop().success());
+
+    let retention = |extra: &[&str]| {
+        doppel()
+            .args([
+                "retention",
+                "--data",
+                data,
+                "--db",
+                "plant",
+                "--table",
+                "m",
+                "30d",
+            ])
+            .args(extra)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = retention(&["--dry-run"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("removes 1 of 2 file(s), 1 of 2 row(s)"),
+        "{said}"
+    );
+    assert!(said.contains("nothing changed"), "{said}");
+    // No terminal to ask on and no --yes: refused, nothing removed.
+    let out = retention(&[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--yes"));
+    let count = || {
+        let out = doppel()
+            .args(["query", "--data", data, "--db", "plant", "--format", "csv"])
+            .arg("SELECT count(*) AS n FROM m")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(count(), "n\n2\n");
+    let out = retention(&["--yes"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(count(), "n\n1\n");
+}
