@@ -89,7 +89,7 @@ pub struct LakeStats {
 }
 
 /// What a retention period removes from a table's files (`Lake::retention_effect`).
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RetentionEffect {
     /// Files whose newest row is before this go (nanoseconds; none: keep everything).
     pub cutoff: Option<i64>,
@@ -494,6 +494,8 @@ impl Lake {
         table: &str,
         retention: Option<Duration>,
     ) -> Result<()> {
+        // Not while a persist runs: it could merge new rows into a file removed here.
+        let _one_at_a_time = self.inner.persist_lock.lock().unwrap();
         let mut state = self.inner.state.write();
         let t = state
             .catalog

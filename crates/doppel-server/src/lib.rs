@@ -2,6 +2,7 @@
 //!
 //! - `POST /api/v2/write` and `POST /write` (v1): line protocol in, `204` when durable;
 //! - `GET|POST /api/v3/query_sql`: SQL out as JSON, JSON lines, CSV or a text table;
+//! - `POST /api/v3/configure/retention`: what a retention period removes, and setting it;
 //! - `GET /ping`, `GET /health`.
 //!
 //! [`app`] builds the router from a lake and a config, apart from any socket, so tests can run
@@ -9,6 +10,7 @@
 //! idle, slow and half-sent connections from starving it. This crate must not own data: it
 //! translates HTTP to the lake and back, and nothing else.
 
+mod configure;
 mod listen;
 pub mod query;
 mod write;
@@ -71,6 +73,7 @@ pub fn app(lake: Lake, config: ServerConfig) -> Router {
             "/api/v3/query_sql",
             get(query::query_get).post(query::query_post),
         )
+        .route("/api/v3/configure/retention", post(configure::retention))
         .route("/ping", get(ping).head(ping))
         .route("/health", get(health))
         .route("/api/v3/health", get(health))

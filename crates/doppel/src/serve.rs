@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use doppel_lake::{Lake, LakeConfig, QueryLimits};
+use doppel_lake::{Lake, LakeConfig, LakeError, QueryLimits, RetentionEffect};
 use doppel_server::{ConnectionLimits, ServerConfig, app, serve};
 
-use crate::DataDirArg;
+use crate::client::{Client, running_server};
 use crate::sim::{LiveSource, SourceArgs};
+use crate::{DataDirArg, ServerArg};
 
 #[derive(Args, Clone, Debug)]
 pub struct ServeArgs {
@@ -224,6 +225,8 @@ pub struct RetentionArgs {
     /// Remove what the period expires without asking.
     #[arg(long)]
     yes: bool,
+    #[command(flatten)]
+    server: ServerArg,
 }
 
 pub fn retention(args: RetentionArgs) -> anyhow::Result<ExitCode> {
@@ -231,13 +234,33 @@ pub fn retention(args: RetentionArgs) -> anyhow::Result<ExitCode> {
         "none" | "forever" => None,
         text => Some(parse_duration(text).map_err(anyhow::Error::msg)?),
     };
-    let lake = Lake::open(&args.data.data, LakeConfig::default()).with_context(|| {
-        format!(
-            "cannot open {} (if a doppel serves it, stop it first: retention removes files it reads)",
-            args.data.data.display()
-        )
-    })?;
-    let effect = lake.retention_effect(&args.db, &args.table, period)?;
+    // On the running doppel (--url, or the one serving the directory), else in process.
+    let remote = |url: &str| Client::new(url, args.server.token.clone());
+    let target = match &args.server.url {
+        Some(url) => Err(remote(url)),
+        None => match Lake::open(&args.data.data, LakeConfig::default()) {
+            Ok(lake) => Ok(lake),
+            Err(e @ LakeError::Locked { .. }) => match running_server(&args.data.data) {
+                Some(url) => Err(remote(&url)),
+                None => return Err(e.into()),
+            },
+            Err(e) => {
+                return Err(e).context(format!("cannot open {}", args.data.data.display()));
+            }
+        },
+    };
+    let ask = |client: &Client, dry_run: bool| -> anyhow::Result<RetentionEffect> {
+        let body = serde_json::json!({
+            "db": args.db, "table": args.table, "period": args.period, "dry_run": dry_run,
+        });
+        let answer: serde_json::Value =
+            serde_json::from_slice(&client.post_json("/api/v3/configure/retention", &body)?)?;
+        Ok(serde_json::from_value(answer["effect"].clone())?)
+    };
+    let effect = match &target {
+        Ok(lake) => lake.retention_effect(&args.db, &args.table, period)?,
+        Err(client) => ask(client, true)?,
+    };
     let name = format!("{}.{}", args.db, args.table);
     let before = effect.cutoff.map_or(String::new(), |c| {
         let time = doppel_core::time::format_rfc3339(c);
@@ -261,8 +284,15 @@ pub fn retention(args: RetentionArgs) -> anyhow::Result<ExitCode> {
             effect.rows_removed
         );
     }
-    lake.set_retention(&args.db, &args.table, period)?;
-    lake.shutdown()?;
+    match target {
+        Ok(lake) => {
+            lake.set_retention(&args.db, &args.table, period)?;
+            lake.shutdown()?;
+        }
+        Err(client) => {
+            ask(&client, false)?;
+        }
+    }
     println!("{name}: retention {} set", args.period);
     Ok(ExitCode::SUCCESS)
 }

@@ -418,7 +418,7 @@ fn retention_says_what_it_removes_and_asks_before_removing_it() {
     assert_eq!(write(&server, body, &[]).status, 204);
     assert!(server.stop().success());
 
-    let retention = |extra: &[&str]| {
+    let retention_for = |period: &str, extra: &[&str]| {
         doppel()
             .args([
                 "retention",
@@ -428,13 +428,14 @@ fn retention_says_what_it_removes_and_asks_before_removing_it() {
                 "plant",
                 "--table",
                 "m",
-                "30d",
+                period,
             ])
             .args(extra)
             .stdin(std::process::Stdio::null())
             .output()
             .unwrap()
     };
+    let retention = |extra: &[&str]| retention_for("30d", extra);
     let out = retention(&["--dry-run"]);
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{said}");
@@ -463,4 +464,29 @@ fn retention_says_what_it_removes_and_asks_before_removing_it() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(count(), "n\n1\n");
+
+    // With a doppel serving the directory, the same commands go through it.
+    let server = Server::start(dir.path(), &[]);
+    let body = format!("m,a=y v=3 {}\n", now - 20 * 86_400);
+    assert_eq!(write(&server, body, &[]).status, 204);
+    assert!(server.stop().success());
+    let server = Server::start(dir.path(), &[]);
+    let out = retention_for("10d", &["--dry-run"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("removes 1 of 2 file(s), 1 of 2 row(s)"),
+        "{said}"
+    );
+    let out = retention_for("10d", &["--yes"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(sql(&server, "plant", "SELECT v FROM m").len(), 1);
 }
