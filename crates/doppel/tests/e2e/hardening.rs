@@ -358,44 +358,29 @@ fn commands_beside_a_running_server_ask_it_instead_of_failing_on_the_lock() {
     let announced = std::fs::read_to_string(data.join("SERVER.json")).unwrap();
     assert!(announced.contains(&server.url), "{announced}");
 
-    let out = doppel()
-        .args([
-            "query",
-            "--data",
-            data.to_str().unwrap(),
-            "--db",
-            "plant",
-            "--format",
-            "csv",
-        ])
-        .arg("SELECT a, v FROM m")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "a,v\nx,1.0\n");
+    let data_arg = data.to_str().unwrap();
+    let rows = doppel_ok(&[
+        "query",
+        "--data",
+        data_arg,
+        "--db",
+        "plant",
+        "--format",
+        "csv",
+        "SELECT a, v FROM m",
+    ]);
+    assert_eq!(rows, "a,v\nx,1.0\n");
 
     let csv = dir.path().join("more.csv");
     std::fs::write(&csv, "time,v\n2024-01-01T00:00:00Z,2.5\n").unwrap();
-    let out = doppel()
-        .args([
-            "import",
-            "--data",
-            data.to_str().unwrap(),
-            "--db",
-            "history",
-        ])
-        .arg(&csv)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    doppel_ok(&[
+        "import",
+        "--data",
+        data_arg,
+        "--db",
+        "history",
+        csv.to_str().unwrap(),
+    ]);
     assert_eq!(sql(&server, "history", "SELECT v FROM more").len(), 1);
 
     assert!(server.stop().success());
@@ -449,12 +434,16 @@ fn retention_says_what_it_removes_and_asks_before_removing_it() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--yes"));
     let count = || {
-        let out = doppel()
-            .args(["query", "--data", data, "--db", "plant", "--format", "csv"])
-            .arg("SELECT count(*) AS n FROM m")
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        doppel_ok(&[
+            "query",
+            "--data",
+            data,
+            "--db",
+            "plant",
+            "--format",
+            "csv",
+            "SELECT count(*) AS n FROM m",
+        ])
     };
     assert_eq!(count(), "n\n2\n");
     let out = retention(&["--yes"]);
@@ -489,4 +478,15 @@ fn retention_says_what_it_removes_and_asks_before_removing_it() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(sql(&server, "plant", "SELECT v FROM m").len(), 1);
+}
+
+/// Runs `doppel ARGS`, which must succeed; returns what it printed.
+fn doppel_ok(args: &[&str]) -> String {
+    let out = doppel().args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "doppel {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
