@@ -27,6 +27,11 @@ pub struct Catalog {
     pub wal_persisted_through: u64,
     pub next_file_id: u64,
     pub databases: BTreeMap<String, DatabaseCatalog>,
+    /// CRC-32C of the manifest as written without this field, so a changed byte is found at
+    /// start-up. Manifests written before 2026-12-07 have none. (A field added later must be
+    /// skipped when empty, as this one is, or the check would fail on older manifests.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<u32>,
 }
 
 impl Default for Catalog {
@@ -36,6 +41,7 @@ impl Default for Catalog {
             wal_persisted_through: 0,
             next_file_id: 1,
             databases: BTreeMap::new(),
+            checksum: None,
         }
     }
 }
@@ -73,6 +79,9 @@ pub struct FileMeta {
     pub max_time: i64,
     pub rows: u64,
     pub bytes: u64,
+    /// CRC-32C of the whole file as written (`doppel lake check` compares it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crc32c: Option<u32>,
 }
 
 /// Why a point of a batch was refused.
@@ -86,15 +95,31 @@ pub struct PointRejection {
 impl Catalog {
     pub fn load(dir: &Path) -> Result<Option<Catalog>> {
         let path = dir.join(MANIFEST);
-        let text = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(LakeError::io(&path, e)),
         };
-        let catalog: Catalog = serde_json::from_str(&text).map_err(|e| LakeError::Manifest {
+        let text = String::from_utf8(bytes).map_err(|e| LakeError::Manifest {
             path: path.clone(),
-            reason: e.to_string(),
+            reason: format!(
+                "it is not UTF-8 text (byte {})",
+                e.utf8_error().valid_up_to()
+            ),
         })?;
+        let mut catalog: Catalog =
+            serde_json::from_str(&text).map_err(|e| LakeError::Manifest {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        if let Some(expected) = catalog.checksum.take()
+            && catalog.content_checksum() != expected
+        {
+            return Err(LakeError::Manifest {
+                path,
+                reason: "its checksum does not match its contents: it was changed or damaged after doppel wrote it".into(),
+            });
+        }
         if catalog.format_version != FORMAT_VERSION {
             return Err(LakeError::Manifest {
                 path,
@@ -111,7 +136,9 @@ impl Catalog {
     pub fn save(&self, dir: &Path, faults: &Faults) -> Result<()> {
         let path = dir.join(MANIFEST);
         let tmp = dir.join(format!("{MANIFEST}.tmp"));
-        let text = serde_json::to_vec_pretty(self).expect("the catalog serialises");
+        let mut stamped = self.clone();
+        stamped.checksum = Some(self.content_checksum());
+        let text = serde_json::to_vec_pretty(&stamped).expect("the catalog serialises");
         let written = File::create(&tmp).and_then(|mut file| {
             faults.write_all(IoPoint::ManifestWrite, &tmp, &mut file, &text)?;
             file.sync_all()
@@ -122,6 +149,13 @@ impl Catalog {
         }
         std::fs::rename(&tmp, &path).map_err(|e| LakeError::io(&path, e))?;
         crate::wal::sync_dir(dir)
+    }
+
+    /// The CRC-32C of the manifest's text without its checksum field.
+    fn content_checksum(&self) -> u32 {
+        let mut bare = self.clone();
+        bare.checksum = None;
+        crc32c::crc32c(&serde_json::to_vec_pretty(&bare).expect("the catalog serialises"))
     }
 
     pub fn table(&self, database: &str, table: &str) -> Option<&TableCatalog> {

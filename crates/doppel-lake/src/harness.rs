@@ -1,9 +1,11 @@
 //! The durability harness: seeded cases that write to a real lake on real files while its
 //! WAL, Parquet and manifest writes fail (full disk, I/O errors on write and on fsync, short
 //! writes, failed clean-ups), crash it (dropped without persisting, optionally losing what was
-//! never fsynced, as a power cut does) or flip a bit of its WAL, open it again, and check the
-//! promise: every acknowledged batch is there whole, nothing is there that was never written,
-//! and damage is detected (start-up stops, and salvage keeps the rest), never silent.
+//! never fsynced, as a power cut does) or flip a bit of its WAL, a Parquet file or the
+//! manifest, open it again, and check the promise: every acknowledged batch is there whole,
+//! nothing is there that was never written, and damage is detected (start-up stops on a
+//! damaged WAL record, and salvage keeps the rest; on a damaged manifest; `Lake::check` names
+//! a damaged Parquet file), never silent.
 //!
 //! The lake's tests run a few hundred cases; `doppel bench faults` runs thousands. The
 //! harness only drives the lake's public API and its [`FaultPlan`] hook; it never reaches in.
@@ -28,6 +30,10 @@ pub enum Ending {
     PowerCut,
     /// A crash, then one bit of a WAL segment flipped on disk.
     BitFlip,
+    /// A shutdown, then one bit of a Parquet file flipped: `Lake::check` must name it.
+    ParquetFlip,
+    /// A shutdown, then one bit of the manifest flipped: start-up must refuse it.
+    ManifestFlip,
 }
 
 /// What one case saw.
@@ -130,11 +136,13 @@ fn value(case: u64, index: usize, row: usize) -> f64 {
 /// Runs one seeded case in `dir` (which must be empty). `Err` says how the promise broke.
 pub fn run_case(seed: u64, dir: &Path) -> Result<CaseReport, String> {
     let mut rng = Rng(seed);
-    let ending = match rng.below(4) {
+    let ending = match rng.below(6) {
         0 => Ending::Shutdown,
         1 => Ending::Crash,
         2 => Ending::PowerCut,
-        _ => Ending::BitFlip,
+        3 => Ending::BitFlip,
+        4 => Ending::ParquetFlip,
+        _ => Ending::ManifestFlip,
     };
     let plan = std::sync::Arc::new(std::sync::Mutex::new(SeededPlan {
         rng: Rng(seed ^ 0xA5A5_A5A5),
@@ -180,7 +188,7 @@ pub fn run_case(seed: u64, dir: &Path) -> Result<CaseReport, String> {
     report.batches = batches;
     report.acknowledged = acknowledged.len();
     match ending {
-        Ending::Shutdown => {
+        Ending::Shutdown | Ending::ParquetFlip | Ending::ManifestFlip => {
             let _ = lake.shutdown();
             drop(lake);
         }
@@ -194,7 +202,47 @@ pub fn run_case(seed: u64, dir: &Path) -> Result<CaseReport, String> {
     let wal = dir.join("wal");
     match ending {
         Ending::PowerCut => power_cut(&wal, &synced, &mut rng)?,
-        Ending::BitFlip => flip_a_bit(&wal, &mut rng)?,
+        Ending::BitFlip => flip_a_bit(&files_in(&wal, "wal")?, 8, &mut rng)?,
+        Ending::ParquetFlip => {
+            // The files the manifest lists: any other is a leftover that opening removes.
+            let listed: Vec<PathBuf> = crate::Catalog::load(dir)
+                .map_err(|e| e.to_string())?
+                .unwrap_or_default()
+                .databases
+                .values()
+                .flat_map(|d| d.tables.values())
+                .flat_map(|t| t.files.iter().map(|f| dir.join(&f.path)))
+                .collect();
+            let files: Vec<PathBuf> = files_in(dir, "parquet")?
+                .into_iter()
+                .filter(|f| listed.contains(f))
+                .collect();
+            if !files.is_empty() {
+                flip_a_bit(&files, 0, &mut rng)?;
+                let lake = Lake::open(dir, LakeConfig::default())
+                    .map_err(|e| format!("opening after a Parquet bit flip failed: {e}"))?;
+                let damaged = lake.check().map_err(|e| e.to_string())?;
+                if damaged.is_empty() {
+                    return Err("a flipped bit in a Parquet file went unnoticed by check".into());
+                }
+                report.damage_detected = true;
+                return Ok(report);
+            }
+        }
+        Ending::ManifestFlip => {
+            let manifest = dir.join(crate::catalog::MANIFEST);
+            if manifest.exists() {
+                flip_a_bit(&[manifest], 0, &mut rng)?;
+                return match Lake::open(dir, LakeConfig::default()) {
+                    Err(LakeError::Manifest { .. }) => {
+                        report.damage_detected = true;
+                        Ok(report)
+                    }
+                    Err(e) => Err(format!("a flipped manifest bit gave another error: {e}")),
+                    Ok(_) => Err("a flipped bit in the manifest went unnoticed".into()),
+                };
+            }
+        }
         _ => {}
     }
 
@@ -298,21 +346,36 @@ fn power_cut(wal: &Path, synced: &HashMap<PathBuf, u64>, rng: &mut Rng) -> Resul
     Ok(())
 }
 
-/// Flips one bit past the header of a random non-empty WAL segment.
-fn flip_a_bit(wal: &Path, rng: &mut Rng) -> Result<(), String> {
-    let mut segments: Vec<PathBuf> = std::fs::read_dir(wal)
-        .map_err(|e| e.to_string())?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
-        .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 8))
+/// The files under `dir` (recursively) whose name ends in `.extension`, in name order.
+fn files_in(dir: &Path, extension: &str) -> Result<Vec<PathBuf>, String> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(folder) = stack.pop() {
+        for entry in std::fs::read_dir(&folder).map_err(|e| e.to_string())? {
+            let path = entry.map_err(|e| e.to_string())?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == extension) {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Flips one bit past the first `skip` bytes of a random file among `files` that has any.
+fn flip_a_bit(files: &[PathBuf], skip: usize, rng: &mut Rng) -> Result<(), String> {
+    let candidates: Vec<&PathBuf> = files
+        .iter()
+        .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.len() as usize > skip))
         .collect();
-    segments.sort();
-    if segments.is_empty() {
+    if candidates.is_empty() {
         return Ok(());
     }
-    let path = &segments[rng.below(segments.len() as u64) as usize];
+    let path = candidates[rng.below(candidates.len() as u64) as usize];
     let mut bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-    let at = 8 + rng.below(bytes.len() as u64 - 8) as usize;
+    let at = skip + rng.below((bytes.len() - skip) as u64) as usize;
     bytes[at] ^= 1 << rng.below(8);
     std::fs::write(path, bytes).map_err(|e| e.to_string())
 }

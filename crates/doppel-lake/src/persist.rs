@@ -252,8 +252,8 @@ pub fn path_component(name: &str) -> String {
     out
 }
 
-/// Writes a batch to a Parquet file and fsyncs it; returns its size.
-fn write_parquet(tmp: &Path, batch: &RecordBatch, faults: &Faults) -> Result<u64> {
+/// Writes a batch to a Parquet file and fsyncs it; returns its size and CRC-32C.
+fn write_parquet(tmp: &Path, batch: &RecordBatch, faults: &Faults) -> Result<(u64, u32)> {
     faults
         .check(IoPoint::ParquetWrite, tmp)
         .map_err(|e| LakeError::io(tmp, e))?;
@@ -269,14 +269,15 @@ fn write_parquet(tmp: &Path, batch: &RecordBatch, faults: &Faults) -> Result<u64
     let mut writer =
         ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(LakeError::arrow)?;
     writer.write(batch).map_err(LakeError::arrow)?;
-    let file = writer.into_inner().map_err(LakeError::arrow)?.file;
+    let paced = writer.into_inner().map_err(LakeError::arrow)?;
+    let (file, crc) = (paced.file, paced.crc);
     faults
         .check(IoPoint::ParquetSync, tmp)
         .and_then(|()| file.sync_all())
         .map_err(|e| LakeError::io(tmp, e))?;
     let bytes = file.metadata().map_err(|e| LakeError::io(tmp, e))?.len();
     faults.synced(tmp, bytes);
-    Ok(bytes)
+    Ok((bytes, crc))
 }
 
 fn day_name(day: i64) -> String {
@@ -309,7 +310,7 @@ fn write_file(
         // A full disk must not be made fuller by the half-written file.
         let _ = std::fs::remove_file(&tmp);
     }
-    let bytes = written?;
+    let (bytes, crc) = written?;
     std::fs::rename(&tmp, &path).map_err(|e| LakeError::io(&path, e))?;
     sync_dir(partition)?;
     if let Some(table_dir) = partition.parent() {
@@ -323,6 +324,7 @@ fn write_file(
         max_time,
         rows: batch.num_rows() as u64,
         bytes,
+        crc32c: Some(crc),
     })
 }
 
@@ -336,6 +338,8 @@ struct PacedFile {
     file: File,
     written: u64,
     started_through: u64,
+    /// CRC-32C of every byte written so far.
+    crc: u32,
 }
 
 impl PacedFile {
@@ -346,6 +350,7 @@ impl PacedFile {
             file,
             written: 0,
             started_through: 0,
+            crc: 0,
         }
     }
 }
@@ -353,6 +358,7 @@ impl PacedFile {
 impl std::io::Write for PacedFile {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = self.file.write(buf)?;
+        self.crc = crc32c::crc32c_append(self.crc, &buf[..n]);
         self.written += n as u64;
         if self.written - self.started_through >= Self::STEP {
             start_write_back(&self.file, self.started_through, self.written);

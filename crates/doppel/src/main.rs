@@ -89,7 +89,7 @@ enum Command {
     },
     /// Set how long a table keeps its data.
     Retention(serve::RetentionArgs),
-    /// Look after the data directory (salvage a damaged write-ahead log).
+    /// Look after the data directory (check its files; salvage a damaged write-ahead log).
     Lake {
         #[command(subcommand)]
         command: serve::LakeCommand,

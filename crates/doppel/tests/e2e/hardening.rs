@@ -490,3 +490,32 @@ fn doppel_ok(args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+#[test]
+fn lake_check_names_a_parquet_file_damaged_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    assert_eq!(
+        write(&server, "m,a=x v=1 1700000000\nm,a=y v=2 1700000001", &[]).status,
+        204
+    );
+    assert!(server.stop().success());
+    let said = doppel_ok(&["lake", "check", "--data", data]);
+    assert!(said.contains("1 file(s) read: every one matches"), "{said}");
+
+    let (file, mut bytes) = parquet_files(dir.path()).remove(0);
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x10;
+    std::fs::write(&file, bytes).unwrap();
+    let out = doppel()
+        .args(["lake", "check", "--data", data])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains(&file.display().to_string()) && said.contains("checksum"),
+        "{said}"
+    );
+}
