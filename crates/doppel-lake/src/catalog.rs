@@ -16,11 +16,15 @@ use crate::error::{LakeError, Result};
 use crate::faults::{Faults, IoPoint};
 
 pub const MANIFEST: &str = "manifest.json";
-const FORMAT_VERSION: u32 = 1;
+/// Version 2 adds the checksums; version 1 manifests (no checksum) are read and upgraded at
+/// the next save.
+const FORMAT_VERSION: u32 = 2;
 /// The longest name a folder may have on the file systems doppel runs on (ext4, XFS, btrfs).
 pub const MAX_FOLDER_NAME_BYTES: usize = 255;
 
+// Unknown keys are refused: a flipped bit in a key must not read as an absent optional field.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Catalog {
     pub format_version: u32,
     /// WAL segments up to this id are in Parquet and need no replay.
@@ -47,11 +51,13 @@ impl Default for Catalog {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DatabaseCatalog {
     pub tables: BTreeMap<String, TableCatalog>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TableCatalog {
     pub tags: BTreeSet<String>,
     pub fields: BTreeMap<String, FieldType>,
@@ -70,6 +76,7 @@ impl TableCatalog {
 
 /// One Parquet file of a table: one day partition, sorted by series and time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct FileMeta {
     /// Relative to the data directory, with `/` separators.
     pub path: String,
@@ -112,13 +119,21 @@ impl Catalog {
                 path: path.clone(),
                 reason: e.to_string(),
             })?;
-        if let Some(expected) = catalog.checksum.take()
-            && catalog.content_checksum() != expected
-        {
+        let expected = catalog.checksum.take();
+        let damaged = match (catalog.format_version, expected) {
+            (1, None) => false,
+            (1, Some(_)) => true,
+            (_, Some(expected)) => catalog.content_checksum() != expected,
+            (_, None) => true,
+        };
+        if damaged && matches!(catalog.format_version, 1 | FORMAT_VERSION) {
             return Err(LakeError::Manifest {
                 path,
-                reason: "its checksum does not match its contents: it was changed or damaged after doppel wrote it".into(),
+                reason: "its checksum is missing or does not match its contents: it was changed or damaged after doppel wrote it".into(),
             });
+        }
+        if catalog.format_version == 1 {
+            catalog.format_version = FORMAT_VERSION;
         }
         if catalog.format_version != FORMAT_VERSION {
             return Err(LakeError::Manifest {

@@ -161,7 +161,8 @@ fn faults(args: FaultsArgs) -> anyhow::Result<ExitCode> {
                 *endings.entry(ending).or_insert(0) += 1;
             }
             Err(why) => {
-                bar.println(format!("seed {seed}: {why}"));
+                // Printed, not through the bar: a bar hidden off a terminal drops its lines.
+                bar.suspend(|| println!("seed {seed}: {why}"));
                 failures.push(seed);
             }
         }

@@ -327,3 +327,28 @@ fn queries_run_within_their_limits() {
     assert!(matches!(err, LakeError::QueryRefused(_)), "{err}");
     assert!(!Path::new("/tmp/doppel-copy.parquet").exists());
 }
+
+#[test]
+fn a_manifest_from_before_checksums_opens_and_a_changed_one_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = r#"{"format_version": 1, "wal_persisted_through": 0, "next_file_id": 1,
+        "databases": {"plant": {"tables": {"m": {"tags": ["asset"], "fields": {"v": "float"}, "files": []}}}}}"#;
+    std::fs::write(dir.path().join("manifest.json"), old).unwrap();
+    let lake = Lake::open(dir.path(), config()).unwrap();
+    assert!(lake.catalog().table("plant", "m").is_some());
+    lake.write_blocking(one(1), false).unwrap();
+    lake.shutdown().unwrap();
+    drop(lake);
+    let text = std::fs::read_to_string(dir.path().join("manifest.json")).unwrap();
+    assert!(
+        text.contains("\"checksum\"") && text.contains("\"format_version\": 2"),
+        "{text}"
+    );
+    // A changed digit (a file's row count here) is found at start-up.
+    let changed = text.replacen("\"rows\": 1", "\"rows\": 7", 1);
+    assert_ne!(changed, text);
+    std::fs::write(dir.path().join("manifest.json"), changed).unwrap();
+    let err = Lake::open(dir.path(), config()).err().unwrap();
+    assert!(matches!(err, LakeError::Manifest { .. }), "{err}");
+    assert!(err.to_string().contains("checksum"), "{err}");
+}
