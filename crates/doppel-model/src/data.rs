@@ -141,6 +141,7 @@ pub fn read_recording(path: &Path, options: &ReadOptions) -> Result<Recording> {
         return Err(input(format!("{} row(s): too few to model", rows.len())));
     }
     rows.sort_by_key(|r| r.0);
+    let file_columns = names.clone();
     let channels: Vec<String> = match &options.channels {
         Some(wanted) => wanted.clone(),
         None => names,
@@ -183,9 +184,17 @@ pub fn read_recording(path: &Path, options: &ReadOptions) -> Result<Recording> {
         let has_values = observed[c].iter().any(|&o| o);
         let may_be_empty = options.allow_empty_channels && stats.empty_columns.contains(name);
         if !has_values && !may_be_empty {
-            return Err(input(format!(
-                "channel `{name}` has no numeric value at all"
-            )));
+            // A model used on another plant's file: say which names it wants and which exist.
+            let absent = !file_columns.contains(name) && !stats.empty_columns.contains(name);
+            return Err(input(if absent {
+                format!(
+                    "`{name}` is not a column of this file: wanted {}; the file's numeric columns are {}",
+                    channels.join(", "),
+                    file_columns.join(", ")
+                )
+            } else {
+                format!("channel `{name}` has no numeric value at all")
+            }));
         }
     }
     Ok(Recording {
@@ -368,6 +377,9 @@ mod tests {
             ..task
         };
         let e = read_recording(&file, &absent).unwrap_err().to_string();
-        assert!(e.contains("`nowhere` has no numeric value at all"), "{e}");
+        assert!(
+            e.contains("`nowhere` is not a column of this file: wanted a, nowhere; the file's numeric columns are a"),
+            "{e}"
+        );
     }
 }
