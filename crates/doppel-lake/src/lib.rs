@@ -191,13 +191,7 @@ impl Lake {
         let queries = query::QueryRunner::new(config.query.clone())?;
         let wal_dir = dir.join(WAL_DIR);
         std::fs::create_dir_all(&wal_dir).map_err(|e| LakeError::io(&wal_dir, e))?;
-        let lock_path = dir.join("LOCK");
-        let lock = File::create(&lock_path).map_err(|e| LakeError::io(&lock_path, e))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => return Err(LakeError::Locked { dir }),
-            Err(std::fs::TryLockError::Error(e)) => return Err(LakeError::io(&lock_path, e)),
-        }
+        let lock = lock_dir(&dir)?;
         let mut catalog = Catalog::load(&dir)?.unwrap_or_default();
         remove_leftovers(&dir, &catalog)?;
 
@@ -506,17 +500,7 @@ impl Lake {
             .get_mut(table)
             .ok_or_else(|| table_not_found(database, table))?;
         t.retention_nanos = retention.map(|d| d.as_nanos().min(i64::MAX as u128) as i64);
-        let expired = persist::expired_files(&state.catalog, doppel_core::time::now_nanos());
-        expired.apply(&mut state.catalog);
-        state
-            .catalog
-            .save(&self.inner.dir, &self.inner.config.faults)?;
-        // Queries already reading the files may finish; they go a minute later (or at close).
-        let now = Instant::now();
-        let dir = self.inner.dir.clone();
-        state
-            .graveyard
-            .extend(expired.removed.iter().map(|(_, _, p)| (now, dir.join(p))));
+        self.inner.save_catalog(&mut state, &[])?;
         Ok(())
     }
 
@@ -588,17 +572,7 @@ impl Lake {
     /// the directory open; the next open replays what was kept.
     pub fn salvage(dir: impl AsRef<Path>) -> Result<Vec<SalvagedSegment>> {
         let dir = dir.as_ref();
-        let lock_path = dir.join("LOCK");
-        let lock = File::create(&lock_path).map_err(|e| LakeError::io(&lock_path, e))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(LakeError::Locked {
-                    dir: dir.to_owned(),
-                });
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(LakeError::io(&lock_path, e)),
-        }
+        let _lock = lock_dir(dir)?;
         let persisted_through = Catalog::load(dir)?.map_or(0, |c| c.wal_persisted_through);
         wal::salvage(&dir.join(WAL_DIR), persisted_through)
     }
@@ -812,20 +786,8 @@ impl Inner {
             changes.apply(&mut state.catalog);
             state.catalog.next_file_id = catalog.next_file_id;
             state.catalog.wal_persisted_through = covered;
-            let expired = persist::expired_files(&state.catalog, doppel_core::time::now_nanos());
-            expired.apply(&mut state.catalog);
-            state.catalog.save(&self.dir, &self.config.faults)?;
+            let removed = self.save_catalog(&mut state, &changes.removed)?;
             state.frozen = None;
-            let removed: Vec<PathBuf> = changes
-                .removed
-                .iter()
-                .chain(&expired.removed)
-                .map(|(_, _, p)| self.dir.join(p))
-                .collect();
-            let now = Instant::now();
-            state
-                .graveyard
-                .extend(removed.iter().map(|p| (now, p.clone())));
             removed
         };
         wal::remove_through(&self.dir.join(WAL_DIR), covered)?;
@@ -837,6 +799,29 @@ impl Inner {
             "persisted the write buffer"
         );
         Ok(())
+    }
+
+    /// Drops the files retention expires now, saves the catalog, and hands the expired files
+    /// and the `replaced` ones to the graveyard (queries already reading them may finish;
+    /// they go a minute later, or at close). Returns the paths handed over.
+    fn save_catalog(
+        &self,
+        state: &mut State,
+        replaced: &[(String, String, String)],
+    ) -> Result<Vec<PathBuf>> {
+        let expired = persist::expired_files(&state.catalog, doppel_core::time::now_nanos());
+        expired.apply(&mut state.catalog);
+        state.catalog.save(&self.dir, &self.config.faults)?;
+        let now = Instant::now();
+        let removed: Vec<PathBuf> = replaced
+            .iter()
+            .chain(&expired.removed)
+            .map(|(_, _, p)| self.dir.join(p))
+            .collect();
+        state
+            .graveyard
+            .extend(removed.iter().map(|p| (now, p.clone())));
+        Ok(removed)
     }
 
     fn empty_graveyard(&self, all: bool) {
@@ -869,6 +854,19 @@ fn table_not_found(database: &str, table: &str) -> LakeError {
     LakeError::Invalid(format!(
         "table `{table}` not found in database `{database}`"
     ))
+}
+
+/// Takes the data directory's lock (held for as long as the returned file is open).
+fn lock_dir(dir: &Path) -> Result<File> {
+    let lock_path = dir.join("LOCK");
+    let lock = File::create(&lock_path).map_err(|e| LakeError::io(&lock_path, e))?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(std::fs::TryLockError::WouldBlock) => Err(LakeError::Locked {
+            dir: dir.to_owned(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(LakeError::io(&lock_path, e)),
+    }
 }
 
 /// Why writes whose WAL append failed are refused, for the client (no file paths).
