@@ -126,6 +126,40 @@ impl TrainConfig {
         self.validation_recordings > 0 && index + self.validation_recordings >= count
     }
 
+    /// This split, or, when no file is long enough to keep its last share for a validation
+    /// window of `window` steps (many short recordings), one that keeps whole files at the
+    /// end of the list for validation instead, with a note saying so. Unchanged when whole
+    /// files are held out already, or nothing would validate either way (pretraining then
+    /// says why).
+    pub fn fitted_to(&self, recordings: &[Recording], window: usize) -> (Self, Option<String>) {
+        let validates = |config: &TrainConfig| {
+            config.training_ends(recordings).is_ok_and(|ends| {
+                let (train, val) = window_starts(recordings, window, &ends);
+                !train.is_empty() && !val.is_empty()
+            })
+        };
+        if self.validation_recordings > 0 || recordings.len() < 2 || validates(self) {
+            return (self.clone(), None);
+        }
+        let n = recordings.len();
+        let first_try = ((n as f64 * self.validation_fraction).round() as usize).max(1);
+        for held_out in first_try..n {
+            let whole = TrainConfig {
+                validation_recordings: held_out,
+                ..self.clone()
+            };
+            if validates(&whole) {
+                let note = format!(
+                    "no file is long enough to keep {} for a validation window of {window}                      steps: {} validate whole instead (--validation-files {held_out})",
+                    self.validation_part(),
+                    whole.validation_part()
+                );
+                return (whole, Some(note));
+            }
+        }
+        (self.clone(), None)
+    }
+
     /// What validates, in words, for error messages.
     pub(crate) fn validation_part(&self) -> String {
         match self.validation_recordings {
@@ -143,9 +177,18 @@ impl TrainConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct CurvePoint {
     pub step: usize,
+    #[serde(deserialize_with = "number_or_nan")]
     pub train_loss: f64,
+    /// NaN where nothing validated; JSON writes NaN as `null`, and reads it back as NaN.
+    #[serde(deserialize_with = "number_or_nan")]
     pub validation_loss: f64,
     pub learning_rate: f64,
+}
+
+/// A loss from a card: JSON has no NaN and writes it as `null`, so `null` reads back as NaN
+/// (cards written before training refused to run without validation windows hold it).
+fn number_or_nan<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(deserializer)?.unwrap_or(f64::NAN))
 }
 
 impl CurvePoint {
@@ -410,10 +453,16 @@ fn pretrain_on_a_worker(
             config.validation_part()
         )));
     }
-    if val.is_empty() && config.validation_recordings > 0 {
+    if val.is_empty() {
+        // A run without a validation loss could neither keep its best weights nor tell its
+        // user how well it does: refuse it rather than write a card with no figure.
+        let hint = match config.validation_recordings {
+            0 => "hold out whole files (--validation-files N)",
+            _ => "hold out longer files",
+        };
         return Err(ModelError::Settings(format!(
-            "the window ({window} steps) is longer than every file kept for validation \
-             ({}): hold out longer files, or use fewer or shorter patches",
+            "the window ({window} steps) is longer than every part kept for validation \
+             ({}), so nothing could validate: {hint}, or use fewer or shorter patches",
             config.validation_part()
         )));
     }
@@ -648,6 +697,16 @@ mod tests {
             values: vec![vec![0.0; len]],
             observed: vec![vec![true; len]],
         }
+    }
+
+    /// A card written with a NaN loss (`null` in JSON) reads back, its loss NaN again.
+    #[test]
+    fn a_curve_point_without_a_validation_loss_reads_back() {
+        let point = CurvePoint::closing(50, &mut vec![0.5], f64::NAN, 1e-3);
+        let json = serde_json::to_string(&point).unwrap();
+        assert!(json.contains("\"validation_loss\":null"), "{json}");
+        let back: CurvePoint = serde_json::from_str(&json).unwrap();
+        assert!(back.validation_loss.is_nan() && back.train_loss == 0.5);
     }
 
     fn curve(losses: &[f64]) -> Vec<CurvePoint> {

@@ -145,9 +145,12 @@ pub fn run_study(
     for d in &scenario.disruptions {
         disruptions_drawn.entry(d.label.clone()).or_insert(0);
     }
+    // Counted under the scenario's label (`pump_trip:pump1|pump2`), whichever target a run
+    // drew; the run's events hold only those that started before it ended.
     for (with, _) in &pairs {
         for e in &with.events {
-            *disruptions_drawn.entry(e.label.clone()).or_insert(0) += 1;
+            let label = &scenario.disruptions[e.disruption].label;
+            *disruptions_drawn.entry(label.clone()).or_insert(0) += 1;
         }
     }
     Ok(StudyResult {

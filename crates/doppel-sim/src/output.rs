@@ -317,6 +317,28 @@ impl Observer for RunRecorder {
     }
 }
 
+/// An event's effect as JSON, its assets, sensors or actuator by name (`"assets": ["pump2"]`),
+/// not by the plant's internal index.
+fn effect_by_name(event: &Event) -> serde_json::Value {
+    let mut effect = serde_json::to_value(&event.effect).expect("effects serialise");
+    // Serialised as {"Trip": {"assets": [1]}}: one variant, its fields inside.
+    if let Some(fields) = effect
+        .as_object_mut()
+        .and_then(|o| o.values_mut().next())
+        .and_then(|v| v.as_object_mut())
+    {
+        for key in ["assets", "sensors", "actuator"] {
+            if let Some(value) = fields.get_mut(key) {
+                *value = match key {
+                    "actuator" => serde_json::json!(event.targets.first()),
+                    _ => serde_json::json!(event.targets),
+                };
+            }
+        }
+    }
+    effect
+}
+
 /// Writes the drawn events as JSON, with RFC 3339 times.
 pub fn write_events(path: &Path, events: &[Event], start_ns: i64) -> Result<()> {
     let at = |s: f64| {
@@ -334,9 +356,10 @@ pub fn write_events(path: &Path, events: &[Event], start_ns: i64) -> Result<()> 
             serde_json::json!({
                 "label": e.label,
                 "kind": e.kind,
+                "targets": e.targets,
                 "start": at(e.start_s),
                 "end": at(e.end_s),
-                "effect": e.effect,
+                "effect": effect_by_name(e),
             })
         })
         .collect();

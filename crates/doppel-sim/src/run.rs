@@ -79,7 +79,8 @@ pub fn simulate(
 ) -> Result<RunOutcome> {
     let steps = settings.steps()?;
     let dt = settings.step_s;
-    let mut timeline = Timeline::new(events);
+    let end_s = plant.time_s() + steps as f64 * dt;
+    let mut timeline = Timeline::new(crate::scenario::starting_before(events, end_s));
     timeline.prepare(plant, dt);
     let mut dist = Disturbances::none(plant.assets().len(), plant.sensors().len());
     let mut readings = Readings::new(plant.sensors().len());

@@ -18,7 +18,7 @@ use doppel_sim::plant::Plant;
 use doppel_sim::policy::PolicyKind;
 use doppel_sim::random::run_seed;
 use doppel_sim::run::{Observer, RunSettings, StepView, simulate};
-use doppel_sim::scenario::{Dist, Scenario};
+use doppel_sim::scenario::{Scenario, Unit, starting_before};
 use doppel_sim::{SimError, kpi::Summary};
 
 use crate::client::Client;
@@ -220,11 +220,14 @@ fn sim_run(args: SimRunArgs) -> anyhow::Result<ExitCode> {
     // Step times count from the plant's own start, also after --load-state (a fork goes on
     // from the saved moment, and scenario times count from the plant's start too).
     let start_ns = plant.config().start_ns;
-    let events = scenario.draw(run_seed(args.seed, 0));
     let settings = RunSettings {
         days: args.shape.days,
         step_s: args.shape.step,
     };
+    let events = starting_before(
+        scenario.draw(run_seed(args.seed, 0)),
+        plant.time_s() + settings.days * 86_400.0,
+    );
     let steps = settings.steps()?;
     let mut policy = PolicyKind::from(args.shape.policy).build(&plant)?;
     let mut recorder = match &args.out {
@@ -406,42 +409,18 @@ fn scenario_check(file: &Path) -> anyhow::Result<ExitCode> {
             .duration_s
             .as_ref()
             .map_or("until the end of the run".to_owned(), |x| {
-                format!("lasting {}", dist_text(x, true))
+                format!("lasting {}", x.in_words(Unit::Time))
             });
         println!(
             "  {}. {}: probability {}, starts at {}, {duration}; {}",
             i + 1,
             d.label,
             d.probability,
-            dist_text(&d.start_s, true),
-            serde_json::to_string(&d.effect)?,
+            d.start_s.in_words(Unit::Time),
+            d.effect_in_words(),
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// A distribution in words, times in the largest whole unit.
-fn dist_text(d: &Dist, time: bool) -> String {
-    let v = |x: f64| {
-        if !time {
-            return format!("{x}");
-        }
-        match x {
-            x if x != 0.0 && x % 86_400.0 == 0.0 => format!("{}d", x / 86_400.0),
-            x if x != 0.0 && x % 3600.0 == 0.0 => format!("{}h", x / 3600.0),
-            x => format!("{x}s"),
-        }
-    };
-    match d {
-        Dist::Fixed(x) => v(*x),
-        Dist::Uniform(a, b) => format!("uniform {}..{}", v(*a), v(*b)),
-        Dist::Normal(m, s) => format!("normal(mean {}, sd {})", v(*m), v(*s)),
-        Dist::Exponential(m) => format!("exponential(mean {})", v(*m)),
-        Dist::Choice(xs) => format!(
-            "one of {}",
-            xs.iter().map(|x| v(*x)).collect::<Vec<_>>().join(", ")
-        ),
-    }
 }
 
 fn scenario_run(args: ScenarioRunArgs) -> anyhow::Result<ExitCode> {

@@ -14,6 +14,9 @@ use rand_distr::{Distribution, Exp, Normal};
 use serde::{Deserialize, Serialize};
 
 mod parse;
+mod words;
+
+pub use words::Unit;
 
 use crate::error::{Result, SimError};
 use crate::plant::Plant;
@@ -90,7 +93,14 @@ pub enum Effect {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Disruption {
     pub kind: String,
+    /// The file's `label`, or kind and every target it may hit (`pump_trip:pump1|pump2`).
     pub label: String,
+    /// Whether `label` came from the file: a drawn event then keeps it, instead of naming
+    /// the targets it hit.
+    pub label_given: bool,
+    /// The names of the plant's assets, sensors or actuators, by the index a target uses
+    /// (empty for a disruption without targets): events and reports speak in names.
+    pub target_names: Vec<String>,
     pub probability: f64,
     pub start_s: Dist,
     /// `None`: until the end of the run.
@@ -112,8 +122,12 @@ pub struct Event {
     /// Index of the disruption in its scenario.
     pub disruption: usize,
     pub kind: String,
-    /// Human-readable: kind and targets, such as `sensor_fault:pump1_vibration`.
+    /// Human-readable: kind and the targets drawn, such as `pump_trip:pump2`, or the
+    /// scenario's own label.
     pub label: String,
+    /// The names of the assets, sensors or actuator drawn (empty for plant-wide effects).
+    #[serde(default)]
+    pub targets: Vec<String>,
     pub start_s: f64,
     /// `f64::INFINITY`: until the end of the run.
     pub end_s: f64,
@@ -229,10 +243,20 @@ impl Scenario {
                 },
             };
             if happens {
+                let targets: Vec<String> = effect
+                    .target_indices()
+                    .iter()
+                    .filter_map(|&t| d.target_names.get(t).cloned())
+                    .collect();
+                let label = match (d.label_given, targets.is_empty()) {
+                    (false, false) => format!("{}:{}", d.kind, targets.join("+")),
+                    _ => d.label.clone(),
+                };
                 events.push(Event {
                     disruption: i,
                     kind: d.kind.clone(),
-                    label: d.label.clone(),
+                    label,
+                    targets,
                     start_s,
                     end_s,
                     effect,
@@ -241,4 +265,24 @@ impl Scenario {
         }
         events
     }
+}
+
+impl DrawnEffect {
+    /// The indices of the assets, sensors or actuator this effect hits.
+    pub fn target_indices(&self) -> Vec<usize> {
+        match self {
+            DrawnEffect::Trip { assets } | DrawnEffect::Degradation { assets, .. } => {
+                assets.clone()
+            }
+            DrawnEffect::Sensors { sensors, .. } => sensors.clone(),
+            DrawnEffect::Command { actuator, .. } => vec![*actuator],
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// The events that start before `end_s` (seconds from the plant's start): one drawn to
+/// start after a run ends never happens in it, so it is neither run, written, nor counted.
+pub fn starting_before(events: Vec<Event>, end_s: f64) -> Vec<Event> {
+    events.into_iter().filter(|e| e.start_s < end_s).collect()
 }

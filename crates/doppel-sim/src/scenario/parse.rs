@@ -467,13 +467,24 @@ fn check_disruption(
     if problems.list.len() > before {
         return None;
     }
+    let label_given = d.label.is_some();
     let label = d
         .label
         .map(Spanned::into_inner)
         .unwrap_or_else(|| describe(&kind, &effect, plant));
+    let target_names = match &effect {
+        Some(Effect::Trip { .. }) | Some(Effect::Degradation { .. }) => {
+            plant.assets().iter().map(|a| a.id.clone()).collect()
+        }
+        Some(Effect::Sensors { .. }) => plant.sensors().iter().map(|s| s.id.clone()).collect(),
+        Some(Effect::Command { .. }) => plant.actuators().iter().map(|a| a.name.clone()).collect(),
+        _ => Vec::new(),
+    };
     Some(Disruption {
         kind,
         label,
+        label_given,
+        target_names,
         probability,
         start_s: start,
         duration_s: duration,

@@ -184,12 +184,18 @@ pub(super) fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
              --point-mask-ratio 0.3) if it is to fill dead sensors (docs/MODEL.md)"
         );
     }
-    let train = args.validation.apply(TrainConfig {
-        channel_independent: args.channel_independent,
-        keep_best: args.keep_best,
-        patience: args.patience,
-        ..TrainConfig::new(args.steps, args.batch, args.lr, args.seed)
-    });
+    let (train, split_note) = args
+        .validation
+        .apply(TrainConfig {
+            channel_independent: args.channel_independent,
+            keep_best: args.keep_best,
+            patience: args.patience,
+            ..TrainConfig::new(args.steps, args.batch, args.lr, args.seed)
+        })
+        .fitted_to(&recordings, config.window());
+    if let Some(note) = split_note {
+        eprintln!("note: {note}");
+    }
     let normalizer = train.normalizer(&recordings)?;
     let standardised: Vec<Recording> = recordings.iter().map(|r| normalizer.apply(r)).collect();
     let device = doppel_model::device::training(if args.gpu {

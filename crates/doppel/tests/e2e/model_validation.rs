@@ -127,6 +127,74 @@ fn a_file_held_out_validates_pretraining_and_nothing_of_it_is_trained_on() {
     assert!(!ok && err.contains("keep at least one"), "{err}");
 }
 
+/// Many recordings each too short to keep its last 20 % for a validation window: pretraining
+/// holds out whole files instead and says so, the card it writes carries a finite validation
+/// loss, and a later command reads the card back. With a single such file nothing can
+/// validate, and pretraining refuses with what to do rather than write a card without one.
+#[test]
+fn pretraining_on_many_short_files_writes_a_card_that_reads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let mut inputs = Vec::new();
+    for i in 0..10 {
+        let name = format!("run{i}.csv");
+        write_sines(&dir.path().join(&name), 60 + 3 * i, false);
+        inputs.push(p(&name));
+    }
+    let pretrain = |inputs: &[String], out: &str| {
+        let mut args: Vec<&str> = vec!["model", "pretrain", "--input"];
+        args.extend(inputs.iter().map(String::as_str));
+        let out = p(out);
+        args.extend([
+            "--steps",
+            "20",
+            "--batch",
+            "4",
+            "--patch",
+            "8",
+            "--patches",
+            "6",
+            "--checkpoint-every",
+            "0",
+            "--out",
+            &out,
+        ]);
+        run(&args)
+    };
+    let (ok, err) = pretrain(&inputs, "short");
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("validate whole instead (--validation-files 2)"),
+        "{err}"
+    );
+    let card = card(&dir.path().join("short"));
+    assert_eq!(card["train"]["validation_recordings"], 2);
+    for point in card["curve"].as_array().unwrap() {
+        assert!(
+            point["validation_loss"].as_f64().unwrap().is_finite(),
+            "{point}"
+        );
+    }
+    // Read back by commands that load the card and the model.
+    let (ok, err) = run(&["model", "info", "--model", &p("short")]);
+    assert!(ok, "{err}");
+    let (ok, err) = run(&[
+        "model",
+        "impute",
+        "--model",
+        &p("short"),
+        "--input",
+        &inputs[0],
+        "--out",
+        &p("filled.csv"),
+    ]);
+    assert!(ok, "{err}");
+
+    let (ok, err) = pretrain(&inputs[..1], "one");
+    assert!(!ok && err.contains("nothing could validate"), "{err}");
+    assert!(!dir.path().join("one/model.json").exists());
+}
+
 /// With files held out, the scaling study's shares are whole training files: half of two
 /// files is one file, all of its rows, with half the steps.
 #[test]

@@ -27,7 +27,7 @@ fn sim_run_writes_readings_labels_and_events_that_import_back() {
         "sim",
         "run",
         "--days",
-        "1",
+        "3",
         "--seed",
         "3",
         "--scenario",
@@ -37,7 +37,7 @@ fn sim_run_writes_readings_labels_and_events_that_import_back() {
     ]);
     let text = std::fs::read_to_string(&csv).unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 1 + 1440, "a header and one row a minute");
+    assert_eq!(lines.len(), 1 + 3 * 1440, "a header and one row a minute");
     assert!(
         lines[0].starts_with("time,pump1_status,pump1_speed,"),
         "{}",
@@ -57,7 +57,7 @@ fn sim_run_writes_readings_labels_and_events_that_import_back() {
         .iter()
         .filter(|l| !l.split(',').nth(column).unwrap().is_empty())
         .count();
-    assert!((270..=288).contains(&filled), "{filled} weather readings");
+    assert!((810..=864).contains(&filled), "{filled} weather readings");
 
     let labels = std::fs::read_to_string(dir.path().join("run.labels.csv")).unwrap();
     let header = labels.lines().next().unwrap();
@@ -75,7 +75,8 @@ fn sim_run_writes_readings_labels_and_events_that_import_back() {
     let events: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("run.events.json")).unwrap())
             .unwrap();
-    assert_eq!(events.as_array().unwrap().len(), 6);
+    // Of the file's six faults, only the first starts (day 2) before the run's end.
+    assert_eq!(events.as_array().unwrap().len(), 1, "{events}");
     assert_eq!(events[0]["start"], "2026-07-03T00:00:00Z");
 
     // The file is plain CSV: doppel's own importer reads it back, every row.
@@ -98,7 +99,7 @@ fn sim_run_writes_readings_labels_and_events_that_import_back() {
         "csv",
         "SELECT count(*) AS n FROM run",
     ]);
-    assert_eq!(out.trim(), "n\n1440");
+    assert_eq!(out.trim(), "n\n4320");
 
     // The same seed writes the same bytes (Parquet too).
     let a = dir.path().join("a.parquet");
@@ -247,6 +248,73 @@ fn scenario_reports_are_json_and_the_same_on_one_and_two_threads() {
         table.contains("energy_kwh") && table.contains("P(at least 2 failures"),
         "{table}"
     );
+}
+
+/// A heat wave drawn to start between day 3 and day 20 never happens in a 3-day run: the
+/// report counts it in no run and finds no difference in energy; in a 21-day run it
+/// happens in every one.
+#[test]
+fn a_disruption_drawn_after_the_run_ends_is_not_counted() {
+    let heat = scenarios().join("heatwave.toml");
+    let report = |days: &str| -> serde_json::Value {
+        let (out, _) = ok(&[
+            "scenario",
+            "run",
+            heat.to_str().unwrap(),
+            "--runs",
+            "3",
+            "--days",
+            days,
+            "--seed",
+            "5",
+            "--format",
+            "json",
+        ]);
+        serde_json::from_str(&out).unwrap()
+    };
+    let short = report("3");
+    assert_eq!(short["disruptions_drawn"]["heat_wave"], 0, "{short}");
+    assert_eq!(short["difference"]["energy_kwh"]["mean"], 0.0, "{short}");
+    let long = report("21");
+    assert_eq!(long["disruptions_drawn"]["heat_wave"], 3, "{long}");
+}
+
+/// A pump trip drawn among three names the pump that tripped: in the events file (label,
+/// targets and effect, by name), and `scenario check` describes the file in words.
+#[test]
+fn drawn_events_and_scenario_checks_name_what_they_hit() {
+    let dir = tempfile::tempdir().unwrap();
+    let trip = scenarios().join("pump_trip.toml");
+    let out = dir.path().join("run.csv");
+    ok(&[
+        "sim",
+        "run",
+        "--days",
+        "30",
+        "--step",
+        "10m",
+        "--seed",
+        "4",
+        "--scenario",
+        trip.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let events: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("run.events.json")).unwrap())
+            .unwrap();
+    let event = &events[0];
+    let pump = event["targets"][0].as_str().unwrap();
+    assert!(["pump1", "pump2", "pump3"].contains(&pump), "{event}");
+    assert_eq!(event["label"], format!("pump_trip:{pump}"));
+    assert_eq!(event["effect"]["Trip"]["assets"], serde_json::json!([pump]));
+
+    let (text, _) = ok(&["scenario", "check", trip.to_str().unwrap()]);
+    assert!(
+        text.contains("one of pump1, pump2, pump3 (drawn per run) trips"),
+        "{text}"
+    );
+    assert!(!text.contains('{'), "{text}");
 }
 
 #[test]
