@@ -97,7 +97,11 @@ fn location(line: usize, column: &Option<String>) -> String {
 /// What an import did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ImportStats {
+    /// Data rows read, written or not.
     pub rows: u64,
+    /// Rows with no value in any value column (every cell empty, NaN or null): nothing of
+    /// them is stored, as a gap is not.
+    pub rows_without_values: u64,
     pub values: u64,
     /// Value columns in which no cell held a value (all empty, NaN or null).
     pub empty_columns: Vec<String>,
@@ -123,7 +127,9 @@ pub fn import_file<E: std::fmt::Display>(
     let mut stats = ImportStats::default();
     let mut rows = table.rows;
     while let Some(row) = rows.next_row()? {
-        builder.add_row(row.line, &row.cells, stats.rows)?;
+        if !builder.add_row(row.line, &row.cells, stats.rows)? {
+            stats.rows_without_values += 1;
+        }
         stats.rows += 1;
         if builder.batch.points.len() >= options.batch_rows {
             stats.values += builder.batch.field_count() as u64;
@@ -489,8 +495,15 @@ fn arrow_cell(array: &dyn Array, i: usize) -> Result<Cell, String> {
         return Ok(Cell::Missing);
     }
     Ok(match array.data_type() {
-        DataType::Float64 => Cell::Float(array.as_primitive::<Float64Type>().value(i)),
-        DataType::Float32 => Cell::Float(array.as_primitive::<Float32Type>().value(i) as f64),
+        // NaN is a missing value, as the text `NaN` is.
+        DataType::Float64 => match array.as_primitive::<Float64Type>().value(i) {
+            v if v.is_nan() => Cell::Missing,
+            v => Cell::Float(v),
+        },
+        DataType::Float32 => match array.as_primitive::<Float32Type>().value(i) {
+            v if v.is_nan() => Cell::Missing,
+            v => Cell::Float(v as f64),
+        },
         DataType::Int64 => Cell::Integer(array.as_primitive::<Int64Type>().value(i)),
         DataType::Int32 => Cell::Integer(array.as_primitive::<Int32Type>().value(i) as i64),
         DataType::Int16 => Cell::Integer(array.as_primitive::<Int16Type>().value(i) as i64),
@@ -621,7 +634,8 @@ impl BatchBuilder {
         }
     }
 
-    fn add_row(&mut self, line: usize, cells: &[Cell], index: u64) -> Result<(), ImportError> {
+    /// Adds a row's point to the batch; `false` when the row holds no value to store.
+    fn add_row(&mut self, line: usize, cells: &[Cell], index: u64) -> Result<bool, ImportError> {
         if cells.len() != self.columns.len() {
             return Err(self.error(
                 line,
@@ -658,6 +672,17 @@ impl BatchBuilder {
                     tags.push((self.columns[c].clone(), text));
                 }
                 Role::Field(expected) => {
+                    if is_out_of_range(cell) {
+                        return Err(self.error(
+                            line,
+                            Some(&self.columns[c]),
+                            format!(
+                                "value `{}` is outside the range of a 64-bit float (about \
+                                 ±1.8e308)",
+                                cell_to_string(cell)
+                            ),
+                        ));
+                    }
                     let Some(value) = cell_value(cell, expected) else {
                         if matches!(cell, Cell::Missing) {
                             continue;
@@ -678,8 +703,9 @@ impl BatchBuilder {
             }
         }
         if fields.is_empty() {
-            // A row with every value missing carries nothing: skip it (gaps stay gaps).
-            return Ok(());
+            // A row with every value missing carries nothing: skip it (gaps stay gaps), and
+            // count it, so the import does not claim it as written.
+            return Ok(false);
         }
         tags.sort_by(|a, b| a.0.cmp(&b.0));
         self.batch.points.push(Point {
@@ -688,7 +714,22 @@ impl BatchBuilder {
             fields,
             time,
         });
-        Ok(())
+        Ok(true)
+    }
+}
+
+/// A number no 64-bit float holds: `1e400` in a text file, an infinity in Parquet. Refused
+/// rather than stored as infinity or, as text, turning its column into strings.
+fn is_out_of_range(cell: &Cell) -> bool {
+    match cell {
+        Cell::Float(v) => v.is_infinite(),
+        Cell::Text(text) => {
+            text.parse::<f64>().is_ok_and(f64::is_infinite)
+                && text
+                    .bytes()
+                    .all(|c| c.is_ascii_digit() || matches!(c, b'.' | b'-' | b'+' | b'e' | b'E'))
+        }
+        _ => false,
     }
 }
 

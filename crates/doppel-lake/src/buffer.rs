@@ -253,6 +253,11 @@ fn append_slice<T: ArrowPrimitiveType>(
 }
 
 impl TableBuffer {
+    /// The rows buffered.
+    pub fn row_count(&self) -> usize {
+        self.times.len()
+    }
+
     /// Appends a batch's rows of this table; returns the bytes they added.
     fn append(&mut self, rows: &TableRows) -> usize {
         let before = self.times.len();

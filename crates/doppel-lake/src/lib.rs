@@ -11,6 +11,7 @@
 mod buffer;
 pub mod catalog;
 mod codec;
+mod drop;
 mod error;
 pub mod faults;
 pub mod harness;
@@ -19,6 +20,7 @@ mod persist;
 mod query;
 mod wal;
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,6 +37,7 @@ use parking_lot::RwLock;
 
 pub use buffer::TIME_COLUMN;
 pub use catalog::{Catalog, FileMeta, PointRejection};
+pub use drop::DropEffect;
 pub use error::{ErrorKind, LakeError, Result};
 pub use persist::PersistConfig;
 pub use query::{MAX_SQL_BYTES, QueryLimits};
@@ -143,6 +146,10 @@ struct Inner {
     threads: Mutex<Vec<JoinHandle<()>>>,
     /// One persist at a time (the persist thread, `flush` and `shutdown` may race).
     persist_lock: Mutex<()>,
+    /// Held shared by a write from its check against the catalog until it is in the WAL's
+    /// queue, and exclusively by a drop while it marks its table: once marked, every write
+    /// admitted before is queued, so the WAL rotation that follows covers it.
+    write_gate: RwLock<()>,
     /// Holds the directory's lock for as long as the lake is open.
     _lock: File,
 }
@@ -155,6 +162,8 @@ struct State {
     wal_segment: u64,
     /// Replaced files, deleted a while later so queries already reading them can finish.
     graveyard: Vec<(Instant, PathBuf)>,
+    /// Tables (database, table) being dropped or losing a column: writes to them wait.
+    dropping: BTreeSet<(String, String)>,
 }
 
 enum WalCommand {
@@ -230,6 +239,7 @@ impl Lake {
                 frozen: None,
                 wal_segment: writer.segment(),
                 graveyard: Vec::new(),
+                dropping: BTreeSet::new(),
             }),
             wal_tx: Mutex::new(Some(tx)),
             wakeup: (Mutex::new(false), Condvar::new()),
@@ -238,6 +248,7 @@ impl Lake {
             queries,
             threads: Mutex::new(Vec::new()),
             persist_lock: Mutex::new(()),
+            write_gate: RwLock::new(()),
             _lock: lock,
         });
         let wal_inner = inner.clone();
@@ -315,6 +326,7 @@ impl Lake {
         refused: Vec<PointRejection>,
         accept_partial: bool,
     ) -> Result<(WriteOutcome, Option<DurableReceipt>)> {
+        let _admitted_until_queued = self.inner.write_gate.read();
         let (outcome, prepared) = self.prepare(batch, refused, accept_partial)?;
         // Nothing left to write: every row refused (with accept_partial), or none sent.
         let Some((batch, payload)) = prepared else {
@@ -350,6 +362,19 @@ impl Lake {
             // Checking and registering under one lock: two batches racing to create a column
             // with different types cannot both win.
             let mut state = self.inner.state.write();
+            if let Some(rows) = batch.tables.iter().find(|t| {
+                state
+                    .dropping
+                    .contains(&(batch.database.clone(), t.measurement.clone()))
+            }) {
+                return Err(LakeError::Unavailable {
+                    reason: format!(
+                        "table `{}` is being dropped or losing a column; write again in a moment",
+                        rows.measurement
+                    ),
+                    retry_after: Duration::from_secs(1),
+                });
+            }
             let nothing_refused_before = refused.is_empty();
             let (masks, rejected) = state.catalog.admit(&batch, |all_passed| {
                 accept_partial || (all_passed && nothing_refused_before)

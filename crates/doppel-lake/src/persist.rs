@@ -286,7 +286,7 @@ fn day_name(day: i64) -> String {
         .unwrap_or_else(|| format!("day{day}"))
 }
 
-fn write_file(
+pub(crate) fn write_file(
     dir: &Path,
     db: &str,
     table: &str,

@@ -25,7 +25,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Json, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use doppel_lake::Lake;
 use serde_json::json;
 
@@ -74,6 +74,8 @@ pub fn app(lake: Lake, config: ServerConfig) -> Router {
             get(query::query_get).post(query::query_post),
         )
         .route("/api/v3/configure/retention", post(configure::retention))
+        .route("/api/v3/configure/table", delete(configure::drop_table))
+        .route("/api/v3/configure/column", delete(configure::drop_column))
         .route("/ping", get(ping).head(ping))
         .route("/health", get(health))
         .route("/api/v3/health", get(health))

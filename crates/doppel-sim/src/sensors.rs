@@ -225,10 +225,44 @@ impl SensorModel {
                 continue;
             }
             if spec.resolution > 0.0 {
-                value = (value / spec.resolution).round() * spec.resolution;
+                value = quantize(value, spec.resolution);
             }
             out.values[i] = value.clamp(spec.min, spec.max);
             out.present[i] = true;
+        }
+    }
+}
+
+/// `value` on a grid of `resolution`, as a real instrument reports it: a reading of 0.1
+/// resolution is written 72.1, not 72.10000000000001, so dividing by the steps per unit
+/// where the resolution is a decimal fraction (multiplying by 0.1 leaves binary noise).
+/// Never a negative zero.
+fn quantize(value: f64, resolution: f64) -> f64 {
+    let per_unit = (1.0 / resolution).round();
+    let quantized = if per_unit >= 1.0 && (per_unit * resolution - 1.0).abs() < 1e-9 {
+        (value * per_unit).round() / per_unit
+    } else {
+        (value / resolution).round() * resolution
+    };
+    quantized + 0.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quantize;
+
+    /// Readings print as the instrument shows them: no binary noise, no `-0`.
+    #[test]
+    fn quantized_readings_print_as_decimals() {
+        for (value, resolution, printed) in [
+            (72.104, 0.1, "72.1"),
+            (4.6049, 0.1, "4.6"),
+            (12.9549, 0.01, "12.95"),
+            (-0.04, 0.1, "0"),
+            (1349.2, 1.0, "1349"),
+            (17.3, 5.0, "15"),
+        ] {
+            assert_eq!(quantize(value, resolution).to_string(), printed);
         }
     }
 }

@@ -191,8 +191,14 @@ pub fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
             },
         )?;
         bar.finish_and_clear();
+        let skipped = match stats.rows_without_values {
+            0 => String::new(),
+            n => format!(
+                " ({n} of them with no value at all, every cell empty, NaN or null: not stored)"
+            ),
+        };
         eprintln!(
-            "{}: {} rows, {} values",
+            "{}: {} rows{skipped}, {} values",
             file.display(),
             stats.rows,
             stats.values

@@ -30,6 +30,7 @@ fn restore_default_sigpipe() {
     }
 }
 
+mod admin;
 mod bench;
 mod client;
 mod import;
@@ -88,11 +89,11 @@ enum Command {
         command: model::ModelCommand,
     },
     /// Set how long a table keeps its data.
-    Retention(serve::RetentionArgs),
+    Retention(admin::RetentionArgs),
     /// Look after the data directory (check its files; salvage a damaged write-ahead log).
     Lake {
         #[command(subcommand)]
-        command: serve::LakeCommand,
+        command: admin::LakeCommand,
     },
     /// Measure parsing, durable writes and HTTP ingest (see docs/BENCHMARKS.md).
     Bench {
@@ -142,10 +143,10 @@ fn main() -> std::process::ExitCode {
         Command::Scenario { command } => sim::run_scenario(command),
         Command::Model { command } => model::run(command),
         Command::Query(args) => query::run(args),
-        Command::Lake { command } => serve::lake(command),
+        Command::Lake { command } => admin::lake(command),
         Command::Import(args) => import::run(*args),
         Command::Spec { command } => spec::run(command),
-        Command::Retention(args) => serve::retention(args),
+        Command::Retention(args) => admin::retention(args),
         Command::Bench { command } => bench::run(command),
     };
     match result {

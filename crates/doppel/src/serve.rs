@@ -6,12 +6,11 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use doppel_lake::{Lake, LakeConfig, LakeError, QueryLimits, RetentionEffect};
+use doppel_lake::{Lake, LakeConfig, QueryLimits};
 use doppel_server::{ConnectionLimits, ServerConfig, app, serve};
 
-use crate::client::{Client, running_server};
+use crate::DataDirArg;
 use crate::sim::{LiveSource, SourceArgs};
-use crate::{DataDirArg, ServerArg};
 
 #[derive(Args, Clone, Debug)]
 pub struct ServeArgs {
@@ -63,7 +62,7 @@ pub struct UpArgs {
     pub source: SourceArgs,
 }
 
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     doppel_core::time::parse_duration(text).map(|n| Duration::from_nanos(n as u64))
 }
 
@@ -205,172 +204,4 @@ async fn shutdown_signal() {
         _ = terminate => {},
     }
     tracing::info!("shutting down");
-}
-
-#[derive(Args)]
-pub struct RetentionArgs {
-    #[command(flatten)]
-    data: DataDirArg,
-    /// The database.
-    #[arg(long)]
-    db: String,
-    /// The table (measurement).
-    #[arg(long)]
-    table: String,
-    /// How long to keep data, such as 30d; `none` keeps it forever.
-    period: String,
-    /// Say what the period would remove, and change nothing.
-    #[arg(long)]
-    dry_run: bool,
-    /// Remove what the period expires without asking.
-    #[arg(long)]
-    yes: bool,
-    #[command(flatten)]
-    server: ServerArg,
-}
-
-pub fn retention(args: RetentionArgs) -> anyhow::Result<ExitCode> {
-    let period = match args.period.as_str() {
-        "none" | "forever" => None,
-        text => Some(parse_duration(text).map_err(anyhow::Error::msg)?),
-    };
-    // On the running doppel (--url, or the one serving the directory), else in process.
-    let remote = |url: &str| Client::new(url, args.server.token.clone());
-    let target = match &args.server.url {
-        Some(url) => Err(remote(url)),
-        None => match Lake::open(&args.data.data, LakeConfig::default()) {
-            Ok(lake) => Ok(lake),
-            Err(e @ LakeError::Locked { .. }) => match running_server(&args.data.data) {
-                Some(url) => Err(remote(&url)),
-                None => return Err(e.into()),
-            },
-            Err(e) => {
-                return Err(e).context(format!("cannot open {}", args.data.data.display()));
-            }
-        },
-    };
-    let ask = |client: &Client, dry_run: bool| -> anyhow::Result<RetentionEffect> {
-        let body = serde_json::json!({
-            "db": args.db, "table": args.table, "period": args.period, "dry_run": dry_run,
-        });
-        let answer: serde_json::Value =
-            serde_json::from_slice(&client.post_json("/api/v3/configure/retention", &body)?)?;
-        Ok(serde_json::from_value(answer["effect"].clone())?)
-    };
-    let effect = match &target {
-        Ok(lake) => lake.retention_effect(&args.db, &args.table, period)?,
-        Err(client) => ask(client, true)?,
-    };
-    let name = format!("{}.{}", args.db, args.table);
-    let before = effect.cutoff.map_or(String::new(), |c| {
-        let time = doppel_core::time::format_rfc3339(c);
-        format!(" (the files whose newest row is before {time})")
-    });
-    println!(
-        "{name}: retention {} removes {} of {} file(s), {} of {} row(s){before}",
-        args.period,
-        effect.files_removed,
-        effect.files_removed + effect.files_kept,
-        effect.rows_removed,
-        effect.rows_removed + effect.rows_kept,
-    );
-    if args.dry_run {
-        println!("dry run: nothing changed");
-        return Ok(ExitCode::SUCCESS);
-    }
-    if effect.rows_removed > 0 && !args.yes && !confirmed("Remove them?")? {
-        bail!(
-            "nothing changed: run again with --yes to remove {} row(s), or with --dry-run to only look",
-            effect.rows_removed
-        );
-    }
-    match target {
-        Ok(lake) => {
-            lake.set_retention(&args.db, &args.table, period)?;
-            lake.shutdown()?;
-        }
-        Err(client) => {
-            ask(&client, false)?;
-        }
-    }
-    println!("{name}: retention {} set", args.period);
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Asks on the terminal; `false` when there is no terminal to ask on.
-fn confirmed(question: &str) -> anyhow::Result<bool> {
-    use std::io::{BufRead, IsTerminal, Write};
-    if !std::io::stdin().is_terminal() {
-        return Ok(false);
-    }
-    eprint!("{question} [y/N] ");
-    std::io::stderr().flush()?;
-    let mut answer = String::new();
-    std::io::stdin().lock().read_line(&mut answer)?;
-    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
-}
-
-#[derive(clap::Subcommand)]
-pub enum LakeCommand {
-    /// Keep every intact record of a damaged write-ahead log: rewrites each damaged segment
-    /// with its intact records (before and after the damage) and moves the original into
-    /// wal/damaged/. Run it when `doppel serve` refuses to start over a damaged WAL, with no
-    /// doppel running on the directory.
-    Salvage {
-        #[command(flatten)]
-        data: DataDirArg,
-    },
-    /// Read every Parquet file the manifest lists and compare it with the checksum taken when
-    /// it was written (a scrub); exits 1 and names the files when any differ. The manifest
-    /// and the write-ahead log are checked at every start.
-    Check {
-        #[command(flatten)]
-        data: DataDirArg,
-    },
-}
-
-pub fn lake(command: LakeCommand) -> anyhow::Result<ExitCode> {
-    match command {
-        LakeCommand::Check { data } => {
-            let lake = Lake::open(&data.data, LakeConfig::default())
-                .with_context(|| format!("cannot open {}", data.data.display()))?;
-            let files = lake.stats().files;
-            let damaged = lake.check()?;
-            drop(lake);
-            for (path, why) in &damaged {
-                println!("{}: {why}", path.display());
-            }
-            if damaged.is_empty() {
-                println!("{files} file(s) read: every one matches its checksum");
-                Ok(ExitCode::SUCCESS)
-            } else {
-                println!("{} of {files} file(s) damaged", damaged.len());
-                Ok(ExitCode::FAILURE)
-            }
-        }
-        LakeCommand::Salvage { data } => {
-            let report = Lake::salvage(&data.data)
-                .with_context(|| format!("cannot salvage {}", data.data.display()))?;
-            if report.is_empty() {
-                println!("the write-ahead log has no damaged segment; nothing to do");
-            }
-            for segment in &report {
-                let lost: u64 = segment.damaged.iter().map(|(a, b)| b - a).sum();
-                println!(
-                    "{}: kept {} intact record(s); {} damaged byte(s) at {}; the original is now {}",
-                    segment.segment.display(),
-                    segment.records_kept,
-                    lost,
-                    segment
-                        .damaged
-                        .iter()
-                        .map(|(a, b)| format!("{a}..{b}"))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    segment.moved_to.display()
-                );
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-    }
 }

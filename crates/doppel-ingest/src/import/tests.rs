@@ -150,3 +150,39 @@ fn errors_name_file_line_and_column() {
     let e = import("", "m.csv", &ImportOptions::default()).unwrap_err();
     assert!(e.message.contains("empty"));
 }
+
+/// `1e400` fits no float: refused with line and column, not stored as text (which would
+/// have made its column a string column for good).
+#[test]
+fn a_number_beyond_float_range_is_refused_where_it_is() {
+    let text = "time,a\n1,2.5\n2,1e400\n";
+    let err = import(text, "big.csv", &ImportOptions::default()).unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains("big.csv:3, column `a`")
+            && message.contains("`1e400` is outside the range of a 64-bit float"),
+        "{message}"
+    );
+}
+
+/// A row whose every value is NaN or empty is not stored, and the import says so instead
+/// of counting it among the rows written.
+#[test]
+fn rows_without_any_value_are_counted_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gaps.csv");
+    std::fs::write(&path, "time,a,b\n1,1.5,2\n2,NaN,\n3,,null\n4,3,4\n").unwrap();
+    let mut stored = 0;
+    let stats = import_file(
+        &path,
+        &ImportOptions::default(),
+        |_| {},
+        |batch: WriteBatch| {
+            stored += batch.points.len();
+            Ok::<_, String>(())
+        },
+    )
+    .unwrap();
+    assert_eq!((stats.rows, stats.rows_without_values, stored), (4, 2, 2));
+    assert_eq!(stats.values, 4);
+}

@@ -79,6 +79,13 @@ fn reads_only(statement: &DfStatement) -> std::result::Result<(), String> {
             Statement::Explain { statement, .. } => {
                 reads_only(&DfStatement::Statement(statement.clone()))
             }
+            Statement::Drop { .. } | Statement::AlterTable { .. } | Statement::Delete(_) => {
+                Err(format!(
+                    "`{}` (to drop a table or a field column: `doppel lake drop`, or DELETE \
+                     /api/v3/configure/table or /api/v3/configure/column)",
+                    first_words(&s.to_string())
+                ))
+            }
             other => Err(format!("`{}`", first_words(&other.to_string()))),
         },
         DfStatement::Explain(e) => reads_only(&e.statement),

@@ -6,6 +6,7 @@ use datafusion::arrow::util::pretty::pretty_format_batches;
 use doppel_core::{FieldValue, Point, WriteBatch};
 use doppel_lake::{Lake, LakeConfig, LakeError};
 
+mod drop;
 mod durability;
 mod sql_fuzz;
 

@@ -101,10 +101,8 @@ pub fn read_input(
         }
         if n != d {
             bail!(
-                "`{spec}`: {n} rows at {d} distinct times: the table holds several series; \
-                 pick one with ?TAG=VALUE (see `doppel query --db {} \"SELECT DISTINCT * EXCLUDE (time) FROM {}\"`)",
-                table.db,
-                quote_ident(&table.table)
+                "`{spec}`: {n} rows at {d} distinct times: the table holds several series; {}",
+                pick_one_hint(&spec, &table, &from, &sql)?
             );
         }
     }
@@ -125,6 +123,68 @@ pub fn read_input(
     })?;
     rec.source = PathBuf::from(&*spec);
     Ok(rec)
+}
+
+/// How to pick one series of a table holding several: the inputs that name each (its text
+/// columns, the tags, as `?tag=value`), listed ready to paste, a few at most.
+fn pick_one_hint(
+    spec: &str,
+    table: &LakeInput,
+    from: &str,
+    sql: &dyn Fn(&str) -> anyhow::Result<Vec<u8>>,
+) -> anyhow::Result<String> {
+    const SHOWN: usize = 8;
+    let columns = String::from_utf8(sql(&format!(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = {} \
+         AND data_type = 'Utf8' ORDER BY ordinal_position",
+        quote_literal(&table.table)
+    ))?)?;
+    let tags: Vec<&str> = columns
+        .lines()
+        .skip(1)
+        .filter(|c| !table.filters.iter().any(|(k, _)| k == c))
+        .collect();
+    if tags.is_empty() {
+        return Ok(
+            "it has no tag to pick one by, so several rows share a time stamp: \
+                   write each machine with its own tag (such as asset=...)"
+                .into(),
+        );
+    }
+    let list = tags
+        .iter()
+        .map(|t| quote_ident(t))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let found = String::from_utf8(sql(&format!(
+        "SELECT DISTINCT {list} FROM {from} ORDER BY {list} LIMIT {}",
+        SHOWN + 1
+    ))?)?;
+    let rows: Vec<&str> = found.lines().skip(1).collect();
+    let base = match spec.split_once('?') {
+        Some((base, query)) => format!("{base}?{query}&"),
+        None => format!("{spec}?"),
+    };
+    let mut inputs: Vec<String> = rows
+        .iter()
+        .take(SHOWN)
+        .map(|row| {
+            let pairs: Vec<String> = tags
+                .iter()
+                .zip(row.split(','))
+                .filter(|(_, v)| !v.is_empty())
+                .map(|(t, v)| format!("{t}={v}"))
+                .collect();
+            format!("{base}{}", pairs.join("&"))
+        })
+        .collect();
+    if rows.len() > SHOWN {
+        inputs.push("...".into());
+    }
+    Ok(format!(
+        "pick one by its tags, such as: {}",
+        inputs.join("  ")
+    ))
 }
 
 fn scratch_path() -> PathBuf {

@@ -519,3 +519,84 @@ fn lake_check_names_a_parquet_file_damaged_on_disk() {
         "{said}"
     );
 }
+
+/// A column whose type one bad write fixed is freed with `doppel lake drop --column`, beside
+/// the running doppel (found through its SERVER.json): the writes refused before are then
+/// accepted. A table written by mistake goes with `doppel lake drop`; a dry run changes
+/// nothing, and without a terminal or --yes nothing is dropped. SQL's DROP TABLE points here.
+#[test]
+fn a_column_fixed_by_one_bad_write_is_repaired_and_a_table_dropped_beside_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    assert_eq!(
+        write(&server, "m,a=x v=\"oops\",w=1 1700000000", &[]).status,
+        204
+    );
+    let floats = "m,a=x v=1.5,w=2 1700000001";
+    assert_eq!(write(&server, floats, &[]).status, 400);
+
+    let lake_drop = |extra: &[&str]| {
+        doppel()
+            .args([
+                "lake", "drop", "--data", data, "--db", "plant", "--table", "m",
+            ])
+            .args(extra)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = lake_drop(&["--column", "v", "--dry-run"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("column `v` of plant.m") && said.contains("1 row(s)"),
+        "{said}"
+    );
+    let out = lake_drop(&["--column", "v"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--yes"));
+    assert_eq!(
+        write(&server, floats, &[]).status,
+        400,
+        "a dry run changed the lake"
+    );
+
+    let out = lake_drop(&["--column", "v", "--yes"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 value(s) removed"));
+    assert_eq!(write(&server, floats, &[]).status, 204);
+    let rows = sql(&server, "plant", "SELECT v, w FROM m ORDER BY time");
+    assert_eq!(rows.len(), 2);
+    assert!(rows[0].get("v").is_none_or(|v| v.is_null()), "{rows:?}");
+    assert_eq!(rows[1]["v"], 1.5);
+
+    let refused = post(
+        &format!("{}/api/v3/query_sql", server.url),
+        &[("Content-Type", "application/json")],
+        r#"{"db": "plant", "q": "DROP TABLE m"}"#,
+    );
+    assert_eq!(refused.status, 400);
+    assert!(
+        refused.body.contains("doppel lake drop"),
+        "{}",
+        refused.body
+    );
+
+    let out = lake_drop(&["--yes"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tables = sql(&server, "plant", "SHOW TABLES");
+    assert!(!tables.iter().any(|t| t["table_name"] == "m"), "{tables:?}");
+}

@@ -720,8 +720,10 @@ fn models_read_lake_tables_one_series_at_a_time() {
         ])
     };
     let (ok, err) = pretrain("lake:plant/units");
+    // The hint lists the inputs that pick each series, ready to paste.
     assert!(
-        !ok && err.contains("several series") && err.contains("?TAG=VALUE"),
+        !ok && err.contains("several series")
+            && err.contains("such as: lake:plant/units?unit=u1  lake:plant/units?unit=u2"),
         "{err}"
     );
     let (ok, err) = pretrain("lake:plant/nothing");

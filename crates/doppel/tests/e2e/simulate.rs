@@ -48,6 +48,12 @@ fn sim_run_writes_readings_labels_and_events_that_import_back() {
         "{}",
         lines[1]
     );
+    // Readings as instruments show them: 72.1, never 72.10000000000001 or -0.0.
+    let noisy = lines[1..]
+        .iter()
+        .flat_map(|l| l.split(',').skip(1))
+        .find(|cell| cell.split('.').nth(1).is_some_and(|d| d.len() > 4) || *cell == "-0.0");
+    assert_eq!(noisy, None, "a reading printed with binary noise");
     // Weather reports every 5 minutes: the other rows leave its cell empty, never invented.
     let column = lines[0]
         .split(',')
