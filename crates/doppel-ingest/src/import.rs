@@ -54,6 +54,10 @@ pub struct ImportOptions {
     /// The file is stored with one variable per line (rows are columns), like TEP's `d00.dat`.
     pub transpose: bool,
     pub batch_rows: usize,
+    /// Hand a row with no value at all to the sink as a point without fields (its time
+    /// only), instead of skipping it: for readers that answer per input row, such as the
+    /// model's tasks. Never for a lake, which stores no empty point.
+    pub keep_rows_without_values: bool,
 }
 
 impl Default for ImportOptions {
@@ -71,6 +75,7 @@ impl Default for ImportOptions {
             },
             transpose: false,
             batch_rows: 10_000,
+            keep_rows_without_values: false,
         }
     }
 }
@@ -702,11 +707,12 @@ impl BatchBuilder {
                 }
             }
         }
-        if fields.is_empty() {
+        if fields.is_empty() && !self.options.keep_rows_without_values {
             // A row with every value missing carries nothing: skip it (gaps stay gaps), and
             // count it, so the import does not claim it as written.
             return Ok(false);
         }
+        let has_values = !fields.is_empty();
         tags.sort_by(|a, b| a.0.cmp(&b.0));
         self.batch.points.push(Point {
             measurement: self.measurement.clone(),
@@ -714,7 +720,7 @@ impl BatchBuilder {
             fields,
             time,
         });
-        Ok(true)
+        Ok(has_values)
     }
 }
 

@@ -25,6 +25,10 @@ pub struct Recording {
     pub channels: Vec<String>,
     pub values: Vec<Vec<f32>>,
     pub observed: Vec<Vec<bool>>,
+    /// The rows the recording was read from, in time order: each row's own time and the grid
+    /// slot it landed on (rows a step off the grid, or two in one slot, keep their times).
+    /// Tasks that answer per row answer for these. Empty: one row per slot.
+    pub rows: Vec<(i64, usize)>,
 }
 
 impl Recording {
@@ -41,6 +45,53 @@ impl Recording {
         self.start_ns + t as i64 * self.step_ns
     }
 
+    /// The input rows, as (time, grid slot): those read, or one per slot when the recording
+    /// was not read from rows.
+    pub fn input_rows(&self) -> Vec<(i64, usize)> {
+        if self.rows.is_empty() {
+            (0..self.len()).map(|t| (self.time_ns(t), t)).collect()
+        } else {
+            self.rows.clone()
+        }
+    }
+
+    /// Slots `from..to` (rows outside them dropped, the others' slots counted from `from`).
+    pub fn slice(&self, from: usize, to: usize) -> Recording {
+        Recording {
+            source: self.source.clone(),
+            start_ns: self.time_ns(from),
+            step_ns: self.step_ns,
+            channels: self.channels.clone(),
+            values: self.values.iter().map(|v| v[from..to].to_vec()).collect(),
+            observed: self.observed.iter().map(|o| o[from..to].to_vec()).collect(),
+            rows: self
+                .rows
+                .iter()
+                .filter(|(_, slot)| (from..to).contains(slot))
+                .map(|&(time, slot)| (time, slot - from))
+                .collect(),
+        }
+    }
+
+    /// The recording with `n` slots before its first that observed nothing: a history shorter
+    /// than a model's window is read as one that began with a gap.
+    pub fn padded_front(&self, n: usize) -> Recording {
+        let pad = |v: &Vec<f32>| [vec![0.0; n], v.clone()].concat();
+        Recording {
+            source: self.source.clone(),
+            start_ns: self.start_ns - n as i64 * self.step_ns,
+            step_ns: self.step_ns,
+            channels: self.channels.clone(),
+            values: self.values.iter().map(pad).collect(),
+            observed: self
+                .observed
+                .iter()
+                .map(|o| [vec![false; n], o.clone()].concat())
+                .collect(),
+            rows: self.rows.iter().map(|&(t, slot)| (t, slot + n)).collect(),
+        }
+    }
+
     /// Keeps only `channels`, in that order; names a missing one in the error.
     pub fn select(&self, channels: &[String]) -> Result<Recording> {
         let mut out = Recording {
@@ -50,6 +101,7 @@ impl Recording {
             channels: channels.to_vec(),
             values: Vec::new(),
             observed: Vec::new(),
+            rows: self.rows.clone(),
         };
         for name in channels {
             let Some(c) = self.channels.iter().position(|n| n == name) else {
@@ -89,6 +141,8 @@ pub fn read_recording(path: &Path, options: &ReadOptions) -> Result<Recording> {
             name: options.time_column.clone(),
             epoch_unit_nanos: 1_000_000_000,
         },
+        // Tasks answer for every row given, a row of gaps too.
+        keep_rows_without_values: true,
         ..ImportOptions::default()
     };
     let mut rows: Vec<(i64, Vec<(String, f32)>)> = Vec::new();
@@ -169,8 +223,10 @@ pub fn read_recording(path: &Path, options: &ReadOptions) -> Result<Recording> {
     let slots = ((rows.last().unwrap().0 - start_ns) as f64 / step_ns as f64).round() as usize + 1;
     let mut values = vec![vec![0.0f32; slots]; channels.len()];
     let mut observed = vec![vec![false; slots]; channels.len()];
+    let mut row_slots = Vec::with_capacity(rows.len());
     for (time, row) in &rows {
         let slot = ((time - start_ns) as f64 / step_ns as f64).round() as usize;
+        row_slots.push((*time, slot));
         for (name, v) in row {
             if let Some(c) = channels.iter().position(|n| n == name)
                 && v.is_finite()
@@ -204,6 +260,7 @@ pub fn read_recording(path: &Path, options: &ReadOptions) -> Result<Recording> {
         channels,
         values,
         observed,
+        rows: row_slots,
     })
 }
 

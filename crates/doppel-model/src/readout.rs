@@ -557,6 +557,7 @@ mod tests {
             channels: (0..values.len()).map(|i| format!("c{i}")).collect(),
             values,
             observed,
+            rows: Vec::new(),
         }
     }
 

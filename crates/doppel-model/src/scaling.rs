@@ -351,14 +351,7 @@ fn share_of(recordings: &[Recording], options: &ScalingOptions, fraction: f64) -
 
 /// The recording from slot `from` on.
 fn tail(rec: &Recording, from: usize) -> Recording {
-    Recording {
-        source: rec.source.clone(),
-        start_ns: rec.time_ns(from),
-        step_ns: rec.step_ns,
-        channels: rec.channels.clone(),
-        values: rec.values.iter().map(|v| v[from..].to_vec()).collect(),
-        observed: rec.observed.iter().map(|o| o[from..].to_vec()).collect(),
-    }
+    rec.slice(from, rec.len())
 }
 
 /// Fits L = a·C^b + c by least squares. For each candidate floor c below the lowest loss,

@@ -14,10 +14,16 @@ use crate::model::SensorModel;
 use crate::store::ModelCard;
 use crate::train::cut;
 
-/// Checks a recording against the model and returns it in the model's channel order,
-/// as it is and standardised.
-fn prepare(card: &ModelCard, rec: &Recording, min_len: usize) -> Result<(Recording, Recording)> {
-    let rec = rec.select(&card.channels)?;
+/// Checks a recording against the model and returns it in the model's channel order, as it
+/// is and standardised. A recording shorter than `min_len` steps (a window, or a forecast's
+/// look-back) is padded at its start with steps that observed nothing, read by the model as
+/// a gap; the third value is how many, for the task to leave out of its answer.
+fn prepare(
+    card: &ModelCard,
+    rec: &Recording,
+    min_len: usize,
+) -> Result<(Recording, Recording, usize)> {
+    let mut rec = rec.select(&card.channels)?;
     if rec.step_ns != card.step_ns {
         return Err(ModelError::Input {
             path: rec.source.clone(),
@@ -28,17 +34,12 @@ fn prepare(card: &ModelCard, rec: &Recording, min_len: usize) -> Result<(Recordi
             ),
         });
     }
-    if rec.len() < min_len {
-        return Err(ModelError::Input {
-            path: rec.source.clone(),
-            message: format!(
-                "{} steps of data, but the model's window needs {min_len}",
-                rec.len()
-            ),
-        });
+    let pad = min_len.saturating_sub(rec.len());
+    if pad > 0 {
+        rec = rec.padded_front(pad);
     }
     let standardised = card.normalizer.apply(&rec);
-    Ok((rec, standardised))
+    Ok((rec, standardised, pad))
 }
 
 /// Runs the model on one window with a mask; returns the reconstruction [L × P], flat, in
@@ -89,7 +90,7 @@ pub fn impute(
 ) -> Result<(Recording, Vec<Vec<bool>>)> {
     let w = card.config.window();
     let (p, n) = (card.config.patch_len, card.config.patches);
-    let (mut out, std_rec) = prepare(card, rec, w)?;
+    let (mut out, std_rec, pad) = prepare(card, rec, w)?;
     let filled: Vec<Vec<bool>> = out
         .observed
         .iter()
@@ -117,6 +118,8 @@ pub fn impute(
     for o in &mut out.observed {
         o.iter_mut().for_each(|x| *x = true);
     }
+    let out = out.slice(pad, out.len());
+    let filled = filled.into_iter().map(|f| f[pad..].to_vec()).collect();
     Ok((out, filled))
 }
 
@@ -138,7 +141,7 @@ pub fn forecast(
         )));
     }
     let context = (n - tail) * p;
-    let (_, std_rec) = prepare(card, rec, context)?;
+    let (_, std_rec, _) = prepare(card, rec, context)?;
     // The window: the last `context` steps, then `tail` patches of nothing to fill in.
     let mut window = std_rec.clone();
     let from = std_rec.len() - context;
@@ -219,7 +222,7 @@ pub fn forecast_with_head(
         )));
     }
     let w = card.config.window();
-    let (_, std_rec) = prepare(card, rec, w)?;
+    let (_, std_rec, _) = prepare(card, rec, w)?;
     let ids: Vec<usize> = (0..std_rec.channels.len()).collect();
     let window = cut(&std_rec, std_rec.len() - w, w, &ids);
     let h = head.horizon;
@@ -359,9 +362,12 @@ pub fn score(
 ) -> Result<Scores> {
     let w = card.config.window();
     let len = rec.len();
-    if calibrate_rows < w || calibrate_rows > len {
+    // A file shorter than a window calibrates on what it has.
+    let least = w.min(len);
+    if calibrate_rows < least || calibrate_rows > len {
         return Err(ModelError::Settings(format!(
-            "--calibrate-rows must be between the window ({w}) and the file's {len} rows"
+            "--calibrate-rows must be between {least} (a window, or the whole file) and the \
+             file's {len} rows"
         )));
     }
     let errors = reconstruction_errors(model, card, rec, device)?;
@@ -379,7 +385,7 @@ pub fn reconstruction_errors(
 ) -> Result<Vec<Vec<f32>>> {
     let w = card.config.window();
     let (p, n) = (card.config.patch_len, card.config.patches);
-    let (_, std_rec) = prepare(card, rec, w)?;
+    let (_, std_rec, pad) = prepare(card, rec, w)?;
     let c_count = std_rec.channels.len();
     let len = std_rec.len();
     let mut error = vec![vec![f32::NAN; len]; c_count];
@@ -412,6 +418,9 @@ pub fn reconstruction_errors(
                 }
             }
         }
+    }
+    for e in &mut error {
+        e.drain(..pad);
     }
     Ok(error)
 }
@@ -496,9 +505,7 @@ pub fn embedding_width(config: &crate::model::ModelConfig) -> usize {
     2 * config.d_model
 }
 
-/// One embedding per window: the mean and the standard deviation of the encoder's outputs
-/// over the window's tokens, side by side (2 × d values).
-/// Returns (first step, last step, vector) per window.
+/// One embedding per window of the model's length: [`embed_windows`].
 pub fn embed(
     model: &SensorModel,
     card: &ModelCard,
@@ -506,17 +513,42 @@ pub fn embed(
     stride: usize,
     device: &Device,
 ) -> Result<Vec<(usize, usize, Vec<f32>)>> {
+    embed_windows(model, card, rec, card.config.window(), stride, device)
+}
+
+/// One embedding per window of `window` steps (at most the model's window; a shorter one is
+/// read as the model's window that began with a gap), every `stride` steps; a recording
+/// shorter than `window` is one window. The mean and the standard deviation of the
+/// encoder's outputs over the window's tokens, side by side (2 × d values).
+/// Returns (first step, last step, vector) per window.
+pub fn embed_windows(
+    model: &SensorModel,
+    card: &ModelCard,
+    rec: &Recording,
+    window: usize,
+    stride: usize,
+    device: &Device,
+) -> Result<Vec<(usize, usize, Vec<f32>)>> {
     let w = card.config.window();
     if stride == 0 {
         return Err(ModelError::Settings("--stride must be at least 1".into()));
     }
-    let (_, std_rec) = prepare(card, rec, w)?;
+    if window == 0 || window > w {
+        return Err(ModelError::Settings(format!(
+            "windows of 1 to {w} steps for this model ({} patches of {}), not {window}",
+            card.config.patches, card.config.patch_len
+        )));
+    }
+    let (_, std_rec, pad) = prepare(card, rec, window)?;
     let ids: Vec<usize> = (0..std_rec.channels.len()).collect();
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(0);
     let mut out = Vec::new();
-    for start in (0..=std_rec.len() - w).step_by(stride) {
-        let window = cut(&std_rec, start, w, &ids);
-        let batch = make_batch(&[window], &card.config, &Mask::Gaps, &mut rng, device);
+    for start in (0..=std_rec.len() - window).step_by(stride) {
+        let piece = std_rec
+            .slice(start, start + window)
+            .padded_front(w - window);
+        let cut_window = cut(&piece, 0, w, &ids);
+        let batch = make_batch(&[cut_window], &card.config, &Mask::Gaps, &mut rng, device);
         let encoded = model.encode(&batch.tokens); // [1, K, d]
         let mean = encoded.clone().mean_dim(1); // [1, 1, d]
         // How the tokens differ, not only where they sit on average: a mean alone washes
@@ -526,7 +558,9 @@ pub fn embed(
             .into_data()
             .try_into_vec::<f32>()
             .expect("the model outputs f32");
-        out.push((start, start + w - 1, vector));
+        // In the recording's own steps, the padding left out.
+        let first = start.saturating_sub(pad);
+        out.push((first, start + window - 1 - pad, vector));
     }
     Ok(out)
 }

@@ -696,6 +696,7 @@ mod tests {
             channels: vec!["x".into()],
             values: vec![vec![0.0; len]],
             observed: vec![vec![true; len]],
+            rows: Vec::new(),
         }
     }
 

@@ -121,6 +121,7 @@ fn options(args: &ImportArgs) -> anyhow::Result<ImportOptions> {
         time,
         transpose: args.transpose,
         batch_rows: args.batch_rows,
+        keep_rows_without_values: false,
     })
 }
 

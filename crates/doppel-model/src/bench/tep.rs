@@ -67,6 +67,7 @@ fn tep_recording(rows: &[Vec<f64>], name: &str) -> Recording {
             .map(|v| rows.iter().map(|r| r[v] as f32).collect())
             .collect(),
         observed: vec![vec![true; rows.len()]; vars],
+        rows: Vec::new(),
     }
 }
 

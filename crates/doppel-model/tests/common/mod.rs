@@ -52,6 +52,7 @@ pub fn sines(len: usize, seed: u64) -> Recording {
         channels: vec!["a".into(), "b".into(), "c".into()],
         observed: vec![vec![true; len]; 3],
         values,
+        rows: Vec::new(),
     }
 }
 

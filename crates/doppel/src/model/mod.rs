@@ -194,6 +194,12 @@ pub struct ForecastArgs {
     /// their share over time. With `--recalibrate`, on top of it. Off by default.
     #[arg(long, value_name = "STEPS", value_parser = clap::value_parser!(u64).range(1..))]
     adapt: Option<u64>,
+    /// For a model without a forecasting head: forecast by filling in hidden patches after
+    /// the end of the file. Pretraining does not teach this, and it usually loses to
+    /// repeating the last value (ETTh1's oil temperature: error 6.06 against 0.84); fine-tune
+    /// a head instead (`doppel model finetune --task forecast`).
+    #[arg(long)]
+    reconstruct: bool,
 }
 
 #[derive(Args)]
@@ -219,7 +225,8 @@ pub struct PredictArgs {
 pub struct EmbedArgs {
     #[command(flatten)]
     task: TaskArgs,
-    /// Window length in steps (must be the model's window).
+    /// Window length in steps: the model's window (default), or shorter, read as the
+    /// model's window that began with a gap (for recordings shorter than the model's window).
     #[arg(long)]
     window: Option<usize>,
     /// Steps between window starts.
@@ -544,19 +551,22 @@ fn list(data: &Path) -> anyhow::Result<ExitCode> {
 fn impute_command(args: TaskArgs) -> anyhow::Result<ExitCode> {
     let (net, card, rec, device) = load(&args)?;
     let (filled, was_missing) = tasks::impute(&net, &card, &rec, &device)?;
-    let count: usize = was_missing
+    // One row out per row in, at its own time: a grid slot no row fell on is not written.
+    let rows = rec.input_rows();
+    let count: usize = rows
         .iter()
-        .map(|c| c.iter().filter(|&&m| m).count())
+        .map(|&(_, slot)| was_missing.iter().filter(|c| c[slot]).count())
         .sum();
-    let rows = (0..filled.len()).map(|t| {
+    let lines = rows.iter().map(|&(time, slot)| {
         (
-            filled.time_ns(t),
-            filled.values.iter().map(|c| c[t]).collect::<Vec<f32>>(),
+            time,
+            filled.values.iter().map(|c| c[slot]).collect::<Vec<f32>>(),
         )
     });
-    write_csv(&args.out, &filled.channels, rows)?;
+    write_csv(&args.out, &filled.channels, lines)?;
     eprintln!(
-        "filled {count} missing value(s); wrote {}",
+        "filled {count} missing value(s) in {} row(s); wrote {}",
+        rows.len(),
         args.out.display()
     );
     Ok(ExitCode::SUCCESS)
@@ -568,8 +578,21 @@ fn forecast_command(args: ForecastArgs) -> anyhow::Result<ExitCode> {
     let dir = model_dir(&t.model, &t.lake.data.data)?;
     let (net, card) = store::load(&dir, &device)?;
     let rec = t.read(&card)?;
-    // A fine-tuned head when the model has one; the masked reconstruction of the tail
-    // otherwise (no error bands then).
+    // A fine-tuned head when the model has one; the masked reconstruction of the tail only
+    // when asked for (no error bands then): it is not what pretraining trains.
+    if card.forecast_head.is_none() && !args.reconstruct {
+        bail!(
+            "this model has no forecasting head: fine-tune one with `doppel model finetune \
+             --task forecast --model {} ...` (it learns to forecast and gives error bands). \
+             --reconstruct forecasts without one by filling in the steps after the file, \
+             which pretraining does not teach and which usually loses to repeating the last \
+             value",
+            t.model
+        );
+    }
+    if card.forecast_head.is_some() && args.reconstruct {
+        bail!("--reconstruct is for models without a forecasting head; this one has a head");
+    }
     let forecast = if card.forecast_head.is_some() {
         let forecaster = store::with_forecast_head(&dir, net, &card, &device)?;
         let follow = tasks::FollowDrift {
@@ -578,6 +601,10 @@ fn forecast_command(args: ForecastArgs) -> anyhow::Result<ExitCode> {
         };
         tasks::forecast_with_head(&forecaster, &card, &rec, args.horizon, follow, &device)?
     } else {
+        eprintln!(
+            "warning: forecasting by reconstruction, without a head and without error bands: \
+             compare it with repeating the last value before trusting it"
+        );
         tasks::Forecast {
             values: tasks::forecast(&net, &card, &rec, args.horizon, &device)?,
             bands: Vec::new(),
@@ -644,20 +671,31 @@ fn score_command(args: ScoreArgs) -> anyhow::Result<ExitCode> {
              surprised by it. For anomaly scores, pretrain without the prior (docs/MODEL.md)"
         );
     }
-    let s = tasks::score(&net, &card, &rec, args.calibrate_rows, &device)?;
+    // The first N rows of the file, as grid steps (irregular rows may skip some).
+    let input_rows = rec.input_rows();
+    let calibrate_steps = match args.calibrate_rows {
+        0 => 0,
+        n if n > input_rows.len() => bail!(
+            "--calibrate-rows {n}: the file has {} rows",
+            input_rows.len()
+        ),
+        n => input_rows[n - 1].1 + 1,
+    };
+    let s = tasks::score(&net, &card, &rec, calibrate_steps, &device)?;
     let mut header = vec!["score".to_owned(), "flag".to_owned()];
     header.extend(card.channels.iter().cloned());
-    let rows = (0..rec.len()).map(|i| {
+    // One row out per row in, at its own time, so scores line up with the input.
+    let rows = input_rows.iter().map(|&(time, i)| {
         let mut row = vec![s.score[i], if s.flag[i] { 1.0 } else { 0.0 }];
         row.extend(s.contribution.iter().map(|c| c[i]));
-        (rec.time_ns(i), row)
+        (time, row)
     });
     write_csv(&t.out, &header, rows)?;
-    let flagged = s.flag.iter().filter(|&&f| f).count();
+    let flagged = input_rows.iter().filter(|&&(_, i)| s.flag[i]).count();
     eprintln!(
-        "threshold {:.3} (99.5th percentile of the calibration rows); {flagged} of {} steps flagged; wrote {}",
+        "threshold {:.3} (99.5th percentile of the calibration rows); {flagged} of {} rows flagged; wrote {}",
         s.threshold,
-        rec.len(),
+        input_rows.len(),
         t.out.display()
     );
     Ok(ExitCode::SUCCESS)
@@ -666,17 +704,8 @@ fn score_command(args: ScoreArgs) -> anyhow::Result<ExitCode> {
 fn embed_command(args: EmbedArgs) -> anyhow::Result<ExitCode> {
     let t = &args.task;
     let (net, card, rec, device) = load(t)?;
-    if let Some(w) = args.window
-        && w != card.config.window()
-    {
-        bail!(
-            "this model embeds windows of {} steps ({} patches of {}), not {w}",
-            card.config.window(),
-            card.config.patches,
-            card.config.patch_len
-        );
-    }
-    let vectors = tasks::embed(&net, &card, &rec, args.stride, &device)?;
+    let window = args.window.unwrap_or(card.config.window());
+    let vectors = tasks::embed_windows(&net, &card, &rec, window, args.stride, &device)?;
     let file = std::fs::File::create(&t.out)
         .with_context(|| format!("cannot write {}", t.out.display()))?;
     let mut out = std::io::BufWriter::new(file);

@@ -316,19 +316,35 @@ fn pretrain_then_impute_and_forecast_from_the_command_line() {
         "{revived:.300}"
     );
 
-    let (ok, err) = run(&[
-        "model",
-        "forecast",
-        "--model",
-        &p("m"),
-        "--input",
-        &p("train.csv"),
-        "--horizon",
-        "10",
-        "--out",
-        &p("fc.csv"),
-    ]);
+    // A model without a forecasting head does not forecast unless asked to, and then warns.
+    let (model, train, fc) = (p("m"), p("train.csv"), p("fc.csv"));
+    let forecast = |extra: &[&str]| {
+        let mut args = vec![
+            "model",
+            "forecast",
+            "--model",
+            &model,
+            "--input",
+            &train,
+            "--horizon",
+            "10",
+            "--out",
+            &fc,
+        ];
+        args.extend(extra);
+        run(&args)
+    };
+    let (ok, err) = forecast(&[]);
+    assert!(
+        !ok && err.contains("no forecasting head") && err.contains("finetune --task forecast"),
+        "{err}"
+    );
+    let (ok, err) = forecast(&["--reconstruct"]);
     assert!(ok, "{err}");
+    assert!(
+        err.contains("warning: forecasting by reconstruction"),
+        "{err}"
+    );
     let fc = std::fs::read_to_string(dir.path().join("fc.csv")).unwrap();
     let lines: Vec<&str> = fc.lines().collect();
     assert_eq!(lines.len(), 11);
@@ -388,7 +404,7 @@ fn pretrain_then_impute_and_forecast_from_the_command_line() {
         "--out",
         &p("x.csv"),
     ]);
-    assert!(!ok && err.contains("windows of 48 steps"), "{err}");
+    assert!(!ok && err.contains("windows of 1 to 48 steps"), "{err}");
 
     // Bad input says what and where.
     let (ok, err) = run(&[
@@ -400,6 +416,7 @@ fn pretrain_then_impute_and_forecast_from_the_command_line() {
         &p("train.csv"),
         "--horizon",
         "500",
+        "--reconstruct",
         "--out",
         &p("x.csv"),
     ]);
@@ -422,9 +439,14 @@ fn pretrain_then_impute_and_forecast_from_the_command_line() {
         "--out",
         &p("x.csv"),
     ]);
-    assert!(
-        !ok && err.contains("short.csv") && err.contains("needs 48"),
-        "{err}"
+    // Two rows, shorter than the model's window: read as a window that began with a gap.
+    assert!(ok, "{err}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("x.csv"))
+            .unwrap()
+            .lines()
+            .count(),
+        3
     );
     std::fs::write(
         dir.path().join("other.csv"),
@@ -749,6 +771,7 @@ fn models_read_lake_tables_one_series_at_a_time() {
         &data,
         "--horizon",
         "6",
+        "--reconstruct",
         "--out",
         &p("fc.csv"),
     ]);
@@ -763,4 +786,122 @@ fn models_read_lake_tables_one_series_at_a_time() {
                 (1_700_000_040 + 1500 * 60) * 1_000_000_000
             ))
     );
+}
+
+/// Readings a second apart with the odd two-second step (a grid slot no row fell on):
+/// `score` and `impute` write one row per input row, at the input's own times, so their
+/// answers line up with the file. A recording shorter than the model's window (31 rows
+/// against 48) is scored and embedded as a window that began with a gap, and `embed`
+/// takes windows shorter than the model's.
+#[test]
+fn tasks_answer_once_per_input_row_and_take_recordings_shorter_than_a_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let write_seconds = |name: &str, rows: usize, skip_every: usize| -> Vec<String> {
+        let mut text = String::from("time,a,b\n");
+        let (mut times, mut t) = (Vec::new(), 0i64);
+        for i in 0..rows {
+            t += if skip_every > 0 && i % skip_every == skip_every - 1 {
+                2
+            } else {
+                1
+            };
+            let x = t as f64;
+            let time = doppel_core::time::format_rfc3339((1_700_000_000 + t) * 1_000_000_000);
+            writeln!(text, "{time},{},{}", (x / 5.0).sin(), (x / 7.0).cos()).unwrap();
+            times.push(time);
+        }
+        std::fs::write(dir.path().join(name), text).unwrap();
+        times
+    };
+    write_seconds("train.csv", 1200, 0);
+    let times = write_seconds("irregular.csv", 745, 20);
+    write_seconds("short.csv", 31, 0);
+    let (ok, err) = run(&[
+        "model",
+        "pretrain",
+        "--input",
+        &p("train.csv"),
+        "--steps",
+        "20",
+        "--batch",
+        "8",
+        "--patch",
+        "8",
+        "--patches",
+        "6",
+        "--checkpoint-every",
+        "0",
+        "--out",
+        &p("m"),
+    ]);
+    assert!(ok, "{err}");
+    let first_column = |file: &str| -> Vec<String> {
+        let text = std::fs::read_to_string(dir.path().join(file)).unwrap();
+        text.lines()
+            .skip(1)
+            .map(|l| l.split(',').next().unwrap().to_owned())
+            .collect()
+    };
+    let (ok, err) = run(&[
+        "model",
+        "score",
+        "--model",
+        &p("m"),
+        "--input",
+        &p("irregular.csv"),
+        "--calibrate-rows",
+        "300",
+        "--out",
+        &p("scores.csv"),
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        first_column("scores.csv"),
+        times,
+        "one score row per input row"
+    );
+    let (ok, err) = run(&[
+        "model",
+        "impute",
+        "--model",
+        &p("m"),
+        "--input",
+        &p("irregular.csv"),
+        "--out",
+        &p("filled.csv"),
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(first_column("filled.csv"), times);
+
+    let (ok, err) = run(&[
+        "model",
+        "score",
+        "--model",
+        &p("m"),
+        "--input",
+        &p("short.csv"),
+        "--calibrate-rows",
+        "31",
+        "--out",
+        &p("short_scores.csv"),
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(first_column("short_scores.csv").len(), 31);
+    let (model, short, emb) = (p("m"), p("short.csv"), p("emb.csv"));
+    for (window, windows) in [(None, 1), (Some("16"), 4)] {
+        let mut args = vec![
+            "model", "embed", "--model", &model, "--input", &short, "--stride", "5", "--out", &emb,
+        ];
+        if let Some(w) = window {
+            args.extend(["--window", w]);
+        }
+        let (ok, err) = run(&args);
+        assert!(ok, "{err}");
+        assert_eq!(
+            first_column("emb.csv").len(),
+            windows,
+            "--window {window:?}"
+        );
+    }
 }
