@@ -45,6 +45,14 @@ impl Recording {
         self.start_ns + t as i64 * self.step_ns
     }
 
+    /// The share of grid steps where at least one channel was observed.
+    pub fn observed_share(&self) -> f64 {
+        let seen = (0..self.len())
+            .filter(|&t| self.observed.iter().any(|o| o[t]))
+            .count();
+        seen as f64 / self.len().max(1) as f64
+    }
+
     /// The input rows, as (time, grid slot): those read, or one per slot when the recording
     /// was not read from rows.
     pub fn input_rows(&self) -> Vec<(i64, usize)> {

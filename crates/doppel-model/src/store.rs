@@ -58,6 +58,37 @@ impl DataRange {
     }
 }
 
+impl ModelCard {
+    /// Whether `rec` holds rows this model was trained on: the same file (by name) over a
+    /// time that overlaps the training part of it (a file's validation tail, and files
+    /// held out whole, excepted). Says which, for a warning: an evaluation on training rows
+    /// measures memory, not skill.
+    pub fn trained_on(&self, rec: &Recording) -> Option<String> {
+        let (from, to) = (rec.start_ns, rec.time_ns(rec.len().saturating_sub(1)));
+        let name = |p: &Path| p.file_name().map(|n| n.to_owned());
+        self.data.iter().find_map(|d| {
+            if d.validation_only || name(&d.file) != name(&rec.source) {
+                return None;
+            }
+            let start = doppel_core::time::parse_rfc3339(&d.start).ok()?;
+            let trained_steps = match self.train.validation_recordings {
+                0 => (d.steps as f64 * (1.0 - self.train.validation_fraction)) as i64,
+                _ => d.steps as i64,
+            };
+            let end = start + (trained_steps - 1).max(0) * self.step_ns;
+            (from <= end && to >= start).then(|| {
+                format!(
+                    "{} overlaps the rows of {} the model was trained on ({} to {})",
+                    rec.source.display(),
+                    d.file.display(),
+                    d.start,
+                    format_rfc3339(end)
+                )
+            })
+        })
+    }
+}
+
 /// The model card, saved as `model.json` next to the weights.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelCard {

@@ -3,7 +3,7 @@
 //! and reads the reconstruction back in the data's own units.
 
 use burn::prelude::*;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 use crate::batch::{Mask, make_batch};
@@ -121,6 +121,119 @@ pub fn impute(
     let out = out.slice(pad, out.len());
     let filled = filled.into_iter().map(|f| f[pad..].to_vec()).collect();
     Ok((out, filled))
+}
+
+/// How a channel's gaps were filled by [`impute_checked`], and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FillChoice {
+    pub channel: String,
+    /// Mean squared error (data units) on observed values hidden for the check, of the
+    /// model's fill and of linear interpolation; `None` when the channel had too few.
+    pub model_mse: Option<f64>,
+    pub interpolation_mse: Option<f64>,
+    /// Whether the model filled this channel (else linear interpolation did).
+    pub by_model: bool,
+}
+
+/// Share of a channel's observed values hidden to check the model against interpolation.
+const CHECK_SHARE: f64 = 0.05;
+
+/// [`impute`], checked on the file itself: a share of its observed values, in runs as long
+/// as its real gaps, is hidden and filled both by the model and by linear interpolation;
+/// each channel's real gaps are then filled by whichever came closer. A model that was not
+/// trained to fill gaps can so never answer worse than the trivial baseline it is
+/// measured against, and says where it lost.
+pub fn impute_checked(
+    model: &SensorModel,
+    card: &ModelCard,
+    rec: &Recording,
+    device: &Device,
+) -> Result<(Recording, Vec<Vec<bool>>, Vec<FillChoice>)> {
+    let rec = rec.select(&card.channels)?;
+    let (filled, was_missing) = impute(model, card, &rec, device)?;
+    // The check: hide runs of observed values, fill them both ways, compare with the truth.
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(0x1A7E);
+    let mut check = rec.clone();
+    let mut hidden: Vec<Vec<usize>> = vec![Vec::new(); rec.channels.len()];
+    for (c, hid) in hidden.iter_mut().enumerate() {
+        let runs = missing_runs(&rec.observed[c]);
+        let observed = rec.observed[c].iter().filter(|&&o| o).count();
+        let target = (observed as f64 * CHECK_SHARE).ceil() as usize;
+        let mut tries = 0;
+        while hid.len() < target && tries < 20 * target.max(1) {
+            tries += 1;
+            let run = if runs.is_empty() {
+                1
+            } else {
+                runs[rng.random_range(0..runs.len())]
+            };
+            let start = rng.random_range(0..rec.len());
+            let end = (start + run).min(rec.len());
+            // Only runs between observed values: a real gap has both its ends.
+            let inside = start > 0 && end < rec.len();
+            if inside && (start - 1..=end).all(|t| check.observed[c][t]) {
+                for t in start..end {
+                    check.observed[c][t] = false;
+                    hid.push(t);
+                }
+            }
+        }
+    }
+    let (by_model, _) = impute(model, card, &check, device)?;
+    let mut out = filled;
+    let mut choices = Vec::with_capacity(rec.channels.len());
+    for (c, hid) in hidden.iter().enumerate() {
+        let line = crate::baselines::interpolate(&check.values[c], &check.observed[c]);
+        let mse = |fill: &dyn Fn(usize) -> f32| -> Option<f64> {
+            (hid.len() >= 10).then(|| {
+                hid.iter()
+                    .map(|&t| (fill(t) as f64 - rec.values[c][t] as f64).powi(2))
+                    .sum::<f64>()
+                    / hid.len() as f64
+            })
+        };
+        let model_mse = mse(&|t| by_model.values[c][t]);
+        let interpolation_mse = mse(&|t| line[t]);
+        // The model keeps a channel unless interpolation measured better.
+        let use_model = match (model_mse, interpolation_mse) {
+            (Some(m), Some(i)) => m <= i,
+            _ => true,
+        };
+        if !use_model {
+            let line = crate::baselines::interpolate(&rec.values[c], &rec.observed[c]);
+            for (t, &gap) in was_missing[c].iter().enumerate() {
+                if gap {
+                    out.values[c][t] = line[t];
+                }
+            }
+        }
+        choices.push(FillChoice {
+            channel: rec.channels[c].clone(),
+            model_mse,
+            interpolation_mse,
+            by_model: use_model,
+        });
+    }
+    Ok((out, was_missing, choices))
+}
+
+/// The lengths of a channel's runs of missing values between observed ones.
+fn missing_runs(observed: &[bool]) -> Vec<usize> {
+    let mut runs = Vec::new();
+    let mut run = 0;
+    let mut seen = false;
+    for &o in observed {
+        if o {
+            if seen && run > 0 {
+                runs.push(run);
+            }
+            seen = true;
+            run = 0;
+        } else {
+            run += 1;
+        }
+    }
+    runs
 }
 
 /// Forecasts the `horizon` steps after the end of the recording: `[channel][step]`.

@@ -53,6 +53,14 @@ pub(super) fn evaluate_command(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
         .expect("load_forecaster checked the head");
     let recordings =
         read_standardised(&args.input, args.time_column.as_deref(), &card, &args.lake)?;
+    for rec in &recordings {
+        if let Some(overlap) = card.trained_on(rec) {
+            eprintln!(
+                "warning: {overlap}: errors there measure what the model remembers, not how \
+                 it forecasts; evaluate on later rows or other files"
+            );
+        }
+    }
     let evaluation = evaluate_forecaster(
         &forecaster,
         &card.config,

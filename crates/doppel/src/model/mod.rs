@@ -41,8 +41,9 @@ pub enum ModelCommand {
     /// Measure a fine-tuned forecaster on files it never saw: errors over every window,
     /// next to persistence.
     Evaluate(EvaluateArgs),
-    /// Fill every missing value of a file with the model's reconstruction.
-    Impute(TaskArgs),
+    /// Fill every missing value of a file with the model's reconstruction, or, in a channel
+    /// where the model filled values hidden to check it worse, by linear interpolation.
+    Impute(ImputeArgs),
     /// Forecast the steps after the end of a file.
     Forecast(ForecastArgs),
     /// Score every step for anomalies (calibrated on rows assumed normal) and say which
@@ -173,6 +174,16 @@ pub struct TaskArgs {
     /// Where to write the result (CSV).
     #[arg(long)]
     out: PathBuf,
+}
+
+#[derive(Args)]
+pub struct ImputeArgs {
+    #[command(flatten)]
+    task: TaskArgs,
+    /// Fill every gap with the model, even in channels where it filled the check's hidden
+    /// values worse than linear interpolation did.
+    #[arg(long)]
+    model_only: bool,
 }
 
 #[derive(Args)]
@@ -548,9 +559,36 @@ fn list(data: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn impute_command(args: TaskArgs) -> anyhow::Result<ExitCode> {
-    let (net, card, rec, device) = load(&args)?;
-    let (filled, was_missing) = tasks::impute(&net, &card, &rec, &device)?;
+fn impute_command(args: ImputeArgs) -> anyhow::Result<ExitCode> {
+    let (net, card, rec, device) = load(&args.task)?;
+    let (filled, was_missing, choices) = if args.model_only {
+        let (filled, was_missing) = tasks::impute(&net, &card, &rec, &device)?;
+        (filled, was_missing, Vec::new())
+    } else {
+        tasks::impute_checked(&net, &card, &rec, &device)?
+    };
+    for choice in &choices {
+        let mse = |v: Option<f64>| v.map_or("?".into(), |v| format!("{v:.4}"));
+        let how = match (choice.by_model, choice.model_mse) {
+            (true, None) => "the model (too few values to check it)".to_owned(),
+            (true, Some(_)) => format!(
+                "the model (squared error {} against interpolation's {})",
+                mse(choice.model_mse),
+                mse(choice.interpolation_mse)
+            ),
+            (false, _) => format!(
+                "linear interpolation: the model's squared error {} lost to its {} \
+                 (--model-only to use the model anyway; a model pretrained to fill gaps, \
+                 docs/MODEL.md, usually wins)",
+                mse(choice.model_mse),
+                mse(choice.interpolation_mse)
+            ),
+        };
+        eprintln!(
+            "{}: filled by {how}, on 5 % of its values hidden to check",
+            choice.channel
+        );
+    }
     // One row out per row in, at its own time: a grid slot no row fell on is not written.
     let rows = rec.input_rows();
     let count: usize = rows
@@ -563,11 +601,11 @@ fn impute_command(args: TaskArgs) -> anyhow::Result<ExitCode> {
             filled.values.iter().map(|c| c[slot]).collect::<Vec<f32>>(),
         )
     });
-    write_csv(&args.out, &filled.channels, lines)?;
+    write_csv(&args.task.out, &filled.channels, lines)?;
     eprintln!(
         "filled {count} missing value(s) in {} row(s); wrote {}",
         rows.len(),
-        args.out.display()
+        args.task.out.display()
     );
     Ok(ExitCode::SUCCESS)
 }

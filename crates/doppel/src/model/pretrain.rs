@@ -144,6 +144,23 @@ pub(super) fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
             step_ns as f64 / 1e9
         );
     }
+    // Irregular rows on a fine grid leave most of it empty: the model would learn gaps.
+    let steps: usize = recordings.iter().map(Recording::len).sum();
+    let seen: f64 = recordings
+        .iter()
+        .map(|r| r.observed_share() * r.len() as f64)
+        .sum();
+    if seen < 0.5 * steps as f64 {
+        eprintln!(
+            "warning: only {:.0} of {steps} grid steps ({:.1} %) hold a reading: the grid is \
+             the commonest step between rows ({} s), and most rows are further apart. Resample \
+             the data to a regular step (for example with SQL's date_bin), or expect a model \
+             of mostly gaps",
+            seen,
+            100.0 * seen / steps.max(1) as f64,
+            step_ns as f64 / 1e9
+        );
+    }
     let channels = recordings[0].channels.clone();
     let mut config = args.shape.config(channels.len(), args.channels_per_token)?;
     for (name, ratio) in [

@@ -123,6 +123,58 @@ fn a_gap_filling_model_is_trained_with_point_masks_over_the_interpolation_prior(
         model_se < 0.6 * interpolation_se,
         "squared error of the filled values: {model_se}, interpolation's {interpolation_se}"
     );
+    assert!(
+        err.contains("b: filled by the model (squared error"),
+        "{err}"
+    );
+
+    // A model pretrained on the defaults was not taught to fill gaps: checked on values of
+    // the file hidden for the purpose, it loses to interpolation there, which then fills.
+    let (ok, err) = run(&[
+        "model",
+        "pretrain",
+        "--input",
+        &p("train.csv"),
+        "--steps",
+        "30",
+        "--batch",
+        "16",
+        "--patch",
+        "8",
+        "--patches",
+        "6",
+        "--checkpoint-every",
+        "0",
+        "--out",
+        &p("plain"),
+    ]);
+    assert!(ok, "{err}");
+    let (ok, err) = run(&[
+        "model",
+        "impute",
+        "--model",
+        &p("plain"),
+        "--input",
+        &p("gaps.csv"),
+        "--out",
+        &p("plain_filled.csv"),
+    ]);
+    assert!(ok, "{err}");
+    assert!(err.contains("b: filled by linear interpolation"), "{err}");
+    let plain = std::fs::read_to_string(dir.path().join("plain_filled.csv")).unwrap();
+    let plain_b: Vec<f64> = plain
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(2).unwrap().parse().unwrap())
+        .collect();
+    for t in (3..rows.len() - 1).step_by(10) {
+        let line = (plain_b[t - 1] + plain_b[t + 1]) / 2.0;
+        assert!(
+            (plain_b[t] - line).abs() < 1e-4,
+            "row {t}: {} vs {line}",
+            plain_b[t]
+        );
+    }
 
     // Scoring with a gap-filling model works, with a word on why its scores are weak.
     let (ok, err) = run(&[
@@ -904,4 +956,39 @@ fn tasks_answer_once_per_input_row_and_take_recordings_shorter_than_a_window() {
             "--window {window:?}"
         );
     }
+}
+
+/// Readings in pairs a second apart, a minute between pairs: the grid is one second and
+/// nearly all of it empty, which pretraining says before it learns a model of gaps.
+#[test]
+fn pretraining_warns_when_the_data_is_mostly_gaps() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::from("time,a\n");
+    for pair in 0..150i64 {
+        for second in 0..2 {
+            let t = 1_700_000_000 + pair * 60 + second;
+            writeln!(text, "{t},{}", (pair as f64 / 3.0).sin()).unwrap();
+        }
+    }
+    let file = dir.path().join("bursts.csv");
+    std::fs::write(&file, text).unwrap();
+    let out = dir.path().join("m");
+    let (_, err) = run(&[
+        "model",
+        "pretrain",
+        "--input",
+        file.to_str().unwrap(),
+        "--steps",
+        "5",
+        "--batch",
+        "4",
+        "--checkpoint-every",
+        "0",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("warning: only 300 of 8942 grid steps (3.4 %) hold a reading"),
+        "{err}"
+    );
 }

@@ -336,6 +336,14 @@ fn a_forecaster_is_evaluated_on_a_file_it_never_saw() {
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("eval.json")).unwrap())
             .unwrap();
     assert_eq!(json["evaluation"]["windows"], 35, "origins 0, 10, ..., 340");
+    assert!(!err.contains("warning"), "{err}");
+    // On the rows it was trained on, the figures stand but a warning says what they mean.
+    let (ok, _, err) = evaluate("f", "train.csv", "10");
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("warning: ") && err.contains("the model was trained on"),
+        "{err}"
+    );
 
     let (ok, _, err) = evaluate("f", "short.csv", "1");
     assert!(!ok && err.contains("longer than every file"), "{err}");
