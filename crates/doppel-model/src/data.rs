@@ -29,6 +29,10 @@ pub struct Recording {
     /// slot it landed on (rows a step off the grid, or two in one slot, keep their times).
     /// Tasks that answer per row answer for these. Empty: one row per slot.
     pub rows: Vec<(i64, usize)>,
+    /// The label column's value at each grid slot, as text, when one was asked for
+    /// ([`ReadOptions::label_column`]): a class name such as `running`, or a number.
+    /// Empty otherwise.
+    pub labels: Vec<Option<String>>,
 }
 
 impl Recording {
@@ -78,6 +82,10 @@ impl Recording {
                 .filter(|(_, slot)| (from..to).contains(slot))
                 .map(|&(time, slot)| (time, slot - from))
                 .collect(),
+            labels: match self.labels.is_empty() {
+                true => Vec::new(),
+                false => self.labels[from..to].to_vec(),
+            },
         }
     }
 
@@ -97,6 +105,10 @@ impl Recording {
                 .map(|o| [vec![false; n], o.clone()].concat())
                 .collect(),
             rows: self.rows.iter().map(|&(t, slot)| (t, slot + n)).collect(),
+            labels: match self.labels.is_empty() {
+                true => Vec::new(),
+                false => [vec![None; n], self.labels.clone()].concat(),
+            },
         }
     }
 
@@ -110,6 +122,7 @@ impl Recording {
             values: Vec::new(),
             observed: Vec::new(),
             rows: self.rows.clone(),
+            labels: self.labels.clone(),
         };
         for name in channels {
             let Some(c) = self.channels.iter().position(|n| n == name) else {
@@ -139,6 +152,8 @@ pub struct ReadOptions {
     /// instead of refusing it: for tasks on a model, which know the channel already and can
     /// fill or score it. Training refuses such a channel (nothing to learn it from).
     pub allow_empty_channels: bool,
+    /// A column read as labels, text or numbers, into [`Recording::labels`] (not a channel).
+    pub label_column: Option<String>,
 }
 
 /// Reads one file into a recording on its own grid.
@@ -154,7 +169,9 @@ pub fn read_recording(path: &Path, options: &ReadOptions) -> Result<Recording> {
         ..ImportOptions::default()
     };
     let mut rows: Vec<(i64, Vec<(String, f32)>)> = Vec::new();
+    let mut row_labels: Vec<Option<String>> = Vec::new();
     let mut names: Vec<String> = Vec::new();
+    let label_column = options.label_column.as_deref();
     let stats = import_file(
         path,
         &import,
@@ -162,7 +179,18 @@ pub fn read_recording(path: &Path, options: &ReadOptions) -> Result<Recording> {
         |batch: WriteBatch| -> std::result::Result<(), String> {
             for p in batch.points {
                 let mut row = Vec::with_capacity(p.fields.len());
+                let mut label = None;
                 for (name, value) in p.fields {
+                    if Some(name.as_str()) == label_column {
+                        label = Some(match value {
+                            FieldValue::Float(v) => v.to_string(),
+                            FieldValue::Integer(v) => v.to_string(),
+                            FieldValue::UInteger(v) => v.to_string(),
+                            FieldValue::String(v) => v,
+                            FieldValue::Boolean(v) => v.to_string(),
+                        });
+                        continue;
+                    }
                     let v = match value {
                         FieldValue::Float(v) => v as f32,
                         FieldValue::Integer(v) => v as f32,
@@ -175,6 +203,7 @@ pub fn read_recording(path: &Path, options: &ReadOptions) -> Result<Recording> {
                     row.push((name, v));
                 }
                 rows.push((p.time, row));
+                row_labels.push(label);
             }
             Ok(())
         },
@@ -202,7 +231,14 @@ pub fn read_recording(path: &Path, options: &ReadOptions) -> Result<Recording> {
     if rows.len() < 2 {
         return Err(input(format!("{} row(s): too few to model", rows.len())));
     }
-    rows.sort_by_key(|r| r.0);
+    // Labels travel with their rows through the sort.
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by_key(|&i| rows[i].0);
+    let rows: Vec<(i64, Vec<(String, f32)>)> = order
+        .iter()
+        .map(|&i| std::mem::take(&mut rows[i]))
+        .collect();
+    let row_labels: Vec<Option<String>> = order.iter().map(|&i| row_labels[i].take()).collect();
     let file_columns = names.clone();
     let channels: Vec<String> = match &options.channels {
         Some(wanted) => wanted.clone(),
@@ -232,9 +268,16 @@ pub fn read_recording(path: &Path, options: &ReadOptions) -> Result<Recording> {
     let mut values = vec![vec![0.0f32; slots]; channels.len()];
     let mut observed = vec![vec![false; slots]; channels.len()];
     let mut row_slots = Vec::with_capacity(rows.len());
-    for (time, row) in &rows {
+    let mut labels: Vec<Option<String>> = match label_column {
+        Some(_) => vec![None; slots],
+        None => Vec::new(),
+    };
+    for ((time, row), label) in rows.iter().zip(&row_labels) {
         let slot = ((time - start_ns) as f64 / step_ns as f64).round() as usize;
         row_slots.push((*time, slot));
+        if label.is_some() {
+            labels[slot] = label.clone();
+        }
         for (name, v) in row {
             if let Some(c) = channels.iter().position(|n| n == name)
                 && v.is_finite()
@@ -269,6 +312,7 @@ pub fn read_recording(path: &Path, options: &ReadOptions) -> Result<Recording> {
         values,
         observed,
         rows: row_slots,
+        labels,
     })
 }
 

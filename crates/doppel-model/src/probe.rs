@@ -36,9 +36,17 @@ pub struct ProbeCard {
     pub label_column: String,
     /// Steps between window starts.
     pub stride: usize,
-    /// The classes, in output order (classification).
+    /// The classes, in output order (classification): the label's values, or, for text
+    /// labels, indices into `class_names`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub classes: Vec<f64>,
+    /// Text labels' names (`running`, `off`, ...), by the index `classes` holds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub class_names: Vec<String>,
+    /// Distinct classes among the validation windows (classification): with one, accuracy
+    /// says nothing about telling classes apart.
+    #[serde(default)]
+    pub validation_classes: usize,
     pub train_windows: usize,
     pub validation_windows: usize,
     /// Accuracy (classification) or R² (regression) on the validation windows.
@@ -212,6 +220,9 @@ pub fn fit_probe(
             })
             .collect()
     };
+    let mut seen: Vec<f64> = validation.iter().map(|e| e.label).collect();
+    seen.sort_by(f64::total_cmp);
+    seen.dedup();
     let (validation_score, trivial_score) = match task {
         ProbeTask::Classify => {
             let majority = classes
@@ -253,12 +264,27 @@ pub fn fit_probe(
         label_column: label_column.clone(),
         stride,
         classes,
+        class_names: Vec::new(),
+        validation_classes: match task {
+            ProbeTask::Classify => seen.len(),
+            ProbeTask::Regress => 0,
+        },
         train_windows: train.len(),
         validation_windows: validation.len(),
         validation_score,
         trivial_score,
     };
     Ok((probe, card))
+}
+
+impl ProbeCard {
+    /// A class as written: its name for text labels, else its value.
+    pub fn class_text(&self, class: f64) -> String {
+        match self.class_names.get(class as usize) {
+            Some(name) if !self.class_names.is_empty() => name.clone(),
+            _ => class.to_string(),
+        }
+    }
 }
 
 fn argmax(v: &[f64]) -> usize {

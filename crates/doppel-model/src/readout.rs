@@ -558,6 +558,7 @@ mod tests {
             values,
             observed,
             rows: Vec::new(),
+            labels: Vec::new(),
         }
     }
 

@@ -697,6 +697,7 @@ mod tests {
             values: vec![vec![0.0; len]],
             observed: vec![vec![true; len]],
             rows: Vec::new(),
+            labels: Vec::new(),
         }
     }
 

@@ -68,6 +68,7 @@ fn tep_recording(rows: &[Vec<f64>], name: &str) -> Recording {
             .collect(),
         observed: vec![vec![true; rows.len()]; vars],
         rows: Vec::new(),
+        labels: Vec::new(),
     }
 }
 

@@ -53,6 +53,7 @@ pub fn sines(len: usize, seed: u64) -> Recording {
         observed: vec![vec![true; len]; 3],
         values,
         rows: Vec::new(),
+        labels: Vec::new(),
     }
 }
 

@@ -441,6 +441,7 @@ fn simulate_year(seed: u64, days: f64, step_s: f64) -> anyhow::Result<Recording>
         values: readings.values,
         observed: readings.observed,
         rows: Vec::new(),
+        labels: Vec::new(),
     })
 }
 

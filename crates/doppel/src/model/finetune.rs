@@ -231,32 +231,29 @@ fn probe_command(args: &FinetuneArgs, task: ProbeTask) -> anyhow::Result<ExitCod
     let device = Device::flex();
     let (model, mut card) = store::load(&model_dir(&args.model, &args.lake.data.data)?, &device)?;
     let stride = args.stride.unwrap_or((card.config.window() / 4).max(1));
-    let (mut recordings, mut labels) = (Vec::new(), Vec::new());
+    let (mut recordings, mut texts) = (Vec::new(), Vec::new());
     for path in &args.input {
         // One read for sensors and label, so both sit on the same grid.
-        let mut channels = card.channels.clone();
-        channels.push(label_column.clone());
         let mut rec = read_input(
             path,
             &ReadOptions {
                 time_column: args.time_column.clone(),
-                channels: Some(channels),
+                channels: Some(card.channels.clone()),
+                label_column: Some(label_column.clone()),
                 ..ReadOptions::default()
             },
             &args.lake,
         )?;
-        let (values, seen) = (rec.values.pop(), rec.observed.pop());
-        rec.channels.pop();
-        labels.push(
-            values
-                .into_iter()
-                .flatten()
-                .zip(seen.into_iter().flatten())
-                .map(|(v, seen)| if seen { v as f64 } else { f64::NAN })
-                .collect::<Vec<f64>>(),
-        );
+        if rec.labels.iter().all(Option::is_none) {
+            bail!(
+                "{}: `{label_column}` holds no label (no such column, or every cell empty)",
+                path.display()
+            );
+        }
+        texts.push(std::mem::take(&mut rec.labels));
         recordings.push(rec);
     }
+    let (labels, class_names) = label_values(&texts, task, &label_column)?;
     let settings = ProbeSettings {
         task,
         label_column,
@@ -285,6 +282,15 @@ fn probe_command(args: &FinetuneArgs, task: ProbeTask) -> anyhow::Result<ExitCod
             String::new()
         }
     );
+    if task == ProbeTask::Classify && probe_card.validation_classes == 1 {
+        eprintln!(
+            "warning: every validation window has the same class, so the accuracy says \
+             nothing about telling classes apart: validate on rows or files where the classes \
+             change (--validation-files N holds out whole files)"
+        );
+    }
+    let mut probe_card = probe_card;
+    probe_card.class_names = class_names;
     card.probe = Some(probe_card);
     card.forecast_head = None;
     let written = args.dest.write(&args.lake.data.data, |dir| {
@@ -292,4 +298,52 @@ fn probe_command(args: &FinetuneArgs, task: ProbeTask) -> anyhow::Result<ExitCod
     })?;
     eprintln!("{written}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Labels as numbers for the probe: numbers as they are; for classification, text labels
+/// (`running`, `off`, ...) as the index of their name among the sorted distinct names, which
+/// are returned too. NaN where a row has no label.
+fn label_values(
+    texts: &[Vec<Option<String>>],
+    task: ProbeTask,
+    column: &str,
+) -> anyhow::Result<(Vec<Vec<f64>>, Vec<String>)> {
+    let number = |t: &str| t.trim().parse::<f64>().ok().filter(|v| v.is_finite());
+    let text = texts
+        .iter()
+        .flatten()
+        .flatten()
+        .find(|t| number(t).is_none());
+    let Some(example) = text else {
+        let values = texts
+            .iter()
+            .map(|file| {
+                file.iter()
+                    .map(|t| t.as_deref().and_then(number).unwrap_or(f64::NAN))
+                    .collect()
+            })
+            .collect();
+        return Ok((values, Vec::new()));
+    };
+    if task == ProbeTask::Regress {
+        bail!(
+            "`{column}` holds text (`{example}`): --task regress needs numbers; for classes \
+             use --task classify"
+        );
+    }
+    let mut names: Vec<String> = texts.iter().flatten().flatten().cloned().collect();
+    names.sort();
+    names.dedup();
+    let values = texts
+        .iter()
+        .map(|file| {
+            file.iter()
+                .map(|t| match t {
+                    Some(t) => names.binary_search(t).map_or(f64::NAN, |i| i as f64),
+                    None => f64::NAN,
+                })
+                .collect()
+        })
+        .collect();
+    Ok((values, names))
 }

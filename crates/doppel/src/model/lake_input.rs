@@ -115,6 +115,7 @@ pub fn read_input(
             time_column: Some("time".into()),
             channels: options.channels.clone(),
             allow_empty_channels: options.allow_empty_channels,
+            label_column: options.label_column.clone(),
         },
     );
     let _ = std::fs::remove_file(&path);

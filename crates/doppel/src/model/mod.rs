@@ -438,6 +438,10 @@ fn predict_command(args: PredictArgs) -> anyhow::Result<ExitCode> {
     let mut out = std::io::BufWriter::new(file);
     writeln!(out, "start,end,{}", probe_card.label_column)?;
     for (first, last, value) in &answers {
+        let value = match probe_card.task {
+            doppel_model::probe::ProbeTask::Classify => probe_card.class_text(*value),
+            doppel_model::probe::ProbeTask::Regress => value.to_string(),
+        };
         writeln!(
             out,
             "{},{},{value}",
@@ -460,6 +464,7 @@ impl TaskArgs {
                 channels: Some(card.channels.clone()),
                 // A sensor dead for the whole file is still the model's to fill or score.
                 allow_empty_channels: true,
+                label_column: None,
             },
             &self.lake,
         )

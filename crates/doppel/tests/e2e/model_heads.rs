@@ -393,6 +393,98 @@ fn linear_probes_classify_and_regress_from_window_embeddings() {
         "{text}"
     );
 
+    // The same labels as text, as the simulator writes states: classes by name.
+    let texts = |rows_from_end_running: usize| -> String {
+        let text = std::fs::read_to_string(dir.path().join("r.csv")).unwrap();
+        let rows = text.lines().count() - 1;
+        text.lines()
+            .enumerate()
+            .map(|(i, line)| {
+                let mut cells: Vec<String> = line.split(',').map(str::to_owned).collect();
+                if i > 0 {
+                    let running = cells[3] == "1" || i > rows - rows_from_end_running;
+                    cells[3] = if running { "running" } else { "off" }.into();
+                }
+                cells.join(",") + "\n"
+            })
+            .collect()
+    };
+    std::fs::write(dir.path().join("named.csv"), texts(0)).unwrap();
+    let classify = |input: &str, out: &str| {
+        run(&[
+            "model",
+            "finetune",
+            "--task",
+            "classify",
+            "--model",
+            &p("m"),
+            "--input",
+            &p(input),
+            "--label-column",
+            "regime",
+            "--stride",
+            "6",
+            "--out",
+            &p(out),
+        ])
+    };
+    let (ok, err) = classify("named.csv", "named");
+    assert!(ok, "{err}");
+    assert!(!err.contains("warning"), "{err}");
+    let card: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("named/model.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        card["probe"]["class_names"],
+        serde_json::json!(["off", "running"])
+    );
+    assert_eq!(card["probe"]["validation_classes"], 2);
+    assert!(card["probe"]["validation_score"].as_f64().unwrap() > 0.85);
+    let (ok, err) = run(&[
+        "model",
+        "predict",
+        "--model",
+        &p("named"),
+        "--input",
+        &p("named.csv"),
+        "--stride",
+        "48",
+        "--out",
+        &p("named_labels.csv"),
+    ]);
+    assert!(ok, "{err}");
+    let text = std::fs::read_to_string(dir.path().join("named_labels.csv")).unwrap();
+    assert!(
+        text.lines()
+            .skip(1)
+            .all(|l| l.ends_with(",off") || l.ends_with(",running")),
+        "{text}"
+    );
+    // Validation windows of one class only: the accuracy stands, with a warning.
+    std::fs::write(dir.path().join("one.csv"), texts(1000)).unwrap();
+    let (ok, err) = classify("one.csv", "one");
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("warning: every validation window has the same class"),
+        "{err}"
+    );
+    let (ok, err) = run(&[
+        "model",
+        "finetune",
+        "--task",
+        "regress",
+        "--model",
+        &p("m"),
+        "--input",
+        &p("named.csv"),
+        "--label-column",
+        "regime",
+        "--out",
+        &p("x"),
+    ]);
+    assert!(!ok && err.contains("holds text (`off`)"), "{err}");
+
     let (ok, err) = run(&[
         "model",
         "finetune",
