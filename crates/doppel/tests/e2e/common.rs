@@ -204,13 +204,14 @@ pub fn manifest_dir() -> PathBuf {
     PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("tests run under cargo"))
 }
 
-/// Where the shared data sets are, or `None` (tests then skip with a message).
-pub fn shared_data() -> Option<PathBuf> {
+/// Where the shared data sets are. They sit beside every clone, CI's included, so a missing
+/// set fails the test that needs it, saying what is missing: never a silent pass.
+pub fn shared_data() -> PathBuf {
     let dir = manifest_dir().join("../../../shared/data");
-    if dir.join("ett/ETTh1.csv").exists() {
-        Some(dir)
-    } else {
-        eprintln!("SKIPPED: ../shared/data is absent, so the real-data tests cannot run here");
-        None
-    }
+    assert!(
+        dir.join("ett/ETTh1.csv").exists() && dir.join("tep/d00.dat").exists(),
+        "{} is missing the ETT and Tennessee Eastman files this test needs",
+        dir.display()
+    );
+    dir
 }
