@@ -9,7 +9,8 @@ use burn::prelude::*;
 use rand::Rng;
 
 use crate::baselines::interpolate;
-use crate::model::{ChannelMapInputs, ModelConfig, Tokens};
+use crate::channel_map::ChannelMapInputs;
+use crate::model::{ModelConfig, Tokens};
 
 /// One window: `values[c * T + t]`, meaningful where `observed[c * T + t]`; already
 /// standardised. `channels[c]` is the model's index of channel `c`.

@@ -19,8 +19,10 @@ use burn::nn::{
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::readout::{ChannelReadout, ReadoutStart};
-use crate::{dense, fused, transformer};
+use crate::channel_map::{ChannelMapInputs, channel_map};
+use crate::readout::{ChannelReadout, ReadoutStart, Untrained};
+use crate::transformer;
+use doppel_kernels::{dense, fused};
 
 /// Everything that shapes the network.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -100,6 +102,17 @@ fn one() -> usize {
 }
 
 impl ModelConfig {
+    /// What a model of this config answers before training: interpolation with the
+    /// interpolation prior, else each channel's mean (the read-out's start weighs its fit
+    /// against it).
+    pub fn untrained(&self) -> Untrained {
+        if self.interpolation_prior {
+            Untrained::Interpolation
+        } else {
+            Untrained::Mean
+        }
+    }
+
     /// A named size: `tiny` trains on a 2-core CPU in minutes; `small`, `base`, `large` are
     /// for bigger machines.
     pub fn sized(size: &str, channels: usize, patch_len: usize, patches: usize) -> Option<Self> {
@@ -251,23 +264,6 @@ pub struct Tokens {
     pub readout: Option<ChannelMapInputs>,
 }
 
-/// What a channel map reads and where its answer goes, per window, channel and step:
-/// [B, C, T]. The map's answer W·read is in training-standardised units; the output is in
-/// instance units, so it lands as (W·read − instance mean) / instance scale.
-#[derive(Debug, Clone)]
-pub struct ChannelMapInputs {
-    /// In training-standardised units; 0 where not shown.
-    pub read: Tensor<3>,
-    /// 1 / the channel's instance scale where the answer is added, 0 elsewhere.
-    pub fill: Tensor<3>,
-    /// − instance mean / instance scale where the answer is added (absent: all zero).
-    pub shift: Option<Tensor<3>>,
-    /// 1 at the steps where every channel of the window is shown, 0 elsewhere: [B, 1, T].
-    /// Where present, a channel's map is checked on those steps and fills the window only
-    /// if it reads them as well as it read the training windows (the read-out's tie check).
-    pub check: Option<Tensor<3>>,
-}
-
 impl SensorModel {
     /// The model with its read-out started from `start` (see [`ChannelReadout::started`]).
     /// A model without a read-out is returned as it is.
@@ -367,24 +363,6 @@ impl SensorModel {
         };
         out.reshape(shape)
     }
-}
-
-/// What the other channels say of each value at the same step: W[ids, ids] · x, [B, C, T]
-/// (`x` is the departure from a line for the cross-channel prior, the level for the
-/// read-out). A value not shown has x = 0, so W's diagonal never reads a hidden value.
-pub(crate) fn channel_map(
-    map: Tensor<2>,
-    x: &Tensor<3>,
-    channel_ids: &Tensor<2, Int>,
-) -> Tensor<3> {
-    let [b, c] = channel_ids.dims();
-    let m = map.dims()[1];
-    let rows = map
-        .select(0, channel_ids.clone().reshape([b * c]))
-        .reshape([b, c, m]); // [B, C, M]
-    let columns = channel_ids.clone().unsqueeze_dim::<3>(1).repeat_dim(1, c); // [B, C, C]
-    let local = rows.gather(2, columns); // [B, C, C]: W[id_i, id_j]
-    local.matmul(x.clone()) // [B, C, T]
 }
 
 /// From one row per token of K channels to one row per channel's patch:

@@ -9,51 +9,14 @@
 use burn::module::{Module, Param};
 use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::prelude::*;
-use serde::{Deserialize, Serialize};
 
+use crate::card::{ModelCard, ProbeCard, ProbeTask};
 use crate::data::Recording;
 use crate::error::{ModelError, Result};
 use crate::linear::solve_spd;
 use crate::model::SensorModel;
-use crate::store::ModelCard;
 use crate::tasks;
 use crate::train::TrainConfig;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ProbeTask {
-    /// The label's distinct values are classes.
-    Classify,
-    /// The label is a number.
-    Regress,
-}
-
-/// What the model card keeps about a probe.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ProbeCard {
-    pub task: ProbeTask,
-    /// The column the labels came from.
-    pub label_column: String,
-    /// Steps between window starts.
-    pub stride: usize,
-    /// The classes, in output order (classification): the label's values, or, for text
-    /// labels, indices into `class_names`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub classes: Vec<f64>,
-    /// Text labels' names (`running`, `off`, ...), by the index `classes` holds.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub class_names: Vec<String>,
-    /// Distinct classes among the validation windows (classification): with one, accuracy
-    /// says nothing about telling classes apart.
-    #[serde(default)]
-    pub validation_classes: usize,
-    pub train_windows: usize,
-    pub validation_windows: usize,
-    /// Accuracy (classification) or R² (regression) on the validation windows.
-    pub validation_score: f64,
-    /// The same for the trivial answer: the most common class, or the training mean.
-    pub trivial_score: f64,
-}
 
 /// The probe's weights: embedding [d] → outputs [k] (k classes, or 1).
 #[derive(Module, Debug)]
@@ -275,16 +238,6 @@ pub fn fit_probe(
         trivial_score,
     };
     Ok((probe, card))
-}
-
-impl ProbeCard {
-    /// A class as written: its name for text labels, else its value.
-    pub fn class_text(&self, class: f64) -> String {
-        match self.class_names.get(class as usize) {
-            Some(name) if !self.class_names.is_empty() => name.clone(),
-            _ => class.to_string(),
-        }
-    }
 }
 
 fn argmax(v: &[f64]) -> usize {

@@ -19,9 +19,9 @@ use burn::nn::Initializer;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::channel_map::{ChannelMapInputs, channel_map};
 use crate::data::Recording;
 use crate::linear::solve_spd;
-use crate::model::{ChannelMapInputs, channel_map};
 
 /// The read-out's weights, model channel to model channel (M of them).
 #[derive(Module, Debug)]
@@ -359,17 +359,6 @@ fn windows_of(rec: &Recording, rows: std::ops::Range<usize>, window: usize) -> V
         .step_by(window)
         .map(|from| Products::of_rows(rec, from..(from + window).min(rows.end)))
         .collect()
-}
-
-impl Untrained {
-    /// What a model of `config` answers before training.
-    pub fn of(config: &crate::model::ModelConfig) -> Self {
-        if config.interpolation_prior {
-            Untrained::Interpolation
-        } else {
-            Untrained::Mean
-        }
-    }
 }
 
 /// Each channel's least-squares fit on the others, from the training rows (before each

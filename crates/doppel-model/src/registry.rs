@@ -8,8 +8,9 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::card::ModelCard;
 use crate::error::{ModelError, Result};
-use crate::store::{self, ModelCard};
+use crate::store;
 
 pub struct Registry {
     root: PathBuf,

@@ -3,23 +3,16 @@
 //! normalisation, the data it saw, its training curve, the code version). Nothing is ever
 //! fetched from anywhere.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use burn::prelude::*;
-use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
-use serde::{Deserialize, Serialize};
-
-use doppel_core::time::format_rfc3339;
-
-use crate::data::{Normalizer, Recording};
+use crate::card::{FORMAT, ModelCard};
 use crate::error::{ModelError, Result};
-use crate::finetune::ForecastHeadCard;
 use crate::forecaster::{ForecastHead, Forecaster};
 use crate::linear::Layout;
-use crate::model::{ModelConfig, SensorModel};
-use crate::probe::{Probe, ProbeCard};
-use crate::readout::ReadoutFit;
-use crate::train::{CurvePoint, TrainConfig};
+use crate::model::SensorModel;
+use crate::probe::Probe;
+use burn::prelude::*;
+use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
 
 pub const WEIGHTS: &str = "model.safetensors";
 pub const CARD: &str = "model.json";
@@ -27,127 +20,6 @@ pub const CARD: &str = "model.json";
 pub const FORECAST_HEAD: &str = "forecast_head.safetensors";
 /// The linear probe, when there is one.
 pub const PROBE: &str = "probe.safetensors";
-const FORMAT: &str = "doppel-sensor-model/1";
-
-/// What data a model was trained on.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DataRange {
-    pub file: PathBuf,
-    pub start: String,
-    pub end: String,
-    pub steps: usize,
-    /// Held out whole for validation: none of its rows was trained on.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub validation_only: bool,
-}
-
-impl DataRange {
-    /// What each of `recordings` gave a run split by `train`, in order.
-    pub fn of(recordings: &[Recording], train: &TrainConfig) -> Vec<DataRange> {
-        recordings
-            .iter()
-            .enumerate()
-            .map(|(i, r)| DataRange {
-                file: r.source.clone(),
-                start: format_rfc3339(r.start_ns),
-                end: format_rfc3339(r.time_ns(r.len().saturating_sub(1))),
-                steps: r.len(),
-                validation_only: train.held_out(i, recordings.len()),
-            })
-            .collect()
-    }
-}
-
-impl ModelCard {
-    /// Whether `rec` holds rows this model was trained on: the same file (by name) over a
-    /// time that overlaps the training part of it (a file's validation tail, and files
-    /// held out whole, excepted). Says which, for a warning: an evaluation on training rows
-    /// measures memory, not skill.
-    pub fn trained_on(&self, rec: &Recording) -> Option<String> {
-        let (from, to) = (rec.start_ns, rec.time_ns(rec.len().saturating_sub(1)));
-        let name = |p: &Path| p.file_name().map(|n| n.to_owned());
-        self.data.iter().find_map(|d| {
-            if d.validation_only || name(&d.file) != name(&rec.source) {
-                return None;
-            }
-            let start = doppel_core::time::parse_rfc3339(&d.start).ok()?;
-            let trained_steps = match self.train.validation_recordings {
-                0 => (d.steps as f64 * (1.0 - self.train.validation_fraction)) as i64,
-                _ => d.steps as i64,
-            };
-            let end = start + (trained_steps - 1).max(0) * self.step_ns;
-            (from <= end && to >= start).then(|| {
-                format!(
-                    "{} overlaps the rows of {} the model was trained on ({} to {})",
-                    rec.source.display(),
-                    d.file.display(),
-                    d.start,
-                    format_rfc3339(end)
-                )
-            })
-        })
-    }
-}
-
-/// The model card, saved as `model.json` next to the weights.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ModelCard {
-    pub format: String,
-    pub config: ModelConfig,
-    pub channels: Vec<String>,
-    pub normalizer: Normalizer,
-    /// The grid step the model was trained on, ns.
-    pub step_ns: i64,
-    pub parameters: usize,
-    pub data: Vec<DataRange>,
-    pub train: TrainConfig,
-    pub curve: Vec<CurvePoint>,
-    pub code_version: String,
-    /// Set once `doppel model finetune --task forecast` has trained a head.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub forecast_head: Option<ForecastHeadCard>,
-    /// Set once `doppel model finetune --task classify|regress` has fitted a probe.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub probe: Option<ProbeCard>,
-    /// How pretraining started the channel read-out's map, channel by channel (with
-    /// `config.channel_readout`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub readout_start: Option<Vec<ReadoutFit>>,
-}
-
-impl ModelCard {
-    pub fn new(
-        config: ModelConfig,
-        normalizer: Normalizer,
-        step_ns: i64,
-        parameters: usize,
-        data: Vec<DataRange>,
-        train: TrainConfig,
-        curve: Vec<CurvePoint>,
-    ) -> Self {
-        ModelCard {
-            format: FORMAT.into(),
-            channels: normalizer.channels.clone(),
-            config,
-            normalizer,
-            step_ns,
-            parameters,
-            data,
-            train,
-            curve,
-            code_version: concat!("doppel ", env!("CARGO_PKG_VERSION")).into(),
-            forecast_head: None,
-            probe: None,
-            readout_start: None,
-        }
-    }
-
-    /// The point of the training curve whose weights the model holds (the last, or the
-    /// best on validation if it was trained with `keep_best`).
-    pub fn kept_point(&self) -> Option<&CurvePoint> {
-        crate::train::kept_point(&self.train, &self.curve)
-    }
-}
 
 fn store_error(path: &Path, message: impl std::fmt::Display) -> ModelError {
     ModelError::Store {

@@ -7,11 +7,11 @@ use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 use crate::batch::{Mask, make_batch};
+use crate::card::ModelCard;
 use crate::data::Recording;
 use crate::error::{ModelError, Result};
 use crate::forecaster::{Forecaster, predict};
 use crate::model::SensorModel;
-use crate::store::ModelCard;
 use crate::train::cut;
 
 /// Checks a recording against the model and returns it in the model's channel order, as it

@@ -12,7 +12,7 @@
 use burn::nn::transformer::TransformerEncoder;
 use burn::prelude::*;
 
-use crate::{attention, dense, fused};
+use doppel_kernels::{attention, dense, fused};
 
 /// Runs every block: [B, L, d] → [B, L, d]. Only pre-norm stacks (`norm_first`), the only
 /// kind the sensor model builds.
@@ -82,7 +82,7 @@ mod tests {
         theirs: Option<Tensor<D>>,
     ) {
         let name = format!("{name} gradient");
-        crate::testing::assert_tensors_close(&name, ours.unwrap(), theirs.unwrap(), 1e-4);
+        doppel_kernels::testing::assert_tensors_close(&name, ours.unwrap(), theirs.unwrap(), 1e-4);
     }
 
     #[test]
@@ -112,7 +112,12 @@ mod tests {
         let x_plain = x.clone().inner();
         let ours_plain = forward(&plain, x_plain.clone());
         let theirs_plain = plain.forward(TransformerEncoderInput::new(x_plain));
-        crate::testing::assert_tensors_close("inference output", ours_plain, theirs_plain, 1e-5);
+        doppel_kernels::testing::assert_tensors_close(
+            "inference output",
+            ours_plain,
+            theirs_plain,
+            1e-5,
+        );
 
         let grads_ours = (ours.clone() * ours).sum().backward();
         let grads_theirs = (theirs.clone() * theirs).sum().backward();

@@ -4,8 +4,8 @@
 
 use burn::prelude::*;
 use doppel_model::batch::{Mask, make_batch};
-use doppel_model::checkpoint::{self, Checkpointing};
 use doppel_model::model::{ModelConfig, SensorModel};
+use doppel_model::train::checkpoint::{self, Checkpointing};
 use doppel_model::train::{
     Pretrained, Progress, TrainConfig, cut, pretrain, pretrain_with_checkpoints,
 };

@@ -6,12 +6,13 @@
 
 use burn::prelude::*;
 use doppel_model::batch::{Mask, make_batch};
+use doppel_model::card::ModelCard;
 use doppel_model::data::Normalizer;
 use doppel_model::finetune::{ForecastTuning, finetune_forecast};
 use doppel_model::forecaster::{ForecastHead, Forecaster, predict};
 use doppel_model::linear::{self, Layout, Search, Series};
 use doppel_model::model::ModelConfig;
-use doppel_model::store::{self, ModelCard};
+use doppel_model::store;
 use doppel_model::tasks;
 use doppel_model::train::{TrainConfig, cut, pretrain};
 use rand::SeedableRng;

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use anyhow::{Context, anyhow};
-use doppel_model::scaling::{FrontierPoint, PowerLaw, ScalingRun};
+use doppel_research::scaling::{FrontierPoint, PowerLaw, ScalingRun};
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 

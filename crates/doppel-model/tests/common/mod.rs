@@ -3,10 +3,10 @@
 
 use burn::module::Module;
 use burn::prelude::*;
+use doppel_model::card::{DataRange, ModelCard};
 use doppel_model::data::{Normalizer, Recording};
 use doppel_model::linear::LinearForecaster;
 use doppel_model::model::{ModelConfig, SensorModel};
-use doppel_model::store::{DataRange, ModelCard};
 use doppel_model::tasks;
 use doppel_model::train::{TrainConfig, pretrain};
 use rand::{Rng, SeedableRng};

@@ -9,14 +9,14 @@ use anyhow::Context;
 use burn::prelude::Device;
 use clap::Args;
 use doppel_model::data::ReadOptions;
-use doppel_model::scaling::{
+use doppel_research::scaling::{
     ScalingOptions, compute_frontier, extrapolation, fit_power_law, past_the_drop, study,
 };
 
 use super::EttArgs;
 
 pub(super) fn bench_ett(args: EttArgs) -> anyhow::Result<ExitCode> {
-    let options = doppel_model::bench::EttOptions {
+    let options = doppel_research::bench::EttOptions {
         datasets: args.datasets,
         horizons: args.horizons,
         lookbacks: args.lookbacks,
@@ -51,7 +51,7 @@ pub(super) fn bench_ett(args: EttArgs) -> anyhow::Result<ExitCode> {
         ..Default::default()
     };
     let started = std::time::Instant::now();
-    let rows = doppel_model::bench::ett(&args.data_dir, &options, |m| eprintln!("{m}"))?;
+    let rows = doppel_research::bench::ett(&args.data_dir, &options, |m| eprintln!("{m}"))?;
     write_jsonl(&args.out, &rows)?;
     println!(
         "{:<7} {:<9} {:>6} {:<20} {:>7} {:>7}",
@@ -68,7 +68,7 @@ pub(super) fn bench_ett(args: EttArgs) -> anyhow::Result<ExitCode> {
         );
     }
     println!("\npublished (same protocol):");
-    for (data, task, model, mse, mae) in doppel_model::bench::PUBLISHED {
+    for (data, task, model, mse, mae) in doppel_research::bench::PUBLISHED {
         if options.datasets.iter().any(|d| d == data) {
             println!("{data:<7} {task:<26} {model:<13} {mse:>7.3} {mae:>7.3}");
         }

@@ -22,7 +22,8 @@ use doppel_model::evaluate::{ForecastEvaluation, evaluate_forecaster};
 use doppel_model::finetune::{ForecastHeadCard, ForecastLoss, ForecastTuning, finetune_forecast};
 use doppel_model::linear::Search;
 
-use doppel_model::store::{self, DataRange, ModelCard};
+use doppel_model::card::{DataRange, ModelCard};
+use doppel_model::store;
 use doppel_model::train::{TrainConfig, pretrain};
 use doppel_sim::chiller::{ChillerPlant, ChillerPlantConfig};
 use doppel_sim::plant::Plant;

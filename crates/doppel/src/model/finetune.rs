@@ -8,11 +8,13 @@ use anyhow::bail;
 use burn::prelude::Device;
 use clap::Args;
 use doppel_model::bands::BandScale;
+use doppel_model::card::ModelCard;
+use doppel_model::card::ProbeTask;
 use doppel_model::data::{ReadOptions, Recording};
 use doppel_model::finetune::{ForecastLoss, ForecastTuning, finetune_forecast};
 use doppel_model::linear::{Layout, Search};
-use doppel_model::probe::{ProbeSettings, ProbeTask, fit_probe};
-use doppel_model::store::{self, ModelCard};
+use doppel_model::probe::{ProbeSettings, fit_probe};
+use doppel_model::store;
 use doppel_model::train::TrainConfig;
 
 use super::lake_input::{LakeArgs, read_input};

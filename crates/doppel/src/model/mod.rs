@@ -10,10 +10,11 @@ use burn::prelude::Device;
 use clap::builder::TypedValueParser;
 use clap::{Args, Subcommand};
 use doppel_core::time::format_rfc3339;
+use doppel_model::card::ModelCard;
 use doppel_model::data::{ReadOptions, Recording};
 use doppel_model::finetune::ForecastLoss;
 use doppel_model::registry::Registry;
-use doppel_model::store::{self, ModelCard};
+use doppel_model::store;
 use doppel_model::tasks;
 use doppel_model::train::{CurvePoint, TrainConfig, stopped_early};
 
@@ -405,7 +406,7 @@ fn run_on_a_worker(command: ModelCommand) -> anyhow::Result<ExitCode> {
                     seed,
                 },
         } => {
-            let rows = doppel_model::bench::tep(
+            let rows = doppel_research::bench::tep(
                 &data_dir,
                 pretrain_steps,
                 channels_per_token as usize,
@@ -439,8 +440,8 @@ fn predict_command(args: PredictArgs) -> anyhow::Result<ExitCode> {
     writeln!(out, "start,end,{}", probe_card.label_column)?;
     for (first, last, value) in &answers {
         let value = match probe_card.task {
-            doppel_model::probe::ProbeTask::Classify => probe_card.class_text(*value),
-            doppel_model::probe::ProbeTask::Regress => value.to_string(),
+            doppel_model::card::ProbeTask::Classify => probe_card.class_text(*value),
+            doppel_model::card::ProbeTask::Regress => value.to_string(),
         };
         writeln!(
             out,

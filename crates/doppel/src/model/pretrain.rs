@@ -8,11 +8,12 @@ use anyhow::bail;
 use burn::module::Module;
 use burn::prelude::Device;
 use clap::Args;
-use doppel_model::checkpoint::{self, Checkpointing};
+use doppel_model::card::{DataRange, ModelCard};
 use doppel_model::data::{ReadOptions, Recording};
 use doppel_model::device::Accelerator;
 use doppel_model::readout::ReadoutFit;
-use doppel_model::store::{self, DataRange, ModelCard};
+use doppel_model::store;
+use doppel_model::train::checkpoint::{self, Checkpointing};
 use doppel_model::train::{Throughput, TrainConfig, pretrain_with_checkpoints};
 
 use super::lake_input::{LakeArgs, read_input};

@@ -9,16 +9,16 @@ use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use serde::Serialize;
 
-use crate::bands::BandScore;
-use crate::baselines::{interpolate, seasonal_naive};
-use crate::data::{Normalizer, ReadOptions, Recording, read_recording};
-use crate::error::{ModelError, Result};
-use crate::evaluate::{ErrorSums, ForecastEvaluation, evaluate_forecaster};
-use crate::linear::{self, Layout, LinearForecaster, Search, Series};
-use crate::model::ModelConfig;
-use crate::store::ModelCard;
-use crate::tasks;
-use crate::train::{DEFAULT_LEARNING_RATE, TrainConfig, pretrain};
+use doppel_model::bands::BandScore;
+use doppel_model::baselines::{interpolate, seasonal_naive};
+use doppel_model::card::ModelCard;
+use doppel_model::data::{Normalizer, ReadOptions, Recording, read_recording};
+use doppel_model::error::{ModelError, Result};
+use doppel_model::evaluate::{ErrorSums, ForecastEvaluation, evaluate_forecaster};
+use doppel_model::linear::{self, Layout, LinearForecaster, Search, Series};
+use doppel_model::model::ModelConfig;
+use doppel_model::tasks;
+use doppel_model::train::{DEFAULT_LEARNING_RATE, TrainConfig, pretrain};
 
 use super::model_name;
 
@@ -83,7 +83,7 @@ pub struct EttOptions {
     /// Dropout in the encoder while fine-tuning.
     pub finetune_dropout: f64,
     /// What fine-tuning minimises and what chooses the head kept.
-    pub finetune_loss: crate::finetune::ForecastLoss,
+    pub finetune_loss: doppel_model::finetune::ForecastLoss,
     /// Train the forecasting head only (the pretrained encoder stays as it is).
     pub freeze_encoder: bool,
     /// Also measure the bands recalibrated on the last this many steps' forecasts, adapted
@@ -132,7 +132,7 @@ impl Default for EttOptions {
             finetune_dropout: 0.0,
             finetune_loss: Default::default(),
             recalibrate_steps: None,
-            band_coverage: crate::bands::DEFAULT_COVERAGE,
+            band_coverage: doppel_model::bands::DEFAULT_COVERAGE,
             freeze_encoder: false,
             forecast_pretrain_steps: 1000,
             forecast_mask_ratio: 0.8,
@@ -446,7 +446,7 @@ pub fn ett(dir: &Path, options: &EttOptions, mut log: impl FnMut(&str)) -> Resul
 /// with a generator seeded by `seed`; errors on the hidden points, in training-standardised
 /// units.
 fn impute_errors(
-    (model, card): (&crate::model::SensorModel, &ModelCard),
+    (model, card): (&doppel_model::model::SensorModel, &ModelCard),
     (raw, data, normalizer): (&Recording, &Recording, &Normalizer),
     range: std::ops::Range<usize>,
     ratio: f64,
@@ -506,7 +506,7 @@ fn pretrain_for_forecasting(
     lookback: usize,
     options: &EttOptions,
     log: &mut impl FnMut(&str),
-) -> Result<(crate::model::SensorModel, ModelConfig)> {
+) -> Result<(doppel_model::model::SensorModel, ModelConfig)> {
     let patch = 16;
     if !lookback.is_multiple_of(patch) {
         return Err(ModelError::Settings(format!(
@@ -551,7 +551,7 @@ fn pretrain_for_forecasting(
 /// Fine-tunes a forecasting head on the training split (validation split for choosing the
 /// weights) and measures it on every test window (stride 1).
 fn finetune_and_test(
-    model: crate::model::SensorModel,
+    model: doppel_model::model::SensorModel,
     config: &ModelConfig,
     data: &Recording,
     (train_end, val_end, test_end): (usize, usize, usize),
@@ -569,7 +569,7 @@ fn finetune_and_test(
             options.seed,
         )
     };
-    let tuning = crate::finetune::ForecastTuning {
+    let tuning = doppel_model::finetune::ForecastTuning {
         horizon,
         // One channel a window, as PatchTST; 2-D tokens read every channel together.
         channel_independent: config.channels_per_token == 1,
@@ -580,7 +580,7 @@ fn finetune_and_test(
         band_coverage: options.band_coverage,
     };
     let device = Device::flex().autodiff();
-    let (forecaster, head) = crate::finetune::finetune_forecast(
+    let (forecaster, head) = doppel_model::finetune::finetune_forecast(
         model,
         config,
         &[slice(data, 0, val_end)],
@@ -666,7 +666,7 @@ fn pretrain_for_imputation(
     train_end: usize,
     val_end: usize,
     options: &EttOptions,
-) -> Result<(crate::model::SensorModel, ModelCard)> {
+) -> Result<(doppel_model::model::SensorModel, ModelCard)> {
     // Train on the training split; the validation curve uses the validation split.
     let data = normalizer.apply(&slice(raw, 0, val_end));
     let patch = options.impute_patch;

@@ -27,10 +27,10 @@ use burn::module::Module;
 use burn::prelude::*;
 use serde::Serialize;
 
-use crate::data::Recording;
-use crate::error::{ModelError, Result};
-use crate::model::ModelConfig;
-use crate::train::{CurvePoint, DEFAULT_LEARNING_RATE, TrainConfig, pretrain};
+use doppel_model::data::Recording;
+use doppel_model::error::{ModelError, Result};
+use doppel_model::model::ModelConfig;
+use doppel_model::train::{CurvePoint, DEFAULT_LEARNING_RATE, TrainConfig, pretrain};
 
 #[derive(Debug, Clone)]
 pub struct ScalingOptions {

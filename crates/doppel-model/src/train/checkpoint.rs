@@ -16,9 +16,9 @@ use burn::store::{BurnpackStore, ModuleSnapshot};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use serde::{Deserialize, Serialize};
 
+use super::config::{CurvePoint, TrainConfig};
 use crate::error::{ModelError, Result};
 use crate::model::{ModelConfig, SensorModel};
-use crate::train::{CurvePoint, TrainConfig};
 
 /// Where and how often a pretraining writes checkpoints, and whether it starts from one.
 #[derive(Debug, Clone, PartialEq)]

@@ -7,12 +7,12 @@ use std::path::Path;
 use burn::prelude::*;
 use serde::Serialize;
 
-use crate::data::{Normalizer, Recording};
-use crate::error::{ModelError, Result};
-use crate::model::ModelConfig;
-use crate::store::ModelCard;
-use crate::tasks;
-use crate::train::{DEFAULT_LEARNING_RATE, TrainConfig, pretrain};
+use doppel_model::card::ModelCard;
+use doppel_model::data::{Normalizer, Recording};
+use doppel_model::error::{ModelError, Result};
+use doppel_model::model::ModelConfig;
+use doppel_model::tasks;
+use doppel_model::train::{DEFAULT_LEARNING_RATE, TrainConfig, pretrain};
 
 use super::model_name;
 
@@ -91,7 +91,7 @@ pub fn tep(
     mut log: impl FnMut(&str),
 ) -> Result<Vec<TepRow>> {
     let normal = read_tep(&dir.join("d00.dat"), true)?;
-    let pca = crate::baselines::PcaDetector::fit(&normal, 0.9, 0.99);
+    let pca = doppel_model::baselines::PcaDetector::fit(&normal, 0.9, 0.99);
     log(&format!(
         "PCA on {} normal samples; pretraining the sensor model ({pretrain_steps} steps)",
         normal.len()
