@@ -112,6 +112,61 @@ pub struct ImportStats {
     pub empty_columns: Vec<String>,
 }
 
+/// Reads one file into one Arrow table: `time` (ns) first, then every other column in the
+/// file's order, typed by its first value (tags and text as strings; a column with no value
+/// at all is all-null Float64). Rows keep the file's order; a row without any value is kept
+/// with its time. The same reader, checks and errors as [`import_file`].
+pub fn import_file_arrow(
+    path: &Path,
+    options: &ImportOptions,
+) -> Result<(RecordBatch, ImportStats), ImportError> {
+    let options = ImportOptions {
+        keep_rows_without_values: true,
+        ..options.clone()
+    };
+    let table = open_table(path, &options)?;
+    let mut builder = BatchBuilder::new(path, &options, &table.columns)?;
+    let names = table
+        .columns
+        .iter()
+        .enumerate()
+        .filter(|(c, _)| Some(*c) != builder.time_column)
+        .map(|(_, n)| n.clone())
+        .collect();
+    builder.table = Some(columns::Columns::new(names));
+    let mut stats = ImportStats::default();
+    let mut rows = table.rows;
+    while let Some(row) = rows.next_row()? {
+        if !builder.add_row(row.line, &row.cells, stats.rows)? {
+            stats.rows_without_values += 1;
+        }
+        stats.rows += 1;
+    }
+    if stats.rows == 0 {
+        return Err(builder.error(0, None, "the file has no data rows".into()));
+    }
+    stats.empty_columns = builder.empty_columns();
+    let batch = builder.table.take().expect("set above").finish();
+    stats.values = batch
+        .columns()
+        .iter()
+        .skip(1)
+        .map(|c| (c.len() - c.null_count()) as u64)
+        .sum();
+    Ok((batch, stats))
+}
+
+fn open_table(path: &Path, options: &ImportOptions) -> Result<Table, ImportError> {
+    let is_parquet = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("parquet"));
+    if is_parquet {
+        read_parquet(path, options)
+    } else {
+        TextTable::open(path, options)
+    }
+}
+
 /// Imports one file, handing each batch to `sink`; `progress` gets the rows read so far.
 /// The file type follows its extension: `.parquet` is Parquet, anything else is text.
 pub fn import_file<E: std::fmt::Display>(
@@ -120,14 +175,7 @@ pub fn import_file<E: std::fmt::Display>(
     mut progress: impl FnMut(u64),
     mut sink: impl FnMut(WriteBatch) -> Result<(), E>,
 ) -> Result<ImportStats, ImportError> {
-    let is_parquet = path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("parquet"));
-    let table = if is_parquet {
-        read_parquet(path, options)?
-    } else {
-        TextTable::open(path, options)?
-    };
+    let table = open_table(path, options)?;
     let mut builder = BatchBuilder::new(path, options, &table.columns)?;
     let mut stats = ImportStats::default();
     let mut rows = table.rows;
@@ -156,13 +204,7 @@ pub fn import_file<E: std::fmt::Display>(
     if stats.rows == 0 {
         return Err(builder.error(0, None, "the file has no data rows".into()));
     }
-    stats.empty_columns = builder
-        .roles
-        .iter()
-        .zip(&builder.columns)
-        .filter(|(role, _)| **role == Role::Field(None))
-        .map(|(_, name)| name.clone())
-        .collect();
+    stats.empty_columns = builder.empty_columns();
     Ok(stats)
 }
 
@@ -558,6 +600,8 @@ struct BatchBuilder {
     roles: Vec<Role>,
     options: ImportOptions,
     batch: WriteBatch,
+    /// Rows gathered as Arrow columns instead of points ([`import_file_arrow`]).
+    table: Option<columns::Columns>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -568,6 +612,16 @@ enum Role {
 }
 
 impl BatchBuilder {
+    /// Value columns in which no cell held a value so far.
+    fn empty_columns(&self) -> Vec<String> {
+        self.roles
+            .iter()
+            .zip(&self.columns)
+            .filter(|(role, _)| **role == Role::Field(None))
+            .map(|(_, name)| name.clone())
+            .collect()
+    }
+
     fn new(path: &Path, options: &ImportOptions, columns: &[String]) -> Result<Self, ImportError> {
         let measurement = options.measurement.clone().unwrap_or_else(|| {
             path.file_stem()
@@ -582,6 +636,7 @@ impl BatchBuilder {
             roles: vec![Role::Field(None); columns.len()],
             options: options.clone(),
             batch: WriteBatch::new(options.database.clone()),
+            table: None,
         };
         if columns.is_empty() {
             return Err(this.error(1, None, "the file has no columns".into()));
@@ -663,8 +718,9 @@ impl BatchBuilder {
                 .map_err(|m| self.error(line, Some(&self.columns[c]), m))?,
             (TimeSource::Column { .. }, None) => unreachable!("a time column was found in new()"),
         };
-        let mut tags = self.options.tags.clone();
-        let mut fields = Vec::with_capacity(cells.len());
+        // Values by column index: a name is copied only into a point, never per table row.
+        let mut tags: Vec<(usize, String)> = Vec::new();
+        let mut fields: Vec<(usize, FieldValue)> = Vec::with_capacity(cells.len());
         for (c, cell) in cells.iter().enumerate() {
             match self.roles[c] {
                 Role::Time => {}
@@ -674,7 +730,7 @@ impl BatchBuilder {
                         Cell::Text(t) => t.clone(),
                         other => cell_to_string(other),
                     };
-                    tags.push((self.columns[c].clone(), text));
+                    tags.push((c, text));
                 }
                 Role::Field(expected) => {
                     if is_out_of_range(cell) {
@@ -703,7 +759,7 @@ impl BatchBuilder {
                         ));
                     };
                     self.roles[c] = Role::Field(Some(value.field_type()));
-                    fields.push((self.columns[c].clone(), value));
+                    fields.push((c, value));
                 }
             }
         }
@@ -713,11 +769,33 @@ impl BatchBuilder {
             return Ok(false);
         }
         let has_values = !fields.is_empty();
-        tags.sort_by(|a, b| a.0.cmp(&b.0));
+        if let Some(table) = &mut self.table {
+            let mut row: Vec<Option<FieldValue>> = vec![None; cells.len()];
+            for (c, text) in tags {
+                row[c] = Some(FieldValue::String(text));
+            }
+            for (c, value) in fields {
+                row[c] = Some(value);
+            }
+            let time_column = self.time_column;
+            let values = row
+                .iter()
+                .enumerate()
+                .filter(|(c, _)| Some(*c) != time_column)
+                .map(|(_, v)| v.as_ref());
+            table.push_row(time, values);
+            return Ok(has_values);
+        }
+        let mut named_tags = self.options.tags.clone();
+        named_tags.extend(tags.into_iter().map(|(c, t)| (self.columns[c].clone(), t)));
+        named_tags.sort_by(|a, b| a.0.cmp(&b.0));
         self.batch.points.push(Point {
             measurement: self.measurement.clone(),
-            tags,
-            fields,
+            tags: named_tags,
+            fields: fields
+                .into_iter()
+                .map(|(c, v)| (self.columns[c].clone(), v))
+                .collect(),
             time,
         });
         Ok(has_values)
@@ -839,6 +917,10 @@ fn parse_time_text(text: &str, epoch_unit_nanos: i64) -> Result<i64, String> {
         "`{text}` is not a time: expected RFC 3339, `YYYY-MM-DD HH:MM:SS` (UTC) or an epoch number"
     ))
 }
+
+mod columns;
+
+pub use columns::TIME as TIME_COLUMN;
 
 #[cfg(test)]
 mod tests;

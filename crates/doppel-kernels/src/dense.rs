@@ -3,9 +3,8 @@
 //!
 //! Why by hand: flex's matmul allocates its output zero-filled as bytes and then copies it
 //! once more to align it (`FlexTensor::empty` through `Bytes::from_bytes_vec`), then adds
-//! the bias as a separate pass on one core; the backward does the same for dX and dW. The
-//! copies alone were about 7 % of a training step of the `small` model, and the op as a
-//! whole made training 25 % (`tiny`) to 42 % (`small`) faster (docs/BENCHMARKS.md). Here the
+//! the bias as a separate pass on one core; the backward does the same for dX and dW
+//! (docs/BENCHMARKS.md, training speed). Here the
 //! output starts as the bias repeated on every row and the product is accumulated into it,
 //! and the backward reads the transposes of W and X in place.
 //!

@@ -3,8 +3,8 @@
 //! backend (wgpu) the same calls are burn's own ops.
 //!
 //! Why by hand: flex computes GELU one element at a time through libm's `erff`, on one core,
-//! forward and backward; a profile of pretraining put `erf` alone at 11 % of the time
-//! (docs/BENCHMARKS.md, PyTorch parity). No crate offers a vectorised GELU for burn. Here
+//! forward and backward, and a profile of pretraining found `erf` among its largest costs.
+//! No crate offers a vectorised GELU for burn. Here
 //! GELU and its derivative are branch-free arithmetic that the compiler vectorises, compiled
 //! for AVX2 and FMA where the CPU has them (`widest_simd`, a run-time check), split across
 //! cores by `rayon`, with

@@ -9,8 +9,10 @@
 
 use std::path::{Path, PathBuf};
 
-use doppel_core::{FieldValue, WriteBatch};
-use doppel_ingest::import::{ImportOptions, TimeSource, import_file};
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::compute::{cast, concat_batches};
+use arrow::datatypes::{DataType, Float64Type, TimeUnit, TimestampNanosecondType};
+use doppel_ingest::import::{ImportOptions, TIME_COLUMN, TimeSource, import_file_arrow};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, Result};
@@ -156,7 +158,8 @@ pub struct ReadOptions {
     pub label_column: Option<String>,
 }
 
-/// Reads one file into a recording on its own grid.
+/// Reads one file into a recording on its own grid: the importer's table
+/// ([`import_file_arrow`]), then [`recording_from_batches`].
 pub fn read_recording(path: &Path, options: &ReadOptions) -> Result<Recording> {
     let import = ImportOptions {
         measurement: Some("recording".into()),
@@ -164,91 +167,149 @@ pub fn read_recording(path: &Path, options: &ReadOptions) -> Result<Recording> {
             name: options.time_column.clone(),
             epoch_unit_nanos: 1_000_000_000,
         },
-        // Tasks answer for every row given, a row of gaps too.
-        keep_rows_without_values: true,
         ..ImportOptions::default()
     };
-    let mut rows: Vec<(i64, Vec<(String, f32)>)> = Vec::new();
-    let mut row_labels: Vec<Option<String>> = Vec::new();
-    let mut names: Vec<String> = Vec::new();
-    let label_column = options.label_column.as_deref();
-    let stats = import_file(
-        path,
-        &import,
-        |_| {},
-        |batch: WriteBatch| -> std::result::Result<(), String> {
-            for p in batch.points {
-                let mut row = Vec::with_capacity(p.fields.len());
-                let mut label = None;
-                for (name, value) in p.fields {
-                    if Some(name.as_str()) == label_column {
-                        label = Some(match value {
-                            FieldValue::Float(v) => v.to_string(),
-                            FieldValue::Integer(v) => v.to_string(),
-                            FieldValue::UInteger(v) => v.to_string(),
-                            FieldValue::String(v) => v,
-                            FieldValue::Boolean(v) => v.to_string(),
-                        });
-                        continue;
-                    }
-                    let v = match value {
-                        FieldValue::Float(v) => v as f32,
-                        FieldValue::Integer(v) => v as f32,
-                        FieldValue::UInteger(v) => v as f32,
-                        FieldValue::String(_) | FieldValue::Boolean(_) => continue,
-                    };
-                    if !names.contains(&name) {
-                        names.push(name.clone());
-                    }
-                    row.push((name, v));
-                }
-                rows.push((p.time, row));
-                row_labels.push(label);
-            }
-            Ok(())
-        },
-    )
-    .map_err(|e| ModelError::Input {
+    let (batch, _) = import_file_arrow(path, &import).map_err(|e| ModelError::Input {
         path: path.to_owned(),
         message: e.to_string(),
     })?;
+    recording_from_batches(path, &[batch], options)
+}
+
+/// A table's rows as the model reads them: Arrow record batches.
+pub type Batch = RecordBatch;
+
+/// The `time` column of a batch, as ns since the epoch (empty when it has none).
+pub fn times_of(batch: &RecordBatch) -> Vec<i64> {
+    batch
+        .column_by_name(TIME_COLUMN)
+        .and_then(|t| cast(t, &DataType::Timestamp(TimeUnit::Nanosecond, None)).ok())
+        .map(|t| {
+            t.as_primitive::<TimestampNanosecondType>()
+                .values()
+                .to_vec()
+        })
+        .unwrap_or_default()
+}
+
+/// One table as a recording on its own grid: Arrow batches with a `time` timestamp column
+/// (a file through the importer, or a lake table's query result) and numeric columns, the
+/// channels; `options.label_column` is read as text. Rows may come in any order; every row
+/// is kept in [`Recording::rows`], a row without any value too. `source` names the table in
+/// errors.
+pub fn recording_from_batches(
+    source: &Path,
+    batches: &[RecordBatch],
+    options: &ReadOptions,
+) -> Result<Recording> {
     let input = |message: String| ModelError::Input {
-        path: path.to_owned(),
+        path: source.to_owned(),
         message,
     };
+    let Some(first) = batches.first() else {
+        return Err(input("no rows".into()));
+    };
+    let table = concat_batches(&first.schema(), batches).map_err(|e| input(e.to_string()))?;
+    let schema = table.schema();
+    let column = |name: &str| schema.index_of(name).ok().map(|i| table.column(i).clone());
+    let time = column(TIME_COLUMN)
+        .ok_or_else(|| input(format!("no `{TIME_COLUMN}` column")))
+        .and_then(|t| {
+            cast(&t, &DataType::Timestamp(TimeUnit::Nanosecond, None))
+                .map_err(|e| input(format!("the `{TIME_COLUMN}` column is not a time: {e}")))
+        })?;
+    let times = time.as_primitive::<TimestampNanosecondType>();
+    let label_column = options.label_column.as_deref();
+    // Numeric columns with a value are channels; one without any value cannot be learned.
+    let numeric = |t: &DataType| t.is_numeric() && !matches!(t, DataType::Timestamp(..));
+    let (mut names, mut empty) = (Vec::new(), Vec::new());
+    for (field, array) in schema.fields().iter().zip(table.columns()) {
+        let name = field.name();
+        if name == TIME_COLUMN || Some(name.as_str()) == label_column {
+            continue;
+        }
+        if array.null_count() == array.len() {
+            empty.push(name.clone());
+        } else if numeric(field.data_type()) {
+            names.push(name.clone());
+        }
+    }
     if names.is_empty() {
         return Err(input("no numeric column to model".into()));
     }
     // A column with no value at all cannot be standardised or learned; left out silently, a
     // model would quietly miss a sensor its user thinks it has.
-    if options.channels.is_none() && !stats.empty_columns.is_empty() {
+    if options.channels.is_none() && !empty.is_empty() {
         return Err(input(format!(
             "column(s) {} have no value at all (every cell empty or NaN): choose the \
              channels to model with --channels",
-            stats.empty_columns.join(", ")
+            empty.join(", ")
         )));
     }
-    if rows.len() < 2 {
-        return Err(input(format!("{} row(s): too few to model", rows.len())));
+    if table.num_rows() < 2 {
+        return Err(input(format!(
+            "{} row(s): too few to model",
+            table.num_rows()
+        )));
     }
-    // Labels travel with their rows through the sort.
-    let mut order: Vec<usize> = (0..rows.len()).collect();
-    order.sort_by_key(|&i| rows[i].0);
-    let rows: Vec<(i64, Vec<(String, f32)>)> = order
-        .iter()
-        .map(|&i| std::mem::take(&mut rows[i]))
-        .collect();
-    let row_labels: Vec<Option<String>> = order.iter().map(|&i| row_labels[i].take()).collect();
-    let file_columns = names.clone();
-    let channels: Vec<String> = match &options.channels {
-        Some(wanted) => wanted.clone(),
-        None => names,
+    let channels: Vec<String> = options.channels.clone().unwrap_or_else(|| names.clone());
+    // Each channel's values as f64 (NaN: missing), or why it has none.
+    let mut columns: Vec<Vec<f64>> = Vec::with_capacity(channels.len());
+    for name in &channels {
+        let Some(array) = column(name).filter(|a| numeric(a.data_type())) else {
+            let absent = column(name).is_none();
+            let may_be_empty = options.allow_empty_channels && empty.contains(name);
+            if may_be_empty {
+                columns.push(vec![f64::NAN; table.num_rows()]);
+                continue;
+            }
+            return Err(input(if absent {
+                format!(
+                    "`{name}` is not a column of this file: wanted {}; the file's numeric \
+                     columns are {}",
+                    channels.join(", "),
+                    names.join(", ")
+                )
+            } else {
+                format!("channel `{name}` has no numeric value at all")
+            }));
+        };
+        let values = cast(&array, &DataType::Float64).map_err(|e| input(e.to_string()))?;
+        let values = values.as_primitive::<Float64Type>();
+        let all: Vec<f64> = (0..values.len())
+            .map(|i| match values.is_valid(i) {
+                true => values.value(i),
+                false => f64::NAN,
+            })
+            .collect();
+        if all.iter().all(|v| !v.is_finite()) && !options.allow_empty_channels {
+            return Err(input(format!(
+                "channel `{name}` has no numeric value at all"
+            )));
+        }
+        columns.push(all);
+    }
+    let labels_text = match label_column {
+        Some(name) => match column(name) {
+            Some(array) => {
+                let text = cast(&array, &DataType::Utf8).map_err(|e| input(e.to_string()))?;
+                let text = text.as_string::<i32>();
+                (0..text.len())
+                    .map(|i| text.is_valid(i).then(|| text.value(i).to_owned()))
+                    .collect()
+            }
+            None => vec![None; table.num_rows()],
+        },
+        None => Vec::new(),
     };
+    // Rows in time order (a stable sort: rows at one time keep the table's order).
+    let mut order: Vec<usize> = (0..table.num_rows()).collect();
+    order.sort_by_key(|&i| times.value(i));
+    let time_of = |i: usize| times.value(order[i]);
     // The grid: the most common step between rows (the smallest of equally common ones), so
     // gaps and the odd late row do not change it.
-    let mut steps: Vec<i64> = rows
-        .windows(2)
-        .map(|w| w[1].0 - w[0].0)
+    let mut steps: Vec<i64> = (1..order.len())
+        .map(|i| time_of(i) - time_of(i - 1))
         .filter(|&d| d > 0)
         .collect();
     if steps.is_empty() {
@@ -263,55 +324,39 @@ pub fn read_recording(path: &Path, options: &ReadOptions) -> Result<Recording> {
             step_ns = run[0];
         }
     }
-    let start_ns = rows[0].0;
-    let slots = ((rows.last().unwrap().0 - start_ns) as f64 / step_ns as f64).round() as usize + 1;
+    let start_ns = time_of(0);
+    let last = time_of(order.len() - 1);
+    let slots = ((last - start_ns) as f64 / step_ns as f64).round() as usize + 1;
     let mut values = vec![vec![0.0f32; slots]; channels.len()];
     let mut observed = vec![vec![false; slots]; channels.len()];
-    let mut row_slots = Vec::with_capacity(rows.len());
+    let mut rows = Vec::with_capacity(order.len());
     let mut labels: Vec<Option<String>> = match label_column {
         Some(_) => vec![None; slots],
         None => Vec::new(),
     };
-    for ((time, row), label) in rows.iter().zip(&row_labels) {
+    for (i, &row) in order.iter().enumerate() {
+        let time = time_of(i);
         let slot = ((time - start_ns) as f64 / step_ns as f64).round() as usize;
-        row_slots.push((*time, slot));
-        if label.is_some() {
-            labels[slot] = label.clone();
-        }
-        for (name, v) in row {
-            if let Some(c) = channels.iter().position(|n| n == name)
-                && v.is_finite()
-            {
-                values[c][slot] = *v;
+        rows.push((time, slot));
+        for (c, column) in columns.iter().enumerate() {
+            let v = column[row];
+            if v.is_finite() {
+                values[c][slot] = v as f32;
                 observed[c][slot] = true;
             }
         }
-    }
-    for (c, name) in channels.iter().enumerate() {
-        let has_values = observed[c].iter().any(|&o| o);
-        let may_be_empty = options.allow_empty_channels && stats.empty_columns.contains(name);
-        if !has_values && !may_be_empty {
-            // A model used on another plant's file: say which names it wants and which exist.
-            let absent = !file_columns.contains(name) && !stats.empty_columns.contains(name);
-            return Err(input(if absent {
-                format!(
-                    "`{name}` is not a column of this file: wanted {}; the file's numeric columns are {}",
-                    channels.join(", "),
-                    file_columns.join(", ")
-                )
-            } else {
-                format!("channel `{name}` has no numeric value at all")
-            }));
+        if let Some(label) = labels_text.get(row).cloned().flatten() {
+            labels[slot] = Some(label);
         }
     }
     Ok(Recording {
-        source: path.to_owned(),
+        source: source.to_owned(),
         start_ns,
         step_ns,
         channels,
         values,
         observed,
-        rows: row_slots,
+        rows,
         labels,
     })
 }

@@ -44,9 +44,8 @@ fn gpu() -> Result<Device> {
 /// Runs `work` on a thread of rayon's pool (at once when already on one). The CPU backend's
 /// ops and the fused kernels split their work with rayon; called from a thread outside the
 /// pool, each op wakes the pool's threads and puts the caller to sleep until they finish,
-/// and on two cores that sleeping and waking took ~12 % of a training step (`perf`, the
-/// `small` model). On a worker, the op splits its work with the calling thread instead:
-/// `small` trained 14–19 % more tokens a second, with the same losses (docs/BENCHMARKS.md).
+/// and on two cores that sleeping and waking took a large share of a training step. On a
+/// worker, the op splits its work with the calling thread instead, with the same losses.
 pub fn on_a_worker<R: Send>(work: impl FnOnce() -> R + Send) -> R {
     rayon::scope(|_| work())
 }

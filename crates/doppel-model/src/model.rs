@@ -68,14 +68,13 @@ pub struct ModelConfig {
     /// neighbours' line to the hidden values of the other channels at that step (starts at
     /// zero). One channel a token sees its neighbours only patch by patch; this gives the
     /// point-level tie between sensors that move together (ETTm1's HUFL and MUFL). The map
-    /// learns at the network's rate: on ETTm1 a map stepped 3 to 30 times faster settled
-    /// on a worse validation loss (0.128–0.131 against 0.122, docs/BENCHMARKS.md).
+    /// learns at the network's rate: stepped faster, it settled on a worse validation loss.
     #[serde(default)]
     pub cross_channel_prior: bool,
     /// Add to a value not shown, at a step where every other channel of the window is shown,
     /// a learned linear read-out of those channels (a C × C map on training-standardised
     /// levels): the point-level tie a virtual sensor needs, which tokens of one channel do
-    /// not carry from one channel to another (docs/BENCHMARKS.md, "Channel masks").
+    /// not carry from one channel to another.
     /// Pretraining starts the map at each channel's least-squares fit on the others over the
     /// training rows (`readout::least_squares_start`). Where the read-out fills, the answer
     /// is a blend, s · the network's + (1 − s) · the read-out's, with a learned share s per

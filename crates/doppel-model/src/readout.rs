@@ -5,8 +5,7 @@
 //! Its start is each channel's least-squares fit on the others over the training rows, in
 //! closed form (ridge regression from the channels' sums of products), with the penalty,
 //! and whether to keep the fit at all, chosen on the validation rows. Learned from zero at
-//! the network's rate the map crawled (on the sines the rebuilt channel's error went 0.215
-//! → 0.178 in 600 steps, docs/BENCHMARKS.md), while the fit it needs is a small solve.
+//! the network's rate the map crawls toward a fit that is a small solve away.
 //!
 //! The start is kept as a frozen tensor and training learns an offset from it: weight decay
 //! then pulls the map and the shares back to the fit, not to zero. (A map decayed toward
@@ -166,10 +165,9 @@ fn tie_holds(said: Tensor<3>, shown: &Tensor<3>, check: &Tensor<3>, limit: Tenso
 }
 
 /// A window whose fit is worse than `TIE_MARGIN` times the `TIE_QUANTILE` quantile of the
-/// training windows' is one where the tie broke: the read-out does not fill it. On ETTh1 the
-/// loads' tie breaks for two months of the validation split (LUFL's fit 4.4–7.5 a month
-/// against 0.06–0.12 in every training and test month): filled there, the read-out made
-/// the gap filler worse on validation while it helped on test (docs/BENCHMARKS.md).
+/// training windows' is one where the tie broke: the read-out does not fill it. Ties do
+/// break for months at a time (ETTh1's loads in its validation split), and a fill with a
+/// broken tie is worse than none.
 pub const TIE_QUANTILE: f64 = 0.99;
 pub const TIE_MARGIN: f64 = 2.0;
 /// A window's error is its squared errors summed over the steps with every channel shown,

@@ -59,6 +59,9 @@ pub enum Format {
     JsonLines,
     Csv,
     Pretty,
+    /// The Arrow IPC stream format: the result's own columns and types, for programs
+    /// (the model reads lake tables so).
+    Arrow,
 }
 
 impl std::str::FromStr for Format {
@@ -69,8 +72,9 @@ impl std::str::FromStr for Format {
             "jsonl" => Ok(Format::JsonLines),
             "csv" => Ok(Format::Csv),
             "pretty" => Ok(Format::Pretty),
+            "arrow" => Ok(Format::Arrow),
             other => Err(format!(
-                "unknown format `{other}`: use json, jsonl, csv or pretty"
+                "unknown format `{other}`: use json, jsonl, csv, pretty or arrow"
             )),
         }
     }
@@ -84,6 +88,7 @@ impl Format {
             Format::JsonLines => "jsonl",
             Format::Csv => "csv",
             Format::Pretty => "pretty",
+            Format::Arrow => "arrow",
         }
     }
 
@@ -93,6 +98,7 @@ impl Format {
             Format::JsonLines => "application/jsonl",
             Format::Csv => "text/csv; charset=utf-8",
             Format::Pretty => "text/plain; charset=utf-8",
+            Format::Arrow => "application/vnd.apache.arrow.stream",
         }
     }
 }
@@ -190,6 +196,15 @@ fn render_within(
     }
 }
 
+/// Reads an answer given with `format=arrow` back into record batches.
+pub fn read_arrow(bytes: &[u8]) -> Result<Vec<RecordBatch>, String> {
+    let reader = datafusion::arrow::ipc::reader::StreamReader::try_new(bytes, None)
+        .map_err(|e| format!("not an Arrow stream: {e}"))?;
+    reader
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("a damaged Arrow stream: {e}"))
+}
+
 /// Renders query results in a format. Public so the CLI prints exactly what the API sends.
 pub fn render(
     format: Format,
@@ -211,6 +226,15 @@ fn render_into(
     let refs: Vec<&RecordBatch> = batches.iter().collect();
     let failed = |e: &dyn std::fmt::Display| e.to_string();
     match format {
+        Format::Arrow => {
+            let mut writer =
+                datafusion::arrow::ipc::writer::StreamWriter::try_new(&mut *out, schema)
+                    .map_err(|e| e.to_string())?;
+            for batch in batches {
+                writer.write(batch).map_err(|e| e.to_string())?;
+            }
+            writer.finish().map_err(|e| e.to_string())?;
+        }
         Format::Json if batches.iter().all(|b| b.num_rows() == 0) => {
             out.write_all(b"[]").map_err(|e| failed(&e))?;
         }

@@ -7,9 +7,9 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Turns transparent huge pages off for this process. mimalloc asks the kernel for them, and
-/// then every first touch of freed-and-returned memory clears 2 MiB instead of 4 KiB: under
-/// HTTP ingest half of the server's time went to `clear_page_erms` (docs/BENCHMARKS.md).
-/// Model training measured no slower without them. Best effort: an old kernel just says no.
+/// then every first touch of freed-and-returned memory clears 2 MiB instead of 4 KiB, which
+/// under HTTP ingest dominated the server's time; model training is no slower without them.
+/// Best effort: an old kernel just says no.
 fn disable_transparent_huge_pages() {
     #[cfg(target_os = "linux")]
     // SAFETY: PR_SET_THP_DISABLE takes one integer argument and touches no memory of ours.

@@ -186,3 +186,41 @@ fn rows_without_any_value_are_counted_apart() {
     assert_eq!((stats.rows, stats.rows_without_values, stored), (4, 2, 2));
     assert_eq!(stats.values, 4);
 }
+
+/// The importer's table for readers that want columns: `time` first as timestamps, then the
+/// file's other columns in order, typed by their first value; a missing cell is a null, a
+/// row without any value is kept with its time, and a column with no value at all is an
+/// all-null float column.
+#[test]
+fn a_file_reads_into_one_arrow_table() {
+    use datafusion::arrow::array::{Array, AsArray};
+    use datafusion::arrow::datatypes::{DataType, Float64Type, TimestampNanosecondType};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pumps.csv");
+    std::fs::write(
+        &path,
+        "state,time,speed,dead\nrunning,1,0.5,\noff,2,,NaN\n,3,,\nrunning,4,0.7,\n",
+    )
+    .unwrap();
+    let (table, stats) = import_file_arrow(&path, &ImportOptions::default()).unwrap();
+    let schema = table.schema();
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(names, ["time", "state", "speed", "dead"]);
+    assert_eq!(table.num_rows(), 4);
+    let times = table.column(0).as_primitive::<TimestampNanosecondType>();
+    assert_eq!(times.value(3), 4_000_000_000);
+    let state = table.column(1).as_string::<i32>();
+    assert_eq!((state.value(1), state.is_null(2)), ("off", true));
+    let speed = table.column(2).as_primitive::<Float64Type>();
+    assert_eq!(
+        (speed.value(0), speed.is_null(1), speed.value(3)),
+        (0.5, true, 0.7)
+    );
+    assert_eq!(table.column(3).data_type(), &DataType::Float64);
+    assert_eq!(table.column(3).null_count(), 4);
+    assert_eq!(stats.empty_columns, ["dead"]);
+    assert_eq!(
+        (stats.rows, stats.rows_without_values, stats.values),
+        (4, 1, 5)
+    );
+}

@@ -2,9 +2,9 @@
 //!
 //! A single vector per column doubles its capacity as it grows, and every doubling copies the
 //! whole column into fresh memory that the kernel must fault in page by page. Every column
-//! of a table doubles at the same row count, so with a large buffer (a 4 GiB flush size, 8 to
-//! 16 M rows) one append copied and faulted in a gigabyte under the lake's lock: one
-//! acknowledgement waited 3.9 s (docs/BENCHMARKS.md). Chunks never move once full; the one
+//! of a table doubles at the same row count, so with a large buffer one append copied and
+//! faulted in a gigabyte under the lake's lock and held acknowledgements up for seconds.
+//! Chunks never move once full; the one
 //! copy left is the concatenation when a buffer is read out, which happens off the write path.
 
 use datafusion::arrow::array::ArrayRef;

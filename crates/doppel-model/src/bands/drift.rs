@@ -137,7 +137,7 @@ const ADAPT_PER_HORIZON: f64 = 0.5;
 /// 1 − coverage over any long run whatever the data do; bounded, as the factor is (a quarter
 /// to four), only while the bound is not reached. Taking each value in as its truth arrives
 /// (a step-ahead miss is known a step later), not the whole forecast a horizon after its
-/// origin, scored better on all eight ETT settings with the same rate (docs/BENCHMARKS.md).
+/// origin: the shorter the delay, the steadier the feedback at the same rate.
 #[derive(Debug, Clone)]
 pub struct Adapter {
     coverage: f64,

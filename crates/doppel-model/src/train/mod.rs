@@ -359,7 +359,7 @@ fn pretrain_on_a_worker(
 ///
 /// Training moves the shares on the training windows, where each channel's least-squares
 /// fit is in-sample; where the ties drift (ETTh2), that trusts the read-out more than
-/// held-out data bears out (docs/BENCHMARKS.md).
+/// held-out data bears out.
 pub fn calibrated_shares(model: &SensorModel, batch: &Batch) -> Option<Vec<f32>> {
     let current = model.network_shares()?;
     let values = |t: Tensor<3>| t.into_data().try_into_vec::<f32>().unwrap_or_default();

@@ -1,13 +1,14 @@
 //! Lake tables as model inputs: `lake:DB/TABLE` (or `lake:DB/TABLE?asset=pump-1&...` to pick
 //! one series) wherever a model command takes a file. The rows are read with SQL, from the
-//! running doppel at `--url` or straight from the data directory, into a temporary CSV that
-//! the model's reader takes like any other file. A table holding several series at once is
-//! refused with the way to pick one: mixing machines in one recording would be wrong.
+//! running doppel at `--url` or straight from the data directory, as Arrow record batches
+//! (`format=arrow`), which become a recording as a file's table does. A table holding several
+//! series at once is refused with the way to pick one: mixing machines in one recording would
+//! be wrong.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use anyhow::{Context, bail};
-use doppel_model::data::{ReadOptions, Recording, read_recording};
+use anyhow::bail;
+use doppel_model::data::{ReadOptions, Recording, read_recording, recording_from_batches};
 use doppel_server::query::Format;
 
 use crate::query::run_sql;
@@ -84,46 +85,42 @@ pub fn read_input(
     };
     let from = format!("{}{filter}", quote_ident(&table.table));
     let sql = |q: &str| run_sql(&table.db, q, Format::Csv, &lake.server, &lake.data);
-    // Several series at one time stamp: the table holds more than one machine.
-    let counts = String::from_utf8(sql(&format!(
-        "SELECT count(*) AS n, count(DISTINCT time) AS d FROM {from}"
-    ))?)?;
-    let numbers: Vec<u64> = counts
-        .lines()
-        .nth(1)
-        .unwrap_or_default()
-        .split(',')
-        .filter_map(|x| x.trim().parse().ok())
-        .collect();
-    if let [n, d] = numbers[..] {
-        if n == 0 {
-            bail!("`{spec}`: no rows");
-        }
-        if n != d {
-            bail!(
-                "`{spec}`: {n} rows at {d} distinct times: the table holds several series; {}",
-                pick_one_hint(&spec, &table, &from, &sql)?
-            );
-        }
+    let answer = run_sql(
+        &table.db,
+        &format!("SELECT * FROM {from} ORDER BY time"),
+        Format::Arrow,
+        &lake.server,
+        &lake.data,
+    )?;
+    let batches = doppel_server::query::read_arrow(&answer).map_err(anyhow::Error::msg)?;
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    if rows == 0 {
+        bail!("`{spec}`: no rows");
     }
-    let csv = sql(&format!("SELECT * FROM {from} ORDER BY time"))?;
-    let path = scratch_path();
-    std::fs::write(&path, csv).with_context(|| format!("cannot write {}", path.display()))?;
-    let read = read_recording(
-        &path,
-        &ReadOptions {
-            time_column: Some("time".into()),
-            channels: options.channels.clone(),
-            allow_empty_channels: options.allow_empty_channels,
-            label_column: options.label_column.clone(),
-        },
-    );
-    let _ = std::fs::remove_file(&path);
-    let mut rec = read.map_err(|e| {
-        anyhow::anyhow!("{}", e.to_string().replace(&*path.to_string_lossy(), &spec))
-    })?;
-    rec.source = PathBuf::from(&*spec);
-    Ok(rec)
+    // Several series at one time stamp: the table holds more than one machine.
+    let times = distinct_times(&batches);
+    if times != rows {
+        bail!(
+            "`{spec}`: {rows} rows at {times} distinct times: the table holds several series; {}",
+            pick_one_hint(&spec, &table, &from, &sql)?
+        );
+    }
+    Ok(recording_from_batches(
+        Path::new(&*spec),
+        &batches,
+        options,
+    )?)
+}
+
+/// How many distinct values the batches' `time` column holds.
+fn distinct_times(batches: &[doppel_model::data::Batch]) -> usize {
+    let mut times: Vec<i64> = batches
+        .iter()
+        .flat_map(doppel_model::data::times_of)
+        .collect();
+    times.sort_unstable();
+    times.dedup();
+    times.len()
 }
 
 /// How to pick one series of a table holding several: the inputs that name each (its text
@@ -186,12 +183,6 @@ fn pick_one_hint(
         "pick one by its tags, such as: {}",
         inputs.join("  ")
     ))
-}
-
-fn scratch_path() -> PathBuf {
-    static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    std::env::temp_dir().join(format!("doppel-lake-input-{}-{n}.csv", std::process::id()))
 }
 
 #[cfg(test)]

@@ -309,8 +309,8 @@ pub struct EttArgs {
     /// Give the imputation model the channel read-out (`doppel model pretrain
     /// --channel-readout`): a value missing alone at its step is also read from the other
     /// channels, by a map started at least squares, in the windows where that map reads the
-    /// fully shown steps as well as it read training. On ETTh1 and ETTm1 it lowers the error
-    /// on validation and test, on ETTh2 and ETTm2 it raises it a little (docs/BENCHMARKS.md).
+    /// fully shown steps as well as it read training. Where sensors are tied it lowers the
+    /// error; where their ties drift it can raise it (docs/BENCHMARKS.md, ETT imputation).
     #[arg(long)]
     channel_readout: bool,
     /// Share of whole patches the imputation model hides in pretraining.

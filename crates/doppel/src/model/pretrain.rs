@@ -76,8 +76,8 @@ pub struct PretrainArgs {
     /// Learn the difference from linear interpolation of the shown values, not the values
     /// themselves. For a gap-filling model: `--mask-ratio 0 --point-mask-ratio 0.4
     /// --interpolation-prior --instance-norm`, and `--channel-readout` where sensors are
-    /// tied (on ETT it beats interpolation, and TimesNet;
-    /// docs/BENCHMARKS.md). Not for anomaly scores: a gap filler follows shifted levels.
+    /// tied (the recipe of docs/BENCHMARKS.md, ETT imputation). Not for anomaly scores: a
+    /// gap filler follows shifted levels.
     #[arg(long)]
     interpolation_prior: bool,
     /// With --interpolation-prior: also learn, for each hidden value, what the other
@@ -107,7 +107,7 @@ pub struct PretrainArgs {
     patience: usize,
     /// Train on windows of one channel each, as a forecasting head reads them (PatchTST's
     /// channel independence); raise --batch to keep the tokens a batch. For forecasting,
-    /// with --mask-ratio 0.4 (docs/BENCHMARKS.md).
+    /// with --mask-ratio 0.4, PatchTST's share.
     #[arg(long)]
     channel_independent: bool,
     #[command(flatten)]
