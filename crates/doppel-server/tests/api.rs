@@ -1,0 +1,252 @@
+//! The HTTP API in process: requests sent straight to `app()` over a real lake on real files,
+//! no socket. The e2e tests drive the binary over loopback; these pin the API's contract
+//! (status codes, bodies, formats) quickly and precisely.
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use doppel_lake::{Lake, LakeConfig};
+use doppel_server::{ServerConfig, app, query::read_arrow};
+use tower::ServiceExt;
+
+struct Api {
+    router: Router,
+    runtime: tokio::runtime::Runtime,
+    _dir: tempfile::TempDir,
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.text()))
+    }
+}
+
+impl Api {
+    fn new(config: ServerConfig) -> Api {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path(), LakeConfig::default()).unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        Api {
+            router: app(lake, config),
+            runtime,
+            _dir: dir,
+        }
+    }
+
+    fn send(&self, method: Method, uri: &str, headers: &[(&str, &str)], body: &str) -> Answer {
+        let mut request = Request::builder().method(method).uri(uri);
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let request = request.body(Body::from(body.to_owned())).unwrap();
+        self.runtime.block_on(async {
+            let response = self.router.clone().oneshot(request).await.unwrap();
+            let status = response.status();
+            let headers = response.headers().clone();
+            let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .unwrap()
+                .to_vec();
+            Answer {
+                status,
+                headers,
+                body,
+            }
+        })
+    }
+
+    fn write(&self, lines: &str) -> Answer {
+        self.send(
+            Method::POST,
+            "/api/v2/write?bucket=plant&precision=s",
+            &[],
+            lines,
+        )
+    }
+
+    fn sql(&self, q: &str, format: &str) -> Answer {
+        let body = serde_json::json!({"db": "plant", "q": q, "format": format}).to_string();
+        self.send(
+            Method::POST,
+            "/api/v3/query_sql",
+            &[("Content-Type", "application/json")],
+            &body,
+        )
+    }
+}
+
+/// A write is acknowledged with 204 and read back at once, in JSON and as an Arrow stream
+/// with the columns' own types; a bad line is a 400 that names its line, and writes nothing.
+#[test]
+fn writes_read_back_as_json_and_arrow() {
+    let api = Api::new(ServerConfig::default());
+    let ok = api
+        .write("pumps,asset=p1 speed=0.5,on=true 1700000000\npumps,asset=p2 speed=0.7 1700000001");
+    assert_eq!(ok.status, StatusCode::NO_CONTENT, "{}", ok.text());
+    let rows = api
+        .sql("SELECT asset, speed FROM pumps ORDER BY time", "json")
+        .json();
+    assert_eq!(
+        rows,
+        serde_json::json!([{"asset": "p1", "speed": 0.5}, {"asset": "p2", "speed": 0.7}])
+    );
+
+    let arrow = api.sql("SELECT * FROM pumps ORDER BY time", "arrow");
+    assert_eq!(
+        arrow.headers[header::CONTENT_TYPE],
+        "application/vnd.apache.arrow.stream"
+    );
+    let batches = read_arrow(&arrow.body).unwrap();
+    let schema = batches[0].schema();
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
+    assert_eq!(
+        schema
+            .field_with_name("speed")
+            .unwrap()
+            .data_type()
+            .to_string(),
+        "Float64"
+    );
+    assert_eq!(
+        schema
+            .field_with_name("on")
+            .unwrap()
+            .data_type()
+            .to_string(),
+        "Boolean"
+    );
+
+    let bad = api.write("pumps,asset=p3 speed=fast 1700000002\npumps,asset=p4 speed=1 1700000003");
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.text().contains("line 1"), "{}", bad.text());
+    let count = api.sql("SELECT count(*) AS n FROM pumps", "json").json();
+    assert_eq!(count[0]["n"], 2, "a rejected batch wrote nothing");
+}
+
+/// A client's mistakes are 4xx and say what to do; the unknown is 404, what changes the lake
+/// through SQL is refused with the supported way.
+#[test]
+fn mistakes_get_4xx_that_say_what_to_do() {
+    let api = Api::new(ServerConfig::default());
+    assert_eq!(api.write("m v=1 1700000000").status, StatusCode::NO_CONTENT);
+    let unknown = api.send(
+        Method::POST,
+        "/api/v3/query_sql",
+        &[("Content-Type", "application/json")],
+        r#"{"db": "nowhere", "q": "SELECT 1"}"#,
+    );
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{}", unknown.text());
+    let typo = api.sql("SELEC * FROM m", "json");
+    assert_eq!(typo.status, StatusCode::BAD_REQUEST);
+    let drop = api.sql("DROP TABLE m", "json");
+    assert_eq!(drop.status, StatusCode::BAD_REQUEST);
+    assert!(drop.text().contains("doppel lake drop"), "{}", drop.text());
+    let format = api.sql("SELECT * FROM m", "xml");
+    assert_eq!(format.status, StatusCode::BAD_REQUEST);
+    assert!(
+        format.text().contains("json, jsonl, csv, pretty or arrow"),
+        "{}",
+        format.text()
+    );
+}
+
+/// With a token, a request without it is 401 with a challenge, and with it goes through.
+#[test]
+fn a_token_guards_every_endpoint() {
+    let api = Api::new(ServerConfig {
+        token: Some("s3cret".into()),
+        ..ServerConfig::default()
+    });
+    let denied = api.write("m v=1 1700000000");
+    assert_eq!(denied.status, StatusCode::UNAUTHORIZED);
+    assert!(denied.headers.contains_key(header::WWW_AUTHENTICATE));
+    let allowed = api.send(
+        Method::POST,
+        "/api/v2/write?bucket=plant&precision=s",
+        &[("Authorization", "Token s3cret")],
+        "m v=1 1700000000",
+    );
+    assert_eq!(allowed.status, StatusCode::NO_CONTENT, "{}", allowed.text());
+}
+
+/// Dropping through the API: a dry run says what would go and changes nothing; the drop
+/// removes the table; a column drop frees the column's type; tags are refused.
+#[test]
+fn tables_and_columns_are_dropped_through_the_api() {
+    let api = Api::new(ServerConfig::default());
+    let lines = "m,a=x v=\"oops\",w=1 1700000000\nother,a=y v=2 1700000000";
+    assert_eq!(api.write(lines).status, StatusCode::NO_CONTENT);
+    let look = api.send(
+        Method::DELETE,
+        "/api/v3/configure/column?db=plant&table=m&column=v&dry_run=true",
+        &[],
+        "",
+    );
+    assert_eq!(look.status, StatusCode::OK, "{}", look.text());
+    assert_eq!(look.json()["applied"], false);
+    assert_eq!(look.json()["effect"]["rows"], 1);
+    assert_eq!(
+        api.write("m,a=x v=1.5 1700000001").status,
+        StatusCode::BAD_REQUEST
+    );
+
+    let done = api.send(
+        Method::DELETE,
+        "/api/v3/configure/column?db=plant&table=m&column=v",
+        &[],
+        "",
+    );
+    assert_eq!(done.status, StatusCode::OK, "{}", done.text());
+    assert_eq!(done.json()["effect"]["values"], 1);
+    assert_eq!(
+        api.write("m,a=x v=1.5 1700000001").status,
+        StatusCode::NO_CONTENT
+    );
+
+    let tag = api.send(
+        Method::DELETE,
+        "/api/v3/configure/column?db=plant&table=m&column=a",
+        &[],
+        "",
+    );
+    assert_eq!(tag.status, StatusCode::BAD_REQUEST);
+    assert!(tag.text().contains("is a tag"), "{}", tag.text());
+    let missing = api.send(
+        Method::DELETE,
+        "/api/v3/configure/column?db=plant&table=m",
+        &[],
+        "",
+    );
+    assert_eq!(missing.status, StatusCode::BAD_REQUEST);
+
+    let table = api.send(
+        Method::DELETE,
+        "/api/v3/configure/table?db=plant&table=m",
+        &[],
+        "",
+    );
+    assert_eq!(table.status, StatusCode::OK, "{}", table.text());
+    let tables = api.sql("SHOW TABLES", "json").json();
+    let names: Vec<&str> = tables
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["table_schema"] == "public")
+        .map(|t| t["table_name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["other"]);
+}
