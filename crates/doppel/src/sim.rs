@@ -511,21 +511,41 @@ pub struct SourceArgs {
     /// Where live data comes from: the simulated reference plant, or nothing.
     #[arg(long, value_enum, default_value = "reference")]
     source: SourceKind,
-    /// How fast the reference plant runs: a multiple of real time (60x) or max.
+    /// How fast the reference plant streams its last stretch of history (--catch-up) before
+    /// it reaches now: a multiple of real time (60x), or max. From now on it runs at real
+    /// time: its data is never stamped later than the wall clock.
     #[arg(long, default_value = "60x", value_parser = speed)]
     speed: Speed,
-    /// History to simulate at once before going live (e.g. 1d; 0 for none).
+    /// History the plant starts with, ending now (e.g. 1d; 0 for none). All but the last
+    /// stretch (--catch-up) is written at once.
     #[arg(long, default_value = "1d", value_parser = doppel_core::time::parse_offset_seconds)]
     backfill: f64,
+    /// Wall-clock time the plant takes to stream the end of its history at --speed, so the
+    /// twin is seen filling in (10m at 60x: the last 10 hours).
+    #[arg(long, default_value = "10m", value_parser = doppel_core::time::parse_offset_seconds)]
+    catch_up: f64,
     /// The bucket the reference plant writes to.
     #[arg(long, default_value = "plant")]
-    bucket: String,
+    pub bucket: String,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
 pub enum SourceKind {
     Reference,
     None,
+}
+
+/// Where the live plant keeps its state between runs, in the data directory.
+const SAVED_STATE: &str = ".twin/reference-plant.json";
+
+/// The plant's state as saved at a stop: where its data ends, and the state to go on from.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedPlant {
+    /// The plant's own start (its time 0) and the time of its last step, ns.
+    start_ns: i64,
+    last_ns: i64,
+    seed: u64,
+    state: serde_json::Value,
 }
 
 /// The reference plant writing into the lake until `stop` is set.
@@ -535,32 +555,52 @@ pub struct LiveSource {
 }
 
 impl LiveSource {
-    /// Starts the reference plant, or returns `None` when the source is `none`.
+    /// Starts the reference plant, or returns `None` when the source is `none`. Its data
+    /// time never runs ahead of the wall clock: it starts `--backfill` ago (or where the
+    /// bucket's data ends, after a restart), writes history at once, streams the last
+    /// `--catch-up` of it at `--speed`, then goes on at real time.
     pub fn start(args: &SourceArgs, lake: Lake) -> anyhow::Result<Option<LiveSource>> {
         if args.source == SourceKind::None {
             return Ok(None);
         }
         let step_s = 60.0;
-        let now = doppel_core::time::now_nanos();
         let step_ns = (step_s * 1e9) as i64;
-        let start_ns = (now - (args.backfill * 1e9) as i64) / step_ns * step_ns;
-        let config = ChillerPlantConfig {
-            start_ns,
-            ..ChillerPlantConfig::default()
+        let now = doppel_core::time::now_nanos();
+        let saved_path = lake.dir().join(SAVED_STATE);
+        // Asked on a thread of its own: `doppel up` starts the source inside its runtime.
+        let resumed = std::thread::scope(|scope| {
+            scope
+                .spawn(|| resume(&lake, &args.bucket, &saved_path, now))
+                .join()
+                .map_err(|_| anyhow::anyhow!("reading where the lake's data ends panicked"))
+        })??;
+        let (mut plant, start_ns) = match resumed {
+            Some(resumed) => resumed,
+            None => {
+                let start_ns = (now - (args.backfill * 1e9) as i64) / step_ns * step_ns;
+                let config = ChillerPlantConfig {
+                    start_ns,
+                    ..ChillerPlantConfig::default()
+                };
+                let seed = (now as u64) ^ 0x5EED;
+                (ChillerPlant::new(config, seed)?, start_ns)
+            }
         };
-        let seed = (now as u64) ^ 0x5EED;
-        let mut plant = ChillerPlant::new(config, seed)?;
         let mut policy = PolicyKind::Rules.build(&plant)?;
         let stop = Arc::new(AtomicBool::new(false));
+        let catch_up_ns = match args.speed.0 {
+            Some(speed) => (args.catch_up * speed * 1e9) as i64,
+            None => 0,
+        };
         let mut writer = LakeWriter {
             lake,
             bucket: args.bucket.clone(),
             layout: SeriesLayout::new(plant.sensors()),
             start_ns,
             speed: args.speed.0,
+            catch_up_ns,
             batch: WriteBatch::new(args.bucket.clone()),
             stop: stop.clone(),
-            live_from_s: args.backfill,
             began: None,
             last_write: Instant::now(),
         };
@@ -579,6 +619,17 @@ impl LiveSource {
                     Some(&mut writer),
                 )?;
                 writer.write()?;
+                // Where the data ends and the state to go on from, for the next start.
+                let saved = SavedPlant {
+                    start_ns: plant.config().start_ns,
+                    last_ns: plant.config().start_ns + (plant.time_s() * 1e9).round() as i64,
+                    seed: plant.seed(),
+                    state: plant.save_state(),
+                };
+                if let Some(folder) = saved_path.parent() {
+                    std::fs::create_dir_all(folder)?;
+                }
+                std::fs::write(&saved_path, serde_json::to_vec(&saved)?)?;
                 Ok(())
             })?;
         Ok(Some(LiveSource { stop, thread }))
@@ -594,17 +645,86 @@ impl LiveSource {
     }
 }
 
-/// Writes readings into the lake in batches, paced once the backfill is done.
+/// After a restart: the plant that goes on where the bucket's data ends. Its saved state
+/// when it matches the lake's last reading (a clean stop); a fresh plant starting after the
+/// last reading otherwise (a crash). `None` for an empty bucket, or data older than `now`
+/// can catch up from at real time (more than a day: start afresh).
+fn resume(
+    lake: &Lake,
+    bucket: &str,
+    saved_path: &std::path::Path,
+    now: i64,
+) -> anyhow::Result<Option<(ChillerPlant, i64)>> {
+    let probe = ChillerPlant::new(ChillerPlantConfig::default(), 0)?;
+    let table = probe
+        .sensors()
+        .first()
+        .map(|s| s.measurement.clone())
+        .expect("the plant has sensors");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let sql = format!("SELECT CAST(max(time) AS BIGINT) AS last FROM \"{table}\"");
+    let last = match runtime.block_on(lake.query(bucket, &sql)) {
+        Ok((_, batches)) => {
+            let text = doppel_server::query::render(
+                doppel_server::query::Format::Csv,
+                &batches[0].schema(),
+                &batches,
+            )
+            .unwrap_or_default();
+            let text = String::from_utf8_lossy(&text).into_owned();
+            text.lines()
+                .nth(1)
+                .and_then(|l| l.trim().parse::<i64>().ok())
+        }
+        Err(_) => None,
+    };
+    let Some(last) = last else { return Ok(None) };
+    if now - last > 86_400_000_000_000 || last > now {
+        return Ok(None);
+    }
+    let saved: Option<SavedPlant> = std::fs::read(saved_path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+    // A stop during the wait for a reading's time leaves the plant a step past the lake.
+    let step = 60_000_000_000;
+    if let Some(saved) = saved.filter(|s| s.last_ns == last || s.last_ns == last + step) {
+        let config = ChillerPlantConfig {
+            start_ns: saved.start_ns,
+            ..ChillerPlantConfig::default()
+        };
+        let mut plant = ChillerPlant::new(config, saved.seed)?;
+        if plant.load_state(saved.state).is_ok() {
+            tracing::info!(from = %doppel_core::time::format_rfc3339(last), "the reference plant goes on from its saved state");
+            return Ok(Some((plant, saved.start_ns)));
+        }
+    }
+    let start_ns = last + step;
+    tracing::info!(from = %doppel_core::time::format_rfc3339(start_ns), "the reference plant starts again where the lake's data ends");
+    let config = ChillerPlantConfig {
+        start_ns,
+        ..ChillerPlantConfig::default()
+    };
+    Ok(Some((
+        ChillerPlant::new(config, (now as u64) ^ 0x5EED)?,
+        start_ns,
+    )))
+}
+
+/// Writes readings into the lake in batches: history at once, its last stretch at the demo
+/// speed, then at real time, never ahead of the wall clock.
 struct LakeWriter {
     lake: Lake,
     bucket: String,
     layout: SeriesLayout,
     start_ns: i64,
     speed: Option<f64>,
+    /// How far behind the wall clock the demo-speed stretch starts, ns.
+    catch_up_ns: i64,
     batch: WriteBatch,
     stop: Arc<AtomicBool>,
-    live_from_s: f64,
-    /// Real and simulated time when going live.
+    /// Real and simulated time when the demo-speed stretch began.
     began: Option<(Instant, f64)>,
     last_write: Instant,
 }
@@ -635,26 +755,49 @@ impl LakeWriter {
         self.last_write = Instant::now();
         Ok(())
     }
+
+    /// Sleeps in short slices until `ready` says so or a stop is asked for.
+    fn wait_until(&self, ready: impl Fn() -> Option<Duration>) {
+        while let Some(left) = ready() {
+            if self.stop.load(Ordering::Relaxed) {
+                return;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(200)));
+        }
+    }
 }
 
 impl Observer for LakeWriter {
     fn observe(&mut self, view: &StepView) -> doppel_sim::Result<bool> {
         let time = self.start_ns + (view.t_s * 1e9).round() as i64;
-        self.layout
-            .points(view.readings, time, &mut self.batch.points);
-        let live = view.t_s >= self.live_from_s;
-        if self.batch.points.len() >= 20_000
-            || (live && self.last_write.elapsed() >= Duration::from_secs(1))
-        {
+        let behind = doppel_core::time::now_nanos() - time;
+        let backfilling = behind > self.catch_up_ns;
+        if !backfilling {
+            // Written before the wait: a reading is in the lake as soon as its time comes.
             self.write()?;
         }
-        if live && let Some(speed) = self.speed {
+        if behind < 0 {
+            // Live: the reading's time has not come yet.
+            self.wait_until(|| {
+                let left = time - doppel_core::time::now_nanos();
+                (left > 0).then(|| Duration::from_nanos(left as u64))
+            });
+            if doppel_core::time::now_nanos() < time {
+                // Stopped before the reading's time came: it is never written ahead.
+                return Ok(false);
+            }
+        } else if !backfilling && let Some(speed) = self.speed {
+            // The demo stretch: the end of the history at `speed` times real time.
             let (real, sim) = *self.began.get_or_insert((Instant::now(), view.t_s));
             let due = Duration::from_secs_f64((view.t_s - sim) / speed);
-            // Sleep in short slices so a stop request is seen quickly.
-            while real.elapsed() < due && !self.stop.load(Ordering::Relaxed) {
-                std::thread::sleep((due - real.elapsed()).min(Duration::from_millis(200)));
-            }
+            self.wait_until(|| due.checked_sub(real.elapsed()).filter(|d| !d.is_zero()));
+        }
+        self.layout
+            .points(view.readings, time, &mut self.batch.points);
+        if self.batch.points.len() >= 20_000
+            || (!backfilling && self.last_write.elapsed() >= Duration::from_millis(500))
+        {
+            self.write()?;
         }
         Ok(!self.stop.load(Ordering::Relaxed))
     }

@@ -303,6 +303,11 @@ impl ChillerPlant {
         })
     }
 
+    /// The seed the plant was made with (with its saved state, it goes on exactly).
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
     pub fn config(&self) -> &ChillerPlantConfig {
         &self.config
     }

@@ -343,31 +343,65 @@ fn a_bad_scenario_file_is_refused_with_where_and_what() {
     }
 }
 
+/// `doppel up` streams the reference plant into bucket `plant`: two hours of history (its end
+/// at the demo speed), then real time, so no reading is ever stamped later than the wall
+/// clock (`time > now()` finds nothing). Stopped and started again, it goes on where the
+/// lake's data ends: no time twice, no history written again.
 #[test]
 fn up_streams_the_reference_plant_into_bucket_plant() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::up(dir.path(), &["--speed", "3600x", "--backfill", "2h"]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut n = 0;
-    while Instant::now() < deadline {
+    let sql_on = |server: &Server, q: &str| -> serde_json::Value {
         let r = crate::common::post(
             &format!("{}/api/v3/query_sql", server.url),
             &[("Content-Type", "application/json")],
-            serde_json::json!({"db": "plant", "q": "SELECT count(*) AS n FROM chw_loop"})
-                .to_string(),
+            serde_json::json!({"db": "plant", "q": q}).to_string(),
         );
-        if r.status == 200 {
-            n = r.json()[0]["n"].as_i64().unwrap();
-            if n > 130 {
-                break;
-            }
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()
+    };
+    let count = |server: &Server| -> (i64, i64, i64) {
+        let row = &sql_on(
+            server,
+            "SELECT count(*) AS n, count(DISTINCT time) AS d, \
+             count(*) FILTER (WHERE time > now()) AS ahead FROM chw_loop",
+        )[0];
+        (
+            row["n"].as_i64().unwrap(),
+            row["d"].as_i64().unwrap(),
+            row["ahead"].as_i64().unwrap(),
+        )
+    };
+    let up = || Server::up(dir.path(), &["--speed", "3600x", "--backfill", "2h"]);
+    let server = up();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = (0, 0, 0);
+    while Instant::now() < deadline && seen.0 < 119 {
+        if let Ok(r) = std::panic::catch_unwind(|| count(&server)) {
+            seen = r;
         }
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(
-        n > 130,
-        "after the 2 h backfill the plant keeps going live: {n} rows"
+        (119..=122).contains(&seen.0),
+        "two hours of minutes, then live: {seen:?}"
     );
+    std::thread::sleep(Duration::from_secs(2));
+    let (n, distinct, ahead) = count(&server);
+    assert_eq!(ahead, 0, "no reading stamped after now");
+    assert_eq!(n, distinct);
+    assert!(n <= 123, "at real time, a minute a row: {n}");
+    assert!(server.stop().success());
+
+    let server = up();
+    std::thread::sleep(Duration::from_secs(3));
+    let (again, distinct, ahead) = count(&server);
+    assert_eq!(ahead, 0);
+    assert_eq!(again, distinct, "a restart writes no time twice");
+    assert!(
+        (n..=n + 3).contains(&again),
+        "a restart goes on where the lake ends: {n} rows, then {again}"
+    );
+    assert!(dir.path().join(".twin/reference-plant.json").exists());
     let status = server.stop();
     assert!(status.success(), "{status}");
 }
