@@ -150,9 +150,14 @@ struct Inner {
     /// queue, and exclusively by a drop while it marks its table: once marked, every write
     /// admitted before is queued, so the WAL rotation that follows covers it.
     write_gate: RwLock<()>,
+    /// Called with every batch once it is durable, before it is acknowledged ([`Lake::watch`]).
+    watchers: Mutex<Vec<Watcher>>,
     /// Holds the directory's lock for as long as the lake is open.
     _lock: File,
 }
+
+/// Sees each batch the lake made durable ([`Lake::watch`]).
+pub type Watcher = Arc<dyn Fn(&ColumnarBatch) + Send + Sync>;
 
 struct State {
     catalog: Catalog,
@@ -249,6 +254,7 @@ impl Lake {
             threads: Mutex::new(Vec::new()),
             persist_lock: Mutex::new(()),
             write_gate: RwLock::new(()),
+            watchers: Mutex::new(Vec::new()),
             _lock: lock,
         });
         let wal_inner = inner.clone();
@@ -458,6 +464,14 @@ impl Lake {
         Ok(tables)
     }
 
+    /// Calls `watch` with every batch from now on once it is durable, in the order they were
+    /// made durable, before the writer hears so: the same rows the WAL holds, never read
+    /// back from files. It runs on the WAL's thread, so it must be quick and never block
+    /// (the live twin's latest values are kept so).
+    pub fn watch(&self, watch: impl Fn(&ColumnarBatch) + Send + Sync + 'static) {
+        self.inner.watchers.lock().unwrap().push(Arc::new(watch));
+    }
+
     /// The databases, in name order.
     pub fn databases(&self) -> Vec<String> {
         self.inner
@@ -468,6 +482,26 @@ impl Lake {
             .keys()
             .cloned()
             .collect()
+    }
+
+    /// Whether `database` holds a table `table`.
+    pub fn has_table(&self, database: &str, table: &str) -> bool {
+        self.inner
+            .state
+            .read()
+            .catalog
+            .table(database, table)
+            .is_some()
+    }
+
+    /// The fields of table `table` (none when there is no such table).
+    pub fn fields_of(&self, database: &str, table: &str) -> Vec<String> {
+        let state = self.inner.state.read();
+        state
+            .catalog
+            .table(database, table)
+            .map(|t| t.fields.keys().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// A copy of the catalog (schemas, files, retention).
@@ -690,6 +724,12 @@ impl Inner {
                         }
                         let full = state.active.bytes >= self.config.flush_bytes;
                         drop(state);
+                        let watchers = self.watchers.lock().unwrap().clone();
+                        for (_, batch, _) in &appends {
+                            for watch in &watchers {
+                                watch(batch);
+                            }
+                        }
                         for (_, _, reply) in appends.drain(..) {
                             let _ = reply.send(Ok(()));
                         }

@@ -13,6 +13,7 @@
 mod configure;
 mod listen;
 pub mod query;
+mod twin;
 mod write;
 
 pub use listen::{ConnectionLimits, serve};
@@ -57,15 +58,25 @@ impl Default for ServerConfig {
 struct AppState {
     lake: Lake,
     config: Arc<ServerConfig>,
+    /// The live twin, when the server was given a spec.
+    twin: Option<doppel_twin::Twin>,
 }
 
-/// The whole API as a router.
+/// The whole API as a router, without a live twin (`/api/v1` answers 404 saying so).
 pub fn app(lake: Lake, config: ServerConfig) -> Router {
+    app_with_twin(lake, config, None)
+}
+
+/// The whole API as a router, with the live twin's `/api/v1` when there is one.
+pub fn app_with_twin(lake: Lake, config: ServerConfig, twin: Option<doppel_twin::Twin>) -> Router {
     let state = AppState {
         lake,
         config: Arc::new(config),
+        twin,
     };
     Router::new()
+        .route("/api/v1/twin", get(twin::plant))
+        .route("/api/v1/assets/{id}", get(twin::asset))
         .route("/api/v2/write", post(write::write_v2))
         .route("/write", post(write::write_v1))
         .route("/api/v3/write_lp", post(write::write_v3))

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Args;
 use doppel_lake::{Lake, LakeConfig, QueryLimits};
-use doppel_server::{ConnectionLimits, ServerConfig, app, serve};
+use doppel_server::{ConnectionLimits, ServerConfig, app_with_twin, serve};
 
 use crate::DataDirArg;
 use crate::sim::{LiveSource, SourceArgs};
@@ -51,6 +51,13 @@ pub struct ServeArgs {
     /// Connections open at once; more wait until one closes.
     #[arg(long, env = "DOPPEL_MAX_CONNECTIONS", default_value_t = 512)]
     max_connections: usize,
+    /// The twin spec (sites, assets, sensors): the live twin at /api/v1 keeps each sensor's
+    /// latest value and state. `doppel up` with the reference plant uses the plant's own.
+    #[arg(long, env = "DOPPEL_SPEC")]
+    spec: Option<std::path::PathBuf>,
+    /// The bucket the twin's sensors are written to (and the reference plant writes to).
+    #[arg(long, env = "DOPPEL_BUCKET", default_value = "plant")]
+    pub bucket: String,
 }
 
 /// `doppel up`: the server plus a live data source.
@@ -122,9 +129,14 @@ pub fn run(args: ServeArgs, up: Option<SourceArgs>) -> anyhow::Result<ExitCode> 
         if let Err(e) = crate::client::announce_server(&args.data.data, address) {
             tracing::warn!(error = %e, "cannot write {} into the data directory; commands run beside this server will need --url", crate::client::SERVER_FILE);
         }
+        let spec = twin_spec(&args, up.as_ref())?;
+        let twin = match spec {
+            Some(spec) => Some(doppel_twin::Twin::attach(lake.clone(), spec, &args.bucket).await),
+            None => None,
+        };
         let source = match &up {
             Some(source_args) => {
-                let source = LiveSource::start(source_args, lake.clone())?;
+                let source = LiveSource::start(source_args, &args.bucket, lake.clone())?;
                 print_what_next(address, args.token.is_some(), source.is_some());
                 source
             }
@@ -132,7 +144,7 @@ pub fn run(args: ServeArgs, up: Option<SourceArgs>) -> anyhow::Result<ExitCode> 
         };
         let served = serve(
             listener,
-            app(lake.clone(), server_config),
+            app_with_twin(lake.clone(), server_config, twin),
             limits,
             shutdown_signal(),
         )
@@ -152,6 +164,31 @@ pub fn run(args: ServeArgs, up: Option<SourceArgs>) -> anyhow::Result<ExitCode> 
         "persisting at shutdown failed; the writes are safe in the WAL and will be replayed",
     )?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The twin spec to serve: `--spec`, or the reference plant's own when it is the source.
+fn twin_spec(
+    args: &ServeArgs,
+    up: Option<&SourceArgs>,
+) -> anyhow::Result<Option<doppel_core::spec::TwinSpec>> {
+    if let Some(path) = &args.spec {
+        return match doppel_core::spec::load(path) {
+            Ok(spec) => Ok(Some(spec)),
+            Err(doppel_core::spec::SpecError::Invalid(problems)) => {
+                let lines: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+                bail!(
+                    "{} is not a valid twin spec:\n{}",
+                    path.display(),
+                    lines.join("\n")
+                )
+            }
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
+    }
+    match up {
+        Some(source) if source.is_reference() => Ok(Some(crate::sim::reference_spec()?)),
+        _ => Ok(None),
+    }
 }
 
 fn print_what_next(address: SocketAddr, token: bool, plant: bool) {

@@ -524,9 +524,22 @@ pub struct SourceArgs {
     /// twin is seen filling in (10m at 60x: the last 10 hours).
     #[arg(long, default_value = "10m", value_parser = doppel_core::time::parse_offset_seconds)]
     catch_up: f64,
-    /// The bucket the reference plant writes to.
-    #[arg(long, default_value = "plant")]
-    pub bucket: String,
+}
+
+impl SourceArgs {
+    /// Whether the reference plant is the source.
+    pub fn is_reference(&self) -> bool {
+        self.source == SourceKind::Reference
+    }
+}
+
+/// The reference plant's twin spec, as `doppel sim spec` writes it.
+pub fn reference_spec() -> anyhow::Result<doppel_core::spec::TwinSpec> {
+    let text = ChillerPlant::new(ChillerPlantConfig::default(), 0)?.twin_spec();
+    Ok(doppel_core::spec::parse(
+        &text,
+        std::path::Path::new("the reference plant's spec"),
+    )?)
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
@@ -534,6 +547,9 @@ pub enum SourceKind {
     Reference,
     None,
 }
+
+/// The live plant's step: its fastest sensors' sampling period.
+const LIVE_STEP_S: f64 = 10.0;
 
 /// Where the live plant keeps its state between runs, in the data directory.
 const SAVED_STATE: &str = ".twin/reference-plant.json";
@@ -559,18 +575,23 @@ impl LiveSource {
     /// time never runs ahead of the wall clock: it starts `--backfill` ago (or where the
     /// bucket's data ends, after a restart), writes history at once, streams the last
     /// `--catch-up` of it at `--speed`, then goes on at real time.
-    pub fn start(args: &SourceArgs, lake: Lake) -> anyhow::Result<Option<LiveSource>> {
+    pub fn start(
+        args: &SourceArgs,
+        bucket: &str,
+        lake: Lake,
+    ) -> anyhow::Result<Option<LiveSource>> {
         if args.source == SourceKind::None {
             return Ok(None);
         }
-        let step_s = 60.0;
+        // The fastest sensors report every 10 s: a coarser step would leave them stale.
+        let step_s = LIVE_STEP_S;
         let step_ns = (step_s * 1e9) as i64;
         let now = doppel_core::time::now_nanos();
         let saved_path = lake.dir().join(SAVED_STATE);
         // Asked on a thread of its own: `doppel up` starts the source inside its runtime.
         let resumed = std::thread::scope(|scope| {
             scope
-                .spawn(|| resume(&lake, &args.bucket, &saved_path, now))
+                .spawn(|| resume(&lake, bucket, &saved_path, now))
                 .join()
                 .map_err(|_| anyhow::anyhow!("reading where the lake's data ends panicked"))
         })??;
@@ -594,12 +615,12 @@ impl LiveSource {
         };
         let mut writer = LakeWriter {
             lake,
-            bucket: args.bucket.clone(),
+            bucket: bucket.to_owned(),
             layout: SeriesLayout::new(plant.sensors()),
             start_ns,
             speed: args.speed.0,
             catch_up_ns,
-            batch: WriteBatch::new(args.bucket.clone()),
+            batch: WriteBatch::new(bucket.to_owned()),
             stop: stop.clone(),
             began: None,
             last_write: Instant::now(),
@@ -688,7 +709,7 @@ fn resume(
         .ok()
         .and_then(|bytes| serde_json::from_slice(&bytes).ok());
     // A stop during the wait for a reading's time leaves the plant a step past the lake.
-    let step = 60_000_000_000;
+    let step = (LIVE_STEP_S * 1e9) as i64;
     if let Some(saved) = saved.filter(|s| s.last_ns == last || s.last_ns == last + step) {
         let config = ChillerPlantConfig {
             start_ns: saved.start_ns,

@@ -12,3 +12,4 @@ mod model_heads;
 mod model_scaling;
 mod model_validation;
 mod simulate;
+mod twin;

@@ -1,0 +1,13 @@
+//! The live twin: the plant's assets and sensors from its twin spec, each sensor's latest
+//! value and quality kept from the lake's write path (the batches the WAL made durable, never
+//! re-read from files), each asset's state rolled up from its sensors', and the recent
+//! readings behind them, downsampled for a screen. What the API's `/api/v1/twin` and
+//! `/api/v1/assets/{id}` answer. Never serves HTTP itself (the server does) and never writes.
+
+/// Each sensor's latest value and its quality; an asset's state.
+pub mod state;
+/// The twin attached to a lake: what it watches, and the views it answers with.
+pub mod twin;
+
+pub use state::{AssetState, Quality};
+pub use twin::{Readings, Twin, TwinError};

@@ -1,0 +1,297 @@
+//! The twin attached to a lake: it watches the lake's durable batches for its bucket, starts
+//! from each sensor's last value in the lake, and answers with views of the plant (sites →
+//! assets → sensors with their state) and of one asset with its recent readings, downsampled
+//! in SQL so a week of 1-second data reaches a screen as a few thousand points.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Float64Type, Int64Type};
+use doppel_core::spec::{Sensor, TwinSpec};
+use doppel_core::time::{format_rfc3339, now_nanos};
+use doppel_lake::Lake;
+use parking_lot::RwLock;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::state::LiveState;
+
+/// What a twin request can get wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum TwinError {
+    #[error("no asset `{id}` in the twin; its assets: {known}")]
+    UnknownAsset { id: String, known: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("reading the lake failed: {0}")]
+    Lake(#[from] doppel_lake::LakeError),
+}
+
+/// The live twin of one spec over one bucket of a lake. Cheap to clone.
+#[derive(Clone)]
+pub struct Twin {
+    lake: Lake,
+    bucket: String,
+    state: Arc<RwLock<LiveState>>,
+}
+
+/// One sensor's recent readings, downsampled: bucket starts (ms since the epoch) and the
+/// mean of each bucket (`null` where the bucket has no reading).
+#[derive(Debug, Clone, Serialize)]
+pub struct Readings {
+    pub sensor: String,
+    pub t: Vec<i64>,
+    pub v: Vec<Option<f64>>,
+}
+
+impl Twin {
+    /// The twin of `spec` over `bucket`: from now on every durable batch for the bucket
+    /// updates it. Starts from each sensor's latest value already in the lake.
+    pub async fn attach(lake: Lake, spec: TwinSpec, bucket: &str) -> Twin {
+        let state = Arc::new(RwLock::new(LiveState::new(spec)));
+        let watched = state.clone();
+        let database = bucket.to_owned();
+        lake.watch(move |batch| {
+            if batch.database == database {
+                let mut state = watched.write();
+                for rows in &batch.tables {
+                    state.observe(rows);
+                }
+            }
+        });
+        let twin = Twin {
+            lake,
+            bucket: bucket.to_owned(),
+            state,
+        };
+        twin.start_from_the_lake().await;
+        twin
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// Each sensor's last value in the lake (one query a series), for a twin that starts
+    /// over data written before it.
+    async fn start_from_the_lake(&self) {
+        let groups = self.series_groups(None);
+        for ((measurement, tags), sensors) in groups {
+            for (i, sensor) in &sensors {
+                let sql = format!(
+                    "SELECT CAST(time AS BIGINT) AS t, CAST({f} AS DOUBLE) AS v FROM {m}{w} \
+                     AND {f} IS NOT NULL ORDER BY time DESC LIMIT 1",
+                    f = ident(&sensor.field),
+                    m = ident(&measurement),
+                    w = where_tags(&tags),
+                );
+                if self
+                    .lake
+                    .fields_of(&self.bucket, &measurement)
+                    .contains(&sensor.field)
+                    && let Ok((_, batches)) = self.lake.query(&self.bucket, &sql).await
+                    && let Some(batch) = batches.iter().find(|b| b.num_rows() > 0)
+                    && let (Some(t), Some(v)) = (int_at(batch, 0, 0), float_at(batch, 1, 0))
+                {
+                    self.state.write().set_latest(*i, t, v);
+                }
+            }
+        }
+    }
+
+    /// The spec's sensors (optionally one asset's), grouped by the series they read.
+    #[allow(clippy::type_complexity)]
+    fn series_groups(
+        &self,
+        asset: Option<&str>,
+    ) -> BTreeMap<(String, BTreeMap<String, String>), Vec<(usize, Sensor)>> {
+        let state = self.state.read();
+        let mut groups: BTreeMap<_, Vec<(usize, Sensor)>> = BTreeMap::new();
+        for (i, s) in state.spec().sensors.iter().enumerate() {
+            if asset.is_none_or(|a| s.asset == a) {
+                groups
+                    .entry((s.measurement.clone(), s.tags.clone()))
+                    .or_default()
+                    .push((i, s.clone()));
+            }
+        }
+        groups
+    }
+
+    /// Sites → assets → sensors, each with its state now.
+    pub fn view(&self) -> Value {
+        let state = self.state.read();
+        let now = now_nanos();
+        let spec = state.spec();
+        let sites: Vec<Value> = spec
+            .sites
+            .iter()
+            .map(|site| {
+                let assets: Vec<Value> = spec
+                    .assets
+                    .iter()
+                    .filter(|a| a.site == site.id)
+                    .map(|a| asset_view(&state, &a.id, now))
+                    .collect();
+                json!({"id": site.id, "name": site.name, "timezone": site.timezone, "assets": assets})
+            })
+            .collect();
+        json!({
+            "name": spec.name,
+            "bucket": self.bucket,
+            "now": format_rfc3339(now),
+            "sites": sites,
+        })
+    }
+
+    /// One asset's state and its sensors', with each sensor's readings over the last
+    /// `window_ns`, downsampled to at most `points` buckets (their means).
+    pub async fn asset(&self, id: &str, window_ns: i64, points: usize) -> Result<Value, TwinError> {
+        let now = now_nanos();
+        let mut view = {
+            let state = self.state.read();
+            let spec = state.spec();
+            if !spec.assets.iter().any(|a| a.id == id) {
+                let known: Vec<&str> = spec.assets.iter().map(|a| a.id.as_str()).collect();
+                return Err(TwinError::UnknownAsset {
+                    id: id.to_owned(),
+                    known: known.join(", "),
+                });
+            }
+            asset_view(&state, id, now)
+        };
+        if window_ns <= 0 || points == 0 {
+            return Err(TwinError::Invalid(
+                "the window and the number of points must be above zero".into(),
+            ));
+        }
+        // Whole seconds a bucket, at least one.
+        let step_s = (window_ns / points as i64 / 1_000_000_000).max(1);
+        let from = (now - window_ns) / 1_000_000_000 / step_s * step_s * 1_000_000_000;
+        let mut readings = Vec::new();
+        for ((measurement, tags), sensors) in self.series_groups(Some(id)) {
+            // Only fields written so far can be read; the others have no readings yet.
+            let fields = self.lake.fields_of(&self.bucket, &measurement);
+            let (written, unwritten): (Vec<_>, Vec<_>) = sensors
+                .into_iter()
+                .partition(|(_, s)| fields.contains(&s.field));
+            for (_, sensor) in &unwritten {
+                readings.push(Readings {
+                    sensor: sensor.id.clone(),
+                    t: Vec::new(),
+                    v: Vec::new(),
+                });
+            }
+            if written.is_empty() {
+                continue;
+            }
+            let sensors = written;
+            let means: Vec<String> = sensors
+                .iter()
+                .map(|(_, s)| format!("avg(CAST({f} AS DOUBLE)) AS {f}", f = ident(&s.field)))
+                .collect();
+            let sql = format!(
+                "SELECT CAST(date_bin(INTERVAL '{step_s} seconds', time, TIMESTAMP \
+                 '1970-01-01T00:00:00Z') AS BIGINT) AS t, {means} FROM {m}{w} AND time >= \
+                 '{since}' GROUP BY 1 ORDER BY 1",
+                means = means.join(", "),
+                m = ident(&measurement),
+                w = where_tags(&tags),
+                since = format_rfc3339(from),
+            );
+            let batches = self.lake.query(&self.bucket, &sql).await?.1;
+            for (k, (_, sensor)) in sensors.iter().enumerate() {
+                let mut series = Readings {
+                    sensor: sensor.id.clone(),
+                    t: Vec::new(),
+                    v: Vec::new(),
+                };
+                for batch in &batches {
+                    for row in 0..batch.num_rows() {
+                        if let Some(t) = int_at(batch, 0, row) {
+                            series.t.push(t / 1_000_000);
+                            series.v.push(float_at(batch, k + 1, row));
+                        }
+                    }
+                }
+                readings.push(series);
+            }
+        }
+        view["readings"] = json!({
+            "from": format_rfc3339(from),
+            "to": format_rfc3339(now),
+            "step_seconds": step_s,
+            "series": readings,
+        });
+        Ok(view)
+    }
+}
+
+/// An asset's state and its sensors' latest readings, as the API shows them.
+fn asset_view(state: &LiveState, id: &str, now: i64) -> Value {
+    let spec = state.spec();
+    let asset = spec
+        .assets
+        .iter()
+        .find(|a| a.id == id)
+        .expect("the caller checked");
+    let sensors: Vec<Value> = spec
+        .sensors
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.asset == id)
+        .map(|(i, s)| {
+            let latest = state.latest(i);
+            json!({
+                "id": s.id,
+                "unit": s.unit,
+                "min": s.min,
+                "max": s.max,
+                "period_seconds": s.period_nanos as f64 / 1e9,
+                "value": latest.map(|(_, v)| v),
+                "time": latest.map(|(t, _)| format_rfc3339(t)),
+                "quality": state.quality(i, now),
+            })
+        })
+        .collect();
+    json!({
+        "id": asset.id,
+        "name": asset.name,
+        "kind": asset.kind,
+        "site": asset.site,
+        "parent": asset.parent,
+        "state": state.asset_state(id, now),
+        "sensors": sensors,
+    })
+}
+
+/// A name quoted for SQL.
+fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// ` WHERE tag = 'value' AND ...` for a series' tags (` WHERE true` without tags).
+fn where_tags(tags: &BTreeMap<String, String>) -> String {
+    let terms: Vec<String> = tags
+        .iter()
+        .map(|(k, v)| format!("{} = '{}'", ident(k), v.replace('\'', "''")))
+        .collect();
+    match terms.is_empty() {
+        true => " WHERE true".into(),
+        false => format!(" WHERE {}", terms.join(" AND ")),
+    }
+}
+
+fn int_at(batch: &RecordBatch, column: usize, row: usize) -> Option<i64> {
+    let array = cast(batch.column(column), &DataType::Int64).ok()?;
+    let array = array.as_primitive::<Int64Type>();
+    array.is_valid(row).then(|| array.value(row))
+}
+
+fn float_at(batch: &RecordBatch, column: usize, row: usize) -> Option<f64> {
+    let array = cast(batch.column(column), &DataType::Float64).ok()?;
+    let array = array.as_primitive::<Float64Type>();
+    (array.is_valid(row) && array.value(row).is_finite()).then(|| array.value(row))
+}

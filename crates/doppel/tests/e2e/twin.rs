@@ -1,0 +1,199 @@
+//! The live twin over HTTP: `/api/v1/twin` and `/api/v1/assets/{id}` on a doppel serving a
+//! twin spec, fed by the writes it acknowledges.
+
+use std::time::{Duration, Instant};
+
+use crate::common::{Server, get, manifest_dir, post};
+
+fn now_s() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn sensor<'a>(twin: &'a serde_json::Value, asset: &str, id: &str) -> &'a serde_json::Value {
+    twin["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["assets"].as_array().unwrap())
+        .find(|a| a["id"] == asset)
+        .and_then(|a| {
+            a["sensors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["id"] == id)
+        })
+        .unwrap_or_else(|| panic!("no sensor {id} of {asset} in {twin}"))
+}
+
+fn asset_state(twin: &serde_json::Value, asset: &str) -> String {
+    twin["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["assets"].as_array().unwrap())
+        .find(|a| a["id"] == asset)
+        .unwrap()["state"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// A doppel serving the example spec: each sensor's latest value comes from the writes it
+/// acknowledged; a value outside the spec's range puts the asset in alarm; an old reading is
+/// stale; a sensor never written has no data; and a restart starts from the lake's last
+/// values. An unknown asset is 404 with the assets there are; without a spec, 404 says how
+/// to get a twin.
+#[test]
+fn the_twin_keeps_each_sensors_latest_value_and_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = manifest_dir().join("../../examples/cooling-plant/twin.toml");
+    let spec = spec.to_str().unwrap();
+    let server = Server::start(dir.path(), &["--spec", spec]);
+    let write = |lines: String| {
+        let r = post(
+            &format!("{}/api/v2/write?bucket=plant&precision=s", server.url),
+            &[],
+            lines,
+        );
+        assert_eq!(r.status, 204, "{}", r.body);
+    };
+    let twin = || get(&format!("{}/api/v1/twin", server.url), &[]).json();
+    let t = now_s();
+    write(format!(
+        "pumps,asset=pump-1 speed=0.5,vibration_rms=2.5 {}\npumps,asset=pump-1 speed=0.6 {}",
+        t - 1,
+        t
+    ));
+    let view = twin();
+    let speed = sensor(&view, "pump-1", "pump-1.speed");
+    assert_eq!(speed["value"], 0.6, "the newest of the batch: {speed}");
+    assert_eq!(speed["quality"], "ok");
+    assert_eq!(
+        sensor(&view, "pump-1", "pump-1.bearing_temp")["quality"],
+        "no_data"
+    );
+    assert_eq!(
+        asset_state(&view, "pump-1"),
+        "stale",
+        "a sensor without data"
+    );
+
+    // Outside the spec's range (speed 0..1): the asset is in alarm.
+    write(format!("pumps,asset=pump-1 speed=1.7 {}", t + 1 - 1));
+    let view = twin();
+    assert_eq!(
+        sensor(&view, "pump-1", "pump-1.speed")["quality"],
+        "out_of_range"
+    );
+    assert_eq!(asset_state(&view, "pump-1"), "alarm");
+    // Older than three sampling periods (10 s): stale.
+    write(format!("pumps,asset=pump-1 speed=0.4 {}", t + 1));
+    write(format!("pumps,asset=pump-1 vibration_rms=3 {}", t - 120));
+    let view = twin();
+    assert_eq!(sensor(&view, "pump-1", "pump-1.speed")["value"], 0.4);
+    assert_eq!(
+        sensor(&view, "pump-1", "pump-1.vibration")["value"],
+        2.5,
+        "an older write does not replace a newer value"
+    );
+
+    let asset = get(
+        &format!("{}/api/v1/assets/pump-1?window=10m&points=60", server.url),
+        &[],
+    );
+    assert_eq!(asset.status, 200, "{}", asset.body);
+    let asset = asset.json();
+    assert_eq!(asset["readings"]["step_seconds"], 10);
+    let series = asset["readings"]["series"].as_array().unwrap();
+    let speed = series
+        .iter()
+        .find(|s| s["sensor"] == "pump-1.speed")
+        .unwrap();
+    assert!(!speed["t"].as_array().unwrap().is_empty(), "{speed}");
+    assert_eq!(
+        speed["t"].as_array().unwrap().len(),
+        speed["v"].as_array().unwrap().len()
+    );
+
+    let missing = get(&format!("{}/api/v1/assets/pump-9", server.url), &[]);
+    assert_eq!(missing.status, 404);
+    assert!(missing.body.contains("pump-1"), "{}", missing.body);
+    let bad = get(
+        &format!("{}/api/v1/assets/pump-1?points=0", server.url),
+        &[],
+    );
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert!(server.stop().success());
+
+    // Started again: the last values come from the lake.
+    let server = Server::start(dir.path(), &["--spec", spec]);
+    let view = get(&format!("{}/api/v1/twin", server.url), &[]).json();
+    assert_eq!(sensor(&view, "pump-1", "pump-1.speed")["value"], 0.4);
+    assert!(server.stop().success());
+
+    let plain = Server::start(dir.path(), &[]);
+    let none = get(&format!("{}/api/v1/twin", plain.url), &[]);
+    assert_eq!(none.status, 404);
+    assert!(none.body.contains("--spec"), "{}", none.body);
+    assert!(plain.stop().success());
+}
+
+/// `doppel up` serves the reference plant's own spec: once it has caught up with now, every
+/// asset of the plant is there and its sensors read `ok`.
+#[test]
+fn up_serves_the_reference_plants_twin() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::up(dir.path(), &["--speed", "3600x", "--backfill", "1h"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut view = serde_json::Value::Null;
+    while Instant::now() < deadline {
+        let r = get(&format!("{}/api/v1/twin", server.url), &[]);
+        if r.status == 200 {
+            view = r.json();
+            let all_ok = view["sites"][0]["assets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|a| a["sensors"].as_array().unwrap())
+                .all(|s| s["quality"] == "ok" || s["quality"] == "out_of_range");
+            if all_ok {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let assets: Vec<&str> = view["sites"][0]["assets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(assets.len(), 12, "{assets:?}");
+    assert!(assets.contains(&"pump3") && assets.contains(&"chiller1"));
+    let supply = sensor(&view, "chw", "chw_supply_temp");
+    assert_eq!(supply["quality"], "ok", "{supply}");
+    assert!(
+        (4.0..12.0).contains(&supply["value"].as_f64().unwrap()),
+        "{supply}"
+    );
+    let readings = get(
+        &format!("{}/api/v1/assets/chw?window=1h&points=30", server.url),
+        &[],
+    )
+    .json();
+    let series = readings["readings"]["series"].as_array().unwrap();
+    let supply = series
+        .iter()
+        .find(|s| s["sensor"] == "chw_supply_temp")
+        .unwrap();
+    let points = supply["t"].as_array().unwrap().len();
+    assert!(
+        (25..=31).contains(&points),
+        "an hour in 2-minute buckets: {points}"
+    );
+    assert!(server.stop().success());
+}
