@@ -1,6 +1,7 @@
-//! The live twin's API: `GET /api/v1/twin` (sites → assets → sensors with their state) and
+//! The live twin's API: `GET /api/v1/twin` (sites → assets → sensors with their state),
 //! `GET /api/v1/assets/{id}?window=1h&points=2000` (one asset, with its sensors' readings
-//! over the window downsampled to about that many points). JSON only; docs/API.md.
+//! over the window downsampled to about that many points), `GET /api/v1/alerts` and
+//! `POST /api/v1/alerts/{id}/ack`. JSON only; docs/API.md.
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -89,5 +90,85 @@ pub(crate) async fn asset(
             error_response(StatusCode::BAD_REQUEST, "invalid", &message)
         }
         Err(doppel_twin::TwinError::Lake(e)) => lake_error_response(e),
+        Err(e @ doppel_twin::TwinError::UnknownAlert(_)) => {
+            error_response(StatusCode::NOT_FOUND, "not_found", &e.to_string())
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct AlertQuery {
+    state: Option<String>,
+    asset: Option<String>,
+}
+
+pub(crate) async fn alerts(
+    State(state): State<AppState>,
+    query: Result<Query<AlertQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Some(twin) = &state.twin else {
+        return no_twin();
+    };
+    let Ok(Query(query)) = query else {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            "the query string must be like ?state=open&asset=pump1",
+        );
+    };
+    if let Some(s) = query.state.as_deref()
+        && !["open", "firing", "acknowledged", "resolved"].contains(&s)
+    {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            &format!("unknown state `{s}`: use open, firing, acknowledged or resolved"),
+        );
+    }
+    Json(twin.alerts(query.state.as_deref(), query.asset.as_deref())).into_response()
+}
+
+#[derive(Deserialize)]
+pub(crate) struct Acknowledgement {
+    by: String,
+    #[serde(default)]
+    note: String,
+}
+
+pub(crate) async fn acknowledge(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let Some(twin) = &state.twin else {
+        return no_twin();
+    };
+    let ack: Acknowledgement = match serde_json::from_slice(&body) {
+        Ok(a) => a,
+        Err(e) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                &format!(
+                    "the body must be JSON like {{\"by\": \"ana\", \"note\": \"crew sent\"}}: {e}"
+                ),
+            );
+        }
+    };
+    if ack.by.trim().is_empty() {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            "say who acknowledges (`by`)",
+        );
+    }
+    match twin.acknowledge(&id, ack.by.trim(), ack.note.trim()) {
+        Ok(alert) => Json(alert).into_response(),
+        Err(doppel_twin::TwinError::UnknownAlert(id)) => error_response(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            &format!("no alert `{id}`"),
+        ),
+        Err(e) => error_response(StatusCode::CONFLICT, "conflict", &e.to_string()),
     }
 }

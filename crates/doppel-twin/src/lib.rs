@@ -4,10 +4,14 @@
 //! readings behind them, downsampled for a screen. What the API's `/api/v1/twin` and
 //! `/api/v1/assets/{id}` answer. Never serves HTTP itself (the server does) and never writes.
 
+/// Alerts from the rules: firing, acknowledged, resolved; kept in the lake.
+pub mod alerts;
 /// Each sensor's latest value and its quality; an asset's state.
 pub mod state;
 /// The twin attached to a lake: what it watches, and the views it answers with.
 pub mod twin;
 
+pub use alerts::{Alert, AlertState};
+pub use doppel_rules::RuleSet;
 pub use state::{AssetState, Quality};
 pub use twin::{Readings, Twin, TwinError};

@@ -29,7 +29,9 @@ pub enum AssetState {
     Ok,
     /// Some sensor is stale or has sent nothing: what the twin shows may be old.
     Stale,
-    /// Some sensor reads outside its expected range.
+    /// An alert of warning severity is open.
+    Warning,
+    /// Some sensor reads outside its expected range, or a critical alert is open.
     Alarm,
 }
 
@@ -75,8 +77,9 @@ impl LiveState {
     }
 
     /// Takes in one table's rows of a durable batch: each sensor of the spec found there
-    /// keeps its newest numeric value (booleans as 0 and 1; text is not a reading).
-    pub fn observe(&mut self, rows: &TableRows) {
+    /// keeps its newest numeric value (booleans as 0 and 1; text is not a reading), and
+    /// `each` sees every reading as (sensor, time, value).
+    pub fn observe(&mut self, rows: &TableRows, mut each: impl FnMut(usize, i64, f64)) {
         for (series_index, tags) in rows.series.iter().enumerate() {
             let Some(sensors) = self.series.get(&(rows.measurement.clone(), tags.clone())) else {
                 continue;
@@ -97,6 +100,7 @@ impl LiveState {
                         ColumnValues::String(_) => continue,
                     };
                     let time = rows.times[row];
+                    each(*sensor, time, value);
                     let latest = &mut self.latest[*sensor];
                     if latest.is_none_or(|(t, _)| time >= t) {
                         *latest = Some((time, value));
@@ -211,7 +215,7 @@ field = "on"
             ("p1", "on", FieldValue::Boolean(true), 10 * s),
         ]);
         for rows in &b.tables {
-            state.observe(rows);
+            state.observe(rows, |_, _, _| {});
         }
         assert_eq!(state.latest(0), Some((20 * s, 0.7)));
         assert_eq!(state.latest(1), Some((10 * s, 1.0)));
@@ -223,7 +227,7 @@ field = "on"
         );
         assert_eq!(state.asset_state("p1", 30 * s), AssetState::Ok);
         let high = batch(vec![("p1", "speed", FieldValue::Float(1.5), 40 * s)]);
-        state.observe(&high.tables[0]);
+        state.observe(&high.tables[0], |_, _, _| {});
         assert_eq!(state.quality(0, 41 * s), Quality::OutOfRange);
         assert_eq!(state.asset_state("p1", 41 * s), AssetState::Alarm);
     }

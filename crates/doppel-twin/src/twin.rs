@@ -16,7 +16,9 @@ use parking_lot::RwLock;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::state::LiveState;
+use crate::alerts::{ALERTS_TABLE, Alert, Alerts, from_row, to_point};
+use crate::state::{AssetState, LiveState};
+use doppel_rules::{Evaluator, RuleSet, Severity};
 
 /// What a twin request can get wrong.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +27,8 @@ pub enum TwinError {
     UnknownAsset { id: String, known: String },
     #[error("{0}")]
     Invalid(String),
+    #[error("no alert `{0}`")]
+    UnknownAlert(String),
     #[error("reading the lake failed: {0}")]
     Lake(#[from] doppel_lake::LakeError),
 }
@@ -35,6 +39,9 @@ pub struct Twin {
     lake: Lake,
     bucket: String,
     state: Arc<RwLock<LiveState>>,
+    alerts: Arc<RwLock<Alerts>>,
+    /// Alert changes to write to the lake (off the WAL's thread, which sees the batches).
+    alert_rows: std::sync::mpsc::Sender<doppel_core::Point>,
 }
 
 /// One sensor's recent readings, downsampled: bucket starts (ms since the epoch) and the
@@ -49,25 +56,160 @@ pub struct Readings {
 impl Twin {
     /// The twin of `spec` over `bucket`: from now on every durable batch for the bucket
     /// updates it. Starts from each sensor's latest value already in the lake.
-    pub async fn attach(lake: Lake, spec: TwinSpec, bucket: &str) -> Twin {
+    pub async fn attach(lake: Lake, spec: TwinSpec, bucket: &str, rules: Option<RuleSet>) -> Twin {
+        let evaluator = rules.map(|r| Arc::new(parking_lot::Mutex::new(Evaluator::new(r, &spec))));
         let state = Arc::new(RwLock::new(LiveState::new(spec)));
-        let watched = state.clone();
+        let alerts = Arc::new(RwLock::new(Alerts::default()));
+        let (alert_rows, rows) = std::sync::mpsc::channel::<doppel_core::Point>();
+        let writer_lake = lake.clone();
+        let writer_bucket = bucket.to_owned();
+        std::thread::Builder::new()
+            .name("twin-alerts".into())
+            .spawn(move || {
+                for point in rows {
+                    let batch = doppel_core::WriteBatch {
+                        database: writer_bucket.clone(),
+                        points: vec![point],
+                    };
+                    // Retried while the lake is busy; given up only when it shuts down.
+                    let mut delay = std::time::Duration::from_millis(100);
+                    while let Err(e) = writer_lake.write_blocking(batch.clone(), false) {
+                        if matches!(e, doppel_lake::LakeError::ShuttingDown) {
+                            return;
+                        }
+                        std::thread::sleep(delay);
+                        delay = (delay * 2).min(std::time::Duration::from_secs(5));
+                    }
+                }
+            })
+            .expect("a thread for the alerts' writes");
+        let twin = Twin {
+            lake: lake.clone(),
+            bucket: bucket.to_owned(),
+            state: state.clone(),
+            alerts: alerts.clone(),
+            alert_rows: alert_rows.clone(),
+        };
+        twin.start_from_the_lake().await;
+        twin.restore_alerts(evaluator.as_deref()).await;
+        let watched = state;
         let database = bucket.to_owned();
+        let watched_alerts = alerts;
         lake.watch(move |batch| {
-            if batch.database == database {
+            if batch.database != database {
+                return;
+            }
+            let mut newest = None;
+            {
                 let mut state = watched.write();
+                let mut rules = evaluator.as_ref().map(|e| e.lock());
                 for rows in &batch.tables {
-                    state.observe(rows);
+                    state.observe(rows, |sensor, time, value| {
+                        if let Some(rules) = rules.as_mut() {
+                            rules.observe(sensor, time, value);
+                        }
+                        newest = newest.max(Some(time));
+                    });
+                }
+            }
+            if let (Some(rules), Some(now)) = (&evaluator, newest) {
+                let changes = rules.lock().evaluate(now);
+                let mut alerts = watched_alerts.write();
+                for change in &changes {
+                    if let Some(alert) = alerts.apply(change) {
+                        let _ = alert_rows.send(to_point(&alert, change.time));
+                    }
                 }
             }
         });
-        let twin = Twin {
-            lake,
-            bucket: bucket.to_owned(),
-            state,
-        };
-        twin.start_from_the_lake().await;
         twin
+    }
+
+    /// Open and past alerts as the lake holds them (the latest row of each wins); the rules
+    /// of open ones are marked firing, so they resolve when their condition turns false.
+    async fn restore_alerts(&self, evaluator: Option<&parking_lot::Mutex<Evaluator>>) {
+        let fields = self.lake.fields_of(&self.bucket, ALERTS_TABLE);
+        if fields.is_empty() {
+            return;
+        }
+        let optional = |name: &str| match fields.iter().any(|f| f == name) {
+            true => ident(name),
+            false => format!("CAST(NULL AS VARCHAR) AS {}", ident(name)),
+        };
+        let sql = format!(
+            "SELECT at, asset, rule, id, state, severity, started, \"values\", {}, {} FROM {} \
+             ORDER BY time",
+            optional("acknowledged_by"),
+            optional("note"),
+            ident(ALERTS_TABLE)
+        );
+        let Ok((_, batches)) = self.lake.query(&self.bucket, &sql).await else {
+            return;
+        };
+        let mut alerts = self.alerts.write();
+        for batch in &batches {
+            for row in 0..batch.num_rows() {
+                let text = |c: usize| text_at(batch, c, row);
+                let alert = from_row(
+                    int_at(batch, 0, row).unwrap_or(0),
+                    text(1).unwrap_or_default(),
+                    text(2).unwrap_or_default(),
+                    text(3).unwrap_or_default(),
+                    &text(4).unwrap_or_default(),
+                    &text(5).unwrap_or_default(),
+                    int_at(batch, 6, row).unwrap_or(0),
+                    &text(7).unwrap_or_default(),
+                    text(8),
+                    text(9),
+                );
+                if let Some(alert) = alert {
+                    alerts.restore(alert);
+                }
+            }
+        }
+        if let Some(evaluator) = evaluator {
+            let mut evaluator = evaluator.lock();
+            for alert in alerts.all().iter().filter(|a| a.state.is_open()) {
+                evaluator.mark_firing(&alert.rule);
+            }
+        }
+    }
+
+    /// The alerts, newest first, filtered by state (`open` for firing or acknowledged) and
+    /// asset.
+    pub fn alerts(&self, state: Option<&str>, asset: Option<&str>) -> Vec<Alert> {
+        let alerts = self.alerts.read();
+        let mut list: Vec<Alert> = alerts
+            .all()
+            .iter()
+            .filter(|a| match state {
+                None => true,
+                Some("open") => a.state.is_open(),
+                Some(s) => {
+                    serde_json::to_value(a.state)
+                        .ok()
+                        .and_then(|v| v.as_str().map(|x| x == s))
+                        == Some(true)
+                }
+            })
+            .filter(|a| asset.is_none_or(|x| a.asset == x))
+            .cloned()
+            .collect();
+        list.reverse();
+        list
+    }
+
+    /// Acknowledges an open alert with who and why; written to the lake like every change.
+    pub fn acknowledge(&self, id: &str, by: &str, note: &str) -> Result<Alert, TwinError> {
+        let answer = self.alerts.write().acknowledge(id, by, note);
+        match answer {
+            None => Err(TwinError::UnknownAlert(id.to_owned())),
+            Some(Err(message)) => Err(TwinError::Invalid(message)),
+            Some(Ok(alert)) => {
+                let _ = self.alert_rows.send(to_point(&alert, now_nanos()));
+                Ok(alert)
+            }
+        }
     }
 
     pub fn bucket(&self) -> &str {
@@ -133,7 +275,7 @@ impl Twin {
                     .assets
                     .iter()
                     .filter(|a| a.site == site.id)
-                    .map(|a| asset_view(&state, &a.id, now))
+                    .map(|a| asset_view(&state, &self.alerts.read(), &a.id, now))
                     .collect();
                 json!({"id": site.id, "name": site.name, "timezone": site.timezone, "assets": assets})
             })
@@ -160,7 +302,7 @@ impl Twin {
                     known: known.join(", "),
                 });
             }
-            asset_view(&state, id, now)
+            asset_view(&state, &self.alerts.read(), id, now)
         };
         if window_ns <= 0 || points == 0 {
             return Err(TwinError::Invalid(
@@ -230,7 +372,7 @@ impl Twin {
 }
 
 /// An asset's state and its sensors' latest readings, as the API shows them.
-fn asset_view(state: &LiveState, id: &str, now: i64) -> Value {
+fn asset_view(state: &LiveState, alerts: &Alerts, id: &str, now: i64) -> Value {
     let spec = state.spec();
     let asset = spec
         .assets
@@ -262,9 +404,20 @@ fn asset_view(state: &LiveState, id: &str, now: i64) -> Value {
         "kind": asset.kind,
         "site": asset.site,
         "parent": asset.parent,
-        "state": state.asset_state(id, now),
+        "state": asset_state(state.asset_state(id, now), alerts.worst_open(id)),
+        "open_alerts": alerts.all().iter().filter(|a| a.state.is_open() && a.asset == id).count(),
         "sensors": sensors,
     })
+}
+
+/// An asset's state with its open alerts: a critical alert is an alarm, a warning one a
+/// warning, unless its sensors say worse.
+fn asset_state(sensors: AssetState, worst_alert: Option<Severity>) -> AssetState {
+    match (sensors, worst_alert) {
+        (AssetState::Alarm, _) | (_, Some(Severity::Critical)) => AssetState::Alarm,
+        (_, Some(Severity::Warning)) => AssetState::Warning,
+        (sensors, _) => sensors,
+    }
 }
 
 /// A name quoted for SQL.
@@ -288,6 +441,12 @@ fn int_at(batch: &RecordBatch, column: usize, row: usize) -> Option<i64> {
     let array = cast(batch.column(column), &DataType::Int64).ok()?;
     let array = array.as_primitive::<Int64Type>();
     array.is_valid(row).then(|| array.value(row))
+}
+
+fn text_at(batch: &RecordBatch, column: usize, row: usize) -> Option<String> {
+    let array = cast(batch.column(column), &DataType::Utf8).ok()?;
+    let array = array.as_string::<i32>();
+    array.is_valid(row).then(|| array.value(row).to_owned())
 }
 
 fn float_at(batch: &RecordBatch, column: usize, row: usize) -> Option<f64> {

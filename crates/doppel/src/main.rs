@@ -38,6 +38,7 @@ mod model;
 mod plot;
 mod progress;
 mod query;
+mod rules;
 mod serve;
 mod sim;
 mod spec;
@@ -72,6 +73,11 @@ enum Command {
     Spec {
         #[command(subcommand)]
         command: spec::SpecCommand,
+    },
+    /// Work with alert rules (doppel's rule language, docs/RULES.md).
+    Rules {
+        #[command(subcommand)]
+        command: rules::RulesCommand,
     },
     /// Simulate the reference plant (a chilled-water cooling plant).
     Sim {
@@ -146,6 +152,7 @@ fn main() -> std::process::ExitCode {
         Command::Lake { command } => admin::lake(command),
         Command::Import(args) => import::run(*args),
         Command::Spec { command } => spec::run(command),
+        Command::Rules { command } => rules::run(command),
         Command::Retention(args) => admin::retention(args),
         Command::Bench { command } => bench::run(command),
     };

@@ -55,6 +55,10 @@ pub struct ServeArgs {
     /// latest value and state. `doppel up` with the reference plant uses the plant's own.
     #[arg(long, env = "DOPPEL_SPEC")]
     spec: Option<std::path::PathBuf>,
+    /// Alert rules in doppel's rule language (docs/RULES.md), checked against the spec.
+    /// `doppel up` with the reference plant uses the plant's own rules.
+    #[arg(long, env = "DOPPEL_RULES")]
+    rules: Option<std::path::PathBuf>,
     /// The bucket the twin's sensors are written to (and the reference plant writes to).
     #[arg(long, env = "DOPPEL_BUCKET", default_value = "plant")]
     pub bucket: String,
@@ -131,7 +135,10 @@ pub fn run(args: ServeArgs, up: Option<SourceArgs>) -> anyhow::Result<ExitCode> 
         }
         let spec = twin_spec(&args, up.as_ref())?;
         let twin = match spec {
-            Some(spec) => Some(doppel_twin::Twin::attach(lake.clone(), spec, &args.bucket).await),
+            Some(spec) => {
+                let rules = twin_rules(&args, up.as_ref(), &spec)?;
+                Some(doppel_twin::Twin::attach(lake.clone(), spec, &args.bucket, rules).await)
+            }
             None => None,
         };
         let source = match &up {
@@ -187,6 +194,27 @@ fn twin_spec(
     }
     match up {
         Some(source) if source.is_reference() => Ok(Some(crate::sim::reference_spec()?)),
+        _ => Ok(None),
+    }
+}
+
+/// The rules to watch with: `--rules`, or the reference plant's own with the plant.
+fn twin_rules(
+    args: &ServeArgs,
+    up: Option<&SourceArgs>,
+    spec: &doppel_core::spec::TwinSpec,
+) -> anyhow::Result<Option<doppel_twin::RuleSet>> {
+    if let Some(path) = &args.rules {
+        return Ok(Some(doppel_rules::RuleSet::load(path, spec)?));
+    }
+    match up {
+        Some(source) if source.is_reference() && args.spec.is_none() => {
+            Ok(Some(doppel_rules::RuleSet::parse(
+                crate::sim::REFERENCE_RULES,
+                std::path::Path::new("examples/reference-plant/rules.toml"),
+                spec,
+            )?))
+        }
         _ => Ok(None),
     }
 }

@@ -533,6 +533,9 @@ impl SourceArgs {
     }
 }
 
+/// The reference plant's alert rules (examples/reference-plant/rules.toml), built in.
+pub const REFERENCE_RULES: &str = include_str!("../../../examples/reference-plant/rules.toml");
+
 /// The reference plant's twin spec, as `doppel sim spec` writes it.
 pub fn reference_spec() -> anyhow::Result<doppel_core::spec::TwinSpec> {
     let text = ChillerPlant::new(ChillerPlantConfig::default(), 0)?.twin_spec();

@@ -197,3 +197,137 @@ fn up_serves_the_reference_plants_twin() {
     );
     assert!(server.stop().success());
 }
+
+/// Rules at work on acknowledged writes: a condition held for its `for` opens one alert
+/// (not one per batch), naming its rule, asset and values; it is acknowledged with a note,
+/// resolves when the condition is false, and all of it is in the lake (SQL) and comes back
+/// after a restart. The asset shows its open alert in its state.
+#[test]
+fn rules_open_alerts_that_are_acknowledged_resolved_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = manifest_dir().join("../../examples/cooling-plant/twin.toml");
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(
+        &rules,
+        "[[rule]]\nname = \"pump-1 shaking\"\nwhen = \"\\\"pump-1.vibration\\\" > 7.1 for 20s\"\nseverity = \"critical\"\n",
+    )
+    .unwrap();
+    let args = [
+        "--spec",
+        spec.to_str().unwrap(),
+        "--rules",
+        rules.to_str().unwrap(),
+    ];
+    let server = Server::start(dir.path(), &args);
+    let write = |server: &Server, lines: String| {
+        let r = post(
+            &format!("{}/api/v2/write?bucket=plant&precision=s", server.url),
+            &[],
+            lines,
+        );
+        assert_eq!(r.status, 204, "{}", r.body);
+    };
+    let alerts = |server: &Server, query: &str| {
+        get(&format!("{}/api/v1/alerts{query}", server.url), &[]).json()
+    };
+    let t = now_s() - 100;
+    for (dt, v) in [(0, 3.0), (10, 8.0), (20, 8.5), (30, 9.0), (40, 9.5)] {
+        write(
+            &server,
+            format!("pumps,asset=pump-1 vibration_rms={v} {}", t + dt),
+        );
+    }
+    let open = alerts(&server, "?state=open");
+    assert_eq!(
+        open.as_array().unwrap().len(),
+        1,
+        "one alert, not one a batch: {open}"
+    );
+    let alert = &open[0];
+    assert_eq!(alert["rule"], "pump-1 shaking");
+    assert_eq!(alert["asset"], "pump-1");
+    assert_eq!(alert["state"], "firing");
+    assert_eq!(alert["severity"], "critical");
+    // True from 10 s (8.0), held 20 s: fires at 30 s, with the value then.
+    assert_eq!(alert["values"]["pump-1.vibration"], 9.0);
+    let id = alert["id"].as_str().unwrap().to_owned();
+    let twin = get(&format!("{}/api/v1/twin", server.url), &[]).json();
+    assert_eq!(asset_state(&twin, "pump-1"), "alarm");
+
+    let ack = post(
+        &format!("{}/api/v1/alerts/{id}/ack", server.url),
+        &[("Content-Type", "application/json")],
+        r#"{"by": "ana", "note": "crew on the way"}"#,
+    );
+    assert_eq!(ack.status, 200, "{}", ack.body);
+    assert_eq!(ack.json()["state"], "acknowledged");
+    let unknown = post(
+        &format!("{}/api/v1/alerts/nope/ack", server.url),
+        &[],
+        r#"{"by": "ana"}"#,
+    );
+    assert_eq!(unknown.status, 404);
+    assert!(server.stop().success());
+
+    // After a restart: the acknowledged alert is there, and resolves when the condition ends.
+    let server = Server::start(dir.path(), &args);
+    let open = alerts(&server, "?state=open");
+    assert_eq!(open[0]["state"], "acknowledged", "{open}");
+    assert_eq!(open[0]["note"], "crew on the way");
+    write(
+        &server,
+        format!("pumps,asset=pump-1 vibration_rms=2 {}", t + 50),
+    );
+    let all = alerts(&server, "");
+    assert_eq!(all.as_array().unwrap().len(), 1, "{all}");
+    assert_eq!(all[0]["state"], "resolved", "{all}");
+    assert!(all[0]["resolved"].is_string());
+    let rows = crate::common::sql(
+        &server,
+        "plant",
+        "SELECT state FROM doppel_alerts ORDER BY time",
+    );
+    let states: Vec<&str> = rows.iter().map(|r| r["state"].as_str().unwrap()).collect();
+    assert_eq!(states, ["firing", "acknowledged", "resolved"]);
+    let bad = get(&format!("{}/api/v1/alerts?state=loud", server.url), &[]);
+    assert_eq!(bad.status, 400);
+    assert!(server.stop().success());
+}
+
+/// `doppel rules check` lists the shipped rules, and names every problem of a bad file
+/// with where and what; serving a bad rules file is refused before anything starts.
+#[test]
+fn rules_files_are_checked_with_where_and_what() {
+    let shipped = manifest_dir().join("../../examples/reference-plant/rules.toml");
+    let out = crate::common::doppel()
+        .args(["rules", "check"])
+        .arg(&shipped)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("pump3 tripped (Critical, asset pump3): pump3_status == 2"),
+        "{text}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[rule]]\nname = \"x\"\nwhen = \"chw_suply_temp > 9 for\"\n",
+    )
+    .unwrap();
+    let out = crate::common::doppel()
+        .args(["rules", "check"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("bad.toml:3:"), "{text}");
+    assert!(
+        text.contains("rule[0].when: expected a duration after `for`"),
+        "{text}"
+    );
+}

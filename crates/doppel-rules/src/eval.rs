@@ -1,0 +1,457 @@
+//! Rules evaluated as readings arrive, in data time: each sensor's recent readings kept for
+//! the longest window a rule reads it over, every rule judged after each batch, and a rule
+//! that stays true for its `for` duration reported as firing, then as resolved once it is
+//! false. Three-valued: a sensor with no recent reading is unknown, and unknown is neither
+//! true nor false (an alert neither fires nor resolves on it). `anomaly` and `forecast` are
+//! unknown until the twin hands their values in.
+
+use std::collections::{HashMap, VecDeque};
+
+use doppel_core::spec::TwinSpec;
+
+use crate::file::{RuleSet, Severity};
+use crate::syntax::{Arith, Compare, Expr, Window};
+
+/// A condition's value: true, false, or unknown (missing data).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Truth {
+    True,
+    False,
+    Unknown,
+}
+
+/// A value while evaluating.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Value {
+    Number(f64),
+    Bool(bool),
+    Unknown,
+}
+
+/// A rule that began or ended firing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Firing {
+    /// The rule's index in its set.
+    pub rule: usize,
+    pub name: String,
+    pub asset: String,
+    pub severity: Severity,
+    /// true: it began firing; false: it resolved.
+    pub firing: bool,
+    /// Data time of the change, ns.
+    pub time: i64,
+    /// The latest value of each sensor the rule reads, at that time.
+    pub values: Vec<(String, Option<f64>)>,
+}
+
+/// How many sampling periods without a reading make a sensor stale (its value unknown).
+const STALE_PERIODS: i64 = 3;
+
+struct RuleState {
+    /// When the condition became true and has stayed so (data time).
+    true_since: Option<i64>,
+    firing: bool,
+}
+
+/// A rule set at work over one spec's sensors.
+pub struct Evaluator {
+    rules: RuleSet,
+    states: Vec<RuleState>,
+    index: HashMap<String, usize>,
+    names: Vec<String>,
+    periods: Vec<i64>,
+    /// Per sensor: its readings within its longest window (at least the latest).
+    history: Vec<VecDeque<(i64, f64)>>,
+    keep: Vec<i64>,
+    /// Per rule, the sensors it reads.
+    reads: Vec<Vec<usize>>,
+}
+
+impl Evaluator {
+    pub fn new(rules: RuleSet, spec: &TwinSpec) -> Self {
+        let index: HashMap<String, usize> = spec
+            .sensors
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.id.clone(), i))
+            .collect();
+        let periods = spec.sensors.iter().map(|s| s.period_nanos).collect();
+        let names = spec.sensors.iter().map(|s| s.id.clone()).collect();
+        let mut keep = vec![0i64; spec.sensors.len()];
+        let mut reads = Vec::new();
+        for rule in &rules.rules {
+            let mut names = Vec::new();
+            windows(&rule.condition.expr, &index, &mut keep);
+            rule.condition.expr.names(&mut names);
+            let mut sensors: Vec<usize> = names
+                .iter()
+                .filter_map(|(n, _)| index.get(&n.text).copied())
+                .collect();
+            sensors.dedup();
+            reads.push(sensors);
+        }
+        let states = rules
+            .rules
+            .iter()
+            .map(|_| RuleState {
+                true_since: None,
+                firing: false,
+            })
+            .collect();
+        Evaluator {
+            rules,
+            states,
+            history: vec![VecDeque::new(); index.len()],
+            index,
+            names,
+            periods,
+            keep,
+            reads,
+        }
+    }
+
+    pub fn rules(&self) -> &RuleSet {
+        &self.rules
+    }
+
+    /// Marks rule `name` as firing (an alert of it is open, read back at start), so it
+    /// resolves when its condition turns false rather than firing again.
+    pub fn mark_firing(&mut self, name: &str) {
+        for (rule, state) in self.rules.rules.iter().zip(&mut self.states) {
+            if rule.name == name {
+                state.firing = true;
+            }
+        }
+    }
+
+    /// A reading of sensor `i` (readings of a sensor arrive in time order; an older one is
+    /// ignored).
+    pub fn observe(&mut self, i: usize, time: i64, value: f64) {
+        let history = &mut self.history[i];
+        if history.back().is_some_and(|(t, _)| *t > time) {
+            return;
+        }
+        history.push_back((time, value));
+        while history.len() > 1
+            && history
+                .front()
+                .is_some_and(|(t, _)| *t < time - self.keep[i])
+        {
+            history.pop_front();
+        }
+    }
+
+    /// Judges every rule at data time `now`; returns the rules that began or ended firing.
+    pub fn evaluate(&mut self, now: i64) -> Vec<Firing> {
+        let mut changes = Vec::new();
+        for r in 0..self.rules.rules.len() {
+            let rule = &self.rules.rules[r];
+            let truth = match self.value(&rule.condition.expr, now) {
+                Value::Bool(true) => Truth::True,
+                Value::Bool(false) => Truth::False,
+                _ => Truth::Unknown,
+            };
+            let state = &mut self.states[r];
+            let change = match truth {
+                Truth::True => {
+                    let since = *state.true_since.get_or_insert(now);
+                    (!state.firing && now - since >= rule.condition.hold).then_some(true)
+                }
+                Truth::False => {
+                    state.true_since = None;
+                    state.firing.then_some(false)
+                }
+                // Unknown cannot claim the condition held, nor that it ended.
+                Truth::Unknown => {
+                    state.true_since = None;
+                    None
+                }
+            };
+            if let Some(firing) = change {
+                state.firing = firing;
+                let values = self.reads[r]
+                    .iter()
+                    .map(|&i| (self.names[i].clone(), self.latest(i, now)))
+                    .collect();
+                changes.push(Firing {
+                    rule: r,
+                    name: rule.name.clone(),
+                    asset: rule.asset.clone(),
+                    severity: rule.severity,
+                    firing,
+                    time: now,
+                    values,
+                });
+            }
+        }
+        changes
+    }
+
+    /// Sensor `i`'s latest reading, unless it is stale at `now`.
+    fn latest(&self, i: usize, now: i64) -> Option<f64> {
+        let (t, v) = *self.history[i].back()?;
+        (now - t <= STALE_PERIODS * self.periods[i]).then_some(v)
+    }
+
+    fn sensor(&self, name: &str) -> Option<usize> {
+        self.index.get(name).copied()
+    }
+
+    fn value(&self, expr: &Expr, now: i64) -> Value {
+        use Value::*;
+        match expr {
+            Expr::Number(v) => Number(*v),
+            Expr::Sensor(n) => self
+                .sensor(&n.text)
+                .and_then(|i| self.latest(i, now))
+                .map_or(Unknown, Number),
+            Expr::Stale(n) => match self.sensor(&n.text) {
+                Some(i) => Bool(self.latest(i, now).is_none()),
+                None => Unknown,
+            },
+            Expr::Window {
+                function,
+                sensor,
+                width,
+            } => {
+                let Some(i) = self.sensor(&sensor.text) else {
+                    return Unknown;
+                };
+                let inside: Vec<(i64, f64)> = self.history[i]
+                    .iter()
+                    .copied()
+                    .filter(|(t, _)| *t > now - width && *t <= now)
+                    .collect();
+                let values = inside.iter().map(|(_, v)| *v);
+                match (function, inside.len()) {
+                    (_, 0) => Unknown,
+                    (Window::Mean, n) => Number(values.sum::<f64>() / n as f64),
+                    (Window::Min, _) => Number(values.fold(f64::INFINITY, f64::min)),
+                    (Window::Max, _) => Number(values.fold(f64::NEG_INFINITY, f64::max)),
+                    (Window::Rate, 1) => Unknown,
+                    (Window::Rate, n) => {
+                        let (t0, v0) = inside[0];
+                        let (t1, v1) = inside[n - 1];
+                        Number((v1 - v0) / ((t1 - t0) as f64 / 1e9))
+                    }
+                }
+            }
+            // The model's answers are handed in by the twin once it has them.
+            Expr::Anomaly(_) | Expr::Forecast { .. } => Unknown,
+            Expr::Negate(e) => match self.value(e, now) {
+                Number(v) => Number(-v),
+                _ => Unknown,
+            },
+            Expr::Arith(op, a, b) => match (self.value(a, now), self.value(b, now)) {
+                (Number(x), Number(y)) => {
+                    let v = match op {
+                        Arith::Add => x + y,
+                        Arith::Sub => x - y,
+                        Arith::Mul => x * y,
+                        Arith::Div => x / y,
+                    };
+                    if v.is_finite() { Number(v) } else { Unknown }
+                }
+                _ => Unknown,
+            },
+            Expr::Compare(op, a, b) => match (self.value(a, now), self.value(b, now)) {
+                (Number(x), Number(y)) => Bool(match op {
+                    Compare::Lt => x < y,
+                    Compare::Le => x <= y,
+                    Compare::Gt => x > y,
+                    Compare::Ge => x >= y,
+                    Compare::Eq => x == y,
+                    Compare::Ne => x != y,
+                }),
+                _ => Unknown,
+            },
+            // Kleene's logic: false and unknown is false; true or unknown is true.
+            Expr::And(a, b) => match (self.value(a, now), self.value(b, now)) {
+                (Bool(false), _) | (_, Bool(false)) => Bool(false),
+                (Bool(true), Bool(true)) => Bool(true),
+                _ => Unknown,
+            },
+            Expr::Or(a, b) => match (self.value(a, now), self.value(b, now)) {
+                (Bool(true), _) | (_, Bool(true)) => Bool(true),
+                (Bool(false), Bool(false)) => Bool(false),
+                _ => Unknown,
+            },
+            Expr::Not(e) => match self.value(e, now) {
+                Bool(v) => Bool(!v),
+                _ => Unknown,
+            },
+        }
+    }
+}
+
+/// Records, per sensor, the longest window any function reads it over.
+fn windows(expr: &Expr, index: &HashMap<String, usize>, keep: &mut [i64]) {
+    match expr {
+        Expr::Window { sensor, width, .. } => {
+            if let Some(&i) = index.get(&sensor.text) {
+                keep[i] = keep[i].max(*width);
+            }
+        }
+        Expr::Negate(e) | Expr::Not(e) => windows(e, index, keep),
+        Expr::Arith(_, a, b) | Expr::Compare(_, a, b) | Expr::And(a, b) | Expr::Or(a, b) => {
+            windows(a, index, keep);
+            windows(b, index, keep);
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPEC: &str = r#"
+[[site]]
+id = "s"
+[[asset]]
+id = "chw"
+site = "s"
+kind = "loop"
+[[asset]]
+id = "pump3"
+site = "s"
+kind = "pump"
+[[sensor]]
+id = "chw_supply_temp"
+asset = "chw"
+unit = "°C"
+period = "10s"
+measurement = "chw"
+field = "supply"
+[[sensor]]
+id = "pump3_vibration"
+asset = "pump3"
+unit = "mm/s"
+period = "10s"
+measurement = "pump"
+tags = { asset = "pump3" }
+field = "vibration"
+"#;
+
+    fn spec() -> TwinSpec {
+        doppel_core::spec::parse(SPEC, std::path::Path::new("twin.toml")).unwrap()
+    }
+
+    const S: i64 = 1_000_000_000;
+
+    /// A condition must hold for its whole `for` before it fires, fires once, and resolves
+    /// once false; a sensor gone quiet makes it unknown, which neither fires nor resolves.
+    #[test]
+    fn for_durations_fire_once_and_resolve_and_unknown_is_neither() {
+        let rules = RuleSet::parse(
+            "[[rule]]\nname = \"warm\"\nwhen = \"chw_supply_temp > 9 for 30s\"\nseverity = \"critical\"\n",
+            std::path::Path::new("r.toml"),
+            &spec(),
+        )
+        .unwrap();
+        let mut e = Evaluator::new(rules, &spec());
+        let mut changes = Vec::new();
+        for (t, v) in [
+            (0, 8.0),
+            (10, 9.5),
+            (20, 9.6),
+            (30, 9.7),
+            (40, 9.8),
+            (50, 9.9),
+        ] {
+            e.observe(0, t * S, v);
+            changes.extend(
+                e.evaluate(t * S)
+                    .into_iter()
+                    .map(|f| (f.time / S, f.firing)),
+            );
+        }
+        assert_eq!(
+            changes,
+            [(40, true)],
+            "true from 10 s, for 30 s: fires at 40 s, once"
+        );
+        // Nothing for 40 s: stale, unknown: still firing, not resolved.
+        assert!(e.evaluate(90 * S).is_empty());
+        e.observe(0, 100 * S, 7.0);
+        let resolved = e.evaluate(100 * S);
+        assert_eq!(resolved.len(), 1);
+        assert!(!resolved[0].firing);
+        assert_eq!(
+            resolved[0].values,
+            [("chw_supply_temp".to_owned(), Some(7.0))]
+        );
+        assert_eq!(resolved[0].severity, Severity::Critical);
+        assert_eq!(resolved[0].asset, "chw");
+    }
+
+    /// Windows read the readings inside them; an unknown side of `or` does not hide a true
+    /// one, and `and` with an unknown side is unknown unless the other is false.
+    #[test]
+    fn windows_and_three_valued_logic() {
+        let text = "[[rule]]\nname = \"shaking\"\nwhen = \"mean(pump3_vibration, 30s) > 7 or anomaly(pump3) > 0.99\"\n\
+                    [[rule]]\nname = \"both\"\nwhen = \"pump3_vibration > 1 and chw_supply_temp > 1\"\n\
+                    [[rule]]\nname = \"rising\"\nwhen = \"rate(pump3_vibration, 1m) > 0.1\"\n";
+        let rules = RuleSet::parse(text, std::path::Path::new("r.toml"), &spec()).unwrap();
+        assert_eq!(rules.rules[0].asset, "pump3");
+        let mut e = Evaluator::new(rules, &spec());
+        let mut fired = Vec::new();
+        for (t, v) in [(0, 2.0), (10, 6.0), (20, 9.0), (30, 10.0)] {
+            e.observe(1, t * S, v);
+            fired.extend(
+                e.evaluate(t * S)
+                    .into_iter()
+                    .filter(|f| f.firing)
+                    .map(|f| (f.name, f.time / S)),
+            );
+        }
+        // mean over (0, 30]: 6, 9, 10 → 8.33 at 30 s; at 20 s: 2, 6, 9 → 5.67.
+        // rate over the minute: (10 - 2) / 30 s = 0.27 from 10 s on ((6-2)/10 = 0.4).
+        assert_eq!(
+            fired,
+            [("rising".to_owned(), 10), ("shaking".to_owned(), 30)]
+        );
+    }
+
+    /// Every problem says where and what, and nothing of a bad file is used.
+    #[test]
+    fn a_bad_rules_file_names_every_problem() {
+        let text = "[[rule]]\nname = \"a\"\nwhen = \"chw_supply > 9\"\n\
+                    [[rule]]\nname = \"a\"\nwhen = \"chw_supply_temp > pump3_vibration\"\n\
+                    [[rule]]\nname = \"b\"\nwhen = \"chw_supply_temp >\"\nseverity = \"loud\"\n\
+                    [[rule]]\nname = \"c\"\nwhen = \"1 > 0\"\n";
+        let Err(RulesError::Invalid(problems)) =
+            RuleSet::parse(text, std::path::Path::new("r.toml"), &spec())
+        else {
+            panic!("a bad file was accepted")
+        };
+        let shown: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        assert!(shown[0].starts_with("r.toml:3:9: rule[0].when: unknown sensor `chw_supply` (did you mean `chw_supply_temp`?)"), "{shown:?}");
+        assert!(
+            shown
+                .iter()
+                .any(|p| p.contains("rule[1].name: `a` names rule[0] already")),
+            "{shown:?}"
+        );
+        assert!(
+            shown
+                .iter()
+                .any(|p| p.contains("rule[1].when: one side is in °C and the other in mm/s")),
+            "{shown:?}"
+        );
+        assert!(
+            shown
+                .iter()
+                .any(|p| p.contains("rule[2].when: the rule ends too early")),
+            "{shown:?}"
+        );
+        assert!(
+            shown
+                .iter()
+                .any(|p| p.contains("rule[3].asset: the rule names no sensor")),
+            "{shown:?}"
+        );
+    }
+
+    use crate::file::RulesError;
+}
