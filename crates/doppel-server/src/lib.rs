@@ -78,6 +78,7 @@ pub fn app_with_twin(lake: Lake, config: ServerConfig, twin: Option<doppel_twin:
         .route("/api/v1/twin", get(twin::plant))
         .route("/api/v1/assets/{id}", get(twin::asset))
         .route("/api/v1/alerts", get(twin::alerts))
+        .route("/api/v1/events", get(twin::events))
         .route("/api/v1/alerts/{id}/ack", post(twin::acknowledge))
         .route("/api/v2/write", post(write::write_v2))
         .route("/write", post(write::write_v1))

@@ -34,6 +34,11 @@ impl Default for ConnectionLimits {
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then lets open requests finish.
+/// Set when a server begins to shut down: long-lived responses (event streams) end then,
+/// so a stop is not held up by a browser that keeps listening.
+pub(crate) static STOPPING: std::sync::LazyLock<tokio::sync::watch::Sender<bool>> =
+    std::sync::LazyLock::new(|| tokio::sync::watch::channel(false).0);
+
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -78,6 +83,8 @@ pub async fn serve(
         });
     }
     drop(listener);
+    // Streams that never end by themselves (the twin's events) end now.
+    let _ = STOPPING.send(true);
     // Requests under way may finish (a query has its own time limit); idle connections close.
     if tokio::time::timeout(Duration::from_secs(30), graceful.shutdown())
         .await

@@ -1,7 +1,8 @@
 //! The live twin's API: `GET /api/v1/twin` (sites → assets → sensors with their state),
 //! `GET /api/v1/assets/{id}?window=1h&points=2000` (one asset, with its sensors' readings
 //! over the window downsampled to about that many points), `GET /api/v1/alerts` and
-//! `POST /api/v1/alerts/{id}/ack`. JSON only; docs/API.md.
+//! `POST /api/v1/alerts/{id}/ack`, and `GET /api/v1/events`, a Server-Sent Events stream of
+//! the twin's changes. JSON; docs/API.md.
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -171,4 +172,50 @@ pub(crate) async fn acknowledge(
         ),
         Err(e) => error_response(StatusCode::CONFLICT, "conflict", &e.to_string()),
     }
+}
+
+/// `GET /api/v1/events`: every change from the moment of the request, as Server-Sent Events
+/// named by their type (`readings`, `state`, `alert`) with JSON data; a comment every 15 s
+/// keeps idle connections open. A listener that falls far behind is told how many events it
+/// missed (`lagged`) and goes on.
+pub(crate) async fn events(State(state): State<AppState>) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use tokio::sync::broadcast::error::RecvError;
+    let Some(twin) = &state.twin else {
+        return no_twin();
+    };
+    let receiver = twin.subscribe();
+    let stopping = crate::listen::STOPPING.subscribe();
+    let stream = futures_util::stream::unfold(
+        (receiver, stopping),
+        |(mut receiver, mut stopping)| async move {
+            let next = tokio::select! {
+                next = receiver.recv() => next,
+                _ = stopping.wait_for(|stop| *stop) => return None,
+            };
+            let event = match next {
+                Ok(event) => {
+                    let kind = match &event {
+                        doppel_twin::TwinEvent::Readings { .. } => "readings",
+                        doppel_twin::TwinEvent::State { .. } => "state",
+                        doppel_twin::TwinEvent::Alert { .. } => "alert",
+                    };
+                    Event::default()
+                        .event(kind)
+                        .data(serde_json::to_string(&event).unwrap_or_default())
+                }
+                Err(RecvError::Lagged(missed)) => Event::default()
+                    .event("lagged")
+                    .data(format!("{{\"missed\": {missed}}}")),
+                Err(RecvError::Closed) => return None,
+            };
+            Some((
+                Ok::<_, std::convert::Infallible>(event),
+                (receiver, stopping),
+            ))
+        },
+    );
+    Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15)))
+        .into_response()
 }

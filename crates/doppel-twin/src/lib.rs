@@ -14,4 +14,4 @@ pub mod twin;
 pub use alerts::{Alert, AlertState};
 pub use doppel_rules::RuleSet;
 pub use state::{AssetState, Quality};
-pub use twin::{Readings, Twin, TwinError};
+pub use twin::{Readings, Twin, TwinError, TwinEvent};

@@ -42,7 +42,25 @@ pub struct Twin {
     alerts: Arc<RwLock<Alerts>>,
     /// Alert changes to write to the lake (off the WAL's thread, which sees the batches).
     alert_rows: std::sync::mpsc::Sender<doppel_core::Point>,
+    events: tokio::sync::broadcast::Sender<TwinEvent>,
 }
+
+/// A change the twin announces, as the event stream sends it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum TwinEvent {
+    /// New latest readings: sensor → [time in ms since the epoch, value].
+    Readings {
+        values: BTreeMap<String, (i64, f64)>,
+    },
+    /// An asset's state changed.
+    State { asset: String, state: AssetState },
+    /// An alert opened, was acknowledged or resolved.
+    Alert { alert: Alert },
+}
+
+/// Events kept for a listener that falls behind; older ones are dropped for it.
+const EVENT_BACKLOG: usize = 4096;
 
 /// One sensor's recent readings, downsampled: bucket starts (ms since the epoch) and the
 /// mean of each bucket (`null` where the bucket has no reading).
@@ -61,6 +79,7 @@ impl Twin {
         let state = Arc::new(RwLock::new(LiveState::new(spec)));
         let alerts = Arc::new(RwLock::new(Alerts::default()));
         let (alert_rows, rows) = std::sync::mpsc::channel::<doppel_core::Point>();
+        let (events, _) = tokio::sync::broadcast::channel(EVENT_BACKLOG);
         let writer_lake = lake.clone();
         let writer_bucket = bucket.to_owned();
         std::thread::Builder::new()
@@ -89,36 +108,74 @@ impl Twin {
             state: state.clone(),
             alerts: alerts.clone(),
             alert_rows: alert_rows.clone(),
+            events: events.clone(),
         };
         twin.start_from_the_lake().await;
         twin.restore_alerts(evaluator.as_deref()).await;
         let watched = state;
         let database = bucket.to_owned();
         let watched_alerts = alerts;
+        let asset_states: parking_lot::Mutex<BTreeMap<String, AssetState>> = Default::default();
+        let watcher = twin.clone();
         lake.watch(move |batch| {
             if batch.database != database {
                 return;
             }
             let mut newest = None;
+            let mut readings: BTreeMap<String, (i64, f64)> = BTreeMap::new();
             {
                 let mut state = watched.write();
                 let mut rules = evaluator.as_ref().map(|e| e.lock());
+                let ids: Vec<String> = state.spec().sensors.iter().map(|s| s.id.clone()).collect();
                 for rows in &batch.tables {
                     state.observe(rows, |sensor, time, value| {
                         if let Some(rules) = rules.as_mut() {
                             rules.observe(sensor, time, value);
                         }
                         newest = newest.max(Some(time));
+                        let entry = readings.entry(ids[sensor].clone()).or_insert((time, value));
+                        if time >= entry.0 {
+                            *entry = (time, value);
+                        }
                     });
                 }
             }
+            if newest.is_none() {
+                return;
+            }
+            let announce = |event: TwinEvent| {
+                // No listener is not an error.
+                let _ = watcher.events.send(event);
+            };
+            let readings = readings
+                .into_iter()
+                .map(|(id, (t, v))| (id, (t / 1_000_000, v)))
+                .collect();
+            announce(TwinEvent::Readings { values: readings });
             if let (Some(rules), Some(now)) = (&evaluator, newest) {
                 let changes = rules.lock().evaluate(now);
                 let mut alerts = watched_alerts.write();
                 for change in &changes {
                     if let Some(alert) = alerts.apply(change) {
                         let _ = alert_rows.send(to_point(&alert, change.time));
+                        announce(TwinEvent::Alert { alert });
                     }
+                }
+            }
+            // Assets whose state changed, by the wall clock as the views judge it.
+            let now = now_nanos();
+            let state = watched.read();
+            let alerts = watched_alerts.read();
+            for asset in &state.spec().assets {
+                let current = asset_state(
+                    state.asset_state(&asset.id, now),
+                    alerts.worst_open(&asset.id),
+                );
+                if asset_states.lock().insert(asset.id.clone(), current) != Some(current) {
+                    announce(TwinEvent::State {
+                        asset: asset.id.clone(),
+                        state: current,
+                    });
                 }
             }
         });
@@ -207,9 +264,17 @@ impl Twin {
             Some(Err(message)) => Err(TwinError::Invalid(message)),
             Some(Ok(alert)) => {
                 let _ = self.alert_rows.send(to_point(&alert, now_nanos()));
+                let _ = self.events.send(TwinEvent::Alert {
+                    alert: alert.clone(),
+                });
                 Ok(alert)
             }
         }
+    }
+
+    /// Every change from now on: new readings, asset states, alerts.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<TwinEvent> {
+        self.events.subscribe()
     }
 
     pub fn bucket(&self) -> &str {

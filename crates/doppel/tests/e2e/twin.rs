@@ -331,3 +331,91 @@ fn rules_files_are_checked_with_where_and_what() {
         "{text}"
     );
 }
+
+/// The event stream delivers, in order, the readings a write brought, the alert the rule
+/// opened and the asset's new state, within moments of the write's 204.
+#[test]
+fn the_event_stream_tells_readings_states_and_alerts_in_order() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let spec = manifest_dir().join("../../examples/cooling-plant/twin.toml");
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(
+        &rules,
+        "[[rule]]\nname = \"shaking\"\nwhen = \"\\\"pump-1.vibration\\\" > 7.1\"\n",
+    )
+    .unwrap();
+    let server = Server::start(
+        dir.path(),
+        &[
+            "--spec",
+            spec.to_str().unwrap(),
+            "--rules",
+            rules.to_str().unwrap(),
+        ],
+    );
+    let url = format!("{}/api/v1/events", server.url);
+    let (tx, rx) = std::sync::mpsc::channel::<(String, String)>();
+    std::thread::spawn(move || {
+        let response = ureq::get(&url).call().unwrap();
+        assert_eq!(
+            response.headers()["content-type"].to_str().unwrap(),
+            "text/event-stream"
+        );
+        let reader = std::io::BufReader::new(response.into_body().into_reader());
+        let mut event = String::new();
+        for line in reader.lines() {
+            let Ok(line) = line else { return };
+            if let Some(name) = line.strip_prefix("event: ") {
+                event = name.to_owned();
+            } else if let Some(data) = line.strip_prefix("data: ")
+                && tx.send((event.clone(), data.to_owned())).is_err()
+            {
+                return;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let t = now_s();
+    let r = post(
+        &format!("{}/api/v2/write?bucket=plant&precision=s", server.url),
+        &[],
+        format!("pumps,asset=pump-1 vibration_rms=9.5 {t}"),
+    );
+    assert_eq!(r.status, 204);
+    let acknowledged = Instant::now();
+    let mut seen = Vec::new();
+    let done = |seen: &[(String, serde_json::Value)]| {
+        seen.iter().any(|(e, _)| e == "alert")
+            && seen
+                .iter()
+                .any(|(e, d)| e == "state" && d["asset"] == "pump-1")
+    };
+    while let Ok((event, data)) = rx.recv_timeout(Duration::from_secs(5)) {
+        let data: serde_json::Value = serde_json::from_str(&data).unwrap();
+        seen.push((event, data));
+        if done(&seen) {
+            break;
+        }
+    }
+    assert!(
+        acknowledged.elapsed() < Duration::from_secs(2),
+        "the alert took {:?}",
+        acknowledged.elapsed()
+    );
+    let kinds: Vec<&str> = seen.iter().map(|(e, _)| e.as_str()).collect();
+    // The readings first, then what they caused: the alert, then the states it changed.
+    assert_eq!(kinds.first(), Some(&"readings"), "{kinds:?}");
+    assert_eq!(kinds[1], "alert", "{kinds:?}");
+    assert_eq!(seen[0].1["values"]["pump-1.vibration"][1], 9.5);
+    let alert = &seen[1].1["alert"];
+    assert_eq!(alert["rule"], "shaking");
+    assert_eq!(alert["state"], "firing");
+    assert!(
+        seen.iter()
+            .any(|(e, d)| e == "state" && d["asset"] == "pump-1"),
+        "{seen:?}"
+    );
+    drop(rx);
+    assert!(server.stop().success());
+}
