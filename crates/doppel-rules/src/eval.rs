@@ -65,6 +65,9 @@ pub struct Evaluator {
     keep: Vec<i64>,
     /// Per rule, the sensors it reads.
     reads: Vec<Vec<usize>>,
+    /// Data time of the first evaluation: a sensor not heard from since is stale only once
+    /// three of its periods have passed (at start, nothing has reported yet).
+    since: Option<i64>,
 }
 
 impl Evaluator {
@@ -107,6 +110,7 @@ impl Evaluator {
             periods,
             keep,
             reads,
+            since: None,
         }
     }
 
@@ -143,6 +147,7 @@ impl Evaluator {
 
     /// Judges every rule at data time `now`; returns the rules that began or ended firing.
     pub fn evaluate(&mut self, now: i64) -> Vec<Firing> {
+        self.since.get_or_insert(now);
         let mut changes = Vec::new();
         for r in 0..self.rules.rules.len() {
             let rule = &self.rules.rules[r];
@@ -206,6 +211,15 @@ impl Evaluator {
                 .and_then(|i| self.latest(i, now))
                 .map_or(Unknown, Number),
             Expr::Stale(n) => match self.sensor(&n.text) {
+                Some(i) if self.history[i].is_empty() => {
+                    // Never heard from: stale once it has had three periods to report.
+                    let waited = now - self.since.unwrap_or(now);
+                    if waited > STALE_PERIODS * self.periods[i] {
+                        Bool(true)
+                    } else {
+                        Unknown
+                    }
+                }
                 Some(i) => Bool(self.latest(i, now).is_none()),
                 None => Unknown,
             },
@@ -411,6 +425,28 @@ field = "vibration"
             fired,
             [("rising".to_owned(), 10), ("shaking".to_owned(), 30)]
         );
+    }
+
+    /// A sensor not heard from is not called stale before it has had three of its periods
+    /// to report (at start, nothing has), and is once they have passed.
+    #[test]
+    fn stale_waits_three_periods_from_the_start() {
+        let rules = RuleSet::parse(
+            "[[rule]]\nname = \"silent\"\nwhen = \"stale(chw_supply_temp)\"\n",
+            std::path::Path::new("r.toml"),
+            &spec(),
+        )
+        .unwrap();
+        let mut e = Evaluator::new(rules, &spec());
+        e.observe(1, 0, 1.0);
+        assert!(e.evaluate(0).is_empty());
+        assert!(
+            e.evaluate(30 * S).is_empty(),
+            "three periods of 10 s not passed yet"
+        );
+        let fired = e.evaluate(31 * S);
+        assert_eq!(fired.len(), 1);
+        assert!(fired[0].firing);
     }
 
     /// Every problem says where and what, and nothing of a bad file is used.

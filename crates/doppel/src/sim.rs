@@ -524,6 +524,11 @@ pub struct SourceArgs {
     /// twin is seen filling in (10m at 60x: the last 10 hours).
     #[arg(long, default_value = "10m", value_parser = doppel_core::time::parse_offset_seconds)]
     catch_up: f64,
+    /// A disruption scenario (scenarios/*.toml) injected into the live plant, its times
+    /// counted from the moment the plant reaches now (after its history), so you can watch
+    /// the twin catch it.
+    #[arg(long)]
+    scenario: Option<PathBuf>,
 }
 
 impl SourceArgs {
@@ -611,6 +616,31 @@ impl LiveSource {
             }
         };
         let mut policy = PolicyKind::Rules.build(&plant)?;
+        // A scenario's times count from the moment the plant reaches now.
+        let events = match &args.scenario {
+            Some(path) => {
+                let scenario = Scenario::load(path, &plant)?;
+                let live_from_s = (now - plant.config().start_ns) as f64 / 1e9;
+                let events: Vec<_> = scenario
+                    .draw(now as u64)
+                    .into_iter()
+                    .map(|mut e| {
+                        e.start_s += live_from_s;
+                        e.end_s += live_from_s;
+                        e
+                    })
+                    .collect();
+                for e in &events {
+                    tracing::info!(
+                        disruption = %e.label,
+                        at = %doppel_core::time::format_rfc3339(now + (e.start_s - live_from_s) as i64 * 1_000_000_000),
+                        "a disruption of the scenario is drawn for the live plant"
+                    );
+                }
+                events
+            }
+            None => Vec::new(),
+        };
         let stop = Arc::new(AtomicBool::new(false));
         let catch_up_ns = match args.speed.0 {
             Some(speed) => (args.catch_up * speed * 1e9) as i64,
@@ -638,7 +668,7 @@ impl LiveSource {
                 simulate(
                     &mut plant,
                     policy.as_mut(),
-                    Vec::new(),
+                    events,
                     settings,
                     Some(&mut writer),
                 )?;
