@@ -31,6 +31,7 @@ fn restore_default_sigpipe() {
 }
 
 mod admin;
+mod alerts;
 mod bench;
 mod client;
 mod import;
@@ -73,6 +74,11 @@ enum Command {
     Spec {
         #[command(subcommand)]
         command: spec::SpecCommand,
+    },
+    /// The running twin's alerts: list them, acknowledge one.
+    Alerts {
+        #[command(subcommand)]
+        command: alerts::AlertsCommand,
     },
     /// Work with alert rules (doppel's rule language, docs/RULES.md).
     Rules {
@@ -153,6 +159,7 @@ fn main() -> std::process::ExitCode {
         Command::Import(args) => import::run(*args),
         Command::Spec { command } => spec::run(command),
         Command::Rules { command } => rules::run(command),
+        Command::Alerts { command } => alerts::run(command),
         Command::Retention(args) => admin::retention(args),
         Command::Bench { command } => bench::run(command),
     };

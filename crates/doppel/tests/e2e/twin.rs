@@ -254,13 +254,38 @@ fn rules_open_alerts_that_are_acknowledged_resolved_and_kept() {
     let twin = get(&format!("{}/api/v1/twin", server.url), &[]).json();
     assert_eq!(asset_state(&twin, "pump-1"), "alarm");
 
-    let ack = post(
-        &format!("{}/api/v1/alerts/{id}/ack", server.url),
-        &[("Content-Type", "application/json")],
-        r#"{"by": "ana", "note": "crew on the way"}"#,
+    // Acknowledged from the command line, beside the running server (found in the folder).
+    let data = dir.path().to_str().unwrap();
+    let out = crate::common::doppel()
+        .args([
+            "alerts",
+            "ack",
+            &id,
+            "--by",
+            "ana",
+            "--note",
+            "crew on the way",
+            "--data",
+            data,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(ack.status, 200, "{}", ack.body);
-    assert_eq!(ack.json()["state"], "acknowledged");
+    let out = crate::common::doppel()
+        .args(["alerts", "list", "--state", "open", "--data", data])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listed.contains(&id)
+            && listed.contains("acknowledged")
+            && listed.contains("ana: crew on the way"),
+        "{listed}"
+    );
     let unknown = post(
         &format!("{}/api/v1/alerts/nope/ack", server.url),
         &[],
