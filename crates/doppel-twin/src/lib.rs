@@ -10,6 +10,8 @@ pub mod alerts;
 pub mod state;
 /// The twin attached to a lake: what it watches, and the views it answers with.
 pub mod twin;
+/// Alert changes POSTed to an operator's URL, retried until delivered.
+pub mod webhook;
 
 pub use alerts::{Alert, AlertState};
 pub use doppel_rules::RuleSet;

@@ -74,7 +74,14 @@ pub struct Readings {
 impl Twin {
     /// The twin of `spec` over `bucket`: from now on every durable batch for the bucket
     /// updates it. Starts from each sensor's latest value already in the lake.
-    pub async fn attach(lake: Lake, spec: TwinSpec, bucket: &str, rules: Option<RuleSet>) -> Twin {
+    pub async fn attach(
+        lake: Lake,
+        spec: TwinSpec,
+        bucket: &str,
+        rules: Option<RuleSet>,
+        webhook: Option<String>,
+    ) -> Twin {
+        let webhook = webhook.map(crate::webhook::Webhook::start);
         let evaluator = rules.map(|r| Arc::new(parking_lot::Mutex::new(Evaluator::new(r, &spec))));
         let state = Arc::new(RwLock::new(LiveState::new(spec)));
         let alerts = Arc::new(RwLock::new(Alerts::default()));
@@ -158,7 +165,11 @@ impl Twin {
                 for change in &changes {
                     if let Some(alert) = alerts.apply(change) {
                         let _ = alert_rows.send(to_point(&alert, change.time));
-                        announce(TwinEvent::Alert { alert });
+                        let event = TwinEvent::Alert { alert };
+                        if let Some(webhook) = &webhook {
+                            webhook.send(serde_json::to_value(&event).unwrap_or_default());
+                        }
+                        announce(event);
                     }
                 }
             }

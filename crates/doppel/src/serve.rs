@@ -59,6 +59,9 @@ pub struct ServeArgs {
     /// `doppel up` with the reference plant uses the plant's own rules.
     #[arg(long, env = "DOPPEL_RULES")]
     rules: Option<std::path::PathBuf>,
+    /// POST every alert change as JSON to this URL (retried until delivered).
+    #[arg(long, env = "DOPPEL_WEBHOOK")]
+    webhook: Option<String>,
     /// The bucket the twin's sensors are written to (and the reference plant writes to).
     #[arg(long, env = "DOPPEL_BUCKET", default_value = "plant")]
     pub bucket: String,
@@ -137,7 +140,16 @@ pub fn run(args: ServeArgs, up: Option<SourceArgs>) -> anyhow::Result<ExitCode> 
         let twin = match spec {
             Some(spec) => {
                 let rules = twin_rules(&args, up.as_ref(), &spec)?;
-                Some(doppel_twin::Twin::attach(lake.clone(), spec, &args.bucket, rules).await)
+                Some(
+                    doppel_twin::Twin::attach(
+                        lake.clone(),
+                        spec,
+                        &args.bucket,
+                        rules,
+                        args.webhook.clone(),
+                    )
+                    .await,
+                )
             }
             None => None,
         };

@@ -553,3 +553,89 @@ fn rules_backtest_on_a_recorded_run_finds_the_injected_trip() {
     );
     assert!(text.contains(": 1 alert(s) over 1440 rows"), "{text}");
 }
+
+/// A tiny HTTP receiver on loopback: answers the first request 500, the rest 204, and hands
+/// each request's body over.
+fn flaky_receiver() -> (String, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for (n, stream) in listener.incoming().enumerate() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let status = if n == 0 {
+                "500 Internal Server Error"
+            } else {
+                "204 No Content"
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            if tx
+                .send(String::from_utf8_lossy(&body).into_owned())
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    (url, rx)
+}
+
+/// Alert changes reach the operator's webhook as JSON, retried when the receiver fails.
+#[test]
+fn alerts_reach_the_webhook_and_are_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = manifest_dir().join("../../examples/cooling-plant/twin.toml");
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(
+        &rules,
+        "[[rule]]\nname = \"shaking\"\nwhen = \"\\\"pump-1.vibration\\\" > 7.1\"\n",
+    )
+    .unwrap();
+    let (url, bodies) = flaky_receiver();
+    let server = Server::start(
+        dir.path(),
+        &[
+            "--spec",
+            spec.to_str().unwrap(),
+            "--rules",
+            rules.to_str().unwrap(),
+            "--webhook",
+            &url,
+        ],
+    );
+    let r = post(
+        &format!("{}/api/v2/write?bucket=plant&precision=s", server.url),
+        &[],
+        format!("pumps,asset=pump-1 vibration_rms=9.5 {}", now_s()),
+    );
+    assert_eq!(r.status, 204);
+    let first = bodies
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the webhook was called");
+    let again = bodies
+        .recv_timeout(Duration::from_secs(5))
+        .expect("retried after a 500");
+    assert_eq!(first, again);
+    let body: serde_json::Value = serde_json::from_str(&again).unwrap();
+    assert_eq!(body["type"], "alert");
+    assert_eq!(body["alert"]["rule"], "shaking");
+    assert_eq!(body["alert"]["state"], "firing");
+    assert!(server.stop().success());
+}
