@@ -29,12 +29,20 @@ pub enum RulesCommand {
         /// The twin spec (default: the reference plant's).
         #[arg(long)]
         spec: Option<PathBuf>,
+        /// Print the alerts as JSON lines (rule, asset, severity, start, end) for scripts.
+        #[arg(long)]
+        json: bool,
     },
 }
 
 pub fn run(command: RulesCommand) -> anyhow::Result<ExitCode> {
     match command {
-        RulesCommand::Test { file, input, spec } => backtest(&file, &input, spec.as_deref()),
+        RulesCommand::Test {
+            file,
+            input,
+            spec,
+            json,
+        } => backtest(&file, &input, spec.as_deref(), json),
         RulesCommand::Check { file, spec } => {
             let spec = match &spec {
                 Some(path) => doppel_core::spec::load(path)?,
@@ -69,6 +77,7 @@ fn backtest(
     file: &std::path::Path,
     input: &std::path::Path,
     spec: Option<&std::path::Path>,
+    json: bool,
 ) -> anyhow::Result<ExitCode> {
     use doppel_core::time::format_rfc3339;
     let spec = match spec {
@@ -97,8 +106,35 @@ fn backtest(
             spec.sensors.first().map_or("", |s| s.id.as_str())
         );
     }
-    let mut open: std::collections::BTreeMap<String, i64> = Default::default();
+    let mut open: std::collections::BTreeMap<String, (i64, String, String, String)> =
+        Default::default();
     let mut fired = 0;
+    let print = |key: &str,
+                 (began, rule, asset, severity): &(i64, String, String, String),
+                 end: Option<i64>| {
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "rule": rule, "asset": asset, "severity": severity,
+                    "start": format_rfc3339(*began), "end": end.map(format_rfc3339),
+                })
+            );
+        } else {
+            match end {
+                Some(end) => println!(
+                    "{key}: {} to {} ({:.0} min)",
+                    format_rfc3339(*began),
+                    format_rfc3339(end),
+                    (end - began) as f64 / 60e9
+                ),
+                None => println!(
+                    "{key}: {} to the end of the file (still firing)",
+                    format_rfc3339(*began)
+                ),
+            }
+        }
+    };
     for (time, slot) in recording.input_rows() {
         for (c, sensor) in columns.iter().enumerate() {
             if let Some(i) = sensor
@@ -111,27 +147,28 @@ fn backtest(
             let key = format!("{} ({})", change.name, change.asset);
             if change.firing {
                 fired += 1;
-                open.insert(key, change.time);
-            } else if let Some(began) = open.remove(&key) {
-                println!(
-                    "{key}: {} to {} ({:.0} min)",
-                    format_rfc3339(began),
-                    format_rfc3339(change.time),
-                    (change.time - began) as f64 / 60e9
-                );
+                let severity = serde_json::to_value(change.severity)?
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned();
+                open.insert(key, (change.time, change.name, change.asset, severity));
+            } else if let Some(opened) = open.remove(&key) {
+                print(&key, &opened, Some(change.time));
             }
         }
     }
-    for (key, began) in &open {
-        println!(
-            "{key}: {} to the end of the file (still firing)",
-            format_rfc3339(*began)
-        );
+    for (key, opened) in &open {
+        print(key, opened, None);
     }
-    println!(
+    let summary = format!(
         "{}: {fired} alert(s) over {} rows",
         input.display(),
         recording.input_rows().len()
     );
+    if json {
+        eprintln!("{summary}");
+    } else {
+        println!("{summary}");
+    }
     Ok(ExitCode::SUCCESS)
 }

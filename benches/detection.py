@@ -1,0 +1,119 @@
+#!/usr/bin/env python3
+"""Detection of simulated disruptions by the reference plant's alert rules.
+
+For every scenario in scenarios/ and every seed, simulates the plant with the scenario
+(`doppel sim run`), backtests the rules on the run (`doppel rules test --json`), and scores
+the alerts against the drawn events (`run.events.json`): a disruption is detected when an
+alert on one of the assets it hits (any asset for plant-wide kinds) starts between its start
+and its end (or the run's end). The same seeds without any scenario give the false alerts a
+simulated week.
+
+    python3 benches/detection.py DOPPEL [--seeds 20] [--days 30] [--rules FILE]
+
+Prints a table per kind of disruption: runs where it happened, share detected, median and
+worst time to detect; then the baseline's alerts a week, per rule.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections import defaultdict
+from datetime import datetime
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PLANT_WIDE = {"heat_wave", "load_surge", "price_spike", "parts_delay"}
+
+
+def when(text):
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def asset_of(target):
+    """pump1_vibration -> pump1; chw_supply_temp -> chw; pump2 -> pump2."""
+    return target.split("_")[0].split(".")[0]
+
+
+def run(doppel, rules, scenario, seed, days, folder):
+    out = os.path.join(folder, f"run{seed}.csv")
+    command = [doppel, "sim", "run", "--days", str(days), "--seed", str(seed), "--out", out]
+    if scenario:
+        command += ["--scenario", scenario]
+    subprocess.run(command, check=True, capture_output=True)
+    alerts = subprocess.run(
+        [doppel, "rules", "test", rules, "--input", out, "--json"],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    alerts = [json.loads(line) for line in alerts.splitlines() if line.strip()]
+    events_path = out[: -len(".csv")] + ".events.json"
+    events = json.load(open(events_path)) if os.path.exists(events_path) else []
+    first = last = None
+    with open(out) as f:
+        next(f)
+        for line in f:
+            t = line.split(",", 1)[0]
+            first = first or t
+            last = t
+    return alerts, events, when(first), when(last)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("doppel")
+    parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--days", type=float, default=30)
+    parser.add_argument("--rules", default=os.path.join(ROOT, "examples/reference-plant/rules.toml"))
+    args = parser.parse_args()
+    scenarios = sorted(
+        os.path.join(ROOT, "scenarios", f)
+        for f in os.listdir(os.path.join(ROOT, "scenarios"))
+        if f.endswith(".toml")
+    )
+    kinds = defaultdict(lambda: {"runs": 0, "detected": 0, "delays": []})
+    with tempfile.TemporaryDirectory() as folder:
+        for scenario in scenarios:
+            for seed in range(1, args.seeds + 1):
+                alerts, events, _, end = run(args.doppel, args.rules, scenario, seed, args.days, folder)
+                for event in events:
+                    kind = event["kind"]
+                    start = when(event["start"])
+                    stop = when(event["end"]) if event.get("end") else end
+                    assets = {asset_of(t) for t in event.get("targets", [])}
+                    hits = [
+                        when(a["start"]) - start
+                        for a in alerts
+                        if start <= when(a["start"]) <= stop + 600
+                        and (kind in PLANT_WIDE or not assets or a["asset"] in assets)
+                    ]
+                    kinds[kind]["runs"] += 1
+                    if hits:
+                        kinds[kind]["detected"] += 1
+                        kinds[kind]["delays"].append(min(hits))
+            print(f"{os.path.basename(scenario)} done", file=sys.stderr)
+        false = defaultdict(int)
+        weeks = 0.0
+        for seed in range(1, args.seeds + 1):
+            alerts, _, first, last = run(args.doppel, args.rules, None, seed, args.days, folder)
+            weeks += (last - first) / (7 * 86400)
+            for a in alerts:
+                false[a["rule"]] += 1
+    print(f"| disruption | runs where it happened | detected | median time to detect | worst |")
+    print("|---|---|---|---|---|")
+    for kind, k in sorted(kinds.items()):
+        delays = k["delays"]
+        median = f"{statistics.median(delays) / 60:.0f} min" if delays else "—"
+        worst = f"{max(delays) / 60:.0f} min" if delays else "—"
+        share = k["detected"] / k["runs"] if k["runs"] else 0
+        print(f"| {kind} | {k['runs']} | {k['detected']} ({share:.0%}) | {median} | {worst} |")
+    total = sum(false.values())
+    print(f"\nbaseline ({args.seeds} runs of {args.days:g} days): {total} alert(s), "
+          f"{total / weeks:.2f} a simulated week")
+    for rule, n in sorted(false.items(), key=lambda x: -x[1]):
+        print(f"  {rule}: {n}")
+
+
+if __name__ == "__main__":
+    main()
