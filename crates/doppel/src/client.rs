@@ -89,24 +89,22 @@ impl Client {
     /// error message.
     pub fn get(&self, path: &str, query: &[(&str, &str)]) -> anyhow::Result<Vec<u8>> {
         let url = format!("{}{path}", self.base);
-        let mut request = self.agent.get(&url);
-        for (key, value) in query {
-            request = request.query(key, value);
-        }
-        if let Some(t) = &self.token {
-            request = request.header("Authorization", &format!("Token {t}"));
-        }
-        let response = request
-            .call()
-            .with_context(|| format!("cannot reach doppel at {}", self.base))?;
-        read_ok(response)
+        self.call(self.agent.get(&url), query)
     }
 
     /// Sends a DELETE with `query` (encoded here); returns the response body, or the
     /// server's error message.
     pub fn delete(&self, path: &str, query: &[(&str, &str)]) -> anyhow::Result<Vec<u8>> {
         let url = format!("{}{path}", self.base);
-        let mut request = self.agent.delete(&url);
+        self.call(self.agent.delete(&url), query)
+    }
+
+    /// Sends a request without a body, with `query` and the token.
+    fn call(
+        &self,
+        mut request: ureq::RequestBuilder<ureq::typestate::WithoutBody>,
+        query: &[(&str, &str)],
+    ) -> anyhow::Result<Vec<u8>> {
         for (key, value) in query {
             request = request.query(key, value);
         }
