@@ -68,6 +68,8 @@ pub struct Evaluator {
     /// Data time of the first evaluation: a sensor not heard from since is stale only once
     /// three of its periods have passed (at start, nothing has reported yet).
     since: Option<i64>,
+    /// Anomaly scores handed in by the twin, by asset or sensor id.
+    anomalies: HashMap<String, f64>,
 }
 
 impl Evaluator {
@@ -111,6 +113,17 @@ impl Evaluator {
             keep,
             reads,
             since: None,
+            anomalies: HashMap::new(),
+        }
+    }
+
+    /// The anomaly score of an asset or a sensor now (what `anomaly(id)` reads); NaN forgets
+    /// it (unknown again).
+    pub fn set_anomaly(&mut self, id: &str, score: f64) {
+        if score.is_finite() {
+            self.anomalies.insert(id.to_owned(), score);
+        } else {
+            self.anomalies.remove(id);
         }
     }
 
@@ -250,8 +263,9 @@ impl Evaluator {
                     }
                 }
             }
-            // The model's answers are handed in by the twin once it has them.
-            Expr::Anomaly(_) | Expr::Forecast { .. } => Unknown,
+            // Scores and forecasts are handed in by the twin once it has them.
+            Expr::Anomaly(n) => self.anomalies.get(&n.text).map_or(Unknown, |v| Number(*v)),
+            Expr::Forecast { .. } => Unknown,
             Expr::Negate(e) => match self.value(e, now) {
                 Number(v) => Number(-v),
                 _ => Unknown,
@@ -424,6 +438,29 @@ field = "vibration"
         assert_eq!(
             fired,
             [("rising".to_owned(), 10), ("shaking".to_owned(), 30)]
+        );
+    }
+
+    /// `anomaly(asset)` reads the score the twin hands in; without one it is unknown.
+    #[test]
+    fn anomaly_reads_the_score_handed_in() {
+        let rules = RuleSet::parse(
+            "[[rule]]\nname = \"odd\"\nwhen = \"anomaly(pump3) > 0.99\"\n",
+            std::path::Path::new("r.toml"),
+            &spec(),
+        )
+        .unwrap();
+        assert_eq!(rules.rules[0].asset, "pump3");
+        let mut e = Evaluator::new(rules, &spec());
+        assert!(e.evaluate(0).is_empty(), "no score: unknown");
+        e.set_anomaly("pump3", 0.5);
+        assert!(e.evaluate(S).is_empty());
+        e.set_anomaly("pump3", 0.999);
+        assert_eq!(e.evaluate(2 * S).len(), 1);
+        e.set_anomaly("pump3", f64::NAN);
+        assert!(
+            e.evaluate(3 * S).is_empty(),
+            "forgotten: unknown, neither fires nor resolves"
         );
     }
 

@@ -6,6 +6,8 @@
 
 /// Alerts from the rules: firing, acknowledged, resolved; kept in the lake.
 pub mod alerts;
+/// Anomaly scores per asset from PCA over its recent history.
+pub mod anomaly;
 /// Each sensor's latest value and its quality; an asset's state.
 pub mod state;
 /// The twin attached to a lake: what it watches, and the views it answers with.

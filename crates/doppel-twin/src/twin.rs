@@ -43,7 +43,14 @@ pub struct Twin {
     /// Alert changes to write to the lake (off the WAL's thread, which sees the batches).
     alert_rows: std::sync::mpsc::Sender<doppel_core::Point>,
     events: tokio::sync::broadcast::Sender<TwinEvent>,
+    detectors: Arc<RwLock<crate::anomaly::Detectors>>,
+    /// Each asset's latest anomaly score (0 to 1).
+    scores: Arc<RwLock<BTreeMap<String, f64>>>,
 }
+
+/// How often assets without a detector try to get one, and how often all are fitted again.
+const FIT_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+const REFIT_EVERY: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
 
 /// A change the twin announces, as the event stream sends it.
 #[derive(Debug, Clone, Serialize)]
@@ -116,6 +123,8 @@ impl Twin {
             alerts: alerts.clone(),
             alert_rows: alert_rows.clone(),
             events: events.clone(),
+            detectors: Default::default(),
+            scores: Default::default(),
         };
         twin.start_from_the_lake().await;
         twin.restore_alerts(evaluator.as_deref()).await;
@@ -149,6 +158,35 @@ impl Twin {
             }
             if newest.is_none() {
                 return;
+            }
+            // Each asset's anomaly score from its sensors' latest readings, for the rules and
+            // the views (an asset with a sensor unread or stale has none).
+            {
+                let state = watched.read();
+                let detectors = watcher.detectors.read();
+                let now = newest.unwrap_or(0);
+                let mut scores = watcher.scores.write();
+                for (asset, detector) in &detectors.assets {
+                    let row: Option<Vec<f64>> = detector
+                        .sensors
+                        .iter()
+                        .map(|&i| {
+                            state
+                                .latest(i)
+                                .filter(|_| state.quality(i, now) != crate::Quality::Stale)
+                                .map(|(_, v)| v)
+                        })
+                        .collect();
+                    let score = row.map_or(f64::NAN, |r| detector.score(&r));
+                    if let Some(rules) = &evaluator {
+                        rules.lock().set_anomaly(asset, score);
+                    }
+                    if score.is_finite() {
+                        scores.insert(asset.clone(), score);
+                    } else {
+                        scores.remove(asset);
+                    }
+                }
             }
             let announce = |event: TwinEvent| {
                 // No listener is not an error.
@@ -190,7 +228,104 @@ impl Twin {
                 }
             }
         });
+        twin.start_fitting();
         twin
+    }
+
+    /// Fits each asset's detector on its last day in the lake, now and then: assets without
+    /// one every minute (a new twin gathers history first), all of them every six hours.
+    fn start_fitting(&self) {
+        let twin = self.clone();
+        std::thread::Builder::new()
+            .name("twin-detectors".into())
+            .spawn(move || {
+                let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
+                let began = std::time::Instant::now();
+                let mut last_refit = began;
+                loop {
+                    let refit = last_refit.elapsed() >= REFIT_EVERY;
+                    if refit {
+                        last_refit = std::time::Instant::now();
+                    }
+                    runtime.block_on(twin.fit_detectors(refit));
+                    // Sooner at first: a new twin's history arrives in its first minutes.
+                    let pause = if began.elapsed() < FIT_EVERY * 5 {
+                        FIT_EVERY / 4
+                    } else {
+                        FIT_EVERY
+                    };
+                    std::thread::sleep(pause);
+                }
+            })
+            .expect("a thread for the detectors");
+    }
+
+    /// Fits the detectors of the assets without one (all of them with `all`), on their
+    /// sensors' readings over the last day (the rows where every sensor read).
+    pub async fn fit_detectors(&self, all: bool) {
+        let assets: Vec<String> = {
+            let state = self.state.read();
+            state.spec().assets.iter().map(|a| a.id.clone()).collect()
+        };
+        for asset in assets {
+            if !all && self.detectors.read().assets.contains_key(&asset) {
+                continue;
+            }
+            // Buckets of 10 s hold single readings: the detector learns from readings as they
+            // come, as it scores them (minute means would be calmer than any live reading).
+            let Ok(view) = self.asset(&asset, 86_400_000_000_000, 8_640).await else {
+                continue;
+            };
+            // The sensors that reported through the day (a dead one would empty every row),
+            // then one row a minute where each of them has a mean.
+            let series: Vec<serde_json::Value> = view["readings"]["series"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|s| {
+                    s["v"].as_array().is_some_and(|v| {
+                        v.iter().filter(|x| x.is_number()).count() >= crate::anomaly::MIN_ROWS
+                    })
+                })
+                .collect();
+            let mut minutes: BTreeMap<i64, Vec<Option<f64>>> = BTreeMap::new();
+            for (k, s) in series.iter().enumerate() {
+                let (Some(t), Some(v)) = (s["t"].as_array(), s["v"].as_array()) else {
+                    continue;
+                };
+                for (t, v) in t.iter().zip(v) {
+                    if let Some(t) = t.as_i64() {
+                        minutes.entry(t).or_insert_with(|| vec![None; series.len()])[k] =
+                            v.as_f64();
+                    }
+                }
+            }
+            let rows: Vec<Vec<f64>> = minutes
+                .into_values()
+                .filter_map(|row| row.into_iter().collect::<Option<Vec<f64>>>())
+                .collect();
+            let order: Vec<usize> = {
+                let state = self.state.read();
+                let spec = state.spec();
+                series
+                    .iter()
+                    .filter_map(|s| {
+                        spec.sensors
+                            .iter()
+                            .position(|x| Some(x.id.as_str()) == s["sensor"].as_str())
+                    })
+                    .collect()
+            };
+            if let Some(detector) = crate::anomaly::AssetDetector::fit(order, &rows) {
+                self.detectors.write().assets.insert(asset, detector);
+            }
+        }
     }
 
     /// Open and past alerts as the lake holds them (the latest row of each wins); the rules
@@ -351,7 +486,11 @@ impl Twin {
                     .assets
                     .iter()
                     .filter(|a| a.site == site.id)
-                    .map(|a| asset_view(&state, &self.alerts.read(), &a.id, now))
+                    .map(|a| {
+                        let mut view = asset_view(&state, &self.alerts.read(), &a.id, now);
+                        view["anomaly"] = json!(self.scores.read().get(&a.id));
+                        view
+                    })
                     .collect();
                 json!({"id": site.id, "name": site.name, "timezone": site.timezone, "assets": assets})
             })
@@ -378,7 +517,9 @@ impl Twin {
                     known: known.join(", "),
                 });
             }
-            asset_view(&state, &self.alerts.read(), id, now)
+            let mut view = asset_view(&state, &self.alerts.read(), id, now);
+            view["anomaly"] = json!(self.scores.read().get(id));
+            view
         };
         if window_ns <= 0 || points == 0 {
             return Err(TwinError::Invalid(

@@ -195,6 +195,20 @@ fn up_serves_the_reference_plants_twin() {
         (25..=31).contains(&points),
         "an hour in 2-minute buckets: {points}"
     );
+    // Once the twin has history, each pump has an anomaly score from PCA over its sensors
+    // (an hour at 10 s: 360 moments where every pump sensor read, enough for a detector).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut score = serde_json::Value::Null;
+    while Instant::now() < deadline && !score.is_number() {
+        std::thread::sleep(Duration::from_secs(1));
+        let view = get(
+            &format!("{}/api/v1/assets/pump1?window=1m&points=1", server.url),
+            &[],
+        );
+        score = view.json()["anomaly"].clone();
+    }
+    let score = score.as_f64().expect("pump1 has an anomaly score");
+    assert!((0.0..=1.0).contains(&score), "{score}");
     assert!(server.stop().success());
 }
 
