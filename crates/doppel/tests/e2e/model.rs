@@ -32,6 +32,34 @@ pub(crate) fn write_sines(path: &Path, rows: usize, gaps: bool) {
     std::fs::write(path, text).unwrap();
 }
 
+/// `doppel model pretrain` of a quick model on `inputs`: windows of 6 patches of 8, batches
+/// of 8, `steps` steps, no checkpoints, into `out`, with `extra` flags; (success, stderr).
+pub(crate) fn pretrain_quick(
+    inputs: &[&str],
+    steps: &str,
+    out: &str,
+    extra: &[&str],
+) -> (bool, String) {
+    let mut args = vec!["model", "pretrain", "--input"];
+    args.extend(inputs);
+    args.extend([
+        "--steps",
+        steps,
+        "--batch",
+        "8",
+        "--patch",
+        "8",
+        "--patches",
+        "6",
+        "--checkpoint-every",
+        "0",
+        "--out",
+        out,
+    ]);
+    args.extend(extra);
+    run(&args)
+}
+
 pub(crate) fn run(args: &[&str]) -> (bool, String) {
     let out = doppel().args(args).output().unwrap();
     (
@@ -869,24 +897,7 @@ fn tasks_answer_once_per_input_row_and_take_recordings_shorter_than_a_window() {
     write_seconds("train.csv", 1200, 0);
     let times = write_seconds("irregular.csv", 745, 20);
     write_seconds("short.csv", 31, 0);
-    let (ok, err) = run(&[
-        "model",
-        "pretrain",
-        "--input",
-        &p("train.csv"),
-        "--steps",
-        "20",
-        "--batch",
-        "8",
-        "--patch",
-        "8",
-        "--patches",
-        "6",
-        "--checkpoint-every",
-        "0",
-        "--out",
-        &p("m"),
-    ]);
+    let (ok, err) = pretrain_quick(&[&p("train.csv")], "20", &p("m"), &[]);
     assert!(ok, "{err}");
     let first_column = |file: &str| -> Vec<String> {
         let text = std::fs::read_to_string(dir.path().join(file)).unwrap();

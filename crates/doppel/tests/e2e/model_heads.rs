@@ -6,7 +6,7 @@ use std::fmt::Write;
 use std::path::Path;
 
 use crate::common::doppel;
-use crate::model::{run, write_sines};
+use crate::model::{pretrain_quick, run, write_sines};
 
 #[test]
 fn finetune_a_forecasting_head_then_forecast_with_error_bands() {
@@ -319,24 +319,7 @@ fn linear_probes_classify_and_regress_from_window_embeddings() {
     let dir = tempfile::tempdir().unwrap();
     let p = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
     write_regimes(&dir.path().join("r.csv"), 4000);
-    let (ok, err) = run(&[
-        "model",
-        "pretrain",
-        "--input",
-        &p("r.csv"),
-        "--channels",
-        "a,b",
-        "--steps",
-        "300",
-        "--batch",
-        "8",
-        "--patch",
-        "8",
-        "--patches",
-        "6",
-        "--out",
-        &p("m"),
-    ]);
+    let (ok, err) = pretrain_quick(&[&p("r.csv")], "300", &p("m"), &["--channels", "a,b"]);
     assert!(ok, "{err}");
     let (ok, err) = run(&[
         "model",

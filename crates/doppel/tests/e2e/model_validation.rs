@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::model::{run, write_sines};
+use crate::model::{pretrain_quick, run, write_sines};
 
 /// `write_sines`, with channel `b` shifted by `shift`: a machine unlike the others.
 fn write_shifted_sines(path: &Path, rows: usize, shift: f64) {
@@ -68,28 +68,12 @@ fn a_file_held_out_validates_pretraining_and_nothing_of_it_is_trained_on() {
     write_sines(&dir.path().join("b.csv"), 1200, false);
     write_shifted_sines(&dir.path().join("c.csv"), 1200, 100.0);
     let pretrain = |held_out: &str, out: &str| {
-        run(&[
-            "model",
-            "pretrain",
-            "--input",
-            &p("a.csv"),
-            &p("b.csv"),
-            &p("c.csv"),
-            "--validation-files",
-            held_out,
-            "--steps",
+        pretrain_quick(
+            &[&p("a.csv"), &p("b.csv"), &p("c.csv")],
             "100",
-            "--batch",
-            "8",
-            "--patch",
-            "8",
-            "--patches",
-            "6",
-            "--checkpoint-every",
-            "0",
-            "--out",
             &p(out),
-        ])
+            &["--validation-files", held_out],
+        )
     };
     let (ok, err) = pretrain("1", "held");
     assert!(ok, "{err}");
