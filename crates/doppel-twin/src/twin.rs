@@ -40,13 +40,18 @@ pub struct Twin {
     bucket: String,
     state: Arc<RwLock<LiveState>>,
     alerts: Arc<RwLock<Alerts>>,
-    /// Alert changes to write to the lake (off the WAL's thread, which sees the batches).
-    alert_rows: std::sync::mpsc::Sender<doppel_core::Point>,
+    /// Rows the twin writes back to the lake (alert changes, scores), written off the WAL's
+    /// thread, which sees the batches.
+    lake_rows: std::sync::mpsc::Sender<doppel_core::Point>,
     events: tokio::sync::broadcast::Sender<TwinEvent>,
     detectors: Arc<RwLock<crate::anomaly::Detectors>>,
     /// Each asset's latest anomaly score (0 to 1).
     scores: Arc<RwLock<BTreeMap<String, f64>>>,
 }
+
+/// The table each asset's anomaly score goes to, a row a minute of data time (tags `asset`
+/// and `detector`, field `score`), in the twin's bucket.
+pub const SCORES_TABLE: &str = "doppel_anomaly";
 
 /// How often assets without a detector try to get one, and how often all are fitted again.
 const FIT_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
@@ -92,7 +97,7 @@ impl Twin {
         let evaluator = rules.map(|r| Arc::new(parking_lot::Mutex::new(Evaluator::new(r, &spec))));
         let state = Arc::new(RwLock::new(LiveState::new(spec)));
         let alerts = Arc::new(RwLock::new(Alerts::default()));
-        let (alert_rows, rows) = std::sync::mpsc::channel::<doppel_core::Point>();
+        let (lake_rows, rows) = std::sync::mpsc::channel::<doppel_core::Point>();
         let (events, _) = tokio::sync::broadcast::channel(EVENT_BACKLOG);
         let writer_lake = lake.clone();
         let writer_bucket = bucket.to_owned();
@@ -121,7 +126,7 @@ impl Twin {
             bucket: bucket.to_owned(),
             state: state.clone(),
             alerts: alerts.clone(),
-            alert_rows: alert_rows.clone(),
+            lake_rows: lake_rows.clone(),
             events: events.clone(),
             detectors: Default::default(),
             scores: Default::default(),
@@ -132,6 +137,7 @@ impl Twin {
         let database = bucket.to_owned();
         let watched_alerts = alerts;
         let asset_states: parking_lot::Mutex<BTreeMap<String, AssetState>> = Default::default();
+        let scored_minute = parking_lot::Mutex::new(i64::MIN);
         let watcher = twin.clone();
         lake.watch(move |batch| {
             if batch.database != database {
@@ -187,6 +193,23 @@ impl Twin {
                         scores.remove(asset);
                     }
                 }
+                // Once a minute of data time, each asset's score goes back into the lake.
+                let minute = now.div_euclid(60_000_000_000);
+                let mut last = scored_minute.lock();
+                if minute > *last && !scores.is_empty() {
+                    *last = minute;
+                    for (asset, score) in scores.iter() {
+                        let _ = lake_rows.send(doppel_core::Point {
+                            measurement: SCORES_TABLE.into(),
+                            tags: vec![
+                                ("asset".into(), asset.clone()),
+                                ("detector".into(), "pca".into()),
+                            ],
+                            fields: vec![("score".into(), doppel_core::FieldValue::Float(*score))],
+                            time: minute * 60_000_000_000,
+                        });
+                    }
+                }
             }
             let announce = |event: TwinEvent| {
                 // No listener is not an error.
@@ -202,7 +225,7 @@ impl Twin {
                 let mut alerts = watched_alerts.write();
                 for change in &changes {
                     if let Some(alert) = alerts.apply(change) {
-                        let _ = alert_rows.send(to_point(&alert, change.time));
+                        let _ = lake_rows.send(to_point(&alert, change.time));
                         let event = TwinEvent::Alert { alert };
                         if let Some(webhook) = &webhook {
                             webhook.send(serde_json::to_value(&event).unwrap_or_default());
@@ -409,7 +432,7 @@ impl Twin {
             None => Err(TwinError::UnknownAlert(id.to_owned())),
             Some(Err(message)) => Err(TwinError::Invalid(message)),
             Some(Ok(alert)) => {
-                let _ = self.alert_rows.send(to_point(&alert, now_nanos()));
+                let _ = self.lake_rows.send(to_point(&alert, now_nanos()));
                 let _ = self.events.send(TwinEvent::Alert {
                     alert: alert.clone(),
                 });

@@ -209,6 +209,21 @@ fn up_serves_the_reference_plants_twin() {
     }
     let score = score.as_f64().expect("pump1 has an anomaly score");
     assert!((0.0..=1.0).contains(&score), "{score}");
+    // And the scores go back into the lake, a row an asset a minute of data time.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut rows = Vec::new();
+    while Instant::now() < deadline && rows.is_empty() {
+        std::thread::sleep(Duration::from_millis(300));
+        let r = post(
+            &format!("{}/api/v3/query_sql", server.url),
+            &[("Content-Type", "application/json")],
+            serde_json::json!({"db": "plant", "q": "SELECT score FROM doppel_anomaly WHERE asset = 'pump1'"}).to_string(),
+        );
+        if r.status == 200 {
+            rows = r.json().as_array().cloned().unwrap_or_default();
+        }
+    }
+    assert!(!rows.is_empty(), "no score rows in doppel_anomaly");
     assert!(server.stop().success());
 }
 
