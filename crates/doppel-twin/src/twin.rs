@@ -47,11 +47,23 @@ pub struct Twin {
     detectors: Arc<RwLock<crate::anomaly::Detectors>>,
     /// Each asset's latest anomaly score (0 to 1).
     scores: Arc<RwLock<BTreeMap<String, f64>>>,
+    rules: Option<Arc<parking_lot::Mutex<Evaluator>>>,
+    webhook: Option<Arc<crate::webhook::Webhook>>,
+    /// The asset states last announced, and the minute of data time last scored into the lake.
+    announced: Arc<parking_lot::Mutex<BTreeMap<String, AssetState>>>,
+    scored_minute: Arc<parking_lot::Mutex<i64>>,
+    /// Data time of the newest reading seen (ns), and when its batch arrived.
+    newest: Arc<parking_lot::Mutex<Option<(i64, std::time::Instant)>>>,
 }
 
 /// The table each asset's anomaly score goes to, a row a minute of data time (tags `asset`
 /// and `detector`, field `score`), in the twin's bucket.
 pub const SCORES_TABLE: &str = "doppel_anomaly";
+
+/// How often a quiet feed is judged at the wall clock.
+const TICK_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+/// Data this close to the wall clock is live (ns): older means history being written.
+const LIVE_WITHIN: i64 = 120_000_000_000;
 
 /// How often assets without a detector try to get one, and how often all are fitted again.
 const FIT_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
@@ -93,7 +105,7 @@ impl Twin {
         rules: Option<RuleSet>,
         webhook: Option<String>,
     ) -> Twin {
-        let webhook = webhook.map(crate::webhook::Webhook::start);
+        let webhook = webhook.map(|url| Arc::new(crate::webhook::Webhook::start(url)));
         let evaluator = rules.map(|r| Arc::new(parking_lot::Mutex::new(Evaluator::new(r, &spec))));
         let state = Arc::new(RwLock::new(LiveState::new(spec)));
         let alerts = Arc::new(RwLock::new(Alerts::default()));
@@ -130,14 +142,17 @@ impl Twin {
             events: events.clone(),
             detectors: Default::default(),
             scores: Default::default(),
+            rules: evaluator.clone(),
+            webhook,
+            announced: Default::default(),
+            scored_minute: Arc::new(parking_lot::Mutex::new(i64::MIN)),
+            newest: Default::default(),
         };
         twin.start_from_the_lake().await;
         twin.restore_alerts(evaluator.as_deref()).await;
         let watched = state;
         let database = bucket.to_owned();
-        let watched_alerts = alerts;
-        let asset_states: parking_lot::Mutex<BTreeMap<String, AssetState>> = Default::default();
-        let scored_minute = parking_lot::Mutex::new(i64::MIN);
+        let _ = alerts;
         let watcher = twin.clone();
         lake.watch(move |batch| {
             if batch.database != database {
@@ -162,97 +177,136 @@ impl Twin {
                     });
                 }
             }
-            if newest.is_none() {
+            let Some(newest) = newest else {
                 return;
-            }
-            // Each asset's anomaly score from its sensors' latest readings, for the rules and
-            // the views (an asset with a sensor unread or stale has none).
-            {
-                let state = watched.read();
-                let detectors = watcher.detectors.read();
-                let now = newest.unwrap_or(0);
-                let mut scores = watcher.scores.write();
-                for (asset, detector) in &detectors.assets {
-                    let row: Option<Vec<f64>> = detector
-                        .sensors
-                        .iter()
-                        .map(|&i| {
-                            state
-                                .latest(i)
-                                .filter(|_| state.quality(i, now) != crate::Quality::Stale)
-                                .map(|(_, v)| v)
-                        })
-                        .collect();
-                    let score = row.map_or(f64::NAN, |r| detector.score(&r));
-                    if let Some(rules) = &evaluator {
-                        rules.lock().set_anomaly(asset, score);
-                    }
-                    if score.is_finite() {
-                        scores.insert(asset.clone(), score);
-                    } else {
-                        scores.remove(asset);
-                    }
-                }
-                // Once a minute of data time, each asset's score goes back into the lake.
-                let minute = now.div_euclid(60_000_000_000);
-                let mut last = scored_minute.lock();
-                if minute > *last && !scores.is_empty() {
-                    *last = minute;
-                    for (asset, score) in scores.iter() {
-                        let _ = lake_rows.send(doppel_core::Point {
-                            measurement: SCORES_TABLE.into(),
-                            tags: vec![
-                                ("asset".into(), asset.clone()),
-                                ("detector".into(), "pca".into()),
-                            ],
-                            fields: vec![("score".into(), doppel_core::FieldValue::Float(*score))],
-                            time: minute * 60_000_000_000,
-                        });
-                    }
-                }
-            }
-            let announce = |event: TwinEvent| {
-                // No listener is not an error.
-                let _ = watcher.events.send(event);
             };
+            {
+                let mut seen = watcher.newest.lock();
+                let latest = seen.map_or(newest, |(t, _)| t.max(newest));
+                *seen = Some((latest, std::time::Instant::now()));
+            }
             let readings = readings
                 .into_iter()
                 .map(|(id, (t, v))| (id, (t / 1_000_000, v)))
                 .collect();
-            announce(TwinEvent::Readings { values: readings });
-            if let (Some(rules), Some(now)) = (&evaluator, newest) {
-                let changes = rules.lock().evaluate(now);
-                let mut alerts = watched_alerts.write();
-                for change in &changes {
-                    if let Some(alert) = alerts.apply(change) {
-                        let _ = lake_rows.send(to_point(&alert, change.time));
-                        let event = TwinEvent::Alert { alert };
-                        if let Some(webhook) = &webhook {
-                            webhook.send(serde_json::to_value(&event).unwrap_or_default());
-                        }
-                        announce(event);
-                    }
+            let _ = watcher
+                .events
+                .send(TwinEvent::Readings { values: readings });
+            watcher.judge(newest);
+        });
+        twin.start_fitting();
+        twin.start_ticking();
+        twin
+    }
+
+    /// After readings up to data time `now`: each asset's anomaly score (for the rules, the
+    /// views and, once a minute of data time, the lake), the rules judged (alerts opened or
+    /// resolved: written, announced, sent to the webhook), then the asset states that changed
+    /// (by the wall clock, as the views judge them) announced.
+    fn judge(&self, now: i64) {
+        let announce = |event: TwinEvent| {
+            // No listener is not an error.
+            let _ = self.events.send(event);
+        };
+        {
+            let state = self.state.read();
+            let detectors = self.detectors.read();
+            let mut scores = self.scores.write();
+            for (asset, detector) in &detectors.assets {
+                // An asset with a sensor unread or stale has no score.
+                let row: Option<Vec<f64>> = detector
+                    .sensors
+                    .iter()
+                    .map(|&i| {
+                        state
+                            .latest(i)
+                            .filter(|_| state.quality(i, now) != crate::Quality::Stale)
+                            .map(|(_, v)| v)
+                    })
+                    .collect();
+                let score = row.map_or(f64::NAN, |r| detector.score(&r));
+                if let Some(rules) = &self.rules {
+                    rules.lock().set_anomaly(asset, score);
+                }
+                if score.is_finite() {
+                    scores.insert(asset.clone(), score);
+                } else {
+                    scores.remove(asset);
                 }
             }
-            // Assets whose state changed, by the wall clock as the views judge it.
-            let now = now_nanos();
-            let state = watched.read();
-            let alerts = watched_alerts.read();
-            for asset in &state.spec().assets {
-                let current = asset_state(
-                    state.asset_state(&asset.id, now),
-                    alerts.worst_open(&asset.id),
-                );
-                if asset_states.lock().insert(asset.id.clone(), current) != Some(current) {
-                    announce(TwinEvent::State {
-                        asset: asset.id.clone(),
-                        state: current,
+            let minute = now.div_euclid(60_000_000_000);
+            let mut last = self.scored_minute.lock();
+            if minute > *last && !scores.is_empty() {
+                *last = minute;
+                for (asset, score) in scores.iter() {
+                    let _ = self.lake_rows.send(doppel_core::Point {
+                        measurement: SCORES_TABLE.into(),
+                        tags: vec![
+                            ("asset".into(), asset.clone()),
+                            ("detector".into(), "pca".into()),
+                        ],
+                        fields: vec![("score".into(), doppel_core::FieldValue::Float(*score))],
+                        time: minute * 60_000_000_000,
                     });
                 }
             }
-        });
-        twin.start_fitting();
-        twin
+        }
+        if let Some(rules) = &self.rules {
+            let changes = rules.lock().evaluate(now);
+            let mut alerts = self.alerts.write();
+            for change in &changes {
+                if let Some(alert) = alerts.apply(change) {
+                    let _ = self.lake_rows.send(to_point(&alert, change.time));
+                    let event = TwinEvent::Alert { alert };
+                    if let Some(webhook) = &self.webhook {
+                        webhook.send(serde_json::to_value(&event).unwrap_or_default());
+                    }
+                    announce(event);
+                }
+            }
+        }
+        let wall = now_nanos();
+        let state = self.state.read();
+        let alerts = self.alerts.read();
+        for asset in &state.spec().assets {
+            let current = asset_state(
+                state.asset_state(&asset.id, wall),
+                alerts.worst_open(&asset.id),
+            );
+            if self.announced.lock().insert(asset.id.clone(), current) != Some(current) {
+                announce(TwinEvent::State {
+                    asset: asset.id.clone(),
+                    state: current,
+                });
+            }
+        }
+    }
+
+    /// When the feed goes quiet the twin still judges: every few seconds, once its data has
+    /// caught up with the wall clock (not while history is being written), rules are judged
+    /// at the wall clock, so `stale(...)` fires for a feed that stopped, and states that went
+    /// stale are announced.
+    fn start_ticking(&self) {
+        let twin = self.clone();
+        std::thread::Builder::new()
+            .name("twin-ticks".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(TICK_EVERY);
+                    let wall = now_nanos();
+                    let Some((data, arrived)) = *twin.newest.lock() else {
+                        continue;
+                    };
+                    // Quiet since its last batch, and that batch was live when it came: judged
+                    // at the wall clock. History that stopped coming is not judged so.
+                    let quiet = arrived.elapsed() >= TICK_EVERY;
+                    let was_live = wall - arrived.elapsed().as_nanos() as i64 - data < LIVE_WITHIN;
+                    if quiet && was_live {
+                        twin.judge(wall);
+                    }
+                }
+            })
+            .expect("a thread for the twin's ticks");
     }
 
     /// Fits each asset's detector on its last day in the lake, now and then: assets without

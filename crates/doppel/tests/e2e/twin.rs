@@ -668,3 +668,50 @@ fn alerts_reach_the_webhook_and_are_retried() {
     assert_eq!(body["alert"]["state"], "firing");
     assert!(server.stop().success());
 }
+
+/// A live feed that stops is still judged: `stale(...)` fires at the wall clock once three
+/// sampling periods (10 s each here) pass without a reading, and the asset turns stale on the
+/// event stream's side too (its state in the view).
+#[test]
+fn a_feed_that_stops_raises_its_stale_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = manifest_dir().join("../../examples/cooling-plant/twin.toml");
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(
+        &rules,
+        "[[rule]]\nname = \"vibration probe silent\"\nwhen = \"stale(\\\"pump-1.vibration\\\")\"\n",
+    )
+    .unwrap();
+    let server = Server::start(
+        dir.path(),
+        &[
+            "--spec",
+            spec.to_str().unwrap(),
+            "--rules",
+            rules.to_str().unwrap(),
+        ],
+    );
+    let r = post(
+        &format!("{}/api/v2/write?bucket=plant&precision=s", server.url),
+        &[],
+        format!("pumps,asset=pump-1 vibration_rms=2.0 {}", now_s()),
+    );
+    assert_eq!(r.status, 204);
+    let quiet_since = Instant::now();
+    let mut found = serde_json::Value::Null;
+    while quiet_since.elapsed() < Duration::from_secs(60) {
+        let alerts = get(&format!("{}/api/v1/alerts", server.url), &[]).json();
+        if let Some(a) = alerts.as_array().unwrap().first() {
+            found = a.clone();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(found["rule"], "vibration probe silent", "{found}");
+    assert!(
+        quiet_since.elapsed() >= Duration::from_secs(29),
+        "not before three periods: {:?}",
+        quiet_since.elapsed()
+    );
+    assert!(server.stop().success());
+}
