@@ -247,7 +247,12 @@ fn print_what_next(address: SocketAddr, token: bool, plant: bool) {
              readings into bucket `plant`:\n    \
              {doppel} query --url http://{address} --db plant \"SHOW TABLES\"\n    \
              {doppel} query --url http://{address} --db plant \\\n      \
-             \"SELECT date_bin(INTERVAL '1 hour', time) AS hour, avg(power) FROM plant GROUP BY hour ORDER BY hour\"\n\n  "
+             \"SELECT date_bin(INTERVAL '1 hour', time) AS hour, avg(power) FROM plant GROUP BY hour ORDER BY hour\"\n\n  \
+             The live twin: each asset's state, its sensors' latest values, anomaly scores and the\n  \
+             alerts of the plant's rules (docs/API.md):\n    \
+             curl{auth} http://{address}/api/v1/twin\n    \
+             curl -N{auth} http://{address}/api/v1/events          # changes as they happen\n    \
+             {doppel} alerts list --url http://{address}\n\n  "
         )
     } else {
         String::new()
