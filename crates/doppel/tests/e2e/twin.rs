@@ -12,6 +12,47 @@ fn now_s() -> i64 {
         .as_secs() as i64
 }
 
+/// `doppel serve` with the example spec and one rule, in `dir`; `extra` flags after.
+fn serve_example_with_rule(
+    dir: &tempfile::TempDir,
+    name: &str,
+    when: &str,
+    extra: &[&str],
+) -> Server {
+    let spec = manifest_dir().join("../../examples/cooling-plant/twin.toml");
+    let rules = dir.path().join("rules.toml");
+    let text = format!(
+        "[[rule]]\nname = {}\nwhen = {}\n",
+        toml_string(name),
+        toml_string(when)
+    );
+    std::fs::write(&rules, text).unwrap();
+    let mut args = vec![
+        "--spec".to_owned(),
+        spec.to_str().unwrap().to_owned(),
+        "--rules".to_owned(),
+        rules.to_str().unwrap().to_owned(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Server::start(dir.path(), &args)
+}
+
+/// A TOML basic string of `text`.
+fn toml_string(text: &str) -> String {
+    format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// Writes line protocol (second precision) into bucket `plant`; it must be acknowledged.
+fn write_plant(server: &Server, lines: String) {
+    let r = post(
+        &format!("{}/api/v2/write?bucket=plant&precision=s", server.url),
+        &[],
+        lines,
+    );
+    assert_eq!(r.status, 204, "{}", r.body);
+}
+
 fn sensor<'a>(twin: &'a serde_json::Value, asset: &str, id: &str) -> &'a serde_json::Value {
     twin["sites"]
         .as_array()
@@ -53,14 +94,7 @@ fn the_twin_keeps_each_sensors_latest_value_and_state() {
     let spec = manifest_dir().join("../../examples/cooling-plant/twin.toml");
     let spec = spec.to_str().unwrap();
     let server = Server::start(dir.path(), &["--spec", spec]);
-    let write = |lines: String| {
-        let r = post(
-            &format!("{}/api/v2/write?bucket=plant&precision=s", server.url),
-            &[],
-            lines,
-        );
-        assert_eq!(r.status, 204, "{}", r.body);
-    };
+    let write = |lines: String| write_plant(&server, lines);
     let twin = || get(&format!("{}/api/v1/twin", server.url), &[]).json();
     let t = now_s();
     write(format!(
@@ -248,14 +282,7 @@ fn rules_open_alerts_that_are_acknowledged_resolved_and_kept() {
         rules.to_str().unwrap(),
     ];
     let server = Server::start(dir.path(), &args);
-    let write = |server: &Server, lines: String| {
-        let r = post(
-            &format!("{}/api/v2/write?bucket=plant&precision=s", server.url),
-            &[],
-            lines,
-        );
-        assert_eq!(r.status, 204, "{}", r.body);
-    };
+    let write = write_plant;
     let alerts = |server: &Server, query: &str| {
         get(&format!("{}/api/v1/alerts{query}", server.url), &[]).json()
     };
@@ -392,22 +419,7 @@ fn rules_files_are_checked_with_where_and_what() {
 fn the_event_stream_tells_readings_states_and_alerts_in_order() {
     use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
-    let spec = manifest_dir().join("../../examples/cooling-plant/twin.toml");
-    let rules = dir.path().join("rules.toml");
-    std::fs::write(
-        &rules,
-        "[[rule]]\nname = \"shaking\"\nwhen = \"\\\"pump-1.vibration\\\" > 7.1\"\n",
-    )
-    .unwrap();
-    let server = Server::start(
-        dir.path(),
-        &[
-            "--spec",
-            spec.to_str().unwrap(),
-            "--rules",
-            rules.to_str().unwrap(),
-        ],
-    );
+    let server = serve_example_with_rule(&dir, "shaking", "\"pump-1.vibration\" > 7.1", &[]);
     let url = format!("{}/api/v1/events", server.url);
     let (tx, rx) = std::sync::mpsc::channel::<(String, String)>();
     std::thread::spawn(move || {
@@ -431,12 +443,7 @@ fn the_event_stream_tells_readings_states_and_alerts_in_order() {
     });
     std::thread::sleep(Duration::from_millis(300));
     let t = now_s();
-    let r = post(
-        &format!("{}/api/v2/write?bucket=plant&precision=s", server.url),
-        &[],
-        format!("pumps,asset=pump-1 vibration_rms=9.5 {t}"),
-    );
-    assert_eq!(r.status, 204);
+    write_plant(&server, format!("pumps,asset=pump-1 vibration_rms=9.5 {t}"));
     let acknowledged = Instant::now();
     let mut seen = Vec::new();
     let done = |seen: &[(String, serde_json::Value)]| {
@@ -630,31 +637,17 @@ fn flaky_receiver() -> (String, std::sync::mpsc::Receiver<String>) {
 #[test]
 fn alerts_reach_the_webhook_and_are_retried() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = manifest_dir().join("../../examples/cooling-plant/twin.toml");
-    let rules = dir.path().join("rules.toml");
-    std::fs::write(
-        &rules,
-        "[[rule]]\nname = \"shaking\"\nwhen = \"\\\"pump-1.vibration\\\" > 7.1\"\n",
-    )
-    .unwrap();
     let (url, bodies) = flaky_receiver();
-    let server = Server::start(
-        dir.path(),
-        &[
-            "--spec",
-            spec.to_str().unwrap(),
-            "--rules",
-            rules.to_str().unwrap(),
-            "--webhook",
-            &url,
-        ],
+    let server = serve_example_with_rule(
+        &dir,
+        "shaking",
+        "\"pump-1.vibration\" > 7.1",
+        &["--webhook", &url],
     );
-    let r = post(
-        &format!("{}/api/v2/write?bucket=plant&precision=s", server.url),
-        &[],
+    write_plant(
+        &server,
         format!("pumps,asset=pump-1 vibration_rms=9.5 {}", now_s()),
     );
-    assert_eq!(r.status, 204);
     let first = bodies
         .recv_timeout(Duration::from_secs(5))
         .expect("the webhook was called");
@@ -675,28 +668,16 @@ fn alerts_reach_the_webhook_and_are_retried() {
 #[test]
 fn a_feed_that_stops_raises_its_stale_rule() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = manifest_dir().join("../../examples/cooling-plant/twin.toml");
-    let rules = dir.path().join("rules.toml");
-    std::fs::write(
-        &rules,
-        "[[rule]]\nname = \"vibration probe silent\"\nwhen = \"stale(\\\"pump-1.vibration\\\")\"\n",
-    )
-    .unwrap();
-    let server = Server::start(
-        dir.path(),
-        &[
-            "--spec",
-            spec.to_str().unwrap(),
-            "--rules",
-            rules.to_str().unwrap(),
-        ],
-    );
-    let r = post(
-        &format!("{}/api/v2/write?bucket=plant&precision=s", server.url),
+    let server = serve_example_with_rule(
+        &dir,
+        "vibration probe silent",
+        "stale(\"pump-1.vibration\")",
         &[],
+    );
+    write_plant(
+        &server,
         format!("pumps,asset=pump-1 vibration_rms=2.0 {}", now_s()),
     );
-    assert_eq!(r.status, 204);
     let quiet_since = Instant::now();
     let mut found = serde_json::Value::Null;
     while quiet_since.elapsed() < Duration::from_secs(60) {
