@@ -33,7 +33,8 @@ pub(crate) fn write_sines(path: &Path, rows: usize, gaps: bool) {
 }
 
 /// `doppel model pretrain` of a quick model on `inputs`: windows of 6 patches of 8, batches
-/// of 8, `steps` steps, no checkpoints, into `out`, with `extra` flags; (success, stderr).
+/// of 8, `steps` steps, no checkpoints, into `out`, with `extra` flags (a flag in `extra`
+/// replaces the helper's own); (success, stderr).
 pub(crate) fn pretrain_quick(
     inputs: &[&str],
     steps: &str,
@@ -42,20 +43,19 @@ pub(crate) fn pretrain_quick(
 ) -> (bool, String) {
     let mut args = vec!["model", "pretrain", "--input"];
     args.extend(inputs);
-    args.extend([
-        "--steps",
-        steps,
-        "--batch",
-        "8",
-        "--patch",
-        "8",
-        "--patches",
-        "6",
-        "--checkpoint-every",
-        "0",
-        "--out",
-        out,
-    ]);
+    let defaults = [
+        ("--steps", steps),
+        ("--batch", "8"),
+        ("--patch", "8"),
+        ("--patches", "6"),
+        ("--checkpoint-every", "0"),
+        ("--out", out),
+    ];
+    for (flag, value) in defaults {
+        if !extra.contains(&flag) {
+            args.extend([flag, value]);
+        }
+    }
     args.extend(extra);
     run(&args)
 }
@@ -79,27 +79,20 @@ fn a_gap_filling_model_is_trained_with_point_masks_over_the_interpolation_prior(
     write_sines(&dir.path().join("train.csv"), 1500, false);
     write_sines(&dir.path().join("gaps.csv"), 300, true);
     let pretrain = |mask: &str, points: &str| {
-        run(&[
-            "model",
-            "pretrain",
-            "--input",
-            &p("train.csv"),
-            "--steps",
+        pretrain_quick(
+            &[&p("train.csv")],
             "100",
-            "--batch",
-            "16",
-            "--patch",
-            "8",
-            "--patches",
-            "6",
-            "--mask-ratio",
-            mask,
-            "--point-mask-ratio",
-            points,
-            "--interpolation-prior",
-            "--out",
             &p("fill"),
-        ])
+            &[
+                "--batch",
+                "16",
+                "--mask-ratio",
+                mask,
+                "--point-mask-ratio",
+                points,
+                "--interpolation-prior",
+            ],
+        )
     };
     let (ok, err) = pretrain("1", "0.4");
     assert!(!ok);
@@ -158,24 +151,7 @@ fn a_gap_filling_model_is_trained_with_point_masks_over_the_interpolation_prior(
 
     // A model pretrained on the defaults was not taught to fill gaps: checked on values of
     // the file hidden for the purpose, it loses to interpolation there, which then fills.
-    let (ok, err) = run(&[
-        "model",
-        "pretrain",
-        "--input",
-        &p("train.csv"),
-        "--steps",
-        "30",
-        "--batch",
-        "16",
-        "--patch",
-        "8",
-        "--patches",
-        "6",
-        "--checkpoint-every",
-        "0",
-        "--out",
-        &p("plain"),
-    ]);
+    let (ok, err) = pretrain_quick(&[&p("train.csv")], "30", &p("plain"), &["--batch", "16"]);
     assert!(ok, "{err}");
     let (ok, err) = run(&[
         "model",
@@ -298,24 +274,12 @@ fn pretrain_then_impute_and_forecast_from_the_command_line() {
     let p = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
     write_sines(&dir.path().join("train.csv"), 1500, false);
     write_sines(&dir.path().join("gaps.csv"), 300, true);
-    let (ok, err) = run(&[
-        "model",
-        "pretrain",
-        "--input",
-        &p("train.csv"),
-        "--steps",
+    let (ok, err) = pretrain_quick(
+        &[&p("train.csv")],
         "150",
-        "--batch",
-        "16",
-        "--patch",
-        "8",
-        "--patches",
-        "6",
-        "--seed",
-        "2",
-        "--out",
         &p("m"),
-    ]);
+        &["--batch", "16", "--seed", "2"],
+    );
     assert!(ok, "{err}");
     assert!(err.contains("parameters"), "{err}");
     let card: serde_json::Value =
@@ -674,24 +638,7 @@ fn two_d_patches_pretrain_score_and_forecast_from_the_command_line() {
     let p = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
     write_sines(&dir.path().join("train.csv"), 1500, false);
     let (train, out) = (p("train.csv"), p("m"));
-    let pretrain = |extra: &[&str]| {
-        let mut args = vec![
-            "model",
-            "pretrain",
-            "--input",
-            &train,
-            "--steps",
-            "30",
-            "--batch",
-            "8",
-            "--patches",
-            "6",
-            "--out",
-            &out,
-        ];
-        args.extend_from_slice(extra);
-        run(&args)
-    };
+    let pretrain = |extra: &[&str]| pretrain_quick(&[&train], "30", &out, extra);
     let (ok, err) = pretrain(&["--channels-per-token", "2"]);
     assert!(ok, "{err}");
     assert!(err.contains("12 tokens of 2 channel(s) each"), "{err}");
@@ -801,26 +748,7 @@ fn models_read_lake_tables_one_series_at_a_time() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let pretrain = |input: &str| {
-        run(&[
-            "model",
-            "pretrain",
-            "--input",
-            input,
-            "--data",
-            &data,
-            "--steps",
-            "20",
-            "--batch",
-            "8",
-            "--patch",
-            "8",
-            "--patches",
-            "6",
-            "--out",
-            &p("m"),
-        ])
-    };
+    let pretrain = |input: &str| pretrain_quick(&[input], "20", &p("m"), &["--data", &data]);
     let (ok, err) = pretrain("lake:plant/units");
     // The hint lists the inputs that pick each series, ready to paste.
     assert!(
