@@ -194,16 +194,12 @@ pub struct ForecastArgs {
     /// How many steps to forecast.
     #[arg(long)]
     horizon: usize,
-    /// Widen or narrow each sensor's error bands to hold their share (80 % unless
-    /// fine-tuned otherwise) of the head's forecasts over the last this many steps of the
-    /// file (those whose truth it holds): bands that follow data drifting steadily away from
-    /// the validation windows. Off by default.
-    #[arg(long, value_name = "STEPS", value_parser = clap::value_parser!(u64).range(1..))]
-    recalibrate: Option<u64>,
     /// Adapt each sensor's error bands after each of the head's forecasts over the last this
     /// many steps of the file, widening them after misses beyond their share and narrowing
-    /// them after fewer (adaptive conformal inference): bands that follow bursts and hold
-    /// their share over time. With `--recalibrate`, on top of it. Off by default.
+    /// them after fewer (adaptive conformal inference): bands that hold their share where
+    /// the data drift away from the validation windows. Off by default: on data like the
+    /// validation windows it widens bands for nothing (`doppel model evaluate --recalibrate`
+    /// measures both on your data; docs/MODEL.md, "Bands that follow drift").
     #[arg(long, value_name = "STEPS", value_parser = clap::value_parser!(u64).range(1..))]
     adapt: Option<u64>,
     /// For a model without a forecasting head: forecast by filling in hidden patches after
@@ -640,7 +636,7 @@ fn forecast_command(args: ForecastArgs) -> anyhow::Result<ExitCode> {
     let forecast = if card.forecast_head.is_some() {
         let forecaster = store::with_forecast_head(&dir, net, &card, &device)?;
         let follow = tasks::FollowDrift {
-            recalibrate: args.recalibrate.map(|s| s as usize),
+            recalibrate: None,
             adapt: args.adapt.map(|s| s as usize),
         };
         tasks::forecast_with_head(&forecaster, &card, &rec, args.horizon, follow, &device)?
@@ -658,21 +654,15 @@ fn forecast_command(args: ForecastArgs) -> anyhow::Result<ExitCode> {
     if let Some(factors) = &forecast.width_factors {
         let mut sorted = factors.clone();
         sorted.sort_by(f32::total_cmp);
-        let how = match (args.recalibrate, args.adapt) {
-            (Some(r), Some(a)) => {
-                format!("recalibrated on the file's last {r} step(s) and adapted over its last {a}")
-            }
-            (Some(r), None) => format!("recalibrated on the file's last {r} step(s)"),
-            (None, a) => format!("adapted over the file's last {} step(s)", a.unwrap_or(0)),
-        };
         eprintln!(
-            "bands {how}: width × {:.2} to × {:.2} (median × {:.2}) across {} sensor(s)",
+            "bands adapted over the file's last {} step(s): width × {:.2} to × {:.2} (median × {:.2}) across {} sensor(s)",
+            args.adapt.unwrap_or(0),
             sorted[0],
             sorted[sorted.len() - 1],
             sorted[sorted.len() / 2],
             sorted.len()
         );
-    } else if args.recalibrate.is_some() || args.adapt.is_some() {
+    } else if args.adapt.is_some() {
         eprintln!("this model has no forecasting head, so no error bands to follow drift");
     }
     let mut header = card.channels.clone();
@@ -710,7 +700,7 @@ fn score_command(args: ScoreArgs) -> anyhow::Result<ExitCode> {
     let (net, card, rec, device) = load(t)?;
     if card.config.interpolation_prior {
         eprintln!(
-            "note: this is a gap-filling model (pretrained with --interpolation-prior): it fills a \
+            "note: this is a gap-filling model (pretrained with --recipe gap-filling): it fills a \
              hidden patch from its neighbours and so follows a shifted level instead of being \
              surprised by it. For anomaly scores, pretrain without the prior (docs/MODEL.md)"
         );

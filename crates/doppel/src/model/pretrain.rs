@@ -19,6 +19,9 @@ use doppel_model::train::{Throughput, TrainConfig, pretrain_with_checkpoints};
 use super::lake_input::{LakeArgs, read_input};
 use super::{Destination, ShapeArgs, ValidationArgs};
 
+/// The heading of the options the recipes set: `--help` lists them, `-h` does not.
+const RESEARCH: &str = "Research options (a recipe sets these; docs/MODEL.md)";
+
 #[derive(Args)]
 pub struct PretrainArgs {
     /// Input files (CSV, whitespace tables or Parquet) or lake tables
@@ -51,19 +54,26 @@ pub struct PretrainArgs {
     /// The seed: the same seed and data give the same weights.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// What the model is for, as measured (docs/MODEL.md, "Recipes"): `anomaly` (LSM's
+    /// masked patches: scores, embeddings, forecasting heads), `gap-filling` (hidden points
+    /// over linear interpolation, windows normalised: the recipe that beat TimesNet on ETT
+    /// imputation), `virtual-sensor` (whole channels hidden, 2-D tokens of every channel, a
+    /// read-out started at least squares: rebuilds a dead sensor from its neighbours).
+    #[arg(long, value_enum, default_value_t = Recipe::Anomaly)]
+    recipe: Recipe,
     /// Share of patches hidden from the encoder in each training window (LSM's 0.8).
-    #[arg(long, default_value_t = 0.8)]
-    mask_ratio: f64,
+    #[arg(long, help_heading = RESEARCH, hide_short_help = true)]
+    mask_ratio: Option<f64>,
     /// Share of points also hidden inside the patches the encoder sees: teaches the model
     /// to fill scattered missing values from their own patch.
-    #[arg(long, default_value_t = 0.0)]
-    point_mask_ratio: f64,
+    #[arg(long, help_heading = RESEARCH, hide_short_help = true)]
+    point_mask_ratio: Option<f64>,
     /// Share of training batches that hide one whole channel of every window, the others
     /// shown, instead of random patches: teaches the model to rebuild a dead sensor from
     /// its neighbours (a virtual sensor). 0.25 rebuilt such a channel 3-10x better on the
     /// tests' sines, and forecast a little better (docs/MODEL.md).
-    #[arg(long, default_value_t = 0.0)]
-    channel_mask_share: f64,
+    #[arg(long, help_heading = RESEARCH, hide_short_help = true)]
+    channel_mask_share: Option<f64>,
     /// Blend into a value missing where every other channel is shown at its step a linear
     /// read-out of those channels (a C × C map started at each channel's least-squares fit
     /// on the others, kept where that fit beats the channel's mean on validation), in the
@@ -71,22 +81,20 @@ pub struct PretrainArgs {
     /// windows: the point-level tie between sensors a virtual sensor or a gap filler needs.
     /// Pair with --channel-mask-share for a virtual sensor, which teaches the network what
     /// the fit leaves (docs/MODEL.md).
-    #[arg(long)]
+    #[arg(long, help_heading = RESEARCH, hide_short_help = true)]
     channel_readout: bool,
     /// Learn the difference from linear interpolation of the shown values, not the values
-    /// themselves. For a gap-filling model: `--mask-ratio 0 --point-mask-ratio 0.4
-    /// --interpolation-prior --instance-norm`, and `--channel-readout` where sensors are
-    /// tied (the recipe of docs/BENCHMARKS.md, ETT imputation). Not for anomaly scores: a
-    /// gap filler follows shifted levels.
-    #[arg(long)]
+    /// themselves (`--recipe gap-filling` sets it). Not for anomaly scores: a gap filler
+    /// follows shifted levels.
+    #[arg(long, help_heading = RESEARCH, hide_short_help = true)]
     interpolation_prior: bool,
     /// With --interpolation-prior: also learn, for each hidden value, what the other
     /// channels' readings at the same step say (a C × C map, starting at zero), for sensors
     /// that move together. On by default (it improved every ETT set); `false` to leave it out.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, help_heading = RESEARCH, hide_short_help = true)]
     cross_channel_prior: bool,
     /// Normalise each window by its own shown values (RevIN), for data whose level drifts.
-    #[arg(long)]
+    #[arg(long, help_heading = RESEARCH, hide_short_help = true)]
     instance_norm: bool,
     /// Steps between training checkpoints (0: none). They go into OUT/checkpoint (or the
     /// registry, with --name) and are removed once the model is written.
@@ -108,7 +116,7 @@ pub struct PretrainArgs {
     /// Train on windows of one channel each, as a forecasting head reads them (PatchTST's
     /// channel independence); raise --batch to keep the tokens a batch. For forecasting,
     /// with --mask-ratio 0.4, PatchTST's share.
-    #[arg(long)]
+    #[arg(long, help_heading = RESEARCH, hide_short_help = true)]
     channel_independent: bool,
     #[command(flatten)]
     validation: ValidationArgs,
@@ -163,20 +171,28 @@ pub(super) fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let channels = recordings[0].channels.clone();
-    let mut config = args.shape.config(channels.len(), args.channels_per_token)?;
+    let recipe = args.recipe.settings(channels.len());
+    let channels_per_token = match (args.recipe, args.channels_per_token) {
+        (Recipe::VirtualSensor, 1) => recipe.channels_per_token,
+        (_, k) => k,
+    };
+    let mut config = args.shape.config(channels.len(), channels_per_token)?;
+    let mask_ratio = args.mask_ratio.unwrap_or(recipe.mask_ratio);
+    let point_mask_ratio = args.point_mask_ratio.unwrap_or(recipe.point_mask_ratio);
+    let channel_mask_share = args.channel_mask_share.unwrap_or(recipe.channel_mask_share);
     for (name, ratio) in [
-        ("--mask-ratio", args.mask_ratio),
-        ("--point-mask-ratio", args.point_mask_ratio),
-        ("--channel-mask-share", args.channel_mask_share),
+        ("--mask-ratio", mask_ratio),
+        ("--point-mask-ratio", point_mask_ratio),
+        ("--channel-mask-share", channel_mask_share),
     ] {
         if !(0.0..1.0).contains(&ratio) {
             bail!("{name} must be at least 0 and below 1, not {ratio}");
         }
     }
-    config.mask_ratio = args.mask_ratio;
-    config.point_mask_ratio = args.point_mask_ratio;
-    config.channel_mask_share = args.channel_mask_share;
-    config.channel_readout = args.channel_readout;
+    config.mask_ratio = mask_ratio;
+    config.point_mask_ratio = point_mask_ratio;
+    config.channel_mask_share = channel_mask_share;
+    config.channel_readout = args.channel_readout || recipe.channel_readout;
     if args.channel_independent && config.channel_mask_share > 0.0 {
         bail!(
             "--channel-mask-share hides one channel among the others, and --channel-independent \
@@ -189,16 +205,16 @@ pub(super) fn pretrain_command(args: PretrainArgs) -> anyhow::Result<ExitCode> {
              --channel-independent windows have one channel each: use one or the other"
         );
     }
-    config.interpolation_prior = args.interpolation_prior;
-    config.cross_channel_prior = args.interpolation_prior && args.cross_channel_prior;
-    config.instance_norm = args.instance_norm;
+    config.interpolation_prior = args.interpolation_prior || recipe.interpolation_prior;
+    config.cross_channel_prior = config.interpolation_prior && args.cross_channel_prior;
+    config.instance_norm = args.instance_norm || recipe.instance_norm;
     if config.channels_per_token > 1
         && config.point_mask_ratio == 0.0
         && config.channel_mask_share == 0.0
     {
         eprintln!(
             "note: a model of 2-D tokens learns to fill a sensor among its token's others only \
-             from hidden points or channels: add --channel-mask-share 0.25 (or \
+             from hidden points or channels: pretrain with --recipe virtual-sensor (or \
              --point-mask-ratio 0.3) if it is to fill dead sensors (docs/MODEL.md)"
         );
     }
@@ -380,4 +396,57 @@ fn readout_note(fits: &[ReadoutFit]) -> String {
         );
     }
     note
+}
+
+/// What a model is pretrained for: each recipe is the set of research options a benchmark
+/// made the best known way to that use (docs/MODEL.md, "Recipes").
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(super) enum Recipe {
+    Anomaly,
+    GapFilling,
+    VirtualSensor,
+}
+
+/// The options a recipe sets; a research flag given on the command line replaces its own.
+struct RecipeSettings {
+    mask_ratio: f64,
+    point_mask_ratio: f64,
+    channel_mask_share: f64,
+    channel_readout: bool,
+    interpolation_prior: bool,
+    instance_norm: bool,
+    channels_per_token: u64,
+}
+
+impl Recipe {
+    fn settings(self, channels: usize) -> RecipeSettings {
+        let lsm = RecipeSettings {
+            mask_ratio: 0.8,
+            point_mask_ratio: 0.0,
+            channel_mask_share: 0.0,
+            channel_readout: false,
+            interpolation_prior: false,
+            instance_norm: false,
+            channels_per_token: 1,
+        };
+        match self {
+            Recipe::Anomaly => lsm,
+            // ETT imputation (docs/BENCHMARKS.md): every test set below TimesNet's error.
+            Recipe::GapFilling => RecipeSettings {
+                mask_ratio: 0.0,
+                point_mask_ratio: 0.4,
+                interpolation_prior: true,
+                instance_norm: true,
+                ..lsm
+            },
+            // A dead sensor rebuilt from the others (docs/BENCHMARKS.md): fine detail crosses
+            // between channels only inside one token, and the read-out carries linear ties.
+            Recipe::VirtualSensor => RecipeSettings {
+                channel_mask_share: 0.25,
+                channel_readout: true,
+                channels_per_token: channels as u64,
+                ..lsm
+            },
+        }
+    }
 }

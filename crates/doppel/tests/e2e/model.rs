@@ -100,11 +100,19 @@ fn a_gap_filling_model_is_trained_with_point_masks_over_the_interpolation_prior(
         err.contains("--mask-ratio must be at least 0 and below 1, not 1"),
         "{err}"
     );
-    let (ok, err) = pretrain("0", "0.4");
+    // The gap-filling recipe is the measured set: no patches hidden, points hidden inside
+    // the shown ones, the interpolation and cross-channel priors, windows normalised.
+    let (ok, err) = pretrain_quick(
+        &[&p("train.csv")],
+        "100",
+        &p("fill"),
+        &["--batch", "16", "--recipe", "gap-filling"],
+    );
     assert!(ok, "{err}");
     let card: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("fill/model.json")).unwrap())
             .unwrap();
+    assert_eq!(card["config"]["instance_norm"], true);
     assert_eq!(card["config"]["interpolation_prior"], true);
     assert_eq!(card["config"]["cross_channel_prior"], true);
     assert_eq!(card["config"]["mask_ratio"], 0.0);
@@ -206,12 +214,7 @@ fn channel_masks_are_recorded_and_bad_shares_refused() {
     let p = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
     write_sines(&dir.path().join("train.csv"), 600, false);
     let (train, out) = (p("train.csv"), p("m"));
-    let pretrain = |extra: &[&str]| {
-        let mut args = vec!["model", "pretrain", "--input", &train, "--out", &out];
-        args.extend("--steps 20 --batch 8 --patch 8 --patches 6".split(' '));
-        args.extend(extra);
-        run(&args)
-    };
+    let pretrain = |extra: &[&str]| pretrain_quick(&[&train], "20", &out, extra);
     let (ok, err) = pretrain(&["--channel-mask-share", "1.5"]);
     assert!(
         !ok && err.contains("--channel-mask-share must be at least 0 and below 1, not 1.5"),
@@ -225,11 +228,14 @@ fn channel_masks_are_recorded_and_bad_shares_refused() {
         "{err}"
     );
     assert!(!dir.path().join("m").exists(), "nothing is written");
-    let (ok, err) = pretrain(&["--channel-mask-share", "0.25", "--channel-readout"]);
+    // The virtual-sensor recipe: whole channels hidden, every channel in one token, the
+    // read-out started at least squares.
+    let (ok, err) = pretrain(&["--recipe", "virtual-sensor"]);
     assert!(ok, "{err}");
     let card: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("m/model.json")).unwrap())
             .unwrap();
+    assert_eq!(card["config"]["channels_per_token"], 3);
     assert_eq!(card["config"]["channel_mask_share"], 0.25);
     assert_eq!(card["config"]["channel_readout"], true);
     // b = 2a + 3 on the sines: the others read b almost exactly, and the read-out starts
