@@ -107,8 +107,7 @@ pub(crate) fn product_with(
 /// `scale · lhs · rhs` for `lhs` [m, k] and `rhs` [k, n] as a new row-major [m, n] matrix,
 /// split over every core when `parallel`. The buffer is not zero-filled first: `gemm`
 /// overwrites every value without reading it, so zeros would be one more pass over memory
-/// for nothing (in `small`'s training, the dense layers' backward spent ~2 % of the time in
-/// that memset).
+/// for nothing (a profile of training showed that pass).
 pub(crate) fn new_product(
     dims: [usize; 3],
     scale: f32,

@@ -105,8 +105,8 @@ impl ChannelReadout {
     /// A channel whose start row is all zero is never filled: its fit lost to its mean on
     /// validation (or there was none). Were it filled, its share would drift toward the
     /// read-out's answer (the mean) while the network is still worse than a constant, early
-    /// in training (on the sines, channel c: share 1 → 0.12 in 600 steps, rebuilt at MSE
-    /// 0.76 instead of 0.02).
+    /// in training, and the channel would end rebuilt far worse than the network alone
+    /// (docs/MODEL.md, the read-out).
     pub fn blend(
         &self,
         model: Tensor<3>,
@@ -173,9 +173,9 @@ pub const TIE_MARGIN: f64 = 2.0;
 /// A window's error is its squared errors summed over the steps with every channel shown,
 /// divided by their count but never by less than this: a few steps can still show a broken
 /// tie (one step off by far more than the limit), but not condemn a near one. (Checking
-/// only windows with at least this many such steps left ETT's broken months filled at
-/// 37.5 % of points hidden, where a window has about four: validation MSE 0.073 against
-/// 0.066 without the read-out on ETTh1.) A window with no such step is not checked.
+/// only windows with at least this many such steps left ETT's broken months filled where
+/// many points are hidden and a window has only a few such steps, and the read-out then
+/// cost more than it gave; docs/MODEL.md.) A window with no such step is not checked.
 pub const MIN_CHECKED_STEPS: usize = 8;
 
 /// Ridge penalties tried for each channel's fit, as shares of each input channel's sum of

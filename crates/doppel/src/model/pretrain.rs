@@ -70,8 +70,7 @@ pub struct PretrainArgs {
     point_mask_ratio: Option<f64>,
     /// Share of training batches that hide one whole channel of every window, the others
     /// shown, instead of random patches: teaches the model to rebuild a dead sensor from
-    /// its neighbours (a virtual sensor). 0.25 rebuilt such a channel 3-10x better on the
-    /// tests' sines, and forecast a little better (docs/MODEL.md).
+    /// its neighbours (a virtual sensor; `--recipe virtual-sensor` sets 0.25; docs/MODEL.md).
     #[arg(long, help_heading = RESEARCH, hide_short_help = true)]
     channel_mask_share: Option<f64>,
     /// Blend into a value missing where every other channel is shown at its step a linear
