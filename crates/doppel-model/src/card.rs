@@ -100,6 +100,48 @@ pub struct ModelCard {
     /// `config.channel_readout`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub readout_start: Option<Vec<ReadoutFit>>,
+    /// Set when a live twin trained the model: how it scores groups of channels (the
+    /// twin's assets) and which detector the twin uses, chosen on held-out data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_scoring: Option<LiveScoring>,
+}
+
+/// How a twin turns the model's reconstruction errors into scores, and which detector it
+/// trusts, set on the held-out rows after training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LiveScoring {
+    /// Each channel's typical squared error (standardised units) on the held-out rows.
+    pub typical: Vec<f32>,
+    /// The groups scored together, each with its statistic on the held-out rows.
+    pub groups: Vec<ScoredGroup>,
+    pub choice: DetectorChoice,
+}
+
+/// Channels scored together (a twin's asset): its score is where its statistic (its
+/// channels' errors over their typical ones, averaged) falls among `normal`'s.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScoredGroup {
+    pub name: String,
+    /// Indices into the card's channels.
+    pub channels: Vec<usize>,
+    /// The statistic on the held-out rows, sorted.
+    pub normal: Vec<f32>,
+}
+
+/// Which anomaly detector a twin uses live, and the measurement that chose it: faults
+/// injected into held-out rows (sensors biased, stuck, drifting, spiking), each detector's
+/// threshold set to flag `false_alarm_rate` of the clean rows, and the share of faults each
+/// found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DetectorChoice {
+    /// `model`, `pca` or `both` (the larger of the two scores).
+    pub detector: String,
+    pub false_alarm_rate: f64,
+    pub faults: usize,
+    /// Share of the faults found, per detector.
+    pub detected: std::collections::BTreeMap<String, f64>,
+    /// The choice in words.
+    pub why: String,
 }
 
 impl ModelCard {
@@ -126,6 +168,7 @@ impl ModelCard {
             forecast_head: None,
             probe: None,
             readout_start: None,
+            live_scoring: None,
         }
     }
 

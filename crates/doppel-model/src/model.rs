@@ -157,6 +157,11 @@ impl ModelConfig {
         self.patch_len * self.patches
     }
 
+    /// How many numbers a model of this config holds.
+    pub fn parameter_count(&self) -> usize {
+        self.init_seeded(0, &Device::flex()).num_params()
+    }
+
     /// Initial weights drawn from `seed`, the same whatever else runs at the same time.
     /// burn draws from one generator per device; seeding it and drawing the weights happen
     /// under one process-wide lock, so parallel trainings (tests, a server) cannot interleave.
@@ -264,6 +269,11 @@ pub struct Tokens {
 }
 
 impl SensorModel {
+    /// The trained model as inference uses it: no gradients kept, dropout off.
+    pub fn for_inference(self) -> SensorModel {
+        self.valid()
+    }
+
     /// The model with its read-out started from `start` (see [`ChannelReadout::started`]).
     /// A model without a read-out is returned as it is.
     pub fn with_readout_start(mut self, start: &ReadoutStart, device: &Device) -> Self {

@@ -80,6 +80,7 @@ pub fn app_with_twin(lake: Lake, config: ServerConfig, twin: Option<doppel_twin:
         .route("/api/v1/alerts", get(twin::alerts))
         .route("/api/v1/events", get(twin::events))
         .route("/api/v1/alerts/{id}/ack", post(twin::acknowledge))
+        .route("/api/v1/models", get(twin::models))
         .route("/api/v2/write", post(write::write_v2))
         .route("/write", post(write::write_v1))
         .route("/api/v3/write_lp", post(write::write_v3))

@@ -1,8 +1,8 @@
 //! The live twin's API: `GET /api/v1/twin` (sites → assets → sensors with their state),
 //! `GET /api/v1/assets/{id}?window=1h&points=2000` (one asset, with its sensors' readings
 //! over the window downsampled to about that many points), `GET /api/v1/alerts` and
-//! `POST /api/v1/alerts/{id}/ack`, and `GET /api/v1/events`, a Server-Sent Events stream of
-//! the twin's changes. JSON; docs/API.md.
+//! `POST /api/v1/alerts/{id}/ack`, `GET /api/v1/events`, a Server-Sent Events stream of
+//! the twin's changes, and `GET /api/v1/models`, the twin's own model. JSON; docs/API.md.
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -24,6 +24,14 @@ fn no_twin() -> Response {
 pub(crate) async fn plant(State(state): State<AppState>) -> Response {
     match &state.twin {
         Some(twin) => Json(twin.view()).into_response(),
+        None => no_twin(),
+    }
+}
+
+/// `GET /api/v1/models`: the twin's own model, what it is doing and its versions.
+pub(crate) async fn models(State(state): State<AppState>) -> Response {
+    match &state.twin {
+        Some(twin) => Json(doppel_twin::models::view(twin)).into_response(),
         None => no_twin(),
     }
 }

@@ -9,6 +9,12 @@ use std::collections::BTreeMap;
 
 use doppel_model::baselines::PcaDetector;
 
+use crate::twin::Twin;
+
+/// How often assets without a detector try to get one, and how often all are fitted again.
+const FIT_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+const REFIT_EVERY: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
+
 /// One asset's detector: its sensors (indices into the spec) and the fitted PCA, with the
 /// statistics of the history it was fitted on, sorted, to turn a statistic into a score.
 pub struct AssetDetector {
@@ -49,9 +55,16 @@ impl AssetDetector {
     /// The score of one row of the asset's sensors: the share of the history whose statistic
     /// is below this row's (0 to 1).
     pub fn score(&self, row: &[f64]) -> f64 {
-        let s = statistic(&self.pca, row);
+        let s = self.statistic(row);
         let below = self.history.partition_point(|h| *h < s);
         below as f64 / self.history.len() as f64
+    }
+}
+
+impl AssetDetector {
+    /// T² and SPE of one row, each over its limit from the history; the larger.
+    pub fn statistic(&self, row: &[f64]) -> f64 {
+        statistic(&self.pca, row)
     }
 }
 
@@ -65,6 +78,101 @@ fn statistic(pca: &PcaDetector, row: &[f64]) -> f64 {
 #[derive(Default)]
 pub struct Detectors {
     pub assets: BTreeMap<String, AssetDetector>,
+}
+
+/// Fits each asset's detector on its last day in the lake, now and then: assets without
+/// one every minute (a new twin gathers history first), all of them every six hours.
+pub(crate) fn start_fitting(twin: &Twin) {
+    let twin = twin.clone();
+    std::thread::Builder::new()
+        .name("twin-detectors".into())
+        .spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            let began = std::time::Instant::now();
+            let mut last_refit = began;
+            loop {
+                let refit = last_refit.elapsed() >= REFIT_EVERY;
+                if refit {
+                    last_refit = std::time::Instant::now();
+                }
+                runtime.block_on(fit_detectors(&twin, refit));
+                // Sooner at first: a new twin's history arrives in its first minutes.
+                let pause = if began.elapsed() < FIT_EVERY * 5 {
+                    FIT_EVERY / 4
+                } else {
+                    FIT_EVERY
+                };
+                std::thread::sleep(pause);
+            }
+        })
+        .expect("a thread for the detectors");
+}
+
+/// Fits the detectors of the assets without one (all of them with `all`), on their
+/// sensors' readings over the last day (the rows where every sensor read).
+pub async fn fit_detectors(twin: &Twin, all: bool) {
+    let assets: Vec<String> = {
+        let state = twin.state.read();
+        state.spec().assets.iter().map(|a| a.id.clone()).collect()
+    };
+    for asset in assets {
+        if !all && twin.detectors.read().assets.contains_key(&asset) {
+            continue;
+        }
+        // Buckets of 10 s hold single readings: the detector learns from readings as they
+        // come, as it scores them (minute means would be calmer than any live reading).
+        let Ok(view) = twin.asset(&asset, 86_400_000_000_000, 8_640).await else {
+            continue;
+        };
+        // The sensors that reported through the day (a dead one would empty every row),
+        // then one row a minute where each of them has a mean.
+        let series: Vec<serde_json::Value> = view["readings"]["series"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|s| {
+                s["v"]
+                    .as_array()
+                    .is_some_and(|v| v.iter().filter(|x| x.is_number()).count() >= MIN_ROWS)
+            })
+            .collect();
+        let mut minutes: BTreeMap<i64, Vec<Option<f64>>> = BTreeMap::new();
+        for (k, s) in series.iter().enumerate() {
+            let (Some(t), Some(v)) = (s["t"].as_array(), s["v"].as_array()) else {
+                continue;
+            };
+            for (t, v) in t.iter().zip(v) {
+                if let Some(t) = t.as_i64() {
+                    minutes.entry(t).or_insert_with(|| vec![None; series.len()])[k] = v.as_f64();
+                }
+            }
+        }
+        let rows: Vec<Vec<f64>> = minutes
+            .into_values()
+            .filter_map(|row| row.into_iter().collect::<Option<Vec<f64>>>())
+            .collect();
+        let order: Vec<usize> = {
+            let state = twin.state.read();
+            let spec = state.spec();
+            series
+                .iter()
+                .filter_map(|s| {
+                    spec.sensors
+                        .iter()
+                        .position(|x| Some(x.id.as_str()) == s["sensor"].as_str())
+                })
+                .collect()
+        };
+        if let Some(detector) = AssetDetector::fit(order, &rows) {
+            twin.detectors.write().assets.insert(asset, detector);
+        }
+    }
 }
 
 #[cfg(test)]

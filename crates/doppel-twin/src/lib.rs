@@ -8,6 +8,8 @@
 pub mod alerts;
 /// Anomaly scores per asset from PCA over its recent history.
 pub mod anomaly;
+/// The sensor model at work: trained from the lake, scoring every minute.
+pub mod models;
 /// Each sensor's latest value and its quality; an asset's state.
 pub mod state;
 /// The twin attached to a lake: what it watches, and the views it answers with.
@@ -17,5 +19,6 @@ pub mod webhook;
 
 pub use alerts::{Alert, AlertState};
 pub use doppel_rules::RuleSet;
+pub use models::ModelSettings;
 pub use state::{AssetState, Quality};
-pub use twin::{Readings, Twin, TwinError, TwinEvent};
+pub use twin::{Readings, Twin, TwinError, TwinEvent, TwinOptions};

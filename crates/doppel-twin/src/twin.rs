@@ -20,6 +20,9 @@ use crate::alerts::{ALERTS_TABLE, Alert, Alerts, from_row, to_point};
 use crate::state::{AssetState, LiveState};
 use doppel_rules::{Evaluator, RuleSet, Severity};
 
+/// A series of the lake: its table and tags.
+pub(crate) type SeriesKey = (String, BTreeMap<String, String>);
+
 /// What a twin request can get wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum TwinError {
@@ -38,13 +41,13 @@ pub enum TwinError {
 pub struct Twin {
     lake: Lake,
     bucket: String,
-    state: Arc<RwLock<LiveState>>,
+    pub(crate) state: Arc<RwLock<LiveState>>,
     alerts: Arc<RwLock<Alerts>>,
     /// Rows the twin writes back to the lake (alert changes, scores), written off the WAL's
     /// thread, which sees the batches.
     lake_rows: std::sync::mpsc::Sender<doppel_core::Point>,
     events: tokio::sync::broadcast::Sender<TwinEvent>,
-    detectors: Arc<RwLock<crate::anomaly::Detectors>>,
+    pub(crate) detectors: Arc<RwLock<crate::anomaly::Detectors>>,
     /// Each asset's latest anomaly score (0 to 1).
     scores: Arc<RwLock<BTreeMap<String, f64>>>,
     rules: Option<Arc<parking_lot::Mutex<Evaluator>>>,
@@ -54,20 +57,42 @@ pub struct Twin {
     scored_minute: Arc<parking_lot::Mutex<i64>>,
     /// Data time of the newest reading seen (ns), and when its batch arrived.
     newest: Arc<parking_lot::Mutex<Option<(i64, std::time::Instant)>>>,
+    /// The sensor model at work: its status and its latest scores.
+    models: Arc<crate::models::ModelWork>,
+}
+
+/// What a twin does besides keeping state: its rules, where alerts go, its model.
+#[derive(Default)]
+pub struct TwinOptions {
+    pub rules: Option<RuleSet>,
+    /// An http:// URL every alert change is POSTed to.
+    pub webhook: Option<String>,
+    pub model: crate::models::ModelSettings,
 }
 
 /// The table each asset's anomaly score goes to, a row a minute of data time (tags `asset`
 /// and `detector`, field `score`), in the twin's bucket.
 pub const SCORES_TABLE: &str = "doppel_anomaly";
 
+/// Minutes of data time a model score stands for the rules after the minute it scored.
+const MODEL_SCORE_FRESH: i64 = 3;
+
+/// The anomaly score the rules and views see, as the twin's model chose (`model`, `pca`,
+/// `both`; PCA alone before a model is at work), falling back to whichever exists.
+fn live_score(detector: Option<&str>, pca: Option<f64>, model: Option<f64>) -> Option<f64> {
+    match (detector, pca, model) {
+        (Some("model"), _, Some(m)) => Some(m),
+        (Some("both"), Some(p), Some(m)) => Some(p.max(m)),
+        (_, Some(p), _) => Some(p),
+        (Some(_), None, m) => m,
+        (None, None, _) => None,
+    }
+}
+
 /// How often a quiet feed is judged at the wall clock.
 const TICK_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 /// Data this close to the wall clock is live (ns): older means history being written.
 const LIVE_WITHIN: i64 = 120_000_000_000;
-
-/// How often assets without a detector try to get one, and how often all are fitted again.
-const FIT_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
-const REFIT_EVERY: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
 
 /// A change the twin announces, as the event stream sends it.
 #[derive(Debug, Clone, Serialize)]
@@ -98,15 +123,17 @@ pub struct Readings {
 impl Twin {
     /// The twin of `spec` over `bucket`: from now on every durable batch for the bucket
     /// updates it. Starts from each sensor's latest value already in the lake.
-    pub async fn attach(
-        lake: Lake,
-        spec: TwinSpec,
-        bucket: &str,
-        rules: Option<RuleSet>,
-        webhook: Option<String>,
-    ) -> Twin {
-        let webhook = webhook.map(|url| Arc::new(crate::webhook::Webhook::start(url)));
-        let evaluator = rules.map(|r| Arc::new(parking_lot::Mutex::new(Evaluator::new(r, &spec))));
+    pub async fn attach(lake: Lake, spec: TwinSpec, bucket: &str, options: TwinOptions) -> Twin {
+        let webhook = options
+            .webhook
+            .map(|url| Arc::new(crate::webhook::Webhook::start(url)));
+        let models = Arc::new(crate::models::ModelWork::new(
+            crate::models::model_name(bucket),
+            &options.model,
+        ));
+        let evaluator = options
+            .rules
+            .map(|r| Arc::new(parking_lot::Mutex::new(Evaluator::new(r, &spec))));
         let state = Arc::new(RwLock::new(LiveState::new(spec)));
         let alerts = Arc::new(RwLock::new(Alerts::default()));
         let (lake_rows, rows) = std::sync::mpsc::channel::<doppel_core::Point>();
@@ -147,6 +174,7 @@ impl Twin {
             announced: Default::default(),
             scored_minute: Arc::new(parking_lot::Mutex::new(i64::MIN)),
             newest: Default::default(),
+            models,
         };
         twin.start_from_the_lake().await;
         twin.restore_alerts(evaluator.as_deref()).await;
@@ -194,9 +222,40 @@ impl Twin {
                 .send(TwinEvent::Readings { values: readings });
             watcher.judge(newest);
         });
-        twin.start_fitting();
+        crate::anomaly::start_fitting(&twin);
         twin.start_ticking();
+        crate::models::start(twin.clone(), options.model);
         twin
+    }
+
+    pub(crate) fn lake(&self) -> &Lake {
+        &self.lake
+    }
+
+    /// The twin's spec.
+    pub fn spec(&self) -> TwinSpec {
+        self.state.read().spec().clone()
+    }
+
+    /// The sensor model at work: its status and latest scores.
+    pub fn models(&self) -> &crate::models::ModelWork {
+        &self.models
+    }
+
+    /// The data time the twin has reached: its newest reading (ns), from the feed or, before
+    /// any batch came, from the lake.
+    pub(crate) fn data_now(&self) -> Option<i64> {
+        let fed = self.newest.lock().map(|(t, _)| t);
+        let state = self.state.read();
+        let stored = (0..state.spec().sensors.len())
+            .filter_map(|i| state.latest(i).map(|(t, _)| t))
+            .max();
+        fed.max(stored)
+    }
+
+    /// Queues a row for the lake (scores, alert changes), written off the WAL's thread.
+    pub(crate) fn send_row(&self, point: doppel_core::Point) {
+        let _ = self.lake_rows.send(point);
     }
 
     /// After readings up to data time `now`: each asset's anomaly score (for the rules, the
@@ -212,19 +271,34 @@ impl Twin {
             let state = self.state.read();
             let detectors = self.detectors.read();
             let mut scores = self.scores.write();
-            for (asset, detector) in &detectors.assets {
-                // An asset with a sensor unread or stale has no score.
-                let row: Option<Vec<f64>> = detector
-                    .sensors
-                    .iter()
-                    .map(|&i| {
-                        state
-                            .latest(i)
-                            .filter(|_| state.quality(i, now) != crate::Quality::Stale)
-                            .map(|(_, v)| v)
-                    })
-                    .collect();
-                let score = row.map_or(f64::NAN, |r| detector.score(&r));
+            let detector = self.models.status.read().detector.clone();
+            let model_scores = self.models.scores.read();
+            let mut pca_scores = BTreeMap::new();
+            for asset in &state.spec().assets {
+                let asset = &asset.id;
+                // An asset with a sensor unread or stale has no PCA score.
+                let pca = detectors.assets.get(asset).and_then(|detector| {
+                    let row: Option<Vec<f64>> = detector
+                        .sensors
+                        .iter()
+                        .map(|&i| {
+                            state
+                                .latest(i)
+                                .filter(|_| state.quality(i, now) != crate::Quality::Stale)
+                                .map(|(_, v)| v)
+                        })
+                        .collect();
+                    row.map(|r| detector.score(&r))
+                });
+                // The model's score of a recent minute (it scores whole minutes).
+                let model = model_scores
+                    .get(asset)
+                    .filter(|m| now.div_euclid(60_000_000_000) - m.minute <= MODEL_SCORE_FRESH)
+                    .map(|m| m.score);
+                if let Some(p) = pca {
+                    pca_scores.insert(asset.clone(), p);
+                }
+                let score = live_score(detector.as_deref(), pca, model).unwrap_or(f64::NAN);
                 if let Some(rules) = &self.rules {
                     rules.lock().set_anomaly(asset, score);
                 }
@@ -234,11 +308,12 @@ impl Twin {
                     scores.remove(asset);
                 }
             }
+            drop(model_scores);
             let minute = now.div_euclid(60_000_000_000);
             let mut last = self.scored_minute.lock();
-            if minute > *last && !scores.is_empty() {
+            if minute > *last && !pca_scores.is_empty() {
                 *last = minute;
-                for (asset, score) in scores.iter() {
+                for (asset, score) in pca_scores.iter() {
                     let _ = self.lake_rows.send(doppel_core::Point {
                         measurement: SCORES_TABLE.into(),
                         tags: vec![
@@ -307,102 +382,6 @@ impl Twin {
                 }
             })
             .expect("a thread for the twin's ticks");
-    }
-
-    /// Fits each asset's detector on its last day in the lake, now and then: assets without
-    /// one every minute (a new twin gathers history first), all of them every six hours.
-    fn start_fitting(&self) {
-        let twin = self.clone();
-        std::thread::Builder::new()
-            .name("twin-detectors".into())
-            .spawn(move || {
-                let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                else {
-                    return;
-                };
-                let began = std::time::Instant::now();
-                let mut last_refit = began;
-                loop {
-                    let refit = last_refit.elapsed() >= REFIT_EVERY;
-                    if refit {
-                        last_refit = std::time::Instant::now();
-                    }
-                    runtime.block_on(twin.fit_detectors(refit));
-                    // Sooner at first: a new twin's history arrives in its first minutes.
-                    let pause = if began.elapsed() < FIT_EVERY * 5 {
-                        FIT_EVERY / 4
-                    } else {
-                        FIT_EVERY
-                    };
-                    std::thread::sleep(pause);
-                }
-            })
-            .expect("a thread for the detectors");
-    }
-
-    /// Fits the detectors of the assets without one (all of them with `all`), on their
-    /// sensors' readings over the last day (the rows where every sensor read).
-    pub async fn fit_detectors(&self, all: bool) {
-        let assets: Vec<String> = {
-            let state = self.state.read();
-            state.spec().assets.iter().map(|a| a.id.clone()).collect()
-        };
-        for asset in assets {
-            if !all && self.detectors.read().assets.contains_key(&asset) {
-                continue;
-            }
-            // Buckets of 10 s hold single readings: the detector learns from readings as they
-            // come, as it scores them (minute means would be calmer than any live reading).
-            let Ok(view) = self.asset(&asset, 86_400_000_000_000, 8_640).await else {
-                continue;
-            };
-            // The sensors that reported through the day (a dead one would empty every row),
-            // then one row a minute where each of them has a mean.
-            let series: Vec<serde_json::Value> = view["readings"]["series"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|s| {
-                    s["v"].as_array().is_some_and(|v| {
-                        v.iter().filter(|x| x.is_number()).count() >= crate::anomaly::MIN_ROWS
-                    })
-                })
-                .collect();
-            let mut minutes: BTreeMap<i64, Vec<Option<f64>>> = BTreeMap::new();
-            for (k, s) in series.iter().enumerate() {
-                let (Some(t), Some(v)) = (s["t"].as_array(), s["v"].as_array()) else {
-                    continue;
-                };
-                for (t, v) in t.iter().zip(v) {
-                    if let Some(t) = t.as_i64() {
-                        minutes.entry(t).or_insert_with(|| vec![None; series.len()])[k] =
-                            v.as_f64();
-                    }
-                }
-            }
-            let rows: Vec<Vec<f64>> = minutes
-                .into_values()
-                .filter_map(|row| row.into_iter().collect::<Option<Vec<f64>>>())
-                .collect();
-            let order: Vec<usize> = {
-                let state = self.state.read();
-                let spec = state.spec();
-                series
-                    .iter()
-                    .filter_map(|s| {
-                        spec.sensors
-                            .iter()
-                            .position(|x| Some(x.id.as_str()) == s["sensor"].as_str())
-                    })
-                    .collect()
-            };
-            if let Some(detector) = crate::anomaly::AssetDetector::fit(order, &rows) {
-                self.detectors.write().assets.insert(asset, detector);
-            }
-        }
     }
 
     /// Open and past alerts as the lake holds them (the latest row of each wins); the rules
@@ -532,11 +511,7 @@ impl Twin {
     }
 
     /// The spec's sensors (optionally one asset's), grouped by the series they read.
-    #[allow(clippy::type_complexity)]
-    fn series_groups(
-        &self,
-        asset: Option<&str>,
-    ) -> BTreeMap<(String, BTreeMap<String, String>), Vec<(usize, Sensor)>> {
+    fn series_groups(&self, asset: Option<&str>) -> BTreeMap<SeriesKey, Vec<(usize, Sensor)>> {
         let state = self.state.read();
         let mut groups: BTreeMap<_, Vec<(usize, Sensor)>> = BTreeMap::new();
         for (i, s) in state.spec().sensors.iter().enumerate() {
@@ -565,7 +540,7 @@ impl Twin {
                     .filter(|a| a.site == site.id)
                     .map(|a| {
                         let mut view = asset_view(&state, &self.alerts.read(), &a.id, now);
-                        view["anomaly"] = json!(self.scores.read().get(&a.id));
+                        self.add_anomaly(&mut view, &a.id);
                         view
                     })
                     .collect();
@@ -578,6 +553,21 @@ impl Twin {
             "now": format_rfc3339(now),
             "sites": sites,
         })
+    }
+
+    /// An asset's anomaly score as the rules see it, which detector gives it, and the
+    /// model's latest score with each sensor's share (the sensors driving it first).
+    fn add_anomaly(&self, view: &mut Value, id: &str) {
+        view["anomaly"] = json!(self.scores.read().get(id));
+        view["anomaly_detector"] = json!(
+            self.models
+                .status
+                .read()
+                .detector
+                .clone()
+                .unwrap_or_else(|| "pca".into())
+        );
+        view["anomaly_model"] = json!(self.models.scores.read().get(id));
     }
 
     /// One asset's state and its sensors', with each sensor's readings over the last
@@ -595,7 +585,7 @@ impl Twin {
                 });
             }
             let mut view = asset_view(&state, &self.alerts.read(), id, now);
-            view["anomaly"] = json!(self.scores.read().get(id));
+            self.add_anomaly(&mut view, id);
             view
         };
         if window_ns <= 0 || points == 0 {
@@ -715,12 +705,12 @@ fn asset_state(sensors: AssetState, worst_alert: Option<Severity>) -> AssetState
 }
 
 /// A name quoted for SQL.
-fn ident(name: &str) -> String {
+pub(crate) fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// ` WHERE tag = 'value' AND ...` for a series' tags (` WHERE true` without tags).
-fn where_tags(tags: &BTreeMap<String, String>) -> String {
+pub(crate) fn where_tags(tags: &BTreeMap<String, String>) -> String {
     let terms: Vec<String> = tags
         .iter()
         .map(|(k, v)| format!("{} = '{}'", ident(k), v.replace('\'', "''")))
@@ -731,7 +721,7 @@ fn where_tags(tags: &BTreeMap<String, String>) -> String {
     }
 }
 
-fn int_at(batch: &RecordBatch, column: usize, row: usize) -> Option<i64> {
+pub(crate) fn int_at(batch: &RecordBatch, column: usize, row: usize) -> Option<i64> {
     let array = cast(batch.column(column), &DataType::Int64).ok()?;
     let array = array.as_primitive::<Int64Type>();
     array.is_valid(row).then(|| array.value(row))
@@ -743,8 +733,25 @@ fn text_at(batch: &RecordBatch, column: usize, row: usize) -> Option<String> {
     array.is_valid(row).then(|| array.value(row).to_owned())
 }
 
-fn float_at(batch: &RecordBatch, column: usize, row: usize) -> Option<f64> {
+pub(crate) fn float_at(batch: &RecordBatch, column: usize, row: usize) -> Option<f64> {
     let array = cast(batch.column(column), &DataType::Float64).ok()?;
     let array = array.as_primitive::<Float64Type>();
     (array.is_valid(row) && array.value(row).is_finite()).then(|| array.value(row))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::live_score;
+
+    /// The rules see the chosen detector's score, and whichever exists when one is missing.
+    #[test]
+    fn the_live_score_follows_the_chosen_detector() {
+        assert_eq!(live_score(None, Some(0.3), Some(0.9)), Some(0.3));
+        assert_eq!(live_score(Some("pca"), Some(0.3), Some(0.9)), Some(0.3));
+        assert_eq!(live_score(Some("model"), Some(0.3), Some(0.9)), Some(0.9));
+        assert_eq!(live_score(Some("model"), Some(0.3), None), Some(0.3));
+        assert_eq!(live_score(Some("both"), Some(0.95), Some(0.9)), Some(0.95));
+        assert_eq!(live_score(Some("both"), None, Some(0.9)), Some(0.9));
+        assert_eq!(live_score(None, None, Some(0.9)), None);
+    }
 }

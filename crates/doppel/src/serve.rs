@@ -65,6 +65,16 @@ pub struct ServeArgs {
     /// The bucket the twin's sensors are written to (and the reference plant writes to).
     #[arg(long, env = "DOPPEL_BUCKET", default_value = "plant")]
     pub bucket: String,
+    /// Do not train or use a sensor model in the twin (anomaly scores from PCA alone).
+    #[arg(long)]
+    no_model: bool,
+    /// Pretraining steps of the twin's own model, trained in the background once the lake
+    /// holds --model-history of its sensors and no model is registered for it.
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    model_steps: u64,
+    /// Data the twin waits for before it trains its model (e.g. 12h, 1d).
+    #[arg(long, default_value = "12h", value_parser = parse_duration)]
+    model_history: Duration,
 }
 
 /// `doppel up`: the server plus a live data source.
@@ -145,8 +155,16 @@ pub fn run(args: ServeArgs, up: Option<SourceArgs>) -> anyhow::Result<ExitCode> 
                         lake.clone(),
                         spec,
                         &args.bucket,
-                        rules,
-                        args.webhook.clone(),
+                        doppel_twin::TwinOptions {
+                            rules,
+                            webhook: args.webhook.clone(),
+                            model: doppel_twin::ModelSettings {
+                                train: !args.no_model,
+                                steps: args.model_steps as usize,
+                                min_history_ns: args.model_history.as_nanos() as i64,
+                                ..doppel_twin::ModelSettings::default()
+                            },
+                        },
                     )
                     .await,
                 )

@@ -13,3 +13,4 @@ mod model_scaling;
 mod model_validation;
 mod simulate;
 mod twin;
+mod twin_model;

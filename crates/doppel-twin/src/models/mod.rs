@@ -1,0 +1,593 @@
+//! The sensor model at work on the live twin. When the twin has history enough and no model
+//! of its own, one is pretrained in the background from the lake (the twin's sensors as
+//! minute means), registered as `twin-<bucket>` in the data directory's registry, calibrated
+//! on the rows it never trained on, and put to work: every minute of data time it scores the
+//! latest window, per asset, with each sensor's share of the score, and writes the scores
+//! back into the lake. Which detector the rules see (`anomaly(asset)`) is measured, not
+//! assumed (`choice`). Never serves HTTP; writes only scores, through the twin.
+
+pub mod choice;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use doppel_core::time::format_rfc3339;
+use doppel_model::card::{DataRange, LiveScoring};
+use doppel_model::registry::Registry;
+use doppel_model::tasks::reconstruction_errors;
+use doppel_model::train::{TrainConfig, pretrain_with_checkpoints};
+use doppel_model::{ModelCard, ModelConfig, Recording, SensorModel, store};
+use parking_lot::RwLock;
+use serde::Serialize;
+
+use crate::twin::{Twin, float_at, ident, int_at, where_tags};
+use choice::{AssetChannels, group_statistic, rank};
+
+/// The grid the twin's model reads: one row a minute (each sensor's mean over it).
+pub const STEP_NS: i64 = 60_000_000_000;
+/// The table the model's per-sensor shares of each asset's score go to (tags `asset`,
+/// `sensor`; field `share`), a row a sensor a minute, beside `doppel_anomaly`.
+pub const CONTRIBUTIONS_TABLE: &str = "doppel_anomaly_sensors";
+
+/// How the twin gets and uses its model.
+#[derive(Debug, Clone)]
+pub struct ModelSettings {
+    /// Pretrain one in the background when none is registered.
+    pub train: bool,
+    /// Pretraining steps.
+    pub steps: usize,
+    /// History (data time) the twin waits for before it trains.
+    pub min_history_ns: i64,
+    /// History it trains on, at most (the latest).
+    pub history_ns: i64,
+}
+
+impl Default for ModelSettings {
+    fn default() -> Self {
+        ModelSettings {
+            train: true,
+            steps: 600,
+            min_history_ns: 12 * 3600 * 1_000_000_000,
+            history_ns: 7 * 86_400 * 1_000_000_000,
+        }
+    }
+}
+
+/// Where the twin's model stands, as `GET /api/v1/models` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelStatus {
+    /// The registry name of the twin's model.
+    pub name: String,
+    /// `waiting` (for history), `training`, `live`, `failed` or `off`.
+    pub state: &'static str,
+    /// What it is doing, in words.
+    pub message: String,
+    pub step: usize,
+    pub steps: usize,
+    pub loss: Option<f64>,
+    /// The registered version at work.
+    pub live_version: Option<u32>,
+    /// The detector the rules see: `model`, `pca` or `both`.
+    pub detector: Option<String>,
+}
+
+/// One asset's latest score from the model: where the minute falls among the held-out
+/// minutes (0 to 1), and each sensor's share of it, largest first.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelScore {
+    pub score: f64,
+    pub time: String,
+    #[serde(skip)]
+    pub minute: i64,
+    pub sensors: Vec<(String, f64)>,
+}
+
+/// What the twin shares with its model's worker.
+pub struct ModelWork {
+    pub status: RwLock<ModelStatus>,
+    pub scores: RwLock<BTreeMap<String, ModelScore>>,
+}
+
+impl ModelWork {
+    pub fn new(name: String, settings: &ModelSettings) -> ModelWork {
+        ModelWork {
+            status: RwLock::new(ModelStatus {
+                name,
+                state: if settings.train { "waiting" } else { "off" },
+                message: if settings.train {
+                    "waiting for history".into()
+                } else {
+                    "no model is trained or used (--no-model)".into()
+                },
+                step: 0,
+                steps: settings.steps,
+                loss: None,
+                live_version: None,
+                detector: None,
+            }),
+            scores: RwLock::new(BTreeMap::new()),
+        }
+    }
+
+    fn set(&self, state: &'static str, message: String) {
+        let mut status = self.status.write();
+        status.state = state;
+        status.message = message;
+    }
+}
+
+/// The twin's model as `GET /api/v1/models` shows it: what it is doing, and every
+/// registered version of it, with the one at work marked `live`.
+pub fn view(twin: &Twin) -> serde_json::Value {
+    let status = twin.models().status.read().clone();
+    let registry = Registry::in_data_dir(twin.lake().dir());
+    let versions: Vec<serde_json::Value> = registry
+        .list()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e.name == status.name)
+        .map(|e| {
+            let kept = e.card.kept_point().cloned();
+            serde_json::json!({
+                "version": e.version,
+                "live": Some(e.version) == status.live_version,
+                "created": e.created.map(|t| format_rfc3339(
+                    t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64))),
+                "parameters": e.card.parameters,
+                "sensors": e.card.channels.len(),
+                "trained_on": e.card.data,
+                "steps": e.card.train.steps,
+                "validation_loss": kept.map(|p| p.validation_loss),
+                "detector": e.card.live_scoring.as_ref().map(|s| &s.choice),
+                "path": e.path,
+            })
+        })
+        .collect();
+    serde_json::json!({"status": status, "versions": versions})
+}
+
+/// The registry name of a bucket's twin model (letters, digits, `-`, `_`).
+pub fn model_name(bucket: &str) -> String {
+    let clean: String = bucket
+        .chars()
+        .map(
+            |c| match c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                true => c,
+                false => '_',
+            },
+        )
+        .take(58)
+        .collect();
+    format!("twin-{clean}")
+}
+
+/// A model at work: the weights, the card with its live scoring, and the assets' channels.
+struct LiveModel {
+    model: SensorModel,
+    card: ModelCard,
+    scoring: LiveScoring,
+    version: u32,
+}
+
+/// How often the worker looks at the data (wall clock).
+const LOOK_EVERY: Duration = Duration::from_secs(5);
+/// How often a twin waiting for history looks again.
+const WAIT_EVERY: Duration = Duration::from_secs(30);
+
+/// Starts the worker thread of `twin`'s model.
+pub fn start(twin: Twin, settings: ModelSettings) {
+    std::thread::Builder::new()
+        .name("twin-model".into())
+        .spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(work(twin, settings));
+        })
+        .expect("a thread for the twin's model");
+}
+
+async fn work(twin: Twin, settings: ModelSettings) {
+    let work = twin.models();
+    let name = work.status.read().name.clone();
+    let registry = Registry::in_data_dir(twin.lake().dir());
+    let mut live: Option<LiveModel> = None;
+    let mut last_scored = i64::MIN;
+    loop {
+        match &live {
+            None => match latest_registered(&registry, &name) {
+                Some(found) => {
+                    let mut status = work.status.write();
+                    status.state = "live";
+                    status.message = format!(
+                        "version {} at work: {}",
+                        found.version, found.scoring.choice.why
+                    );
+                    status.live_version = Some(found.version);
+                    status.detector = Some(found.scoring.choice.detector.clone());
+                    drop(status);
+                    live = Some(found);
+                    continue;
+                }
+                None if settings.train => {
+                    if let Some(model) = train_when_ready(&twin, &settings, &registry, &name).await
+                    {
+                        live = Some(model);
+                        continue;
+                    }
+                    tokio::time::sleep(WAIT_EVERY).await;
+                    continue;
+                }
+                None => return,
+            },
+            Some(model) => {
+                let minute = twin.data_now().map(|t| t.div_euclid(STEP_NS));
+                // The last whole minute is scored once.
+                if let Some(minute) = minute
+                    && minute - 1 > last_scored
+                {
+                    last_scored = minute - 1;
+                    if let Err(e) = score_minute(&twin, model, minute - 1).await {
+                        tracing::warn!(error = %e, "the twin's model could not score a minute");
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(LOOK_EVERY).await;
+    }
+}
+
+/// The newest registered version of `name` that a twin calibrated, loaded.
+fn latest_registered(registry: &Registry, name: &str) -> Option<LiveModel> {
+    let entries = registry.list().ok()?;
+    let entry = entries
+        .into_iter()
+        .filter(|e| e.name == name && e.card.live_scoring.is_some())
+        .max_by_key(|e| e.version)?;
+    let device = doppel_model::device::inference(Default::default()).ok()?;
+    let (model, card) = store::load(&entry.path, &device).ok()?;
+    let scoring = card.live_scoring.clone()?;
+    Some(LiveModel {
+        model,
+        card,
+        scoring,
+        version: entry.version,
+    })
+}
+
+/// Trains, calibrates and registers the twin's model once the lake holds history enough;
+/// `None` while it does not (or when training failed: said in the status).
+async fn train_when_ready(
+    twin: &Twin,
+    settings: &ModelSettings,
+    registry: &Registry,
+    name: &str,
+) -> Option<LiveModel> {
+    let work = twin.models();
+    let now = twin.data_now()?;
+    let to = now.div_euclid(STEP_NS) * STEP_NS;
+    let from = to - settings.history_ns;
+    let rec = match minute_recording(twin, from, to, None).await {
+        Ok(rec) => rec,
+        Err(e) => {
+            work.set("waiting", format!("waiting for history: {e}"));
+            return None;
+        }
+    };
+    // Trains on the stretch from the first minute any sensor read.
+    let first = (0..rec.len()).find(|&t| rec.observed.iter().any(|o| o[t]))?;
+    let rec = rec.slice(first, rec.len());
+    let have = rec.len() as i64 * STEP_NS;
+    if have < settings.min_history_ns {
+        work.set(
+            "waiting",
+            format!(
+                "waiting for history: {} of the {} of data it trains on",
+                hours(have),
+                hours(settings.min_history_ns)
+            ),
+        );
+        return None;
+    }
+    // Sensors that read in at least half the minutes are the model's channels.
+    let keep: Vec<String> = (0..rec.channels.len())
+        .filter(|&c| rec.observed[c].iter().filter(|&&o| o).count() * 2 >= rec.len())
+        .map(|c| rec.channels[c].clone())
+        .collect();
+    let rec = rec.select(&keep).ok()?;
+    match train(twin, settings, registry, name, rec) {
+        Ok(model) => {
+            let mut status = work.status.write();
+            status.state = "live";
+            status.message = format!(
+                "version {} at work: {}",
+                model.version, model.scoring.choice.why
+            );
+            status.live_version = Some(model.version);
+            status.detector = Some(model.scoring.choice.detector.clone());
+            drop(status);
+            tracing::info!(version = model.version, why = %model.scoring.choice.why, "the twin's model is at work");
+            Some(model)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "training the twin's model failed");
+            work.set("failed", format!("training failed: {e}"));
+            None
+        }
+    }
+}
+
+fn hours(ns: i64) -> String {
+    format!("{:.1} h", ns as f64 / 3.6e12)
+}
+
+/// Pretrains on `rec` (the twin's sensors, a row a minute), calibrates on its held-out tail,
+/// chooses the detector, registers the model.
+fn train(
+    twin: &Twin,
+    settings: &ModelSettings,
+    registry: &Registry,
+    name: &str,
+    rec: Recording,
+) -> Result<LiveModel, String> {
+    let work = twin.models();
+    let channels = rec.channels.len();
+    // LSM's 2-D tokens keep a plant's many sensors to about 120 tokens a window.
+    let per_token = channels.div_ceil(10).max(1);
+    let Some(mut config) = ModelConfig::sized("tiny", channels, 8, 12) else {
+        return Err("no tiny model size".into());
+    };
+    config.channels_per_token = per_token;
+    let (train, _) = TrainConfig {
+        keep_best: true,
+        ..TrainConfig::new(settings.steps, 16, 1e-3, 0)
+    }
+    .fitted_to(std::slice::from_ref(&rec), config.window());
+    let ends = train
+        .training_ends(std::slice::from_ref(&rec))
+        .map_err(|e| e.to_string())?;
+    let normalizer = train
+        .normalizer(std::slice::from_ref(&rec))
+        .map_err(|e| e.to_string())?;
+    let standardised = normalizer.apply(&rec);
+    let device = doppel_model::device::training(Default::default()).map_err(|e| e.to_string())?;
+    {
+        let mut status = work.status.write();
+        status.state = "training";
+        status.message = format!(
+            "pretraining on {} of {} sensor(s), {} steps",
+            hours(rec.len() as i64 * STEP_NS),
+            channels,
+            settings.steps
+        );
+    }
+    tracing::info!(
+        sensors = channels,
+        minutes = rec.len(),
+        steps = settings.steps,
+        "pretraining the twin's model from the lake"
+    );
+    let pretrained =
+        pretrain_with_checkpoints(&[standardised], &config, &train, None, &device, |p| {
+            let mut status = work.status.write();
+            status.step = p.step;
+            status.loss = Some(p.loss);
+        })
+        .map_err(|e| e.to_string())?;
+    let parameters = config.parameter_count();
+    let data = DataRange::of(std::slice::from_ref(&rec), &train);
+    let mut card = ModelCard::new(
+        config,
+        normalizer,
+        STEP_NS,
+        parameters,
+        data,
+        train,
+        pretrained.curve,
+    );
+    let model = pretrained.model.for_inference();
+    work.set("training", "choosing the detector on held-out rows".into());
+    let assets = asset_channels(twin, &card.channels);
+    let split = ends[0];
+    let scoring = choice::calibrate_and_choose(
+        &model,
+        &card,
+        &rec.slice(0, split),
+        &rec.slice(split, rec.len()),
+        &assets,
+    )?;
+    card.live_scoring = Some(scoring.clone());
+    let (version, _) = registry
+        .register(name, |dir| store::save(dir, &model, &card))
+        .map_err(|e| e.to_string())?;
+    Ok(LiveModel {
+        model,
+        card,
+        scoring,
+        version,
+    })
+}
+
+/// Each asset's channels among `channels` (the model's, by sensor id).
+fn asset_channels(twin: &Twin, channels: &[String]) -> AssetChannels {
+    let spec = twin.spec();
+    let mut assets = AssetChannels::new();
+    for (c, id) in channels.iter().enumerate() {
+        if let Some(sensor) = spec.sensors.iter().find(|s| &s.id == id) {
+            assets.entry(sensor.asset.clone()).or_default().push(c);
+        }
+    }
+    assets
+}
+
+/// Scores the window ending with `minute` (minutes since the epoch): each asset's score and
+/// its sensors' shares, kept for the views and the rules and written into the lake.
+async fn score_minute(twin: &Twin, live: &LiveModel, minute: i64) -> Result<(), String> {
+    let w = live.card.config.window() as i64;
+    let to = (minute + 1) * STEP_NS;
+    let rec = minute_recording(twin, to - w * STEP_NS, to, Some(&live.card.channels)).await?;
+    let device = doppel_model::device::inference(Default::default()).map_err(|e| e.to_string())?;
+    let errors =
+        reconstruction_errors(&live.model, &live.card, &rec, &device).map_err(|e| e.to_string())?;
+    let last = rec.len() - 1;
+    let scoring = &live.scoring;
+    let time = minute * STEP_NS;
+    let mut scores = BTreeMap::new();
+    for group in &scoring.groups {
+        let statistic = group_statistic(&errors, &scoring.typical, &group.channels, last);
+        if !statistic.is_finite() || group.normal.is_empty() {
+            continue;
+        }
+        let mut sensors: Vec<(String, f64)> = group
+            .channels
+            .iter()
+            .filter(|&&c| errors[c][last].is_finite())
+            .map(|&c| {
+                let part = errors[c][last] / scoring.typical[c];
+                (
+                    live.card.channels[c].clone(),
+                    (part / statistic / group.channels.len() as f32) as f64,
+                )
+            })
+            .collect();
+        // Shares of the statistic (an average): they add up to one.
+        let total: f64 = sensors.iter().map(|(_, s)| s).sum();
+        for (_, s) in &mut sensors {
+            *s /= total.max(f64::MIN_POSITIVE);
+        }
+        sensors.sort_by(|a, b| b.1.total_cmp(&a.1));
+        scores.insert(
+            group.name.clone(),
+            ModelScore {
+                score: rank(&group.normal, statistic),
+                time: format_rfc3339(time),
+                minute,
+                sensors,
+            },
+        );
+    }
+    write_scores(twin, &scores, time);
+    *twin.models().scores.write() = scores;
+    Ok(())
+}
+
+/// The model's scores of one minute (data time `time`, ns) into the lake: each asset's
+/// in `doppel_anomaly` (detector `model`), each sensor's share in
+/// `doppel_anomaly_sensors`.
+fn write_scores(twin: &Twin, scores: &BTreeMap<String, ModelScore>, time: i64) {
+    for (asset, score) in scores {
+        twin.send_row(doppel_core::Point {
+            measurement: crate::twin::SCORES_TABLE.into(),
+            tags: vec![
+                ("asset".into(), asset.clone()),
+                ("detector".into(), "model".into()),
+            ],
+            fields: vec![("score".into(), doppel_core::FieldValue::Float(score.score))],
+            time,
+        });
+        for (sensor, share) in &score.sensors {
+            twin.send_row(doppel_core::Point {
+                measurement: CONTRIBUTIONS_TABLE.into(),
+                tags: vec![
+                    ("asset".into(), asset.clone()),
+                    ("sensor".into(), sensor.clone()),
+                ],
+                fields: vec![("share".into(), doppel_core::FieldValue::Float(*share))],
+                time,
+            });
+        }
+    }
+}
+
+/// The twin's sensors (or only `only`, in that order) as minute means over `from..to` (ns,
+/// minute-aligned): a recording on a one-minute grid, gaps where no reading came.
+pub async fn minute_recording(
+    twin: &Twin,
+    from: i64,
+    to: i64,
+    only: Option<&[String]>,
+) -> Result<Recording, String> {
+    let len = ((to - from) / STEP_NS).max(0) as usize;
+    if len == 0 {
+        return Err("no minutes asked for".into());
+    }
+    let spec = twin.spec();
+    let ids: Vec<String> = match only {
+        Some(ids) => ids.to_vec(),
+        None => spec.sensors.iter().map(|s| s.id.clone()).collect(),
+    };
+    let mut values = vec![vec![0.0f32; len]; ids.len()];
+    let mut observed = vec![vec![false; len]; ids.len()];
+    let mut groups: BTreeMap<crate::twin::SeriesKey, Vec<(usize, String)>> = BTreeMap::new();
+    for (c, id) in ids.iter().enumerate() {
+        let Some(sensor) = spec.sensors.iter().find(|s| &s.id == id) else {
+            return Err(format!(
+                "the model reads sensor `{id}`, which the twin spec no longer has"
+            ));
+        };
+        groups
+            .entry((sensor.measurement.clone(), sensor.tags.clone()))
+            .or_default()
+            .push((c, sensor.field.clone()));
+    }
+    for ((measurement, tags), fields) in groups {
+        let written = twin.lake().fields_of(twin.bucket(), &measurement);
+        let fields: Vec<(usize, String)> = fields
+            .into_iter()
+            .filter(|(_, f)| written.contains(f))
+            .collect();
+        if fields.is_empty() {
+            continue;
+        }
+        let means: Vec<String> = fields
+            .iter()
+            .map(|(_, f)| format!("avg(CAST({f} AS DOUBLE))", f = ident(f)))
+            .collect();
+        let sql = format!(
+            "SELECT CAST(date_bin(INTERVAL '60 seconds', time, TIMESTAMP \
+             '1970-01-01T00:00:00Z') AS BIGINT) AS t, {means} FROM {m}{w} AND time >= '{from}' \
+             AND time < '{to}' GROUP BY 1",
+            means = means.join(", "),
+            m = ident(&measurement),
+            w = where_tags(&tags),
+            from = format_rfc3339(from),
+            to = format_rfc3339(to),
+        );
+        let (_, batches) = twin
+            .lake()
+            .query(twin.bucket(), &sql)
+            .await
+            .map_err(|e| e.to_string())?;
+        for batch in &batches {
+            for row in 0..batch.num_rows() {
+                let Some(t) = int_at(batch, 0, row) else {
+                    continue;
+                };
+                let slot = (t - from).div_euclid(STEP_NS);
+                if !(0..len as i64).contains(&slot) {
+                    continue;
+                }
+                for (k, (c, _)) in fields.iter().enumerate() {
+                    if let Some(v) = float_at(batch, k + 1, row) {
+                        values[*c][slot as usize] = v as f32;
+                        observed[*c][slot as usize] = true;
+                    }
+                }
+            }
+        }
+    }
+    Ok(Recording {
+        source: PathBuf::from(format!("lake:{}", twin.bucket())),
+        start_ns: from,
+        step_ns: STEP_NS,
+        channels: ids,
+        values,
+        observed,
+        rows: Vec::new(),
+        labels: Vec::new(),
+    })
+}

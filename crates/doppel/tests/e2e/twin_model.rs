@@ -1,0 +1,129 @@
+//! The twin's own sensor model: trained in the background from the lake, its detector chosen
+//! on held-out rows, scoring every minute, back at work after a restart.
+
+use std::time::{Duration, Instant};
+
+use crate::common::{Server, get, sql};
+
+/// Polls `GET /api/v1/models` until the model is at work; its answer.
+fn wait_until_live(server: &Server, within: Duration) -> serde_json::Value {
+    let deadline = Instant::now() + within;
+    let mut models = serde_json::Value::Null;
+    while Instant::now() < deadline {
+        let r = get(&format!("{}/api/v1/models", server.url), &[]);
+        assert_eq!(r.status, 200, "{}", r.body);
+        models = r.json();
+        assert_ne!(models["status"]["state"], "failed", "{models}");
+        if models["status"]["state"] == "live" {
+            return models;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    panic!("the twin's model was not at work within {within:?}: {models}");
+}
+
+/// `doppel up` over a day of history pretrains the twin's model, chooses the detector the
+/// rules see by injecting faults into rows it never trained on, scores each asset with its
+/// sensors' shares, writes the scores into the lake, and after a restart puts the
+/// registered model back to work without training again.
+#[test]
+fn up_trains_its_own_model_and_puts_it_to_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "--backfill",
+        "1d",
+        "--catch-up",
+        "0",
+        "--model-steps",
+        "40",
+        "--model-history",
+        "12h",
+    ];
+    let server = Server::up(dir.path(), &args);
+    let models = wait_until_live(&server, Duration::from_secs(180));
+    let status = &models["status"];
+    assert_eq!(status["name"], "twin-plant", "{models}");
+    assert_eq!(status["live_version"], 1, "{models}");
+    let versions = models["versions"].as_array().unwrap();
+    assert_eq!(versions.len(), 1, "{models}");
+    let v1 = &versions[0];
+    assert_eq!(v1["live"], true, "{v1}");
+    assert!(
+        v1["trained_on"][0]["steps"].as_u64().unwrap() >= 720,
+        "{v1}"
+    );
+    let choice = &v1["detector"];
+    assert!(choice["faults"].as_u64().unwrap() >= 32, "{choice}");
+    for detector in ["model", "pca", "both"] {
+        let found = choice["detected"][detector].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&found), "{choice}");
+    }
+    let chosen = choice["detector"].as_str().unwrap();
+    assert!(["model", "pca", "both"].contains(&chosen), "{choice}");
+    assert_eq!(status["detector"], chosen);
+    assert!(choice["why"].as_str().unwrap().contains("faults injected"));
+    // PCA stays unless another detector found more.
+    let found = |d: &str| choice["detected"][d].as_f64().unwrap();
+    if chosen != "pca" {
+        assert!(found(chosen) > found("pca"), "{choice}");
+    }
+    // The card on disk says the same.
+    let card: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join(".models/twin-plant/v1/model.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(card["live_scoring"]["choice"]["detector"], chosen);
+
+    // Each asset's latest minute, with its sensors' shares (its own sensors, adding to one).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut view = serde_json::Value::Null;
+    while Instant::now() < deadline && !view["anomaly_model"].is_object() {
+        std::thread::sleep(Duration::from_millis(500));
+        view = get(
+            &format!("{}/api/v1/assets/pump1?window=1m&points=1", server.url),
+            &[],
+        )
+        .json();
+    }
+    let scored = &view["anomaly_model"];
+    assert!(
+        (0.0..=1.0).contains(&scored["score"].as_f64().unwrap()),
+        "{view}"
+    );
+    let shares = scored["sensors"].as_array().unwrap();
+    assert!(shares.len() >= 2, "{scored}");
+    let total: f64 = shares.iter().map(|s| s[1].as_f64().unwrap()).sum();
+    assert!((total - 1.0).abs() < 1e-6, "{scored}");
+    assert!(
+        shares
+            .iter()
+            .all(|s| s[0].as_str().unwrap().starts_with("pump1_")),
+        "{scored}"
+    );
+    assert_eq!(view["anomaly_detector"], chosen);
+    // Back in the lake, as ordinary tables.
+    let rows = sql(
+        &server,
+        "plant",
+        "SELECT count(*) AS n FROM doppel_anomaly WHERE detector = 'model' AND asset = 'pump1'",
+    );
+    assert!(rows[0]["n"].as_i64().unwrap() >= 1, "{rows:?}");
+    let rows = sql(
+        &server,
+        "plant",
+        "SELECT sum(share) AS total FROM doppel_anomaly_sensors WHERE asset = 'pump1' \
+         GROUP BY time ORDER BY time DESC LIMIT 1",
+    );
+    assert!(
+        (rows[0]["total"].as_f64().unwrap() - 1.0).abs() < 1e-6,
+        "{rows:?}"
+    );
+    drop(server);
+
+    // A restart finds the registered model and puts it back to work: no second version.
+    let server = Server::up(dir.path(), &args);
+    let models = wait_until_live(&server, Duration::from_secs(30));
+    assert_eq!(models["status"]["live_version"], 1, "{models}");
+    assert_eq!(models["versions"].as_array().unwrap().len(), 1, "{models}");
+    assert_eq!(models["status"]["step"], 0, "not trained again: {models}");
+}
