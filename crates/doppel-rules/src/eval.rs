@@ -10,7 +10,7 @@ use std::collections::{HashMap, VecDeque};
 use doppel_core::spec::TwinSpec;
 
 use crate::file::{RuleSet, Severity};
-use crate::syntax::{Arith, Compare, Expr, Window};
+use crate::syntax::{Arith, Compare, Expr, Quantile, Window};
 
 /// A condition's value: true, false, or unknown (missing data).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +70,8 @@ pub struct Evaluator {
     since: Option<i64>,
     /// Anomaly scores handed in by the twin, by asset or sensor id.
     anomalies: HashMap<String, f64>,
+    /// (sensor, horizon ns) → the band's p10, p50, p90 that far ahead.
+    forecasts: HashMap<(String, i64), [f64; 3]>,
 }
 
 impl Evaluator {
@@ -114,6 +116,7 @@ impl Evaluator {
             reads,
             since: None,
             anomalies: HashMap::new(),
+            forecasts: HashMap::new(),
         }
     }
 
@@ -124,6 +127,31 @@ impl Evaluator {
             self.anomalies.insert(id.to_owned(), score);
         } else {
             self.anomalies.remove(id);
+        }
+    }
+
+    /// The forecasts the rules read: each (sensor, horizon in ns) once.
+    pub fn forecasts_wanted(&self) -> Vec<(String, i64)> {
+        let mut wanted = Vec::new();
+        for rule in &self.rules.rules {
+            rule.condition.expr.forecasts(&mut wanted);
+        }
+        wanted.sort();
+        wanted.dedup();
+        wanted
+    }
+
+    /// The forecast band of `sensor` `horizon` ns ahead (p10, p50, p90): what
+    /// `forecast(sensor, horizon).pNN` reads; `None` forgets it (unknown again).
+    pub fn set_forecast(&mut self, sensor: &str, horizon: i64, band: Option<[f64; 3]>) {
+        let key = (sensor.to_owned(), horizon);
+        match band {
+            Some(band) if band.iter().all(|v| v.is_finite()) => {
+                self.forecasts.insert(key, band);
+            }
+            _ => {
+                self.forecasts.remove(&key);
+            }
         }
     }
 
@@ -265,7 +293,20 @@ impl Evaluator {
             }
             // Scores and forecasts are handed in by the twin once it has them.
             Expr::Anomaly(n) => self.anomalies.get(&n.text).map_or(Unknown, |v| Number(*v)),
-            Expr::Forecast { .. } => Unknown,
+            Expr::Forecast {
+                sensor,
+                horizon,
+                quantile,
+            } => self
+                .forecasts
+                .get(&(sensor.text.clone(), *horizon))
+                .map_or(Unknown, |band| {
+                    Number(match quantile {
+                        Quantile::P10 => band[0],
+                        Quantile::P50 => band[1],
+                        Quantile::P90 => band[2],
+                    })
+                }),
             Expr::Negate(e) => match self.value(e, now) {
                 Number(v) => Number(-v),
                 _ => Unknown,
@@ -458,6 +499,38 @@ field = "vibration"
         e.set_anomaly("pump3", 0.999);
         assert_eq!(e.evaluate(2 * S).len(), 1);
         e.set_anomaly("pump3", f64::NAN);
+        assert!(
+            e.evaluate(3 * S).is_empty(),
+            "forgotten: unknown, neither fires nor resolves"
+        );
+    }
+
+    /// `forecast(sensor, horizon).pNN` reads the band handed in for that sensor and horizon;
+    /// the rules say which they want; without one it is unknown.
+    #[test]
+    fn forecasts_read_the_band_handed_in() {
+        let rules = RuleSet::parse(
+            "[[rule]]\nname = \"warm soon\"\nwhen = \"forecast(chw_supply_temp, 30m).p90 > 9\"\n\
+             [[rule]]\nname = \"cold soon\"\nwhen = \"forecast(chw_supply_temp, 30m).p10 < 5\"\n",
+            std::path::Path::new("r.toml"),
+            &spec(),
+        )
+        .unwrap();
+        let mut e = Evaluator::new(rules, &spec());
+        assert_eq!(
+            e.forecasts_wanted(),
+            [("chw_supply_temp".to_owned(), 1800 * S)]
+        );
+        assert!(e.evaluate(0).is_empty(), "no forecast: unknown");
+        e.set_forecast("chw_supply_temp", 1800 * S, Some([6.0, 7.5, 9.4]));
+        let fired: Vec<String> = e.evaluate(S).into_iter().map(|f| f.name).collect();
+        assert_eq!(fired, ["warm soon"]);
+        e.set_forecast("chw_supply_temp", 3600 * S, Some([1.0, 1.0, 1.0]));
+        assert!(
+            e.evaluate(2 * S).is_empty(),
+            "another horizon is another forecast"
+        );
+        e.set_forecast("chw_supply_temp", 1800 * S, None);
         assert!(
             e.evaluate(3 * S).is_empty(),
             "forgotten: unknown, neither fires nor resolves"

@@ -123,6 +123,21 @@ impl Expr {
             }
         }
     }
+
+    /// Every forecast the expression reads: (sensor, horizon in ns).
+    pub fn forecasts(&self, out: &mut Vec<(String, i64)>) {
+        match self {
+            Expr::Forecast {
+                sensor, horizon, ..
+            } => out.push((sensor.text.clone(), *horizon)),
+            Expr::Negate(e) | Expr::Not(e) => e.forecasts(out),
+            Expr::Arith(_, a, b) | Expr::Compare(_, a, b) | Expr::And(a, b) | Expr::Or(a, b) => {
+                a.forecasts(out);
+                b.forecasts(out);
+            }
+            _ => {}
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -253,6 +253,34 @@ impl Twin {
         fed.max(stored)
     }
 
+    /// The forecasts the rules read: (sensor, horizon ns).
+    pub(crate) fn forecasts_wanted(&self) -> Vec<(String, i64)> {
+        self.rules
+            .as_ref()
+            .map(|r| r.lock().forecasts_wanted())
+            .unwrap_or_default()
+    }
+
+    /// Hands the rules their forecasts: each wanted one its band, or unknown without one.
+    pub(crate) fn set_forecasts(
+        &self,
+        wanted: &[(String, i64)],
+        bands: &[crate::models::forecasts::Band],
+    ) {
+        let Some(rules) = &self.rules else {
+            return;
+        };
+        let mut rules = rules.lock();
+        for (sensor, horizon) in wanted {
+            let minutes = ((*horizon + 59_999_999_999) / 60_000_000_000).max(1);
+            let band = bands
+                .iter()
+                .find(|b| &b.sensor == sensor && b.horizon_minutes == minutes)
+                .map(|b| [b.p10, b.p50, b.p90]);
+            rules.set_forecast(sensor, *horizon, band);
+        }
+    }
+
     /// Queues a row for the lake (scores, alert changes), written off the WAL's thread.
     pub(crate) fn send_row(&self, point: doppel_core::Point) {
         let _ = self.lake_rows.send(point);
@@ -540,7 +568,7 @@ impl Twin {
                     .filter(|a| a.site == site.id)
                     .map(|a| {
                         let mut view = asset_view(&state, &self.alerts.read(), &a.id, now);
-                        self.add_anomaly(&mut view, &a.id);
+                        self.add_anomaly(&mut view, &a.id, spec);
                         view
                     })
                     .collect();
@@ -555,9 +583,10 @@ impl Twin {
         })
     }
 
-    /// An asset's anomaly score as the rules see it, which detector gives it, and the
-    /// model's latest score with each sensor's share (the sensors driving it first).
-    fn add_anomaly(&self, view: &mut Value, id: &str) {
+    /// An asset's anomaly score as the rules see it, which detector gives it, the model's
+    /// latest score with each sensor's share (the sensors driving it first), and the
+    /// forecasts of its sensors the rules read.
+    fn add_anomaly(&self, view: &mut Value, id: &str, spec: &TwinSpec) {
         view["anomaly"] = json!(self.scores.read().get(id));
         view["anomaly_detector"] = json!(
             self.models
@@ -568,6 +597,21 @@ impl Twin {
                 .unwrap_or_else(|| "pca".into())
         );
         view["anomaly_model"] = json!(self.models.scores.read().get(id));
+        let sensors: Vec<String> = spec
+            .sensors
+            .iter()
+            .filter(|s| s.asset == id)
+            .map(|s| s.id.clone())
+            .collect();
+        let forecasts: Vec<crate::models::forecasts::Band> = self
+            .models
+            .forecasts
+            .read()
+            .iter()
+            .filter(|b| sensors.contains(&b.sensor))
+            .cloned()
+            .collect();
+        view["forecasts"] = json!(forecasts);
     }
 
     /// One asset's state and its sensors', with each sensor's readings over the last
@@ -585,7 +629,7 @@ impl Twin {
                 });
             }
             let mut view = asset_view(&state, &self.alerts.read(), id, now);
-            self.add_anomaly(&mut view, id);
+            self.add_anomaly(&mut view, id, spec);
             view
         };
         if window_ns <= 0 || points == 0 {

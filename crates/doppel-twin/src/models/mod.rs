@@ -7,6 +7,7 @@
 //! assumed (`choice`). Never serves HTTP; writes only scores, through the twin.
 
 pub mod choice;
+pub mod forecasts;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -14,8 +15,10 @@ use std::time::Duration;
 
 use doppel_core::time::format_rfc3339;
 use doppel_model::card::{DataRange, LiveScoring};
+use doppel_model::forecaster::Forecaster;
 use doppel_model::registry::Registry;
 use doppel_model::tasks::reconstruction_errors;
+use doppel_model::tasks::{FollowDrift, forecast_with_head};
 use doppel_model::train::{TrainConfig, pretrain_with_checkpoints};
 use doppel_model::{ModelCard, ModelConfig, Recording, SensorModel, store};
 use parking_lot::RwLock;
@@ -87,6 +90,8 @@ pub struct ModelScore {
 pub struct ModelWork {
     pub status: RwLock<ModelStatus>,
     pub scores: RwLock<BTreeMap<String, ModelScore>>,
+    /// The latest forecasts the rules read.
+    pub forecasts: RwLock<Vec<forecasts::Band>>,
 }
 
 impl ModelWork {
@@ -107,6 +112,7 @@ impl ModelWork {
                 detector: None,
             }),
             scores: RwLock::new(BTreeMap::new()),
+            forecasts: RwLock::new(Vec::new()),
         }
     }
 
@@ -165,6 +171,8 @@ pub fn model_name(bucket: &str) -> String {
 /// A model at work: the weights, the card with its live scoring, and the assets' channels.
 struct LiveModel {
     model: SensorModel,
+    /// The head the rules' forecasts come from, when they read any.
+    forecaster: Option<Forecaster>,
     card: ModelCard,
     scoring: LiveScoring,
     version: u32,
@@ -251,8 +259,15 @@ fn latest_registered(registry: &Registry, name: &str) -> Option<LiveModel> {
     let device = doppel_model::device::inference(Default::default()).ok()?;
     let (model, card) = store::load(&entry.path, &device).ok()?;
     let scoring = card.live_scoring.clone()?;
+    let forecaster = match card.forecast_head {
+        Some(_) => store::load_forecaster(&entry.path, &device)
+            .ok()
+            .map(|(f, _)| f),
+        None => None,
+    };
     Some(LiveModel {
         model,
+        forecaster,
         card,
         scoring,
         version: entry.version,
@@ -389,7 +404,8 @@ fn train(
         train,
         pretrained.curve,
     );
-    let model = pretrained.model.for_inference();
+    let trained = pretrained.model;
+    let model = trained.clone().for_inference();
     work.set("training", "choosing the detector on held-out rows".into());
     let assets = asset_channels(twin, &card.channels);
     let split = ends[0];
@@ -401,11 +417,52 @@ fn train(
         &assets,
     )?;
     card.live_scoring = Some(scoring.clone());
-    let (version, _) = registry
-        .register(name, |dir| store::save(dir, &model, &card))
+    // A head for the forecasts the rules read, the encoder frozen.
+    let wanted = twin.forecasts_wanted();
+    let mut forecaster = None;
+    if let Some(horizon) = forecasts::horizon_steps(&wanted) {
+        work.set(
+            "training",
+            format!("fine-tuning a forecasting head for {horizon} minute(s)"),
+        );
+        match forecasts::fine_tune(
+            trained,
+            &card.config,
+            &card.normalizer.apply(&rec),
+            horizon,
+            settings.steps,
+        ) {
+            Ok((f, head)) => {
+                card.forecast_head = Some(head);
+                forecaster = Some(f);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no forecasts for the rules: fine-tuning a head failed")
+            }
+        }
+    }
+    let (version, path) = registry
+        .register(name, |dir| match &forecaster {
+            Some(f) => store::save_forecaster(dir, f, &card),
+            None => store::save(dir, &model, &card),
+        })
         .map_err(|e| e.to_string())?;
+    // The forecaster as inference reads it (its weights as saved).
+    let forecaster = match forecaster {
+        Some(_) => {
+            let device =
+                doppel_model::device::inference(Default::default()).map_err(|e| e.to_string())?;
+            Some(
+                store::load_forecaster(&path, &device)
+                    .map_err(|e| e.to_string())?
+                    .0,
+            )
+        }
+        None => None,
+    };
     Ok(LiveModel {
         model,
+        forecaster,
         card,
         scoring,
         version,
@@ -472,7 +529,55 @@ async fn score_minute(twin: &Twin, live: &LiveModel, minute: i64) -> Result<(), 
     }
     write_scores(twin, &scores, time);
     *twin.models().scores.write() = scores;
+    // The forecasts the rules read, from the same window.
+    let wanted = twin.forecasts_wanted();
+    if let (Some(forecaster), Some(head)) = (&live.forecaster, &live.card.forecast_head)
+        && !wanted.is_empty()
+    {
+        let bands = match forecast_with_head(
+            forecaster,
+            &live.card,
+            &rec,
+            head.horizon,
+            FollowDrift::NOT,
+            &device,
+        ) {
+            Ok(forecast) => forecasts::bands(&forecast, &live.card, &wanted, minute),
+            Err(e) => {
+                tracing::warn!(error = %e, "the twin's model could not forecast");
+                Vec::new()
+            }
+        };
+        twin.set_forecasts(&wanted, &bands);
+        write_forecasts(twin, &bands);
+        *twin.models().forecasts.write() = bands;
+    }
     Ok(())
+}
+
+/// The table the rules' forecasts go to (tag `sensor`, `horizon` in minutes; fields `p10`,
+/// `p50`, `p90`), a row a sensor and horizon a minute, at the time forecast.
+pub const FORECASTS_TABLE: &str = "doppel_forecast";
+
+fn write_forecasts(twin: &Twin, bands: &[forecasts::Band]) {
+    for band in bands {
+        let Ok(time) = doppel_core::time::parse_rfc3339(&band.time) else {
+            continue;
+        };
+        twin.send_row(doppel_core::Point {
+            measurement: FORECASTS_TABLE.into(),
+            tags: vec![
+                ("sensor".into(), band.sensor.clone()),
+                ("horizon".into(), format!("{}m", band.horizon_minutes)),
+            ],
+            fields: ["p10", "p50", "p90"]
+                .into_iter()
+                .zip([band.p10, band.p50, band.p90])
+                .map(|(k, v)| (k.into(), doppel_core::FieldValue::Float(v)))
+                .collect(),
+            time,
+        });
+    }
 }
 
 /// The model's scores of one minute (data time `time`, ns) into the lake: each asset's

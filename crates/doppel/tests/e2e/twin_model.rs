@@ -118,6 +118,38 @@ fn up_trains_its_own_model_and_puts_it_to_work() {
         (rows[0]["total"].as_f64().unwrap() - 1.0).abs() < 1e-6,
         "{rows:?}"
     );
+    // The shipped rules read the supply temperature's forecast half an hour ahead: a head
+    // was fine-tuned for it, and each minute its band reaches the view and the lake.
+    let forecast_head = &card["forecast_head"];
+    assert_eq!(forecast_head["horizon"], 30, "{}", card["forecast_head"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut bands = serde_json::Value::Null;
+    while Instant::now() < deadline && bands.as_array().is_none_or(|b| b.is_empty()) {
+        bands = get(
+            &format!("{}/api/v1/assets/chw?window=1m&points=1", server.url),
+            &[],
+        )
+        .json()["forecasts"]
+            .clone();
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let band = &bands[0];
+    assert_eq!(band["sensor"], "chw_supply_temp", "{bands}");
+    assert_eq!(band["horizon_minutes"], 30, "{bands}");
+    let (p10, p50, p90) = (
+        band["p10"].as_f64().unwrap(),
+        band["p50"].as_f64().unwrap(),
+        band["p90"].as_f64().unwrap(),
+    );
+    assert!(p10 <= p50 && p50 <= p90, "{band}");
+    assert!((3.0..12.0).contains(&p50), "a supply temperature: {band}");
+    let rows = sql(
+        &server,
+        "plant",
+        "SELECT count(*) AS n FROM doppel_forecast WHERE sensor = 'chw_supply_temp' \
+         AND horizon = '30m'",
+    );
+    assert!(rows[0]["n"].as_i64().unwrap() >= 1, "{rows:?}");
     drop(server);
 
     // A restart finds the registered model and puts it back to work: no second version.
