@@ -9,6 +9,11 @@ and its end (or the run's end). The same seeds without any scenario give the fal
 simulated week.
 
     python3 benches/detection.py DOPPEL [--seeds 20] [--days 30] [--rules FILE]
+        [--model DIR --anomaly "0.999 for 30m"]
+
+With `--model` (a twin's model, such as `doppel model twin` makes from a baseline run of a
+seed not scored here) the backtests read its anomaly scores, and `--anomaly` adds a rule
+`anomaly(ASSET) > ...` for every asset of the reference plant to the rules.
 
 Prints a table per kind of disruption: runs where it happened, share detected, median and
 worst time to detect; then the baseline's alerts a week, per rule.
@@ -37,14 +42,19 @@ def asset_of(target):
     return target.split("_")[0].split(".")[0]
 
 
-def run(doppel, rules, scenario, seed, days, folder):
+ASSETS = ["pump1", "pump2", "pump3", "pump4", "chiller1", "chiller2", "chiller3", "chw",
+          "tower", "hall", "plant"]
+
+
+def run(doppel, rules, scenario, seed, days, folder, model=None):
     out = os.path.join(folder, f"run{seed}.csv")
     command = [doppel, "sim", "run", "--days", str(days), "--seed", str(seed), "--out", out]
     if scenario:
         command += ["--scenario", scenario]
     subprocess.run(command, check=True, capture_output=True)
     alerts = subprocess.run(
-        [doppel, "rules", "test", rules, "--input", out, "--json"],
+        [doppel, "rules", "test", rules, "--input", out, "--json"]
+        + (["--model", model] if model else []),
         check=True, capture_output=True, text=True,
     ).stdout
     alerts = [json.loads(line) for line in alerts.splitlines() if line.strip()]
@@ -66,7 +76,17 @@ def main():
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--days", type=float, default=30)
     parser.add_argument("--rules", default=os.path.join(ROOT, "examples/reference-plant/rules.toml"))
+    parser.add_argument("--model")
+    parser.add_argument("--anomaly", help='such as "0.999 for 30m"')
     args = parser.parse_args()
+    if args.anomaly:
+        text = open(args.rules).read()
+        for asset in ASSETS:
+            text += f'\n[[rule]]\nname = "{asset} unusual"\nwhen = "anomaly({asset}) > {args.anomaly}"\n'
+        combined = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
+        combined.write(text)
+        combined.close()
+        args.rules = combined.name
     scenarios = sorted(
         os.path.join(ROOT, "scenarios", f)
         for f in os.listdir(os.path.join(ROOT, "scenarios"))
@@ -76,7 +96,9 @@ def main():
     with tempfile.TemporaryDirectory() as folder:
         for scenario in scenarios:
             for seed in range(1, args.seeds + 1):
-                alerts, events, _, end = run(args.doppel, args.rules, scenario, seed, args.days, folder)
+                alerts, events, _, end = run(
+                    args.doppel, args.rules, scenario, seed, args.days, folder, args.model
+                )
                 for event in events:
                     kind = event["kind"]
                     start = when(event["start"])
@@ -96,7 +118,9 @@ def main():
         false = defaultdict(int)
         weeks = 0.0
         for seed in range(1, args.seeds + 1):
-            alerts, _, first, last = run(args.doppel, args.rules, None, seed, args.days, folder)
+            alerts, _, first, last = run(
+                args.doppel, args.rules, None, seed, args.days, folder, args.model
+            )
             weeks += (last - first) / (7 * 86400)
             for a in alerts:
                 false[a["rule"]] += 1

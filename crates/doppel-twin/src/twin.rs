@@ -79,7 +79,11 @@ const MODEL_SCORE_FRESH: i64 = 3;
 
 /// The anomaly score the rules and views see, as the twin's model chose (`model`, `pca`,
 /// `both`; PCA alone before a model is at work), falling back to whichever exists.
-fn live_score(detector: Option<&str>, pca: Option<f64>, model: Option<f64>) -> Option<f64> {
+pub(crate) fn live_score(
+    detector: Option<&str>,
+    pca: Option<f64>,
+    model: Option<f64>,
+) -> Option<f64> {
     match (detector, pca, model) {
         (Some("model"), _, Some(m)) => Some(m),
         (Some("both"), Some(p), Some(m)) => Some(p.max(m)),

@@ -32,6 +32,13 @@ pub enum RulesCommand {
         /// Print the alerts as JSON lines (rule, asset, severity, start, end) for scripts.
         #[arg(long)]
         json: bool,
+        /// A twin's model (a folder, or a registered name such as `twin-plant`): `anomaly()`
+        /// then reads its scores of each minute, as the live twin would hand them in
+        /// (otherwise it is unknown throughout). `forecast()` stays unknown.
+        #[arg(long)]
+        model: Option<String>,
+        #[command(flatten)]
+        data: crate::DataDirArg,
     },
 }
 
@@ -42,7 +49,15 @@ pub fn run(command: RulesCommand) -> anyhow::Result<ExitCode> {
             input,
             spec,
             json,
-        } => backtest(&file, &input, spec.as_deref(), json),
+            model,
+            data,
+        } => {
+            let model = match model {
+                Some(m) => Some(crate::model::model_dir(&m, &data.data)?),
+                None => None,
+            };
+            backtest(&file, &input, spec.as_deref(), json, model.as_deref())
+        }
         RulesCommand::Check { file, spec } => {
             let spec = match &spec {
                 Some(path) => doppel_core::spec::load(path)?,
@@ -78,6 +93,7 @@ fn backtest(
     input: &std::path::Path,
     spec: Option<&std::path::Path>,
     json: bool,
+    model: Option<&std::path::Path>,
 ) -> anyhow::Result<ExitCode> {
     use doppel_core::time::format_rfc3339;
     let spec = match spec {
@@ -106,6 +122,21 @@ fn backtest(
             spec.sensors.first().map_or("", |s| s.id.as_str())
         );
     }
+    // Each minute's anomaly scores, handed in once the minute is whole.
+    let scores = match model {
+        Some(dir) => {
+            let scores = doppel_twin::models::backtest::score(dir, &recording)
+                .map_err(anyhow::Error::msg)?;
+            eprintln!(
+                "anomaly(): the {} detector of {}",
+                scores.detector,
+                dir.display()
+            );
+            Some(scores)
+        }
+        None => None,
+    };
+    let mut scored_minute = None;
     let mut open: std::collections::BTreeMap<String, (i64, String, String, String)> =
         Default::default();
     let mut fired = 0;
@@ -141,6 +172,18 @@ fn backtest(
                 && recording.observed[c][slot]
             {
                 evaluator.observe(*i, time, recording.values[c][slot] as f64);
+            }
+        }
+        if let Some(scores) = &scores {
+            let minute = (time - scores.start_ns).div_euclid(60_000_000_000) - 1;
+            if minute >= 0 && Some(minute) != scored_minute {
+                scored_minute = Some(minute);
+                if let Some(assets) = scores.scores.get(minute as usize) {
+                    for asset in &spec.assets {
+                        let score = assets.iter().find(|(a, _)| a == &asset.id);
+                        evaluator.set_anomaly(&asset.id, score.map_or(f64::NAN, |(_, s)| *s));
+                    }
+                }
             }
         }
         for change in evaluator.evaluate(time) {

@@ -6,7 +6,9 @@
 //! back into the lake. Which detector the rules see (`anomaly(asset)`) is measured, not
 //! assumed (`choice`). Never serves HTTP; writes only scores, through the twin.
 
+pub mod backtest;
 pub mod choice;
+pub mod fit;
 pub mod forecasts;
 
 use std::collections::BTreeMap;
@@ -14,18 +16,17 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use doppel_core::time::format_rfc3339;
-use doppel_model::card::{DataRange, LiveScoring};
+use doppel_model::card::LiveScoring;
 use doppel_model::forecaster::Forecaster;
 use doppel_model::registry::Registry;
 use doppel_model::tasks::reconstruction_errors;
 use doppel_model::tasks::{FollowDrift, forecast_with_head};
-use doppel_model::train::{TrainConfig, pretrain_with_checkpoints};
-use doppel_model::{ModelCard, ModelConfig, Recording, SensorModel, store};
+use doppel_model::{ModelCard, Recording, SensorModel, store};
 use parking_lot::RwLock;
 use serde::Serialize;
 
 use crate::twin::{Twin, float_at, ident, int_at, where_tags};
-use choice::{AssetChannels, group_statistic, rank};
+use choice::{group_statistic, rank};
 
 /// The grid the twin's model reads: one row a minute (each sensor's mean over it).
 pub const STEP_NS: i64 = 60_000_000_000;
@@ -340,8 +341,8 @@ fn hours(ns: i64) -> String {
     format!("{:.1} h", ns as f64 / 3.6e12)
 }
 
-/// Pretrains on `rec` (the twin's sensors, a row a minute), calibrates on its held-out tail,
-/// chooses the detector, registers the model.
+/// Pretrains on `rec` (the twin's sensors, a row a minute) as [`fit::fit`] does, with the
+/// twin's status following, and registers the model.
 fn train(
     twin: &Twin,
     settings: &ModelSettings,
@@ -350,105 +351,51 @@ fn train(
     rec: Recording,
 ) -> Result<LiveModel, String> {
     let work = twin.models();
-    let channels = rec.channels.len();
-    // LSM's 2-D tokens keep a plant's many sensors to about 120 tokens a window.
-    let per_token = channels.div_ceil(10).max(1);
-    let Some(mut config) = ModelConfig::sized("tiny", channels, 8, 12) else {
-        return Err("no tiny model size".into());
-    };
-    config.channels_per_token = per_token;
-    let (train, _) = TrainConfig {
-        keep_best: true,
-        ..TrainConfig::new(settings.steps, 16, 1e-3, 0)
-    }
-    .fitted_to(std::slice::from_ref(&rec), config.window());
-    let ends = train
-        .training_ends(std::slice::from_ref(&rec))
-        .map_err(|e| e.to_string())?;
-    let normalizer = train
-        .normalizer(std::slice::from_ref(&rec))
-        .map_err(|e| e.to_string())?;
-    let standardised = normalizer.apply(&rec);
-    let device = doppel_model::device::training(Default::default()).map_err(|e| e.to_string())?;
-    {
-        let mut status = work.status.write();
-        status.state = "training";
-        status.message = format!(
-            "pretraining on {} of {} sensor(s), {} steps",
-            hours(rec.len() as i64 * STEP_NS),
-            channels,
-            settings.steps
-        );
-    }
     tracing::info!(
-        sensors = channels,
+        sensors = rec.channels.len(),
         minutes = rec.len(),
         steps = settings.steps,
         "pretraining the twin's model from the lake"
     );
-    let pretrained =
-        pretrain_with_checkpoints(&[standardised], &config, &train, None, &device, |p| {
-            let mut status = work.status.write();
-            status.step = p.step;
-            status.loss = Some(p.loss);
-        })
-        .map_err(|e| e.to_string())?;
-    let parameters = config.parameter_count();
-    let data = DataRange::of(std::slice::from_ref(&rec), &train);
-    let mut card = ModelCard::new(
-        config,
-        normalizer,
-        STEP_NS,
-        parameters,
-        data,
-        train,
-        pretrained.curve,
-    );
-    let trained = pretrained.model;
-    let model = trained.clone().for_inference();
-    work.set("training", "choosing the detector on held-out rows".into());
-    let assets = asset_channels(twin, &card.channels);
-    let split = ends[0];
-    let scoring = choice::calibrate_and_choose(
-        &model,
-        &card,
-        &rec.slice(0, split),
-        &rec.slice(split, rec.len()),
-        &assets,
+    let fitted = fit::fit(
+        &rec,
+        &twin.spec(),
+        &twin.forecasts_wanted(),
+        settings.steps,
+        |stage| match stage {
+            fit::Stage::Pretraining { step, loss } => {
+                let mut status = work.status.write();
+                if status.state != "training" {
+                    status.state = "training";
+                    status.message = format!(
+                        "pretraining on {} of {} sensor(s), {} steps",
+                        hours(rec.len() as i64 * STEP_NS),
+                        rec.channels.len(),
+                        settings.steps
+                    );
+                }
+                status.step = step;
+                status.loss = Some(loss);
+            }
+            fit::Stage::Choosing => {
+                work.set("training", "choosing the detector on held-out rows".into())
+            }
+            fit::Stage::FineTuning { horizon } => work.set(
+                "training",
+                format!("fine-tuning a forecasting head for {horizon} minute(s)"),
+            ),
+        },
     )?;
-    card.live_scoring = Some(scoring.clone());
-    // A head for the forecasts the rules read, the encoder frozen.
-    let wanted = twin.forecasts_wanted();
-    let mut forecaster = None;
-    if let Some(horizon) = forecasts::horizon_steps(&wanted) {
-        work.set(
-            "training",
-            format!("fine-tuning a forecasting head for {horizon} minute(s)"),
-        );
-        match forecasts::fine_tune(
-            trained,
-            &card.config,
-            &card.normalizer.apply(&rec),
-            horizon,
-            settings.steps,
-        ) {
-            Ok((f, head)) => {
-                card.forecast_head = Some(head);
-                forecaster = Some(f);
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "no forecasts for the rules: fine-tuning a head failed")
-            }
-        }
-    }
     let (version, path) = registry
-        .register(name, |dir| match &forecaster {
-            Some(f) => store::save_forecaster(dir, f, &card),
-            None => store::save(dir, &model, &card),
-        })
+        .register(name, |dir| fit::save(dir, &fitted))
         .map_err(|e| e.to_string())?;
+    let scoring = fitted
+        .card
+        .live_scoring
+        .clone()
+        .ok_or("the model was not calibrated")?;
     // The forecaster as inference reads it (its weights as saved).
-    let forecaster = match forecaster {
+    let forecaster = match fitted.forecaster {
         Some(_) => {
             let device =
                 doppel_model::device::inference(Default::default()).map_err(|e| e.to_string())?;
@@ -461,24 +408,12 @@ fn train(
         None => None,
     };
     Ok(LiveModel {
-        model,
+        model: fitted.model,
         forecaster,
-        card,
+        card: fitted.card,
         scoring,
         version,
     })
-}
-
-/// Each asset's channels among `channels` (the model's, by sensor id).
-fn asset_channels(twin: &Twin, channels: &[String]) -> AssetChannels {
-    let spec = twin.spec();
-    let mut assets = AssetChannels::new();
-    for (c, id) in channels.iter().enumerate() {
-        if let Some(sensor) = spec.sensors.iter().find(|s| &s.id == id) {
-            assets.entry(sensor.asset.clone()).or_default().push(c);
-        }
-    }
-    assets
 }
 
 /// Scores the window ending with `minute` (minutes since the epoch): each asset's score and

@@ -26,6 +26,7 @@ mod evaluate;
 mod finetune;
 mod lake_input;
 mod pretrain;
+mod twin;
 
 use evaluate::{EvaluateArgs, evaluate_command};
 use finetune::{FinetuneArgs, finetune_command};
@@ -62,6 +63,11 @@ pub enum ModelCommand {
         #[command(subcommand)]
         command: BenchCommand,
     },
+    /// Make the model a live twin trains for itself, from recorded files: pretrained on the
+    /// spec's sensors as minute means, calibrated and its detector (model, PCA or both)
+    /// chosen on held-out rows, with a head for the rules' forecasts. For backtests (`doppel
+    /// rules test --model`) or to register as a twin's model (`--name twin-plant`).
+    Twin(twin::TwinModelArgs),
     /// Show a model's card: size, channels, data, training curve.
     Info {
         /// The model: a model folder, or a registered name (`pumps`, `pumps@2`).
@@ -380,6 +386,7 @@ pub fn run(command: ModelCommand) -> anyhow::Result<ExitCode> {
 fn run_on_a_worker(command: ModelCommand) -> anyhow::Result<ExitCode> {
     match command {
         ModelCommand::Pretrain(args) => pretrain_command(args),
+        ModelCommand::Twin(args) => twin::twin_model_command(args),
         ModelCommand::Finetune(args) => finetune_command(args),
         ModelCommand::Impute(args) => impute_command(args),
         ModelCommand::Forecast(args) => forecast_command(args),
@@ -483,7 +490,7 @@ fn load(
 }
 
 /// A model folder from `--model`: a path when one exists there, else a registered name.
-fn model_dir(spec: &str, data: &Path) -> anyhow::Result<PathBuf> {
+pub(crate) fn model_dir(spec: &str, data: &Path) -> anyhow::Result<PathBuf> {
     let path = Path::new(spec);
     if path.exists() || spec.contains(['/', '\\']) {
         return Ok(path.to_owned());

@@ -159,3 +159,89 @@ fn up_trains_its_own_model_and_puts_it_to_work() {
     assert_eq!(models["versions"].as_array().unwrap().len(), 1, "{models}");
     assert_eq!(models["status"]["step"], 0, "not trained again: {models}");
 }
+
+/// `doppel model twin` makes the same model from a recorded run, and `doppel rules test
+/// --model` backtests rules that read its anomaly scores (unknown without it); a model
+/// that no twin calibrated is refused, saying why.
+#[test]
+fn a_twin_model_from_files_backtests_anomaly_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let run = |args: &[&str]| {
+        let out = crate::common::doppel().args(args).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, _, err) = run(&[
+        "sim",
+        "run",
+        "--days",
+        "2",
+        "--seed",
+        "7",
+        "--out",
+        &p("run.csv"),
+    ]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(&[
+        "model",
+        "twin",
+        "--input",
+        &p("run.csv"),
+        "--steps",
+        "30",
+        "--out",
+        &p("tw"),
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("fitting a twin's model on 2880 minute(s)"),
+        "{err}"
+    );
+    assert!(err.contains("faults injected into held-out rows"), "{err}");
+    std::fs::write(
+        p("rules.toml"),
+        "[[rule]]\nname = \"pump1 unusual\"\nwhen = \"anomaly(pump1) > 0.5\"\n",
+    )
+    .unwrap();
+    let test = |extra: &[&str]| {
+        let (rules, input) = (p("rules.toml"), p("run.csv"));
+        let mut args = vec!["rules", "test", &rules, "--input", &input];
+        args.extend(extra);
+        run(&args)
+    };
+    let (ok, out, err) = test(&[]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(": 0 alert(s)"),
+        "no model: anomaly() unknown: {out}"
+    );
+    let (ok, out, err) = test(&["--model", &p("tw")]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("anomaly(): the ") && err.contains(" detector of "),
+        "{err}"
+    );
+    assert!(out.contains("pump1 unusual (pump1): 2026-07-0"), "{out}");
+    // A model no twin calibrated has no scores to hand in.
+    let (ok, _, err) = run(&[
+        "model",
+        "pretrain",
+        "--input",
+        &p("run.csv"),
+        "--steps",
+        "5",
+        "--batch",
+        "4",
+        "--checkpoint-every",
+        "0",
+        "--out",
+        &p("plain"),
+    ]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = test(&["--model", &p("plain")]);
+    assert!(!ok && err.contains("is not a twin's model"), "{err}");
+}
