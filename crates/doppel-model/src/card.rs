@@ -104,6 +104,25 @@ pub struct ModelCard {
     /// twin's assets) and which detector the twin uses, chosen on held-out data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub live_scoring: Option<LiveScoring>,
+    /// Set when a twin retrained: how this version compared with the one at work on the
+    /// most recent day, which neither trained on, and whether it replaced it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promotion: Option<Promotion>,
+}
+
+/// A retrained twin model against the one at work.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Promotion {
+    /// The version it was compared with.
+    pub against: u32,
+    /// The day both were scored on.
+    pub from: String,
+    pub to: String,
+    /// Mean squared reconstruction error of each on that day, each hidden value once, in the
+    /// live version's standardised units, over the sensors both read.
+    pub candidate_error: f64,
+    pub live_error: f64,
+    pub promoted: bool,
 }
 
 /// How a twin turns the model's reconstruction errors into scores, and which detector it
@@ -169,6 +188,7 @@ impl ModelCard {
             probe: None,
             readout_start: None,
             live_scoring: None,
+            promotion: None,
         }
     }
 

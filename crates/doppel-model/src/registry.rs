@@ -16,6 +16,9 @@ pub struct Registry {
     root: PathBuf,
 }
 
+/// The file in a name's folder that holds the version at work.
+const LIVE: &str = "LIVE";
+
 /// One registered version.
 #[derive(Debug, Clone)]
 pub struct Entry {
@@ -138,6 +141,26 @@ impl Registry {
         Ok(entries)
     }
 
+    /// The version of `name` marked as the one at work (`set_live`), if any.
+    pub fn live_version(&self, name: &str) -> Option<u32> {
+        check_name(name).ok()?;
+        std::fs::read_to_string(self.root.join(name).join(LIVE))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Marks `version` of `name` as the one at work (a twin's promotion), atomically.
+    pub fn set_live(&self, name: &str, version: u32) -> Result<()> {
+        check_name(name)?;
+        let dir = self.root.join(name);
+        let scratch = dir.join(format!(".{LIVE}-{}", std::process::id()));
+        std::fs::write(&scratch, format!("{version}\n"))
+            .map_err(|e| registry_error(&scratch, e))?;
+        std::fs::rename(&scratch, dir.join(LIVE)).map_err(|e| registry_error(&dir, e))
+    }
+
     /// The folder of `name` (its latest version) or `name@N` / `name@vN`.
     pub fn resolve(&self, spec: &str) -> Result<PathBuf> {
         let (name, version) = match spec.split_once('@') {
@@ -196,5 +219,14 @@ mod tests {
         let failed = registry.register("pumps", |_| Err(ModelError::Settings("boom".into())));
         assert!(failed.is_err());
         assert!(registry.versions("pumps").unwrap().is_empty());
+        // The version at work is marked, and read back.
+        assert_eq!(registry.live_version("pumps"), None);
+        registry
+            .register("pumps", |dir| {
+                std::fs::create_dir_all(dir).map_err(|e| registry_error(dir, e))
+            })
+            .unwrap();
+        registry.set_live("pumps", 1).unwrap();
+        assert_eq!(registry.live_version("pumps"), Some(1));
     }
 }

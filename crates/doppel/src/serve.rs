@@ -75,6 +75,11 @@ pub struct ServeArgs {
     /// Data the twin waits for before it trains its model (e.g. 12h, 1d).
     #[arg(long, default_value = "12h", value_parser = parse_duration)]
     model_history: Duration,
+    /// Data time between retrainings of the twin's model: a new version is trained on the
+    /// history before the latest day and goes to work only when it beats the live one on
+    /// that day (`doppel model list` shows each comparison).
+    #[arg(long, default_value = "1d", value_parser = parse_duration)]
+    retrain_every: Duration,
 }
 
 /// `doppel up`: the server plus a live data source.
@@ -162,6 +167,7 @@ pub fn run(args: ServeArgs, up: Option<SourceArgs>) -> anyhow::Result<ExitCode> 
                                 train: !args.no_model,
                                 steps: args.model_steps as usize,
                                 min_history_ns: args.model_history.as_nanos() as i64,
+                                retrain_every_ns: args.retrain_every.as_nanos() as i64,
                                 ..doppel_twin::ModelSettings::default()
                             },
                         },

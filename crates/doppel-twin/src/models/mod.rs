@@ -10,6 +10,7 @@ pub mod backtest;
 pub mod choice;
 pub mod fit;
 pub mod forecasts;
+mod training;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -21,7 +22,7 @@ use doppel_model::forecaster::Forecaster;
 use doppel_model::registry::Registry;
 use doppel_model::tasks::reconstruction_errors;
 use doppel_model::tasks::{FollowDrift, forecast_with_head};
-use doppel_model::{ModelCard, Recording, SensorModel, store};
+use doppel_model::{ModelCard, Recording, SensorModel};
 use parking_lot::RwLock;
 use serde::Serialize;
 
@@ -45,6 +46,9 @@ pub struct ModelSettings {
     pub min_history_ns: i64,
     /// History it trains on, at most (the latest).
     pub history_ns: i64,
+    /// Data time between retrainings (a new version goes to work only when it beats the
+    /// live one on the most recent day).
+    pub retrain_every_ns: i64,
 }
 
 impl Default for ModelSettings {
@@ -54,6 +58,7 @@ impl Default for ModelSettings {
             steps: 600,
             min_history_ns: 12 * 3600 * 1_000_000_000,
             history_ns: 7 * 86_400 * 1_000_000_000,
+            retrain_every_ns: 86_400 * 1_000_000_000,
         }
     }
 }
@@ -122,6 +127,24 @@ impl ModelWork {
         status.state = state;
         status.message = message;
     }
+
+    /// A new message, the state as it is.
+    fn note(&self, message: String) {
+        self.status.write().message = message;
+    }
+
+    /// `model` is at work.
+    fn went_live(&self, model: &LiveModel) {
+        let mut status = self.status.write();
+        status.state = "live";
+        status.message = format!(
+            "version {} at work: {}",
+            model.version, model.scoring.choice.why
+        );
+        status.live_version = Some(model.version);
+        status.detector = Some(model.scoring.choice.detector.clone());
+        tracing::info!(version = model.version, why = %model.scoring.choice.why, "the twin's model is at work");
+    }
 }
 
 /// The twin's model as `GET /api/v1/models` shows it: what it is doing, and every
@@ -147,6 +170,7 @@ pub fn view(twin: &Twin) -> serde_json::Value {
                 "steps": e.card.train.steps,
                 "validation_loss": kept.map(|p| p.validation_loss),
                 "detector": e.card.live_scoring.as_ref().map(|s| &s.choice),
+                "promotion": e.card.promotion,
                 "path": e.path,
             })
         })
@@ -206,214 +230,53 @@ async fn work(twin: Twin, settings: ModelSettings) {
     let registry = Registry::in_data_dir(twin.lake().dir());
     let mut live: Option<LiveModel> = None;
     let mut last_scored = i64::MIN;
+    let mut attempted_to = None;
     loop {
-        match &live {
-            None => match latest_registered(&registry, &name) {
-                Some(found) => {
-                    let mut status = work.status.write();
-                    status.state = "live";
-                    status.message = format!(
-                        "version {} at work: {}",
-                        found.version, found.scoring.choice.why
-                    );
-                    status.live_version = Some(found.version);
-                    status.detector = Some(found.scoring.choice.detector.clone());
-                    drop(status);
-                    live = Some(found);
-                    continue;
-                }
-                None if settings.train => {
-                    if let Some(model) = train_when_ready(&twin, &settings, &registry, &name).await
-                    {
-                        live = Some(model);
-                        continue;
-                    }
-                    tokio::time::sleep(WAIT_EVERY).await;
-                    continue;
-                }
-                None => return,
-            },
-            Some(model) => {
-                let minute = twin.data_now().map(|t| t.div_euclid(STEP_NS));
-                // The last whole minute is scored once.
-                if let Some(minute) = minute
-                    && minute - 1 > last_scored
-                {
-                    last_scored = minute - 1;
-                    if let Err(e) = score_minute(&twin, model, minute - 1).await {
-                        tracing::warn!(error = %e, "the twin's model could not score a minute");
-                    }
+        let Some(model) = &live else {
+            if let Some(found) = training::registered(&registry, &name) {
+                work.went_live(&found);
+                live = Some(found);
+                continue;
+            }
+            if !settings.train {
+                return;
+            }
+            live = training::first_model(&twin, &settings, &registry, &name).await;
+            if live.is_none() {
+                tokio::time::sleep(WAIT_EVERY).await;
+            }
+            continue;
+        };
+        let Some(now) = twin.data_now() else {
+            tokio::time::sleep(LOOK_EVERY).await;
+            continue;
+        };
+        let minute = now.div_euclid(STEP_NS);
+        // The last whole minute is scored once.
+        if minute - 1 > last_scored {
+            last_scored = minute - 1;
+            if let Err(e) = score_minute(&twin, model, minute - 1).await {
+                tracing::warn!(error = %e, "the twin's model could not score a minute");
+            }
+        }
+        if settings.train && training::due(model, attempted_to, now, settings.retrain_every_ns) {
+            let to = minute * STEP_NS;
+            attempted_to = Some(to);
+            match training::retrain(&twin, &settings, &registry, &name, model, to).await {
+                Ok(Some(promoted)) => live = Some(promoted),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "retraining the twin's model failed");
+                    work.note(format!(
+                        "version {} at work; retraining failed: {e}",
+                        model.version
+                    ));
                 }
             }
+            continue;
         }
         tokio::time::sleep(LOOK_EVERY).await;
     }
-}
-
-/// The newest registered version of `name` that a twin calibrated, loaded.
-fn latest_registered(registry: &Registry, name: &str) -> Option<LiveModel> {
-    let entries = registry.list().ok()?;
-    let entry = entries
-        .into_iter()
-        .filter(|e| e.name == name && e.card.live_scoring.is_some())
-        .max_by_key(|e| e.version)?;
-    let device = doppel_model::device::inference(Default::default()).ok()?;
-    let (model, card) = store::load(&entry.path, &device).ok()?;
-    let scoring = card.live_scoring.clone()?;
-    let forecaster = match card.forecast_head {
-        Some(_) => store::load_forecaster(&entry.path, &device)
-            .ok()
-            .map(|(f, _)| f),
-        None => None,
-    };
-    Some(LiveModel {
-        model,
-        forecaster,
-        card,
-        scoring,
-        version: entry.version,
-    })
-}
-
-/// Trains, calibrates and registers the twin's model once the lake holds history enough;
-/// `None` while it does not (or when training failed: said in the status).
-async fn train_when_ready(
-    twin: &Twin,
-    settings: &ModelSettings,
-    registry: &Registry,
-    name: &str,
-) -> Option<LiveModel> {
-    let work = twin.models();
-    let now = twin.data_now()?;
-    let to = now.div_euclid(STEP_NS) * STEP_NS;
-    let from = to - settings.history_ns;
-    let rec = match minute_recording(twin, from, to, None).await {
-        Ok(rec) => rec,
-        Err(e) => {
-            work.set("waiting", format!("waiting for history: {e}"));
-            return None;
-        }
-    };
-    // Trains on the stretch from the first minute any sensor read.
-    let first = (0..rec.len()).find(|&t| rec.observed.iter().any(|o| o[t]))?;
-    let rec = rec.slice(first, rec.len());
-    let have = rec.len() as i64 * STEP_NS;
-    if have < settings.min_history_ns {
-        work.set(
-            "waiting",
-            format!(
-                "waiting for history: {} of the {} of data it trains on",
-                hours(have),
-                hours(settings.min_history_ns)
-            ),
-        );
-        return None;
-    }
-    // Sensors that read in at least half the minutes are the model's channels.
-    let keep: Vec<String> = (0..rec.channels.len())
-        .filter(|&c| rec.observed[c].iter().filter(|&&o| o).count() * 2 >= rec.len())
-        .map(|c| rec.channels[c].clone())
-        .collect();
-    let rec = rec.select(&keep).ok()?;
-    match train(twin, settings, registry, name, rec) {
-        Ok(model) => {
-            let mut status = work.status.write();
-            status.state = "live";
-            status.message = format!(
-                "version {} at work: {}",
-                model.version, model.scoring.choice.why
-            );
-            status.live_version = Some(model.version);
-            status.detector = Some(model.scoring.choice.detector.clone());
-            drop(status);
-            tracing::info!(version = model.version, why = %model.scoring.choice.why, "the twin's model is at work");
-            Some(model)
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "training the twin's model failed");
-            work.set("failed", format!("training failed: {e}"));
-            None
-        }
-    }
-}
-
-fn hours(ns: i64) -> String {
-    format!("{:.1} h", ns as f64 / 3.6e12)
-}
-
-/// Pretrains on `rec` (the twin's sensors, a row a minute) as [`fit::fit`] does, with the
-/// twin's status following, and registers the model.
-fn train(
-    twin: &Twin,
-    settings: &ModelSettings,
-    registry: &Registry,
-    name: &str,
-    rec: Recording,
-) -> Result<LiveModel, String> {
-    let work = twin.models();
-    tracing::info!(
-        sensors = rec.channels.len(),
-        minutes = rec.len(),
-        steps = settings.steps,
-        "pretraining the twin's model from the lake"
-    );
-    let fitted = fit::fit(
-        &rec,
-        &twin.spec(),
-        &twin.forecasts_wanted(),
-        settings.steps,
-        |stage| match stage {
-            fit::Stage::Pretraining { step, loss } => {
-                let mut status = work.status.write();
-                if status.state != "training" {
-                    status.state = "training";
-                    status.message = format!(
-                        "pretraining on {} of {} sensor(s), {} steps",
-                        hours(rec.len() as i64 * STEP_NS),
-                        rec.channels.len(),
-                        settings.steps
-                    );
-                }
-                status.step = step;
-                status.loss = Some(loss);
-            }
-            fit::Stage::Choosing => {
-                work.set("training", "choosing the detector on held-out rows".into())
-            }
-            fit::Stage::FineTuning { horizon } => work.set(
-                "training",
-                format!("fine-tuning a forecasting head for {horizon} minute(s)"),
-            ),
-        },
-    )?;
-    let (version, path) = registry
-        .register(name, |dir| fit::save(dir, &fitted))
-        .map_err(|e| e.to_string())?;
-    let scoring = fitted
-        .card
-        .live_scoring
-        .clone()
-        .ok_or("the model was not calibrated")?;
-    // The forecaster as inference reads it (its weights as saved).
-    let forecaster = match fitted.forecaster {
-        Some(_) => {
-            let device =
-                doppel_model::device::inference(Default::default()).map_err(|e| e.to_string())?;
-            Some(
-                store::load_forecaster(&path, &device)
-                    .map_err(|e| e.to_string())?
-                    .0,
-            )
-        }
-        None => None,
-    };
-    Ok(LiveModel {
-        model: fitted.model,
-        forecaster,
-        card: fitted.card,
-        scoring,
-        version,
-    })
 }
 
 /// Scores the window ending with `minute` (minutes since the epoch): each asset's score and

@@ -544,7 +544,8 @@ fn list(data: &Path) -> anyhow::Result<ExitCode> {
         "{:<20} {:>4} {:>10} {:>8} {:>7} {:>9} {:>8}  created",
         "name", "ver", "params", "channels", "window", "val loss", "forecast"
     );
-    for e in entries {
+    let registry = Registry::in_data_dir(data);
+    for e in &entries {
         let created = e
             .created
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
@@ -564,6 +565,21 @@ fn list(data: &Path) -> anyhow::Result<ExitCode> {
                 .as_ref()
                 .map_or_else(|| "-".into(), |h| format!("{} steps", h.horizon)),
         );
+        if registry.live_version(&e.name) == Some(e.version) {
+            println!("{:<20} at work in the twin", "");
+        }
+        if let Some(p) = &e.card.promotion {
+            println!(
+                "{:<20} {} v{}: error {:.4} against its {:.4} on {} to {}",
+                "",
+                if p.promoted { "replaced" } else { "lost to" },
+                p.against,
+                p.candidate_error,
+                p.live_error,
+                p.from,
+                p.to
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -245,3 +245,67 @@ fn a_twin_model_from_files_backtests_anomaly_rules() {
     let (ok, _, err) = test(&["--model", &p("plain")]);
     assert!(!ok && err.contains("is not a twin's model"), "{err}");
 }
+
+/// As data grows the twin retrains: a new version is trained on the latest history, both are
+/// scored on the rows neither trained on, and the new one goes to work only if it did better
+/// there; the comparison is kept either way, and `doppel model list` shows it.
+#[test]
+fn the_twin_retrains_and_promotes_only_a_better_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::up(
+        dir.path(),
+        &[
+            "--backfill",
+            "2d",
+            "--speed",
+            "120x",
+            "--catch-up",
+            "2m",
+            "--model-steps",
+            "30",
+            "--retrain-every",
+            "100m",
+        ],
+    );
+    wait_until_live(&server, Duration::from_secs(180));
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut models = serde_json::Value::Null;
+    while Instant::now() < deadline {
+        models = get(&format!("{}/api/v1/models", server.url), &[]).json();
+        if models["versions"].as_array().is_some_and(|v| v.len() >= 2) {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let versions = models["versions"].as_array().unwrap();
+    assert!(versions.len() >= 2, "no retraining: {models}");
+    let v2 = &versions[1];
+    let promotion = &v2["promotion"];
+    assert_eq!(promotion["against"], 1, "{v2}");
+    let (new, old) = (
+        promotion["candidate_error"].as_f64().unwrap(),
+        promotion["live_error"].as_f64().unwrap(),
+    );
+    let promoted = promotion["promoted"].as_bool().unwrap();
+    assert_eq!(promoted, new < old, "{promotion}");
+    // Compared on rows after v1's data and inside v2's validation tail.
+    assert!(
+        promotion["from"].as_str().unwrap() > versions[0]["trained_on"][0]["end"].as_str().unwrap(),
+        "{models}"
+    );
+    let live = if promoted { 2 } else { 1 };
+    assert_eq!(models["status"]["live_version"], live, "{models}");
+    assert_eq!(versions[live - 1]["live"], true, "{models}");
+    let out = crate::common::doppel()
+        .args(["model", "list", "--data", dir.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&out.stdout);
+    let said = if promoted {
+        "replaced v1: error"
+    } else {
+        "lost to v1: error"
+    };
+    assert!(listed.contains(said), "{listed}");
+    assert!(listed.contains("at work in the twin"), "{listed}");
+}
