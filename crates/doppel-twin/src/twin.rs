@@ -257,6 +257,23 @@ impl Twin {
         fed.max(stored)
     }
 
+    /// Alerts opened or resolved (by the rules, or by the twin's own checks such as its
+    /// model's drift): kept, written, announced and sent to the webhook. A change that
+    /// changes nothing (opening an open alert, resolving none) is dropped.
+    pub(crate) fn apply_changes(&self, changes: &[doppel_rules::Firing]) {
+        let mut alerts = self.alerts.write();
+        for change in changes {
+            if let Some(alert) = alerts.apply(change) {
+                let _ = self.lake_rows.send(to_point(&alert, change.time));
+                let event = TwinEvent::Alert { alert };
+                if let Some(webhook) = &self.webhook {
+                    webhook.send(serde_json::to_value(&event).unwrap_or_default());
+                }
+                let _ = self.events.send(event);
+            }
+        }
+    }
+
     /// The forecasts the rules read: (sensor, horizon ns).
     pub(crate) fn forecasts_wanted(&self) -> Vec<(String, i64)> {
         self.rules
@@ -360,17 +377,7 @@ impl Twin {
         }
         if let Some(rules) = &self.rules {
             let changes = rules.lock().evaluate(now);
-            let mut alerts = self.alerts.write();
-            for change in &changes {
-                if let Some(alert) = alerts.apply(change) {
-                    let _ = self.lake_rows.send(to_point(&alert, change.time));
-                    let event = TwinEvent::Alert { alert };
-                    if let Some(webhook) = &self.webhook {
-                        webhook.send(serde_json::to_value(&event).unwrap_or_default());
-                    }
-                    announce(event);
-                }
-            }
+            self.apply_changes(&changes);
         }
         let wall = now_nanos();
         let state = self.state.read();

@@ -98,7 +98,18 @@ pub struct ModelWork {
     pub scores: RwLock<BTreeMap<String, ModelScore>>,
     /// The latest forecasts the rules read.
     pub forecasts: RwLock<Vec<forecasts::Band>>,
+    /// Each asset's recent minute scores, for the drift check.
+    recent: parking_lot::Mutex<BTreeMap<String, std::collections::VecDeque<f64>>>,
 }
+
+/// The alert the twin raises when an asset's model scores drift away from their calibration.
+pub const DRIFT_ALERT: &str = "anomaly scores drifting";
+/// Minutes of scores the drift check reads.
+const DRIFT_WINDOW: usize = 360;
+/// Calibrated, a twentieth of minutes score above 0.95; drifting from five times that, and
+/// back once under twice that.
+const DRIFT_OPENS: f64 = 0.25;
+const DRIFT_CLOSES: f64 = 0.10;
 
 impl ModelWork {
     pub fn new(name: String, settings: &ModelSettings) -> ModelWork {
@@ -119,6 +130,7 @@ impl ModelWork {
             }),
             scores: RwLock::new(BTreeMap::new()),
             forecasts: RwLock::new(Vec::new()),
+            recent: Default::default(),
         }
     }
 
@@ -326,6 +338,7 @@ async fn score_minute(twin: &Twin, live: &LiveModel, minute: i64) -> Result<(), 
         );
     }
     write_scores(twin, &scores, time);
+    check_drift(twin, &scores, time);
     *twin.models().scores.write() = scores;
     // The forecasts the rules read, from the same window.
     let wanted = twin.forecasts_wanted();
@@ -351,6 +364,50 @@ async fn score_minute(twin: &Twin, live: &LiveModel, minute: i64) -> Result<(), 
         *twin.models().forecasts.write() = bands;
     }
     Ok(())
+}
+
+/// Scores calibrated on held-out minutes fall above their 95th percentile a twentieth of the
+/// time; when an asset's last six hours do far more often, the model no longer describes
+/// its normal (new operating states, sensors replaced, drift) and its scores say little:
+/// that is an alert of its own, resolved once they settle.
+fn check_drift(twin: &Twin, scores: &BTreeMap<String, ModelScore>, time: i64) {
+    let mut changes = Vec::new();
+    let mut recent = twin.models().recent.lock();
+    for (asset, score) in scores {
+        let window = recent.entry(asset.clone()).or_default();
+        let Some((firing, high)) = drifting(window, score.score) else {
+            continue;
+        };
+        changes.push(doppel_rules::Firing {
+            rule: usize::MAX,
+            name: DRIFT_ALERT.into(),
+            asset: asset.clone(),
+            severity: doppel_rules::Severity::Warning,
+            firing,
+            time,
+            values: vec![("share of minutes above 0.95".into(), Some(high))],
+        });
+    }
+    drop(recent);
+    twin.apply_changes(&changes);
+}
+
+/// Adds a minute's score to an asset's window; once it is full, whether its scores drift
+/// (true), have settled (false) or lie between (`None`), with the share above 0.95.
+fn drifting(window: &mut std::collections::VecDeque<f64>, score: f64) -> Option<(bool, f64)> {
+    window.push_back(score);
+    if window.len() > DRIFT_WINDOW {
+        window.pop_front();
+    }
+    if window.len() < DRIFT_WINDOW {
+        return None;
+    }
+    let high = window.iter().filter(|&&s| s > 0.95).count() as f64 / window.len() as f64;
+    match high {
+        h if h >= DRIFT_OPENS => Some((true, h)),
+        h if h < DRIFT_CLOSES => Some((false, h)),
+        _ => None,
+    }
 }
 
 /// The table the rules' forecasts go to (tag `sensor`, `horizon` in minutes; fields `p10`,
@@ -493,4 +550,41 @@ pub async fn minute_recording(
         rows: Vec::new(),
         labels: Vec::new(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Calibrated scores (a twentieth above 0.95) never say drift; a stretch of high ones
+    /// does once it is a quarter of the window, and it settles again under a tenth.
+    #[test]
+    fn drift_opens_on_many_high_scores_and_closes_when_they_settle() {
+        let mut window = std::collections::VecDeque::new();
+        let calibrated = |i: usize| if i % 20 == 0 { 0.97 } else { 0.5 };
+        for i in 0..DRIFT_WINDOW - 1 {
+            assert_eq!(drifting(&mut window, calibrated(i)), None, "not full yet");
+        }
+        assert!(matches!(drifting(&mut window, 0.5), Some((false, _))));
+        let mut opened = None;
+        for i in 0..DRIFT_WINDOW {
+            if let Some((true, share)) = drifting(&mut window, 0.99) {
+                opened = Some((i, share));
+                break;
+            }
+        }
+        let (after, share) = opened.expect("drift opens");
+        assert!(
+            share >= DRIFT_OPENS && after < DRIFT_WINDOW / 3,
+            "{after} {share}"
+        );
+        let mut closed = false;
+        for i in 0..2 * DRIFT_WINDOW {
+            if let Some((false, _)) = drifting(&mut window, calibrated(i)) {
+                closed = true;
+                break;
+            }
+        }
+        assert!(closed, "settles");
+    }
 }
