@@ -175,6 +175,22 @@ pub async fn fit_detectors(twin: &Twin, all: bool) {
     }
 }
 
+/// The anomaly score the rules and views see, as the twin's model chose (`model`, `pca`,
+/// `both`; PCA alone before a model is at work), falling back to whichever exists.
+pub(crate) fn live_score(
+    detector: Option<&str>,
+    pca: Option<f64>,
+    model: Option<f64>,
+) -> Option<f64> {
+    match (detector, pca, model) {
+        (Some("model"), _, Some(m)) => Some(m),
+        (Some("both"), Some(p), Some(m)) => Some(p.max(m)),
+        (_, Some(p), _) => Some(p),
+        (Some(_), None, m) => m,
+        (None, None, _) => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,5 +215,17 @@ mod tests {
             AssetDetector::fit(vec![0, 1, 2], &rows[..50]).is_none(),
             "too little history"
         );
+    }
+
+    /// The rules see the chosen detector's score, and whichever exists when one is missing.
+    #[test]
+    fn the_live_score_follows_the_chosen_detector() {
+        assert_eq!(live_score(None, Some(0.3), Some(0.9)), Some(0.3));
+        assert_eq!(live_score(Some("pca"), Some(0.3), Some(0.9)), Some(0.3));
+        assert_eq!(live_score(Some("model"), Some(0.3), Some(0.9)), Some(0.9));
+        assert_eq!(live_score(Some("model"), Some(0.3), None), Some(0.3));
+        assert_eq!(live_score(Some("both"), Some(0.95), Some(0.9)), Some(0.95));
+        assert_eq!(live_score(Some("both"), None, Some(0.9)), Some(0.9));
+        assert_eq!(live_score(None, None, Some(0.9)), None);
     }
 }

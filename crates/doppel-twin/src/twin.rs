@@ -77,22 +77,6 @@ pub const SCORES_TABLE: &str = "doppel_anomaly";
 /// Minutes of data time a model score stands for the rules after the minute it scored.
 const MODEL_SCORE_FRESH: i64 = 3;
 
-/// The anomaly score the rules and views see, as the twin's model chose (`model`, `pca`,
-/// `both`; PCA alone before a model is at work), falling back to whichever exists.
-pub(crate) fn live_score(
-    detector: Option<&str>,
-    pca: Option<f64>,
-    model: Option<f64>,
-) -> Option<f64> {
-    match (detector, pca, model) {
-        (Some("model"), _, Some(m)) => Some(m),
-        (Some("both"), Some(p), Some(m)) => Some(p.max(m)),
-        (_, Some(p), _) => Some(p),
-        (Some(_), None, m) => m,
-        (None, None, _) => None,
-    }
-}
-
 /// How often a quiet feed is judged at the wall clock.
 const TICK_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 /// Data this close to the wall clock is live (ns): older means history being written.
@@ -347,7 +331,8 @@ impl Twin {
                 if let Some(p) = pca {
                     pca_scores.insert(asset.clone(), p);
                 }
-                let score = live_score(detector.as_deref(), pca, model).unwrap_or(f64::NAN);
+                let score =
+                    crate::anomaly::live_score(detector.as_deref(), pca, model).unwrap_or(f64::NAN);
                 if let Some(rules) = &self.rules {
                     rules.lock().set_anomaly(asset, score);
                 }
@@ -792,21 +777,4 @@ pub(crate) fn float_at(batch: &RecordBatch, column: usize, row: usize) -> Option
     let array = cast(batch.column(column), &DataType::Float64).ok()?;
     let array = array.as_primitive::<Float64Type>();
     (array.is_valid(row) && array.value(row).is_finite()).then(|| array.value(row))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::live_score;
-
-    /// The rules see the chosen detector's score, and whichever exists when one is missing.
-    #[test]
-    fn the_live_score_follows_the_chosen_detector() {
-        assert_eq!(live_score(None, Some(0.3), Some(0.9)), Some(0.3));
-        assert_eq!(live_score(Some("pca"), Some(0.3), Some(0.9)), Some(0.3));
-        assert_eq!(live_score(Some("model"), Some(0.3), Some(0.9)), Some(0.9));
-        assert_eq!(live_score(Some("model"), Some(0.3), None), Some(0.3));
-        assert_eq!(live_score(Some("both"), Some(0.95), Some(0.9)), Some(0.95));
-        assert_eq!(live_score(Some("both"), None, Some(0.9)), Some(0.9));
-        assert_eq!(live_score(None, None, Some(0.9)), None);
-    }
 }

@@ -114,7 +114,7 @@ pub fn score(dir: &Path, rec: &Recording) -> Result<RecordedScores, String> {
                     let pca = pca
                         .get(g.name.as_str())
                         .and_then(|d| row(&g.channels, t).map(|r| d.score(&r)));
-                    crate::twin::live_score(Some(&detector), pca, model)
+                    crate::anomaly::live_score(Some(&detector), pca, model)
                         .map(|s| (g.name.clone(), s))
                 })
                 .collect()
