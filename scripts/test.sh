@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: builds once, runs every crate's tests, prints times.
-# Needs only a Rust toolchain (cargo); reuses a build cache outside the clone when there is one.
+# Needs a Rust toolchain (cargo) and python3; installs Chromium and Playwright for the browser
+# test (scripts/browser-deps.sh); reuses a build cache outside the clone when there is one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +14,9 @@ if ! command -v cargo >/dev/null; then
   echo "cargo is not installed: install Rust (https://rustup.rs) and run this again" >&2
   exit 1
 fi
+
+# The dashboard's browser test needs Chromium and Playwright (installed once, idempotently).
+bash scripts/browser-deps.sh
 
 start=$(date +%s)
 cargo build --workspace --tests --locked

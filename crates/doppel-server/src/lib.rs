@@ -11,6 +11,7 @@
 //! translates HTTP to the lake and back, and nothing else.
 
 mod configure;
+mod dashboard;
 mod listen;
 pub mod query;
 mod twin;
@@ -69,6 +70,7 @@ pub fn app(lake: Lake, config: ServerConfig) -> Router {
 
 /// The whole API as a router, with the live twin's `/api/v1` when there is one.
 pub fn app_with_twin(lake: Lake, config: ServerConfig, twin: Option<doppel_twin::Twin>) -> Router {
+    let token_required = config.token.is_some();
     let state = AppState {
         lake,
         config: Arc::new(config),
@@ -106,6 +108,8 @@ pub fn app_with_twin(lake: Lake, config: ServerConfig, twin: Option<doppel_twin:
         // Compressed bodies are limited again after decompression (see `write::body_text`).
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .with_state(state)
+        // The dashboard's files hold no data: served without a token (the page asks for it).
+        .merge(dashboard::router(token_required))
 }
 
 async fn ping() -> impl IntoResponse {

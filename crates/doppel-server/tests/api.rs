@@ -183,6 +183,55 @@ fn a_token_guards_every_endpoint() {
     assert_eq!(allowed.status, StatusCode::NO_CONTENT, "{}", allowed.text());
 }
 
+/// The dashboard's page and files are inside the binary and served without a token (they
+/// hold no data); `/dashboard/auth` tells the page to ask for the token; the API behind it
+/// stays guarded; an unknown file is 404.
+#[test]
+fn the_dashboard_is_served_without_data_and_the_api_behind_it_is_guarded() {
+    let api = Api::new(ServerConfig {
+        token: Some("s3cret".into()),
+        ..ServerConfig::default()
+    });
+    let page = api.send(Method::GET, "/", &[], "");
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(page.text().contains("/dashboard/app.js"), "{}", page.text());
+    for (file, kind) in [
+        ("app.js", "text/javascript"),
+        ("style.css", "text/css"),
+        ("uplot.min.js", "text/javascript"),
+        ("uplot.LICENSE", "text/plain"),
+    ] {
+        let answer = api.send(Method::GET, &format!("/dashboard/{file}"), &[], "");
+        assert_eq!(answer.status, StatusCode::OK, "{file}");
+        assert!(
+            answer.headers[header::CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with(kind),
+            "{file}"
+        );
+    }
+    let auth = api.send(Method::GET, "/dashboard/auth", &[], "");
+    assert_eq!(auth.json(), serde_json::json!({"token_required": true}));
+    assert_eq!(
+        api.send(Method::GET, "/dashboard/secrets", &[], "").status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        api.send(Method::GET, "/api/v1/twin", &[], "").status,
+        StatusCode::UNAUTHORIZED
+    );
+    let open = Api::new(ServerConfig::default());
+    let auth = open.send(Method::GET, "/dashboard/auth", &[], "");
+    assert_eq!(auth.json(), serde_json::json!({"token_required": false}));
+}
+
 /// Dropping through the API: a dry run says what would go and changes nothing; the drop
 /// removes the table; a column drop frees the column's type; tags are refused.
 #[test]

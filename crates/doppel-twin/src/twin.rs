@@ -691,7 +691,45 @@ impl Twin {
             "step_seconds": step_s,
             "series": readings,
         });
+        view["anomaly_history"] = json!(self.anomaly_history(id, from).await?);
         Ok(view)
+    }
+
+    /// The asset's minute scores since `from` (ns), per detector, from `doppel_anomaly`:
+    /// `{"pca": {"t": [...], "v": [...]}, "model": ...}` (empty before any score).
+    async fn anomaly_history(&self, id: &str, from: i64) -> Result<Value, TwinError> {
+        let mut out: BTreeMap<String, (Vec<i64>, Vec<f64>)> = BTreeMap::new();
+        if self
+            .lake
+            .fields_of(&self.bucket, SCORES_TABLE)
+            .iter()
+            .any(|f| f == "score")
+        {
+            let sql = format!(
+                "SELECT detector, CAST(time AS BIGINT) AS t, score FROM {SCORES_TABLE} WHERE \
+                 asset = '{}' AND time >= '{}' ORDER BY time",
+                id.replace('\'', "''"),
+                format_rfc3339(from)
+            );
+            for batch in self.lake.query(&self.bucket, &sql).await?.1 {
+                for row in 0..batch.num_rows() {
+                    if let (Some(detector), Some(t), Some(v)) = (
+                        text_at(&batch, 0, row),
+                        int_at(&batch, 1, row),
+                        float_at(&batch, 2, row),
+                    ) {
+                        let series = out.entry(detector).or_default();
+                        series.0.push(t / 1_000_000);
+                        series.1.push(v);
+                    }
+                }
+            }
+        }
+        Ok(Value::Object(
+            out.into_iter()
+                .map(|(k, (t, v))| (k, json!({"t": t, "v": v})))
+                .collect(),
+        ))
     }
 }
 

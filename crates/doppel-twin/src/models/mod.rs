@@ -561,7 +561,7 @@ mod tests {
     #[test]
     fn drift_opens_on_many_high_scores_and_closes_when_they_settle() {
         let mut window = std::collections::VecDeque::new();
-        let calibrated = |i: usize| if i % 20 == 0 { 0.97 } else { 0.5 };
+        let calibrated = |i: usize| if i.is_multiple_of(20) { 0.97 } else { 0.5 };
         for i in 0..DRIFT_WINDOW - 1 {
             assert_eq!(drifting(&mut window, calibrated(i)), None, "not full yet");
         }

@@ -4,6 +4,7 @@
 
 mod common;
 mod crash;
+mod dashboard;
 mod hardening;
 mod http_api;
 mod import_and_query;

@@ -1,0 +1,221 @@
+// doppel's dashboard: one page over the public API (/api/v1 and SQL), live from the event
+// stream. No framework, no build step: views render into #main from the hash route
+// (#/, #/asset/ID, #/models). Charts are uPlot (vendored, MIT).
+"use strict";
+
+const state = window.doppel = { token: sessionStorage.getItem("doppel-token") || "", charts: {}, asset: null, timeline: [] };
+const $ = (sel, root = document) => root.querySelector(sel);
+const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+const fmt = (v, d = 2) => (v === null || v === undefined || Number.isNaN(v) ? "—" : Number(v).toFixed(d));
+
+// --- the API, with the token when the server asks for one ---
+let askingForToken = null;
+function askForToken(message) {
+  if (!askingForToken) {
+    askingForToken = new Promise((resolve) => {
+      const dialog = $("#token-dialog");
+      $("#token-error").textContent = message || "";
+      $("#token-form").onsubmit = () => {
+        state.token = $("#token-input").value.trim();
+        sessionStorage.setItem("doppel-token", state.token);
+        askingForToken = null;
+        connect();
+        resolve();
+      };
+      $("#main").innerHTML = "";
+      dialog.showModal();
+    });
+  }
+  return askingForToken;
+}
+
+async function api(path, options = {}) {
+  const headers = Object.assign({}, options.headers || {});
+  if (state.token) headers["Authorization"] = "Bearer " + state.token;
+  const response = await fetch(path, Object.assign({}, options, { headers }));
+  if (response.status === 401) {
+    await askForToken(state.token ? "That token is not valid." : "");
+    return api(path, options);
+  }
+  const body = await response.json().catch(() => null);
+  if (!response.ok) throw new Error((body && body.message) || response.status + " " + response.statusText);
+  return body;
+}
+
+// --- the event stream ---
+let events = null;
+function connect() {
+  if (events) events.close();
+  const query = state.token ? "?p=" + encodeURIComponent(state.token) : "";
+  events = new EventSource("/api/v1/events" + query);
+  events.onopen = () => { $("#live").textContent = "live"; $("#live").classList.add("on"); };
+  events.onerror = () => { $("#live").textContent = "offline"; $("#live").classList.remove("on"); };
+  events.addEventListener("readings", (e) => onReadings(JSON.parse(e.data).values));
+  events.addEventListener("state", (e) => {
+    const { asset, state: s } = JSON.parse(e.data);
+    const card = $(`[data-asset="${CSS.escape(asset)}"]`);
+    if (card) { card.className = "asset " + s; $(".state", card).textContent = s; $(".state", card).className = "state " + s; }
+    addToTimeline({ time: Date.now(), text: `${asset} is ${s}` });
+  });
+  events.addEventListener("alert", (e) => {
+    const { alert } = JSON.parse(e.data);
+    addToTimeline({ time: Date.now(), text: `alert ${alert.state}: ${alert.rule} (${alert.asset})` });
+    if (route().view === "operations") renderAlerts();
+  });
+}
+
+function onReadings(values) {
+  for (const [sensor, [t, v]] of Object.entries(values)) {
+    const chart = state.charts[sensor];
+    if (chart) {
+      chart.data[0].push(t / 1000);
+      chart.data[1].push(v);
+      for (let i = 2; i < chart.data.length; i++) chart.data[i].push(null);
+      chart.plot.setData(chart.data);
+    }
+    const cell = $(`[data-sensor="${CSS.escape(sensor)}"]`);
+    if (cell) cell.textContent = fmt(v);
+  }
+}
+
+function addToTimeline(entry) {
+  state.timeline.unshift(entry);
+  state.timeline.length = Math.min(state.timeline.length, 200);
+  const box = $("#timeline");
+  if (box) box.innerHTML = timelineRows();
+}
+const timelineRows = () => state.timeline.map((e) => `<div>${new Date(e.time).toLocaleTimeString()} ${esc(e.text)}</div>`).join("") || '<div class="muted">nothing yet</div>';
+
+// --- views ---
+function route() {
+  const hash = location.hash.replace(/^#\/?/, "");
+  if (hash.startsWith("asset/")) return { view: "asset", id: decodeURIComponent(hash.slice(6)) };
+  if (hash === "models") return { view: "models" };
+  return { view: "operations" };
+}
+
+async function render() {
+  const r = route();
+  document.querySelectorAll("nav a").forEach((a) => a.classList.toggle("active", a.dataset.view === r.view || (r.view === "asset" && a.dataset.view === "operations")));
+  state.charts = {};
+  try {
+    if (r.view === "asset") await renderAsset(r.id);
+    else if (r.view === "models") await renderModels();
+    else await renderOperations();
+  } catch (e) {
+    $("#main").innerHTML = `<section class="wide"><p class="error">${esc(e.message)}</p></section>`;
+  }
+}
+
+async function renderOperations() {
+  const twin = await api("/api/v1/twin");
+  state.bucket = twin.bucket;
+  const sites = twin.sites.map((site) => `
+    <h2>${esc(site.name || site.id)}</h2>
+    <div class="assets">${site.assets.map((a) => `
+      <a class="asset ${esc(a.state)}" data-asset="${esc(a.id)}" href="#/asset/${encodeURIComponent(a.id)}">
+        <div class="id">${esc(a.id)}</div>
+        <div class="state ${esc(a.state)}">${esc(a.state)}</div>
+        <div class="meta">${esc(a.kind)} · anomaly ${fmt(a.anomaly)}${a.open_alerts ? " · " + a.open_alerts + " open" : ""}</div>
+      </a>`).join("")}</div>`).join("");
+  $("#main").innerHTML = `
+    <section id="plant"><h2>${esc(twin.name)}</h2>${sites}</section>
+    <section><h2>Alerts</h2><div id="alerts" class="muted">loading…</div></section>
+    <section class="wide"><h2>Timeline</h2><div id="timeline" class="timeline">${timelineRows()}</div></section>`;
+  await renderAlerts();
+}
+
+async function renderAlerts() {
+  const box = $("#alerts");
+  if (!box) return;
+  const alerts = await api("/api/v1/alerts");
+  const open = alerts.filter((a) => a.state !== "resolved");
+  const recent = alerts.filter((a) => a.state === "resolved").slice(-5).reverse();
+  const row = (a) => `
+    <div class="alert ${esc(a.severity)}" data-alert="${esc(a.id)}">
+      <div><span class="rule">${esc(a.rule)}</span> · ${esc(a.asset)} · <span class="muted">${esc(a.state)} since ${esc(a.started)}</span></div>
+      ${a.acknowledged_by ? `<div class="muted">acknowledged by ${esc(a.acknowledged_by)}${a.note ? ": " + esc(a.note) : ""}</div>` : ""}
+      ${a.state === "firing" ? `<form data-ack="${esc(a.id)}"><input name="note" placeholder="note"><button>Acknowledge</button></form>` : ""}
+    </div>`;
+  box.classList.remove("muted");
+  box.innerHTML = (open.map(row).join("") || '<p class="muted">no open alerts</p>') +
+    (recent.length ? `<p class="muted">resolved lately</p>${recent.map(row).join("")}` : "");
+  box.querySelectorAll("form[data-ack]").forEach((form) => form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const by = localStorage.getItem("doppel-operator") || "operator";
+    await api(`/api/v1/alerts/${encodeURIComponent(form.dataset.ack)}/ack`, {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ by, note: form.note.value }),
+    });
+    await renderAlerts();
+  }));
+}
+
+async function renderAsset(id) {
+  const view = await api(`/api/v1/assets/${encodeURIComponent(id)}?window=6h&points=720`);
+  const model = view.anomaly_model;
+  const driving = new Set((model && model.score > 0.9 ? model.sensors.slice(0, 2) : []).map(([s]) => s));
+  const forecasts = Object.fromEntries((view.forecasts || []).map((f) => [f.sensor, f]));
+  $("#main").innerHTML = `
+    <section class="wide">
+      <h2><a href="#/">plant</a> / ${esc(view.id)} <span class="state ${esc(view.state)}">${esc(view.state)}</span></h2>
+      <p class="muted">anomaly ${fmt(view.anomaly)} (${esc(view.anomaly_detector)})${model ? ` · the model's sensors driving it: ${model.sensors.slice(0, 3).map(([s, share]) => `${esc(s)} ${fmt(100 * share, 0)} %`).join(", ")}` : ""}</p>
+      <table><tr><th>sensor</th><th>value</th><th>unit</th><th>quality</th></tr>
+      ${view.sensors.map((s) => `<tr><td>${esc(s.id)}</td><td data-sensor="${esc(s.id)}">${fmt(s.value)}</td><td>${esc(s.unit)}</td><td>${esc(s.quality)}</td></tr>`).join("")}</table>
+    </section>
+    <section class="wide"><h2>Last 6 hours</h2><div class="charts" id="charts"></div></section>
+    <section class="wide"><h2>Anomaly score</h2><div id="anomaly-chart" class="chart"></div></section>`;
+  const width = (div) => Math.max(240, div.clientWidth - 4);
+  for (const series of view.readings.series) {
+    const div = document.createElement("div");
+    div.className = "chart" + (driving.has(series.sensor) ? " driving" : "");
+    div.dataset.chart = series.sensor;
+    const forecast = forecasts[series.sensor];
+    div.innerHTML = `<h3>${esc(series.sensor)}${forecast ? ` · ${forecast.horizon_minutes} min ahead: ${fmt(forecast.p10)}–${fmt(forecast.p90)}` : ""}</h3>`;
+    $("#charts").appendChild(div);
+    const data = [series.t.map((t) => t / 1000), series.v.slice(), series.t.map(() => null), series.t.map(() => null)];
+    if (forecast) {
+      data[0].push(Date.parse(forecast.time) / 1000);
+      data[1].push(null); data[2].push(forecast.p10); data[3].push(forecast.p90);
+    }
+    const plot = new uPlot({
+      width: width(div), height: 160,
+      series: [{}, { label: series.sensor, stroke: "#2f6feb", spanGaps: true },
+        { label: "p10", stroke: "#b7791f", dash: [4, 4], points: { show: true } },
+        { label: "p90", stroke: "#b7791f", dash: [4, 4], points: { show: true } }],
+      legend: { show: false },
+    }, data, div);
+    state.charts[series.sensor] = { plot, data };
+  }
+  const history = view.anomaly_history[view.anomaly_detector === "pca" ? "pca" : "model"] || view.anomaly_history.pca || { t: [], v: [] };
+  new uPlot({
+    width: width($("#anomaly-chart")), height: 120,
+    series: [{}, { label: "anomaly", stroke: "#c0362c" }],
+    scales: { y: { range: [0, 1] } }, legend: { show: false },
+  }, [history.t.map((t) => t / 1000), history.v], $("#anomaly-chart"));
+}
+
+async function renderModels() {
+  const models = await api("/api/v1/models");
+  const s = models.status;
+  $("#main").innerHTML = `
+    <section class="wide"><h2>${esc(s.name)}: ${esc(s.state)}</h2>
+      <p>${esc(s.message)}</p>
+      ${s.state === "training" ? `<progress max="${s.steps}" value="${s.step}"></progress>` : ""}
+      <table><tr><th>version</th><th>at work</th><th>trained on</th><th>validation loss</th><th>detector</th><th>promotion</th></tr>
+      ${models.versions.map((v) => `<tr><td>v${v.version}</td><td>${v.live ? "yes" : ""}</td>
+        <td>${esc(v.trained_on.map((d) => `${d.start} to ${d.end}`).join(", "))}</td>
+        <td>${fmt(v.validation_loss, 4)}</td>
+        <td>${v.detector ? esc(v.detector.why) : ""}</td>
+        <td>${v.promotion ? `${v.promotion.promoted ? "replaced" : "lost to"} v${v.promotion.against}: ${fmt(v.promotion.candidate_error, 4)} vs ${fmt(v.promotion.live_error, 4)}` : ""}</td></tr>`).join("")}
+      </table></section>`;
+}
+
+window.addEventListener("hashchange", render);
+(async () => {
+  // Ask for the token first when the server needs one: no request goes out without it.
+  const auth = await fetch("/dashboard/auth").then((r) => r.json());
+  if (auth.token_required && !state.token) await askForToken("");
+  await render();
+  connect();
+})();

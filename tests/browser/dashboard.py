@@ -1,0 +1,164 @@
+#!/usr/bin/env python3
+"""The dashboard in a real browser: Debian's Chromium, driven by Playwright (no browser
+download). Run by the e2e test `dashboard::the_dashboard_works_in_a_real_browser` with the
+project's virtual environment (scripts/browser-deps.sh makes it):
+
+    .venv/bin/python tests/browser/dashboard.py DOPPEL SCREENSHOTS_DIR
+
+Starts `doppel up` (the reference plant, a pump trip injected) and `doppel serve` with a
+token, and checks: each view loads with no console error and no failed request; the overview
+lists the plant's assets; a chart gains a reading written through the API within 2 s; the
+trip shows as an alert that can be acknowledged, and the acknowledgement is still there after
+a reload; the token gate shows nothing without the token. Saves a screenshot of each view at
+1280x800 and 390x844. Exits non-zero, saying what failed, on the first failure.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+from playwright.sync_api import sync_playwright
+
+CHROMIUM = os.environ.get("DOPPEL_CHROMIUM", "/usr/bin/chromium")
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def start(doppel, command, extra):
+    data = tempfile.mkdtemp(prefix="doppel-browser-")
+    port = free_port()
+    proc = subprocess.Popen(
+        [doppel, command, "--data", data, "--listen", f"127.0.0.1:{port}", *extra],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "DOPPEL_LOG": "warn"},
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            urllib.request.urlopen(url + "/ping", timeout=1)
+            return proc, url
+        except urllib.error.HTTPError:
+            return proc, url  # answering (a token is needed)
+        except Exception:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit(f"doppel {command} did not answer")
+
+
+def check(condition, message):
+    if not condition:
+        raise SystemExit("FAILED: " + message)
+
+
+def watched(page, problems):
+    page.on("console", lambda m: m.type == "error" and problems.append(f"console: {m.text}"))
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    page.on("requestfailed", lambda r: "/api/v1/events" not in r.url
+            and problems.append(f"request failed: {r.url} {r.failure}"))
+    page.on("response", lambda r: r.status >= 400 and r.status != 401
+            and problems.append(f"HTTP {r.status}: {r.url}"))
+    return page
+
+
+def main():
+    doppel, shots = sys.argv[1], sys.argv[2]
+    os.makedirs(shots, exist_ok=True)
+    scenario = os.path.join(tempfile.mkdtemp(), "trip.toml")
+    with open(scenario, "w") as f:
+        f.write('name = "trip"\ndescription = "pump 2 trips"\n\n[[disruption]]\n'
+                'kind = "pump_trip"\nstart = "5s"\nasset = "pump2"\n')
+    up, url = start(doppel, "up", ["--speed", "3600x", "--backfill", "10m", "--scenario", scenario])
+    token = "s3cret-token"
+    spec = os.path.join(ROOT, "examples/reference-plant/twin.toml")
+    gated, gated_url = start(doppel, "serve", ["--spec", spec, "--token", token])
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            for name, viewport in [("desktop", {"width": 1280, "height": 800}),
+                                   ("phone", {"width": 390, "height": 844})]:
+                problems = []
+                page = watched(browser.new_page(viewport=viewport), problems)
+                # Operations: the plant's twelve assets, each with its state.
+                page.goto(url + "/")
+                page.wait_for_function("document.querySelectorAll('.asset').length === 12", timeout=10000)
+                check(page.locator('[data-asset="pump3"]').count() == 1, "pump3 is listed")
+                page.wait_for_selector("#alerts .alert, #alerts p", timeout=10000)
+                page.screenshot(path=os.path.join(shots, f"operations-{name}.png"), full_page=True)
+                # An asset: a reading written now reaches its chart within 2 s.
+                page.goto(url + "/#/asset/chw")
+                page.wait_for_selector('[data-chart="chw_supply_temp"] canvas', timeout=10000)
+                page.wait_for_selector("#live.on", timeout=10000)
+                before = page.evaluate("doppel.charts['chw_supply_temp'].data[0].length")
+                now = int(time.time())
+                body = f"chw_loop,asset=chw supply_temp=7.77 {now}".encode()
+                written = time.time()
+                urllib.request.urlopen(urllib.request.Request(
+                    url + "/api/v2/write?bucket=plant&precision=s", data=body, method="POST"))
+                page.wait_for_function(
+                    f"doppel.charts['chw_supply_temp'].data[0].length > {before}", timeout=2000)
+                took = time.time() - written
+                check(took < 2.0, f"the chart gained the reading in {took:.2f} s")
+                page.screenshot(path=os.path.join(shots, f"asset-{name}.png"), full_page=True)
+                # Models.
+                page.goto(url + "/#/models")
+                page.wait_for_selector("section h2", timeout=10000)
+                page.screenshot(path=os.path.join(shots, f"models-{name}.png"), full_page=True)
+                check(not problems, f"{name}: " + "; ".join(problems))
+                page.close()
+
+            # The injected trip: an alert on pump2, acknowledged with a note, kept on reload.
+            problems = []
+            page = watched(browser.new_page(viewport={"width": 1280, "height": 800}), problems)
+            page.goto(url + "/")
+            trip = page.locator(".alert", has_text="pump2 tripped").first
+            trip.wait_for(timeout=150000)
+            form = trip.locator("form")
+            form.locator("input").fill("crew sent")
+            form.locator("button").click()
+            page.wait_for_selector('.alert:has-text("pump2 tripped") >> text=crew sent', timeout=5000)
+            page.reload()
+            page.wait_for_selector('.alert:has-text("pump2 tripped") >> text=crew sent', timeout=10000)
+            check(not problems, "alerts: " + "; ".join(problems))
+            page.close()
+
+            # The token gate: nothing shown without it, the plant once it is given.
+            problems = []
+            page = watched(browser.new_page(viewport={"width": 1280, "height": 800}), problems)
+            page.goto(gated_url + "/")
+            page.wait_for_selector("#token-dialog[open]", timeout=10000)
+            check(page.locator(".asset").count() == 0, "no asset shown without the token")
+            page.screenshot(path=os.path.join(shots, "token-desktop.png"))
+            check(not problems, "token gate, before the token: " + "; ".join(problems))
+            page.fill("#token-input", "wrong")
+            page.click("#token-form button")
+            page.wait_for_selector("#token-dialog[open]", timeout=10000)
+            check(page.locator(".asset").count() == 0, "no asset shown with a wrong token")
+            # The wrong token's 401 is the gate at work, not a fault.
+            problems[:] = [p for p in problems if "status of 401" not in p]
+            page.fill("#token-input", token)
+            page.click("#token-form button")
+            page.wait_for_function("document.querySelectorAll('.asset').length === 12", timeout=10000)
+            page.wait_for_selector("#live.on", timeout=10000)
+            check(not problems, "token gate: " + "; ".join(problems))
+            browser.close()
+    finally:
+        for proc in (up, gated):
+            proc.terminate()
+            proc.wait()
+    print("dashboard: every check passed")
+
+
+if __name__ == "__main__":
+    main()
