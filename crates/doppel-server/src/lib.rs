@@ -13,6 +13,7 @@
 mod configure;
 mod dashboard;
 mod listen;
+mod planning;
 pub mod query;
 mod twin;
 mod write;
@@ -61,6 +62,8 @@ struct AppState {
     config: Arc<ServerConfig>,
     /// The live twin, when the server was given a spec.
     twin: Option<doppel_twin::Twin>,
+    /// Scenario studies run as jobs.
+    planning: Arc<planning::Planning>,
 }
 
 /// The whole API as a router, without a live twin (`/api/v1` answers 404 saying so).
@@ -71,10 +74,12 @@ pub fn app(lake: Lake, config: ServerConfig) -> Router {
 /// The whole API as a router, with the live twin's `/api/v1` when there is one.
 pub fn app_with_twin(lake: Lake, config: ServerConfig, twin: Option<doppel_twin::Twin>) -> Router {
     let token_required = config.token.is_some();
+    let planning = Arc::new(planning::Planning::open(lake.dir()));
     let state = AppState {
         lake,
         config: Arc::new(config),
         twin,
+        planning,
     };
     Router::new()
         .route("/api/v1/twin", get(twin::plant))
@@ -83,6 +88,14 @@ pub fn app_with_twin(lake: Lake, config: ServerConfig, twin: Option<doppel_twin:
         .route("/api/v1/events", get(twin::events))
         .route("/api/v1/alerts/{id}/ack", post(twin::acknowledge))
         .route("/api/v1/models", get(twin::models))
+        .route("/api/v1/scenarios", get(planning::library))
+        .route("/api/v1/scenarios/check", post(planning::check))
+        .route(
+            "/api/v1/scenario-runs",
+            get(planning::list).post(planning::start),
+        )
+        .route("/api/v1/scenario-runs/{id}", get(planning::read))
+        .route("/api/v1/scenario-runs/{id}/cancel", post(planning::cancel))
         .route("/api/v2/write", post(write::write_v2))
         .route("/write", post(write::write_v1))
         .route("/api/v3/write_lp", post(write::write_v3))

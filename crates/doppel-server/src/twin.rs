@@ -207,6 +207,7 @@ pub(crate) async fn events(State(state): State<AppState>) -> Response {
                         doppel_twin::TwinEvent::Readings { .. } => "readings",
                         doppel_twin::TwinEvent::State { .. } => "state",
                         doppel_twin::TwinEvent::Alert { .. } => "alert",
+                        doppel_twin::TwinEvent::ScenarioRun { .. } => "scenario_run",
                     };
                     Event::default()
                         .event(kind)

@@ -12,7 +12,7 @@ use tower::ServiceExt;
 struct Api {
     router: Router,
     runtime: tokio::runtime::Runtime,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 struct Answer {
@@ -43,7 +43,7 @@ impl Api {
         Api {
             router: app(lake, config),
             runtime,
-            _dir: dir,
+            dir,
         }
     }
 
@@ -230,6 +230,106 @@ fn the_dashboard_is_served_without_data_and_the_api_behind_it_is_guarded() {
     let open = Api::new(ServerConfig::default());
     let auth = open.send(Method::GET, "/dashboard/auth", &[], "");
     assert_eq!(auth.json(), serde_json::json!({"token_required": false}));
+}
+
+/// Planning: the scenario library, a draft checked with the CLI's errors, a study run as a
+/// job to its result (scenario and baseline distributions) and kept in the data folder, and
+/// cancelling one that is over refused.
+#[test]
+fn scenario_studies_run_as_jobs_and_are_kept() {
+    let api = Api::new(ServerConfig::default());
+    let library = api.send(Method::GET, "/api/v1/scenarios", &[], "").json();
+    let names: Vec<&str> = library
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 10, "{names:?}");
+    assert!(names.contains(&"heatwave") && names.contains(&"pump_trip"));
+    let json = [("Content-Type", "application/json")];
+    let draft = |text: &str| {
+        api.send(
+            Method::POST,
+            "/api/v1/scenarios/check",
+            &json,
+            &serde_json::json!({ "text": text }).to_string(),
+        )
+    };
+    let good = draft(
+        "name = \"t\"\ndescription = \"d\"\n\n[[disruption]]\nkind = \"pump_trip\"\nstart = \"1d\"\nasset = \"pump2\"\n",
+    );
+    assert_eq!(good.status, StatusCode::OK, "{}", good.text());
+    assert!(good.text().contains("pump2 trips"), "{}", good.text());
+    let bad = draft("name = \"t\"\n\n[[disruption]]\nkind = \"pump_trap\"\n");
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.text().contains("pump_trap"), "{}", bad.text());
+    let refused = api.send(
+        Method::POST,
+        "/api/v1/scenario-runs",
+        &json,
+        r#"{"scenario": "heatwave", "runs": 0}"#,
+    );
+    assert_eq!(
+        refused.status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        refused.text()
+    );
+    let started = api.send(
+        Method::POST,
+        "/api/v1/scenario-runs",
+        &json,
+        r#"{"scenario": "pump_trip", "runs": 4, "days": 2}"#,
+    );
+    assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.text());
+    let id = started.json()["id"].as_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut run = serde_json::Value::Null;
+    while std::time::Instant::now() < deadline {
+        run = api
+            .send(Method::GET, &format!("/api/v1/scenario-runs/{id}"), &[], "")
+            .json();
+        if run["summary"]["state"] != "running" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(run["summary"]["state"], "done", "{run}");
+    assert_eq!(run["summary"]["done"], 4, "{run}");
+    let result = &run["result"];
+    assert_eq!(result["runs"], 4, "{result}");
+    assert!(
+        result["scenario"]["energy_kwh"]["p50"].is_number(),
+        "{result}"
+    );
+    assert!(
+        result["baseline"]["energy_kwh"]["p50"].is_number(),
+        "{result}"
+    );
+    let listed = api
+        .send(Method::GET, "/api/v1/scenario-runs", &[], "")
+        .json();
+    assert_eq!(listed[0]["id"], id.as_str(), "{listed}");
+    assert!(
+        api.dir
+            .path()
+            .join(format!(".scenario-runs/{id}.json"))
+            .exists(),
+        "kept in the data folder"
+    );
+    let again = api.send(
+        Method::POST,
+        &format!("/api/v1/scenario-runs/{id}/cancel"),
+        &[],
+        "",
+    );
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.text());
+    assert_eq!(
+        api.send(Method::GET, "/api/v1/scenario-runs/nope", &[], "")
+            .status,
+        StatusCode::NOT_FOUND
+    );
 }
 
 /// Dropping through the API: a dry run says what would go and changes nothing; the drop

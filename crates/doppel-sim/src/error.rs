@@ -7,6 +7,8 @@ pub type ScenarioProblem = doppel_core::located::Problem;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
+    #[error("the study was cancelled")]
+    Cancelled,
     /// An action the plant cannot carry out; never clamped silently.
     #[error("action on {target} refused: {reason}")]
     Action { target: String, reason: String },

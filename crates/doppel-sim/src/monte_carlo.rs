@@ -94,6 +94,22 @@ pub fn run_study(
     scenario: &Scenario,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<StudyResult> {
+    run_study_until(
+        study,
+        scenario,
+        progress,
+        &std::sync::atomic::AtomicBool::new(false),
+    )
+}
+
+/// [`run_study`], given up (`SimError::Cancelled`) once `cancel` is set: runs not yet begun
+/// are not started.
+pub fn run_study_until(
+    study: &Study,
+    scenario: &Scenario,
+    progress: &(dyn Fn(u64) + Sync),
+    cancel: &std::sync::atomic::AtomicBool,
+) -> Result<StudyResult> {
     study.settings.steps()?;
     let baseline = Scenario::baseline();
     let finished = AtomicU64::new(0);
@@ -101,6 +117,9 @@ pub fn run_study(
         (0..study.runs)
             .into_par_iter()
             .map(|i| {
+                if cancel.load(Ordering::Relaxed) {
+                    return Err(SimError::Cancelled);
+                }
                 let seed = run_seed(study.seed, i as u64);
                 let with = run_once(study, seed, scenario)?;
                 let without = run_once(study, seed, &baseline)?;

@@ -94,6 +94,13 @@ pub enum TwinEvent {
     State { asset: String, state: AssetState },
     /// An alert opened, was acknowledged or resolved.
     Alert { alert: Alert },
+    /// A scenario study's progress (`/api/v1/scenario-runs`).
+    ScenarioRun {
+        id: String,
+        state: String,
+        done: u64,
+        runs: usize,
+    },
 }
 
 /// Events kept for a listener that falls behind; older ones are dropped for it.
@@ -214,6 +221,11 @@ impl Twin {
         twin.start_ticking();
         crate::models::start(twin.clone(), options.model);
         twin
+    }
+
+    /// Sends an event to every listener of the event stream.
+    pub fn announce(&self, event: TwinEvent) {
+        let _ = self.events.send(event);
     }
 
     pub(crate) fn lake(&self) -> &Lake {
