@@ -7,7 +7,8 @@ project's virtual environment (scripts/browser-deps.sh makes it):
 
 Starts `doppel up` (the reference plant, a pump trip injected) and `doppel serve` with a
 token, and checks: each view loads with no console error and no failed request; the overview
-lists the plant's assets; a chart gains a reading written through the API within 2 s; the
+lists the plant's assets; a chart gains a reading written through the API within 2 s; a
+scenario study run from the planning page shows its distributions; the
 trip shows as an alert that can be acknowledged, and the acknowledgement is still there after
 a reload; the token gate shows nothing without the token. Saves a screenshot of each view at
 1280x800 and 390x844. Exits non-zero, saying what failed, on the first failure.
@@ -111,6 +112,18 @@ def main():
                 took = time.time() - written
                 check(took < 2.0, f"the chart gained the reading in {took:.2f} s")
                 page.screenshot(path=os.path.join(shots, f"asset-{name}.png"), full_page=True)
+                # Planning: a draft checked, a small study run from the page to its results.
+                page.goto(url + "/#/planning")
+                page.wait_for_selector("#study-form textarea", timeout=10000)
+                page.select_option('#study-form select[name="scenario"]', "pump_trip")
+                page.click("#check")
+                page.wait_for_selector("#draft:has-text('ok:')", timeout=5000)
+                page.fill('#study-form input[name="runs"]', "8")
+                page.fill('#study-form input[name="days"]', "3")
+                page.click("#study-form button:not([type])")
+                page.wait_for_selector("#results [data-result] table", timeout=60000)
+                check(page.locator("#results tr").count() > 3, "the study's KPIs are shown")
+                page.screenshot(path=os.path.join(shots, f"planning-{name}.png"), full_page=True)
                 # Models.
                 page.goto(url + "/#/models")
                 page.wait_for_selector("section h2", timeout=10000)

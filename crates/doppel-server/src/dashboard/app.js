@@ -57,6 +57,7 @@ function connect() {
     if (card) { card.className = "asset " + s; $(".state", card).textContent = s; $(".state", card).className = "state " + s; }
     addToTimeline({ time: Date.now(), text: `${asset} is ${s}` });
   });
+  events.addEventListener("scenario_run", (e) => onStudy(JSON.parse(e.data)));
   events.addEventListener("alert", (e) => {
     const { alert } = JSON.parse(e.data);
     addToTimeline({ time: Date.now(), text: `alert ${alert.state}: ${alert.rule} (${alert.asset})` });
@@ -91,6 +92,7 @@ function route() {
   const hash = location.hash.replace(/^#\/?/, "");
   if (hash.startsWith("asset/")) return { view: "asset", id: decodeURIComponent(hash.slice(6)) };
   if (hash === "models") return { view: "models" };
+  if (hash === "planning") return { view: "planning" };
   return { view: "operations" };
 }
 
@@ -101,6 +103,7 @@ async function render() {
   try {
     if (r.view === "asset") await renderAsset(r.id);
     else if (r.view === "models") await renderModels();
+    else if (r.view === "planning") await renderPlanning();
     else await renderOperations();
   } catch (e) {
     $("#main").innerHTML = `<section class="wide"><p class="error">${esc(e.message)}</p></section>`;
@@ -209,6 +212,103 @@ async function renderModels() {
         <td>${v.detector ? esc(v.detector.why) : ""}</td>
         <td>${v.promotion ? `${v.promotion.promoted ? "replaced" : "lost to"} v${v.promotion.against}: ${fmt(v.promotion.candidate_error, 4)} vs ${fmt(v.promotion.live_error, 4)}` : ""}</td></tr>`).join("")}
       </table></section>`;
+}
+
+// --- planning: scenario studies as server-side jobs ---
+async function renderPlanning() {
+  const [library, runs] = await Promise.all([api("/api/v1/scenarios"), api("/api/v1/scenario-runs")]);
+  state.library = library;
+  $("#main").innerHTML = `
+    <section><h2>Run a scenario</h2>
+      <form id="study-form">
+        <p><select name="scenario">${library.map((s) => `<option value="${esc(s.name)}">${esc(s.name)}: ${esc(s.title)}</option>`).join("")}</select></p>
+        <p><textarea name="text" rows="10" style="width:100%" spellcheck="false"></textarea></p>
+        <p id="draft" class="muted"></p>
+        <p>runs <input name="runs" type="number" value="100" min="1" max="10000" style="width:6em">
+           days <input name="days" type="number" value="30" min="1" max="366" style="width:5em">
+           policy <select name="policy"><option>rules</option><option>none</option></select>
+           <button type="button" id="check">Check</button> <button>Run</button></p>
+      </form>
+      <progress id="study-progress" max="1" value="0" hidden></progress> <span id="study-state" class="muted"></span>
+    </section>
+    <section><h2>Studies</h2><div id="studies">${studyList(runs)}</div>
+      <p class="muted">Pick two to compare them side by side.</p></section>
+    <section class="wide"><h2>Results</h2><div id="results" class="results"><p class="muted">run or pick a study</p></div></section>`;
+  const form = $("#study-form");
+  const fill = () => { form.text.value = (library.find((s) => s.name === form.scenario.value) || {}).text || ""; $("#draft").textContent = ""; };
+  form.scenario.onchange = fill; fill();
+  $("#check").onclick = async () => {
+    try {
+      const ok = await api("/api/v1/scenarios/check", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ text: form.text.value }) });
+      $("#draft").className = "muted"; $("#draft").textContent = "ok: " + ok.disruptions.join("; ");
+    } catch (e) { $("#draft").className = "error"; $("#draft").textContent = e.message; }
+  };
+  form.onsubmit = async (e) => {
+    e.preventDefault();
+    const library_text = (library.find((s) => s.name === form.scenario.value) || {}).text;
+    const body = { runs: Number(form.runs.value), days: Number(form.days.value), policy: form.policy.value };
+    if (form.text.value === library_text) body.scenario = form.scenario.value; else body.text = form.text.value;
+    try {
+      const started = await api("/api/v1/scenario-runs", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+      state.study = started.id;
+      onStudy({ id: started.id, state: "running", done: 0, runs: started.runs });
+      poll(started.id);
+    } catch (err) { $("#draft").className = "error"; $("#draft").textContent = err.message; }
+  };
+  bindStudies();
+}
+
+const studyList = (runs) => runs.map((r) => `<div><label><input type="checkbox" data-study="${esc(r.id)}" ${r.state !== "done" ? "disabled" : ""}>
+  ${esc(r.scenario)} · ${r.runs} runs × ${r.days} d · ${esc(r.policy)} · <span class="muted">${esc(r.state)}${r.state === "running" ? ` ${r.done}/${r.runs}` : ""}</span></label></div>`).join("") || '<p class="muted">none yet</p>';
+
+function bindStudies() {
+  document.querySelectorAll("[data-study]").forEach((box) => box.onchange = showChosen);
+}
+
+async function showChosen() {
+  const chosen = [...document.querySelectorAll("[data-study]:checked")].map((b) => b.dataset.study).slice(-2);
+  const results = await Promise.all(chosen.map((id) => api(`/api/v1/scenario-runs/${encodeURIComponent(id)}`)));
+  $("#results").innerHTML = results.map(resultTable).join("") || '<p class="muted">run or pick a study</p>';
+}
+
+function onStudy(run) {
+  if (run.id !== state.study || route().view !== "planning") return;
+  const bar = $("#study-progress");
+  bar.hidden = false; bar.max = run.runs; bar.value = run.done;
+  $("#study-state").textContent = `${run.state} ${run.done}/${run.runs}`;
+}
+
+async function poll(id) {
+  // The event stream carries progress; this catches the end even without it.
+  for (;;) {
+    const run = await api(`/api/v1/scenario-runs/${encodeURIComponent(id)}`);
+    onStudy(run.summary);
+    if (run.summary.state !== "running") {
+      if (route().view !== "planning") return;
+      $("#studies").innerHTML = studyList(await api("/api/v1/scenario-runs"));
+      bindStudies();
+      if (run.result) $("#results").innerHTML = resultTable(run);
+      else $("#results").innerHTML = `<p class="error">${esc(run.summary.error || run.summary.state)}</p>`;
+      return;
+    }
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+// A KPI's p5–p95 range as a bar, its p50 as a tick, baseline above scenario, on one scale.
+function resultTable(run) {
+  const r = run.result;
+  const rows = Object.keys(r.scenario).map((kpi) => {
+    const b = r.baseline[kpi], s = r.scenario[kpi];
+    const lo = Math.min(b.p5, s.p5), hi = Math.max(b.p95, s.p95), span = hi - lo || 1;
+    const bar = (x, color) => `<div style="position:relative;height:8px;margin:2px 0;background:#eef">
+      <div style="position:absolute;left:${(100 * (x.p5 - lo)) / span}%;width:${Math.max(1, (100 * (x.p95 - x.p5)) / span)}%;height:8px;background:${color};opacity:.5"></div>
+      <div style="position:absolute;left:${(100 * (x.p50 - lo)) / span}%;width:2px;height:8px;background:${color}"></div></div>`;
+    return `<tr><td>${esc(kpi)}</td><td>${fmt(b.p50, 1)}</td><td>${fmt(s.p50, 1)}</td><td style="width:40%">${bar(b, "#667085")}${bar(s, "#c0362c")}</td></tr>`;
+  }).join("");
+  return `<div class="chart" data-result="${esc(run.summary.id)}"><h3>${esc(r.scenario_name)} · ${r.runs} runs × ${r.days} d · ${esc(r.policy)}</h3>
+    <table><tr><th>KPI</th><th>baseline p50</th><th>scenario p50</th><th>p5–p95 (grey: baseline)</th></tr>${rows}</table>
+    <p class="muted">P(at least ${r.cluster.at_least} failures at ${r.cluster.assets}+ assets within ${r.cluster.within_hours} h): baseline ${fmt(r.cluster.baseline_probability, 3)}, scenario ${fmt(r.cluster.scenario_probability, 3)}</p></div>`;
 }
 
 window.addEventListener("hashchange", render);
