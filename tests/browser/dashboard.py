@@ -124,6 +124,11 @@ def main():
                 page.wait_for_selector("#results [data-result] table", timeout=60000)
                 check(page.locator("#results tr").count() > 3, "the study's KPIs are shown")
                 page.screenshot(path=os.path.join(shots, f"planning-{name}.png"), full_page=True)
+                # Risk: the study's grid over failures and windows, and each asset's odds.
+                page.goto(url + "/#/risk")
+                page.wait_for_selector('[data-risk="scenario_probability"] td', timeout=10000)
+                check(page.locator("[data-risk-asset]").count() == 12, "every asset in the risk table")
+                page.screenshot(path=os.path.join(shots, f"risk-{name}.png"), full_page=True)
                 # Models.
                 page.goto(url + "/#/models")
                 page.wait_for_selector("section h2", timeout=10000)

@@ -69,6 +69,19 @@ pub struct StudyResult {
     pub disruptions_drawn: BTreeMap<String, usize>,
     /// Plant steps simulated in all (scenario and baseline).
     pub plant_steps: u64,
+    /// The risk grid: P(at least X failures at min(X, the cluster question's assets) or more
+    /// distinct assets within T), for X of 1 to 4 and T of 1, 3, 7, 14 and 30 days (those
+    /// within the run's length).
+    pub risk: Vec<ClusterAnswer>,
+    /// Each asset's odds of failing at least once in a run, with and without the scenario.
+    pub asset_failures: BTreeMap<String, AssetOdds>,
+}
+
+/// The share of runs in which an asset failed at least once.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct AssetOdds {
+    pub scenario: f64,
+    pub baseline: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -172,7 +185,49 @@ pub fn run_study_until(
             *disruptions_drawn.entry(label.clone()).or_insert(0) += 1;
         }
     }
+    let answer = |at_least: usize, assets: usize, window_s: f64| ClusterAnswer {
+        at_least,
+        assets,
+        within_hours: window_s / 3600.0,
+        scenario_probability: share(&|p| {
+            failures_cluster(&p.0.failures, at_least, assets, window_s)
+        }),
+        baseline_probability: share(&|p| {
+            failures_cluster(&p.1.failures, at_least, assets, window_s)
+        }),
+    };
+    let mut risk = Vec::new();
+    for days in [1.0, 3.0, 7.0, 14.0, 30.0] {
+        if days > study.settings.days.max(1.0) {
+            continue;
+        }
+        for at_least in 1..=4 {
+            risk.push(answer(
+                at_least,
+                at_least.min(c.assets.max(1)),
+                days * 86_400.0,
+            ));
+        }
+    }
+    let probe = ChillerPlant::new(study.plant.clone(), 0)?;
+    let asset_failures = probe
+        .assets()
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let failed = |f: &[crate::plant::FailureEvent]| f.iter().any(|e| e.asset == i);
+            (
+                a.id.clone(),
+                AssetOdds {
+                    scenario: share(&|p| failed(&p.0.failures)),
+                    baseline: share(&|p| failed(&p.1.failures)),
+                },
+            )
+        })
+        .collect();
     Ok(StudyResult {
+        risk,
+        asset_failures,
         scenario_name: scenario.name.clone(),
         runs: study.runs,
         days: study.settings.days,

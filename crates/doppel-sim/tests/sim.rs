@@ -280,6 +280,30 @@ fn disruptions_cost_what_they_claim_against_the_same_seeds() {
     let parts = run_study(&s, &scenario("parts_delay.toml", &p), &|_| {}).unwrap();
     assert!(parts.difference["downtime_hours"].mean > 0.0);
     assert!(parts.difference["failures"].mean > 0.0);
+
+    // The risk grid: more failures are never likelier, a longer window never less likely;
+    // a trip in every run makes "at least one failure within 30 days" certain, and the
+    // tripped pumps' odds of failing rise above the baseline's.
+    let cell = |x: usize, days: f64| {
+        trip.risk
+            .iter()
+            .find(|r| r.at_least == x && (r.within_hours - days * 24.0).abs() < 1e-9)
+            .unwrap_or_else(|| panic!("no cell for {x} failures in {days} days"))
+    };
+    for days in [1.0, 3.0, 7.0, 14.0, 30.0] {
+        for x in 1..4 {
+            assert!(cell(x + 1, days).scenario_probability <= cell(x, days).scenario_probability);
+        }
+    }
+    for x in 1..=4 {
+        assert!(cell(x, 30.0).scenario_probability >= cell(x, 1.0).scenario_probability);
+    }
+    assert_eq!(cell(1, 30.0).scenario_probability, 1.0);
+    let pumps: f64 = ["pump1", "pump2", "pump3"]
+        .iter()
+        .map(|p| trip.asset_failures[*p].scenario - trip.asset_failures[*p].baseline)
+        .sum();
+    assert!(pumps > 0.5, "{:?}", trip.asset_failures);
 }
 
 #[test]

@@ -93,6 +93,7 @@ function route() {
   if (hash.startsWith("asset/")) return { view: "asset", id: decodeURIComponent(hash.slice(6)) };
   if (hash === "models") return { view: "models" };
   if (hash === "planning") return { view: "planning" };
+  if (hash === "risk") return { view: "risk" };
   return { view: "operations" };
 }
 
@@ -104,6 +105,7 @@ async function render() {
     if (r.view === "asset") await renderAsset(r.id);
     else if (r.view === "models") await renderModels();
     else if (r.view === "planning") await renderPlanning();
+    else if (r.view === "risk") await renderRisk();
     else await renderOperations();
   } catch (e) {
     $("#main").innerHTML = `<section class="wide"><p class="error">${esc(e.message)}</p></section>`;
@@ -309,6 +311,43 @@ function resultTable(run) {
   return `<div class="chart" data-result="${esc(run.summary.id)}"><h3>${esc(r.scenario_name)} · ${r.runs} runs × ${r.days} d · ${esc(r.policy)}</h3>
     <table><tr><th>KPI</th><th>baseline p50</th><th>scenario p50</th><th>p5–p95 (grey: baseline)</th></tr>${rows}</table>
     <p class="muted">P(at least ${r.cluster.at_least} failures at ${r.cluster.assets}+ assets within ${r.cluster.within_hours} h): baseline ${fmt(r.cluster.baseline_probability, 3)}, scenario ${fmt(r.cluster.scenario_probability, 3)}</p></div>`;
+}
+
+// --- risk: the odds of clustered failures from a study, and each asset's risk now ---
+async function renderRisk() {
+  const [runs, twin] = await Promise.all([api("/api/v1/scenario-runs"), api("/api/v1/twin")]);
+  const done = runs.filter((r) => r.state === "done");
+  $("#main").innerHTML = `
+    <section class="wide"><h2>Risk</h2>
+      ${done.length ? `<p>study <select id="risk-study">${done.map((r) => `<option value="${esc(r.id)}">${esc(r.scenario)} · ${r.runs} runs × ${r.days} d · ${esc(r.policy)}</option>`).join("")}</select></p>`
+        : '<p class="muted">no study yet: run one under <a href="#/planning">Planning</a></p>'}
+      <div id="risk-grid" class="results"></div></section>
+    <section class="wide"><h2>Assets</h2><div id="risk-assets"></div></section>`;
+  const assets = twin.sites.flatMap((s) => s.assets);
+  const show = async () => {
+    const id = $("#risk-study") && $("#risk-study").value;
+    const run = id ? await api(`/api/v1/scenario-runs/${encodeURIComponent(id)}`) : null;
+    if (run) $("#risk-grid").innerHTML = riskGrid(run.result, "scenario_probability", "with the scenario") + riskGrid(run.result, "baseline_probability", "baseline");
+    const odds = (run && run.result.asset_failures) || {};
+    $("#risk-assets").innerHTML = `<table><tr><th>asset</th><th>state</th><th>anomaly now</th><th>fails in a run (scenario)</th><th>(baseline)</th></tr>
+      ${assets.map((a) => { const o = odds[a.id]; return `<tr data-risk-asset="${esc(a.id)}"><td><a href="#/asset/${encodeURIComponent(a.id)}">${esc(a.id)}</a></td>
+        <td><span class="state ${esc(a.state)}">${esc(a.state)}</span></td><td>${fmt(a.anomaly)}</td>
+        ${o ? `<td style="${heat(o.scenario)}">${fmt(100 * o.scenario, 0)} %</td><td style="${heat(o.baseline)}">${fmt(100 * o.baseline, 0)} %</td>` : "<td>—</td><td>—</td>"}</tr>`; }).join("")}</table>`;
+  };
+  if ($("#risk-study")) $("#risk-study").onchange = show;
+  await show();
+}
+
+const heat = (p) => `background: rgba(192, 54, 44, ${Math.min(0.85, p)}); color: ${p > 0.5 ? "#fff" : "inherit"}`;
+
+// P(at least X failures at Y+ assets within T): X down, T across.
+function riskGrid(result, key, title) {
+  const xs = [...new Set(result.risk.map((r) => r.at_least))];
+  const ts = [...new Set(result.risk.map((r) => r.within_hours))];
+  const cell = (x, t) => result.risk.find((r) => r.at_least === x && r.within_hours === t);
+  return `<div class="chart" data-risk="${esc(key)}"><h3>${esc(title)}: P(at least X failures at Y or more assets within T)</h3>
+    <table><tr><th>X (Y)</th>${ts.map((t) => `<th>${t / 24} d</th>`).join("")}</tr>
+    ${xs.map((x) => `<tr><td>${x} (${cell(x, ts[0]).assets})</td>${ts.map((t) => { const p = cell(x, t)[key]; return `<td style="${heat(p)}">${fmt(p, 2)}</td>`; }).join("")}</tr>`).join("")}</table></div>`;
 }
 
 window.addEventListener("hashchange", render);
