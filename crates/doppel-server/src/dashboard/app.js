@@ -196,7 +196,7 @@ async function renderAsset(id) {
   new uPlot({
     width: width($("#anomaly-chart")), height: 120,
     series: [{}, { label: "anomaly", stroke: "#c0362c" }],
-    scales: { y: { range: [0, 1] } }, legend: { show: false },
+    scales: { x: { min: Date.parse(view.readings.from) / 1000, max: Date.parse(view.readings.to) / 1000 }, y: { range: [0, 1] } }, legend: { show: false },
   }, [history.t.map((t) => t / 1000), history.v], $("#anomaly-chart"));
 }
 
@@ -213,7 +213,20 @@ async function renderModels() {
         <td>${fmt(v.validation_loss, 4)}</td>
         <td>${v.detector ? esc(v.detector.why) : ""}</td>
         <td>${v.promotion ? `${v.promotion.promoted ? "replaced" : "lost to"} v${v.promotion.against}: ${fmt(v.promotion.candidate_error, 4)} vs ${fmt(v.promotion.live_error, 4)}` : ""}</td></tr>`).join("")}
-      </table></section>`;
+      </table></section>
+    <section class="wide"><h2>Training curves</h2><div class="charts" id="curves"></div></section>`;
+  for (const v of models.versions) {
+    const div = document.createElement("div");
+    div.className = "chart"; div.dataset.curve = v.version;
+    const head = v.forecast_head ? ` · forecast head (${v.forecast_head.horizon} min): validation MSE ${fmt(v.forecast_head.validation_mse, 3)}, its linear start ${fmt(v.forecast_head.linear_validation_mse, 3)}` : "";
+    div.innerHTML = `<h3>v${v.version}: training (blue) and validation (red) loss${head}</h3>`;
+    $("#curves").appendChild(div);
+    new uPlot({
+      width: Math.max(240, div.clientWidth - 4), height: 180, scales: { x: { time: false } },
+      series: [{ label: "step" }, { label: "train", stroke: "#2f6feb" }, { label: "validation", stroke: "#c0362c", spanGaps: true }],
+      legend: { show: false },
+    }, [v.curve.map((p) => p[0]), v.curve.map((p) => p[1]), v.curve.map((p) => p[2])], div);
+  }
 }
 
 // --- planning: scenario studies as server-side jobs ---

@@ -60,7 +60,8 @@ pub fn fit(
     }
     .fitted_to(one, config.window());
     let split = train.training_ends(one).map_err(|e| e.to_string())?[0];
-    let normalizer = train.normalizer(one).map_err(|e| e.to_string())?;
+    let mut normalizer = train.normalizer(one).map_err(|e| e.to_string())?;
+    floor_spreads(&mut normalizer, rec);
     let device = doppel_model::device::training(Default::default()).map_err(|e| e.to_string())?;
     let pretrained = pretrain_with_checkpoints(
         &[normalizer.apply(rec)],
@@ -123,6 +124,28 @@ pub fn fit(
         forecaster,
         card,
     })
+}
+
+/// A sensor nearly still while the model trained (a pump off, a status that seldom
+/// changes) would have a spread so small that its first ordinary move later reads as
+/// thousands of standard deviations: every error and score on it explodes. Each spread is
+/// kept at least a quarter of the sensor's spread over the whole history (held-out rows
+/// too: only their spread, never their values, reaches the model) and a thousandth of its
+/// level.
+fn floor_spreads(normalizer: &mut doppel_model::data::Normalizer, rec: &Recording) {
+    for (c, std) in normalizer.std.iter_mut().enumerate() {
+        let seen: Vec<f64> = (0..rec.len())
+            .filter(|&t| rec.observed[c][t])
+            .map(|t| rec.values[c][t] as f64)
+            .collect();
+        if seen.is_empty() {
+            continue;
+        }
+        let mean = seen.iter().sum::<f64>() / seen.len() as f64;
+        let all = (seen.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / seen.len() as f64).sqrt();
+        let floor = (0.25 * all).max(1e-3 * (1.0 + mean.abs()));
+        *std = std.max(floor as f32);
+    }
 }
 
 /// Writes the model folder (weights, head and card).

@@ -25,6 +25,7 @@ use doppel_model::tasks::{FollowDrift, forecast_with_head};
 use doppel_model::{ModelCard, Recording, SensorModel};
 use parking_lot::RwLock;
 use serde::Serialize;
+use serde_json::json;
 
 use crate::twin::{Twin, float_at, ident, int_at, where_tags};
 use choice::{group_statistic, rank};
@@ -183,11 +184,23 @@ pub fn view(twin: &Twin) -> serde_json::Value {
                 "validation_loss": kept.map(|p| p.validation_loss),
                 "detector": e.card.live_scoring.as_ref().map(|s| &s.choice),
                 "promotion": e.card.promotion,
+                "curve": e.card.curve.iter().map(|p| json!([p.step, finite(p.train_loss), finite(p.validation_loss)])).collect::<Vec<_>>(),
+                "forecast_head": e.card.forecast_head.as_ref().map(|h| json!({
+                    "horizon": h.horizon,
+                    "validation_mse": h.validation_mse,
+                    "linear_validation_mse": h.linear_validation_mse,
+                    "band_scores": h.band_scores,
+                })),
                 "path": e.path,
             })
         })
         .collect();
     serde_json::json!({"status": status, "versions": versions})
+}
+
+/// A loss for JSON: `null` where it is not a number.
+fn finite(x: f64) -> Option<f64> {
+    x.is_finite().then_some(x)
 }
 
 /// The registry name of a bucket's twin model (letters, digits, `-`, `_`).

@@ -52,6 +52,10 @@ fn up_trains_its_own_model_and_puts_it_to_work() {
         v1["trained_on"][0]["steps"].as_u64().unwrap() >= 720,
         "{v1}"
     );
+    // Its training curve, for the dashboard: [step, train loss, validation loss].
+    let curve = v1["curve"].as_array().unwrap();
+    assert!(!curve.is_empty(), "{v1}");
+    assert!(curve.last().unwrap()[0].as_u64().unwrap() <= 40, "{v1}");
     let choice = &v1["detector"];
     assert!(choice["faults"].as_u64().unwrap() >= 32, "{choice}");
     for detector in ["model", "pca", "both"] {
