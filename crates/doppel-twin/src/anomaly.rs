@@ -55,9 +55,28 @@ impl AssetDetector {
     /// The score of one row of the asset's sensors: the share of the history whose statistic
     /// is below this row's (0 to 1).
     pub fn score(&self, row: &[f64]) -> f64 {
-        let s = self.statistic(row);
-        let below = self.history.partition_point(|h| *h < s);
-        below as f64 / self.history.len() as f64
+        extended_rank(&self.history, self.statistic(row))
+    }
+}
+
+/// Where `value` falls among `sorted` (0 to 1), and beyond their largest it keeps rising
+/// toward 1 as the value grows: 1 − (largest / value) / n. A rank alone stops at 1 for
+/// anything past the history, so a minute twice as far out as ever and one a hundred times
+/// as far would score alike, and no threshold could tell a new but ordinary state from a
+/// fault.
+pub fn extended_rank<T: PartialOrd + Copy + Into<f64>>(sorted: &[T], value: T) -> f64 {
+    let n = sorted.len().max(1) as f64;
+    let below = sorted.partition_point(|h| *h < value);
+    match sorted.last() {
+        Some(&top) if below == sorted.len() => {
+            let (top, value): (f64, f64) = (top.into(), value.into());
+            if top > 0.0 && value > top {
+                1.0 - (top / value) / n
+            } else {
+                1.0 - 1.0 / n
+            }
+        }
+        _ => below as f64 / n,
     }
 }
 
@@ -210,7 +229,9 @@ mod tests {
         let ordinary = detector.score(&[55.0, 110.1, 20.1]);
         assert!((0.05..0.95).contains(&ordinary), "{ordinary}");
         let broken = detector.score(&[55.0, 90.0, 20.0]);
-        assert_eq!(broken, 1.0, "{broken}");
+        assert!(broken > 1.0 - 1.0 / 500.0, "{broken}");
+        let further = detector.score(&[55.0, 60.0, 20.0]);
+        assert!(further > broken && further < 1.0, "{further} {broken}");
         assert!(
             AssetDetector::fit(vec![0, 1, 2], &rows[..50]).is_none(),
             "too little history"

@@ -40,8 +40,8 @@ pub fn group_statistic(errors: &[Vec<f32>], typical: &[f32], group: &[usize], t:
 }
 
 /// Where `value` falls among `sorted` (0 to 1).
-pub fn rank<T: PartialOrd + Copy>(sorted: &[T], value: T) -> f64 {
-    sorted.partition_point(|h| *h < value) as f64 / sorted.len().max(1) as f64
+pub fn rank<T: PartialOrd + Copy + Into<f64>>(sorted: &[T], value: T) -> f64 {
+    crate::anomaly::extended_rank(sorted, value)
 }
 
 /// Calibrates the model's scores on `held` (rows never trained on, in raw units) and chooses
