@@ -208,6 +208,7 @@ pub(crate) async fn events(State(state): State<AppState>) -> Response {
                         doppel_twin::TwinEvent::State { .. } => "state",
                         doppel_twin::TwinEvent::Alert { .. } => "alert",
                         doppel_twin::TwinEvent::ScenarioRun { .. } => "scenario_run",
+                        doppel_twin::TwinEvent::Disruption { .. } => "disruption",
                     };
                     Event::default()
                         .event(kind)

@@ -94,6 +94,12 @@ pub enum TwinEvent {
     State { asset: String, state: AssetState },
     /// An alert opened, was acknowledged or resolved.
     Alert { alert: Alert },
+    /// A disruption injected into the live source (`doppel up --scenario`) began.
+    Disruption {
+        label: String,
+        targets: Vec<String>,
+        time: String,
+    },
     /// A scenario study's progress (`/api/v1/scenario-runs`).
     ScenarioRun {
         id: String,

@@ -179,7 +179,8 @@ pub fn run(args: ServeArgs, up: Option<SourceArgs>) -> anyhow::Result<ExitCode> 
         };
         let source = match &up {
             Some(source_args) => {
-                let source = LiveSource::start(source_args, &args.bucket, lake.clone())?;
+                let source =
+                    LiveSource::start(source_args, &args.bucket, lake.clone(), twin.clone())?;
                 print_what_next(address, args.token.is_some(), source.is_some());
                 source
             }

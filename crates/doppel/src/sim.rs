@@ -587,6 +587,7 @@ impl LiveSource {
         args: &SourceArgs,
         bucket: &str,
         lake: Lake,
+        twin: Option<doppel_twin::Twin>,
     ) -> anyhow::Result<Option<LiveSource>> {
         if args.source == SourceKind::None {
             return Ok(None);
@@ -657,6 +658,20 @@ impl LiveSource {
             stop: stop.clone(),
             began: None,
             last_write: Instant::now(),
+            // Each injected disruption, announced on the event stream when it begins.
+            disruptions: {
+                let origin = plant.config().start_ns;
+                let mut pending: Vec<(i64, String, Vec<String>)> = events
+                    .iter()
+                    .map(|e| {
+                        let at = origin + (e.start_s * 1e9) as i64;
+                        (at, e.label.clone(), e.targets.clone())
+                    })
+                    .collect();
+                pending.sort_by_key(|d| std::cmp::Reverse(d.0));
+                pending
+            },
+            twin,
         };
         let settings = RunSettings {
             days: 365.0 * 100.0,
@@ -781,6 +796,9 @@ struct LakeWriter {
     /// Real and simulated time when the demo-speed stretch began.
     began: Option<(Instant, f64)>,
     last_write: Instant,
+    /// Disruptions still to begin (time ns, label, targets), the next last.
+    disruptions: Vec<(i64, String, Vec<String>)>,
+    twin: Option<doppel_twin::Twin>,
 }
 
 impl LakeWriter {
@@ -845,6 +863,16 @@ impl Observer for LakeWriter {
             let (real, sim) = *self.began.get_or_insert((Instant::now(), view.t_s));
             let due = Duration::from_secs_f64((view.t_s - sim) / speed);
             self.wait_until(|| due.checked_sub(real.elapsed()).filter(|d| !d.is_zero()));
+        }
+        while self.disruptions.last().is_some_and(|d| d.0 <= time) {
+            let (at, label, targets) = self.disruptions.pop().expect("checked");
+            if let Some(twin) = &self.twin {
+                twin.announce(doppel_twin::TwinEvent::Disruption {
+                    label,
+                    targets,
+                    time: doppel_core::time::format_rfc3339(at),
+                });
+            }
         }
         self.layout
             .points(view.readings, time, &mut self.batch.points);

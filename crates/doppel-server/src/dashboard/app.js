@@ -58,6 +58,10 @@ function connect() {
     addToTimeline({ time: Date.now(), text: `${asset} is ${s}` });
   });
   events.addEventListener("scenario_run", (e) => onStudy(JSON.parse(e.data)));
+  events.addEventListener("disruption", (e) => {
+    const d = JSON.parse(e.data);
+    addToTimeline({ time: Date.parse(d.time), text: `disruption injected: ${d.label}${d.targets.length ? " (" + d.targets.join(", ") + ")" : ""}` });
+  });
   events.addEventListener("alert", (e) => {
     const { alert } = JSON.parse(e.data);
     addToTimeline({ time: Date.now(), text: `alert ${alert.state}: ${alert.rule} (${alert.asset})` });

@@ -53,6 +53,35 @@ fn write_plant(server: &Server, lines: String) {
     assert_eq!(r.status, 204, "{}", r.body);
 }
 
+/// Listens to `/api/v1/events` (checking it is an event stream): each event's name and data,
+/// from about 300 ms after the call on.
+fn listen_events(server: &Server) -> std::sync::mpsc::Receiver<(String, String)> {
+    use std::io::BufRead;
+    let url = format!("{}/api/v1/events", server.url);
+    let (tx, rx) = std::sync::mpsc::channel::<(String, String)>();
+    std::thread::spawn(move || {
+        let response = ureq::get(&url).call().unwrap();
+        assert_eq!(
+            response.headers()["content-type"].to_str().unwrap(),
+            "text/event-stream"
+        );
+        let reader = std::io::BufReader::new(response.into_body().into_reader());
+        let mut event = String::new();
+        for line in reader.lines() {
+            let Ok(line) = line else { return };
+            if let Some(name) = line.strip_prefix("event: ") {
+                event = name.to_owned();
+            } else if let Some(data) = line.strip_prefix("data: ")
+                && tx.send((event.clone(), data.to_owned())).is_err()
+            {
+                return;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    rx
+}
+
 fn sensor<'a>(twin: &'a serde_json::Value, asset: &str, id: &str) -> &'a serde_json::Value {
     twin["sites"]
         .as_array()
@@ -417,31 +446,9 @@ fn rules_files_are_checked_with_where_and_what() {
 /// opened and the asset's new state, within moments of the write's 204.
 #[test]
 fn the_event_stream_tells_readings_states_and_alerts_in_order() {
-    use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     let server = serve_example_with_rule(&dir, "shaking", "\"pump-1.vibration\" > 7.1", &[]);
-    let url = format!("{}/api/v1/events", server.url);
-    let (tx, rx) = std::sync::mpsc::channel::<(String, String)>();
-    std::thread::spawn(move || {
-        let response = ureq::get(&url).call().unwrap();
-        assert_eq!(
-            response.headers()["content-type"].to_str().unwrap(),
-            "text/event-stream"
-        );
-        let reader = std::io::BufReader::new(response.into_body().into_reader());
-        let mut event = String::new();
-        for line in reader.lines() {
-            let Ok(line) = line else { return };
-            if let Some(name) = line.strip_prefix("event: ") {
-                event = name.to_owned();
-            } else if let Some(data) = line.strip_prefix("data: ")
-                && tx.send((event.clone(), data.to_owned())).is_err()
-            {
-                return;
-            }
-        }
-    });
-    std::thread::sleep(Duration::from_millis(300));
+    let rx = listen_events(&server);
     let t = now_s();
     write_plant(&server, format!("pumps,asset=pump-1 vibration_rms=9.5 {t}"));
     let acknowledged = Instant::now();
@@ -504,6 +511,7 @@ fn a_scenario_injected_into_doppel_up_raises_an_alert_naming_the_tripped_pump() 
             scenario.to_str().unwrap(),
         ],
     );
+    let events = listen_events(&server);
     let began = Instant::now();
     let mut found = serde_json::Value::Null;
     // The status sensor reports every minute: the trip shows within about a minute.
@@ -527,6 +535,18 @@ fn a_scenario_injected_into_doppel_up_raises_an_alert_naming_the_tripped_pump() 
         began.elapsed()
     );
     assert_eq!(found["severity"], "critical");
+    // The event stream told when the disruption began, naming what it hit.
+    let disruption = events
+        .try_iter()
+        .find(|(name, _)| name == "disruption")
+        .map(|(_, data)| serde_json::from_str::<serde_json::Value>(&data).unwrap());
+    let disruption = disruption.expect("a disruption event on the stream");
+    assert_eq!(disruption["label"], "pump_trip:pump2", "{disruption}");
+    assert_eq!(
+        disruption["targets"],
+        serde_json::json!(["pump2"]),
+        "{disruption}"
+    );
     let status = found["values"]["pump2_status"].as_f64().unwrap();
     assert!(
         status == 2.0 || status == 3.0,
