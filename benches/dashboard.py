@@ -18,46 +18,16 @@ scripts/browser-deps.sh installs both):
 import argparse
 import os
 import re
-import socket
 import statistics
 import subprocess
-import tempfile
 import time
-import urllib.error
-import urllib.request
 
 from playwright.sync_api import sync_playwright
 
+from doppel_process import start
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHROMIUM = os.environ.get("DOPPEL_CHROMIUM", "/usr/bin/chromium")
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def start(doppel, command, extra):
-    data = tempfile.mkdtemp(prefix="doppel-dash-")
-    port = free_port()
-    proc = subprocess.Popen(
-        [doppel, command, "--data", data, "--listen", f"127.0.0.1:{port}", *extra],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        env={**os.environ, "DOPPEL_LOG": "warn"},
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            urllib.request.urlopen(url + "/ping", timeout=1)
-            return proc, url
-        except urllib.error.HTTPError:
-            return proc, url
-        except Exception:
-            time.sleep(0.1)
-    raise SystemExit("doppel did not answer")
 
 
 def ingest(doppel, url):

@@ -20,20 +20,11 @@ the model's scoring.
 import argparse
 import json
 import os
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+from doppel_process import start
 
 
 def get(port, path):
@@ -48,24 +39,10 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
-def start(doppel, extra):
-    data = tempfile.mkdtemp(prefix="doppel-cost-")
-    port = free_port()
-    proc = subprocess.Popen(
-        [doppel, "up", "--data", data, "--listen", f"127.0.0.1:{port}", *extra],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "DOPPEL_LOG": "warn"},
-    )
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            get(port, "/health")
-            return proc, port
-        except Exception:
-            time.sleep(0.2)
-    proc.kill()
-    sys.exit("doppel up did not answer within 60 s")
+def start_up(doppel, extra):
+    """`doppel up EXTRA...` on a fresh data folder; (process, port)."""
+    proc, url = start(doppel, "up", extra, within=60)
+    return proc, int(url.rsplit(":", 1)[1])
 
 
 def wait_live(port, within):
@@ -93,7 +70,7 @@ def main():
     args = parser.parse_args()
 
     began = time.time()
-    proc, port = start(args.doppel, [])
+    proc, port = start_up(args.doppel, [])
     took, status = wait_live(port, 1800)
     since_start = time.time() - began
     proc.terminate()
@@ -101,14 +78,14 @@ def main():
     print(f"defaults: model live {since_start:.0f} s after `doppel up` "
           f"({status['steps']} steps; detector {status['detector']})")
 
-    proc, port = start(args.doppel, ["--catch-up", "0"])
+    proc, port = start_up(args.doppel, ["--catch-up", "0"])
     wait_live(port, 1800)
     time.sleep(10)
     with_model = steady_cpu(proc, args.seconds)
     proc.terminate()
     proc.wait()
 
-    proc, port = start(args.doppel, ["--catch-up", "0", "--no-model"])
+    proc, port = start_up(args.doppel, ["--catch-up", "0", "--no-model"])
     time.sleep(30)
     without = steady_cpu(proc, args.seconds)
     proc.terminate()

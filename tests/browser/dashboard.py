@@ -15,47 +15,18 @@ a reload; the token gate shows nothing without the token. Saves a screenshot of 
 """
 
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.request
 
 from playwright.sync_api import sync_playwright
 
-CHROMIUM = os.environ.get("DOPPEL_CHROMIUM", "/usr/bin/chromium")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "benches"))
+from doppel_process import start  # noqa: E402
 
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def start(doppel, command, extra):
-    data = tempfile.mkdtemp(prefix="doppel-browser-")
-    port = free_port()
-    proc = subprocess.Popen(
-        [doppel, command, "--data", data, "--listen", f"127.0.0.1:{port}", *extra],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        env={**os.environ, "DOPPEL_LOG": "warn"},
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            urllib.request.urlopen(url + "/ping", timeout=1)
-            return proc, url
-        except urllib.error.HTTPError:
-            return proc, url  # answering (a token is needed)
-        except Exception:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit(f"doppel {command} did not answer")
+CHROMIUM = os.environ.get("DOPPEL_CHROMIUM", "/usr/bin/chromium")
 
 
 def check(condition, message):

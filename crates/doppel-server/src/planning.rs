@@ -301,18 +301,14 @@ pub(crate) async fn start(
         error: None,
     };
     let cancel = Arc::new(AtomicBool::new(false));
-    planning
-        .jobs
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(
-            id.clone(),
-            Job {
-                summary: summary.clone(),
-                cancel: cancel.clone(),
-                result: None,
-            },
-        );
+    planning.jobs().insert(
+        id.clone(),
+        Job {
+            summary: summary.clone(),
+            cancel: cancel.clone(),
+            result: None,
+        },
+    );
     let study = Study {
         plant: ChillerPlantConfig::default(),
         policy: request.policy,
@@ -397,11 +393,7 @@ fn unknown(id: &str) -> Response {
 
 /// `GET /api/v1/scenario-runs/{id}`: the job, with its result once done.
 pub(crate) async fn read(State(state): State<AppState>, Path(id): Path<String>) -> Response {
-    let jobs = state
-        .planning
-        .jobs
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let jobs = state.planning.jobs();
     match jobs.get(&id) {
         Some(job) => {
             Json(serde_json::json!({"summary": job.summary, "result": job.result})).into_response()
@@ -412,11 +404,7 @@ pub(crate) async fn read(State(state): State<AppState>, Path(id): Path<String>) 
 
 /// `POST /api/v1/scenario-runs/{id}/cancel`: runs not yet begun are not started.
 pub(crate) async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Response {
-    let jobs = state
-        .planning
-        .jobs
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let jobs = state.planning.jobs();
     match jobs.get(&id) {
         Some(job) if job.summary.state == "running" => {
             job.cancel.store(true, Ordering::Relaxed);

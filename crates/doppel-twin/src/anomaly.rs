@@ -103,33 +103,24 @@ pub struct Detectors {
 /// one every minute (a new twin gathers history first), all of them every six hours.
 pub(crate) fn start_fitting(twin: &Twin) {
     let twin = twin.clone();
-    std::thread::Builder::new()
-        .name("twin-detectors".into())
-        .spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            let began = std::time::Instant::now();
-            let mut last_refit = began;
-            loop {
-                let refit = last_refit.elapsed() >= REFIT_EVERY;
-                if refit {
-                    last_refit = std::time::Instant::now();
-                }
-                runtime.block_on(fit_detectors(&twin, refit));
-                // Sooner at first: a new twin's history arrives in its first minutes.
-                let pause = if began.elapsed() < FIT_EVERY * 5 {
-                    FIT_EVERY / 4
-                } else {
-                    FIT_EVERY
-                };
-                std::thread::sleep(pause);
+    crate::twin::spawn_worker("twin-detectors", async move {
+        let began = std::time::Instant::now();
+        let mut last_refit = began;
+        loop {
+            let refit = last_refit.elapsed() >= REFIT_EVERY;
+            if refit {
+                last_refit = std::time::Instant::now();
             }
-        })
-        .expect("a thread for the detectors");
+            fit_detectors(&twin, refit).await;
+            // Sooner at first: a new twin's history arrives in its first minutes.
+            let pause = if began.elapsed() < FIT_EVERY * 5 {
+                FIT_EVERY / 4
+            } else {
+                FIT_EVERY
+            };
+            tokio::time::sleep(pause).await;
+        }
+    });
 }
 
 /// Fits the detectors of the assets without one (all of them with `all`), on their

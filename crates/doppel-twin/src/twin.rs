@@ -82,6 +82,28 @@ const TICK_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 /// Data this close to the wall clock is live (ns): older means history being written.
 const LIVE_WITHIN: i64 = 120_000_000_000;
 
+/// Runs `work` on a thread of its own with a single-threaded runtime: the twin's background
+/// work (fitting, training, scoring) queries the lake asynchronously but must never take
+/// the server's runtime threads.
+pub(crate) fn spawn_worker(
+    name: &str,
+    work: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                tracing::error!("no runtime for the twin's background work");
+                return;
+            };
+            runtime.block_on(work);
+        })
+        .expect("a thread for the twin's background work");
+}
+
 /// A change the twin announces, as the event stream sends it.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -295,7 +317,7 @@ impl Twin {
         };
         let mut rules = rules.lock();
         for (sensor, horizon) in wanted {
-            let minutes = ((*horizon + 59_999_999_999) / 60_000_000_000).max(1);
+            let minutes = crate::models::forecasts::minutes(*horizon);
             let band = bands
                 .iter()
                 .find(|b| &b.sensor == sensor && b.horizon_minutes == minutes)

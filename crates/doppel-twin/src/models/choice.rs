@@ -84,7 +84,7 @@ pub fn calibrate_and_choose(
             AssetDetector::fit(channels.clone(), &rows).map(|d| (name.as_str(), d))
         })
         .collect();
-    let choice = choose(model, card, held, &typical, &groups, &pca)?;
+    let choice = choose(model, card, held, &errors, &typical, &groups, &pca)?;
     Ok(LiveScoring {
         typical,
         groups,
@@ -159,10 +159,12 @@ fn next(state: &mut u64) -> u64 {
     *state
 }
 
+/// `clean`: the model's errors on `held` as it is, before any fault.
 fn choose(
     model: &SensorModel,
     card: &ModelCard,
     held: &Recording,
+    clean: &[Vec<f32>],
     typical: &[f32],
     groups: &[ScoredGroup],
     pca: &BTreeMap<&str, AssetDetector>,
@@ -189,7 +191,6 @@ fn choose(
         }
     }
     let mut threshold: BTreeMap<(&str, &str), f64> = BTreeMap::new();
-    let clean = reconstruction_errors(model, card, held, &device).map_err(|e| e.to_string())?;
     for g in groups {
         let Some(pn) = pca_normal.get(g.name.as_str()) else {
             continue;
@@ -198,7 +199,7 @@ fn choose(
         let mut model_ranks = Vec::new();
         let mut both_ranks = Vec::new();
         for t in 0..held.len() {
-            let m = group_statistic(&clean, typical, &g.channels, t);
+            let m = group_statistic(clean, typical, &g.channels, t);
             let row: Option<Vec<f64>> = g
                 .channels
                 .iter()

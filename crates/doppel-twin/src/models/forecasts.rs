@@ -27,11 +27,12 @@ pub struct Band {
 
 /// The head's horizon, in steps of the twin's grid, for the forecasts the rules want.
 pub fn horizon_steps(wanted: &[(String, i64)]) -> Option<usize> {
-    wanted
-        .iter()
-        .map(|(_, h)| (*h + STEP_NS - 1) / STEP_NS)
-        .max()
-        .map(|h| h.max(1) as usize)
+    wanted.iter().map(|(_, h)| minutes(*h) as usize).max()
+}
+
+/// A rule's horizon (ns) in whole steps of the twin's grid, at least one.
+pub fn minutes(horizon_ns: i64) -> i64 {
+    ((horizon_ns + STEP_NS - 1) / STEP_NS).max(1)
 }
 
 /// Fine-tunes a head for `horizon` steps on the standardised history, the encoder frozen.
@@ -86,7 +87,7 @@ pub fn bands(
         let Some(c) = card.channels.iter().position(|x| x == sensor) else {
             continue;
         };
-        let steps = ((*horizon + STEP_NS - 1) / STEP_NS).max(1);
+        let steps = minutes(*horizon);
         let k = steps as usize - 1;
         if k >= forecast.values[c].len() {
             continue;

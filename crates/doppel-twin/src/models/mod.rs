@@ -218,12 +218,13 @@ pub fn model_name(bucket: &str) -> String {
     format!("twin-{clean}")
 }
 
-/// A model at work: the weights, the card with its live scoring, and the assets' channels.
+/// A model at work: the weights, the forecasting head, the card.
 struct LiveModel {
     model: SensorModel,
     /// The head the rules' forecasts come from, when they read any.
     forecaster: Option<Forecaster>,
     card: ModelCard,
+    /// The card's `live_scoring`, checked present when the model was loaded.
     scoring: LiveScoring,
     version: u32,
 }
@@ -235,18 +236,7 @@ const WAIT_EVERY: Duration = Duration::from_secs(30);
 
 /// Starts the worker thread of `twin`'s model.
 pub fn start(twin: Twin, settings: ModelSettings) {
-    std::thread::Builder::new()
-        .name("twin-model".into())
-        .spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            runtime.block_on(work(twin, settings));
-        })
-        .expect("a thread for the twin's model");
+    crate::twin::spawn_worker("twin-model", work(twin, settings));
 }
 
 async fn work(twin: Twin, settings: ModelSettings) {

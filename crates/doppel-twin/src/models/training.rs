@@ -39,11 +39,11 @@ fn load(path: &std::path::Path, version: u32) -> Result<LiveModel, String> {
         .live_scoring
         .clone()
         .ok_or("the model was not calibrated by a twin")?;
+    // The head on the encoder already read, not the weights read a second time.
     let forecaster = match card.forecast_head {
         Some(_) => Some(
-            store::load_forecaster(path, &device)
-                .map_err(|e| e.to_string())?
-                .0,
+            store::with_forecast_head(path, model.clone(), &card, &device)
+                .map_err(|e| e.to_string())?,
         ),
         None => None,
     };
