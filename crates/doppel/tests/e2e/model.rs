@@ -918,20 +918,12 @@ fn pretraining_warns_when_the_data_is_mostly_gaps() {
     let file = dir.path().join("bursts.csv");
     std::fs::write(&file, text).unwrap();
     let out = dir.path().join("m");
-    let (_, err) = run(&[
-        "model",
-        "pretrain",
-        "--input",
-        file.to_str().unwrap(),
-        "--steps",
+    let (_, err) = pretrain_quick(
+        &[file.to_str().unwrap()],
         "5",
-        "--batch",
-        "4",
-        "--checkpoint-every",
-        "0",
-        "--out",
         out.to_str().unwrap(),
-    ]);
+        &["--batch", "4"],
+    );
     assert!(
         err.contains("warning: only 300 of 8942 grid steps (3.4 %) hold a reading"),
         "{err}"

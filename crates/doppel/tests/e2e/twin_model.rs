@@ -231,20 +231,8 @@ fn a_twin_model_from_files_backtests_anomaly_rules() {
     );
     assert!(out.contains("pump1 unusual (pump1): 2026-07-0"), "{out}");
     // A model no twin calibrated has no scores to hand in.
-    let (ok, _, err) = run(&[
-        "model",
-        "pretrain",
-        "--input",
-        &p("run.csv"),
-        "--steps",
-        "5",
-        "--batch",
-        "4",
-        "--checkpoint-every",
-        "0",
-        "--out",
-        &p("plain"),
-    ]);
+    let (ok, err) =
+        crate::model::pretrain_quick(&[&p("run.csv")], "5", &p("plain"), &["--batch", "4"]);
     assert!(ok, "{err}");
     let (ok, _, err) = test(&["--model", &p("plain")]);
     assert!(!ok && err.contains("is not a twin's model"), "{err}");
