@@ -136,7 +136,7 @@ pub async fn fit_detectors(twin: &Twin, all: bool) {
         }
         // Buckets of 10 s hold single readings: the detector learns from readings as they
         // come, as it scores them (minute means would be calmer than any live reading).
-        let Ok(view) = twin.asset(&asset, 86_400_000_000_000, 8_640).await else {
+        let Ok((view, _)) = twin.asset_readings(&asset, 86_400_000_000_000, 8_640).await else {
             continue;
         };
         // The sensors that reported through the day (a dead one would empty every row),

@@ -651,8 +651,22 @@ impl Twin {
     }
 
     /// One asset's state and its sensors', with each sensor's readings over the last
-    /// `window_ns`, downsampled to at most `points` buckets (their means).
+    /// `window_ns`, downsampled to at most `points` buckets (their means), and its anomaly
+    /// scores over the same window.
     pub async fn asset(&self, id: &str, window_ns: i64, points: usize) -> Result<Value, TwinError> {
+        let (mut view, from) = self.asset_readings(id, window_ns, points).await?;
+        view["anomaly_history"] = json!(self.anomaly_history(id, from).await?);
+        Ok(view)
+    }
+
+    /// [`Twin::asset`] without the anomaly scores (what fitting the detectors reads), and
+    /// where its window starts (ns).
+    pub(crate) async fn asset_readings(
+        &self,
+        id: &str,
+        window_ns: i64,
+        points: usize,
+    ) -> Result<(Value, i64), TwinError> {
         let now = now_nanos();
         let mut view = {
             let state = self.state.read();
@@ -731,8 +745,7 @@ impl Twin {
             "step_seconds": step_s,
             "series": readings,
         });
-        view["anomaly_history"] = json!(self.anomaly_history(id, from).await?);
-        Ok(view)
+        Ok((view, from))
     }
 
     /// The asset's minute scores since `from` (ns), per detector, from `doppel_anomaly`:
