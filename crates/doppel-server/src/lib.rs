@@ -12,6 +12,7 @@
 
 mod configure;
 mod dashboard;
+mod estimate;
 mod listen;
 mod planning;
 pub mod query;
@@ -83,6 +84,7 @@ pub fn app_with_twin(lake: Lake, config: ServerConfig, twin: Option<doppel_twin:
     };
     Router::new()
         .route("/api/v1/twin", get(twin::plant))
+        .route("/api/v1/twin/estimate", get(estimate::estimate))
         .route("/api/v1/assets/{id}", get(twin::asset))
         .route("/api/v1/alerts", get(twin::alerts))
         .route("/api/v1/events", get(twin::events))

@@ -72,7 +72,10 @@ pub struct RunSummary {
     pub scenario: String,
     pub runs: usize,
     pub days: f64,
-    pub policy: PolicyKind,
+    pub policy: String,
+    /// Whether the runs start from the live plant's estimated state (else fresh plants).
+    #[serde(default)]
+    pub from_live: bool,
     pub seed: u64,
     /// `running`, `done`, `failed` or `cancelled`.
     pub state: String,
@@ -239,6 +242,8 @@ pub(crate) struct RunRequest {
     policy: PolicyKind,
     #[serde(default = "default_seed")]
     seed: u64,
+    #[serde(default)]
+    from_live: bool,
 }
 
 fn default_runs() -> usize {
@@ -281,6 +286,14 @@ pub(crate) async fn start(
         Ok(found) => found,
         Err(message) => return bad(&message),
     };
+    let start = if request.from_live {
+        match crate::estimate::live_plant(&state).await {
+            Ok((plant, _)) => Some(Arc::new(plant)),
+            Err(refusal) => return refusal.response(),
+        }
+    } else {
+        None
+    };
     let planning = state.planning.clone();
     let id = format!(
         "{label}-{}",
@@ -293,8 +306,9 @@ pub(crate) async fn start(
         scenario: label,
         runs: request.runs,
         days: request.days,
-        policy: request.policy,
+        policy: doppel_sim::policy::PolicyMaker::name(&request.policy),
         seed: request.seed,
+        from_live: request.from_live,
         state: "running".into(),
         done: 0,
         created: doppel_core::time::format_rfc3339(doppel_core::time::now_nanos()),
@@ -311,7 +325,8 @@ pub(crate) async fn start(
     );
     let study = Study {
         plant: ChillerPlantConfig::default(),
-        policy: request.policy,
+        policy: Arc::new(request.policy),
+        start,
         settings: RunSettings {
             days: request.days,
             step_s: 60.0,

@@ -6,6 +6,7 @@
 //! order, so the result is the same whatever the number of threads.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rayon::prelude::*;
@@ -15,7 +16,7 @@ use crate::chiller::{ChillerPlant, ChillerPlantConfig};
 use crate::error::{Result, SimError};
 use crate::kpi::{Kpis, Summary, failures_cluster};
 use crate::plant::Plant;
-use crate::policy::PolicyKind;
+use crate::policy::PolicyMaker;
 use crate::random::run_seed;
 use crate::run::{RunOutcome, RunSettings, simulate};
 use crate::scenario::Scenario;
@@ -39,10 +40,13 @@ impl Default for ClusterQuestion {
 }
 
 /// A Monte Carlo study of one scenario against its baseline.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Study {
     pub plant: ChillerPlantConfig,
-    pub policy: PolicyKind,
+    pub policy: Arc<dyn PolicyMaker>,
+    /// Where every run starts: a plant as the state estimator found it (`None`: a fresh plant
+    /// drawn from the run's seed). Each run goes on from it with its own seed.
+    pub start: Option<Arc<ChillerPlant>>,
     pub settings: RunSettings,
     pub runs: usize,
     pub seed: u64,
@@ -59,7 +63,9 @@ pub struct StudyResult {
     pub days: f64,
     pub step_s: f64,
     pub seed: u64,
-    pub policy: PolicyKind,
+    pub policy: String,
+    /// Whether the runs started from an estimated live state rather than fresh plants.
+    pub from_live: bool,
     pub scenario: BTreeMap<&'static str, Summary>,
     pub baseline: BTreeMap<&'static str, Summary>,
     /// Scenario minus baseline, run by run (same seeds).
@@ -95,8 +101,12 @@ pub struct ClusterAnswer {
 
 /// One run of the study's plant and policy.
 pub fn run_once(study: &Study, seed: u64, scenario: &Scenario) -> Result<RunOutcome> {
-    let mut plant = ChillerPlant::new(study.plant.clone(), seed)?;
-    let mut policy = study.policy.build(&plant as &dyn Plant)?;
+    let mut plant = match &study.start {
+        Some(start) => start.reseeded(seed),
+        None => ChillerPlant::new(study.plant.clone(), seed)?,
+    };
+    let config = plant.config().clone();
+    let mut policy = study.policy.make(&plant as &dyn Plant, &config, seed)?;
     let events = scenario.draw(seed);
     simulate(&mut plant, policy.as_mut(), events, study.settings, None)
 }
@@ -233,7 +243,8 @@ pub fn run_study_until(
         days: study.settings.days,
         step_s: study.settings.step_s,
         seed: study.seed,
-        policy: study.policy,
+        policy: study.policy.name(),
+        from_live: study.start.is_some(),
         scenario: summarise(&with, None),
         baseline: summarise(&without, None),
         difference: summarise(&with, Some(&without)),

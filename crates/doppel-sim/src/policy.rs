@@ -8,6 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::chiller::ChillerPlantConfig;
 use crate::error::{Result, SimError};
 use crate::plant::{Action, Plant, Readings, actuator_index, sensor_index};
 
@@ -18,6 +19,38 @@ pub trait Policy: Send {
     fn wants_readings(&self, t_s: f64) -> bool;
     /// Decides, at time `t_s`, given the latest readings.
     fn decide(&mut self, t_s: f64, readings: &Readings, actions: &mut Vec<Action>);
+}
+
+/// Makes a fresh policy for each run of a study (runs are independent and run on many
+/// threads). The autonomy layer's policies come in through this too.
+pub trait PolicyMaker: Send + Sync {
+    /// The policy's name as a user chose it (`rules`, `mpc`, `grpo:policies/p1`).
+    fn name(&self) -> String;
+    /// A policy for `plant`, whose configuration is `config`; `seed` is the run's (a policy
+    /// that draws random numbers draws them from it).
+    fn make(
+        &self,
+        plant: &dyn Plant,
+        config: &ChillerPlantConfig,
+        seed: u64,
+    ) -> Result<Box<dyn Policy>>;
+}
+
+impl PolicyMaker for PolicyKind {
+    fn name(&self) -> String {
+        match self {
+            PolicyKind::None => "none".into(),
+            PolicyKind::Rules => "rules".into(),
+        }
+    }
+    fn make(
+        &self,
+        plant: &dyn Plant,
+        _config: &ChillerPlantConfig,
+        _seed: u64,
+    ) -> Result<Box<dyn Policy>> {
+        self.build(plant)
+    }
 }
 
 /// Which shipped policy to use.

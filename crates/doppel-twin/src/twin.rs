@@ -690,8 +690,26 @@ impl Twin {
         // Whole seconds a bucket, at least one.
         let step_s = (window_ns / points as i64 / 1_000_000_000).max(1);
         let from = (now - window_ns) / 1_000_000_000 / step_s * step_s * 1_000_000_000;
+        let readings = self.bucketed_means(Some(id), from, step_s).await?;
+        view["readings"] = json!({
+            "from": format_rfc3339(from),
+            "to": format_rfc3339(now),
+            "step_seconds": step_s,
+            "series": readings,
+        });
+        Ok((view, from))
+    }
+
+    /// Every sensor's readings since `from` (ns), averaged in buckets of `step_s` seconds
+    /// (times in ms, at the bucket's start): of one asset's sensors, or of all.
+    async fn bucketed_means(
+        &self,
+        asset: Option<&str>,
+        from: i64,
+        step_s: i64,
+    ) -> Result<Vec<Readings>, TwinError> {
         let mut readings = Vec::new();
-        for ((measurement, tags), sensors) in self.series_groups(Some(id)) {
+        for ((measurement, tags), sensors) in self.series_groups(asset) {
             // Only fields written so far can be read; the others have no readings yet.
             let fields = self.lake.fields_of(&self.bucket, &measurement);
             let (written, unwritten): (Vec<_>, Vec<_>) = sensors
@@ -739,13 +757,26 @@ impl Twin {
                 readings.push(series);
             }
         }
-        view["readings"] = json!({
-            "from": format_rfc3339(from),
-            "to": format_rfc3339(now),
-            "step_seconds": step_s,
-            "series": readings,
-        });
-        Ok((view, from))
+        Ok(readings)
+    }
+
+    /// Every sensor's minute means over the last `window_ns` of data time, and the time of
+    /// the newest (ns; `None` before any reading): what the state estimator starts from.
+    pub async fn recent_readings(
+        &self,
+        window_ns: i64,
+    ) -> Result<(Option<i64>, Vec<Readings>), TwinError> {
+        let newest = {
+            let state = self.state.read();
+            (0..state.spec().sensors.len())
+                .filter_map(|i| state.latest(i).map(|(t, _)| t))
+                .max()
+        };
+        let Some(newest) = newest else {
+            return Ok((None, Vec::new()));
+        };
+        let from = (newest - window_ns) / 60_000_000_000 * 60_000_000_000;
+        Ok((Some(newest), self.bucketed_means(None, from, 60).await?))
     }
 
     /// The asset's minute scores since `from` (ns), per detector, from `doppel_anomaly`:

@@ -3,10 +3,9 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Subcommand;
 
-use crate::client::{Client, running_server};
+use crate::client::{Client, twin_client};
 use crate::{DataDirArg, ServerArg};
 
 #[derive(Subcommand)]
@@ -42,19 +41,8 @@ pub enum AlertsCommand {
     },
 }
 
-/// The running doppel: `--url`, or the one serving the data directory.
 fn client(data: &DataDirArg, server: &ServerArg) -> anyhow::Result<Client> {
-    let url = match &server.url {
-        Some(url) => url.clone(),
-        None => running_server(&data.data).with_context(|| {
-            format!(
-                "no doppel is serving {}: alerts live in a running twin (start `doppel up`, \
-                 or give --url)",
-                data.data.display()
-            )
-        })?,
-    };
-    Ok(Client::new(&url, server.token.clone()))
+    twin_client(data, server, "alerts live in a running twin")
 }
 
 pub fn run(command: AlertsCommand) -> anyhow::Result<ExitCode> {

@@ -43,6 +43,26 @@ pub fn running_server(data: &std::path::Path) -> Option<String> {
     value["url"].as_str().map(str::to_owned)
 }
 
+/// The running doppel: `--url`, or the one serving the data directory; `why` says what
+/// needs it when there is none.
+pub fn twin_client(
+    data: &crate::DataDirArg,
+    server: &crate::ServerArg,
+    why: &str,
+) -> anyhow::Result<Client> {
+    use anyhow::Context;
+    let url = match &server.url {
+        Some(url) => url.clone(),
+        None => running_server(&data.data).with_context(|| {
+            format!(
+                "no doppel is serving {}: {why} (start `doppel up`, or give --url)",
+                data.data.display()
+            )
+        })?,
+    };
+    Ok(Client::new(&url, server.token.clone()))
+}
+
 pub struct Client {
     agent: ureq::Agent,
     base: String,

@@ -164,6 +164,14 @@ pub struct ScenarioRunArgs {
     /// ... T.
     #[arg(long, default_value = "7d", value_parser = seconds)]
     cluster_within: f64,
+    /// Start every run from the live plant as the state estimator finds it now (asked of the
+    /// running doppel: the one serving --data, or --url), instead of from fresh plants.
+    #[arg(long)]
+    from_live: bool,
+    #[command(flatten)]
+    data: crate::DataDirArg,
+    #[command(flatten)]
+    server: crate::ServerArg,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
@@ -430,9 +438,15 @@ fn scenario_run(args: ScenarioRunArgs) -> anyhow::Result<ExitCode> {
     let config = plant_config(&args.shape);
     let probe = ChillerPlant::new(config.clone(), 0)?;
     let scenario = Scenario::load(&args.file, &probe)?;
+    let start = if args.from_live {
+        Some(std::sync::Arc::new(live_plant(&args.data, &args.server)?))
+    } else {
+        None
+    };
     let study = Study {
         plant: config,
-        policy: args.shape.policy.into(),
+        policy: std::sync::Arc::new(PolicyKind::from(args.shape.policy)),
+        start,
         settings: RunSettings {
             days: args.shape.days,
             step_s: args.shape.step,
@@ -466,14 +480,57 @@ fn scenario_run(args: ScenarioRunArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The live plant as the running twin's state estimator finds it (`GET /api/v1/twin/estimate`).
+fn live_plant(data: &crate::DataDirArg, server: &crate::ServerArg) -> anyhow::Result<ChillerPlant> {
+    let client = crate::client::twin_client(data, server, "--from-live asks the running twin")?;
+    let body: serde_json::Value =
+        serde_json::from_slice(&client.get("/api/v1/twin/estimate", &[])?)?;
+    let mut plant = ChillerPlant::new(ChillerPlantConfig::default(), 0)?;
+    plant.load_state(body["state"].clone())?;
+    eprintln!(
+        "starting from the live plant at {}: {}",
+        body["at"].as_str().unwrap_or("?"),
+        body["hidden"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|h| {
+                let seen = if h["readings"].as_u64() == Some(0) {
+                    " (not seen running: prior)"
+                } else {
+                    ""
+                };
+                format!(
+                    "{} {} {:.2}{seen}",
+                    h["asset"].as_str().unwrap_or("?"),
+                    h["quantity"].as_str().unwrap_or("?"),
+                    h["value"].as_f64().unwrap_or(f64::NAN)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(plant)
+}
+
 fn rayon_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 fn print_table(r: &StudyResult) {
     println!(
-        "scenario {}: {} runs of {} days (step {} s), policy {:?}, seed {}; baseline = same seeds without the disruptions\n",
-        r.scenario_name, r.runs, r.days, r.step_s, r.policy, r.seed
+        "scenario {}: {} runs of {} days (step {} s), policy {}, seed {}{}; baseline = same seeds without the disruptions\n",
+        r.scenario_name,
+        r.runs,
+        r.days,
+        r.step_s,
+        r.policy,
+        r.seed,
+        if r.from_live {
+            ", from the live plant"
+        } else {
+            ""
+        }
     );
     let cell = |s: &Summary| format!("{:.1} [{:.1}, {:.1}]", s.p50, s.p5, s.p95);
     println!(

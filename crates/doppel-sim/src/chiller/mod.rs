@@ -11,6 +11,7 @@
 //! a unit that trips or goes into maintenance is replaced by an idle standby (changeover).
 
 mod environment;
+mod estimate;
 mod layout;
 mod maintenance;
 pub mod physics;
@@ -20,6 +21,7 @@ use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 
 pub use environment::EnvironmentConfig;
+pub use estimate::{Estimate, EstimatorErrors, HiddenEstimate, RecentReadings, measure_estimator};
 pub use layout::Layout;
 pub use maintenance::MaintenanceConfig;
 
@@ -217,6 +219,7 @@ struct State {
 }
 
 /// The chilled-water reference plant.
+#[derive(Clone)]
 pub struct ChillerPlant {
     config: ChillerPlantConfig,
     seed: u64,
@@ -306,6 +309,14 @@ impl ChillerPlant {
     /// The seed the plant was made with (with its saved state, it goes on exactly).
     pub fn seed(&self) -> u64 {
         self.seed
+    }
+
+    /// The same plant in the same state, going on with the random numbers of `seed` (a Monte
+    /// Carlo run forked from one state).
+    pub fn reseeded(&self, seed: u64) -> ChillerPlant {
+        let mut plant = self.clone();
+        plant.seed = seed;
+        plant
     }
 
     pub fn config(&self) -> &ChillerPlantConfig {

@@ -2,6 +2,7 @@
 //!
 //! One test binary for the whole CLI (each test binary links DataFusion; one keeps CI fast).
 
+mod autonomy;
 mod common;
 mod crash;
 mod dashboard;

@@ -239,7 +239,8 @@ fn a_year_under_every_scenario_has_no_nan_or_infinite_value() {
 fn study(policy: PolicyKind, runs: usize, days: f64) -> Study {
     Study {
         plant: ChillerPlantConfig::default(),
-        policy,
+        policy: std::sync::Arc::new(policy),
+        start: None,
         settings: RunSettings { days, step_s: 60.0 },
         runs,
         seed: 42,
@@ -680,3 +681,5 @@ fn the_step_loop_does_not_allocate() {
     assert!(!p.failures().is_empty(), "the test should see failures");
     assert_eq!(allocations, 0);
 }
+
+mod estimate;

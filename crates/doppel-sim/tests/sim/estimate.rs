@@ -1,0 +1,75 @@
+//! The state estimator against the simulator's truth.
+
+use doppel_sim::chiller::{ChillerPlant, ChillerPlantConfig, RecentReadings, measure_estimator};
+use doppel_sim::plant::{AssetStatus, Plant};
+
+#[test]
+fn the_estimator_finds_hidden_wear_and_fouling_from_readings() {
+    let e = measure_estimator(1..7, 2.0).unwrap();
+    eprintln!("{e:?}");
+    assert_eq!(e.plants, 6);
+    // Units that ran in the window: wear and fouling within a few hundredths of the truth.
+    assert!(e.wear_observed.1 >= 12, "{e:?}");
+    assert!(e.wear_observed.0 < 0.02, "{e:?}");
+    assert!(e.fouling_observed.1 >= 6, "{e:?}");
+    assert!(e.fouling_observed.0 < 0.02, "{e:?}");
+    // Simulated from the estimate, the next hour stays close to the true plant's.
+    assert!(e.supply_ahead_k < 0.3, "{e:?}");
+    assert!(e.power_ahead_kw < 0.1 * e.mean_power_kw, "{e:?}");
+}
+
+#[test]
+fn an_estimate_takes_statuses_as_read_and_queues_failed_units_for_repair() {
+    let config = ChillerPlantConfig::default();
+    let probe = ChillerPlant::new(config.clone(), 1).unwrap();
+    let ids: Vec<String> = probe.sensors().iter().map(|s| s.id.clone()).collect();
+    let now = 1_790_000_000.0;
+    let mut recent = RecentReadings::new(ids.len());
+    recent.now_unix_s = now;
+    let set = |recent: &mut RecentReadings, id: &str, v: f64| {
+        let i = ids.iter().position(|s| s == id).unwrap();
+        recent.series[i].push((now - 30.0, v));
+    };
+    for (id, v) in [
+        ("pump1_status", 1.0),
+        ("pump2_status", 2.0),
+        ("pump3_status", 1.0),
+        ("pump4_status", 0.0),
+        ("chiller1_status", 1.0),
+        ("chiller2_status", 4.0),
+        ("chiller3_status", 0.0),
+        ("chw_supply_temp", 8.2),
+        ("chw_setpoint", 6.5),
+    ] {
+        set(&mut recent, id, v);
+    }
+    let (mut plant, estimate) = ChillerPlant::estimate(config, 3, &recent).unwrap();
+    let status: Vec<AssetStatus> = plant.labels().iter().map(|l| l.status).collect();
+    assert_eq!(status[1], AssetStatus::Failed);
+    assert_eq!(status[5], AssetStatus::Maintenance);
+    assert_eq!(status[0], AssetStatus::Running);
+    // Nothing was read of vibration or condensers: every hidden value is the prior, and says so.
+    assert!(estimate.hidden.iter().all(|h| h.readings == 0));
+    assert!(estimate.missing.contains(&"weather_temp".to_owned()));
+    // The failed pump is repaired once the crew has finished the chiller's cleaning.
+    let mut policy = doppel_sim::policy::PolicyKind::None.build(&plant).unwrap();
+    doppel_sim::run::simulate(
+        &mut plant,
+        policy.as_mut(),
+        Vec::new(),
+        doppel_sim::run::RunSettings {
+            days: 1.0,
+            step_s: 60.0,
+        },
+        None,
+    )
+    .unwrap();
+    let status: Vec<AssetStatus> = plant.labels().iter().map(|l| l.status).collect();
+    assert!(status[1].is_available(), "{status:?}");
+    assert!(status[5].is_available(), "{status:?}");
+    assert!(plant.kpis().downtime_hours > 4.0);
+    assert!(
+        (plant.config().start_ns as f64 / 1e9 - now).abs() < 1.0,
+        "the estimate starts at its moment"
+    );
+}
