@@ -148,8 +148,8 @@ impl ChillerPlant {
             .map(|i| latest(l.pump(i, PUMP_BEARING), 30.0))
             .collect();
         let mut heat_rejected_kw = 0.0;
-        for j in 0..l.chillers {
-            if chiller_status[j] == AssetStatus::Running {
+        for (j, status) in chiller_status.iter().enumerate() {
+            if *status == AssetStatus::Running {
                 heat_rejected_kw += latest(l.chiller(j, CHILLER_DUTY), 0.0)
                     + latest(l.chiller(j, CHILLER_POWER), 0.0);
             }
