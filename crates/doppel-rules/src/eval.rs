@@ -307,49 +307,91 @@ impl Evaluator {
                         Quantile::P90 => band[2],
                     })
                 }),
-            Expr::Negate(e) => match self.value(e, now) {
-                Number(v) => Number(-v),
-                _ => Unknown,
-            },
-            Expr::Arith(op, a, b) => match (self.value(a, now), self.value(b, now)) {
-                (Number(x), Number(y)) => {
-                    let v = match op {
-                        Arith::Add => x + y,
-                        Arith::Sub => x - y,
-                        Arith::Mul => x * y,
-                        Arith::Div => x / y,
-                    };
-                    if v.is_finite() { Number(v) } else { Unknown }
-                }
-                _ => Unknown,
-            },
-            Expr::Compare(op, a, b) => match (self.value(a, now), self.value(b, now)) {
-                (Number(x), Number(y)) => Bool(match op {
-                    Compare::Lt => x < y,
-                    Compare::Le => x <= y,
-                    Compare::Gt => x > y,
-                    Compare::Ge => x >= y,
-                    Compare::Eq => x == y,
-                    Compare::Ne => x != y,
-                }),
-                _ => Unknown,
-            },
-            // Kleene's logic: false and unknown is false; true or unknown is true.
-            Expr::And(a, b) => match (self.value(a, now), self.value(b, now)) {
-                (Bool(false), _) | (_, Bool(false)) => Bool(false),
-                (Bool(true), Bool(true)) => Bool(true),
-                _ => Unknown,
-            },
-            Expr::Or(a, b) => match (self.value(a, now), self.value(b, now)) {
-                (Bool(true), _) | (_, Bool(true)) => Bool(true),
-                (Bool(false), Bool(false)) => Bool(false),
-                _ => Unknown,
-            },
-            Expr::Not(e) => match self.value(e, now) {
-                Bool(v) => Bool(!v),
-                _ => Unknown,
-            },
+            _ => combine(expr, &|e| self.value(e, now)),
         }
+    }
+}
+
+/// The value of the operators (negation, arithmetic, comparisons, Kleene's and/or/not) given
+/// the values of their operands; `value` gives those. Leaves are the caller's.
+fn combine(expr: &Expr, value: &dyn Fn(&Expr) -> Value) -> Value {
+    use Value::*;
+    match expr {
+        Expr::Negate(e) => match value(e) {
+            Number(v) => Number(-v),
+            _ => Unknown,
+        },
+        Expr::Arith(op, a, b) => match (value(a), value(b)) {
+            (Number(x), Number(y)) => {
+                let v = match op {
+                    Arith::Add => x + y,
+                    Arith::Sub => x - y,
+                    Arith::Mul => x * y,
+                    Arith::Div => x / y,
+                };
+                if v.is_finite() { Number(v) } else { Unknown }
+            }
+            _ => Unknown,
+        },
+        Expr::Compare(op, a, b) => match (value(a), value(b)) {
+            (Number(x), Number(y)) => Bool(match op {
+                Compare::Lt => x < y,
+                Compare::Le => x <= y,
+                Compare::Gt => x > y,
+                Compare::Ge => x >= y,
+                Compare::Eq => x == y,
+                Compare::Ne => x != y,
+            }),
+            _ => Unknown,
+        },
+        // Kleene's logic: false and unknown is false; true or unknown is true.
+        Expr::And(a, b) => match (value(a), value(b)) {
+            (Bool(false), _) | (_, Bool(false)) => Bool(false),
+            (Bool(true), Bool(true)) => Bool(true),
+            _ => Unknown,
+        },
+        Expr::Or(a, b) => match (value(a), value(b)) {
+            (Bool(true), _) | (_, Bool(true)) => Bool(true),
+            (Bool(false), Bool(false)) => Bool(false),
+            _ => Unknown,
+        },
+        Expr::Not(e) => match value(e) {
+            Bool(v) => Bool(!v),
+            _ => Unknown,
+        },
+        _ => Unknown,
+    }
+}
+
+/// An expression's value at one moment from named quantities alone: what rewards and safety
+/// limits read in a simulation, where every quantity is known at each step. Windows, anomaly
+/// scores and forecasts have no meaning there and are unknown.
+fn value_from(expr: &Expr, names: &dyn Fn(&str) -> Option<f64>) -> Value {
+    match expr {
+        Expr::Number(v) => Value::Number(*v),
+        Expr::Sensor(n) => names(&n.text).map_or(Value::Unknown, Value::Number),
+        Expr::Stale(_) | Expr::Window { .. } | Expr::Anomaly(_) | Expr::Forecast { .. } => {
+            Value::Unknown
+        }
+        _ => combine(expr, &|e| value_from(e, names)),
+    }
+}
+
+/// A number-valued expression's value from named quantities (`None`: unknown, or not a
+/// number).
+pub fn number_from(expr: &Expr, names: &dyn Fn(&str) -> Option<f64>) -> Option<f64> {
+    match value_from(expr, names) {
+        Value::Number(v) => Some(v),
+        _ => None,
+    }
+}
+
+/// A condition's truth from named quantities.
+pub fn truth_from(expr: &Expr, names: &dyn Fn(&str) -> Option<f64>) -> Truth {
+    match value_from(expr, names) {
+        Value::Bool(true) => Truth::True,
+        Value::Bool(false) => Truth::False,
+        _ => Truth::Unknown,
     }
 }
 

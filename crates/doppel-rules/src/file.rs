@@ -127,36 +127,16 @@ impl RuleSet {
                     continue;
                 }
             };
+            let assets: Vec<&str> = spec.assets.iter().map(|a| a.id.as_str()).collect();
+            let found = name_and_unit_problems(&condition, &units, &assets, "sensor");
+            if !found.is_empty() {
+                for (span, message) in found {
+                    problems.push(span.map_or(when_span.clone(), inner), key("when"), message);
+                }
+                continue;
+            }
             let mut names = Vec::new();
             condition.expr.names(&mut names);
-            let before = problems.list.len();
-            for (name, may_be_asset) in &names {
-                let known_sensor = units.contains_key(name.text.as_str());
-                let known_asset = spec.assets.iter().any(|a| a.id == name.text);
-                if !(known_sensor || *may_be_asset && known_asset) {
-                    let what = if *may_be_asset {
-                        "sensor or asset"
-                    } else {
-                        "sensor"
-                    };
-                    problems.push(
-                        inner(name.span.clone()),
-                        key("when"),
-                        format!(
-                            "unknown {what} `{}`{}",
-                            name.text,
-                            nearest(&name.text, &units)
-                        ),
-                    );
-                }
-            }
-            if problems.list.len() > before {
-                continue;
-            }
-            if let Err(message) = unit_of(&condition.expr, &units) {
-                problems.push(when_span.clone(), key("when"), message);
-                continue;
-            }
             let severity = match raw.severity.as_ref().map(|s| s.get_ref().as_str()) {
                 None | Some("warning") => Severity::Warning,
                 Some("info") => Severity::Info,
@@ -213,6 +193,65 @@ impl RuleSet {
             Err(RulesError::Invalid(problems.list))
         }
     }
+}
+
+/// Parses `text` as a condition or expression over the quantities named in `units` (name →
+/// unit, empty for a plain number), checking every name and unit; `noun` says what a name
+/// should be in messages ("sensor", "KPI"). Problems come as (byte range within `text`,
+/// message). What rewards and limits in the autonomy layer's policy files use.
+pub fn check_expression(
+    text: &str,
+    units: &HashMap<&str, &str>,
+    noun: &str,
+) -> Result<Condition, Vec<(Range<usize>, String)>> {
+    let condition = parse_condition(text).map_err(|e| vec![(e.span, e.message)])?;
+    let found = name_and_unit_problems(&condition, units, &[], noun);
+    if found.is_empty() {
+        Ok(condition)
+    } else {
+        Err(found
+            .into_iter()
+            .map(|(span, m)| (span.unwrap_or(0..text.len()), m))
+            .collect())
+    }
+}
+
+/// Unknown names (with a near one when there is), then mixed units: each with its range in the
+/// condition's text (`None`: the whole of it).
+fn name_and_unit_problems(
+    condition: &Condition,
+    units: &HashMap<&str, &str>,
+    assets: &[&str],
+    noun: &str,
+) -> Vec<(Option<Range<usize>>, String)> {
+    let mut names = Vec::new();
+    condition.expr.names(&mut names);
+    let mut found = Vec::new();
+    for (name, may_be_asset) in &names {
+        let known_sensor = units.contains_key(name.text.as_str());
+        let known_asset = assets.contains(&name.text.as_str());
+        if !(known_sensor || *may_be_asset && known_asset) {
+            let what = if *may_be_asset {
+                format!("{noun} or asset")
+            } else {
+                noun.to_owned()
+            };
+            found.push((
+                Some(name.span.clone()),
+                format!(
+                    "unknown {what} `{}`{}",
+                    name.text,
+                    nearest(&name.text, units)
+                ),
+            ));
+        }
+    }
+    if found.is_empty()
+        && let Err(message) = unit_of(&condition.expr, units)
+    {
+        found.push((None, message));
+    }
+    found
 }
 
 /// " (did you mean `x`?)" when a sensor id is close to `name`.

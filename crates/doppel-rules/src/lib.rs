@@ -20,6 +20,6 @@ pub mod file;
 /// The expression language: tokens, grammar, the syntax tree.
 pub mod syntax;
 
-pub use eval::{Evaluator, Firing, Truth};
-pub use file::{Rule, RuleSet, RulesError, Severity};
+pub use eval::{Evaluator, Firing, Truth, number_from, truth_from};
+pub use file::{Rule, RuleSet, RulesError, Severity, check_expression};
 pub use syntax::{Expr, parse_condition};

@@ -19,6 +19,22 @@ pub trait Policy: Send {
     fn wants_readings(&self, t_s: f64) -> bool;
     /// Decides, at time `t_s`, given the latest readings.
     fn decide(&mut self, t_s: f64, readings: &Readings, actions: &mut Vec<Action>);
+    /// What the policy did so far, for reports (decisions made, compute spent, actions its
+    /// safety gate blocked).
+    fn stats(&self) -> PolicyStats {
+        PolicyStats::default()
+    }
+}
+
+/// What a policy did during a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct PolicyStats {
+    /// Decisions made (the moments it chose what to do).
+    pub decisions: u64,
+    /// Seconds of compute spent deciding.
+    pub compute_s: f64,
+    /// Action batches its safety gate blocked and replaced by the rule-based operator's.
+    pub blocked: u64,
 }
 
 /// Makes a fresh policy for each run of a study (runs are independent and run on many

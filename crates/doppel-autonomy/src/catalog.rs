@@ -1,0 +1,52 @@
+//! Policies chosen by name, wherever a policy is taken (`--policy`, the API):
+//! `none` and `rules` (the simulator's own), `mpc` or `mpc:horizon=2h,period=15m,...`
+//! ([`crate::mpc`]). Any of them behind the safety gate with a `+shield` suffix
+//! (`mpc+shield`). The maintenance planner and the learned policy are not built yet; asking
+//! for them says so.
+
+use std::sync::Arc;
+
+use doppel_sim::policy::{PolicyKind, PolicyMaker};
+
+use crate::error::{AutonomyError, Result};
+use crate::mpc::{MpcMaker, MpcSettings};
+use crate::objective::Objective;
+use crate::shield::{LOOKAHEAD_S, ShieldMaker};
+
+/// The names `policy_by_name` knows, for messages.
+pub const KNOWN: &str = "none, rules, mpc[:horizon=2h,period=15m,setpoints=6.5/7/7.5], each \
+                         with +shield for the safety gate";
+
+/// The policy called `name`, paid and limited by `objective`.
+pub fn policy_by_name(name: &str, objective: Arc<Objective>) -> Result<Arc<dyn PolicyMaker>> {
+    let name = name.trim();
+    if let Some(inner) = name.strip_suffix("+shield") {
+        return Ok(Arc::new(ShieldMaker {
+            inner: policy_by_name(inner, objective.clone())?,
+            objective,
+            lookahead_s: LOOKAHEAD_S,
+        }));
+    }
+    let (kind, options) = name.split_once(':').unwrap_or((name, ""));
+    Ok(match kind {
+        "none" if options.is_empty() => Arc::new(PolicyKind::None),
+        "rules" if options.is_empty() => Arc::new(PolicyKind::Rules),
+        "mpc" => Arc::new(MpcMaker {
+            settings: MpcSettings::parse(options)?,
+            objective,
+            label: name.to_owned(),
+        }),
+        "maintenance" | "grpo" => {
+            return Err(AutonomyError::PolicyOption {
+                name: name.to_owned(),
+                reason: "not built yet (issue #31): use one of ".to_owned() + KNOWN,
+            });
+        }
+        _ => {
+            return Err(AutonomyError::UnknownPolicy {
+                name: name.to_owned(),
+                known: KNOWN.into(),
+            });
+        }
+    })
+}

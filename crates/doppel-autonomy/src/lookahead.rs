@@ -1,0 +1,88 @@
+//! What a policy knows of the plant: its own recent readings, the plant the state estimator
+//! makes of them, and that plant run a little way ahead under a candidate action (a
+//! rollout). MPC chooses by rollouts; the safety gate judges by them.
+//!
+//! Rollouts see no disruption (nobody knows the future) and share one seed, so two candidates
+//! differ only by what they do (common random numbers).
+
+use doppel_sim::chiller::{ChillerPlant, ChillerPlantConfig, RecentReadings};
+use doppel_sim::plant::{Action, Disturbances, Plant, Readings};
+
+use crate::objective::{Objective, Watch};
+
+/// How much reading history a policy keeps (the estimator's window for wear).
+const KEEP_S: f64 = 6.0 * 3600.0;
+
+/// A policy's view of the plant, built from the readings it is shown.
+pub struct Lookahead {
+    config: ChillerPlantConfig,
+    /// The run's time 0, Unix seconds.
+    start_unix_s: f64,
+    recent: RecentReadings,
+    seed: u64,
+}
+
+impl Lookahead {
+    pub fn new(plant: &dyn Plant, config: &ChillerPlantConfig, seed: u64) -> Lookahead {
+        Lookahead {
+            config: config.clone(),
+            start_unix_s: config.start_ns as f64 / 1e9,
+            recent: RecentReadings::new(plant.sensors().len()),
+            seed,
+        }
+    }
+
+    /// Readings at `t_s` seconds into the run.
+    pub fn observe(&mut self, t_s: f64, readings: &Readings) {
+        self.recent.push(self.start_unix_s + t_s, readings, KEEP_S);
+    }
+
+    /// The latest reading of sensor `i`.
+    pub fn latest(&self, i: usize) -> Option<f64> {
+        self.recent.series[i].last().map(|&(_, v)| v)
+    }
+
+    /// The plant as the estimator finds it now.
+    pub fn model(&self) -> doppel_sim::Result<ChillerPlant> {
+        let (plant, _) = ChillerPlant::estimate(self.config.clone(), self.seed, &self.recent)?;
+        Ok(plant)
+    }
+}
+
+/// What a rollout earned, and how many of its steps broke a limit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rollout {
+    pub reward: f64,
+    pub broken_steps: u32,
+}
+
+/// Runs `model` (a copy) `horizon_s` ahead after `actions`, in steps of `step_s`, on its local
+/// controllers alone; `None` if the plant refuses an action.
+pub fn rollout(
+    model: &ChillerPlant,
+    actions: &[Action],
+    horizon_s: f64,
+    step_s: f64,
+    objective: &Objective,
+) -> Option<Rollout> {
+    let mut plant = model.clone();
+    for action in actions {
+        plant.act(action).ok()?;
+    }
+    let mut watch = Watch::new(&plant);
+    let calm = Disturbances::none(plant.assets().len(), plant.sensors().len());
+    let before = *plant.kpis();
+    let steps = (horizon_s / step_s).round().max(1.0) as usize;
+    let mut broken_steps = 0;
+    for _ in 0..steps {
+        plant.step(step_s, &[], &calm, None).ok()?;
+        watch.observe(plant.time_s(), plant.truth(), &plant.labels());
+        if objective.broken(&watch).is_some() {
+            broken_steps += 1;
+        }
+    }
+    Some(Rollout {
+        reward: objective.reward(&before, plant.kpis(), broken_steps > 0),
+        broken_steps,
+    })
+}

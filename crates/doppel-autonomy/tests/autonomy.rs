@@ -1,0 +1,237 @@
+//! The autonomy layer against the real simulator.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use doppel_autonomy::evaluate::{Episode, Evaluation, run, summarise};
+use doppel_autonomy::{AutonomyError, Objective, policy_by_name};
+use doppel_sim::chiller::{ChillerPlant, ChillerPlantConfig};
+use doppel_sim::plant::{Action, Plant, Readings, actuator_index};
+use doppel_sim::policy::{Policy, PolicyMaker};
+use doppel_sim::scenario::Scenario;
+
+fn scenarios_dir() -> PathBuf {
+    PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("under cargo"))
+        .join("../../scenarios")
+}
+
+fn probe() -> ChillerPlant {
+    ChillerPlant::new(ChillerPlantConfig::default(), 0).unwrap()
+}
+
+fn evaluation(policies: Vec<Arc<dyn PolicyMaker>>, objective: Arc<Objective>) -> Evaluation {
+    let plant = probe();
+    Evaluation {
+        policies,
+        scenarios: vec![
+            ("undisturbed".into(), Scenario::baseline()),
+            (
+                "pump_trip".into(),
+                Scenario::load(&scenarios_dir().join("pump_trip.toml"), &plant).unwrap(),
+            ),
+        ],
+        seeds: 1..3,
+        days: 3.0,
+        step_s: 60.0,
+        plant: ChillerPlantConfig::default(),
+        objective,
+        threads: None,
+    }
+}
+
+fn sum(episodes: &[Episode], policy: &str, f: impl Fn(&Episode) -> f64) -> f64 {
+    episodes.iter().filter(|e| e.policy == policy).map(f).sum()
+}
+
+/// MPC, looking ahead from what the estimator makes of its own readings, runs the plant for
+/// less energy than the rule-based operator, from the same seeds, without more time above the
+/// supply limit and without breaking a limit.
+#[test]
+fn mpc_spends_less_energy_than_the_rules_without_more_excursions() {
+    let objective = Arc::new(Objective::reference(&probe()).unwrap());
+    let policies = ["rules", "mpc"]
+        .iter()
+        .map(|p| policy_by_name(p, objective.clone()).unwrap())
+        .collect();
+    let episodes = run(&evaluation(policies, objective), &|_| {}).unwrap();
+    assert_eq!(episodes.len(), 8);
+    let energy = |p| sum(&episodes, p, |e| e.kpis.energy_cost);
+    let excursion = |p| sum(&episodes, p, |e| e.kpis.limit_excursion_minutes);
+    assert!(
+        energy("mpc") < 0.985 * energy("rules"),
+        "mpc {} against rules {}",
+        energy("mpc"),
+        energy("rules")
+    );
+    assert!(excursion("mpc") <= excursion("rules"));
+    assert_eq!(sum(&episodes, "mpc", |e| e.violation_steps as f64), 0.0);
+    // (Its total cost is not asserted: over 3 days, when a pump is serviced moves the total
+    // more than energy does; docs/BENCHMARKS.md has the 30-day figures.)
+    let reports = summarise(&episodes);
+    let all = reports
+        .iter()
+        .find(|r| r.policy == "mpc" && r.scenario == "all")
+        .unwrap();
+    assert!(all.against_rules_pct.is_some(), "{all:?}");
+    // One decision every 15 minutes of 3 days, in each of 4 episodes.
+    assert_eq!(all.decisions, 4 * 3 * 96);
+    assert!(all.ms_per_decision > 0.0);
+}
+
+/// A reckless policy: every 15 minutes it stops every chiller and raises the setpoint.
+struct Reckless;
+
+struct RecklessPolicy {
+    chillers: Vec<usize>,
+    setpoint: usize,
+    next_s: f64,
+}
+
+impl Policy for RecklessPolicy {
+    fn name(&self) -> &str {
+        "reckless"
+    }
+    fn wants_readings(&self, t_s: f64) -> bool {
+        t_s >= self.next_s
+    }
+    fn decide(&mut self, t_s: f64, _readings: &Readings, actions: &mut Vec<Action>) {
+        if t_s < self.next_s {
+            return;
+        }
+        self.next_s = t_s + 900.0;
+        for &actuator in &self.chillers {
+            actions.push(Action::Set {
+                actuator,
+                value: 0.0,
+            });
+        }
+        actions.push(Action::Set {
+            actuator: self.setpoint,
+            value: 12.0,
+        });
+    }
+}
+
+impl PolicyMaker for Reckless {
+    fn name(&self) -> String {
+        "reckless".into()
+    }
+    fn make(
+        &self,
+        plant: &dyn Plant,
+        _config: &ChillerPlantConfig,
+        _seed: u64,
+    ) -> doppel_sim::Result<Box<dyn Policy>> {
+        Ok(Box::new(RecklessPolicy {
+            chillers: ["chiller1", "chiller2", "chiller3"]
+                .iter()
+                .map(|c| actuator_index(plant, &format!("{c}.run")).unwrap())
+                .collect(),
+            setpoint: actuator_index(plant, "chw.supply_setpoint").unwrap(),
+            next_s: 0.0,
+        }))
+    }
+}
+
+/// Unshielded, the reckless policy overheats the loop; behind the safety gate every one of its
+/// batches is blocked and replaced by the operator's, and no limit breaks.
+#[test]
+fn the_safety_gate_blocks_what_would_break_a_limit() {
+    let objective = Arc::new(Objective::reference(&probe()).unwrap());
+    let shielded: Arc<dyn PolicyMaker> = Arc::new(doppel_autonomy::shield::ShieldMaker {
+        inner: Arc::new(Reckless),
+        objective: objective.clone(),
+        lookahead_s: doppel_autonomy::shield::LOOKAHEAD_S,
+    });
+    let mut e = evaluation(vec![Arc::new(Reckless), shielded], objective);
+    e.days = 1.0;
+    let episodes = run(&e, &|_| {}).unwrap();
+    let broken = |p| sum(&episodes, p, |e| e.violation_steps as f64);
+    let blocked = |p| sum(&episodes, p, |e| e.stats.blocked as f64);
+    assert!(broken("reckless") > 100.0, "{}", broken("reckless"));
+    assert_eq!(broken("reckless+shield"), 0.0);
+    // 96 batches a day in each of 4 episodes, all blocked.
+    assert_eq!(blocked("reckless+shield"), 4.0 * 96.0);
+    assert_eq!(blocked("reckless"), 0.0);
+}
+
+#[test]
+fn policies_are_chosen_by_name_and_unknown_ones_refused_with_the_known() {
+    let objective = Arc::new(Objective::reference(&probe()).unwrap());
+    for name in [
+        "none",
+        "rules",
+        "mpc",
+        "mpc:horizon=1h,period=30m",
+        "mpc+shield",
+    ] {
+        let maker = policy_by_name(name, objective.clone()).unwrap();
+        assert_eq!(
+            maker.name().replace("+shield", ""),
+            name.replace("+shield", "")
+        );
+    }
+    let e = policy_by_name("pid", objective.clone()).err().unwrap();
+    assert!(e.to_string().contains("none, rules, mpc"), "{e}");
+    let e = policy_by_name("mpc:horizon=soon", objective.clone())
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("horizon"), "{e}");
+    let e = policy_by_name("grpo:policies/p1", objective).err().unwrap();
+    assert!(e.to_string().contains("not built yet"), "{e}");
+}
+
+/// Every problem of a policy file says file, line, column and what, and nothing is used.
+#[test]
+fn bad_policy_files_say_where_and_what() {
+    let plant = probe();
+    let text = r#"reward = "-energy_cost - 50 * excursion_minutes"
+floor = -1000
+
+[[limit]]
+name = "supply"
+keep = "chw_suply_temp <= 9.5"
+
+[[limit]]
+name = "supply"
+keep = "chw_supply_temp > 9 for 5m"
+
+[[limit]]
+name = "units"
+keep = "chw_supply_temp > hall_load"
+"#;
+    let err = Objective::parse(text, Path::new("p.toml"), &plant).unwrap_err();
+    let AutonomyError::PolicyFile(problems) = &err else {
+        panic!("{err}")
+    };
+    let message = err.to_string();
+    assert!(
+        message.contains("p.toml:1:31")
+            && message.contains("unknown KPI `excursion_minutes`")
+            && message.contains("did you mean `limit_excursion_minutes`"),
+        "{message}"
+    );
+    assert!(
+        message.contains("p.toml:6:9: limit[0].keep: unknown sensor or quantity `chw_suply_temp`"),
+        "{message}"
+    );
+    assert!(message.contains("`for` has no meaning here"), "{message}");
+    assert!(message.contains("a name of its own"), "{message}");
+    assert!(
+        message.contains("°C") && message.contains("kW"),
+        "{message}"
+    );
+    assert_eq!(problems.len(), 5, "{message}");
+    // The reference file is good, and its reward is what it says.
+    let objective = Objective::reference(&plant).unwrap();
+    assert_eq!(objective.limits.len(), 5);
+    let before = doppel_sim::kpi::Kpis::default();
+    let after = doppel_sim::kpi::Kpis {
+        energy_cost: 100.0,
+        limit_excursion_minutes: 2.0,
+        maintenance_cost: 30.0,
+        ..before
+    };
+    assert_eq!(objective.reward(&before, &after, false), -230.0);
+    assert_eq!(objective.reward(&before, &after, true), -1000.0);
+}
