@@ -15,7 +15,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
 use doppel_sim::chiller::{ChillerPlant, ChillerPlantConfig};
 use doppel_sim::monte_carlo::{ClusterQuestion, Study, run_study_until};
-use doppel_sim::policy::PolicyKind;
 use doppel_sim::run::RunSettings;
 use doppel_sim::scenario::{Disruption, Scenario, Unit};
 use serde::{Deserialize, Serialize};
@@ -238,8 +237,8 @@ pub(crate) struct RunRequest {
     runs: usize,
     #[serde(default = "default_days")]
     days: f64,
-    #[serde(default)]
-    policy: PolicyKind,
+    #[serde(default = "default_policy")]
+    policy: String,
     #[serde(default = "default_seed")]
     seed: u64,
     #[serde(default)]
@@ -251,6 +250,9 @@ fn default_runs() -> usize {
 }
 fn default_days() -> f64 {
     30.0
+}
+fn default_policy() -> String {
+    "rules".into()
 }
 fn default_seed() -> u64 {
     1
@@ -286,6 +288,14 @@ pub(crate) async fn start(
         Ok(found) => found,
         Err(message) => return bad(&message),
     };
+    let maker = match probe_plant().map_err(|e| e.to_string()).and_then(|plant| {
+        let objective = doppel_autonomy::Objective::reference(&plant).map_err(|e| e.to_string())?;
+        doppel_autonomy::policy_by_name(&request.policy, Arc::new(objective))
+            .map_err(|e| e.to_string())
+    }) {
+        Ok(maker) => maker,
+        Err(message) => return bad(&message),
+    };
     let start = if request.from_live {
         match crate::estimate::live_plant(&state).await {
             Ok((plant, _)) => Some(Arc::new(plant)),
@@ -306,7 +316,7 @@ pub(crate) async fn start(
         scenario: label,
         runs: request.runs,
         days: request.days,
-        policy: doppel_sim::policy::PolicyMaker::name(&request.policy),
+        policy: maker.name(),
         seed: request.seed,
         from_live: request.from_live,
         state: "running".into(),
@@ -325,7 +335,7 @@ pub(crate) async fn start(
     );
     let study = Study {
         plant: ChillerPlantConfig::default(),
-        policy: Arc::new(request.policy),
+        policy: maker,
         start,
         settings: RunSettings {
             days: request.days,

@@ -37,6 +37,7 @@ mod client;
 mod import;
 mod model;
 mod plot;
+mod policy;
 mod progress;
 mod query;
 mod rules;
@@ -94,6 +95,11 @@ enum Command {
     Scenario {
         #[command(subcommand)]
         command: sim::ScenarioCommand,
+    },
+    /// Policies that operate the plant: check a policy file, compare policies on scenarios.
+    Policy {
+        #[command(subcommand)]
+        command: policy::PolicyCommand,
     },
     /// The sensor model: pretrain it on a plant's history; fill gaps, forecast, score, embed; fine-tune heads and probes; a registry of versions.
     Model {
@@ -159,6 +165,7 @@ fn main() -> std::process::ExitCode {
         Command::Import(args) => import::run(*args),
         Command::Spec { command } => spec::run(command),
         Command::Rules { command } => rules::run(command),
+        Command::Policy { command } => policy::run_command(command),
         Command::Alerts { command } => alerts::run(command),
         Command::Retention(args) => admin::retention(args),
         Command::Bench { command } => bench::run(command),

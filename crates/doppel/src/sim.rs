@@ -44,23 +44,6 @@ pub enum ScenarioCommand {
     },
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum PolicyArg {
-    /// Nobody intervenes beyond the plant's local controllers.
-    None,
-    /// A rule-based operator: stages pumps and chillers by load, services worn pumps.
-    Rules,
-}
-
-impl From<PolicyArg> for PolicyKind {
-    fn from(p: PolicyArg) -> Self {
-        match p {
-            PolicyArg::None => PolicyKind::None,
-            PolicyArg::Rules => PolicyKind::Rules,
-        }
-    }
-}
-
 /// What every run shares.
 #[derive(Args, Clone, Debug)]
 pub struct RunShape {
@@ -70,9 +53,14 @@ pub struct RunShape {
     /// The simulation step (e.g. 60s, 10s, 5m).
     #[arg(long, default_value = "60s", value_parser = seconds)]
     step: f64,
-    /// Who operates the plant.
-    #[arg(long, value_enum, default_value = "rules")]
-    policy: PolicyArg,
+    /// Who operates the plant: none, rules, mpc (or mpc:horizon=2h,period=15m), any of them
+    /// with +shield for the safety gate (docs/AUTONOMY.md).
+    #[arg(long, default_value = "rules")]
+    policy: String,
+    /// The policy file whose reward and limits MPC and the safety gate use (default: the
+    /// reference plant's, examples/reference-plant/policy.toml).
+    #[arg(long)]
+    objective: Option<PathBuf>,
     /// When the simulated time starts (RFC 3339). Seasons and the daily rhythm follow it.
     #[arg(long, default_value = "2026-07-01T00:00:00Z", value_parser = rfc3339)]
     start: i64,
@@ -200,6 +188,15 @@ pub fn run_scenario(command: ScenarioCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The policy `--policy` names, paid and limited by `--objective`.
+fn policy_maker(
+    shape: &RunShape,
+    plant: &ChillerPlant,
+) -> anyhow::Result<std::sync::Arc<dyn doppel_sim::policy::PolicyMaker>> {
+    let objective = crate::policy::objective(shape.objective.as_deref(), plant)?;
+    Ok(doppel_autonomy::policy_by_name(&shape.policy, objective)?)
+}
+
 fn plant_config(shape: &RunShape) -> ChillerPlantConfig {
     ChillerPlantConfig {
         start_ns: shape.start,
@@ -237,7 +234,8 @@ fn sim_run(args: SimRunArgs) -> anyhow::Result<ExitCode> {
         plant.time_s() + settings.days * 86_400.0,
     );
     let steps = settings.steps()?;
-    let mut policy = PolicyKind::from(args.shape.policy).build(&plant)?;
+    let config = plant.config().clone();
+    let mut policy = policy_maker(&args.shape, &plant)?.make(&plant, &config, args.seed)?;
     let mut recorder = match &args.out {
         Some(path) => Some(RunRecorder::create(path, &plant, &events, start_ns)?),
         None => None,
@@ -445,7 +443,7 @@ fn scenario_run(args: ScenarioRunArgs) -> anyhow::Result<ExitCode> {
     };
     let study = Study {
         plant: config,
-        policy: std::sync::Arc::new(PolicyKind::from(args.shape.policy)),
+        policy: policy_maker(&args.shape, &probe)?,
         start,
         settings: RunSettings {
             days: args.shape.days,

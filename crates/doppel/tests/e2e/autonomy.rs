@@ -105,6 +105,17 @@ fn studies_start_from_the_live_plant_as_the_estimator_finds_it() {
     assert_eq!(job["summary"]["state"], "done", "{job}");
     assert_eq!(job["summary"]["from_live"], true);
     assert_eq!(job["result"]["from_live"], true);
+    let refused = post(
+        &url("/api/v1/scenario-runs"),
+        &[("Content-Type", "application/json")],
+        r#"{"scenario": "pump_trip", "runs": 2, "days": 1, "policy": "pid"}"#,
+    );
+    assert_eq!(refused.status, 400);
+    assert!(
+        refused.body.contains("unknown policy `pid`"),
+        "{}",
+        refused.body
+    );
 
     // The plant's own state at its stop holds the true wear: the estimate of every pump that
     // ran is within a few hundredths of it.
@@ -134,4 +145,112 @@ fn studies_start_from_the_live_plant_as_the_estimator_finds_it() {
         compared += 1;
     }
     assert!(compared >= 5, "{hidden:?}");
+}
+
+/// `doppel policy check` lists a good file's reward and limits and names every problem of a
+/// bad one; `doppel policy eval` compares policies from the same seeds and says what each
+/// cost, as a table or JSON; `doppel sim run` takes the same names.
+#[test]
+fn policies_are_checked_and_compared_from_the_command_line() {
+    let root = crate::common::manifest_dir().join("../..");
+    let reference = root.join("examples/reference-plant/policy.toml");
+    let out = doppel()
+        .args(["policy", "check", reference.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("reward = -energy_cost") && text.contains("limit `supply temperature`"),
+        "{text}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "reward = \"-energy\"\n[[limit]]\nname = \"x\"\nkeep = \"pumps > 1\"\n",
+    )
+    .unwrap();
+    let out = doppel()
+        .args(["policy", "check", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml:1:12: reward: unknown KPI `energy`")
+            && err.contains("bad.toml:4:9: limit[0].keep: unknown sensor or quantity `pumps`"),
+        "{err}"
+    );
+
+    let out = doppel()
+        .args([
+            "policy",
+            "eval",
+            "--policy",
+            "rules,mpc+shield",
+            "--scenarios",
+            root.join("scenarios/pump_trip.toml").to_str().unwrap(),
+            "--seeds",
+            "7..8",
+            "--days",
+            "1",
+            "--format",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Two policies on undisturbed weather and the pump trip, one seed.
+    assert_eq!(report["episodes"].as_array().unwrap().len(), 4);
+    let all: Vec<&serde_json::Value> = report["summary"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["scenario"] == "all")
+        .collect();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0]["policy"], "rules");
+    assert_eq!(all[1]["policy"], "mpc+shield");
+    assert_eq!(all[1]["decisions"], 2 * 96);
+    assert!(all[1]["against_rules_pct"].is_number());
+
+    let out = doppel()
+        .args(["policy", "eval", "--policy", "pid", "--seeds", "1..2"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("unknown policy `pid`: use one of none, rules, mpc"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let run = dir.path().join("run.parquet");
+    let out = doppel()
+        .args([
+            "sim",
+            "run",
+            "--days",
+            "0.5",
+            "--policy",
+            "mpc",
+            "--out",
+            run.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(run.exists());
 }
