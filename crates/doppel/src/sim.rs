@@ -36,7 +36,7 @@ pub enum SimCommand {
 pub enum ScenarioCommand {
     /// Run a scenario many times against its no-disruption baseline (same seeds) and report
     /// KPI distributions.
-    Run(ScenarioRunArgs),
+    Run(Box<ScenarioRunArgs>),
     /// Check a scenario file and print what it will do.
     Check {
         /// The scenario file (TOML; see docs/SCENARIOS.md).
@@ -183,7 +183,7 @@ pub fn run_sim(command: SimCommand) -> anyhow::Result<ExitCode> {
 
 pub fn run_scenario(command: ScenarioCommand) -> anyhow::Result<ExitCode> {
     match command {
-        ScenarioCommand::Run(args) => scenario_run(args),
+        ScenarioCommand::Run(args) => scenario_run(*args),
         ScenarioCommand::Check { file } => scenario_check(&file),
     }
 }
