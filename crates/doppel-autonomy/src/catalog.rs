@@ -1,8 +1,8 @@
 //! Policies chosen by name, wherever a policy is taken (`--policy`, the API):
 //! `none` and `rules` (the simulator's own), `mpc` or `mpc:horizon=2h,period=15m,...`
-//! ([`crate::mpc`]). Any of them behind the safety gate with a `+shield` suffix
-//! (`mpc+shield`). The maintenance planner and the learned policy are not built yet; asking
-//! for them says so.
+//! ([`crate::mpc`]), `maintenance` or `maintenance:slot=6h,horizon=7d`
+//! ([`crate::maintenance`]). Any of them behind the safety gate with a `+shield` suffix
+//! (`mpc+shield`). The learned policy is not built yet; asking for it says so.
 
 use std::sync::Arc;
 
@@ -14,8 +14,8 @@ use crate::objective::Objective;
 use crate::shield::{LOOKAHEAD_S, ShieldMaker};
 
 /// The names `policy_by_name` knows, for messages.
-pub const KNOWN: &str = "none, rules, mpc[:horizon=2h,period=15m,setpoints=6.5/7/7.5], each \
-                         with +shield for the safety gate";
+pub const KNOWN: &str = "none, rules, mpc[:horizon=2h,period=15m,setpoints=6.5/7/7.5], \
+                         maintenance[:slot=6h,horizon=7d], each with +shield for the safety gate";
 
 /// The policy called `name`, paid and limited by `objective`.
 pub fn policy_by_name(name: &str, objective: Arc<Objective>) -> Result<Arc<dyn PolicyMaker>> {
@@ -36,7 +36,8 @@ pub fn policy_by_name(name: &str, objective: Arc<Objective>) -> Result<Arc<dyn P
             objective,
             label: name.to_owned(),
         }),
-        "maintenance" | "grpo" => {
+        "maintenance" => crate::maintenance::maker(name, options)?,
+        "grpo" => {
             return Err(AutonomyError::PolicyOption {
                 name: name.to_owned(),
                 reason: "not built yet (issue #31): use one of ".to_owned() + KNOWN,

@@ -4,8 +4,10 @@
 //!   language, and the quantities they read from a plant at each step;
 //! - [`mpc`]: model-predictive control, shooting over the simulator from the state the
 //!   estimator finds in the policy's own recent readings: the strong, expensive reference;
+//! - [`maintenance`]: the maintenance planner, a mixed-integer program over crew, kits and
+//!   the wear the estimator finds;
 //! - [`shield`]: the safety gate every action of a policy passes on a short look-ahead;
-//! - [`catalog`]: policies chosen by name (`none`, `rules`, `mpc`), wherever a policy is taken;
+//! - [`catalog`]: policies chosen by name (`none`, `rules`, `mpc`, `maintenance`), wherever a policy is taken;
 //! - [`evaluate`]: policies compared on scenarios and seeds, with what each costs.
 //!
 //! Policies see readings, never the simulator's truth: what they know of hidden wear or
@@ -15,6 +17,7 @@ pub mod catalog;
 pub mod error;
 pub mod evaluate;
 pub mod lookahead;
+pub mod maintenance;
 pub mod mpc;
 pub mod objective;
 pub mod shield;

@@ -235,3 +235,38 @@ keep = "chw_supply_temp > hall_load"
     assert_eq!(objective.reward(&before, &after, false), -230.0);
     assert_eq!(objective.reward(&before, &after, true), -1000.0);
 }
+
+/// Every bearing nearly gone and a standby: the planner orders a service (its one kit) at
+/// once; with young bearings it orders nothing.
+#[test]
+fn the_maintenance_planner_services_worn_pumps_and_leaves_young_ones() {
+    let run = |wear: f64| {
+        let config = ChillerPlantConfig {
+            initial_wear: (wear, wear),
+            initial_fouling: (0.05, 0.05),
+            ..ChillerPlantConfig::default()
+        };
+        let mut plant = ChillerPlant::new(config.clone(), 3).unwrap();
+        let objective = Arc::new(Objective::reference(&plant).unwrap());
+        let maker = policy_by_name("maintenance", objective).unwrap();
+        let mut policy = maker.make(&plant, &config, 3).unwrap();
+        let outcome = doppel_sim::run::simulate(
+            &mut plant,
+            policy.as_mut(),
+            Vec::new(),
+            doppel_sim::run::RunSettings {
+                days: 2.0,
+                step_s: 60.0,
+            },
+            None,
+        )
+        .unwrap();
+        (outcome.kpis, policy.stats())
+    };
+    let (worn, stats) = run(0.97);
+    assert!(worn.planned_maintenance_hours > 3.5, "{worn:?}");
+    assert!(stats.decisions >= 8, "a plan every 6 hours: {stats:?}");
+    let (young, _) = run(0.1);
+    assert_eq!(young.planned_maintenance_hours, 0.0, "{young:?}");
+    assert_eq!(young.maintenance_cost, 0.0, "{young:?}");
+}
