@@ -121,7 +121,7 @@ fn episode(
         policy: maker.name(),
         scenario: name.clone(),
         seed,
-        total_cost: -e.objective.reward(&Kpis::default(), &outcome.kpis, false),
+        total_cost: -e.objective.reward(&Kpis::default(), &outcome.kpis, 0, 1),
         kpis: outcome.kpis,
         violation_steps: violations.steps,
         broken: violations.broken,

@@ -7,6 +7,8 @@
 //! - [`maintenance`]: the maintenance planner, a mixed-integer program over crew, kits and
 //!   the wear the estimator finds;
 //! - [`shield`]: the safety gate every action of a policy passes on a short look-ahead;
+//! - [`supervise`]: a policy at work on the live plant, in shadow, recommend, approve or
+//!   auto mode, its proposals with their simulated effect;
 //! - [`catalog`]: policies chosen by name (`none`, `rules`, `mpc`, `maintenance`), wherever a policy is taken;
 //! - [`evaluate`]: policies compared on scenarios and seeds, with what each costs.
 //!
@@ -21,6 +23,7 @@ pub mod maintenance;
 pub mod mpc;
 pub mod objective;
 pub mod shield;
+pub mod supervise;
 
 pub use catalog::policy_by_name;
 pub use error::AutonomyError;

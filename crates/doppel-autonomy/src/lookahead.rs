@@ -2,10 +2,12 @@
 //! makes of them, and that plant run a little way ahead under a candidate action (a
 //! rollout). MPC chooses by rollouts; the safety gate judges by them.
 //!
-//! Rollouts see no disruption (nobody knows the future) and share one seed, so two candidates
-//! differ only by what they do (common random numbers).
+//! Rollouts see no new disruption (nobody knows the future), only what the estimator finds
+//! lasting now (a load beyond its usual swing), and share one seed, so two candidates differ
+//! only by what they do (common random numbers).
 
 use doppel_sim::chiller::{ChillerPlant, ChillerPlantConfig, RecentReadings};
+use doppel_sim::kpi::Kpis;
 use doppel_sim::plant::{Action, Disturbances, Plant, Readings};
 
 use crate::objective::{Objective, Watch};
@@ -42,47 +44,73 @@ impl Lookahead {
         self.recent.series[i].last().map(|&(_, v)| v)
     }
 
-    /// The plant as the estimator finds it now.
-    pub fn model(&self) -> doppel_sim::Result<ChillerPlant> {
-        let (plant, _) = ChillerPlant::estimate(self.config.clone(), self.seed, &self.recent)?;
-        Ok(plant)
+    /// The plant as the estimator finds it now, with what lasts of the world around it (a
+    /// load beyond its usual swing) as the disturbances to run it ahead under.
+    pub fn model(&self) -> doppel_sim::Result<Model> {
+        let (plant, estimate) =
+            ChillerPlant::estimate(self.config.clone(), self.seed, &self.recent)?;
+        let mut world = Disturbances::none(plant.assets().len(), plant.sensors().len());
+        world.load_factor = estimate.load_factor;
+        Ok(Model { plant, world })
     }
 }
 
-/// What a rollout earned, and how many of its steps broke a limit.
+/// A plant to run ahead, and the disturbances it runs under.
+#[derive(Clone)]
+pub struct Model {
+    pub plant: ChillerPlant,
+    pub world: Disturbances,
+}
+
+impl Model {
+    /// The same model with the random numbers of `seed`.
+    pub fn reseeded(&self, seed: u64) -> Model {
+        Model {
+            plant: self.plant.reseeded(seed),
+            world: self.world.clone(),
+        }
+    }
+}
+
+/// What a rollout earned, how many of its steps broke a limit, and the KPIs it accrued.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Rollout {
     pub reward: f64,
     pub broken_steps: u32,
+    /// The KPIs before and after (their difference is what the rollout accrued).
+    pub before: Kpis,
+    pub after: Kpis,
 }
 
 /// Runs `model` (a copy) `horizon_s` ahead after `actions`, in steps of `step_s`, on its local
-/// controllers alone; `None` if the plant refuses an action.
+/// controllers alone, under the model's lasting disturbances; `None` if the plant refuses an
+/// action.
 pub fn rollout(
-    model: &ChillerPlant,
+    model: &Model,
     actions: &[Action],
     horizon_s: f64,
     step_s: f64,
     objective: &Objective,
 ) -> Option<Rollout> {
-    let mut plant = model.clone();
+    let mut plant = model.plant.clone();
     for action in actions {
         plant.act(action).ok()?;
     }
     let mut watch = Watch::new(&plant);
-    let calm = Disturbances::none(plant.assets().len(), plant.sensors().len());
     let before = *plant.kpis();
     let steps = (horizon_s / step_s).round().max(1.0) as usize;
     let mut broken_steps = 0;
     for _ in 0..steps {
-        plant.step(step_s, &[], &calm, None).ok()?;
+        plant.step(step_s, &[], &model.world, None).ok()?;
         watch.observe(plant.time_s(), plant.truth(), &plant.labels());
         if objective.broken(&watch).is_some() {
             broken_steps += 1;
         }
     }
     Some(Rollout {
-        reward: objective.reward(&before, plant.kpis(), broken_steps > 0),
+        reward: objective.reward(&before, plant.kpis(), broken_steps, steps as u32),
         broken_steps,
+        before,
+        after: *plant.kpis(),
     })
 }

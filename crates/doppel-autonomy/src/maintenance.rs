@@ -229,8 +229,8 @@ impl Planner {
         let Ok(model) = self.view.model() else {
             return Vec::new();
         };
-        let labels = model.labels();
-        let hidden = model.hidden_truth();
+        let labels = model.plant.labels();
+        let hidden = model.plant.hidden_truth();
         let outdoor = self.view.latest(self.weather).unwrap_or(20.0);
         let m = &self.config.maintenance;
         let s = &self.settings;

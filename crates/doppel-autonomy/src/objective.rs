@@ -11,7 +11,8 @@
 //!
 //! The reward reads the KPIs accrued over one decision period; the limits read, at every step,
 //! each sensor's true value by its id and a few quantities of the plant's operation
-//! ([`Watch`]). A period in which a limit broke earns `floor`. Every problem in a file is
+//! ([`Watch`]). Each step at which a limit broke earns `floor` instead of its share of the
+//! period's reward. Every problem in a file is
 //! reported with file, line, column and what was expected, and a file with a problem is not
 //! used at all.
 
@@ -157,12 +158,16 @@ impl Objective {
         }
     }
 
-    /// What a decision period earns from the KPIs accrued in it (`after − before`), or the
-    /// floor when a limit broke in it. An unknown reward (a division by zero) earns the floor.
-    pub fn reward(&self, before: &Kpis, after: &Kpis, limit_broken: bool) -> f64 {
-        if limit_broken {
-            return self.floor;
-        }
+    /// What a period of `steps` steps earns from the KPIs accrued in it (`after − before`),
+    /// each of its `broken` steps (a limit broken) earning the floor instead of its share. An
+    /// unknown reward (a division by zero) earns the floor for every step.
+    ///
+    /// Flooring step by step rather than the whole period keeps an order among periods that
+    /// all break a limit (a heat wave, a malicious setpoint): fewer broken steps is better, so a
+    /// policy is still drawn back inside its limits.
+    pub fn reward(&self, before: &Kpis, after: &Kpis, broken: u32, steps: u32) -> f64 {
+        let steps = steps.max(1);
+        let broken = broken.min(steps);
         let (b, a) = (before.named(), after.named());
         let value = |name: &str| {
             a.iter()
@@ -170,7 +175,13 @@ impl Objective {
                 .find(|((n, _), _)| *n == name)
                 .map(|((_, x), (_, y))| x - y)
         };
-        number_from(&self.reward, &value).unwrap_or(self.floor)
+        match number_from(&self.reward, &value) {
+            Some(earned) => {
+                earned * f64::from(steps - broken) / f64::from(steps)
+                    + self.floor * f64::from(broken)
+            }
+            None => self.floor * f64::from(steps),
+        }
     }
 
     /// The first limit broken now, by index; unknown is not broken (in a simulation every

@@ -232,8 +232,12 @@ keep = "chw_supply_temp > hall_load"
         maintenance_cost: 30.0,
         ..before
     };
-    assert_eq!(objective.reward(&before, &after, false), -230.0);
-    assert_eq!(objective.reward(&before, &after, true), -1000.0);
+    assert_eq!(objective.reward(&before, &after, 0, 10), -230.0);
+    // Two of ten steps broke a limit: they earn the floor, the rest their share.
+    assert_eq!(
+        objective.reward(&before, &after, 2, 10),
+        -230.0 * 0.8 - 2000.0
+    );
 }
 
 /// Every bearing nearly gone and a standby: the planner orders a service (its one kit) at

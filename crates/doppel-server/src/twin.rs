@@ -99,9 +99,10 @@ pub(crate) async fn asset(
             error_response(StatusCode::BAD_REQUEST, "invalid", &message)
         }
         Err(doppel_twin::TwinError::Lake(e)) => lake_error_response(e),
-        Err(e @ doppel_twin::TwinError::UnknownAlert(_)) => {
-            error_response(StatusCode::NOT_FOUND, "not_found", &e.to_string())
-        }
+        Err(
+            e @ (doppel_twin::TwinError::UnknownAlert(_)
+            | doppel_twin::TwinError::UnknownProposal(_)),
+        ) => error_response(StatusCode::NOT_FOUND, "not_found", &e.to_string()),
     }
 }
 
@@ -182,6 +183,88 @@ pub(crate) async fn acknowledge(
     }
 }
 
+#[derive(Deserialize)]
+pub(crate) struct ProposalQuery {
+    state: Option<String>,
+}
+
+/// `GET /api/v1/proposals[?state=pending]`: what policies at work propose, newest first.
+pub(crate) async fn proposals(
+    State(state): State<AppState>,
+    query: Result<Query<ProposalQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Some(twin) = &state.twin else {
+        return no_twin();
+    };
+    let query = match query {
+        Ok(Query(q)) => q,
+        Err(e) => return error_response(StatusCode::BAD_REQUEST, "invalid", &e.body_text()),
+    };
+    const STATES: [&str; 6] = [
+        "recorded", "pending", "approved", "rejected", "executed", "expired",
+    ];
+    if let Some(s) = &query.state
+        && !STATES.contains(&s.as_str())
+    {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            &format!("unknown state `{s}`: use one of {}", STATES.join(", ")),
+        );
+    }
+    Json(twin.proposals(query.state.as_deref())).into_response()
+}
+
+/// `POST /api/v1/proposals/{id}/approve` and `.../reject` with `{"by": "...", "note": "..."}`.
+pub(crate) async fn approve(
+    state: State<AppState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    decide(state, id, body, true)
+}
+
+pub(crate) async fn reject(
+    state: State<AppState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    decide(state, id, body, false)
+}
+
+fn decide(
+    State(state): State<AppState>,
+    id: String,
+    body: axum::body::Bytes,
+    approve: bool,
+) -> Response {
+    let Some(twin) = &state.twin else {
+        return no_twin();
+    };
+    let decision: Acknowledgement = match serde_json::from_slice(&body) {
+        Ok(a) => a,
+        Err(e) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                &format!(
+                    "the body must be JSON like {{\"by\": \"ana\", \"note\": \"checked the trend\"}}: {e}"
+                ),
+            );
+        }
+    };
+    match twin.decide(&id, approve, decision.by.trim(), decision.note.trim()) {
+        Ok(p) => Json(p).into_response(),
+        Err(e @ doppel_twin::TwinError::UnknownProposal(_)) => {
+            error_response(StatusCode::NOT_FOUND, "not_found", &e.to_string())
+        }
+        Err(doppel_twin::TwinError::Invalid(m)) if m.starts_with("say who") => {
+            error_response(StatusCode::BAD_REQUEST, "invalid", &m)
+        }
+        Err(e) => error_response(StatusCode::CONFLICT, "conflict", &e.to_string()),
+    }
+}
+
 /// `GET /api/v1/events`: every change from the moment of the request, as Server-Sent Events
 /// named by their type (`readings`, `state`, `alert`) with JSON data; a comment every 15 s
 /// keeps idle connections open. A listener that falls far behind is told how many events it
@@ -209,6 +292,7 @@ pub(crate) async fn events(State(state): State<AppState>) -> Response {
                         doppel_twin::TwinEvent::Alert { .. } => "alert",
                         doppel_twin::TwinEvent::ScenarioRun { .. } => "scenario_run",
                         doppel_twin::TwinEvent::Disruption { .. } => "disruption",
+                        doppel_twin::TwinEvent::Proposal { .. } => "proposal",
                     };
                     Event::default()
                         .event(kind)

@@ -10,6 +10,8 @@ pub mod alerts;
 pub mod anomaly;
 /// The sensor model at work: trained from the lake, scoring every minute.
 pub mod models;
+/// What policies at work propose, and what operators decide about it.
+pub mod proposals;
 /// Each sensor's latest value and its quality; an asset's state.
 pub mod state;
 /// The twin attached to a lake: what it watches, and the views it answers with.

@@ -32,6 +32,8 @@ pub enum TwinError {
     Invalid(String),
     #[error("no alert `{0}`")]
     UnknownAlert(String),
+    #[error("no proposal `{0}` (GET /api/v1/proposals lists them)")]
+    UnknownProposal(String),
     #[error("reading the lake failed: {0}")]
     Lake(#[from] doppel_lake::LakeError),
 }
@@ -59,6 +61,8 @@ pub struct Twin {
     newest: Arc<parking_lot::Mutex<Option<(i64, std::time::Instant)>>>,
     /// The sensor model at work: its status and its latest scores.
     models: Arc<crate::models::ModelWork>,
+    /// What policies at work propose.
+    pub(crate) proposals: Arc<RwLock<crate::proposals::Proposals>>,
 }
 
 /// What a twin does besides keeping state: its rules, where alerts go, its model.
@@ -121,6 +125,10 @@ pub enum TwinEvent {
         label: String,
         targets: Vec<String>,
         time: String,
+    },
+    /// A policy's proposal was made, decided, executed or expired.
+    Proposal {
+        proposal: crate::proposals::Proposal,
     },
     /// A scenario study's progress (`/api/v1/scenario-runs`).
     ScenarioRun {
@@ -198,6 +206,7 @@ impl Twin {
             scored_minute: Arc::new(parking_lot::Mutex::new(i64::MIN)),
             newest: Default::default(),
             models,
+            proposals: Default::default(),
         };
         twin.start_from_the_lake().await;
         twin.restore_alerts(evaluator.as_deref()).await;
@@ -258,6 +267,12 @@ impl Twin {
 
     pub(crate) fn lake(&self) -> &Lake {
         &self.lake
+    }
+
+    /// A row for the twin's bucket, written off the caller's thread (retried while the lake is
+    /// busy).
+    pub(crate) fn write_row(&self, point: doppel_core::Point) {
+        let _ = self.lake_rows.send(point);
     }
 
     /// The twin's spec.

@@ -35,6 +35,7 @@ mod alerts;
 mod bench;
 mod client;
 mod import;
+mod live;
 mod model;
 mod plot;
 mod policy;

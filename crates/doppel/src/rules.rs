@@ -61,7 +61,7 @@ pub fn run(command: RulesCommand) -> anyhow::Result<ExitCode> {
         RulesCommand::Check { file, spec } => {
             let spec = match &spec {
                 Some(path) => doppel_core::spec::load(path)?,
-                None => crate::sim::reference_spec()?,
+                None => crate::live::reference_spec()?,
             };
             match doppel_rules::RuleSet::load(&file, &spec) {
                 Ok(rules) => {
@@ -98,7 +98,7 @@ fn backtest(
     use doppel_core::time::format_rfc3339;
     let spec = match spec {
         Some(path) => doppel_core::spec::load(path)?,
-        None => crate::sim::reference_spec()?,
+        None => crate::live::reference_spec()?,
     };
     let rules = doppel_rules::RuleSet::load(file, &spec)?;
     let mut evaluator = doppel_rules::Evaluator::new(rules, &spec);

@@ -10,7 +10,7 @@ use doppel_lake::{Lake, LakeConfig, QueryLimits};
 use doppel_server::{ConnectionLimits, ServerConfig, app_with_twin, serve};
 
 use crate::DataDirArg;
-use crate::sim::{LiveSource, SourceArgs};
+use crate::live::{LiveSource, SourceArgs};
 
 #[derive(Args, Clone, Debug)]
 pub struct ServeArgs {
@@ -230,7 +230,7 @@ fn twin_spec(
         };
     }
     match up {
-        Some(source) if source.is_reference() => Ok(Some(crate::sim::reference_spec()?)),
+        Some(source) if source.is_reference() => Ok(Some(crate::live::reference_spec()?)),
         _ => Ok(None),
     }
 }
@@ -247,7 +247,7 @@ fn twin_rules(
     match up {
         Some(source) if source.is_reference() && args.spec.is_none() => {
             Ok(Some(doppel_rules::RuleSet::parse(
-                crate::sim::REFERENCE_RULES,
+                crate::live::REFERENCE_RULES,
                 std::path::Path::new("examples/reference-plant/rules.toml"),
                 spec,
             )?))

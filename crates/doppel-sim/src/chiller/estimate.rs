@@ -81,6 +81,9 @@ pub struct HiddenEstimate {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Estimate {
     pub at_unix_s: f64,
+    /// The hall's load against what the calendar expects, when beyond its usual swing (1 when
+    /// within): a simulation from the estimate carries it as a disruption's `load_factor`.
+    pub load_factor: f64,
     pub hidden: Vec<HiddenEstimate>,
     /// Sensors with no reading in the window (their quantities took defaults).
     pub missing: Vec<String>,
@@ -164,14 +167,36 @@ impl ChillerPlant {
         } else {
             0.0
         };
-        let expected = env.at(cal, front_c, 0.0, 0.0, 1.0, 1.0).load_kw;
-        let load_noise = if load_kw.is_finite() && expected > 0.0 {
-            (load_kw / expected - 1.0).clamp(
-                -4.0 * env.load_noise_fraction,
-                4.0 * env.load_noise_fraction,
-            )
+        // The load against the calendar's expectation over the last hour: within the usual
+        // swing it is the swing (which fades within hours); beyond it, a lasting change of the
+        // load (a surge) the simulation must carry forward as a disruption would.
+        let expected_at = |unix_s: f64| {
+            let cal = super::environment::Calendar::at(unix_s, env.utc_offset_h);
+            env.at(cal, front_c, 0.0, 0.0, 1.0, 1.0).load_kw
+        };
+        let hall = &recent.series[l.plant(HALL_LOAD)];
+        let ratios: Vec<f64> = hall
+            .iter()
+            .filter(|(t, _)| *t >= recent.now_unix_s - 3600.0)
+            .filter_map(|&(t, v)| {
+                let e = expected_at(t);
+                (e > 0.0 && v.is_finite()).then(|| v / e)
+            })
+            .collect();
+        let ratio = if ratios.is_empty() {
+            if load_kw.is_finite() && expected_at(recent.now_unix_s) > 0.0 {
+                load_kw / expected_at(recent.now_unix_s)
+            } else {
+                1.0
+            }
         } else {
-            0.0
+            ratios.iter().sum::<f64>() / ratios.len() as f64
+        };
+        let usual = 3.0 * env.load_noise_fraction;
+        let (load_noise, load_factor) = if (ratio - 1.0).abs() <= usual {
+            (ratio - 1.0, 1.0)
+        } else {
+            (0.0, ratio.clamp(0.2, 3.0))
         };
 
         let mut hidden = Vec::new();
@@ -282,6 +307,7 @@ impl ChillerPlant {
         missing.dedup();
         let estimate = Estimate {
             at_unix_s: recent.now_unix_s,
+            load_factor,
             hidden,
             missing,
         };

@@ -39,7 +39,7 @@ pub struct TwinModelArgs {
 pub(super) fn twin_model_command(args: TwinModelArgs) -> anyhow::Result<ExitCode> {
     let spec = match &args.spec {
         Some(path) => doppel_core::spec::load(path)?,
-        None => crate::sim::reference_spec()?,
+        None => crate::live::reference_spec()?,
     };
     let wanted = match &args.rules {
         Some(path) => {

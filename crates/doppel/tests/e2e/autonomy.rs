@@ -254,3 +254,180 @@ fn policies_are_checked_and_compared_from_the_command_line() {
     );
     assert!(run.exists());
 }
+
+/// `doppel up --policy ... --mode approve`: once the plant reaches now, MPC's decisions wait as
+/// proposals with their simulated effect; one approved (audited: who and why) is done by the
+/// plant, whose setpoint sensor then reads the new value; decisions are refused without who,
+/// twice, or for an unknown id; every change is a row of `doppel_proposals`.
+#[test]
+fn proposals_wait_for_an_operator_and_approved_ones_reach_the_plant() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::up(
+        dir.path(),
+        &[
+            "--speed",
+            "3600x",
+            "--backfill",
+            "2h",
+            "--no-model",
+            // A decision a minute, with 8 °C the only other setpoint: it proposes at once.
+            "--policy",
+            "mpc:period=1m,horizon=1h,setpoints=8",
+            "--mode",
+            "approve",
+        ],
+    );
+    let url = |path: &str| format!("{}{path}", server.url);
+    let json = |path: &str| get(&url(path), &[]).json();
+    let post_json =
+        |path: &str, body: &str| post(&url(path), &[("Content-Type", "application/json")], body);
+    let deadline = Instant::now() + Duration::from_secs(150);
+    let mut approved = serde_json::Value::Null;
+    while Instant::now() < deadline && approved.is_null() {
+        if let Some(p) = json("/api/v1/proposals?state=pending")
+            .as_array()
+            .unwrap()
+            .first()
+        {
+            assert_eq!(p["mode"], "approve");
+            assert!(
+                p["summary"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|s| s == "chw.supply_setpoint to 8"),
+                "{p}"
+            );
+            // Its effect: the change against doing nothing over 4 h, from 8 futures.
+            assert_eq!(p["effect"]["runs"], 8);
+            assert!(p["effect"]["total_cost"]["mean"].is_number(), "{p}");
+            let id = p["id"].as_str().unwrap();
+            let nobody = post_json(&format!("/api/v1/proposals/{id}/approve"), r#"{"by": " "}"#);
+            assert_eq!(nobody.status, 400, "{}", nobody.body);
+            let r = post_json(
+                &format!("/api/v1/proposals/{id}/approve"),
+                r#"{"by": "ana", "note": "cheaper, no excursion"}"#,
+            );
+            // A newer proposal may have replaced it meanwhile (409): take the next.
+            if r.status == 200 {
+                approved = r.json();
+            } else {
+                assert_eq!(r.status, 409, "{}", r.body);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(approved["state"], "approved", "{approved}");
+    let id = approved["id"].as_str().unwrap().to_owned();
+    // Done by the plant at its next step: executed, and the setpoint sensor reads 8.
+    let deadline = Instant::now() + Duration::from_secs(150);
+    let mut setpoint = None;
+    while Instant::now() < deadline {
+        let chw = json("/api/v1/assets/chw");
+        setpoint = chw["sensors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == "chw_setpoint")
+            .and_then(|s| s["value"].as_f64());
+        if setpoint == Some(8.0) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(setpoint, Some(8.0));
+    let all = json("/api/v1/proposals");
+    let mine = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == id.as_str())
+        .unwrap();
+    assert_eq!(mine["state"], "executed");
+    assert_eq!(mine["decided_by"], "ana");
+    let again = post_json(&format!("/api/v1/proposals/{id}/reject"), r#"{"by": "bo"}"#);
+    assert_eq!(again.status, 409, "{}", again.body);
+    let unknown = post_json("/api/v1/proposals/nope/approve", r#"{"by": "bo"}"#);
+    assert_eq!(unknown.status, 404);
+    let bad = get(&url("/api/v1/proposals?state=maybe"), &[]);
+    assert_eq!(bad.status, 400);
+
+    // The audit trail in the lake.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let rows = crate::common::sql(
+            &server,
+            "plant",
+            &format!(
+                "SELECT state, decided_by, note FROM doppel_proposals WHERE id = '{id}' ORDER BY time"
+            ),
+        );
+        let states: Vec<&str> = rows.iter().map(|r| r["state"].as_str().unwrap()).collect();
+        if states == ["pending", "approved", "executed"] {
+            assert_eq!(rows[1]["note"], "cheaper, no excursion");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{rows:?}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// In shadow mode the rule-based operator keeps the plant: the policy's decisions are only
+/// recorded, and a policy or mode that does not exist stops `doppel up` with why.
+#[test]
+fn shadow_proposals_are_recorded_and_bad_policies_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::up(
+        dir.path(),
+        &[
+            "--speed",
+            "3600x",
+            "--backfill",
+            "2h",
+            "--no-model",
+            "--policy",
+            "mpc:period=1m,horizon=1h,setpoints=8",
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(150);
+    let mut recorded = Vec::new();
+    while Instant::now() < deadline && recorded.is_empty() {
+        recorded = get(
+            &format!("{}/api/v1/proposals?state=recorded", server.url),
+            &[],
+        )
+        .json()
+        .as_array()
+        .unwrap()
+        .clone();
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(!recorded.is_empty());
+    assert_eq!(recorded[0]["mode"], "shadow");
+    assert!(
+        recorded[0]["effect"].is_null(),
+        "no Monte Carlo in shadow mode"
+    );
+    drop(server);
+
+    for (flags, says) in [
+        (vec!["--policy", "pid"], "unknown policy `pid`"),
+        (vec!["--policy", "mpc", "--mode", "yolo"], "not a mode"),
+        (vec!["--mode", "auto"], "name the policy"),
+    ] {
+        let out = doppel()
+            .args([
+                "up",
+                "--data",
+                dir.path().to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .args(flags)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{err}");
+    }
+}
