@@ -8,7 +8,8 @@ project's virtual environment (scripts/browser-deps.sh makes it):
 Starts `doppel up` (the reference plant, a pump trip injected) and `doppel serve` with a
 token, and checks: each view loads with no console error and no failed request; the overview
 lists the plant's assets; a chart gains a reading written through the API within 2 s; a
-scenario study run from the planning page shows its distributions; the
+scenario study run from the planning page shows its distributions; MPC's proposals show
+with their simulated effect and one approved from the page is executed by the plant; the
 trip shows as an alert that can be acknowledged, and the acknowledgement is still there after
 a reload; the token gate shows nothing without the token. Saves a screenshot of each view at
 1280x800 and 390x844. Exits non-zero, saying what failed, on the first failure.
@@ -51,7 +52,10 @@ def main():
     with open(scenario, "w") as f:
         f.write('name = "trip"\ndescription = "pump 2 trips"\n\n[[disruption]]\n'
                 'kind = "pump_trip"\nstart = "5s"\nasset = "pump2"\n')
-    up, url = start(doppel, "up", ["--speed", "3600x", "--backfill", "10m", "--scenario", scenario])
+    # MPC at work in approve mode: a decision a minute, 8 °C the other setpoint it may choose.
+    up, url = start(doppel, "up", ["--speed", "3600x", "--backfill", "10m", "--scenario", scenario,
+                                   "--policy", "mpc:period=1m,horizon=1h,setpoints=8",
+                                   "--mode", "approve"])
     token = "s3cret-token"
     spec = os.path.join(ROOT, "examples/reference-plant/twin.toml")
     gated, gated_url = start(doppel, "serve", ["--spec", spec, "--token", token])
@@ -104,8 +108,28 @@ def main():
                 page.goto(url + "/#/models")
                 page.wait_for_selector("section h2", timeout=10000)
                 page.screenshot(path=os.path.join(shots, f"models-{name}.png"), full_page=True)
+                # Autonomy: the policy's proposals with their simulated effect.
+                page.goto(url + "/#/autonomy")
+                page.wait_for_selector("#proposals .proposal", timeout=120000)
+                check("total cost" in page.locator("#proposals .proposal").first.inner_text(),
+                      "a proposal shows its effect")
+                page.screenshot(path=os.path.join(shots, f"autonomy-{name}.png"), full_page=True)
                 check(not problems, f"{name}: " + "; ".join(problems))
                 page.close()
+
+            # A pending proposal approved from the page: approved, then executed by the plant.
+            problems = []
+            page = watched(browser.new_page(viewport={"width": 1280, "height": 800}), problems)
+            page.goto(url + "/#/autonomy")
+            pending = page.locator(".proposal.pending").first
+            pending.wait_for(timeout=120000)
+            ident = pending.get_attribute("data-proposal")
+            pending.locator("input").fill("cheaper")
+            pending.locator("button[value=approve]").click()
+            page.wait_for_selector(f'[data-proposal="{ident}"].executed >> text=by operator: cheaper',
+                                   timeout=30000)
+            check(not problems, "autonomy: " + "; ".join(problems))
+            page.close()
 
             # The injected trip: an alert on pump2, acknowledged with a note, kept on reload.
             problems = []

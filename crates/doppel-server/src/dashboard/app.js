@@ -1,6 +1,6 @@
 // doppel's dashboard: one page over the public API (/api/v1 and SQL), live from the event
 // stream. No framework, no build step: views render into #main from the hash route
-// (#/, #/asset/ID, #/models). Charts are uPlot (vendored, MIT).
+// (#/, #/asset/ID, #/planning, #/risk, #/models, #/autonomy). Charts are uPlot (vendored, MIT).
 "use strict";
 
 const state = window.doppel = { token: sessionStorage.getItem("doppel-token") || "", charts: {}, asset: null, timeline: [] };
@@ -62,6 +62,11 @@ function connect() {
     const d = JSON.parse(e.data);
     addToTimeline({ time: Date.parse(d.time), text: `disruption injected: ${d.label}${d.targets.length ? " (" + d.targets.join(", ") + ")" : ""}` });
   });
+  events.addEventListener("proposal", (e) => {
+    const { proposal: p } = JSON.parse(e.data);
+    if (p.state !== "recorded") addToTimeline({ time: Date.now(), text: `proposal ${p.state}: ${p.summary.join(", ")} (${p.policy})` });
+    if (route().view === "autonomy") renderProposals();
+  });
   events.addEventListener("alert", (e) => {
     const { alert } = JSON.parse(e.data);
     addToTimeline({ time: Date.now(), text: `alert ${alert.state}: ${alert.rule} (${alert.asset})` });
@@ -98,6 +103,7 @@ function route() {
   if (hash === "models") return { view: "models" };
   if (hash === "planning") return { view: "planning" };
   if (hash === "risk") return { view: "risk" };
+  if (hash === "autonomy") return { view: "autonomy" };
   return { view: "operations" };
 }
 
@@ -110,6 +116,7 @@ async function render() {
     else if (r.view === "models") await renderModels();
     else if (r.view === "planning") await renderPlanning();
     else if (r.view === "risk") await renderRisk();
+    else if (r.view === "autonomy") await renderAutonomy();
     else await renderOperations();
   } catch (e) {
     $("#main").innerHTML = `<section class="wide"><p class="error">${esc(e.message)}</p></section>`;
@@ -365,6 +372,46 @@ function riskGrid(result, key, title) {
   return `<div class="chart" data-risk="${esc(key)}"><h3>${esc(title)}: P(at least X failures at Y or more assets within T)</h3>
     <table><tr><th>X (Y)</th>${ts.map((t) => `<th>${t / 24} d</th>`).join("")}</tr>
     ${xs.map((x) => `<tr><td>${x} (${cell(x, ts[0]).assets})</td>${ts.map((t) => { const p = cell(x, t)[key]; return `<td style="${heat(p)}">${fmt(p, 2)}</td>`; }).join("")}</tr>`).join("")}</table></div>`;
+}
+
+// --- autonomy: a live policy's proposals, with their simulated effect ---
+async function renderAutonomy() {
+  $("#main").innerHTML = `
+    <section class="wide"><h2>Proposals</h2>
+      <p class="muted">A policy at work on the live plant (<code>doppel up --policy mpc --mode approve</code>) proposes here; its effect is the change over the next hours against doing nothing, from a small Monte Carlo on the estimated plant (mean, and p5 to p95).</p>
+      <div id="proposals" class="muted">loading…</div></section>`;
+  await renderProposals();
+}
+
+async function renderProposals() {
+  const box = $("#proposals");
+  if (!box) return;
+  const list = await api("/api/v1/proposals");
+  const band = (s) => s ? `${fmt(s.mean)} <span class="muted">[${fmt(s.p5)}, ${fmt(s.p95)}]</span>` : "–";
+  const effect = (e) => e ? `<div class="muted">over ${e.hours} h: total cost ${band(e.total_cost)} · energy ${band(e.energy_cost)} · minutes above the limit ${band(e.limit_excursion_minutes)}</div>` : "";
+  box.classList.remove("muted");
+  box.innerHTML = list.slice(0, 50).map((p) => `
+    <div class="proposal ${esc(p.state)}" data-proposal="${esc(p.id)}">
+      <div><b>${esc(p.summary.join(", "))}</b> · ${esc(p.policy)} (${esc(p.mode)}) · <span class="state">${esc(p.state)}</span> · <span class="muted">${esc(p.time)}</span></div>
+      ${effect(p.effect)}
+      ${p.decided_by ? `<div class="muted">${esc(p.state)} by ${esc(p.decided_by)}${p.note ? ": " + esc(p.note) : ""}</div>` : ""}
+      ${p.state === "pending" ? `<form data-decide="${esc(p.id)}"><input name="note" placeholder="note"><button value="approve">Approve</button><button value="reject">Reject</button></form>` : ""}
+    </div>`).join("") || '<p class="muted">no proposals: no policy is at work on the live plant</p>';
+  box.querySelectorAll("form[data-decide]").forEach((form) => form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const verb = e.submitter && e.submitter.value === "reject" ? "reject" : "approve";
+    const by = localStorage.getItem("doppel-operator") || "operator";
+    try {
+      await api(`/api/v1/proposals/${encodeURIComponent(form.dataset.decide)}/${verb}`, {
+        method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ by, note: form.note.value }),
+      });
+    } catch (err) {
+      form.insertAdjacentHTML("beforeend", `<span class="error">${esc(err.message)}</span>`);
+      return;
+    }
+    await renderProposals();
+  }));
 }
 
 window.addEventListener("hashchange", render);
