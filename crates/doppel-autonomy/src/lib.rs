@@ -6,6 +6,8 @@
 //!   estimator finds in the policy's own recent readings: the strong, expensive reference;
 //! - [`maintenance`]: the maintenance planner, a mixed-integer program over crew, kits and
 //!   the wear the estimator finds;
+//! - [`grpo`]: the learned policy, a small network trained with GRPO on the policy file's
+//!   rewards after a cold start imitating the rule-based operator;
 //! - [`shield`]: the safety gate every action of a policy passes on a short look-ahead;
 //! - [`supervise`]: a policy at work on the live plant, in shadow, recommend, approve or
 //!   auto mode, its proposals with their simulated effect;
@@ -18,6 +20,7 @@
 pub mod catalog;
 pub mod error;
 pub mod evaluate;
+pub mod grpo;
 pub mod lookahead;
 pub mod maintenance;
 pub mod mpc;

@@ -177,8 +177,8 @@ fn policies_are_chosen_by_name_and_unknown_ones_refused_with_the_known() {
         .err()
         .unwrap();
     assert!(e.to_string().contains("horizon"), "{e}");
-    let e = policy_by_name("grpo:policies/p1", objective).err().unwrap();
-    assert!(e.to_string().contains("not built yet"), "{e}");
+    let e = policy_by_name("grpo", objective).err().unwrap();
+    assert!(e.to_string().contains("grpo:FOLDER"), "{e}");
 }
 
 /// Every problem of a policy file says file, line, column and what, and nothing is used.
@@ -273,4 +273,72 @@ fn the_maintenance_planner_services_worn_pumps_and_leaves_young_ones() {
     let (young, _) = run(0.1);
     assert_eq!(young.planned_maintenance_hours, 0.0, "{young:?}");
     assert_eq!(young.maintenance_cost, 0.0, "{young:?}");
+}
+
+/// GRPO end to end, small: the cold start imitates the rule-based operator closely, training
+/// writes its weights, card and checkpoints, goes on from them when resumed, and the policy
+/// it wrote runs the plant by name.
+#[test]
+fn grpo_trains_resumes_and_runs_by_name() {
+    use doppel_autonomy::grpo::train::{GrpoSettings, train};
+    let plant = probe();
+    let objective = Objective::reference(&plant).unwrap();
+    let scenarios = vec![
+        ("undisturbed".to_owned(), Scenario::baseline()),
+        (
+            "pump_trip".to_owned(),
+            Scenario::load(&scenarios_dir().join("pump_trip.toml"), &plant).unwrap(),
+        ),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("p1");
+    let settings = |iterations| GrpoSettings {
+        iterations,
+        groups: 2,
+        group: 4,
+        horizon: 8,
+        cold_start_days: 6.0,
+        cold_start_steps: 120,
+        ..GrpoSettings::default()
+    };
+    let card = train(&scenarios, &objective, settings(2), &out, false, &|_| {}).unwrap();
+    assert!(card.cold_start.agreement > 0.8, "{:?}", card.cold_start);
+    assert!(card.cold_start.examples > 500, "{:?}", card.cold_start);
+    assert_eq!(card.curve.len(), 2);
+    assert!(card.curve.iter().all(|c| c.reward.is_finite()));
+    assert!(out.join("policy.safetensors").exists() && out.join("reference/card.json").exists());
+    // Resumed with more iterations: the first two are kept, one more is added.
+    let card = train(&scenarios, &objective, settings(3), &out, true, &|_| {}).unwrap();
+    assert_eq!(card.iterations_done, 3);
+    assert_eq!(card.curve.len(), 3);
+
+    let name = format!("grpo:{}", out.display());
+    let maker = policy_by_name(&name, Arc::new(objective)).unwrap();
+    let config = ChillerPlantConfig::default();
+    let mut plant = ChillerPlant::new(config.clone(), 9).unwrap();
+    let mut policy = maker.make(&plant, &config, 9).unwrap();
+    let outcome = doppel_sim::run::simulate(
+        &mut plant,
+        policy.as_mut(),
+        Vec::new(),
+        doppel_sim::run::RunSettings {
+            days: 1.0,
+            step_s: 60.0,
+        },
+        None,
+    )
+    .unwrap();
+    assert_eq!(policy.stats().decisions, 96, "a decision every 15 minutes");
+    assert_eq!(outcome.kpis.limit_excursion_minutes, 0.0);
+    let missing = policy_by_name(
+        "grpo:/nowhere",
+        Arc::new(Objective::reference(&probe()).unwrap()),
+    );
+    assert!(
+        missing
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("doppel policy train")
+    );
 }

@@ -226,11 +226,13 @@ impl Twin {
     }
 
     /// The approved proposals not yet done, now marked executed: the plant's source takes
-    /// them and does their actions.
+    /// them and does their actions. Proposals of the same policy still waiting were decided
+    /// on the plant before these actions: they expire (the policy proposes again if it still
+    /// wants to).
     pub fn take_approved(&self) -> Vec<Proposal> {
-        let taken: Vec<Proposal> = {
+        let (taken, expired) = {
             let mut store = self.proposals.write();
-            store
+            let taken: Vec<Proposal> = store
                 .list
                 .iter_mut()
                 .filter(|p| p.state == ProposalState::Approved)
@@ -238,9 +240,22 @@ impl Twin {
                     p.state = ProposalState::Executed;
                     p.clone()
                 })
-                .collect()
+                .collect();
+            let policies: Vec<&str> = taken.iter().map(|p| p.policy.as_str()).collect();
+            let expired: Vec<Proposal> = store
+                .list
+                .iter_mut()
+                .filter(|p| {
+                    p.state == ProposalState::Pending && policies.contains(&p.policy.as_str())
+                })
+                .map(|p| {
+                    p.state = ProposalState::Expired;
+                    p.clone()
+                })
+                .collect();
+            (taken, expired)
         };
-        for p in &taken {
+        for p in taken.iter().chain(&expired) {
             self.record(p);
         }
         taken

@@ -233,6 +233,72 @@ fn policies_are_checked_and_compared_from_the_command_line() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // A small training: weights, card, reward curve; then at work by name.
+    let policy_dir = dir.path().join("p1");
+    let out = doppel()
+        .args([
+            "policy",
+            "train",
+            "--algo",
+            "grpo",
+            "--scenarios",
+            root.join("scenarios/pump_trip.toml").to_str().unwrap(),
+            "--out",
+            policy_dir.to_str().unwrap(),
+            "--iterations",
+            "2",
+            "--groups",
+            "1",
+            "--group",
+            "4",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("cold start agreed with the operator on"),
+        "{said}"
+    );
+    for file in ["policy.safetensors", "card.json", "reward.png"] {
+        assert!(policy_dir.join(file).exists(), "{file}");
+    }
+    let card: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(policy_dir.join("card.json")).unwrap())
+            .unwrap();
+    assert_eq!(card["algo"], "grpo");
+    assert_eq!(
+        card["scenarios"],
+        serde_json::json!(["undisturbed", "pump_trip"])
+    );
+    assert!(card["reward"].as_str().unwrap().contains("energy_cost"));
+    let out = doppel()
+        .args([
+            "policy",
+            "eval",
+            "--policy",
+            &format!("rules,grpo:{}", policy_dir.display()),
+            "--no-undisturbed",
+            "--scenarios",
+            root.join("scenarios/pump_trip.toml").to_str().unwrap(),
+            "--seeds",
+            "5..6",
+            "--days",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("grpo:"));
+
     let run = dir.path().join("run.parquet");
     let out = doppel()
         .args([

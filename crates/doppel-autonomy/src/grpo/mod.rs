@@ -1,0 +1,418 @@
+//! The learned policy: a small network (burn) trained with group relative policy optimisation
+//! on the policy file's rule-based rewards in the simulator, after a cold start that imitates
+//! the rule-based operator (DeepSeek-R1's recipe; docs/AUTONOMY.md).
+//!
+//! - [`net`]: the network, what it observes and the actions it chooses between;
+//! - [`train`]: cold start and GRPO, checkpoints, the card;
+//! - here: the policy at work (`grpo:FOLDER`), choosing the likeliest action every period,
+//!   and the actor training samples actions from.
+
+pub mod net;
+pub mod train;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use burn::prelude::*;
+use burn::store::{ModuleSnapshot, SafetensorsStore};
+use doppel_sim::chiller::ChillerPlantConfig;
+use doppel_sim::plant::{Action, Plant, Readings, actuator_index, sensor_index};
+use doppel_sim::policy::{OperatorRules, Policy, PolicyMaker, PolicyStats, RuleBasedOperator};
+use rand::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{AutonomyError, Result};
+use net::{CHOICES, FEATURES, HEADS, PolicyNet, SETPOINT_RANGE, SETPOINT_STEP};
+
+/// The weights' file and the card's, in a policy's folder.
+pub const WEIGHTS: &str = "policy.safetensors";
+pub const CARD: &str = "card.json";
+
+/// Seconds between decisions.
+pub const PERIOD_S: f64 = 900.0;
+
+/// What a trained policy is, how it was trained and how it did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PolicyCard {
+    pub algo: String,
+    pub width: usize,
+    /// The scenarios it was trained on, by name, in curriculum order.
+    pub scenarios: Vec<String>,
+    /// The reward and limits it was paid by, as written.
+    pub reward: String,
+    pub limits: Vec<String>,
+    pub seed: u64,
+    pub settings: train::GrpoSettings,
+    pub cold_start: train::ColdStart,
+    /// Per iteration: mean trajectory reward of its groups, groups kept, loss.
+    pub curve: Vec<train::CurvePoint>,
+    pub iterations_done: usize,
+    pub seconds: f64,
+    pub simulator_share: f64,
+}
+
+/// Indices of what the policy reads and moves.
+#[derive(Clone)]
+pub struct Senses {
+    supply: usize,
+    ret: usize,
+    flow: usize,
+    load: usize,
+    outdoor: usize,
+    tower: usize,
+    setpoint: usize,
+    pump_status: Vec<usize>,
+    chiller_status: Vec<usize>,
+    vibration: Vec<usize>,
+    cond: Vec<usize>,
+    pump_run: Vec<usize>,
+    chiller_run: Vec<usize>,
+    setpoint_actuator: usize,
+    start_unix_s: f64,
+    utc_offset_h: f64,
+    price_day: f64,
+    price_night: f64,
+}
+
+impl Senses {
+    pub fn new(plant: &dyn Plant, config: &ChillerPlantConfig) -> doppel_sim::Result<Senses> {
+        let missing = |what: &str| doppel_sim::SimError::Policy {
+            policy: "grpo".into(),
+            reason: format!("the plant has no {what}"),
+        };
+        let sensor = |id: &str| sensor_index(plant, id).ok_or_else(|| missing(id));
+        let of_kind = |kind: &str, field: &str| -> doppel_sim::Result<Vec<usize>> {
+            plant
+                .assets()
+                .iter()
+                .filter(|a| a.kind == kind)
+                .map(|a| sensor(&format!("{}_{field}", a.id)))
+                .collect()
+        };
+        let runs = |kind: &str| -> doppel_sim::Result<Vec<usize>> {
+            plant
+                .assets()
+                .iter()
+                .filter(|a| a.kind == kind)
+                .map(|a| {
+                    actuator_index(plant, &format!("{}.run", a.id))
+                        .ok_or_else(|| missing(&format!("{}.run", a.id)))
+                })
+                .collect()
+        };
+        Ok(Senses {
+            supply: sensor("chw_supply_temp")?,
+            ret: sensor("chw_return_temp")?,
+            flow: sensor("chw_flow")?,
+            load: sensor("hall_load")?,
+            outdoor: sensor("weather_temp")?,
+            tower: sensor("tower_water_temp")?,
+            setpoint: sensor("chw_setpoint")?,
+            pump_status: of_kind("pump", "status")?,
+            chiller_status: of_kind("chiller", "status")?,
+            vibration: of_kind("pump", "vibration")?,
+            cond: of_kind("chiller", "cond_temp")?,
+            pump_run: runs("pump")?,
+            chiller_run: runs("chiller")?,
+            setpoint_actuator: actuator_index(plant, "chw.supply_setpoint")
+                .ok_or_else(|| missing("setpoint actuator"))?,
+            start_unix_s: config.start_ns as f64 / 1e9,
+            utc_offset_h: config.environment.utc_offset_h,
+            price_day: config.environment.price_day,
+            price_night: config.environment.price_night,
+        })
+    }
+
+    /// What the policy observes at run time `t_s`, from the last value of each sensor.
+    pub fn observe(&self, t_s: f64, seen: &[f64]) -> [f32; FEATURES] {
+        let v = |i: usize| {
+            let x = seen[i];
+            if x.is_finite() { x } else { 0.0 }
+        };
+        let running = |list: &[usize]| list.iter().filter(|&&i| seen[i] == 1.0).count() as f64;
+        let local_s = self.start_unix_s + t_s + self.utc_offset_h * 3600.0;
+        let hour = (local_s / 3600.0).rem_euclid(24.0);
+        // 1970-01-01 was a Thursday: day 0 is weekday 3 counting from Monday as 0.
+        let weekday = ((local_s / 86_400.0).floor() as i64 + 3).rem_euclid(7);
+        let weekend = weekday >= 5;
+        let day_tariff = !weekend && (7.0..22.0).contains(&hour);
+        let angle = std::f64::consts::TAU * hour / 24.0;
+        let _ = (self.price_day, self.price_night);
+        [
+            (v(self.supply) - 7.0) / 2.0,
+            (v(self.ret) - v(self.supply) - 6.0) / 3.0,
+            v(self.flow) / 300.0 - 1.0,
+            v(self.load) / 1500.0 - 1.0,
+            (v(self.outdoor) - 15.0) / 10.0,
+            (v(self.tower) - 24.0) / 5.0,
+            v(self.setpoint) - 7.0,
+            running(&self.pump_status) / 4.0,
+            running(&self.chiller_status) / 3.0,
+            angle.sin(),
+            angle.cos(),
+            f64::from(u8::from(weekend)),
+            f64::from(u8::from(day_tariff)),
+            1.0,
+        ]
+        .map(|x| x as f32)
+    }
+
+    /// The plant's actions for a choice of the three heads, given what was last seen.
+    pub fn act(&self, choice: [usize; HEADS], seen: &[f64], actions: &mut Vec<Action>) {
+        let current = seen[self.setpoint];
+        if current.is_finite() && choice[0] != 1 {
+            let step = if choice[0] == 0 {
+                -SETPOINT_STEP
+            } else {
+                SETPOINT_STEP
+            };
+            let target = (current + step).clamp(SETPOINT_RANGE.0, SETPOINT_RANGE.1);
+            if (target - current).abs() > 1e-9 {
+                actions.push(Action::Set {
+                    actuator: self.setpoint_actuator,
+                    value: target,
+                });
+            }
+        }
+        let stage =
+            |status: &[usize], rough: &[usize], run: &[usize], change: usize, least: usize| {
+                let running: Vec<usize> = (0..status.len())
+                    .filter(|&k| seen[status[k]] == 1.0)
+                    .collect();
+                match change {
+                    2 => (0..status.len())
+                        .find(|&k| seen[status[k]] == 0.0)
+                        .map(|k| Action::Set {
+                            actuator: run[k],
+                            value: 1.0,
+                        }),
+                    0 if running.len() > least => running
+                        .iter()
+                        .copied()
+                        .max_by(|&a, &b| seen[rough[a]].total_cmp(&seen[rough[b]]))
+                        .map(|k| Action::Set {
+                            actuator: run[k],
+                            value: 0.0,
+                        }),
+                    _ => None,
+                }
+            };
+        actions.extend(stage(
+            &self.chiller_status,
+            &self.cond,
+            &self.chiller_run,
+            choice[1],
+            1,
+        ));
+        actions.extend(stage(
+            &self.pump_status,
+            &self.vibration,
+            &self.pump_run,
+            choice[2],
+            2,
+        ));
+    }
+
+    /// The head choices an operator's actions amount to (for imitating it).
+    pub fn choice_of(&self, actions: &[Action], seen: &[f64]) -> [usize; HEADS] {
+        let mut choice = [1; HEADS];
+        for a in actions {
+            if let Action::Set { actuator, value } = *a {
+                if actuator == self.setpoint_actuator {
+                    choice[0] = if value < seen[self.setpoint] { 0 } else { 2 };
+                } else if self.chiller_run.contains(&actuator) {
+                    choice[1] = if value == 1.0 { 2 } else { 0 };
+                } else if self.pump_run.contains(&actuator) {
+                    choice[2] = if value == 1.0 { 2 } else { 0 };
+                }
+            }
+        }
+        choice
+    }
+}
+
+/// One decision as training keeps it.
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub obs: [f32; FEATURES],
+    pub choice: [usize; HEADS],
+    /// Log-probability of the choice under the policy that made it.
+    pub logp: f32,
+}
+
+/// The network at work in a run: every period it observes, chooses (the likeliest choice, or
+/// sampled when training) and acts; maintenance orders are the rule-based operator's.
+pub struct Actor {
+    net: PolicyNet,
+    device: Device,
+    senses: Senses,
+    operator: RuleBasedOperator,
+    seen: Vec<f64>,
+    next_s: f64,
+    /// Sampling (training) or the likeliest choice (at work).
+    rng: Option<Xoshiro256PlusPlus>,
+    pub steps: Vec<Step>,
+    stats: PolicyStats,
+    scratch: Vec<Action>,
+}
+
+impl Actor {
+    pub fn new(
+        net: PolicyNet,
+        device: Device,
+        plant: &dyn Plant,
+        config: &ChillerPlantConfig,
+        sample_seed: Option<u64>,
+    ) -> doppel_sim::Result<Actor> {
+        Ok(Actor {
+            net,
+            device,
+            senses: Senses::new(plant, config)?,
+            operator: RuleBasedOperator::new(plant, OperatorRules::default())?,
+            // Until a sensor reports, its true value stands in (a run forked mid-way).
+            seen: plant.truth().to_vec(),
+            next_s: plant.time_s(),
+            rng: sample_seed.map(Xoshiro256PlusPlus::seed_from_u64),
+            steps: Vec::new(),
+            stats: PolicyStats::default(),
+            scratch: Vec::new(),
+        })
+    }
+}
+
+impl Policy for Actor {
+    fn name(&self) -> &str {
+        "grpo"
+    }
+
+    fn wants_readings(&self, _t_s: f64) -> bool {
+        true
+    }
+
+    fn decide(&mut self, t_s: f64, readings: &Readings, actions: &mut Vec<Action>) {
+        for (i, seen) in self.seen.iter_mut().enumerate() {
+            if let Some(v) = readings.get(i) {
+                *seen = v;
+            }
+        }
+        self.scratch.clear();
+        self.operator.decide(t_s, readings, &mut self.scratch);
+        actions.extend(
+            self.scratch
+                .iter()
+                .filter(|a| matches!(a, Action::Maintain { .. })),
+        );
+        if t_s < self.next_s {
+            return;
+        }
+        self.next_s = t_s + PERIOD_S;
+        let began = Instant::now();
+        let obs = self.senses.observe(t_s, &self.seen);
+        let probs = net::probabilities(&self.net, &obs, &self.device);
+        let mut choice = [1; HEADS];
+        let mut logp = 0.0f32;
+        for (h, p) in probs.iter().enumerate() {
+            choice[h] = match &mut self.rng {
+                Some(rng) => {
+                    let u: f32 = rng.random();
+                    let mut acc = 0.0;
+                    (0..CHOICES)
+                        .find(|&c| {
+                            acc += p[c];
+                            u < acc
+                        })
+                        .unwrap_or(CHOICES - 1)
+                }
+                None => (0..CHOICES)
+                    .max_by(|&a, &b| p[a].total_cmp(&p[b]))
+                    .unwrap_or(1),
+            };
+            logp += p[choice[h]].max(1e-8).ln();
+        }
+        self.senses.act(choice, &self.seen, actions);
+        self.steps.push(Step { obs, choice, logp });
+        self.stats.decisions += 1;
+        self.stats.compute_s += began.elapsed().as_secs_f64();
+    }
+
+    fn stats(&self) -> PolicyStats {
+        self.stats
+    }
+}
+
+/// Writes the network's weights (safetensors) and card into `dir`.
+pub fn save(dir: &Path, net: &PolicyNet, card: &PolicyCard) -> Result<()> {
+    let fail = |e: String| AutonomyError::PolicyOption {
+        name: dir.display().to_string(),
+        reason: e,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| fail(format!("cannot create it: {e}")))?;
+    let mut store = SafetensorsStore::from_file(dir.join(WEIGHTS))
+        .overwrite(true)
+        .clear_metadata();
+    net.save_into(&mut store)
+        .map_err(|e| fail(format!("cannot write {WEIGHTS}: {e}")))?;
+    let text = serde_json::to_string_pretty(card).expect("the card serialises");
+    std::fs::write(dir.join(CARD), text + "\n")
+        .map_err(|e| fail(format!("cannot write {CARD}: {e}")))
+}
+
+/// Reads a policy written by [`save`].
+pub fn load(dir: &Path, device: &Device) -> Result<(PolicyNet, PolicyCard)> {
+    let fail = |e: String| AutonomyError::PolicyOption {
+        name: format!("grpo:{}", dir.display()),
+        reason: e,
+    };
+    let text = std::fs::read_to_string(dir.join(CARD)).map_err(|e| {
+        fail(format!(
+            "cannot read {CARD} ({e}): is it a policy folder `doppel policy train` wrote?"
+        ))
+    })?;
+    let card: PolicyCard = serde_json::from_str(&text).map_err(|e| fail(format!("{CARD}: {e}")))?;
+    let mut net = PolicyNet::new(card.width, device);
+    let mut store = SafetensorsStore::from_file(dir.join(WEIGHTS));
+    net.load_from(&mut store)
+        .map_err(|e| fail(format!("cannot read {WEIGHTS}: {e}")))?;
+    Ok((net, card))
+}
+
+/// `grpo:FOLDER`: the trained policy at work, choosing the likeliest action.
+pub struct GrpoMaker {
+    pub dir: PathBuf,
+    pub label: String,
+    net: PolicyNet,
+}
+
+impl GrpoMaker {
+    pub fn open(name: &str, dir: &str) -> Result<Arc<GrpoMaker>> {
+        let device = Device::flex();
+        let (net, _) = load(Path::new(dir), &device)?;
+        Ok(Arc::new(GrpoMaker {
+            dir: dir.into(),
+            label: name.to_owned(),
+            net,
+        }))
+    }
+}
+
+impl PolicyMaker for GrpoMaker {
+    fn name(&self) -> String {
+        self.label.clone()
+    }
+    fn make(
+        &self,
+        plant: &dyn Plant,
+        config: &ChillerPlantConfig,
+        _seed: u64,
+    ) -> doppel_sim::Result<Box<dyn Policy>> {
+        Ok(Box::new(Actor::new(
+            self.net.clone(),
+            Device::flex(),
+            plant,
+            config,
+            None,
+        )?))
+    }
+}

@@ -1,0 +1,443 @@
+//! Training the learned policy: a cold start that imitates the rule-based operator, then group
+//! relative policy optimisation on the policy file's rewards in the simulator.
+//!
+//! Each iteration draws groups. A group is a plant run by the rule-based operator to a random
+//! moment of a scenario (the snapshot), then `group` futures of it under the policy, sampling
+//! its choices, with the same disruptions and the same seed: they differ only by what the
+//! policy chose. A future's reward is the policy file's over its hours (each step that breaks
+//! a limit earning the floor); its advantage is its reward less the group's mean, with no
+//! division by the group's spread (Dr. GRPO), over a fixed scale. Groups whose futures all
+//! earned the same teach nothing and are dropped. The loss is the clipped ratio of the new
+//! policy's probability of each choice to the sampling one's (0.2 below, 0.28 above: DAPO's),
+//! times the advantage, with a small KL penalty toward the cold-started policy (the reference).
+//! The first third of the iterations stay on undisturbed weather; the rest go round every
+//! scenario (a curriculum).
+
+use std::path::Path;
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::optim::{AdamWConfig, GradientsParams};
+use burn::prelude::*;
+use doppel_sim::chiller::{ChillerPlant, ChillerPlantConfig};
+use doppel_sim::kpi::Kpis;
+use doppel_sim::plant::Plant;
+use doppel_sim::policy::{OperatorRules, Policy, PolicyKind, RuleBasedOperator};
+use doppel_sim::random::run_seed;
+use doppel_sim::run::{Observer, RunSettings, StepView, simulate};
+use doppel_sim::scenario::Scenario;
+use rand::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+use serde::{Deserialize, Serialize};
+
+use super::net::{self, FEATURES, HEADS, PolicyNet};
+use super::{Actor, PERIOD_S, PolicyCard, Senses};
+use crate::error::Result;
+use crate::objective::{Objective, Watch};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GrpoSettings {
+    pub iterations: usize,
+    /// Groups drawn an iteration, and futures a group.
+    pub groups: usize,
+    pub group: usize,
+    /// Decisions (of 15 minutes) each future lasts.
+    pub horizon: usize,
+    pub learning_rate: f64,
+    pub clip_low: f64,
+    pub clip_high: f64,
+    pub kl: f64,
+    /// Passes over an iteration's decisions.
+    pub epochs: usize,
+    pub width: usize,
+    /// Days of the rule-based operator imitated, and the steps imitating it.
+    pub cold_start_days: f64,
+    pub cold_start_steps: usize,
+    /// Advantages are divided by this (currency): a fixed scale, not the group's spread.
+    pub reward_scale: f64,
+    pub seed: u64,
+}
+
+impl Default for GrpoSettings {
+    fn default() -> Self {
+        GrpoSettings {
+            iterations: 60,
+            groups: 4,
+            group: 8,
+            horizon: 16,
+            learning_rate: 3e-3,
+            clip_low: 0.2,
+            clip_high: 0.28,
+            kl: 0.02,
+            epochs: 2,
+            width: 64,
+            cold_start_days: 30.0,
+            cold_start_steps: 300,
+            reward_scale: 100.0,
+            seed: 1,
+        }
+    }
+}
+
+/// The largest advantage a future counts with, in units of `reward_scale`.
+const ADVANTAGE_CAP: f64 = 10.0;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ColdStart {
+    pub examples: usize,
+    pub steps: usize,
+    /// Share of the operator's decisions the policy makes the same (all three heads).
+    pub agreement: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CurvePoint {
+    pub iteration: usize,
+    /// Mean reward of the iteration's futures.
+    pub reward: f64,
+    pub groups_kept: usize,
+    pub loss: f64,
+}
+
+/// What training reports as it goes.
+pub struct Progress {
+    pub phase: &'static str,
+    pub done: usize,
+    pub of: usize,
+    pub reward: Option<f64>,
+}
+
+/// The rule-based operator, its decisions recorded as the policy's choices would be.
+struct Imitated {
+    operator: RuleBasedOperator,
+    senses: Senses,
+    seen: Vec<f64>,
+    next_s: f64,
+    examples: Vec<([f32; FEATURES], [usize; HEADS])>,
+}
+
+impl Policy for Imitated {
+    fn name(&self) -> &str {
+        "rules"
+    }
+    fn wants_readings(&self, _t_s: f64) -> bool {
+        true
+    }
+    fn decide(
+        &mut self,
+        t_s: f64,
+        readings: &doppel_sim::plant::Readings,
+        actions: &mut Vec<doppel_sim::plant::Action>,
+    ) {
+        for (i, seen) in self.seen.iter_mut().enumerate() {
+            if let Some(v) = readings.get(i) {
+                *seen = v;
+            }
+        }
+        let before = actions.len();
+        self.operator.decide(t_s, readings, actions);
+        if t_s >= self.next_s {
+            self.next_s = t_s + PERIOD_S;
+            let obs = self.senses.observe(t_s, &self.seen);
+            let choice = self.senses.choice_of(&actions[before..], &self.seen);
+            self.examples.push((obs, choice));
+        }
+    }
+}
+
+/// Counts the steps at which a limit broke.
+struct Limits<'a> {
+    watch: Watch,
+    objective: &'a Objective,
+    broken: u32,
+    steps: u32,
+}
+
+impl Observer for Limits<'_> {
+    fn observe(&mut self, view: &StepView) -> doppel_sim::Result<bool> {
+        self.watch.observe(view.t_s, view.truth, view.labels);
+        self.steps += 1;
+        if self.objective.broken(&self.watch).is_some() {
+            self.broken += 1;
+        }
+        Ok(true)
+    }
+}
+
+/// Trains a policy into `out` (its weights, its card, and checkpoints as it goes; `resume`
+/// goes on from the last one there).
+pub fn train(
+    scenarios: &[(String, Scenario)],
+    objective: &Objective,
+    settings: GrpoSettings,
+    out: &Path,
+    resume: bool,
+    progress: &dyn Fn(&Progress),
+) -> Result<PolicyCard> {
+    let began = Instant::now();
+    let device = Device::flex().autodiff();
+    let config = ChillerPlantConfig::default();
+    let mut sim_seconds = 0.0;
+
+    let (mut net, reference, mut card) = match resume.then(|| super::load(out, &device)) {
+        Some(Ok((net, card))) if card.iterations_done < settings.iterations => {
+            let reference = super::load(&out.join("reference"), &device)?.0;
+            (net, reference, card)
+        }
+        Some(Ok((_, card))) => return Ok(card),
+        Some(Err(e)) => return Err(e),
+        None => {
+            let (net, cold) = cold_start(
+                scenarios,
+                &config,
+                &settings,
+                &device,
+                progress,
+                &mut sim_seconds,
+            )?;
+            let card = PolicyCard {
+                algo: "grpo".into(),
+                width: settings.width,
+                scenarios: scenarios.iter().map(|(n, _)| n.clone()).collect(),
+                reward: objective.reward_text.clone(),
+                limits: objective
+                    .limits
+                    .iter()
+                    .map(|l| format!("{}: {}", l.name, l.keep))
+                    .collect(),
+                seed: settings.seed,
+                settings: settings.clone(),
+                cold_start: cold,
+                curve: Vec::new(),
+                iterations_done: 0,
+                seconds: 0.0,
+                simulator_share: 0.0,
+            };
+            super::save(&out.join("reference"), &net.valid(), &card)?;
+            (net.clone(), net, card)
+        }
+    };
+    let reference = reference.valid();
+    let mut optimizer = AdamWConfig::new().init();
+    // Time spent by earlier runs (a resumed training adds to it).
+    let (earlier_s, earlier_sim) = (card.seconds, card.seconds * card.simulator_share);
+    let total = settings.iterations;
+    for iteration in card.iterations_done..total {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(run_seed(settings.seed, iteration as u64));
+        let sampler = net.valid();
+        let mut batch: Vec<(super::Step, f32)> = Vec::new();
+        let mut rewards = Vec::new();
+        let mut kept = 0;
+        for g in 0..settings.groups {
+            // The curriculum: undisturbed weather first, then every scenario in turn.
+            let (_, scenario) = if iteration < total / 3 || scenarios.len() == 1 {
+                &scenarios[0]
+            } else {
+                &scenarios[1 + (iteration * settings.groups + g) % (scenarios.len() - 1)]
+            };
+            let seed = rng.random::<u64>();
+            let sim = Instant::now();
+            let mut snapshot = ChillerPlant::new(config.clone(), seed)?;
+            let events = scenario.draw(seed);
+            let warm_days = rng.random_range(0.5..20.0);
+            let mut operator = PolicyKind::Rules.build(&snapshot)?;
+            simulate(
+                &mut snapshot,
+                operator.as_mut(),
+                events.clone(),
+                RunSettings {
+                    days: warm_days,
+                    step_s: 60.0,
+                },
+                None,
+            )?;
+            let mut futures = Vec::new();
+            for k in 0..settings.group {
+                let mut plant = snapshot.clone();
+                let mut actor = Actor::new(
+                    sampler.clone(),
+                    device.clone(),
+                    &plant,
+                    &config,
+                    Some(run_seed(seed, k as u64)),
+                )?;
+                let before: Kpis = *plant.kpis();
+                let mut limits = Limits {
+                    watch: Watch::new(&plant),
+                    objective,
+                    broken: 0,
+                    steps: 0,
+                };
+                simulate(
+                    &mut plant,
+                    &mut actor,
+                    events.clone(),
+                    RunSettings {
+                        days: settings.horizon as f64 * PERIOD_S / 86_400.0,
+                        step_s: 60.0,
+                    },
+                    Some(&mut limits),
+                )?;
+                let reward = objective.reward(&before, plant.kpis(), limits.broken, limits.steps);
+                futures.push((reward, std::mem::take(&mut actor.steps)));
+            }
+            sim_seconds += sim.elapsed().as_secs_f64();
+            let mean = futures.iter().map(|f| f.0).sum::<f64>() / futures.len() as f64;
+            rewards.extend(futures.iter().map(|f| f.0));
+            let spread = futures
+                .iter()
+                .map(|f| (f.0 - mean).abs())
+                .fold(0.0, f64::max);
+            if spread < 1e-9 {
+                continue;
+            }
+            kept += 1;
+            for (reward, steps) in futures {
+                // A broken limit costs the floor a step: clipped, so one such future does not
+                // swamp every other difference in the batch.
+                let advantage = ((reward - mean) / settings.reward_scale)
+                    .clamp(-ADVANTAGE_CAP, ADVANTAGE_CAP) as f32;
+                batch.extend(steps.into_iter().map(|s| (s, advantage)));
+            }
+        }
+        let mut loss_value = 0.0;
+        if !batch.is_empty() {
+            let obs: Vec<[f32; FEATURES]> = batch.iter().map(|(s, _)| s.obs).collect();
+            let choices: Vec<[usize; HEADS]> = batch.iter().map(|(s, _)| s.choice).collect();
+            let n = batch.len();
+            let old = Tensor::<1>::from_data(
+                TensorData::new(batch.iter().map(|(s, _)| s.logp).collect::<Vec<_>>(), [n]),
+                &device,
+            );
+            let advantage = Tensor::<1>::from_data(
+                TensorData::new(batch.iter().map(|(_, a)| *a).collect::<Vec<_>>(), [n]),
+                &device,
+            );
+            let reference_logp = reference
+                .log_prob_of(
+                    net::observations(&obs, &device),
+                    net::actions(&choices, &device),
+                )
+                .detach();
+            for _ in 0..settings.epochs {
+                let logp = net.log_prob_of(
+                    net::observations(&obs, &device),
+                    net::actions(&choices, &device),
+                );
+                let ratio = (logp.clone() - old.clone()).exp();
+                let clipped = ratio
+                    .clone()
+                    .clamp(1.0 - settings.clip_low, 1.0 + settings.clip_high);
+                let surrogate = (ratio * advantage.clone()).min_pair(clipped * advantage.clone());
+                // The k3 estimate of KL(policy ‖ reference), as GRPO's paper writes it.
+                let log_ratio = reference_logp.clone() - logp;
+                let kl = log_ratio.clone().exp() - log_ratio - 1.0;
+                let loss = surrogate.mean().neg() + kl.mean() * settings.kl;
+                loss_value = loss.clone().into_scalar::<f32>() as f64;
+                let grads = GradientsParams::from_grads(loss.backward(), &net);
+                net = optimizer.step(settings.learning_rate, net, grads);
+            }
+        }
+        let reward = rewards.iter().sum::<f64>() / rewards.len().max(1) as f64;
+        card.curve.push(CurvePoint {
+            iteration,
+            reward,
+            groups_kept: kept,
+            loss: loss_value,
+        });
+        card.iterations_done = iteration + 1;
+        card.seconds = earlier_s + began.elapsed().as_secs_f64();
+        card.simulator_share = (earlier_sim + sim_seconds) / card.seconds.max(1e-9);
+        progress(&Progress {
+            phase: "grpo",
+            done: iteration + 1,
+            of: total,
+            reward: Some(reward),
+        });
+        if (iteration + 1) % 5 == 0 || iteration + 1 == total {
+            super::save(out, &net.valid(), &card)?;
+        }
+    }
+    Ok(card)
+}
+
+/// The policy's cold start: the rule-based operator's decisions over `cold_start_days` of
+/// every scenario in turn, imitated (cross-entropy) for `cold_start_steps` steps.
+fn cold_start(
+    scenarios: &[(String, Scenario)],
+    config: &ChillerPlantConfig,
+    settings: &GrpoSettings,
+    device: &Device,
+    progress: &dyn Fn(&Progress),
+    sim_seconds: &mut f64,
+) -> Result<(PolicyNet, ColdStart)> {
+    let mut examples = Vec::new();
+    let days_each = (settings.cold_start_days / scenarios.len() as f64).max(1.0);
+    let sim = Instant::now();
+    for (k, (_, scenario)) in scenarios.iter().enumerate() {
+        let seed = run_seed(settings.seed ^ 0xC01D, k as u64);
+        let mut plant = ChillerPlant::new(config.clone(), seed)?;
+        let mut imitated = Imitated {
+            operator: RuleBasedOperator::new(&plant, OperatorRules::default())?,
+            senses: Senses::new(&plant, config)?,
+            seen: plant.truth().to_vec(),
+            next_s: 0.0,
+            examples: Vec::new(),
+        };
+        simulate(
+            &mut plant,
+            &mut imitated,
+            scenario.draw(seed),
+            RunSettings {
+                days: days_each,
+                step_s: 60.0,
+            },
+            None,
+        )?;
+        examples.extend(imitated.examples);
+    }
+    *sim_seconds += sim.elapsed().as_secs_f64();
+    let mut net = PolicyNet::new(settings.width, device);
+    let mut optimizer = AdamWConfig::new().init();
+    let obs: Vec<[f32; FEATURES]> = examples.iter().map(|e| e.0).collect();
+    let choices: Vec<[usize; HEADS]> = examples.iter().map(|e| e.1).collect();
+    for step in 0..settings.cold_start_steps {
+        let logp = net.log_prob_of(
+            net::observations(&obs, device),
+            net::actions(&choices, device),
+        );
+        let loss = logp.mean().neg();
+        let grads = GradientsParams::from_grads(loss.backward(), &net);
+        net = optimizer.step(settings.learning_rate, net, grads);
+        if (step + 1) % 25 == 0 || step + 1 == settings.cold_start_steps {
+            progress(&Progress {
+                phase: "cold start",
+                done: step + 1,
+                of: settings.cold_start_steps,
+                reward: None,
+            });
+        }
+    }
+    // How often the imitation chooses as the operator did.
+    let valid = net.valid();
+    let all = valid.log_probs(net::observations(&obs, device));
+    let best: Vec<i64> = all
+        .argmax(2)
+        .into_data()
+        .convert::<i64>()
+        .try_into_vec::<i64>()
+        .unwrap_or_default();
+    let agree = choices
+        .iter()
+        .enumerate()
+        .filter(|(i, c)| (0..HEADS).all(|h| best.get(i * HEADS + h) == Some(&(c[h] as i64))))
+        .count();
+    Ok((
+        net,
+        ColdStart {
+            examples: examples.len(),
+            steps: settings.cold_start_steps,
+            agreement: agree as f64 / examples.len().max(1) as f64,
+        },
+    ))
+}
