@@ -2,6 +2,9 @@
 //! estimator finds in the gate's own readings, run `lookahead` ahead on its local controllers.
 //! A batch the plant would refuse, or after which more steps break a limit than if nothing
 //! were done, is blocked: the rule-based operator's decision is done instead, and counted.
+//! Doing nothing is judged too: when the operator would act and doing nothing breaks more
+//! limits ahead than its action, the operator's action is done (a policy that fails to start a
+//! chiller in a heat wave is caught as surely as one that stops the wrong one).
 //!
 //! Judging a batch against doing nothing, rather than against no broken limit at all, keeps a
 //! plant already outside a limit (a heat wave no action can undo) from blocking every action,
@@ -61,17 +64,18 @@ pub struct Shielded {
 }
 
 impl Shielded {
-    /// Whether `batch` may go to the plant.
-    fn passes(&self, batch: &[Action]) -> bool {
+    /// Whether `batch` may go to the plant: the plant takes it, and no more steps break a limit
+    /// after it than after `instead` (doing nothing, for a policy's own batch).
+    fn passes(&self, batch: &[Action], instead: &[Action]) -> bool {
         let Ok(model) = self.view.model() else {
             // Nothing known of the plant yet: nothing to judge by.
             return true;
         };
         let step = 60.0;
-        let idle = rollout(&model, &[], self.lookahead_s, step, &self.objective);
+        let other = rollout(&model, instead, self.lookahead_s, step, &self.objective);
         match (
             rollout(&model, batch, self.lookahead_s, step, &self.objective),
-            idle,
+            other,
         ) {
             (None, _) => false,
             (Some(with), Some(without)) => with.broken_steps <= without.broken_steps,
@@ -98,9 +102,15 @@ impl Policy for Shielded {
         self.fallback
             .decide(t_s, readings, &mut self.fallback_actions);
         if self.proposed.is_empty() {
+            // Doing nothing is a decision too: when the operator would act, and doing nothing
+            // breaks more limits ahead than its action, the operator's is done (and counted).
+            if !self.fallback_actions.is_empty() && !self.passes(&[], &self.fallback_actions) {
+                self.blocked += 1;
+                actions.append(&mut self.fallback_actions);
+            }
             return;
         }
-        if self.passes(&self.proposed) {
+        if self.passes(&self.proposed, &[]) {
             actions.append(&mut self.proposed);
         } else {
             self.blocked += 1;

@@ -155,6 +155,33 @@ fn the_safety_gate_blocks_what_would_break_a_limit() {
     assert_eq!(blocked("reckless"), 0.0);
 }
 
+/// Doing nothing is judged too: a policy that never acts lets a load surge overheat the loop;
+/// behind the gate, the operator's staging is done when doing nothing would break limits.
+#[test]
+fn the_safety_gate_acts_when_doing_nothing_would_break_a_limit() {
+    let plant = probe();
+    let objective = Arc::new(Objective::reference(&plant).unwrap());
+    let policies = ["none", "none+shield"]
+        .iter()
+        .map(|p| policy_by_name(p, objective.clone()).unwrap())
+        .collect();
+    let mut e = evaluation(policies, objective);
+    e.scenarios = vec![(
+        "load_surge".into(),
+        Scenario::load(&scenarios_dir().join("load_surge.toml"), &plant).unwrap(),
+    )];
+    e.days = 10.0;
+    let episodes = run(&e, &|_| {}).unwrap();
+    let broken = |p| sum(&episodes, p, |e| e.violation_steps as f64);
+    assert!(broken("none") > 1000.0, "{}", broken("none"));
+    assert!(
+        broken("none+shield") < 0.05 * broken("none"),
+        "{}",
+        broken("none+shield")
+    );
+    assert!(sum(&episodes, "none+shield", |e| e.stats.blocked as f64) > 0.0);
+}
+
 #[test]
 fn policies_are_chosen_by_name_and_unknown_ones_refused_with_the_known() {
     let objective = Arc::new(Objective::reference(&probe()).unwrap());

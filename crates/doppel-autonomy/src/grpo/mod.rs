@@ -33,6 +33,9 @@ pub const CARD: &str = "card.json";
 /// Seconds between decisions.
 pub const PERIOD_S: f64 = 900.0;
 
+/// Share of uniform choice mixed into the policy's when it samples for training.
+const EXPLORE: f32 = 0.1;
+
 /// What a trained policy is, how it was trained and how it did.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PolicyCard {
@@ -314,6 +317,12 @@ impl Policy for Actor {
         let mut choice = [1; HEADS];
         let mut logp = 0.0f32;
         for (h, p) in probs.iter().enumerate() {
+            // Sampling for training mixes in a tenth of uniform choice (exploration); the
+            // log-probability is the mixture's, the policy that actually chose.
+            let p: [f32; CHOICES] = match self.rng {
+                Some(_) => p.map(|x| (1.0 - EXPLORE) * x + EXPLORE / CHOICES as f32),
+                None => *p,
+            };
             choice[h] = match &mut self.rng {
                 Some(rng) => {
                     let u: f32 = rng.random();

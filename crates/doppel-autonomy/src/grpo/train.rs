@@ -8,7 +8,9 @@
 //! a limit earning the floor); its advantage is its reward less the group's mean, with no
 //! division by the group's spread (Dr. GRPO), over a fixed scale. Groups whose futures all
 //! earned the same teach nothing and are dropped. The loss is the clipped ratio of the new
-//! policy's probability of each choice to the sampling one's (0.2 below, 0.28 above: DAPO's),
+//! policy's probability of each choice to the sampling one's (the policy mixed with a tenth of
+//! uniform choice, so groups still differ once it is sure of itself; clipped 0.2 below, 0.28
+//! above: DAPO's),
 //! times the advantage, with a small KL penalty toward the cold-started policy (the reference).
 //! The first third of the iterations stay on undisturbed weather; the rest go round every
 //! scenario (a curriculum).
@@ -401,12 +403,30 @@ fn cold_start(
     let mut optimizer = AdamWConfig::new().init();
     let obs: Vec<[f32; FEATURES]> = examples.iter().map(|e| e.0).collect();
     let choices: Vec<[usize; HEADS]> = examples.iter().map(|e| e.1).collect();
+    // Each choice weighed by how rare it is for its head (the operator mostly keeps things as
+    // they are; the rare start of a chiller in a heat wave is the decision that matters).
+    let mut counts = [[0usize; net::CHOICES]; HEADS];
+    for c in &choices {
+        for h in 0..HEADS {
+            counts[h][c[h]] += 1;
+        }
+    }
+    let weight = |h: usize, c: usize| {
+        let n = choices.len() as f64 / (net::CHOICES as f64 * counts[h][c].max(1) as f64);
+        n.clamp(0.2, 20.0) as f32
+    };
+    let weights: Vec<f32> = choices
+        .iter()
+        .flat_map(|c| (0..HEADS).map(move |h| (h, c[h])))
+        .map(|(h, c)| weight(h, c))
+        .collect();
+    let n = choices.len();
+    let weights = Tensor::<2>::from_data(TensorData::new(weights, [n, HEADS]), device);
+    let taken = net::actions(&choices, device).reshape([n, HEADS, 1]);
     for step in 0..settings.cold_start_steps {
-        let logp = net.log_prob_of(
-            net::observations(&obs, device),
-            net::actions(&choices, device),
-        );
-        let loss = logp.mean().neg();
+        let all = net.log_probs(net::observations(&obs, device)); // [n, HEADS, CHOICES]
+        let logp = all.gather(2, taken.clone()).reshape([n, HEADS]); // [n, HEADS]
+        let loss = (logp * weights.clone()).mean().neg();
         let grads = GradientsParams::from_grads(loss.backward(), &net);
         net = optimizer.step(settings.learning_rate, net, grads);
         if (step + 1) % 25 == 0 || step + 1 == settings.cold_start_steps {
