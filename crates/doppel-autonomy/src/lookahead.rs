@@ -9,6 +9,7 @@
 use doppel_sim::chiller::{ChillerPlant, ChillerPlantConfig, RecentReadings};
 use doppel_sim::kpi::Kpis;
 use doppel_sim::plant::{Action, Disturbances, Plant, Readings};
+use doppel_sim::policy::Policy;
 
 use crate::objective::{Objective, Watch};
 
@@ -113,4 +114,48 @@ pub fn rollout(
         before,
         after: *plant.kpis(),
     })
+}
+
+/// The rule-based operator kept for one half of its work: its maintenance orders beside a
+/// policy that runs the plant (MPC, the learned policy), or its running of the plant beside a
+/// policy that orders maintenance (the planner).
+pub struct OperatorHalf {
+    operator: doppel_sim::policy::RuleBasedOperator,
+    keep_maintenance: bool,
+    scratch: Vec<Action>,
+}
+
+impl OperatorHalf {
+    /// Its maintenance orders only.
+    pub fn maintenance(plant: &dyn Plant) -> doppel_sim::Result<OperatorHalf> {
+        Self::new(plant, true)
+    }
+
+    /// Everything but its maintenance orders.
+    pub fn operations(plant: &dyn Plant) -> doppel_sim::Result<OperatorHalf> {
+        Self::new(plant, false)
+    }
+
+    fn new(plant: &dyn Plant, keep_maintenance: bool) -> doppel_sim::Result<OperatorHalf> {
+        Ok(OperatorHalf {
+            operator: doppel_sim::policy::RuleBasedOperator::new(
+                plant,
+                doppel_sim::policy::OperatorRules::default(),
+            )?,
+            keep_maintenance,
+            scratch: Vec::new(),
+        })
+    }
+
+    /// The operator watches every step; its half of what it decides is added to `actions`.
+    pub fn decide(&mut self, t_s: f64, readings: &Readings, actions: &mut Vec<Action>) {
+        self.scratch.clear();
+        self.operator.decide(t_s, readings, &mut self.scratch);
+        let keep = self.keep_maintenance;
+        actions.extend(
+            self.scratch
+                .iter()
+                .filter(|a| matches!(a, Action::Maintain { .. }) == keep),
+        );
+    }
 }

@@ -21,13 +21,13 @@ use std::time::Instant;
 
 use doppel_sim::chiller::{ChillerPlantConfig, MaintenanceConfig};
 use doppel_sim::plant::{Action, AssetStatus, Plant, Readings, sensor_index};
-use doppel_sim::policy::{OperatorRules, Policy, PolicyMaker, PolicyStats, RuleBasedOperator};
+use doppel_sim::policy::{Policy, PolicyMaker, PolicyStats};
 use good_lp::{
     Expression, ProblemVariables, Solution, SolverModel, Variable, constraint, microlp, variable,
 };
 
 use crate::error::{AutonomyError, Result};
-use crate::lookahead::Lookahead;
+use crate::lookahead::{Lookahead, OperatorHalf};
 
 /// How far and how finely the planner looks.
 #[derive(Debug, Clone)]
@@ -124,7 +124,7 @@ pub struct Planner {
     settings: PlannerSettings,
     config: ChillerPlantConfig,
     view: Lookahead,
-    operator: RuleBasedOperator,
+    operator: OperatorHalf,
     units: Vec<Unit>,
     weather: usize,
     /// Bearing kits the planner believes in stock, and when the ones on order arrive (run
@@ -136,7 +136,6 @@ pub struct Planner {
     pending: Vec<(usize, f64, bool)>,
     next_s: f64,
     stats: PolicyStats,
-    scratch: Vec<Action>,
 }
 
 impl Planner {
@@ -174,13 +173,12 @@ impl Planner {
             weather: sensor("weather_temp")?,
             kits: config.maintenance.bearing_kits as f64,
             arrivals: Vec::new(),
-            operator: RuleBasedOperator::new(plant, OperatorRules::default())?,
+            operator: OperatorHalf::operations(plant)?,
             view: Lookahead::new(plant, config, seed ^ 0x4d49_4c50),
             config: config.clone(),
             settings,
             next_s: 0.0,
             stats: PolicyStats::default(),
-            scratch: Vec::new(),
         })
     }
 
@@ -544,13 +542,7 @@ impl Policy for Planner {
     fn decide(&mut self, t_s: f64, readings: &Readings, actions: &mut Vec<Action>) {
         self.view.observe(t_s, readings);
         self.count_kits(t_s);
-        self.scratch.clear();
-        self.operator.decide(t_s, readings, &mut self.scratch);
-        actions.extend(
-            self.scratch
-                .iter()
-                .filter(|a| !matches!(a, Action::Maintain { .. })),
-        );
+        self.operator.decide(t_s, readings, actions);
         if t_s < self.next_s {
             return;
         }

@@ -14,10 +14,10 @@ use std::time::Instant;
 
 use doppel_sim::chiller::ChillerPlantConfig;
 use doppel_sim::plant::{Action, Plant, Readings, actuator_index, sensor_index};
-use doppel_sim::policy::{OperatorRules, Policy, PolicyMaker, PolicyStats, RuleBasedOperator};
+use doppel_sim::policy::{Policy, PolicyMaker, PolicyStats};
 
 use crate::error::{AutonomyError, Result};
-use crate::lookahead::{Lookahead, rollout};
+use crate::lookahead::{Lookahead, OperatorHalf, rollout};
 use crate::objective::Objective;
 
 /// How MPC looks ahead and what it may choose.
@@ -130,14 +130,13 @@ pub struct Mpc {
     settings: MpcSettings,
     objective: Arc<Objective>,
     view: Lookahead,
-    maintenance: RuleBasedOperator,
+    maintenance: OperatorHalf,
     pumps: Vec<Unit>,
     chillers: Vec<Unit>,
     setpoint_actuator: usize,
     setpoint_sensor: usize,
     next_s: f64,
     stats: PolicyStats,
-    scratch: Vec<Action>,
 }
 
 impl Mpc {
@@ -174,13 +173,12 @@ impl Mpc {
             setpoint_actuator: actuator_index(plant, "chw.supply_setpoint")
                 .ok_or_else(|| missing("setpoint actuator".into()))?,
             setpoint_sensor: sensor("chw_setpoint".into())?,
-            maintenance: RuleBasedOperator::new(plant, OperatorRules::default())?,
+            maintenance: OperatorHalf::maintenance(plant)?,
             view: Lookahead::new(plant, config, seed ^ 0x6d70_6300),
             settings,
             objective,
             next_s: 0.0,
             stats: PolicyStats::default(),
-            scratch: Vec::new(),
         })
     }
 
@@ -275,13 +273,7 @@ impl Policy for Mpc {
 
     fn decide(&mut self, t_s: f64, readings: &Readings, actions: &mut Vec<Action>) {
         self.view.observe(t_s, readings);
-        self.scratch.clear();
-        self.maintenance.decide(t_s, readings, &mut self.scratch);
-        actions.extend(
-            self.scratch
-                .iter()
-                .filter(|a| matches!(a, Action::Maintain { .. })),
-        );
+        self.maintenance.decide(t_s, readings, actions);
         if t_s < self.next_s {
             return;
         }

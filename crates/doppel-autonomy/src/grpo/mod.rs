@@ -18,12 +18,13 @@ use burn::prelude::*;
 use burn::store::{ModuleSnapshot, SafetensorsStore};
 use doppel_sim::chiller::ChillerPlantConfig;
 use doppel_sim::plant::{Action, Plant, Readings, actuator_index, sensor_index};
-use doppel_sim::policy::{OperatorRules, Policy, PolicyMaker, PolicyStats, RuleBasedOperator};
+use doppel_sim::policy::{Policy, PolicyMaker, PolicyStats};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{AutonomyError, Result};
+use crate::lookahead::OperatorHalf;
 use net::{CHOICES, FEATURES, HEADS, PolicyNet, SETPOINT_RANGE, SETPOINT_STEP};
 
 /// The weights' file and the card's, in a policy's folder.
@@ -251,14 +252,13 @@ pub struct Actor {
     net: PolicyNet,
     device: Device,
     senses: Senses,
-    operator: RuleBasedOperator,
+    operator: OperatorHalf,
     seen: Vec<f64>,
     next_s: f64,
     /// Sampling (training) or the likeliest choice (at work).
     rng: Option<Xoshiro256PlusPlus>,
     pub steps: Vec<Step>,
     stats: PolicyStats,
-    scratch: Vec<Action>,
 }
 
 impl Actor {
@@ -273,14 +273,13 @@ impl Actor {
             net,
             device,
             senses: Senses::new(plant, config)?,
-            operator: RuleBasedOperator::new(plant, OperatorRules::default())?,
+            operator: OperatorHalf::maintenance(plant)?,
             // Until a sensor reports, its true value stands in (a run forked mid-way).
             seen: plant.truth().to_vec(),
             next_s: plant.time_s(),
             rng: sample_seed.map(Xoshiro256PlusPlus::seed_from_u64),
             steps: Vec::new(),
             stats: PolicyStats::default(),
-            scratch: Vec::new(),
         })
     }
 }
@@ -300,13 +299,7 @@ impl Policy for Actor {
                 *seen = v;
             }
         }
-        self.scratch.clear();
-        self.operator.decide(t_s, readings, &mut self.scratch);
-        actions.extend(
-            self.scratch
-                .iter()
-                .filter(|a| matches!(a, Action::Maintain { .. })),
-        );
+        self.operator.decide(t_s, readings, actions);
         if t_s < self.next_s {
             return;
         }
