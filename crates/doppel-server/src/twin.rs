@@ -145,6 +145,13 @@ pub(crate) struct Acknowledgement {
     note: String,
 }
 
+/// A body saying who acts and why, or what it should look like.
+fn who_and_why(body: &[u8], example_note: &str) -> Result<Acknowledgement, String> {
+    serde_json::from_slice(body).map_err(|e| {
+        format!("the body must be JSON like {{\"by\": \"ana\", \"note\": \"{example_note}\"}}: {e}")
+    })
+}
+
 pub(crate) async fn acknowledge(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -153,17 +160,9 @@ pub(crate) async fn acknowledge(
     let Some(twin) = &state.twin else {
         return no_twin();
     };
-    let ack: Acknowledgement = match serde_json::from_slice(&body) {
+    let ack = match who_and_why(&body, "crew sent") {
         Ok(a) => a,
-        Err(e) => {
-            return error_response(
-                StatusCode::BAD_REQUEST,
-                "invalid",
-                &format!(
-                    "the body must be JSON like {{\"by\": \"ana\", \"note\": \"crew sent\"}}: {e}"
-                ),
-            );
-        }
+        Err(message) => return error_response(StatusCode::BAD_REQUEST, "invalid", &message),
     };
     if ack.by.trim().is_empty() {
         return error_response(
@@ -241,17 +240,9 @@ fn decide(
     let Some(twin) = &state.twin else {
         return no_twin();
     };
-    let decision: Acknowledgement = match serde_json::from_slice(&body) {
+    let decision = match who_and_why(&body, "checked the trend") {
         Ok(a) => a,
-        Err(e) => {
-            return error_response(
-                StatusCode::BAD_REQUEST,
-                "invalid",
-                &format!(
-                    "the body must be JSON like {{\"by\": \"ana\", \"note\": \"checked the trend\"}}: {e}"
-                ),
-            );
-        }
+        Err(message) => return error_response(StatusCode::BAD_REQUEST, "invalid", &message),
     };
     match twin.decide(&id, approve, decision.by.trim(), decision.note.trim()) {
         Ok(p) => Json(p).into_response(),

@@ -53,6 +53,13 @@ pub enum PolicyCommand {
         /// The training seed.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Advantages are a future's reward less its group's mean, divided by this fixed
+        /// scale (never by the group's spread) and capped at ±10.
+        #[arg(long, default_value_t = 100.0)]
+        reward_scale: f64,
+        /// Decisions (of 15 minutes) each future lasts.
+        #[arg(long, default_value_t = 16)]
+        horizon: usize,
         /// The policy file (default: the reference plant's).
         #[arg(long)]
         objective: Option<PathBuf>,
@@ -137,6 +144,8 @@ pub fn run_command(command: PolicyCommand) -> anyhow::Result<ExitCode> {
             group,
             groups,
             seed,
+            reward_scale,
+            horizon,
             objective: file,
         } => {
             if algo != "grpo" {
@@ -155,6 +164,8 @@ pub fn run_command(command: PolicyCommand) -> anyhow::Result<ExitCode> {
                 group,
                 groups,
                 seed,
+                reward_scale,
+                horizon,
                 ..Default::default()
             };
             let bar = crate::progress::bar(iterations as u64, "iterations");

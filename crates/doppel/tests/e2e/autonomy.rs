@@ -321,6 +321,22 @@ fn policies_are_checked_and_compared_from_the_command_line() {
     assert!(run.exists());
 }
 
+/// `doppel up` with two hours of history and MPC at work on it, deciding every minute with 8 °C
+/// the only other setpoint (so it proposes at once), plus `extra` flags.
+fn up_with_mpc(dir: &std::path::Path, extra: &[&str]) -> Server {
+    let mut flags = vec![
+        "--speed",
+        "3600x",
+        "--backfill",
+        "2h",
+        "--no-model",
+        "--policy",
+        "mpc:period=1m,horizon=1h,setpoints=8",
+    ];
+    flags.extend_from_slice(extra);
+    Server::up(dir, &flags)
+}
+
 /// `doppel up --policy ... --mode approve`: once the plant reaches now, MPC's decisions wait as
 /// proposals with their simulated effect; one approved (audited: who and why) is done by the
 /// plant, whose setpoint sensor then reads the new value; decisions are refused without who,
@@ -328,21 +344,7 @@ fn policies_are_checked_and_compared_from_the_command_line() {
 #[test]
 fn proposals_wait_for_an_operator_and_approved_ones_reach_the_plant() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::up(
-        dir.path(),
-        &[
-            "--speed",
-            "3600x",
-            "--backfill",
-            "2h",
-            "--no-model",
-            // A decision a minute, with 8 °C the only other setpoint: it proposes at once.
-            "--policy",
-            "mpc:period=1m,horizon=1h,setpoints=8",
-            "--mode",
-            "approve",
-        ],
-    );
+    let server = up_with_mpc(dir.path(), &["--mode", "approve"]);
     let url = |path: &str| format!("{}{path}", server.url);
     let json = |path: &str| get(&url(path), &[]).json();
     let post_json =
@@ -443,18 +445,7 @@ fn proposals_wait_for_an_operator_and_approved_ones_reach_the_plant() {
 #[test]
 fn shadow_proposals_are_recorded_and_bad_policies_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::up(
-        dir.path(),
-        &[
-            "--speed",
-            "3600x",
-            "--backfill",
-            "2h",
-            "--no-model",
-            "--policy",
-            "mpc:period=1m,horizon=1h,setpoints=8",
-        ],
-    );
+    let server = up_with_mpc(dir.path(), &[]);
     let deadline = Instant::now() + Duration::from_secs(150);
     let mut recorded = Vec::new();
     while Instant::now() < deadline && recorded.is_empty() {
