@@ -81,6 +81,9 @@ impl Default for GrpoSettings {
     }
 }
 
+/// The most a rare choice of the operator's weighs in the cold start, against a common one's 1.
+const RARE_WEIGHT_CAP: f64 = 20.0;
+
 /// The largest advantage a future counts with, in units of `reward_scale`.
 const ADVANTAGE_CAP: f64 = 10.0;
 
@@ -413,7 +416,7 @@ fn cold_start(
     }
     let weight = |h: usize, c: usize| {
         let n = choices.len() as f64 / (net::CHOICES as f64 * counts[h][c].max(1) as f64);
-        n.clamp(0.2, 20.0) as f32
+        n.clamp(0.2, RARE_WEIGHT_CAP) as f32
     };
     let weights: Vec<f32> = choices
         .iter()
