@@ -254,6 +254,7 @@ pub fn run_command(command: PolicyCommand) -> anyhow::Result<ExitCode> {
             let episodes = run(&e, &|done| bar.set_position(done))?;
             bar.finish_and_clear();
             let reports = summarise(&episodes);
+            record_evaluations(&reports, &e)?;
             match format {
                 ReportFormat::Json => println!(
                     "{}",
@@ -270,6 +271,37 @@ pub fn run_command(command: PolicyCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Writes each learned policy's evaluation into its card (`evaluations`, the latest last):
+/// what it was run on and how it did against the others, so the card says how it did.
+fn record_evaluations(reports: &[Report], e: &Evaluation) -> anyhow::Result<()> {
+    for policy in e.policies.iter().map(|p| p.name()) {
+        let Some(folder) = policy.strip_prefix("grpo:") else {
+            continue;
+        };
+        let folder = Path::new(folder.trim_end_matches("+shield"));
+        let path = folder.join(doppel_autonomy::grpo::CARD);
+        let mut card: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?,
+        )?;
+        let entry = serde_json::json!({
+            "policy": policy,
+            "date": doppel_core::time::format_rfc3339(doppel_core::time::now_nanos()),
+            "scenarios": e.scenarios.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
+            "seeds": [e.seeds.start, e.seeds.end],
+            "days": e.days,
+            "reports": reports.iter().filter(|r| r.scenario == "all").collect::<Vec<_>>(),
+        });
+        match card["evaluations"].as_array_mut() {
+            Some(list) => list.push(entry),
+            None => card["evaluations"] = serde_json::json!([entry]),
+        }
+        std::fs::write(&path, serde_json::to_string_pretty(&card)? + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// The `.toml` files of a folder, by name (or the one file given).

@@ -55,6 +55,9 @@ pub struct PolicyCard {
     pub iterations_done: usize,
     pub seconds: f64,
     pub simulator_share: f64,
+    /// What `doppel policy eval` found, each run appended (kept as written).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evaluations: Vec<serde_json::Value>,
 }
 
 /// Indices of what the policy reads and moves.

@@ -217,6 +217,7 @@ pub fn train(
                 iterations_done: 0,
                 seconds: 0.0,
                 simulator_share: 0.0,
+                evaluations: Vec::new(),
             };
             super::save(&out.join("reference"), &net.valid(), &card)?;
             (net.clone(), net, card)
