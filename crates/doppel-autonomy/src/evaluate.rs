@@ -16,7 +16,7 @@ use doppel_sim::scenario::Scenario;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::error::{AutonomyError, Result};
+use crate::error::Result;
 use crate::objective::{Objective, Watch};
 
 /// What to compare, on what.
@@ -149,18 +149,7 @@ pub fn run(e: &Evaluation, progress: &(dyn Fn(u64) + Sync)) -> Result<Vec<Episod
             })
             .collect::<Result<Vec<Episode>>>()
     };
-    match e.threads {
-        Some(n) => rayon::ThreadPoolBuilder::new()
-            .num_threads(n.max(1))
-            .build()
-            .map_err(|err| {
-                AutonomyError::Sim(doppel_sim::SimError::Settings(format!(
-                    "cannot start {n} threads: {err}"
-                )))
-            })?
-            .install(all),
-        None => all(),
-    }
+    doppel_sim::monte_carlo::on_threads(e.threads, all)?
 }
 
 /// Per policy, per scenario and over all scenarios.
@@ -175,7 +164,8 @@ pub fn summarise(episodes: &[Episode]) -> Vec<Report> {
             scenarios.push(ep.scenario.clone());
         }
     }
-    let rules_cost = |scenario: Option<&str>, seeds: &[(String, u64)]| -> Option<f64> {
+    // The operator's total cost on the same (scenario, seed) episodes.
+    let rules_cost = |seeds: &[(String, u64)]| -> Option<f64> {
         let mut sum = 0.0;
         for (s, seed) in seeds {
             sum += episodes
@@ -183,7 +173,6 @@ pub fn summarise(episodes: &[Episode]) -> Vec<Report> {
                 .find(|ep| ep.policy == "rules" && &ep.scenario == s && ep.seed == *seed)?
                 .total_cost;
         }
-        let _ = scenario;
         Some(sum)
     };
     let mut out = Vec::new();
@@ -214,7 +203,7 @@ pub fn summarise(episodes: &[Episode]) -> Vec<Report> {
                 downtime_hours: mean(&|ep| ep.kpis.downtime_hours),
                 maintenance_cost: mean(&|ep| ep.kpis.maintenance_cost),
                 total_cost: total / n,
-                against_rules_pct: rules_cost(scenario.map(|s| s.as_str()), &seeds)
+                against_rules_pct: rules_cost(&seeds)
                     .filter(|r| *r > 0.0)
                     .map(|r| 100.0 * (total / r - 1.0)),
                 violation_steps: mine.iter().map(|ep| ep.violation_steps).sum(),

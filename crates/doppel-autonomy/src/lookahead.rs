@@ -159,3 +159,102 @@ impl OperatorHalf {
         );
     }
 }
+
+/// One kind of unit (pumps, chillers): each one's status and roughness sensors and its run
+/// switch, and the staging moves a policy makes with them.
+#[derive(Clone)]
+pub struct Fleet {
+    units: Vec<FleetUnit>,
+}
+
+#[derive(Clone)]
+struct FleetUnit {
+    status: usize,
+    /// Vibration (pumps) or condensing temperature (chillers): the roughest stops first.
+    roughness: usize,
+    run: usize,
+}
+
+impl Fleet {
+    /// The plant's assets of `kind`, with their `{id}_status` and `{id}_{roughness}` sensors and
+    /// `{id}.run` switches; `policy` names who asks, in the error.
+    pub fn of(
+        plant: &dyn Plant,
+        kind: &str,
+        roughness: &str,
+        policy: &str,
+    ) -> doppel_sim::Result<Fleet> {
+        let missing = |what: String| doppel_sim::SimError::Policy {
+            policy: policy.into(),
+            reason: format!("the plant has no {what}"),
+        };
+        let sensor = |id: String| {
+            doppel_sim::plant::sensor_index(plant, &id)
+                .ok_or_else(|| missing(format!("sensor `{id}`")))
+        };
+        let units = plant
+            .assets()
+            .iter()
+            .filter(|a| a.kind == kind)
+            .map(|a| {
+                Ok(FleetUnit {
+                    status: sensor(format!("{}_status", a.id))?,
+                    roughness: sensor(format!("{}_{roughness}", a.id))?,
+                    run: doppel_sim::plant::actuator_index(plant, &format!("{}.run", a.id))
+                        .ok_or_else(|| missing(format!("actuator `{}.run`", a.id)))?,
+                })
+            })
+            .collect::<doppel_sim::Result<_>>()?;
+        Ok(Fleet { units })
+    }
+
+    /// How many run, by their status readings (`value(sensor)`: its last value).
+    pub fn running(&self, value: &dyn Fn(usize) -> Option<f64>) -> usize {
+        self.units
+            .iter()
+            .filter(|u| is_code(value(u.status), 1.0))
+            .count()
+    }
+
+    /// Whether `actuator` is one of the fleet's run switches.
+    pub fn switches(&self, actuator: usize) -> bool {
+        self.units.iter().any(|u| u.run == actuator)
+    }
+
+    /// One more running: the first idle unit starts; `None` when none is idle.
+    pub fn start_one(&self, value: &dyn Fn(usize) -> Option<f64>) -> Option<Action> {
+        self.units
+            .iter()
+            .find(|u| is_code(value(u.status), 0.0))
+            .map(|u| Action::Set {
+                actuator: u.run,
+                value: 1.0,
+            })
+    }
+
+    /// One fewer running, keeping at least `least`: the roughest running unit stops; `None`
+    /// when that would leave too few.
+    pub fn stop_one(&self, value: &dyn Fn(usize) -> Option<f64>, least: usize) -> Option<Action> {
+        let running: Vec<&FleetUnit> = self
+            .units
+            .iter()
+            .filter(|u| is_code(value(u.status), 1.0))
+            .collect();
+        if running.len() <= least {
+            return None;
+        }
+        let rough = |u: &FleetUnit| value(u.roughness).unwrap_or(0.0);
+        running
+            .into_iter()
+            .max_by(|a, b| rough(a).total_cmp(&rough(b)))
+            .map(|u| Action::Set {
+                actuator: u.run,
+                value: 0.0,
+            })
+    }
+}
+
+/// Whether a status reading is the code `code`.
+fn is_code(reading: Option<f64>, code: f64) -> bool {
+    reading.is_some_and(|s| s.round() == code)
+}

@@ -19,7 +19,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use doppel_sim::chiller::{ChillerPlantConfig, MaintenanceConfig};
+use doppel_sim::chiller::{ChillerPlantConfig, MaintenanceConfig, physics};
 use doppel_sim::plant::{Action, AssetStatus, Plant, Readings, sensor_index};
 use doppel_sim::policy::{Policy, PolicyMaker, PolicyStats};
 use good_lp::{
@@ -472,16 +472,11 @@ fn unit_costs(
     // 10 % more (about 1 kW); a fouled chiller lifts 6 K higher (about 3 %/K of 150 kW).
     let waste_kw = if unit.pump { 1.0 } else { 27.0 };
     let room_c = 22.0 + 0.25 * (outdoor_c - 20.0);
-    let hazard_per_h = |pump: bool, h: f64| {
-        if pump {
-            if h >= 1.0 {
-                f64::INFINITY
-            } else {
-                2e-6 * (6.0 * h.min(1.2)).exp()
-            }
-        } else {
-            (6.0 * (h.min(1.5) - 0.8)).exp() / 5000.0
-        }
+    // The plant's own trip hazards; a pump worn through (w ≥ 1) fails for certain.
+    let hazard_per_h = |pump: bool, h: f64| match (pump, h >= 1.0) {
+        (true, true) => f64::INFINITY,
+        (true, false) => physics::pump_trip_hazard_per_h(h),
+        (false, _) => physics::chiller_trip_hazard_per_h(h),
     };
     let growth_per_h = |pump: bool, h: f64| {
         if pump {

@@ -17,7 +17,7 @@ use doppel_sim::plant::{Action, Plant, Readings, actuator_index, sensor_index};
 use doppel_sim::policy::{Policy, PolicyMaker, PolicyStats};
 
 use crate::error::{AutonomyError, Result};
-use crate::lookahead::{Lookahead, OperatorHalf, rollout};
+use crate::lookahead::{Fleet, Lookahead, OperatorHalf, rollout};
 use crate::objective::Objective;
 
 /// How MPC looks ahead and what it may choose.
@@ -118,21 +118,13 @@ impl PolicyMaker for MpcMaker {
     }
 }
 
-/// Sensors and actuator of one unit.
-struct Unit {
-    status: usize,
-    /// Vibration (pumps) or condensing temperature (chillers): the worst is stopped first.
-    roughness: usize,
-    run: usize,
-}
-
 pub struct Mpc {
     settings: MpcSettings,
     objective: Arc<Objective>,
     view: Lookahead,
     maintenance: OperatorHalf,
-    pumps: Vec<Unit>,
-    chillers: Vec<Unit>,
+    pumps: Fleet,
+    chillers: Fleet,
     setpoint_actuator: usize,
     setpoint_sensor: usize,
     next_s: f64,
@@ -152,24 +144,9 @@ impl Mpc {
             reason: format!("the plant has no {what}"),
         };
         let sensor = |id: String| sensor_index(plant, &id).ok_or_else(|| missing(id));
-        let units = |kind: &str, roughness: &str| -> doppel_sim::Result<Vec<Unit>> {
-            plant
-                .assets()
-                .iter()
-                .filter(|a| a.kind == kind)
-                .map(|a| {
-                    Ok(Unit {
-                        status: sensor(format!("{}_status", a.id))?,
-                        roughness: sensor(format!("{}_{roughness}", a.id))?,
-                        run: actuator_index(plant, &format!("{}.run", a.id))
-                            .ok_or_else(|| missing(format!("actuator {}.run", a.id)))?,
-                    })
-                })
-                .collect()
-        };
         Ok(Mpc {
-            pumps: units("pump", "vibration")?,
-            chillers: units("chiller", "cond_temp")?,
+            pumps: Fleet::of(plant, "pump", "vibration", "mpc")?,
+            chillers: Fleet::of(plant, "chiller", "cond_temp", "mpc")?,
             setpoint_actuator: actuator_index(plant, "chw.supply_setpoint")
                 .ok_or_else(|| missing("setpoint actuator".into()))?,
             setpoint_sensor: sensor("chw_setpoint".into())?,
@@ -182,31 +159,14 @@ impl Mpc {
         })
     }
 
-    /// One more or one fewer of `units` running (the first idle one starts; the roughest
-    /// running one stops); `None` when that cannot be.
-    fn stage(&self, units: &[Unit], change: i32, least: usize) -> Option<Option<Action>> {
-        let status = |u: &Unit| self.view.latest(u.status).map(|s| s.round());
-        let running: Vec<&Unit> = units.iter().filter(|u| status(u) == Some(1.0)).collect();
-        match change {
-            0 => Some(None),
-            1 => units.iter().find(|u| status(u) == Some(0.0)).map(|u| {
-                Some(Action::Set {
-                    actuator: u.run,
-                    value: 1.0,
-                })
-            }),
-            _ if running.len() > least => {
-                let roughest = running.iter().max_by(|a, b| {
-                    let r = |u: &Unit| self.view.latest(u.roughness).unwrap_or(0.0);
-                    r(a).total_cmp(&r(b))
-                })?;
-                Some(Some(Action::Set {
-                    actuator: roughest.run,
-                    value: 0.0,
-                }))
-            }
-            _ => None,
-        }
+    /// The staging moves open now: keep (no action), one more, one fewer (keeping at least
+    /// `least` running); moves that cannot be are left out.
+    fn moves(&self, fleet: &Fleet, least: usize) -> Vec<Option<Action>> {
+        let value = |i: usize| self.view.latest(i);
+        let mut moves = vec![None];
+        moves.extend(fleet.start_one(&value).map(Some));
+        moves.extend(fleet.stop_one(&value, least).map(Some));
+        moves
     }
 
     /// The best candidate's actions now.
@@ -217,18 +177,20 @@ impl Mpc {
             .latest(self.setpoint_sensor)
             .unwrap_or(self.settings.setpoints[0]);
         let s = &self.settings;
+        let (chillers, pumps) = (self.moves(&self.chillers, 1), self.moves(&self.pumps, 2));
+        // The setpoint as it is, then the grid's others (one equal to it would only repeat it).
+        let setpoints = std::iter::once(current).chain(
+            s.setpoints
+                .iter()
+                .copied()
+                .filter(|v| (v - current).abs() > 1e-9),
+        );
         let mut keep = None;
         let mut best: Option<(f64, Vec<Action>)> = None;
-        for &setpoint in std::iter::once(&current).chain(&s.setpoints) {
-            for chiller in [0, 1, -1] {
-                for pump in [0, 1, -1] {
-                    let (Some(c), Some(p)) = (
-                        self.stage(&self.chillers, chiller, 1),
-                        self.stage(&self.pumps, pump, 2),
-                    ) else {
-                        continue;
-                    };
-                    let mut actions: Vec<Action> = c.into_iter().chain(p).collect();
+        for setpoint in setpoints {
+            for c in &chillers {
+                for p in &pumps {
+                    let mut actions: Vec<Action> = c.iter().chain(p).copied().collect();
                     if (setpoint - current).abs() > 1e-9 {
                         actions.push(Action::Set {
                             actuator: self.setpoint_actuator,

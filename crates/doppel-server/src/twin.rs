@@ -199,16 +199,17 @@ pub(crate) async fn proposals(
         Ok(Query(q)) => q,
         Err(e) => return error_response(StatusCode::BAD_REQUEST, "invalid", &e.body_text()),
     };
-    const STATES: [&str; 6] = [
-        "recorded", "pending", "approved", "rejected", "executed", "expired",
-    ];
+    use doppel_twin::proposals::ProposalState;
     if let Some(s) = &query.state
-        && !STATES.contains(&s.as_str())
+        && !ProposalState::NAMES.contains(&s.as_str())
     {
         return error_response(
             StatusCode::BAD_REQUEST,
             "invalid",
-            &format!("unknown state `{s}`: use one of {}", STATES.join(", ")),
+            &format!(
+                "unknown state `{s}`: use one of {}",
+                ProposalState::NAMES.join(", ")
+            ),
         );
     }
     Json(twin.proposals(query.state.as_deref())).into_response()

@@ -99,6 +99,19 @@ pub struct ClusterAnswer {
     pub baseline_probability: f64,
 }
 
+/// Runs `work` on a pool of `threads` (`None`: rayon's global pool, all cores); the error is
+/// the pool's only (work's own result comes back as it is).
+pub fn on_threads<R: Send>(threads: Option<usize>, work: impl FnOnce() -> R + Send) -> Result<R> {
+    match threads {
+        Some(n) => Ok(rayon::ThreadPoolBuilder::new()
+            .num_threads(n.max(1))
+            .build()
+            .map_err(|e| SimError::Settings(format!("cannot start {n} threads: {e}")))?
+            .install(work)),
+        None => Ok(work()),
+    }
+}
+
 /// One run of the study's plant and policy.
 pub fn run_once(study: &Study, seed: u64, scenario: &Scenario) -> Result<RunOutcome> {
     let mut plant = match &study.start {
@@ -151,14 +164,7 @@ pub fn run_study_until(
             })
             .collect::<Result<Vec<(RunOutcome, RunOutcome)>>>()
     };
-    let pairs = match study.threads {
-        Some(n) => rayon::ThreadPoolBuilder::new()
-            .num_threads(n.max(1))
-            .build()
-            .map_err(|e| SimError::Settings(format!("cannot start {n} threads: {e}")))?
-            .install(all_runs)?,
-        None => all_runs()?,
-    };
+    let pairs = on_threads(study.threads, all_runs)??;
     let pick = |f: &dyn Fn(&(RunOutcome, RunOutcome)) -> Kpis| -> Vec<Kpis> {
         pairs.iter().map(f).collect()
     };

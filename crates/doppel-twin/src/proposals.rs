@@ -37,15 +37,14 @@ pub enum ProposalState {
 }
 
 impl ProposalState {
-    fn name(self) -> &'static str {
-        match self {
-            ProposalState::Recorded => "recorded",
-            ProposalState::Pending => "pending",
-            ProposalState::Approved => "approved",
-            ProposalState::Rejected => "rejected",
-            ProposalState::Executed => "executed",
-            ProposalState::Expired => "expired",
-        }
+    /// Every state, by the name the API uses.
+    pub const NAMES: [&'static str; 6] = [
+        "recorded", "pending", "approved", "rejected", "executed", "expired",
+    ];
+
+    pub fn name(self) -> &'static str {
+        // The variants are declared in the order of `NAMES`.
+        Self::NAMES[self as usize]
     }
 }
 

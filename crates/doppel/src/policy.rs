@@ -281,11 +281,6 @@ fn record_evaluations(reports: &[Report], e: &Evaluation) -> anyhow::Result<()> 
             continue;
         };
         let folder = Path::new(folder.trim_end_matches("+shield"));
-        let path = folder.join(doppel_autonomy::grpo::CARD);
-        let mut card: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(&path)
-                .with_context(|| format!("cannot read {}", path.display()))?,
-        )?;
         let entry = serde_json::json!({
             "policy": policy,
             "date": doppel_core::time::format_rfc3339(doppel_core::time::now_nanos()),
@@ -294,12 +289,7 @@ fn record_evaluations(reports: &[Report], e: &Evaluation) -> anyhow::Result<()> 
             "days": e.days,
             "reports": reports.iter().filter(|r| r.scenario == "all").collect::<Vec<_>>(),
         });
-        match card["evaluations"].as_array_mut() {
-            Some(list) => list.push(entry),
-            None => card["evaluations"] = serde_json::json!([entry]),
-        }
-        std::fs::write(&path, serde_json::to_string_pretty(&card)? + "\n")
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        doppel_autonomy::grpo::record_evaluation(folder, entry)?;
     }
     Ok(())
 }

@@ -24,7 +24,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{AutonomyError, Result};
-use crate::lookahead::OperatorHalf;
+use crate::lookahead::{Fleet, OperatorHalf};
 use net::{CHOICES, FEATURES, HEADS, PolicyNet, SETPOINT_RANGE, SETPOINT_STEP};
 
 /// The weights' file and the card's, in a policy's folder.
@@ -70,17 +70,11 @@ pub struct Senses {
     outdoor: usize,
     tower: usize,
     setpoint: usize,
-    pump_status: Vec<usize>,
-    chiller_status: Vec<usize>,
-    vibration: Vec<usize>,
-    cond: Vec<usize>,
-    pump_run: Vec<usize>,
-    chiller_run: Vec<usize>,
+    pumps: Fleet,
+    chillers: Fleet,
     setpoint_actuator: usize,
     start_unix_s: f64,
     utc_offset_h: f64,
-    price_day: f64,
-    price_night: f64,
 }
 
 impl Senses {
@@ -90,25 +84,6 @@ impl Senses {
             reason: format!("the plant has no {what}"),
         };
         let sensor = |id: &str| sensor_index(plant, id).ok_or_else(|| missing(id));
-        let of_kind = |kind: &str, field: &str| -> doppel_sim::Result<Vec<usize>> {
-            plant
-                .assets()
-                .iter()
-                .filter(|a| a.kind == kind)
-                .map(|a| sensor(&format!("{}_{field}", a.id)))
-                .collect()
-        };
-        let runs = |kind: &str| -> doppel_sim::Result<Vec<usize>> {
-            plant
-                .assets()
-                .iter()
-                .filter(|a| a.kind == kind)
-                .map(|a| {
-                    actuator_index(plant, &format!("{}.run", a.id))
-                        .ok_or_else(|| missing(&format!("{}.run", a.id)))
-                })
-                .collect()
-        };
         Ok(Senses {
             supply: sensor("chw_supply_temp")?,
             ret: sensor("chw_return_temp")?,
@@ -117,18 +92,12 @@ impl Senses {
             outdoor: sensor("weather_temp")?,
             tower: sensor("tower_water_temp")?,
             setpoint: sensor("chw_setpoint")?,
-            pump_status: of_kind("pump", "status")?,
-            chiller_status: of_kind("chiller", "status")?,
-            vibration: of_kind("pump", "vibration")?,
-            cond: of_kind("chiller", "cond_temp")?,
-            pump_run: runs("pump")?,
-            chiller_run: runs("chiller")?,
+            pumps: Fleet::of(plant, "pump", "vibration", "grpo")?,
+            chillers: Fleet::of(plant, "chiller", "cond_temp", "grpo")?,
             setpoint_actuator: actuator_index(plant, "chw.supply_setpoint")
                 .ok_or_else(|| missing("setpoint actuator"))?,
             start_unix_s: config.start_ns as f64 / 1e9,
             utc_offset_h: config.environment.utc_offset_h,
-            price_day: config.environment.price_day,
-            price_night: config.environment.price_night,
         })
     }
 
@@ -138,7 +107,7 @@ impl Senses {
             let x = seen[i];
             if x.is_finite() { x } else { 0.0 }
         };
-        let running = |list: &[usize]| list.iter().filter(|&&i| seen[i] == 1.0).count() as f64;
+        let last = |i: usize| Some(seen[i]);
         let local_s = self.start_unix_s + t_s + self.utc_offset_h * 3600.0;
         let hour = (local_s / 3600.0).rem_euclid(24.0);
         // 1970-01-01 was a Thursday: day 0 is weekday 3 counting from Monday as 0.
@@ -146,7 +115,6 @@ impl Senses {
         let weekend = weekday >= 5;
         let day_tariff = !weekend && (7.0..22.0).contains(&hour);
         let angle = std::f64::consts::TAU * hour / 24.0;
-        let _ = (self.price_day, self.price_night);
         [
             (v(self.supply) - 7.0) / 2.0,
             (v(self.ret) - v(self.supply) - 6.0) / 3.0,
@@ -155,8 +123,8 @@ impl Senses {
             (v(self.outdoor) - 15.0) / 10.0,
             (v(self.tower) - 24.0) / 5.0,
             v(self.setpoint) - 7.0,
-            running(&self.pump_status) / 4.0,
-            running(&self.chiller_status) / 3.0,
+            self.pumps.running(&last) as f64 / 4.0,
+            self.chillers.running(&last) as f64 / 3.0,
             angle.sin(),
             angle.cos(),
             f64::from(u8::from(weekend)),
@@ -183,43 +151,14 @@ impl Senses {
                 });
             }
         }
-        let stage =
-            |status: &[usize], rough: &[usize], run: &[usize], change: usize, least: usize| {
-                let running: Vec<usize> = (0..status.len())
-                    .filter(|&k| seen[status[k]] == 1.0)
-                    .collect();
-                match change {
-                    2 => (0..status.len())
-                        .find(|&k| seen[status[k]] == 0.0)
-                        .map(|k| Action::Set {
-                            actuator: run[k],
-                            value: 1.0,
-                        }),
-                    0 if running.len() > least => running
-                        .iter()
-                        .copied()
-                        .max_by(|&a, &b| seen[rough[a]].total_cmp(&seen[rough[b]]))
-                        .map(|k| Action::Set {
-                            actuator: run[k],
-                            value: 0.0,
-                        }),
-                    _ => None,
-                }
-            };
-        actions.extend(stage(
-            &self.chiller_status,
-            &self.cond,
-            &self.chiller_run,
-            choice[1],
-            1,
-        ));
-        actions.extend(stage(
-            &self.pump_status,
-            &self.vibration,
-            &self.pump_run,
-            choice[2],
-            2,
-        ));
+        let last = |i: usize| Some(seen[i]);
+        let stage = |fleet: &Fleet, change: usize, least: usize| match change {
+            2 => fleet.start_one(&last),
+            0 => fleet.stop_one(&last, least),
+            _ => None,
+        };
+        actions.extend(stage(&self.chillers, choice[1], 1));
+        actions.extend(stage(&self.pumps, choice[2], 2));
     }
 
     /// The head choices an operator's actions amount to (for imitating it).
@@ -229,9 +168,9 @@ impl Senses {
             if let Action::Set { actuator, value } = *a {
                 if actuator == self.setpoint_actuator {
                     choice[0] = if value < seen[self.setpoint] { 0 } else { 2 };
-                } else if self.chiller_run.contains(&actuator) {
+                } else if self.chillers.switches(actuator) {
                     choice[1] = if value == 1.0 { 2 } else { 0 };
-                } else if self.pump_run.contains(&actuator) {
+                } else if self.pumps.switches(actuator) {
                     choice[2] = if value == 1.0 { 2 } else { 0 };
                 }
             }
@@ -349,38 +288,55 @@ impl Policy for Actor {
 
 /// Writes the network's weights (safetensors) and card into `dir`.
 pub fn save(dir: &Path, net: &PolicyNet, card: &PolicyCard) -> Result<()> {
-    let fail = |e: String| AutonomyError::PolicyOption {
-        name: dir.display().to_string(),
-        reason: e,
-    };
-    std::fs::create_dir_all(dir).map_err(|e| fail(format!("cannot create it: {e}")))?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| folder_error(dir, format!("cannot create it: {e}")))?;
     let mut store = SafetensorsStore::from_file(dir.join(WEIGHTS))
         .overwrite(true)
         .clear_metadata();
     net.save_into(&mut store)
-        .map_err(|e| fail(format!("cannot write {WEIGHTS}: {e}")))?;
-    let text = serde_json::to_string_pretty(card).expect("the card serialises");
-    std::fs::write(dir.join(CARD), text + "\n")
-        .map_err(|e| fail(format!("cannot write {CARD}: {e}")))
+        .map_err(|e| folder_error(dir, format!("cannot write {WEIGHTS}: {e}")))?;
+    write_card(dir, card)
 }
 
 /// Reads a policy written by [`save`].
 pub fn load(dir: &Path, device: &Device) -> Result<(PolicyNet, PolicyCard)> {
-    let fail = |e: String| AutonomyError::PolicyOption {
-        name: format!("grpo:{}", dir.display()),
-        reason: e,
-    };
-    let text = std::fs::read_to_string(dir.join(CARD)).map_err(|e| {
-        fail(format!(
-            "cannot read {CARD} ({e}): is it a policy folder `doppel policy train` wrote?"
-        ))
-    })?;
-    let card: PolicyCard = serde_json::from_str(&text).map_err(|e| fail(format!("{CARD}: {e}")))?;
+    let card = read_card(dir)?;
     let mut net = PolicyNet::new(card.width, device);
     let mut store = SafetensorsStore::from_file(dir.join(WEIGHTS));
     net.load_from(&mut store)
-        .map_err(|e| fail(format!("cannot read {WEIGHTS}: {e}")))?;
+        .map_err(|e| folder_error(dir, format!("cannot read {WEIGHTS}: {e}")))?;
     Ok((net, card))
+}
+
+/// Appends an evaluation to the card of the policy in `dir`.
+pub fn record_evaluation(dir: &Path, evaluation: serde_json::Value) -> Result<()> {
+    let mut card = read_card(dir)?;
+    card.evaluations.push(evaluation);
+    write_card(dir, &card)
+}
+
+fn read_card(dir: &Path) -> Result<PolicyCard> {
+    let text = std::fs::read_to_string(dir.join(CARD)).map_err(|e| {
+        folder_error(
+            dir,
+            format!("cannot read {CARD} ({e}): is it a policy folder `doppel policy train` wrote?"),
+        )
+    })?;
+    serde_json::from_str(&text).map_err(|e| folder_error(dir, format!("{CARD}: {e}")))
+}
+
+fn write_card(dir: &Path, card: &PolicyCard) -> Result<()> {
+    let text = serde_json::to_string_pretty(card).expect("the card serialises");
+    std::fs::write(dir.join(CARD), text + "\n")
+        .map_err(|e| folder_error(dir, format!("cannot write {CARD}: {e}")))
+}
+
+/// A problem with the policy folder `dir`, named as `--policy` takes it.
+fn folder_error(dir: &Path, reason: String) -> AutonomyError {
+    AutonomyError::PolicyOption {
+        name: format!("grpo:{}", dir.display()),
+        reason,
+    }
 }
 
 /// `grpo:FOLDER`: the trained policy at work, choosing the likeliest action.

@@ -189,6 +189,17 @@ pub fn tower(
     (fan, wet_bulb + design_approach_k * load / fan.powf(0.8))
 }
 
+/// A running pump's random trip hazard per hour at bearing wear `w` (capped at 1.2; the pump
+/// also fails outright once `w` reaches 1). docs/REFERENCE_PLANT.md.
+pub fn pump_trip_hazard_per_h(w: f64) -> f64 {
+    2e-6 * (6.0 * w.min(1.2)).exp()
+}
+
+/// A running chiller's trip hazard per hour at tube fouling `phi` (capped at 1.5).
+pub fn chiller_trip_hazard_per_h(phi: f64) -> f64 {
+    (6.0 * (phi.min(1.5) - 0.8)).exp() / 5000.0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

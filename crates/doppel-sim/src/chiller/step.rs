@@ -292,9 +292,8 @@ impl ChillerPlant {
                 st.wear[i] += hours * cfg.wear_per_hour * stress * heat_and_noise;
                 // Random trips: hazard 2e-6·e^(6w) per hour, w capped at 1.2. Most draws are
                 // far above any possible hazard, so the exponential is rarely needed.
-                let w = st.wear[i].min(1.2);
-                let tripped =
-                    u < 2e-6 * PUMP_HAZARD_CAP * hours && u < 2e-6 * (6.0 * w).exp() * hours;
+                let tripped = u < 2e-6 * PUMP_HAZARD_CAP * hours
+                    && u < physics::pump_trip_hazard_per_h(st.wear[i]) * hours;
                 if st.wear[i] >= 1.0 || tripped {
                     trips[n_trips] = l.pump_asset(i);
                     n_trips += 1;
@@ -310,9 +309,8 @@ impl ChillerPlant {
                     * plr
                     * dist.degradation_factor[l.chiller_asset(j)];
                 // Trips: hazard e^(6(φ − 0.8))/5000 per hour, φ capped at 1.5.
-                let phi = st.fouling[j].min(1.5);
                 if u < CHILLER_HAZARD_CAP / 5000.0 * hours
-                    && u < (6.0 * (phi - 0.8)).exp() / 5000.0 * hours
+                    && u < physics::chiller_trip_hazard_per_h(st.fouling[j]) * hours
                 {
                     trips[n_trips] = l.chiller_asset(j);
                     n_trips += 1;
