@@ -11,7 +11,7 @@ lists the plant's assets; a chart gains a reading written through the API within
 scenario study run from the planning page shows its distributions; MPC's proposals show
 with their simulated effect and one approved from the page is executed by the plant; the
 trip shows as an alert that can be acknowledged, and the acknowledgement is still there after
-a reload; the token gate shows nothing without the token. Saves a screenshot of each view at
+a reload, with the trip and the pump's repair (maintenance) on the server's timeline; the token gate shows nothing without the token. Saves a screenshot of each view at
 1280x800 and 390x844. Exits non-zero, saying what failed, on the first failure.
 """
 
@@ -143,6 +143,14 @@ def main():
             page.wait_for_selector('.alert:has-text("pump2 tripped") >> text=crew sent', timeout=5000)
             page.reload()
             page.wait_for_selector('.alert:has-text("pump2 tripped") >> text=crew sent', timeout=10000)
+            # The timeline after the reload, as the server keeps it: the trip injected, then
+            # pump2 taken in for repair (in maintenance, on its card too).
+            page.wait_for_selector('#timeline [data-kind="disruption"]:has-text("pump_trip:pump2")',
+                                   timeout=10000)
+            page.wait_for_selector('#timeline [data-kind="maintenance"]:has-text("pump2 went into maintenance")',
+                                   timeout=90000)
+            page.wait_for_selector('[data-asset="pump2"].maintenance', timeout=10000)
+            page.screenshot(path=os.path.join(shots, "timeline-desktop.png"), full_page=True)
             check(not problems, "alerts: " + "; ".join(problems))
             page.close()
 

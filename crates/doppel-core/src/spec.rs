@@ -54,6 +54,19 @@ pub struct Sensor {
     pub measurement: String,
     pub tags: BTreeMap<String, String>,
     pub field: String,
+    /// Readings of this sensor that mean its asset is out of service for maintenance or
+    /// repair (a status code's values); empty for most sensors.
+    pub maintenance: Vec<f64>,
+}
+
+impl Sensor {
+    /// Whether `value` read from this sensor means its asset is in maintenance. Codes are
+    /// compared rounded, as a status travels as a float.
+    pub fn means_maintenance(&self, value: f64) -> bool {
+        self.maintenance
+            .iter()
+            .any(|&code| (value - code).abs() < 0.5)
+    }
 }
 
 /// One problem found in a spec, with where it is.
@@ -125,6 +138,8 @@ struct RawSensor {
     #[serde(default)]
     tags: BTreeMap<String, String>,
     field: Spanned<String>,
+    #[serde(default)]
+    maintenance: Option<Spanned<Vec<f64>>>,
 }
 
 /// Reads and validates a twin spec file.
@@ -288,6 +303,15 @@ fn validate(raw: RawSpec, problems: &mut Problems) -> TwinSpec {
             s.tags.clone(),
             s.field.get_ref().clone(),
         );
+        if let Some(codes) = &s.maintenance
+            && codes.get_ref().iter().any(|c| !c.is_finite())
+        {
+            problems.push(
+                codes.span(),
+                format!("{key}.maintenance"),
+                "maintenance codes must be finite numbers, such as [3, 4]",
+            );
+        }
         if let Some(other) = series_owner.insert(series, s.id.get_ref().clone()) {
             problems.push(
                 s.field.span(),
@@ -305,6 +329,7 @@ fn validate(raw: RawSpec, problems: &mut Problems) -> TwinSpec {
             measurement: s.measurement.into_inner(),
             tags: s.tags,
             field: s.field.into_inner(),
+            maintenance: s.maintenance.map(Spanned::into_inner).unwrap_or_default(),
         });
     }
 

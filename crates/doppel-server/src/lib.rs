@@ -88,6 +88,7 @@ pub fn app_with_twin(lake: Lake, config: ServerConfig, twin: Option<doppel_twin:
         .route("/api/v1/assets/{id}", get(twin::asset))
         .route("/api/v1/alerts", get(twin::alerts))
         .route("/api/v1/events", get(twin::events))
+        .route("/api/v1/timeline", get(twin::timeline))
         .route("/api/v1/alerts/{id}/ack", post(twin::acknowledge))
         .route("/api/v1/proposals", get(twin::proposals))
         .route("/api/v1/proposals/{id}/approve", post(twin::approve))

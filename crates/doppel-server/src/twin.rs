@@ -1,7 +1,8 @@
 //! The live twin's API: `GET /api/v1/twin` (sites → assets → sensors with their state),
 //! `GET /api/v1/assets/{id}?window=1h&points=2000` (one asset, with its sensors' readings
 //! over the window downsampled to about that many points), `GET /api/v1/alerts` and
-//! `POST /api/v1/alerts/{id}/ack`, `GET /api/v1/events`, a Server-Sent Events stream of
+//! `POST /api/v1/alerts/{id}/ack`, `GET /api/v1/timeline` (what happened, kept in the lake),
+//! `GET /api/v1/events`, a Server-Sent Events stream of
 //! the twin's changes, and `GET /api/v1/models`, the twin's own model. JSON; docs/API.md.
 
 use axum::extract::{Path, Query, State};
@@ -254,6 +255,61 @@ fn decide(
             error_response(StatusCode::BAD_REQUEST, "invalid", &m)
         }
         Err(e) => error_response(StatusCode::CONFLICT, "conflict", &e.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct TimelineQuery {
+    hours: Option<f64>,
+    limit: Option<usize>,
+}
+
+/// At most this many timeline entries, whatever is asked.
+const MAX_TIMELINE: usize = 2_000;
+
+/// `GET /api/v1/timeline[?hours=24][&limit=200]`: what happened, newest first.
+pub(crate) async fn timeline(
+    State(state): State<AppState>,
+    query: Result<Query<TimelineQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Some(twin) = &state.twin else {
+        return no_twin();
+    };
+    let query = match query {
+        Ok(Query(q)) => q,
+        Err(e) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                &format!("the query string must be like ?hours=24&limit=200: {e}"),
+            );
+        }
+    };
+    let hours = query.hours.unwrap_or(24.0);
+    if !(hours > 0.0 && hours <= 24.0 * 366.0) {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            &format!("hours must be above 0 and at most a year (8784), not {hours}"),
+        );
+    }
+    let limit = query.limit.unwrap_or(200);
+    if limit == 0 || limit > MAX_TIMELINE {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            &format!("limit must be 1 to {MAX_TIMELINE}, not {limit}"),
+        );
+    }
+    let since = doppel_core::time::now_nanos() - (hours * 3.6e12) as i64;
+    match twin.timeline(since, limit).await {
+        Ok(entries) => Json(entries).into_response(),
+        Err(doppel_twin::TwinError::Lake(e)) => lake_error_response(e),
+        Err(e) => error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            &e.to_string(),
+        ),
     }
 }
 

@@ -14,6 +14,8 @@ pub mod models;
 pub mod proposals;
 /// Each sensor's latest value and its quality; an asset's state.
 pub mod state;
+/// What happened, newest first: alerts, state changes, maintenance, disruptions, proposals.
+pub mod timeline;
 /// The twin attached to a lake: what it watches, and the views it answers with.
 pub mod twin;
 /// Alert changes POSTed to an operator's URL, retried until delivered.

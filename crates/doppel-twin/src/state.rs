@@ -33,6 +33,10 @@ pub enum AssetState {
     Warning,
     /// Some sensor reads outside its expected range, or a critical alert is open.
     Alarm,
+    /// A status sensor says the asset is out of service for maintenance or repair (its spec's
+    /// `maintenance` codes): what it reads and the alerts it raises are expected, so this
+    /// wins over the rest.
+    Maintenance,
 }
 
 /// How many of a sampling period pass without a reading before a sensor is stale.
@@ -137,9 +141,18 @@ impl LiveState {
         }
     }
 
-    /// The state of asset `id` at `now`: the worst of its sensors' qualities (an asset
-    /// without sensors is `ok`).
+    /// The state of asset `id` at `now`: `maintenance` when a fresh status reading says so,
+    /// else the worst of its sensors' qualities (an asset without sensors is `ok`).
     pub fn asset_state(&self, id: &str, now: i64) -> AssetState {
+        let in_maintenance = self.spec.sensors.iter().enumerate().any(|(i, sensor)| {
+            sensor.asset == id
+                && !sensor.maintenance.is_empty()
+                && self.quality(i, now) == Quality::Ok
+                && self.latest[i].is_some_and(|(_, v)| sensor.means_maintenance(v))
+        });
+        if in_maintenance {
+            return AssetState::Maintenance;
+        }
         let worst = (0..self.spec.sensors.len())
             .filter(|&i| self.spec.sensors[i].asset == id)
             .map(|i| self.quality(i, now))
@@ -183,6 +196,15 @@ period = "1m"
 measurement = "pumps"
 tags = { asset = "p1" }
 field = "on"
+[[sensor]]
+id = "p1.status"
+asset = "p1"
+unit = "code"
+period = "1m"
+measurement = "pumps"
+tags = { asset = "p1" }
+field = "status"
+maintenance = [3, 4]
 "#;
 
     fn batch(points: Vec<(&str, &str, FieldValue, i64)>) -> ColumnarBatch {
@@ -213,6 +235,7 @@ field = "on"
             ("p1", "speed", FieldValue::Float(0.5), 10 * s),
             ("p2", "speed", FieldValue::Float(0.9), 30 * s),
             ("p1", "on", FieldValue::Boolean(true), 10 * s),
+            ("p1", "status", FieldValue::Float(1.0), 10 * s),
         ]);
         for rows in &b.tables {
             state.observe(rows, |_, _, _| {});
@@ -230,5 +253,43 @@ field = "on"
         state.observe(&high.tables[0], |_, _, _| {});
         assert_eq!(state.quality(0, 41 * s), Quality::OutOfRange);
         assert_eq!(state.asset_state("p1", 41 * s), AssetState::Alarm);
+    }
+
+    /// A fresh status reading with one of the spec's maintenance codes puts the asset in
+    /// maintenance whatever its other sensors read; a running code or a stale status does not.
+    #[test]
+    fn a_maintenance_code_puts_the_asset_in_maintenance() {
+        let spec = doppel_core::spec::parse(SPEC, std::path::Path::new("t.toml")).unwrap();
+        let mut state = LiveState::new(spec);
+        let s = 1_000_000_000;
+        let feed = |state: &mut LiveState, points| {
+            for rows in &batch(points).tables {
+                state.observe(rows, |_, _, _| {});
+            }
+        };
+        feed(
+            &mut state,
+            vec![
+                ("p1", "speed", FieldValue::Float(1.5), 10 * s),
+                ("p1", "on", FieldValue::Boolean(true), 10 * s),
+                ("p1", "status", FieldValue::Float(1.0), 10 * s),
+            ],
+        );
+        assert_eq!(state.asset_state("p1", 12 * s), AssetState::Alarm);
+        feed(
+            &mut state,
+            vec![("p1", "status", FieldValue::Float(3.0), 20 * s)],
+        );
+        assert_eq!(state.asset_state("p1", 22 * s), AssetState::Maintenance);
+        feed(
+            &mut state,
+            vec![("p1", "status", FieldValue::Integer(4), 30 * s)],
+        );
+        assert_eq!(state.asset_state("p1", 32 * s), AssetState::Maintenance);
+        assert_eq!(
+            state.asset_state("p1", 30 * s + 181 * s),
+            AssetState::Alarm,
+            "a status three minutes old no longer says the asset is in maintenance"
+        );
     }
 }

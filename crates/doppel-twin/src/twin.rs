@@ -210,6 +210,7 @@ impl Twin {
         };
         twin.start_from_the_lake().await;
         twin.restore_alerts(evaluator.as_deref()).await;
+        *twin.announced.lock() = twin.restore_states().await;
         let watched = state;
         let database = bucket.to_owned();
         let _ = alerts;
@@ -427,7 +428,12 @@ impl Twin {
                 state.asset_state(&asset.id, wall),
                 alerts.worst_open(&asset.id),
             );
-            if self.announced.lock().insert(asset.id.clone(), current) != Some(current) {
+            let previous = self.announced.lock().insert(asset.id.clone(), current);
+            if previous != Some(current) {
+                // The first state a new twin sees is where it starts, not a change.
+                if let Some(previous) = previous {
+                    self.record_state(&asset.id, previous, current, now);
+                }
                 announce(TwinEvent::State {
                     asset: asset.id.clone(),
                     state: current,
@@ -872,9 +878,10 @@ fn asset_view(state: &LiveState, alerts: &Alerts, id: &str, now: i64) -> Value {
 }
 
 /// An asset's state with its open alerts: a critical alert is an alarm, a warning one a
-/// warning, unless its sensors say worse.
+/// warning, unless its sensors say worse; an asset in maintenance stays so.
 fn asset_state(sensors: AssetState, worst_alert: Option<Severity>) -> AssetState {
     match (sensors, worst_alert) {
+        (AssetState::Maintenance, _) => AssetState::Maintenance,
         (AssetState::Alarm, _) | (_, Some(Severity::Critical)) => AssetState::Alarm,
         (_, Some(Severity::Warning)) => AssetState::Warning,
         (sensors, _) => sensors,
@@ -904,7 +911,7 @@ pub(crate) fn int_at(batch: &RecordBatch, column: usize, row: usize) -> Option<i
     array.is_valid(row).then(|| array.value(row))
 }
 
-fn text_at(batch: &RecordBatch, column: usize, row: usize) -> Option<String> {
+pub(crate) fn text_at(batch: &RecordBatch, column: usize, row: usize) -> Option<String> {
     let array = cast(batch.column(column), &DataType::Utf8).ok()?;
     let array = array.as_string::<i32>();
     array.is_valid(row).then(|| array.value(row).to_owned())

@@ -450,11 +450,7 @@ impl Observer for LakeWriter {
         while self.disruptions.last().is_some_and(|d| d.0 <= time) {
             let (at, label, targets) = self.disruptions.pop().expect("checked");
             if let Some(twin) = &self.twin {
-                twin.announce(doppel_twin::TwinEvent::Disruption {
-                    label,
-                    targets,
-                    time: doppel_core::time::format_rfc3339(at),
-                });
+                twin.record_disruption(label, targets, at);
             }
         }
         self.layout

@@ -55,21 +55,21 @@ function connect() {
     const { asset, state: s } = JSON.parse(e.data);
     const card = $(`[data-asset="${CSS.escape(asset)}"]`);
     if (card) { card.className = "asset " + s; $(".state", card).textContent = s; $(".state", card).className = "state " + s; }
-    addToTimeline({ time: Date.now(), text: `${asset} is ${s}` });
+    addToTimeline({ time: Date.now(), kind: s === "maintenance" ? "maintenance" : "state", text: s === "maintenance" ? `${asset} went into maintenance` : `${asset} is ${s}` });
   });
   events.addEventListener("scenario_run", (e) => onStudy(JSON.parse(e.data)));
   events.addEventListener("disruption", (e) => {
     const d = JSON.parse(e.data);
-    addToTimeline({ time: Date.parse(d.time), text: `disruption injected: ${d.label}${d.targets.length ? " (" + d.targets.join(", ") + ")" : ""}` });
+    addToTimeline({ time: Date.now(), kind: "disruption", text: `disruption injected: ${d.label}${d.targets.length ? " (" + d.targets.join(", ") + ")" : ""}` });
   });
   events.addEventListener("proposal", (e) => {
     const { proposal: p } = JSON.parse(e.data);
-    if (p.state !== "recorded") addToTimeline({ time: Date.now(), text: `proposal ${p.state}: ${p.summary.join(", ")} (${p.policy})` });
+    if (p.state !== "recorded") addToTimeline({ time: Date.now(), kind: "proposal", text: `proposal ${p.state}: ${p.summary.join(", ")} (${p.policy})` });
     if (route().view === "autonomy") renderProposals();
   });
   events.addEventListener("alert", (e) => {
     const { alert } = JSON.parse(e.data);
-    addToTimeline({ time: Date.now(), text: `alert ${alert.state}: ${alert.rule} (${alert.asset})` });
+    addToTimeline({ time: Date.now(), kind: "alert", text: `alert ${alert.state}: ${alert.rule} (${alert.asset})` });
     if (route().view === "operations") renderAlerts();
   });
 }
@@ -88,13 +88,21 @@ function onReadings(values) {
   }
 }
 
+// The timeline: the server's (kept in the lake, so it survives reloads), then what the event
+// stream brings while the page is open.
 function addToTimeline(entry) {
   state.timeline.unshift(entry);
   state.timeline.length = Math.min(state.timeline.length, 200);
   const box = $("#timeline");
   if (box) box.innerHTML = timelineRows();
 }
-const timelineRows = () => state.timeline.map((e) => `<div>${new Date(e.time).toLocaleTimeString()} ${esc(e.text)}</div>`).join("") || '<div class="muted">nothing yet</div>';
+const timelineRows = () => state.timeline.map((e) => `<div class="tl-${esc(e.kind)}" data-kind="${esc(e.kind)}">${new Date(e.time).toLocaleString()} <span class="kind">${esc(e.kind)}</span> ${esc(e.text)}</div>`).join("") || '<div class="muted">nothing yet</div>';
+async function loadTimeline() {
+  const entries = await api("/api/v1/timeline?hours=168&limit=200");
+  state.timeline = entries.map((e) => ({ time: Date.parse(e.time), kind: e.kind, text: e.text }));
+  const box = $("#timeline");
+  if (box) box.innerHTML = timelineRows();
+}
 
 // --- views ---
 function route() {
@@ -138,7 +146,7 @@ async function renderOperations() {
     <section id="plant"><h2>${esc(twin.name)}</h2>${sites}</section>
     <section><h2>Alerts</h2><div id="alerts" class="muted">loading…</div></section>
     <section class="wide"><h2>Timeline</h2><div id="timeline" class="timeline">${timelineRows()}</div></section>`;
-  await renderAlerts();
+  await Promise.all([renderAlerts(), loadTimeline()]);
 }
 
 async function renderAlerts() {

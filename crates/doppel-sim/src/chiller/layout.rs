@@ -311,6 +311,10 @@ pub fn twin_spec(layout: &Layout) -> String {
             tags.join(", "),
             s.field
         );
+        if s.field == "status" {
+            // Codes 3 (repair) and 4 (planned service): the asset is out of service.
+            out.push_str("maintenance = [3, 4]\n");
+        }
     }
     out
 }

@@ -561,7 +561,63 @@ fn a_scenario_injected_into_doppel_up_raises_an_alert_naming_the_tripped_pump() 
             .any(|a| a["rule"] == "pump1 tripped" || a["rule"] == "pump3 tripped"),
         "{others}"
     );
+    // The crew takes the pump in for repair (status 3, one of the spec's maintenance codes):
+    // the asset is in maintenance, whatever its open critical alert.
+    let began = Instant::now();
+    while asset_state(
+        &get(&format!("{}/api/v1/twin", server.url), &[]).json(),
+        "pump2",
+    ) != "maintenance"
+    {
+        assert!(
+            began.elapsed() < Duration::from_secs(90),
+            "pump2 never went into maintenance"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // The timeline holds the disruption, the alert and the maintenance, newest first, and
+    // keeps them across a restart.
+    let timeline_texts = |url: &str| -> Vec<(String, String)> {
+        get(&format!("{url}/api/v1/timeline?hours=1"), &[])
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["kind"].as_str().unwrap().to_owned(),
+                    e["text"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let wanted = [
+        ("maintenance", "pump2 went into maintenance"),
+        ("alert", "alert firing: pump2 tripped (pump2, critical)"),
+        ("disruption", "disruption injected: pump_trip:pump2 (pump2)"),
+    ];
+    let position = |entries: &[(String, String)], (kind, text): (&str, &str)| {
+        entries
+            .iter()
+            .position(|(k, t)| k == kind && t == text)
+            .unwrap_or_else(|| panic!("no `{kind}: {text}` in the timeline: {entries:?}"))
+    };
+    let before = timeline_texts(&server.url);
+    let places: Vec<usize> = wanted.iter().map(|&w| position(&before, w)).collect();
+    assert!(
+        places.windows(2).all(|p| p[0] < p[1]),
+        "newest first: {before:?}"
+    );
+    let bad = get(&format!("{}/api/v1/timeline?hours=0", server.url), &[]);
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert!(bad.body.contains("hours must be above 0"), "{}", bad.body);
     assert!(server.stop().success());
+    let again = Server::up(dir.path(), &["--speed", "3600x"]);
+    let after = timeline_texts(&again.url);
+    for w in wanted {
+        position(&after, w);
+    }
+    assert!(again.stop().success());
 }
 
 /// `doppel rules test` backtests rules on a recorded run: a pump trip injected six hours into
