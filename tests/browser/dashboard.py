@@ -103,6 +103,9 @@ def main():
                 page.goto(url + "/#/risk")
                 page.wait_for_selector('[data-risk="scenario_probability"] td', timeout=10000)
                 check(page.locator("[data-risk-asset]").count() == 12, "every asset in the risk table")
+                check(page.locator("[data-health]").count() == 7,
+                      "the estimator's health of the four pumps and three chillers")
+                check(page.locator("[data-risk-tile]").count() == 12, "every asset on the risk map")
                 page.screenshot(path=os.path.join(shots, f"risk-{name}.png"), full_page=True)
                 # Models.
                 page.goto(url + "/#/models")

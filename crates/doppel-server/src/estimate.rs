@@ -86,6 +86,8 @@ pub(crate) async fn estimate(State(state): State<AppState>) -> Response {
         Ok((plant, estimate)) => Json(serde_json::json!({
             "at": doppel_core::time::format_rfc3339((estimate.at_unix_s * 1e9) as i64),
             "hidden": estimate.hidden,
+            "health": estimate.health(),
+            "health_horizon_hours": doppel_sim::chiller::HEALTH_HORIZON_H,
             "missing": estimate.missing,
             "state": plant.save_state(),
         }))

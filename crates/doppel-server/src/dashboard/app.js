@@ -348,23 +348,40 @@ function resultTable(run) {
 // --- risk: the odds of clustered failures from a study, and each asset's risk now ---
 async function renderRisk() {
   const [runs, twin] = await Promise.all([api("/api/v1/scenario-runs"), api("/api/v1/twin")]);
+  // Health needs the state estimator, which knows the reference plant only: without it the
+  // map goes on with anomaly and the study's odds.
+  const estimate = await api("/api/v1/twin/estimate").catch(() => null);
   const done = runs.filter((r) => r.state === "done");
   $("#main").innerHTML = `
     <section class="wide"><h2>Risk</h2>
       ${done.length ? `<p>study <select id="risk-study">${done.map((r) => `<option value="${esc(r.id)}">${esc(r.scenario)} · ${r.runs} runs × ${r.days} d · ${esc(r.policy)}</option>`).join("")}</select></p>`
         : '<p class="muted">no study yet: run one under <a href="#/planning">Planning</a></p>'}
       <div id="risk-grid" class="results"></div></section>
-    <section class="wide"><h2>Assets</h2><div id="risk-assets"></div></section>`;
+    <section class="wide"><h2>Assets</h2>
+      <p class="muted">Each asset's risk is the worst of: its wear or fouling (1 − health, from the state estimator), the odds it trips within ${estimate ? estimate.health_horizon_hours / 24 : 30} days running at today's wear, its anomaly score now, and the odds it fails in a run of the chosen study.</p>
+      <div id="risk-map" class="assets"></div><div id="risk-assets"></div></section>`;
   const assets = twin.sites.flatMap((s) => s.assets);
+  const health = Object.fromEntries(((estimate && estimate.health) || []).map((h) => [h.asset, h]));
   const show = async () => {
     const id = $("#risk-study") && $("#risk-study").value;
     const run = id ? await api(`/api/v1/scenario-runs/${encodeURIComponent(id)}`) : null;
     if (run) $("#risk-grid").innerHTML = riskGrid(run.result, "scenario_probability", "with the scenario") + riskGrid(run.result, "baseline_probability", "baseline");
     const odds = (run && run.result.asset_failures) || {};
-    $("#risk-assets").innerHTML = `<table><tr><th>asset</th><th>state</th><th>anomaly now</th><th>fails in a run (scenario)</th><th>(baseline)</th></tr>
-      ${assets.map((a) => { const o = odds[a.id]; return `<tr data-risk-asset="${esc(a.id)}"><td><a href="#/asset/${encodeURIComponent(a.id)}">${esc(a.id)}</a></td>
-        <td><span class="state ${esc(a.state)}">${esc(a.state)}</span></td><td>${fmt(a.anomaly)}</td>
-        ${o ? `<td style="${heat(o.scenario)}">${fmt(100 * o.scenario, 0)} %</td><td style="${heat(o.baseline)}">${fmt(100 * o.baseline, 0)} %</td>` : "<td>—</td><td>—</td>"}</tr>`; }).join("")}</table>`;
+    const rows = assets.map((a) => {
+      const h = health[a.id], o = odds[a.id];
+      const parts = [h && 1 - h.health, h && h.trip_odds, a.anomaly, o && o.scenario].filter((x) => typeof x === "number" && !Number.isNaN(x));
+      return { a, h, o, risk: parts.length ? Math.max(...parts) : null };
+    }).sort((x, y) => (y.risk ?? -1) - (x.risk ?? -1));
+    const pct = (p) => `<td style="${heat(p)}">${fmt(100 * p, 0)} %</td>`;
+    $("#risk-map").innerHTML = rows.map(({ a, risk }) => `<a class="asset ${esc(a.state)}" data-risk-tile="${esc(a.id)}" href="#/asset/${encodeURIComponent(a.id)}" style="${risk === null ? "" : heat(risk)}">
+      <div class="id">${esc(a.id)}</div><div>${risk === null ? "—" : fmt(100 * risk, 0) + " %"}</div></a>`).join("");
+    $("#risk-assets").innerHTML = `<table><tr><th>asset</th><th>state</th><th>health</th><th>trips in ${estimate ? estimate.health_horizon_hours / 24 : 30} d</th><th>anomaly now</th><th>fails in a run (scenario)</th><th>(baseline)</th><th>risk</th></tr>
+      ${rows.map(({ a, h, o, risk }) => `<tr data-risk-asset="${esc(a.id)}"><td><a href="#/asset/${encodeURIComponent(a.id)}">${esc(a.id)}</a></td>
+        <td><span class="state ${esc(a.state)}">${esc(a.state)}</span></td>
+        ${h ? `<td data-health="${esc(a.id)}" style="${heat(1 - h.health)}">${fmt(100 * h.health, 0)} %</td>${pct(h.trip_odds)}` : "<td>—</td><td>—</td>"}
+        <td>${fmt(a.anomaly)}</td>
+        ${o ? `${pct(o.scenario)}${pct(o.baseline)}` : "<td>—</td><td>—</td>"}
+        ${risk === null ? "<td>—</td>" : pct(risk)}</tr>`).join("")}</table>`;
   };
   if ($("#risk-study")) $("#risk-study").onchange = show;
   await show();

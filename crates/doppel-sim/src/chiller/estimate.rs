@@ -89,6 +89,40 @@ pub struct Estimate {
     pub missing: Vec<String>,
 }
 
+/// An asset's health at a glance, from its estimated degradation.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Health {
+    pub asset: String,
+    /// 1 − its wear or fouling: 1 as new, 0 failing.
+    pub health: f64,
+    /// The odds it trips within `HEALTH_HORIZON_H` running at today's degradation. Wear only
+    /// grows until a service, so this is the floor of the risk.
+    pub trip_odds: f64,
+}
+
+/// The horizon of `Health::trip_odds`: 30 days.
+pub const HEALTH_HORIZON_H: f64 = 720.0;
+
+impl Estimate {
+    /// Each pump's and chiller's health and trip odds, from the hazards of the plant's physics.
+    pub fn health(&self) -> Vec<Health> {
+        self.hidden
+            .iter()
+            .map(|h| {
+                let per_h = match h.quantity {
+                    "bearing_wear" => crate::chiller::physics::pump_trip_hazard_per_h(h.value),
+                    _ => crate::chiller::physics::chiller_trip_hazard_per_h(h.value),
+                };
+                Health {
+                    asset: h.asset.clone(),
+                    health: (1.0 - h.value).clamp(0.0, 1.0),
+                    trip_odds: 1.0 - (-per_h * HEALTH_HORIZON_H).exp(),
+                }
+            })
+            .collect()
+    }
+}
+
 /// A pump's readings are used for its wear only this close to the newest (wear moves slowly,
 /// but a service resets it).
 const WEAR_WINDOW_S: f64 = 6.0 * 3600.0;

@@ -21,7 +21,10 @@ use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 
 pub use environment::EnvironmentConfig;
-pub use estimate::{Estimate, EstimatorErrors, HiddenEstimate, RecentReadings, measure_estimator};
+pub use estimate::{
+    Estimate, EstimatorErrors, HEALTH_HORIZON_H, Health, HiddenEstimate, RecentReadings,
+    measure_estimator,
+};
 pub use layout::Layout;
 pub use maintenance::MaintenanceConfig;
 

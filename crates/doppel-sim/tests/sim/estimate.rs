@@ -73,3 +73,38 @@ fn an_estimate_takes_statuses_as_read_and_queues_failed_units_for_repair() {
         "the estimate starts at its moment"
     );
 }
+
+/// Health is one less the degradation; the trip odds over the horizon follow the physics'
+/// hazards, so a worn pump is both less healthy and likelier to trip than a new one.
+#[test]
+fn health_falls_and_trip_odds_rise_with_wear() {
+    use doppel_sim::chiller::{Estimate, HiddenEstimate};
+    let hidden = |asset: &str, quantity: &'static str, value: f64| HiddenEstimate {
+        asset: asset.into(),
+        quantity,
+        value,
+        readings: 100,
+    };
+    let estimate = Estimate {
+        at_unix_s: 0.0,
+        load_factor: 1.0,
+        hidden: vec![
+            hidden("pump1", "bearing_wear", 0.1),
+            hidden("pump2", "bearing_wear", 0.9),
+            hidden("chiller1", "fouling", 0.2),
+            hidden("chiller2", "fouling", 1.2),
+        ],
+        missing: Vec::new(),
+    };
+    let health = estimate.health();
+    assert_eq!(health.len(), 4);
+    assert!((health[0].health - 0.9).abs() < 1e-12);
+    assert!((health[1].health - 0.1).abs() < 1e-12);
+    let per_h = doppel_sim::chiller::physics::pump_trip_hazard_per_h(0.9);
+    let odds = 1.0 - (-per_h * doppel_sim::chiller::HEALTH_HORIZON_H).exp();
+    assert!((health[1].trip_odds - odds).abs() < 1e-12);
+    assert!(health[1].trip_odds > 10.0 * health[0].trip_odds);
+    assert!(health[3].trip_odds > 10.0 * health[2].trip_odds);
+    assert_eq!(health[3].health, 0.0, "clamped: fouling past 1 is failing");
+    assert!(health.iter().all(|h| (0.0..=1.0).contains(&h.trip_odds)));
+}

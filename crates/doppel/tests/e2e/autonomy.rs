@@ -46,6 +46,21 @@ fn studies_start_from_the_live_plant_as_the_estimator_finds_it() {
     }
     let hidden = estimate["hidden"].as_array().expect("an estimate").clone();
     assert_eq!(hidden.len(), 7, "4 pumps and 3 chillers: {estimate}");
+    // Each unit's health is one less its estimated wear or fouling, with its trip odds.
+    let health = estimate["health"].as_array().unwrap();
+    assert_eq!(health.len(), 7, "{estimate}");
+    for (h, x) in health.iter().zip(&hidden) {
+        assert_eq!(h["asset"], x["asset"]);
+        let expected = (1.0 - x["value"].as_f64().unwrap()).clamp(0.0, 1.0);
+        assert!(
+            (h["health"].as_f64().unwrap() - expected).abs() < 1e-9,
+            "{h} {x}"
+        );
+        assert!(
+            (0.0..1.0).contains(&h["trip_odds"].as_f64().unwrap()),
+            "{h}"
+        );
+    }
     assert!(
         estimate["missing"].as_array().unwrap().is_empty(),
         "{estimate}"
