@@ -29,12 +29,28 @@ pub(crate) async fn plant(State(state): State<AppState>) -> Response {
     }
 }
 
-/// `GET /api/v1/models`: the twin's own model, what it is doing and its versions.
+/// How far back `GET /api/v1/models` sets the forecast bands against what came.
+const COVERAGE_WINDOW_NS: i64 = 24 * 3_600_000_000_000;
+
+/// `GET /api/v1/models`: the twin's own model, what it is doing and its versions, and how its
+/// forecast bands did on the live plant over the last day of data.
 pub(crate) async fn models(State(state): State<AppState>) -> Response {
-    match &state.twin {
-        Some(twin) => Json(doppel_twin::models::view(twin)).into_response(),
-        None => no_twin(),
+    let Some(twin) = &state.twin else {
+        return no_twin();
+    };
+    let mut view = doppel_twin::models::view(twin);
+    match doppel_twin::models::coverage::live_coverage(twin, COVERAGE_WINDOW_NS).await {
+        Ok(coverage) => view["coverage"] = serde_json::json!(coverage),
+        Err(doppel_twin::TwinError::Lake(e)) => return lake_error_response(e),
+        Err(e) => {
+            return error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                &e.to_string(),
+            );
+        }
     }
+    Json(view).into_response()
 }
 
 #[derive(Deserialize)]

@@ -233,7 +233,24 @@ async function renderModels() {
         <td>${v.detector ? esc(v.detector.why) : ""}</td>
         <td>${v.promotion ? `${v.promotion.promoted ? "replaced" : "lost to"} v${v.promotion.against}: ${fmt(v.promotion.candidate_error, 4)} vs ${fmt(v.promotion.live_error, 4)}` : ""}</td></tr>`).join("")}
       </table></section>
+    <section class="wide"><h2>Forecast bands: coverage</h2>
+      <p class="muted">The share of readings inside the p10–p90 band (meant: ${fmt(100 * models.coverage_target, 0)} %): on the plant over the last day of data, each band set against the minute it forecast, and on held-out history when the version was made.</p>
+      <div id="coverage">${coverageTable(models)}</div><div class="charts" id="coverage-charts"></div></section>
     <section class="wide"><h2>Training curves</h2><div class="charts" id="curves"></div></section>`;
+  for (const c of models.coverage || []) {
+    const div = document.createElement("div");
+    div.className = "chart"; div.dataset.coverage = `${c.sensor}@${c.horizon}`;
+    div.innerHTML = `<h3>${esc(c.sensor)}, ${esc(c.horizon)} ahead: ${fmt(100 * c.inside, 0)} % inside of ${c.due} (below ${fmt(100 * c.below, 0)} %, above ${fmt(100 * c.above, 0)} %)</h3>`;
+    $("#coverage-charts").appendChild(div);
+    const t = c.hourly.map((h) => h[0] / 1000);
+    const last = t.length ? t[t.length - 1] : Date.now() / 1000;
+    new uPlot({
+      width: Math.max(240, div.clientWidth - 4), height: 160,
+      scales: { x: { range: () => [last - 23 * 3600, last + 3600] }, y: { range: [0, 1] } },
+      series: [{}, { label: "inside", stroke: "#2f6feb", points: { show: true } }, { label: "meant", stroke: "#667085", dash: [4, 4] }],
+      legend: { show: false },
+    }, [t, c.hourly.map((h) => h[1]), t.map(() => models.coverage_target)], div);
+  }
   for (const v of models.versions) {
     const div = document.createElement("div");
     div.className = "chart"; div.dataset.curve = v.version;
@@ -246,6 +263,17 @@ async function renderModels() {
       legend: { show: false },
     }, [v.curve.map((p) => p[0]), v.curve.map((p) => p[1]), v.curve.map((p) => p[2])], div);
   }
+}
+
+// Live coverage per sensor and horizon, then each version's validation coverage per band scale.
+function coverageTable(models) {
+  const live = (models.coverage || []).map((c) => `<tr data-live-coverage="${esc(c.sensor)}"><td>live</td><td>${esc(c.sensor)} · ${esc(c.horizon)}</td>
+    <td style="${heat(Math.abs(c.inside - models.coverage_target) * 2)}">${fmt(100 * c.inside, 0)} %</td><td>${fmt(100 * c.below, 0)} % / ${fmt(100 * c.above, 0)} %</td><td>${c.due} bands due</td></tr>`);
+  const held = models.versions.flatMap((v) => ((v.forecast_head && v.forecast_head.band_scores) || []).map((b) => `<tr><td>v${v.version} validation</td><td>${esc(b.bands)} bands, ${v.forecast_head.horizon} min</td>
+    <td style="${heat(Math.abs(b.coverage - models.coverage_target) * 2)}">${fmt(100 * b.coverage, 0)} %</td><td>${fmt(100 * b.below, 0)} % / ${fmt(100 * b.above, 0)} %</td><td>width ${fmt(b.width)}, interval score ${fmt(b.interval_score)}</td></tr>`));
+  const rows = live.concat(held);
+  return rows.length ? `<table><tr><th>where</th><th>bands</th><th>inside</th><th>below / above</th><th></th></tr>${rows.join("")}</table>`
+    : '<p class="muted">no forecast bands yet: the model makes them once it is at work and a rule reads a forecast</p>';
 }
 
 // --- planning: scenario studies as server-side jobs ---

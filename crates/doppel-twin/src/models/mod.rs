@@ -8,6 +8,7 @@
 
 pub mod backtest;
 pub mod choice;
+pub mod coverage;
 pub mod fit;
 pub mod forecasts;
 mod training;
@@ -195,7 +196,12 @@ pub fn view(twin: &Twin) -> serde_json::Value {
             })
         })
         .collect();
-    serde_json::json!({"status": status, "versions": versions})
+    serde_json::json!({
+        "status": status,
+        "versions": versions,
+        // The share of the truth the forecast bands are meant to hold (p10 to p90).
+        "coverage_target": doppel_model::bands::DEFAULT_COVERAGE,
+    })
 }
 
 /// A loss for JSON: `null` where it is not a number.

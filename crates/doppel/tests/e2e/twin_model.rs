@@ -301,3 +301,65 @@ fn the_twin_retrains_and_promotes_only_a_better_version() {
     assert!(listed.contains(said), "{listed}");
     assert!(listed.contains("at work in the twin"), "{listed}");
 }
+
+/// `GET /api/v1/models` sets every forecast band written to `doppel_forecast` whose minute has
+/// come against that minute's mean reading: the shares inside, below and above, hour by hour;
+/// a band whose minute has no reading yet is not counted.
+#[test]
+fn live_forecast_bands_are_scored_against_what_came() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = crate::common::manifest_dir().join("../../examples/cooling-plant/twin.toml");
+    let server = Server::start(
+        dir.path(),
+        &["--spec", spec.to_str().unwrap(), "--no-model"],
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    // Twelve minutes of pump-1's speed, each minute's mean 0.5, in the last full hour.
+    let hour = (now / 3600 - 1) * 3600;
+    let mut lines = String::new();
+    for m in 0..12 {
+        let t = hour + 60 * m;
+        lines += &format!(
+            "pumps,asset=pump-1 speed=0.4 {t}\npumps,asset=pump-1 speed=0.6 {}\n",
+            t + 30
+        );
+    }
+    // Ten bands due: eight hold the mean, one lies above it, one below; one more is not due.
+    for m in 0..11 {
+        let (p10, p90) = match m {
+            8 => (0.6, 0.7),
+            9 => (0.2, 0.3),
+            _ => (0.45, 0.55),
+        };
+        let t = hour + 60 * (m + 2);
+        lines += &format!(
+            "doppel_forecast,sensor=pump-1.speed,horizon=30m p10={p10},p50=0.5,p90={p90} {t}\n"
+        );
+    }
+    let r = crate::common::post(
+        &format!("{}/api/v2/write?bucket=plant&precision=s", server.url),
+        &[],
+        lines,
+    );
+    assert_eq!(r.status, 204, "{}", r.body);
+    let models = get(&format!("{}/api/v1/models", server.url), &[]).json();
+    assert_eq!(models["coverage_target"], 0.8, "{models}");
+    let coverage = models["coverage"].as_array().unwrap();
+    assert_eq!(coverage.len(), 1, "{models}");
+    let c = &coverage[0];
+    assert_eq!(c["sensor"], "pump-1.speed");
+    assert_eq!(c["horizon"], "30m");
+    assert_eq!(c["due"], 10, "{c}");
+    assert!((c["inside"].as_f64().unwrap() - 0.8).abs() < 1e-9, "{c}");
+    assert!((c["below"].as_f64().unwrap() - 0.1).abs() < 1e-9, "{c}");
+    assert!((c["above"].as_f64().unwrap() - 0.1).abs() < 1e-9, "{c}");
+    assert_eq!(
+        c["hourly"],
+        serde_json::json!([[hour * 1000, 0.8, 10]]),
+        "{c}"
+    );
+    assert!(server.stop().success());
+}
