@@ -149,7 +149,7 @@ pub fn run(e: &Evaluation, progress: &(dyn Fn(u64) + Sync)) -> Result<Vec<Episod
             })
             .collect::<Result<Vec<Episode>>>()
     };
-    doppel_sim::monte_carlo::on_threads(e.threads, all)?
+    doppel_sim::monte_carlo::on_threads(e.threads, false, all)?
 }
 
 /// Per policy, per scenario and over all scenarios.

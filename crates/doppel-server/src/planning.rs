@@ -344,8 +344,9 @@ pub(crate) async fn start(
         runs: request.runs,
         seed: request.seed,
         cluster: ClusterQuestion::default(),
-        // One core: the lake's ingest keeps the others.
+        // One core, on its idle time only: ingest and queries come first.
         threads: Some(1),
+        background: true,
     };
     let twin = state.twin.clone();
     let announce = move |summary: &RunSummary| {

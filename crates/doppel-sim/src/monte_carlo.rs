@@ -53,6 +53,9 @@ pub struct Study {
     pub cluster: ClusterQuestion,
     /// Threads to spread runs over (`None`: all cores). The result does not depend on it.
     pub threads: Option<usize>,
+    /// Run on the machine's idle time only (a study beside a server's ingest): its threads
+    /// get the CPU when nothing else wants it. The result does not depend on it.
+    pub background: bool,
 }
 
 /// KPI distributions of the scenario, the baseline and their paired difference.
@@ -99,16 +102,41 @@ pub struct ClusterAnswer {
     pub baseline_probability: f64,
 }
 
-/// Runs `work` on a pool of `threads` (`None`: rayon's global pool, all cores); the error is
-/// the pool's only (work's own result comes back as it is).
-pub fn on_threads<R: Send>(threads: Option<usize>, work: impl FnOnce() -> R + Send) -> Result<R> {
-    match threads {
-        Some(n) => Ok(rayon::ThreadPoolBuilder::new()
-            .num_threads(n.max(1))
-            .build()
-            .map_err(|e| SimError::Settings(format!("cannot start {n} threads: {e}")))?
-            .install(work)),
-        None => Ok(work()),
+/// Runs `work` on a pool of `threads` (`None`: rayon's global pool, all cores), on the
+/// machine's idle time only when `background`; the error is the pool's only (work's own
+/// result comes back as it is).
+pub fn on_threads<R: Send>(
+    threads: Option<usize>,
+    background: bool,
+    work: impl FnOnce() -> R + Send,
+) -> Result<R> {
+    if threads.is_none() && !background {
+        return Ok(work());
+    }
+    let n = threads.unwrap_or_else(rayon::current_num_threads).max(1);
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(n);
+    let pool = match background {
+        true => pool.start_handler(|_| idle_priority()),
+        false => pool,
+    };
+    Ok(pool
+        .build()
+        .map_err(|e| SimError::Settings(format!("cannot start {n} threads: {e}")))?
+        .install(work))
+}
+
+/// Puts the calling thread on Linux's idle scheduling class (SCHED_IDLE): it runs only when
+/// no other thread wants the core, so a study never takes CPU from ingest or queries. One
+/// syscall, through libc. Elsewhere, or if refused (lowering one's own priority needs no
+/// privilege, so it should not be), the thread keeps its priority: slower for the others,
+/// never wrong.
+fn idle_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: pid 0 is the calling thread, and `param` is a valid sched_param for the
+        // call's duration; the call reads it and changes nothing else.
+        let _ = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
     }
 }
 
@@ -164,7 +192,7 @@ pub fn run_study_until(
             })
             .collect::<Result<Vec<(RunOutcome, RunOutcome)>>>()
     };
-    let pairs = on_threads(study.threads, all_runs)??;
+    let pairs = on_threads(study.threads, study.background, all_runs)??;
     let pick = |f: &dyn Fn(&(RunOutcome, RunOutcome)) -> Kpis| -> Vec<Kpis> {
         pairs.iter().map(f).collect()
     };

@@ -452,6 +452,7 @@ fn scenario_run(args: ScenarioRunArgs) -> anyhow::Result<ExitCode> {
             window_s: args.cluster_within,
         },
         threads: args.threads,
+        background: false,
     };
     let bar = crate::progress::bar(args.runs as u64, "runs");
     let began = Instant::now();

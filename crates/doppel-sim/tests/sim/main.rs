@@ -246,6 +246,7 @@ fn study(policy: PolicyKind, runs: usize, days: f64) -> Study {
         seed: 42,
         cluster: ClusterQuestion::default(),
         threads: None,
+        background: false,
     }
 }
 
