@@ -12,7 +12,7 @@ use doppel_core::time::{format_rfc3339, now_nanos};
 use doppel_core::{FieldValue, Point};
 use serde::Serialize;
 
-use crate::twin::{Twin, TwinError, TwinEvent};
+use crate::twin::{Twin, TwinError, TwinEvent, ident, text_at};
 
 /// The table proposal changes are written to, in the twin's bucket.
 pub const PROPOSALS_TABLE: &str = "doppel_proposals";
@@ -45,6 +45,18 @@ impl ProposalState {
     pub fn name(self) -> &'static str {
         // The variants are declared in the order of `NAMES`.
         Self::NAMES[self as usize]
+    }
+
+    /// The state at `index` of `NAMES`.
+    fn from_index(index: usize) -> ProposalState {
+        [
+            ProposalState::Recorded,
+            ProposalState::Pending,
+            ProposalState::Approved,
+            ProposalState::Rejected,
+            ProposalState::Executed,
+            ProposalState::Expired,
+        ][index]
     }
 }
 
@@ -258,6 +270,93 @@ impl Twin {
             self.record(p);
         }
         taken
+    }
+
+    /// The proposals as the lake holds them (the latest row of each wins; the newest
+    /// `KEPT`), read at start. One left pending or approved by the last run cannot be done
+    /// now (its actions were for the plant as it was, and are not kept): it expires, saying
+    /// why.
+    pub(crate) async fn restore_proposals(&self) {
+        let fields = self.lake().fields_of(self.bucket(), PROPOSALS_TABLE);
+        if fields.is_empty() {
+            return;
+        }
+        let column = |name: &str| match fields.iter().any(|f| f == name) {
+            true => format!("CAST({c} AS VARCHAR) AS {c}", c = ident(name)),
+            false => format!("CAST(NULL AS VARCHAR) AS {}", ident(name)),
+        };
+        let sql = format!(
+            "SELECT CAST(policy AS VARCHAR) AS policy, CAST(mode AS VARCHAR) AS mode, {} \
+             FROM {} ORDER BY time",
+            [
+                "id",
+                "state",
+                "time_of_data",
+                "summary",
+                "effect",
+                "decided_by",
+                "note"
+            ]
+            .map(column)
+            .join(", "),
+            ident(PROPOSALS_TABLE)
+        );
+        let Ok((_, batches)) = self.lake().query(self.bucket(), &sql).await else {
+            return;
+        };
+        let mut latest: Vec<Proposal> = Vec::new();
+        for batch in &batches {
+            for row in 0..batch.num_rows() {
+                let text = |c: usize| text_at(batch, c, row).unwrap_or_default();
+                let Some(state) = ProposalState::NAMES
+                    .iter()
+                    .position(|n| *n == text(3))
+                    .map(ProposalState::from_index)
+                else {
+                    continue;
+                };
+                let proposal = Proposal {
+                    id: text(2),
+                    policy: text(0),
+                    mode: text(1),
+                    time: text(4),
+                    state,
+                    summary: text(5).split("; ").map(str::to_owned).collect(),
+                    effect: serde_json::from_str(&text(6)).unwrap_or_default(),
+                    actions: serde_json::Value::Null,
+                    decided_by: text_at(batch, 7, row),
+                    note: text_at(batch, 8, row),
+                    decided_at: None,
+                };
+                match latest.iter_mut().find(|p| p.id == proposal.id) {
+                    Some(known) => *known = proposal,
+                    None => latest.push(proposal),
+                }
+            }
+        }
+        let mut expired = Vec::new();
+        for p in latest.iter_mut() {
+            if matches!(p.state, ProposalState::Pending | ProposalState::Approved) {
+                p.state = ProposalState::Expired;
+                p.note = Some("the server restarted before it was done".into());
+                expired.push(p.clone());
+            }
+        }
+        let over = latest.len().saturating_sub(KEPT);
+        latest.drain(..over);
+        {
+            let mut store = self.proposals.write();
+            // New ids go on from the highest number used, so none repeats an old one.
+            store.next = latest
+                .iter()
+                .filter_map(|p| p.id.strip_prefix('p')?.split('-').next()?.parse().ok())
+                .max()
+                .unwrap_or(0);
+            store.list = latest;
+        }
+        for p in &expired {
+            self.record(p);
+        }
     }
 
     /// The proposals, newest first, of one state if asked.

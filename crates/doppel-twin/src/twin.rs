@@ -211,6 +211,7 @@ impl Twin {
         twin.start_from_the_lake().await;
         twin.restore_alerts(evaluator.as_deref()).await;
         *twin.announced.lock() = twin.restore_states().await;
+        twin.restore_proposals().await;
         let watched = state;
         let database = bucket.to_owned();
         let _ = alerts;

@@ -288,7 +288,8 @@ async function renderPlanning() {
         <p id="draft" class="muted"></p>
         <p>runs <input name="runs" type="number" value="100" min="1" max="10000" style="width:6em">
            days <input name="days" type="number" value="30" min="1" max="366" style="width:5em">
-           policy <select name="policy"><option>rules</option><option>none</option></select>
+           policy <input name="policy" value="rules" list="policies" style="width:9em" title="a policy by name, as doppel policy eval takes it">
+           <datalist id="policies"><option>rules</option><option>none</option><option>mpc</option><option>mpc+shield</option><option>maintenance</option><option>maintenance+shield</option><option>rules+shield</option></datalist>
            <button type="button" id="check">Check</button> <button>Run</button></p>
       </form>
       <progress id="study-progress" max="1" value="0" hidden></progress> <span id="study-state" class="muted"></span>
@@ -308,7 +309,7 @@ async function renderPlanning() {
   form.onsubmit = async (e) => {
     e.preventDefault();
     const library_text = (library.find((s) => s.name === form.scenario.value) || {}).text;
-    const body = { runs: Number(form.runs.value), days: Number(form.days.value), policy: form.policy.value };
+    const body = { runs: Number(form.runs.value), days: Number(form.days.value), policy: form.policy.value.trim() };
     if (form.text.value === library_text) body.scenario = form.scenario.value; else body.text = form.text.value;
     try {
       const started = await api("/api/v1/scenario-runs", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });

@@ -453,6 +453,38 @@ fn proposals_wait_for_an_operator_and_approved_ones_reach_the_plant() {
         assert!(Instant::now() < deadline, "{rows:?}");
         std::thread::sleep(Duration::from_millis(300));
     }
+
+    // After a restart (no policy at work now) the list is read back from the lake: the
+    // executed one as it was; one left waiting cannot be done any more and has expired.
+    assert!(server.stop().success());
+    let again = Server::up(dir.path(), &["--speed", "3600x", "--no-model"]);
+    let list = get(&format!("{}/api/v1/proposals", again.url), &[]).json();
+    let list = list.as_array().unwrap();
+    let mine = list.iter().find(|p| p["id"] == id.as_str()).unwrap();
+    assert_eq!(mine["state"], "executed", "{mine}");
+    assert_eq!(mine["decided_by"], "ana", "{mine}");
+    assert_eq!(mine["note"], "cheaper, no excursion", "{mine}");
+    assert!(
+        mine["summary"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s == "chw.supply_setpoint to 8"),
+        "{mine}"
+    );
+    for p in list {
+        assert!(
+            !["pending", "approved"].contains(&p["state"].as_str().unwrap()),
+            "{p}"
+        );
+        if p["state"] == "expired" && p["decided_by"].is_null() {
+            assert!(
+                p["note"].is_null() || p["note"] == "the server restarted before it was done",
+                "{p}"
+            );
+        }
+    }
+    assert!(again.stop().success());
 }
 
 /// In shadow mode the rule-based operator keeps the plant: the policy's decisions are only
