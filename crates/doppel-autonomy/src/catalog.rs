@@ -2,7 +2,7 @@
 //! `none` and `rules` (the simulator's own), `mpc` or `mpc:horizon=2h,period=15m,...`
 //! ([`crate::mpc`]), `maintenance` or `maintenance:slot=6h,horizon=7d`
 //! ([`crate::maintenance`]). Any of them behind the safety gate with a `+shield` suffix
-//! (`mpc+shield`). `grpo:FOLDER`: a policy `doppel policy train` wrote.
+//! (`mpc+shield`). `grpo:FOLDER` (or `ppo:FOLDER`): a policy `doppel policy train` wrote.
 
 use std::sync::Arc;
 
@@ -15,7 +15,7 @@ use crate::shield::{LOOKAHEAD_S, ShieldMaker};
 
 /// The names `policy_by_name` knows, for messages.
 pub const KNOWN: &str = "none, rules, mpc[:horizon=2h,period=15m,setpoints=6.5/7/7.5], \
-                         maintenance[:slot=6h,horizon=7d], grpo:FOLDER, each with +shield for the safety gate";
+                         maintenance[:slot=6h,horizon=7d], grpo:FOLDER, ppo:FOLDER, each with +shield for the safety gate";
 
 /// The policy called `name`, paid and limited by `objective`.
 pub fn policy_by_name(name: &str, objective: Arc<Objective>) -> Result<Arc<dyn PolicyMaker>> {
@@ -37,12 +37,14 @@ pub fn policy_by_name(name: &str, objective: Arc<Objective>) -> Result<Arc<dyn P
             label: name.to_owned(),
         }),
         "maintenance" => crate::maintenance::maker(name, options)?,
-        "grpo" if !options.is_empty() => crate::grpo::GrpoMaker::open(name, options)?,
-        "grpo" => {
+        // A trained network, whichever algorithm trained it (its card says which).
+        "grpo" | "ppo" if !options.is_empty() => crate::grpo::GrpoMaker::open(name, options)?,
+        "grpo" | "ppo" => {
             return Err(AutonomyError::PolicyOption {
                 name: name.to_owned(),
-                reason: "say which trained policy: grpo:FOLDER (doppel policy train --out FOLDER)"
-                    .into(),
+                reason: format!(
+                    "say which trained policy: {kind}:FOLDER (doppel policy train --out FOLDER)"
+                ),
             });
         }
         _ => {

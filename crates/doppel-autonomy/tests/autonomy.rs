@@ -303,8 +303,8 @@ fn the_maintenance_planner_services_worn_pumps_and_leaves_young_ones() {
 }
 
 /// GRPO end to end, small: the cold start imitates the rule-based operator closely, training
-/// writes its weights, card and checkpoints, goes on from them when resumed, and the policy
-/// it wrote runs the plant by name.
+/// writes its weights, card and checkpoints, the same bytes from the same seed (PPO's too),
+/// goes on from them when resumed, and the policy it wrote runs the plant by name.
 #[test]
 fn grpo_trains_resumes_and_runs_by_name() {
     use doppel_autonomy::grpo::train::{GrpoSettings, train};
@@ -334,6 +334,27 @@ fn grpo_trains_resumes_and_runs_by_name() {
     assert_eq!(card.curve.len(), 2);
     assert!(card.curve.iter().all(|c| c.reward.is_finite()));
     assert!(out.join("policy.safetensors").exists() && out.join("reference/card.json").exists());
+    // Same seed, same policy, to the byte; and so for the PPO reference.
+    let again = dir.path().join("p1-again");
+    train(&scenarios, &objective, settings(2), &again, false, &|_| {}).unwrap();
+    let bytes = |dir: &Path| std::fs::read(dir.join("policy.safetensors")).unwrap();
+    assert!(
+        bytes(&out) == bytes(&again),
+        "two trainings of one seed differ"
+    );
+    let ppo = |name: &str| {
+        let dir = dir.path().join(name);
+        let card =
+            doppel_autonomy::grpo::ppo::train(&scenarios, &objective, settings(2), &dir, &|_| {})
+                .unwrap();
+        assert_eq!(card.algo, "ppo");
+        assert!(card.curve.iter().all(|c| c.reward.is_finite()));
+        bytes(&dir)
+    };
+    assert!(
+        ppo("ppo-1") == ppo("ppo-2"),
+        "two PPO trainings of one seed differ"
+    );
     // Resumed with more iterations: the first two are kept, one more is added.
     let card = train(&scenarios, &objective, settings(3), &out, true, &|_| {}).unwrap();
     assert_eq!(card.iterations_done, 3);

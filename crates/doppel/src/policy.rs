@@ -28,9 +28,11 @@ pub enum PolicyCommand {
     /// imitating the rule-based operator, then group relative policy optimisation over
     /// undisturbed weather and then every scenario of the folder (docs/AUTONOMY.md). Writes the
     /// weights (safetensors), the card, the reward curve (PNG) and checkpoints into --out.
+    /// `--algo ppo` trains the reference GRPO is measured against, PPO with a value network,
+    /// on the same simulation budget.
     Train {
-        /// The algorithm (grpo).
-        #[arg(long, default_value = "grpo")]
+        /// The algorithm: grpo, or ppo (the reference).
+        #[arg(long, default_value = "grpo", value_parser = ["grpo", "ppo"])]
         algo: String,
         /// A folder of scenario files (or one file).
         #[arg(long, default_value = "scenarios")]
@@ -148,8 +150,10 @@ pub fn run_command(command: PolicyCommand) -> anyhow::Result<ExitCode> {
             horizon,
             objective: file,
         } => {
-            if algo != "grpo" {
-                bail!("--algo {algo}: only grpo is built (a PPO reference is to come)");
+            if algo == "ppo" && resume {
+                bail!(
+                    "--resume goes on from GRPO's checkpoints; PPO (the reference) trains in one go"
+                );
             }
             let objective = objective(file.as_deref(), &plant)?;
             let mut list = vec![("undisturbed".to_owned(), Scenario::baseline())];
@@ -169,23 +173,24 @@ pub fn run_command(command: PolicyCommand) -> anyhow::Result<ExitCode> {
                 ..Default::default()
             };
             let bar = crate::progress::bar(iterations as u64, "iterations");
-            let card = doppel_autonomy::grpo::train::train(
-                &list,
-                &objective,
-                settings,
-                &out,
-                resume,
-                &|p| {
-                    if p.phase == "grpo" {
-                        bar.set_position(p.done as u64);
-                        if let Some(r) = p.reward {
-                            bar.set_message(format!("reward {r:.1}"));
-                        }
-                    } else {
-                        bar.set_message(format!("{} {}/{}", p.phase, p.done, p.of));
+            let report = |p: &doppel_autonomy::grpo::train::Progress| {
+                if p.phase == algo {
+                    bar.set_position(p.done as u64);
+                    if let Some(r) = p.reward {
+                        bar.set_message(format!("reward {r:.1}"));
                     }
-                },
-            )?;
+                } else {
+                    bar.set_message(format!("{} {}/{}", p.phase, p.done, p.of));
+                }
+            };
+            let card = match algo.as_str() {
+                "ppo" => {
+                    doppel_autonomy::grpo::ppo::train(&list, &objective, settings, &out, &report)?
+                }
+                _ => doppel_autonomy::grpo::train::train(
+                    &list, &objective, settings, &out, resume, &report,
+                )?,
+            };
             bar.finish_and_clear();
             let curve: Vec<(f64, f64)> = card
                 .curve
@@ -194,7 +199,10 @@ pub fn run_command(command: PolicyCommand) -> anyhow::Result<ExitCode> {
                 .collect();
             crate::plot::line_chart(
                 &out.join("reward.png"),
-                "GRPO: mean reward of the futures, per iteration",
+                &format!(
+                    "{}: mean reward of the futures, per iteration",
+                    algo.to_uppercase()
+                ),
                 "iteration",
                 "reward",
                 &curve,

@@ -8,6 +8,7 @@
 //!   and the actor training samples actions from.
 
 pub mod net;
+pub mod ppo;
 pub mod train;
 
 use std::path::{Path, PathBuf};

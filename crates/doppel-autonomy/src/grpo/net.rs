@@ -59,6 +59,42 @@ impl PolicyNet {
     }
 }
 
+/// Observations → hidden → hidden → the reward still to come (PPO's critic; GRPO needs none).
+#[derive(Module, Debug)]
+pub struct ValueNet {
+    input: Linear,
+    hidden: Linear,
+    out: Linear,
+}
+
+impl ValueNet {
+    pub fn new(width: usize, device: &Device) -> ValueNet {
+        ValueNet {
+            input: LinearConfig::new(FEATURES, width).init(device),
+            hidden: LinearConfig::new(width, width).init(device),
+            out: LinearConfig::new(width, 1).init(device),
+        }
+    }
+
+    /// obs [n, FEATURES] → [n]
+    pub fn forward(&self, obs: Tensor<2>) -> Tensor<1> {
+        let [n, _] = obs.dims();
+        let h = self.input.forward(obs).tanh(); // [n, width]
+        let h = self.hidden.forward(h).tanh(); // [n, width]
+        self.out.forward(h).reshape([n]) // [n]
+    }
+}
+
+/// Builds a network with its initial weights drawn from `seed`: burn draws from one
+/// generator per device, so seeding it and drawing happen under one process-wide lock (two
+/// trainings in one process cannot interleave). Same seed, same weights, same policy.
+pub fn seeded<T>(device: &Device, seed: u64, make: impl FnOnce() -> T) -> T {
+    static DEVICE_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = DEVICE_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    device.seed(seed);
+    make()
+}
+
 /// Rows of observations as a tensor.
 pub fn observations(rows: &[[f32; FEATURES]], device: &Device) -> Tensor<2> {
     let flat: Vec<f32> = rows.iter().flatten().copied().collect();

@@ -151,11 +151,11 @@ impl Policy for Imitated {
 }
 
 /// Counts the steps at which a limit broke.
-struct Limits<'a> {
-    watch: Watch,
-    objective: &'a Objective,
-    broken: u32,
-    steps: u32,
+pub(super) struct Limits<'a> {
+    pub(super) watch: Watch,
+    pub(super) objective: &'a Objective,
+    pub(super) broken: u32,
+    pub(super) steps: u32,
 }
 
 impl Observer for Limits<'_> {
@@ -167,6 +167,47 @@ impl Observer for Limits<'_> {
         }
         Ok(true)
     }
+}
+
+/// The curriculum: undisturbed weather for the first third of the iterations, then every
+/// scenario in turn, group by group.
+pub(super) fn curriculum(
+    scenarios: &[(String, Scenario)],
+    iteration: usize,
+    total: usize,
+    groups: usize,
+    g: usize,
+) -> &Scenario {
+    if iteration < total / 3 || scenarios.len() == 1 {
+        &scenarios[0].1
+    } else {
+        &scenarios[1 + (iteration * groups + g) % (scenarios.len() - 1)].1
+    }
+}
+
+/// A plant run by the rule-based operator to a random moment (half a day to 20 days) of a
+/// scenario: where a group's futures start. Returns it and the scenario's drawn events.
+pub(super) fn snapshot(
+    config: &ChillerPlantConfig,
+    scenario: &Scenario,
+    seed: u64,
+    rng: &mut Xoshiro256PlusPlus,
+) -> Result<(ChillerPlant, Vec<doppel_sim::scenario::Event>)> {
+    let mut plant = ChillerPlant::new(config.clone(), seed)?;
+    let events = scenario.draw(seed);
+    let warm_days = rng.random_range(0.5..20.0);
+    let mut operator = PolicyKind::Rules.build(&plant)?;
+    simulate(
+        &mut plant,
+        operator.as_mut(),
+        events.clone(),
+        RunSettings {
+            days: warm_days,
+            step_s: 60.0,
+        },
+        None,
+    )?;
+    Ok((plant, events))
 }
 
 /// Trains a policy into `out` (its weights, its card, and checkpoints as it goes; `resume`
@@ -235,28 +276,10 @@ pub fn train(
         let mut rewards = Vec::new();
         let mut kept = 0;
         for g in 0..settings.groups {
-            // The curriculum: undisturbed weather first, then every scenario in turn.
-            let (_, scenario) = if iteration < total / 3 || scenarios.len() == 1 {
-                &scenarios[0]
-            } else {
-                &scenarios[1 + (iteration * settings.groups + g) % (scenarios.len() - 1)]
-            };
+            let scenario = curriculum(scenarios, iteration, total, settings.groups, g);
             let seed = rng.random::<u64>();
             let sim = Instant::now();
-            let mut snapshot = ChillerPlant::new(config.clone(), seed)?;
-            let events = scenario.draw(seed);
-            let warm_days = rng.random_range(0.5..20.0);
-            let mut operator = PolicyKind::Rules.build(&snapshot)?;
-            simulate(
-                &mut snapshot,
-                operator.as_mut(),
-                events.clone(),
-                RunSettings {
-                    days: warm_days,
-                    step_s: 60.0,
-                },
-                None,
-            )?;
+            let (snapshot, events) = snapshot(&config, scenario, seed, &mut rng)?;
             let mut futures = Vec::new();
             for k in 0..settings.group {
                 let mut plant = snapshot.clone();
@@ -369,7 +392,7 @@ pub fn train(
 
 /// The policy's cold start: the rule-based operator's decisions over `cold_start_days` of
 /// every scenario in turn, imitated (cross-entropy) for `cold_start_steps` steps.
-fn cold_start(
+pub(super) fn cold_start(
     scenarios: &[(String, Scenario)],
     config: &ChillerPlantConfig,
     settings: &GrpoSettings,
@@ -403,7 +426,9 @@ fn cold_start(
         examples.extend(imitated.examples);
     }
     *sim_seconds += sim.elapsed().as_secs_f64();
-    let mut net = PolicyNet::new(settings.width, device);
+    let mut net = net::seeded(device, settings.seed, || {
+        PolicyNet::new(settings.width, device)
+    });
     let mut optimizer = AdamWConfig::new().init();
     let obs: Vec<[f32; FEATURES]> = examples.iter().map(|e| e.0).collect();
     let choices: Vec<[usize; HEADS]> = examples.iter().map(|e| e.1).collect();

@@ -291,12 +291,47 @@ fn policies_are_checked_and_compared_from_the_command_line() {
         serde_json::json!(["undisturbed", "pump_trip"])
     );
     assert!(card["reward"].as_str().unwrap().contains("energy_cost"));
+    // The reference, PPO with a value network, on the same small budget; it trains in one go.
+    let ppo_dir = dir.path().join("p2");
+    let train_ppo = |extra: &[&str]| {
+        doppel()
+            .args(["policy", "train", "--algo", "ppo", "--scenarios"])
+            .arg(root.join("scenarios/pump_trip.toml"))
+            .arg("--out")
+            .arg(&ppo_dir)
+            .args(["--iterations", "2", "--groups", "1", "--group", "4"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let refused = train_ppo(&["--resume"]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("PPO (the reference) trains in one go"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let out = train_ppo(&[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let card: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ppo_dir.join("card.json")).unwrap()).unwrap();
+    assert_eq!(card["algo"], "ppo");
+    assert_eq!(card["iterations_done"], 2);
+    assert!(ppo_dir.join("reward.png").exists());
     let out = doppel()
         .args([
             "policy",
             "eval",
             "--policy",
-            &format!("rules,grpo:{}", policy_dir.display()),
+            &format!(
+                "rules,grpo:{},ppo:{}",
+                policy_dir.display(),
+                ppo_dir.display()
+            ),
             "--no-undisturbed",
             "--scenarios",
             root.join("scenarios/pump_trip.toml").to_str().unwrap(),
@@ -312,7 +347,8 @@ fn policies_are_checked_and_compared_from_the_command_line() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("grpo:"));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("grpo:") && said.contains("ppo:"), "{said}");
 
     let run = dir.path().join("run.parquet");
     let out = doppel()
