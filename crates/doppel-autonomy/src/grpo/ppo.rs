@@ -62,7 +62,7 @@ pub fn train(
         progress,
         &mut sim_seconds,
     )?;
-    let mut critic = net::seeded(&device, settings.seed ^ 0xC817_1C, || {
+    let mut critic = net::seeded(&device, settings.seed ^ 0x00C8_171C, || {
         ValueNet::new(settings.width, &device)
     });
     let mut policy_optimizer = AdamWConfig::new().init();
