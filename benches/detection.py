@@ -9,13 +9,13 @@ and its end (or the run's end). The same seeds without any scenario give the fal
 simulated week.
 
     python3 benches/detection.py DOPPEL [--seeds 20] [--days 30] [--rules FILE]
-        [--model DIR --anomaly "0.999 for 30m"]
+        [--model DIR --anomaly "0.999 for 30m"] [--only sensor_faults.toml ...]
 
 With `--model` (a twin's model, such as `doppel model twin` makes from a baseline run of a
 seed not scored here) the backtests read its anomaly scores, and `--anomaly` adds a rule
 `anomaly(ASSET) > ...` for every asset of the reference plant to the rules.
 
-Prints a table per kind of disruption: runs where it happened, share detected, median and
+Prints a table per kind of disruption (sensor faults and spoofs per mode): runs where it happened, share detected, median and
 worst time to detect; then the baseline's alerts a week, per rule.
 """
 
@@ -78,6 +78,7 @@ def main():
     parser.add_argument("--rules", default=os.path.join(ROOT, "examples/reference-plant/rules.toml"))
     parser.add_argument("--model")
     parser.add_argument("--anomaly", help='such as "0.999 for 30m"')
+    parser.add_argument("--only", nargs="*", help="scenario files of scenarios/ to run, such as sensor_faults.toml (default: all)")
     args = parser.parse_args()
     if args.anomaly:
         text = open(args.rules).read()
@@ -90,7 +91,7 @@ def main():
     scenarios = sorted(
         os.path.join(ROOT, "scenarios", f)
         for f in os.listdir(os.path.join(ROOT, "scenarios"))
-        if f.endswith(".toml")
+        if f.endswith(".toml") and (not args.only or f in args.only)
     )
     kinds = defaultdict(lambda: {"runs": 0, "detected": 0, "delays": []})
     with tempfile.TemporaryDirectory() as folder:
@@ -101,6 +102,10 @@ def main():
                 )
                 for event in events:
                     kind = event["kind"]
+                    # Sensor faults and spoofs by mode: stuck, drift, bias, replay, fake...
+                    mode = next(iter(event.get("effect", {}).values()), {})
+                    if isinstance(mode, dict) and mode.get("mode"):
+                        kind = f"{kind} ({mode['mode']})"
                     start = when(event["start"])
                     stop = when(event["end"]) if event.get("end") else end
                     assets = {asset_of(t) for t in event.get("targets", [])}
@@ -108,7 +113,7 @@ def main():
                         when(a["start"]) - start
                         for a in alerts
                         if start <= when(a["start"]) <= stop + 600
-                        and (kind in PLANT_WIDE or not assets or a["asset"] in assets)
+                        and (event["kind"] in PLANT_WIDE or not assets or a["asset"] in assets)
                     ]
                     kinds[kind]["runs"] += 1
                     if hits:

@@ -47,6 +47,9 @@ pub struct Firing {
 /// How many sampling periods without a reading make a sensor stale (its value unknown).
 const STALE_PERIODS: i64 = 3;
 
+/// Readings a window needs before `spread` says anything (fewer: unknown).
+const SPREAD_READINGS: usize = 3;
+
 struct RuleState {
     /// When the condition became true and has stayed so (data time).
     true_since: Option<i64>,
@@ -284,6 +287,15 @@ impl Evaluator {
                     (Window::Min, _) => Number(values.fold(f64::INFINITY, f64::min)),
                     (Window::Max, _) => Number(values.fold(f64::NEG_INFINITY, f64::max)),
                     (Window::Rate, 1) => Unknown,
+                    // Two equal readings say little: a stuck sensor repeats itself for long.
+                    (Window::Spread, n) if n < SPREAD_READINGS => Unknown,
+                    (Window::Spread, _) => {
+                        let (lo, hi) = values
+                            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+                                (lo.min(v), hi.max(v))
+                            });
+                        Number(hi - lo)
+                    }
                     (Window::Rate, n) => {
                         let (t0, v0) = inside[0];
                         let (t1, v1) = inside[n - 1];
@@ -521,6 +533,55 @@ field = "vibration"
         assert_eq!(
             fired,
             [("rising".to_owned(), 10), ("shaking".to_owned(), 30)]
+        );
+    }
+
+    /// `spread(x, w) == 0` fires once a sensor has repeated one value for its window, and not
+    /// before three readings say so.
+    #[test]
+    fn spread_finds_a_sensor_stuck_on_one_value() {
+        let rules = RuleSet::parse(
+            "[[rule]]\nname = \"stuck\"\nwhen = \"spread(chw_supply_temp, 1m) == 0\"\n",
+            std::path::Path::new("r.toml"),
+            &spec(),
+        )
+        .unwrap();
+        let mut e = Evaluator::new(rules, &spec());
+        let mut fired = Vec::new();
+        // Noisy until 30 s, then 7.0 over and over.
+        for (t, v) in [
+            (0, 7.1),
+            (10, 7.0),
+            (20, 7.0),
+            (30, 7.2),
+            (40, 7.0),
+            (50, 7.0),
+            (60, 7.0),
+            (100, 7.0),
+        ] {
+            e.observe(0, t * S, v);
+            fired.extend(
+                e.evaluate(t * S)
+                    .into_iter()
+                    .map(|f| (f.firing, f.time / S)),
+            );
+        }
+        // The window (t − 60 s, t] holds only 7.0 from 100 s on (50, 60 and 100 s).
+        assert_eq!(fired, [(true, 100)]);
+        let mut e = Evaluator::new(
+            RuleSet::parse(
+                "[[rule]]\nname = \"stuck\"\nwhen = \"spread(chw_supply_temp, 1m) == 0\"\n",
+                std::path::Path::new("r.toml"),
+                &spec(),
+            )
+            .unwrap(),
+            &spec(),
+        );
+        e.observe(0, 0, 7.0);
+        e.observe(0, 10 * S, 7.0);
+        assert!(
+            e.evaluate(10 * S).is_empty(),
+            "two readings are too few to call it stuck"
         );
     }
 

@@ -36,6 +36,8 @@ pub enum Window {
     Max,
     /// Change per second between the window's first and last reading.
     Rate,
+    /// The largest reading less the smallest: 0 for a sensor stuck on one value.
+    Spread,
 }
 
 /// A quantile of a forecast band.
@@ -452,7 +454,7 @@ impl Parser {
                 }
                 self.at += 1;
                 let call = match word.as_str() {
-                    "mean" | "min" | "max" | "rate" => {
+                    "mean" | "min" | "max" | "rate" | "spread" => {
                         let sensor = self.name("a sensor")?;
                         self.expect(Token::Comma, "`,` and a window, such as `mean(x, 10m)`")?;
                         let width = self.duration("a window")?;
@@ -460,6 +462,7 @@ impl Parser {
                             "mean" => Window::Mean,
                             "min" => Window::Min,
                             "max" => Window::Max,
+                            "spread" => Window::Spread,
                             _ => Window::Rate,
                         };
                         Expr::Window {
