@@ -17,30 +17,15 @@ scripts/browser-deps.sh installs both):
 
 import argparse
 import os
-import re
 import statistics
-import subprocess
 import time
 
 from playwright.sync_api import sync_playwright
 
-from doppel_process import start
+from doppel_process import ingest, start
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHROMIUM = os.environ.get("DOPPEL_CHROMIUM", "/usr/bin/chromium")
-
-
-def ingest(doppel, url):
-    out = subprocess.run(
-        [doppel, "bench", "ingest", "--url", url, "--clients", "4", "--batches", "40"],
-        capture_output=True, text=True, check=True,
-    )
-    said = out.stdout + out.stderr
-    match = re.search(r"([\d.]+)\s*([kM]?) ?lines/s", said)
-    if not match:
-        raise SystemExit("no lines/s in: " + said)
-    value = float(match.group(1)) * {"": 1, "k": 1e3, "M": 1e6}[match.group(2)]
-    return value
 
 
 CHART = """async () => {

@@ -3,6 +3,7 @@ data folder, and a wait until it answers. Shared by benches/*.py and tests/brows
 (which put this folder on their path)."""
 
 import os
+import re
 import socket
 import subprocess
 import tempfile
@@ -41,3 +42,16 @@ def start(doppel, command, extra, within=30):
             time.sleep(0.1)
     proc.kill()
     raise SystemExit(f"doppel {command} did not answer within {within} s")
+
+
+def ingest(doppel, url):
+    """`doppel bench ingest` (4 clients x 40 batches x 5,000 lines) into URL: lines/s."""
+    out = subprocess.run(
+        [doppel, "bench", "ingest", "--url", url, "--clients", "4", "--batches", "40"],
+        capture_output=True, text=True, check=True,
+    )
+    said = out.stdout + out.stderr
+    match = re.search(r"([\d.]+)\s*([kM]?) ?lines/s", said)
+    if not match:
+        raise SystemExit("no lines/s in: " + said)
+    return float(match.group(1)) * {"": 1, "k": 1e3, "M": 1e6}[match.group(2)]

@@ -13,27 +13,13 @@ during the rounds with ingest beside them (the study's share of the machine).
 import argparse
 import json
 import os
-import re
 import statistics
-import subprocess
 import time
 import urllib.request
 
-from doppel_process import start
+from doppel_process import ingest, start
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def ingest(doppel, url):
-    out = subprocess.run(
-        [doppel, "bench", "ingest", "--url", url, "--clients", "4", "--batches", "40"],
-        capture_output=True, text=True, check=True,
-    )
-    said = out.stdout + out.stderr
-    match = re.search(r"([\d.]+)\s*([kM]?) ?lines/s", said)
-    if not match:
-        raise SystemExit("no lines/s in: " + said)
-    return float(match.group(1)) * {"": 1, "k": 1e3, "M": 1e6}[match.group(2)]
 
 
 def call(url, path, body=None):

@@ -112,15 +112,9 @@ async fn drop_any(
     request: Result<Query<DropRequest>, QueryRejection>,
     example: &str,
 ) -> Response {
-    let request = match request {
-        Ok(Query(r)) => r,
-        Err(e) => {
-            return error_response(
-                StatusCode::BAD_REQUEST,
-                "invalid",
-                &format!("the query string must be like ?{example}[&dry_run=true]: {e}"),
-            );
-        }
+    let request = match crate::query_or_400(request, &format!("{example}[&dry_run=true]")) {
+        Ok(r) => r,
+        Err(refusal) => return refusal.into_response(),
     };
     let lake = state.lake.clone();
     // A drop persists the buffer and may rewrite files: not on this thread.

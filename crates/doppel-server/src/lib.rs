@@ -295,6 +295,26 @@ pub(crate) fn error_response(status: StatusCode, code: &str, message: &str) -> R
         .into_response()
 }
 
+/// A query string as `T`, or the `400` that shows what it should look like (`example`, such
+/// as `window=1h&points=2000`).
+pub(crate) fn query_or_400<T>(
+    query: Result<axum::extract::Query<T>, axum::extract::rejection::QueryRejection>,
+    example: &str,
+) -> Result<T, InvalidQuery> {
+    query
+        .map(|q| q.0)
+        .map_err(|e| InvalidQuery(format!("the query string must be like ?{example}: {e}")))
+}
+
+/// A query string that is not what the endpoint takes: a `400` saying what it should be.
+pub(crate) struct InvalidQuery(String);
+
+impl IntoResponse for InvalidQuery {
+    fn into_response(self) -> Response {
+        error_response(StatusCode::BAD_REQUEST, "invalid", &self.0)
+    }
+}
+
 /// The one place a lake error becomes an HTTP answer: the client's mistakes are 4xx with
 /// where and why; the lake's passing troubles are 503 with `Retry-After`; its failures are
 /// 500 with a message that names no file (the log has the details).

@@ -70,15 +70,9 @@ pub(crate) async fn asset(
     let Some(twin) = &state.twin else {
         return no_twin();
     };
-    let query = match query {
-        Ok(Query(q)) => q,
-        Err(e) => {
-            return error_response(
-                StatusCode::BAD_REQUEST,
-                "invalid",
-                &format!("the query string must be like ?window=1h&points=2000: {e}"),
-            );
-        }
+    let query = match crate::query_or_400(query, "window=1h&points=2000") {
+        Ok(q) => q,
+        Err(refusal) => return refusal.into_response(),
     };
     let window = match doppel_core::time::parse_duration(query.window.as_deref().unwrap_or("1h")) {
         Ok(ns) if ns > 0 => ns,
@@ -291,15 +285,9 @@ pub(crate) async fn timeline(
     let Some(twin) = &state.twin else {
         return no_twin();
     };
-    let query = match query {
-        Ok(Query(q)) => q,
-        Err(e) => {
-            return error_response(
-                StatusCode::BAD_REQUEST,
-                "invalid",
-                &format!("the query string must be like ?hours=24&limit=200: {e}"),
-            );
-        }
+    let query = match crate::query_or_400(query, "hours=24&limit=200") {
+        Ok(q) => q,
+        Err(refusal) => return refusal.into_response(),
     };
     let hours = query.hours.unwrap_or(24.0);
     if !(hours > 0.0 && hours <= 24.0 * 366.0) {

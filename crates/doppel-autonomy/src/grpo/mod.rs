@@ -61,6 +61,37 @@ pub struct PolicyCard {
     pub evaluations: Vec<serde_json::Value>,
 }
 
+impl PolicyCard {
+    /// The card of a policy about to be trained by `algo`, fresh from its cold start.
+    pub fn new(
+        algo: &str,
+        scenarios: &[(String, doppel_sim::scenario::Scenario)],
+        objective: &crate::objective::Objective,
+        settings: &train::GrpoSettings,
+        cold_start: train::ColdStart,
+    ) -> PolicyCard {
+        PolicyCard {
+            algo: algo.into(),
+            width: settings.width,
+            scenarios: scenarios.iter().map(|(n, _)| n.clone()).collect(),
+            reward: objective.reward_text.clone(),
+            limits: objective
+                .limits
+                .iter()
+                .map(|l| format!("{}: {}", l.name, l.keep))
+                .collect(),
+            seed: settings.seed,
+            settings: settings.clone(),
+            cold_start,
+            curve: Vec::new(),
+            iterations_done: 0,
+            seconds: 0.0,
+            simulator_share: 0.0,
+            evaluations: Vec::new(),
+        }
+    }
+}
+
 /// Indices of what the policy reads and moves.
 #[derive(Clone)]
 pub struct Senses {

@@ -67,25 +67,7 @@ pub fn train(
     });
     let mut policy_optimizer = AdamWConfig::new().init();
     let mut critic_optimizer = AdamWConfig::new().init();
-    let mut card = PolicyCard {
-        algo: "ppo".into(),
-        width: settings.width,
-        scenarios: scenarios.iter().map(|(n, _)| n.clone()).collect(),
-        reward: objective.reward_text.clone(),
-        limits: objective
-            .limits
-            .iter()
-            .map(|l| format!("{}: {}", l.name, l.keep))
-            .collect(),
-        seed: settings.seed,
-        settings: settings.clone(),
-        cold_start: cold,
-        curve: Vec::new(),
-        iterations_done: 0,
-        seconds: 0.0,
-        simulator_share: 0.0,
-        evaluations: Vec::new(),
-    };
+    let mut card = PolicyCard::new("ppo", scenarios, objective, &settings, cold);
     let total = settings.iterations;
     for iteration in 0..total {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(run_seed(settings.seed, iteration as u64));

@@ -241,25 +241,7 @@ pub fn train(
                 progress,
                 &mut sim_seconds,
             )?;
-            let card = PolicyCard {
-                algo: "grpo".into(),
-                width: settings.width,
-                scenarios: scenarios.iter().map(|(n, _)| n.clone()).collect(),
-                reward: objective.reward_text.clone(),
-                limits: objective
-                    .limits
-                    .iter()
-                    .map(|l| format!("{}: {}", l.name, l.keep))
-                    .collect(),
-                seed: settings.seed,
-                settings: settings.clone(),
-                cold_start: cold,
-                curve: Vec::new(),
-                iterations_done: 0,
-                seconds: 0.0,
-                simulator_share: 0.0,
-                evaluations: Vec::new(),
-            };
+            let card = PolicyCard::new("grpo", scenarios, objective, &settings, cold);
             super::save(&out.join("reference"), &net.valid(), &card)?;
             (net.clone(), net, card)
         }
