@@ -152,6 +152,10 @@ fn train(
         |stage| match stage {
             fit::Stage::Pretraining { step, loss } => {
                 let mut status = work.status.write();
+                // A first model is `training`; a live one stays `live` while its successor trains.
+                if status.live_version.is_none() {
+                    status.state = "training";
+                }
                 status.message = message.clone();
                 status.step = step;
                 status.loss = Some(loss);

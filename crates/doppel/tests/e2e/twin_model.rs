@@ -5,19 +5,25 @@ use std::time::{Duration, Instant};
 
 use crate::common::{Server, get, sql};
 
-/// Polls `GET /api/v1/models` until the model is at work; its answer.
-fn wait_until_live(server: &Server, within: Duration) -> serde_json::Value {
+/// Polls `GET /api/v1/models` until the model is at work; its answer, and the states seen on
+/// the way.
+fn wait_until_live(server: &Server, within: Duration) -> (serde_json::Value, Vec<String>) {
     let deadline = Instant::now() + within;
     let mut models = serde_json::Value::Null;
+    let mut seen: Vec<String> = Vec::new();
     while Instant::now() < deadline {
         let r = get(&format!("{}/api/v1/models", server.url), &[]);
         assert_eq!(r.status, 200, "{}", r.body);
         models = r.json();
-        assert_ne!(models["status"]["state"], "failed", "{models}");
-        if models["status"]["state"] == "live" {
-            return models;
+        let state = models["status"]["state"].as_str().unwrap().to_owned();
+        assert_ne!(state, "failed", "{models}");
+        if seen.last() != Some(&state) {
+            seen.push(state.clone());
         }
-        std::thread::sleep(Duration::from_millis(500));
+        if state == "live" {
+            return (models, seen);
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
     panic!("the twin's model was not at work within {within:?}: {models}");
 }
@@ -40,7 +46,9 @@ fn up_trains_its_own_model_and_puts_it_to_work() {
         "12h",
     ];
     let server = Server::up(dir.path(), &args);
-    let models = wait_until_live(&server, Duration::from_secs(180));
+    let (models, seen) = wait_until_live(&server, Duration::from_secs(180));
+    // Waiting for history, then training (with its step) before it goes to work.
+    assert!(seen.contains(&"training".to_owned()), "{seen:?}");
     let status = &models["status"];
     assert_eq!(status["name"], "twin-plant", "{models}");
     assert_eq!(status["live_version"], 1, "{models}");
@@ -158,7 +166,7 @@ fn up_trains_its_own_model_and_puts_it_to_work() {
 
     // A restart finds the registered model and puts it back to work: no second version.
     let server = Server::up(dir.path(), &args);
-    let models = wait_until_live(&server, Duration::from_secs(30));
+    let (models, _) = wait_until_live(&server, Duration::from_secs(30));
     assert_eq!(models["status"]["live_version"], 1, "{models}");
     assert_eq!(models["versions"].as_array().unwrap().len(), 1, "{models}");
     assert_eq!(models["status"]["step"], 0, "not trained again: {models}");
