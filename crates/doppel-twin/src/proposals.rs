@@ -285,9 +285,11 @@ impl Twin {
             true => format!("CAST({c} AS VARCHAR) AS {c}", c = ident(name)),
             false => format!("CAST(NULL AS VARCHAR) AS {}", ident(name)),
         };
+        // Only the newest rows: a proposal has at most four (made, decided, done or expired),
+        // so these hold the newest `KEPT`, and a shadow policy's years of rows are not read.
         let sql = format!(
-            "SELECT CAST(policy AS VARCHAR) AS policy, CAST(mode AS VARCHAR) AS mode, {} \
-             FROM {} ORDER BY time",
+            "SELECT * FROM (SELECT CAST(policy AS VARCHAR) AS policy, CAST(mode AS VARCHAR) \
+             AS mode, {}, time FROM {} ORDER BY time DESC LIMIT {rows}) ORDER BY time",
             [
                 "id",
                 "state",
@@ -299,7 +301,8 @@ impl Twin {
             ]
             .map(column)
             .join(", "),
-            ident(PROPOSALS_TABLE)
+            ident(PROPOSALS_TABLE),
+            rows = 4 * KEPT
         );
         let Ok((_, batches)) = self.lake().query(self.bucket(), &sql).await else {
             return;

@@ -27,7 +27,7 @@ use super::net::{self, FEATURES, HEADS, ValueNet};
 use super::train::{CurvePoint, GrpoSettings, Limits, Progress, cold_start, curriculum, snapshot};
 use super::{Actor, PERIOD_S, PolicyCard};
 use crate::error::Result;
-use crate::objective::{Objective, Watch};
+use crate::objective::Objective;
 
 /// Discount and GAE's λ.
 const GAMMA: f32 = 0.95;
@@ -87,12 +87,7 @@ pub fn train(
                     &config,
                     Some(run_seed(seed, k as u64)),
                 )?;
-                let mut limits = Limits {
-                    watch: Watch::new(&plant),
-                    objective,
-                    broken: 0,
-                    steps: 0,
-                };
+                let mut limits = Limits::new(&plant, objective);
                 // One decision period at a time, so each decision has its own reward.
                 let mut rewards = Vec::with_capacity(settings.horizon);
                 for _ in 0..settings.horizon {

@@ -152,10 +152,22 @@ impl Policy for Imitated {
 
 /// Counts the steps at which a limit broke.
 pub(super) struct Limits<'a> {
-    pub(super) watch: Watch,
-    pub(super) objective: &'a Objective,
+    watch: Watch,
+    objective: &'a Objective,
     pub(super) broken: u32,
     pub(super) steps: u32,
+}
+
+impl<'a> Limits<'a> {
+    /// Counting from now, on `plant`, by `objective`'s limits.
+    pub(super) fn new(plant: &ChillerPlant, objective: &'a Objective) -> Limits<'a> {
+        Limits {
+            watch: Watch::new(plant),
+            objective,
+            broken: 0,
+            steps: 0,
+        }
+    }
 }
 
 impl Observer for Limits<'_> {
@@ -273,12 +285,7 @@ pub fn train(
                     Some(run_seed(seed, k as u64)),
                 )?;
                 let before: Kpis = *plant.kpis();
-                let mut limits = Limits {
-                    watch: Watch::new(&plant),
-                    objective,
-                    broken: 0,
-                    steps: 0,
-                };
+                let mut limits = Limits::new(&plant, objective);
                 simulate(
                     &mut plant,
                     &mut actor,
