@@ -103,41 +103,14 @@ pub struct ClusterAnswer {
 }
 
 /// Runs `work` on a pool of `threads` (`None`: rayon's global pool, all cores), on the
-/// machine's idle time only when `background`; the error is the pool's only (work's own
-/// result comes back as it is).
+/// machine's idle time only when `background` ([`doppel_core::background`]).
 pub fn on_threads<R: Send>(
     threads: Option<usize>,
     background: bool,
     work: impl FnOnce() -> R + Send,
 ) -> Result<R> {
-    if threads.is_none() && !background {
-        return Ok(work());
-    }
-    let n = threads.unwrap_or_else(rayon::current_num_threads).max(1);
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(n);
-    let pool = match background {
-        true => pool.start_handler(|_| idle_priority()),
-        false => pool,
-    };
-    Ok(pool
-        .build()
-        .map_err(|e| SimError::Settings(format!("cannot start {n} threads: {e}")))?
-        .install(work))
-}
-
-/// Puts the calling thread on Linux's idle scheduling class (SCHED_IDLE): it runs only when
-/// no other thread wants the core, so a study never takes CPU from ingest or queries. One
-/// syscall, through libc. Elsewhere, or if refused (lowering one's own priority needs no
-/// privilege, so it should not be), the thread keeps its priority: slower for the others,
-/// never wrong.
-fn idle_priority() {
-    #[cfg(target_os = "linux")]
-    {
-        let param = libc::sched_param { sched_priority: 0 };
-        // SAFETY: pid 0 is the calling thread, and `param` is a valid sched_param for the
-        // call's duration; the call reads it and changes nothing else.
-        let _ = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
-    }
+    doppel_core::background::on_threads(threads, background, work)
+        .map_err(|e| SimError::Settings(format!("cannot start the study's threads: {e}")))
 }
 
 /// One run of the study's plant and policy.

@@ -69,8 +69,8 @@ pub struct Twin {
 #[derive(Default)]
 pub struct TwinOptions {
     pub rules: Option<RuleSet>,
-    /// An http:// URL every alert change is POSTed to.
-    pub webhook: Option<String>,
+    /// Where every alert change is POSTed.
+    pub webhook: Option<crate::webhook::WebhookTarget>,
     pub model: crate::models::ModelSettings,
 }
 
@@ -157,7 +157,7 @@ impl Twin {
     pub async fn attach(lake: Lake, spec: TwinSpec, bucket: &str, options: TwinOptions) -> Twin {
         let webhook = options
             .webhook
-            .map(|url| Arc::new(crate::webhook::Webhook::start(url)));
+            .map(|target| Arc::new(crate::webhook::Webhook::start(target)));
         let models = Arc::new(crate::models::ModelWork::new(
             crate::models::model_name(bucket),
             &options.model,

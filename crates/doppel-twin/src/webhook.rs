@@ -2,21 +2,71 @@
 //! {...}}`, the event stream's form) to a URL the operator gives, in order, each retried with
 //! growing waits until the receiver answers 2xx (a 4xx other than 408 and 429 is its final
 //! word: logged and dropped). Runs on its own thread; never holds up the lake or the twin.
+//! https is checked against Mozilla's public roots, or against the operator's own
+//! certificates (an internal CA); never sent unverified.
 
 use std::sync::mpsc;
 use std::time::Duration;
+
+use crate::twin::TwinError;
 
 /// How many times a change is sent before it is given up (the waits between grow from one
 /// second to a minute: about ten minutes in all).
 const ATTEMPTS: usize = 15;
 
-/// A sender of alert changes to `url`.
+/// Where alert changes go: an http:// or https:// URL, and the certificates an https
+/// receiver must prove itself with.
+#[derive(Debug, Clone)]
+pub struct WebhookTarget {
+    url: String,
+    tls: ureq::tls::TlsConfig,
+}
+
+impl WebhookTarget {
+    /// `url` must be http:// or https:// with a host. `ca_pem`: PEM certificates to trust for
+    /// https instead of the public roots (a receiver behind an internal CA); `None`: Mozilla's
+    /// roots, built in.
+    pub fn new(url: &str, ca_pem: Option<&[u8]>) -> Result<WebhookTarget, TwinError> {
+        let invalid = |why: &str| TwinError::Invalid(format!("webhook `{url}`: {why}"));
+        let uri: ureq::http::Uri = url
+            .parse()
+            .map_err(|e| invalid(&format!("not a URL ({e})")))?;
+        match uri.scheme_str() {
+            Some("http" | "https") => {}
+            _ => return Err(invalid("expected a URL starting http:// or https://")),
+        }
+        if uri.host().is_none_or(str::is_empty) {
+            return Err(invalid("the URL names no host"));
+        }
+        let mut tls = ureq::tls::TlsConfig::builder();
+        if let Some(pem) = ca_pem {
+            let mut roots = Vec::new();
+            for item in ureq::tls::parse_pem(pem) {
+                match item {
+                    Ok(ureq::tls::PemItem::Certificate(cert)) => roots.push(cert),
+                    Ok(_) => {}
+                    Err(e) => return Err(invalid(&format!("its CA file is not PEM: {e}"))),
+                }
+            }
+            if roots.is_empty() {
+                return Err(invalid("its CA file holds no certificate"));
+            }
+            tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&roots));
+        }
+        Ok(WebhookTarget {
+            url: url.to_string(),
+            tls: tls.build(),
+        })
+    }
+}
+
+/// A sender of alert changes to a [`WebhookTarget`].
 pub struct Webhook {
     changes: mpsc::Sender<serde_json::Value>,
 }
 
 impl Webhook {
-    pub fn start(url: String) -> Webhook {
+    pub fn start(target: WebhookTarget) -> Webhook {
         let (changes, pending) = mpsc::channel::<serde_json::Value>();
         std::thread::Builder::new()
             .name("twin-webhook".into())
@@ -24,10 +74,11 @@ impl Webhook {
                 let agent: ureq::Agent = ureq::Agent::config_builder()
                     .http_status_as_error(false)
                     .timeout_global(Some(Duration::from_secs(10)))
+                    .tls_config(target.tls)
                     .build()
                     .into();
                 for body in pending {
-                    deliver(&agent, &url, &body);
+                    deliver(&agent, &target.url, &body);
                 }
             })
             .expect("a thread for the webhook");

@@ -59,9 +59,14 @@ pub struct ServeArgs {
     /// `doppel up` with the reference plant uses the plant's own rules.
     #[arg(long, env = "DOPPEL_RULES")]
     rules: Option<std::path::PathBuf>,
-    /// POST every alert change as JSON to this URL (retried until delivered).
+    /// POST every alert change as JSON to this http:// or https:// URL (retried until
+    /// delivered).
     #[arg(long, env = "DOPPEL_WEBHOOK")]
     webhook: Option<String>,
+    /// PEM certificates to trust for an https webhook instead of the public roots (a
+    /// receiver behind an internal CA).
+    #[arg(long, env = "DOPPEL_WEBHOOK_CA", requires = "webhook")]
+    webhook_ca: Option<std::path::PathBuf>,
     /// The bucket the twin's sensors are written to (and the reference plant writes to).
     #[arg(long, env = "DOPPEL_BUCKET", default_value = "plant")]
     pub bucket: String,
@@ -155,6 +160,7 @@ pub fn run(args: ServeArgs, up: Option<SourceArgs>) -> anyhow::Result<ExitCode> 
         let twin = match spec {
             Some(spec) => {
                 let rules = twin_rules(&args, up.as_ref(), &spec)?;
+                let webhook = webhook_target(&args)?;
                 Some(
                     doppel_twin::Twin::attach(
                         lake.clone(),
@@ -162,7 +168,7 @@ pub fn run(args: ServeArgs, up: Option<SourceArgs>) -> anyhow::Result<ExitCode> 
                         &args.bucket,
                         doppel_twin::TwinOptions {
                             rules,
-                            webhook: args.webhook.clone(),
+                            webhook,
                             model: doppel_twin::ModelSettings {
                                 train: !args.no_model,
                                 steps: args.model_steps as usize,
@@ -233,6 +239,24 @@ fn twin_spec(
         Some(source) if source.is_reference() => Ok(Some(crate::live::reference_spec()?)),
         _ => Ok(None),
     }
+}
+
+/// The webhook from `--webhook` and `--webhook-ca`, checked before the server starts.
+fn webhook_target(args: &ServeArgs) -> anyhow::Result<Option<doppel_twin::webhook::WebhookTarget>> {
+    let Some(url) = &args.webhook else {
+        return Ok(None);
+    };
+    let ca = match &args.webhook_ca {
+        Some(path) => Some(
+            std::fs::read(path)
+                .with_context(|| format!("reading the webhook's CA file {}", path.display()))?,
+        ),
+        None => None,
+    };
+    Ok(Some(doppel_twin::webhook::WebhookTarget::new(
+        url,
+        ca.as_deref(),
+    )?))
 }
 
 /// The rules to watch with: `--rules`, or the reference plant's own with the plant.

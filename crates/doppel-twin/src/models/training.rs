@@ -144,28 +144,35 @@ fn train(
         rec.channels.len(),
         settings.steps
     );
-    let mut fitted = fit::fit(
-        rec,
-        &twin.spec(),
-        &twin.forecasts_wanted(),
-        settings.steps,
-        |stage| match stage {
-            fit::Stage::Pretraining { step, loss } => {
-                let mut status = work.status.write();
-                // A first model is `training`; a live one stays `live` while its successor trains.
-                if status.live_version.is_none() {
-                    status.state = "training";
+    // On the machine's idle time: training takes both cores for minutes, and ingest and
+    // queries come first (docs/BENCHMARKS.md, "ingest while the model trains").
+    let spec = twin.spec();
+    let forecasts = twin.forecasts_wanted();
+    let mut fitted = doppel_core::background::on_threads(None, true, || {
+        fit::fit(
+            rec,
+            &spec,
+            &forecasts,
+            settings.steps,
+            |stage| match stage {
+                fit::Stage::Pretraining { step, loss } => {
+                    let mut status = work.status.write();
+                    // A first model is `training`; a live one stays `live` while its successor trains.
+                    if status.live_version.is_none() {
+                        status.state = "training";
+                    }
+                    status.message = message.clone();
+                    status.step = step;
+                    status.loss = Some(loss);
                 }
-                status.message = message.clone();
-                status.step = step;
-                status.loss = Some(loss);
-            }
-            fit::Stage::Choosing => work.note("choosing the detector on held-out rows".into()),
-            fit::Stage::FineTuning { horizon } => work.note(format!(
-                "fine-tuning a forecasting head for {horizon} minute(s)"
-            )),
-        },
-    )?;
+                fit::Stage::Choosing => work.note("choosing the detector on held-out rows".into()),
+                fit::Stage::FineTuning { horizon } => work.note(format!(
+                    "fine-tuning a forecasting head for {horizon} minute(s)"
+                )),
+            },
+        )
+    })
+    .map_err(|e| format!("cannot start the training's threads: {e}"))??;
     if let Some(compare) = compare {
         fitted.card.promotion = Some(compare(&fitted.model, &fitted.card)?);
     }

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::{Server, get, manifest_dir, post};
+use crate::common::{Server, doppel, free_port, get, manifest_dir, post};
 
 fn now_s() -> i64 {
     std::time::SystemTime::now()
@@ -736,6 +736,129 @@ fn alerts_reach_the_webhook_and_are_retried() {
     assert_eq!(body["alert"]["rule"], "shaking");
     assert_eq!(body["alert"]["state"], "firing");
     assert!(server.stop().success());
+}
+
+/// An https webhook behind the operator's own CA (`--webhook-ca`) gets the alert over TLS,
+/// checked against that CA.
+#[test]
+fn alerts_reach_an_https_webhook_behind_an_internal_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = manifest_dir().join("tests/e2e/tls");
+    let (url, bodies) = tls_receiver(&tls);
+    let ca = tls.join("ca.pem");
+    let server = serve_example_with_rule(
+        &dir,
+        "shaking",
+        "\"pump-1.vibration\" > 7.1",
+        &["--webhook", &url, "--webhook-ca", ca.to_str().unwrap()],
+    );
+    write_plant(
+        &server,
+        format!("pumps,asset=pump-1 vibration_rms=9.5 {}", now_s()),
+    );
+    let body = bodies
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the https webhook was called");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["alert"]["rule"], "shaking");
+    assert!(server.stop().success());
+}
+
+/// A webhook that is not http(s), or a CA file that holds no certificate, stops the server
+/// before it starts, saying which.
+#[test]
+fn a_bad_webhook_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = manifest_dir().join("../../examples/cooling-plant/twin.toml");
+    let not_pem = dir.path().join("ca.pem");
+    std::fs::write(&not_pem, "not a certificate").unwrap();
+    for (args, expected) in [
+        (
+            vec!["--webhook", "ftp://example.com/hook"],
+            "http:// or https://",
+        ),
+        (
+            vec![
+                "--webhook",
+                "https://example.com/hook",
+                "--webhook-ca",
+                not_pem.to_str().unwrap(),
+            ],
+            "holds no certificate",
+        ),
+    ] {
+        let out = doppel()
+            .args(["serve", "--data", dir.path().to_str().unwrap(), "--spec"])
+            .arg(&spec)
+            .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} started");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}
+
+/// An https receiver on loopback with the test certificate (tests/e2e/tls: a CA and a
+/// server certificate for 127.0.0.1 signed by it), answering 204 and handing each body over.
+fn tls_receiver(tls: &std::path::Path) -> (String, std::sync::mpsc::Receiver<String>) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use std::io::{BufRead, Read, Write};
+    let certs: Vec<_> = CertificateDer::pem_file_iter(tls.join("server.pem"))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(tls.join("server.key")).unwrap();
+    let config = std::sync::Arc::new(
+        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap(),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("https://{}/hook", listener.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let connection = rustls::ServerConnection::new(config.clone()).unwrap();
+            let mut stream = rustls::StreamOwned::new(connection, stream);
+            let mut reader = std::io::BufReader::new(&mut stream);
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            if length == 0 || reader.read_exact(&mut body).is_err() {
+                continue;
+            }
+            drop(reader);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            let _ = stream.flush();
+            if tx
+                .send(String::from_utf8_lossy(&body).into_owned())
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    (url, rx)
 }
 
 /// A live feed that stops is still judged: `stale(...)` fires at the wall clock once three
