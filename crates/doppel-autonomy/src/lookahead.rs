@@ -74,10 +74,12 @@ impl Model {
 }
 
 /// What a rollout earned, how many of its steps broke a limit, and the KPIs it accrued.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Rollout {
     pub reward: f64,
     pub broken_steps: u32,
+    /// Steps each limit of the policy file was broken, in the file's order.
+    pub broken_by_limit: Vec<u32>,
     /// The KPIs before and after (their difference is what the rollout accrued).
     pub before: Kpis,
     pub after: Kpis,
@@ -94,23 +96,27 @@ pub fn rollout(
     objective: &Objective,
 ) -> Option<Rollout> {
     let mut plant = model.plant.clone();
+    // Watched from before the batch, so a jump the batch itself makes (a setpoint past its
+    // rate limit) counts against it.
+    let mut watch = Watch::new(&plant);
     for action in actions {
         plant.act(action).ok()?;
     }
-    let mut watch = Watch::new(&plant);
     let before = *plant.kpis();
     let steps = (horizon_s / step_s).round().max(1.0) as usize;
     let mut broken_steps = 0;
+    let mut broken_by_limit = vec![0; objective.limits.len()];
     for _ in 0..steps {
         plant.step(step_s, &[], &model.world, None).ok()?;
         watch.observe(plant.time_s(), plant.truth(), &plant.labels());
-        if objective.broken(&watch).is_some() {
+        if objective.count_broken(&watch, &mut broken_by_limit) {
             broken_steps += 1;
         }
     }
     Some(Rollout {
         reward: objective.reward(&before, plant.kpis(), broken_steps, steps as u32),
         broken_steps,
+        broken_by_limit,
         before,
         after: *plant.kpis(),
     })

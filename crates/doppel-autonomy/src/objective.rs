@@ -192,6 +192,20 @@ impl Objective {
             .iter()
             .position(|l| truth_from(&l.condition, &names) == Truth::False)
     }
+
+    /// Adds one to `counts[k]` for every limit `k` broken now (`counts` has one place a
+    /// limit); whether any was.
+    pub fn count_broken(&self, watch: &Watch, counts: &mut [u32]) -> bool {
+        let names = |name: &str| watch.get(name);
+        let mut any = false;
+        for (limit, count) in self.limits.iter().zip(counts.iter_mut()) {
+            if truth_from(&limit.condition, &names) == Truth::False {
+                *count += 1;
+                any = true;
+            }
+        }
+        any
+    }
 }
 
 /// Checks one expression of the file against the names it may read.

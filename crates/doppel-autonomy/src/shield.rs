@@ -1,14 +1,16 @@
 //! The safety gate: every action batch of a policy is tried first on the plant the state
 //! estimator finds in the gate's own readings, run `lookahead` ahead on its local controllers.
-//! A batch the plant would refuse, or after which more steps break a limit than if nothing
-//! were done, is blocked: the rule-based operator's decision is done instead, and counted.
-//! Doing nothing is judged too: when the operator would act and doing nothing breaks more
-//! limits ahead than its action, the operator's action is done (a policy that fails to start a
-//! chiller in a heat wave is caught as surely as one that stops the wrong one).
+//! A batch is blocked, and the rule-based operator's decision done instead (and counted), when
+//! the plant would refuse it, when it breaks some limit on more steps than doing nothing would
+//! (limits compared one by one: a setpoint jump past its rate limit is not bought with fewer
+//! minutes above the supply limit), or when the operator would act and its action breaks
+//! fewer steps. Doing nothing is judged too: when the operator would act and doing nothing
+//! breaks more steps than its action, the operator's action is done (a policy that fails to
+//! start a chiller in a heat wave is caught as surely as one that stops the wrong one).
 //!
-//! Judging a batch against doing nothing, rather than against no broken limit at all, keeps a
-//! plant already outside a limit (a heat wave no action can undo) from blocking every action,
-//! including the ones that bring it back.
+//! Judging against doing nothing, rather than against no broken limit at all, keeps a plant
+//! already outside a limit (a heat wave no action can undo) from blocking every action,
+//! including the ones that bring it back. The plant is estimated once a decision.
 
 use std::sync::Arc;
 
@@ -16,7 +18,7 @@ use doppel_sim::chiller::ChillerPlantConfig;
 use doppel_sim::plant::{Action, Plant, Readings};
 use doppel_sim::policy::{OperatorRules, Policy, PolicyMaker, PolicyStats, RuleBasedOperator};
 
-use crate::lookahead::{Lookahead, rollout};
+use crate::lookahead::{Lookahead, Model, Rollout, rollout};
 use crate::objective::Objective;
 
 /// Seconds a batch is looked ahead by default.
@@ -63,23 +65,50 @@ pub struct Shielded {
     fallback_actions: Vec<Action>,
 }
 
-impl Shielded {
-    /// Whether `batch` may go to the plant: the plant takes it, and no more steps break a limit
-    /// after it than after `instead` (doing nothing, for a policy's own batch).
-    fn passes(&self, batch: &[Action], instead: &[Action]) -> bool {
-        let Ok(model) = self.view.model() else {
-            // Nothing known of the plant yet: nothing to judge by.
-            return true;
+/// The plant the gate judges on, and how far ahead.
+struct Trial<'a> {
+    model: &'a Model,
+    lookahead_s: f64,
+    objective: &'a Objective,
+}
+
+impl Trial<'_> {
+    fn run(&self, batch: &[Action]) -> Option<Rollout> {
+        rollout(self.model, batch, self.lookahead_s, 60.0, self.objective)
+    }
+
+    /// Whether the policy's `batch` may go to the plant, with `operator` the rule-based
+    /// operator's batch (empty when it would not act): the plant takes it, it breaks no limit
+    /// on more steps than doing nothing, and the operator's batch breaks no fewer steps.
+    fn passes(&self, batch: &[Action], operator: &[Action]) -> bool {
+        let Some(with) = self.run(batch) else {
+            return false;
         };
-        let step = 60.0;
-        let other = rollout(&model, instead, self.lookahead_s, step, &self.objective);
-        match (
-            rollout(&model, batch, self.lookahead_s, step, &self.objective),
-            other,
-        ) {
+        let introduces = match self.run(&[]) {
+            Some(nothing) => with
+                .broken_by_limit
+                .iter()
+                .zip(&nothing.broken_by_limit)
+                .any(|(with, nothing)| with > nothing),
+            None => with.broken_steps > 0,
+        };
+        if introduces {
+            return false;
+        }
+        if operator.is_empty() || operator == batch {
+            return true;
+        }
+        self.run(operator)
+            .is_none_or(|theirs| theirs.broken_steps >= with.broken_steps)
+    }
+
+    /// Whether doing nothing may stand when the operator would do `operator`: it breaks no
+    /// more steps than the operator's batch.
+    fn nothing_passes(&self, operator: &[Action]) -> bool {
+        match (self.run(&[]), self.run(operator)) {
+            (Some(nothing), Some(theirs)) => nothing.broken_steps <= theirs.broken_steps,
+            (Some(_), None) => true,
             (None, _) => false,
-            (Some(with), Some(without)) => with.broken_steps <= without.broken_steps,
-            (Some(with), None) => with.broken_steps == 0,
         }
     }
 }
@@ -101,16 +130,29 @@ impl Policy for Shielded {
         // The operator watches every step, so its decision is ready when one is needed.
         self.fallback
             .decide(t_s, readings, &mut self.fallback_actions);
+        if self.proposed.is_empty() && self.fallback_actions.is_empty() {
+            return;
+        }
+        let Ok(model) = self.view.model() else {
+            // Nothing known of the plant yet: nothing to judge by.
+            actions.append(&mut self.proposed);
+            return;
+        };
+        let trial = Trial {
+            model: &model,
+            lookahead_s: self.lookahead_s,
+            objective: &self.objective,
+        };
         if self.proposed.is_empty() {
             // Doing nothing is a decision too: when the operator would act, and doing nothing
-            // breaks more limits ahead than its action, the operator's is done (and counted).
-            if !self.fallback_actions.is_empty() && !self.passes(&[], &self.fallback_actions) {
+            // is worse than its action, the operator's is done (and counted).
+            if !trial.nothing_passes(&self.fallback_actions) {
                 self.blocked += 1;
                 actions.append(&mut self.fallback_actions);
             }
             return;
         }
-        if self.passes(&self.proposed, &[]) {
+        if trial.passes(&self.proposed, &self.fallback_actions) {
             actions.append(&mut self.proposed);
         } else {
             self.blocked += 1;

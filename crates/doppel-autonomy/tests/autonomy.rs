@@ -155,6 +155,77 @@ fn the_safety_gate_blocks_what_would_break_a_limit() {
     assert_eq!(blocked("reckless"), 0.0);
 }
 
+/// Swings the setpoint between 6 and 8 °C every quarter hour: each value legal, each jump
+/// past the policy file's 1 K rate limit.
+struct Jumpy;
+
+struct JumpyPolicy {
+    setpoint: usize,
+    next_s: f64,
+    high: bool,
+}
+
+impl Policy for JumpyPolicy {
+    fn name(&self) -> &str {
+        "jumpy"
+    }
+    fn wants_readings(&self, t_s: f64) -> bool {
+        t_s >= self.next_s
+    }
+    fn decide(&mut self, t_s: f64, _readings: &Readings, actions: &mut Vec<Action>) {
+        if t_s < self.next_s {
+            return;
+        }
+        self.next_s = t_s + 900.0;
+        self.high = !self.high;
+        actions.push(Action::Set {
+            actuator: self.setpoint,
+            value: if self.high { 8.0 } else { 6.0 },
+        });
+    }
+}
+
+impl PolicyMaker for Jumpy {
+    fn name(&self) -> String {
+        "jumpy".into()
+    }
+    fn make(
+        &self,
+        plant: &dyn Plant,
+        _config: &ChillerPlantConfig,
+        _seed: u64,
+    ) -> doppel_sim::Result<Box<dyn Policy>> {
+        Ok(Box::new(JumpyPolicy {
+            setpoint: actuator_index(plant, "chw.supply_setpoint").unwrap(),
+            next_s: 0.0,
+            high: false,
+        }))
+    }
+}
+
+/// A jump the batch itself makes counts against it: behind the gate, the setpoint swings
+/// are blocked, and the operator's fallback walks the setpoint back within the rate limit.
+#[test]
+fn the_safety_gate_blocks_a_setpoint_jump_past_its_rate_limit() {
+    let objective = Arc::new(Objective::reference(&probe()).unwrap());
+    let shielded: Arc<dyn PolicyMaker> = Arc::new(doppel_autonomy::shield::ShieldMaker {
+        inner: Arc::new(Jumpy),
+        objective: objective.clone(),
+        lookahead_s: doppel_autonomy::shield::LOOKAHEAD_S,
+    });
+    let mut e = evaluation(vec![Arc::new(Jumpy), shielded], objective);
+    e.days = 1.0;
+    let episodes = run(&e, &|_| {}).unwrap();
+    let rate = |p| {
+        sum(&episodes, p, |e| {
+            e.broken.get("setpoint rate").copied().unwrap_or(0) as f64
+        })
+    };
+    assert!(rate("jumpy") > 50.0, "{}", rate("jumpy"));
+    assert_eq!(rate("jumpy+shield"), 0.0);
+    assert!(sum(&episodes, "jumpy+shield", |e| e.stats.blocked as f64) > 50.0);
+}
+
 /// Doing nothing is judged too: a policy that never acts lets a load surge overheat the loop;
 /// behind the gate, the operator's staging is done when doing nothing would break limits.
 #[test]

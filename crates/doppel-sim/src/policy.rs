@@ -126,6 +126,11 @@ pub struct OperatorRules {
     pub cond_approach_limit_k: f64,
     /// The supply setpoint the operator holds.
     pub supply_setpoint_c: f64,
+    /// A setpoint someone else moved inside this range goes back by at most
+    /// `setpoint_step_k` a look (a larger jump breaks the reference policy file's rate
+    /// limit); one outside it (tampering) goes back at once.
+    pub setpoint_safe_c: (f64, f64),
+    pub setpoint_step_k: f64,
     /// Wait this long before asking again after a maintenance order was refused, seconds.
     pub retry_s: f64,
 }
@@ -144,6 +149,8 @@ impl Default for OperatorRules {
             vibration_limit_mm_s: 4.5,
             cond_approach_limit_k: 5.6,
             supply_setpoint_c: 7.0,
+            setpoint_safe_c: (5.5, 9.0),
+            setpoint_step_k: 1.0,
             retry_s: 4.0 * 3600.0,
         }
     }
@@ -266,11 +273,19 @@ impl Policy for RuleBasedOperator {
         self.next_look_s = t_s + self.rules.interval_s;
         let r = &self.rules;
 
-        // A setpoint someone else changed goes back.
-        if (self.seen[self.setpoint] - r.supply_setpoint_c).abs() > 0.05 {
+        // A setpoint someone else changed goes back: at once from outside the safe range,
+        // else a step at a time.
+        let seen = self.seen[self.setpoint];
+        if (seen - r.supply_setpoint_c).abs() > 0.05 {
+            let (low, high) = r.setpoint_safe_c;
+            let value = if (low..=high).contains(&seen) {
+                seen + (r.supply_setpoint_c - seen).clamp(-r.setpoint_step_k, r.setpoint_step_k)
+            } else {
+                r.supply_setpoint_c
+            };
             actions.push(Action::Set {
                 actuator: self.setpoint_actuator,
-                value: r.supply_setpoint_c,
+                value,
             });
         }
 
@@ -370,5 +385,41 @@ impl Policy for RuleBasedOperator {
             self.last_order_s[asset] = t_s;
             actions.push(Action::Maintain { asset });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{OperatorRules, RuleBasedOperator};
+    use crate::chiller::{ChillerPlant, ChillerPlantConfig};
+    use crate::plant::{Action, Plant, Readings, actuator_index, sensor_index};
+    use crate::policy::Policy;
+
+    /// The setpoint action the operator takes when it reads `setpoint`.
+    fn setpoint_back_from(setpoint: f64) -> Option<f64> {
+        let plant = ChillerPlant::new(ChillerPlantConfig::default(), 1).unwrap();
+        let mut operator = RuleBasedOperator::new(&plant, OperatorRules::default()).unwrap();
+        let mut readings = Readings::new(plant.sensors().len());
+        readings.values.copy_from_slice(plant.truth());
+        readings.present.fill(true);
+        readings.values[sensor_index(&plant, "chw_setpoint").unwrap()] = setpoint;
+        let actuator = actuator_index(&plant, "chw.supply_setpoint").unwrap();
+        let mut actions = Vec::new();
+        operator.decide(0.0, &readings, &mut actions);
+        actions.iter().find_map(|a| match *a {
+            Action::Set { actuator: i, value } if i == actuator => Some(value),
+            _ => None,
+        })
+    }
+
+    /// A tampered setpoint goes back at once; one moved within the safe range (by a policy
+    /// the operator stands in for) walks back a step at a time, never past the rate limit.
+    #[test]
+    fn the_operator_puts_a_setpoint_back_at_once_only_from_outside_the_safe_range() {
+        assert_eq!(setpoint_back_from(12.0), Some(7.0));
+        assert_eq!(setpoint_back_from(3.0), Some(7.0));
+        assert_eq!(setpoint_back_from(8.5), Some(7.5));
+        assert_eq!(setpoint_back_from(6.0), Some(7.0));
+        assert_eq!(setpoint_back_from(7.0), None);
     }
 }
