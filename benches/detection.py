@@ -22,8 +22,9 @@ the pump still open at the trip. Under the default operator a worn pump is
 usually serviced before it trips; `--policy none` leaves the plant to itself, so the wear runs
 to its trip.
 
-Prints a table per kind of disruption (sensor faults and spoofs per mode): runs where it happened, share detected, median and
-worst time to detect; then the baseline's alerts a week, per rule.
+Prints a table per kind of disruption (sensor faults and spoofs per mode): runs where it
+happened, share detected, median and worst time to detect, and in how many runs each rule
+alerted during it; then the baseline's alerts a week, per rule.
 """
 
 import argparse
@@ -126,7 +127,7 @@ def main():
         for f in os.listdir(os.path.join(ROOT, "scenarios"))
         if f.endswith(".toml") and (not args.only or f in args.only)
     )
-    kinds = defaultdict(lambda: {"runs": 0, "detected": 0, "delays": []})
+    kinds = defaultdict(lambda: {"runs": 0, "detected": 0, "delays": [], "by": defaultdict(int)})
     # Bearing wear: hours from the first alert on the pump to its trip, per run that tripped.
     leads = []
     untripped = 0
@@ -147,7 +148,7 @@ def main():
                     stop = when(event["end"]) if event.get("end") else end
                     assets = {asset_of(t) for t in event.get("targets", [])}
                     hits = [
-                        when(a["start"]) - start
+                        (when(a["start"]) - start, a["rule"])
                         for a in alerts
                         if start <= when(a["start"]) <= stop + 600
                         and (event["kind"] in PLANT_WIDE or not assets or a["asset"] in assets)
@@ -166,8 +167,11 @@ def main():
                                        and (not a.get("end") or when(a["end"]) >= trip - 600)]
                             leads.append((trip - min(flagged)) / 3600 if flagged else 0.0)
                     if hits:
+                        delay, rule = min(hits)
                         kinds[kind]["detected"] += 1
-                        kinds[kind]["delays"].append(min(hits))
+                        kinds[kind]["delays"].append(delay)
+                        for rule in {rule for _, rule in hits}:
+                            kinds[kind]["by"][rule] += 1
             print(f"{os.path.basename(scenario)} done", file=sys.stderr)
         false = defaultdict(int)
         weeks = 0.0
@@ -186,6 +190,11 @@ def main():
         worst = duration(max(delays)) if delays else "—"
         share = k["detected"] / k["runs"] if k["runs"] else 0
         print(f"| {kind} | {k['runs']} | {k['detected']} ({share:.0%}) | {median} | {worst} |")
+    print("\nruns each rule alerted in during the disruption (on the assets it hits):")
+    for kind, k in sorted(kinds.items()):
+        if k["by"]:
+            rules = ", ".join(f"{rule} {n}" for rule, n in sorted(k["by"].items(), key=lambda x: -x[1]))
+            print(f"  {kind}: {rules}")
     if leads or untripped:
         early = sum(1 for h in leads if h >= 24)
         print(f"\nbearing wear: {len(leads)} worn pump(s) tripped, {untripped} did not; "

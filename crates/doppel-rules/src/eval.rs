@@ -333,6 +333,10 @@ fn combine(expr: &Expr, value: &dyn Fn(&Expr) -> Value) -> Value {
             Number(v) => Number(-v),
             _ => Unknown,
         },
+        Expr::Abs(e) => match value(e) {
+            Number(v) => Number(v.abs()),
+            _ => Unknown,
+        },
         Expr::Arith(op, a, b) => match (value(a), value(b)) {
             (Number(x), Number(y)) => {
                 let v = match op {
@@ -415,7 +419,7 @@ fn windows(expr: &Expr, index: &HashMap<String, usize>, keep: &mut [i64]) {
                 keep[i] = keep[i].max(*width);
             }
         }
-        Expr::Negate(e) | Expr::Not(e) => windows(e, index, keep),
+        Expr::Negate(e) | Expr::Abs(e) | Expr::Not(e) => windows(e, index, keep),
         Expr::Arith(_, a, b) | Expr::Compare(_, a, b) | Expr::And(a, b) | Expr::Or(a, b) => {
             windows(a, index, keep);
             windows(b, index, keep);
@@ -461,6 +465,28 @@ field = "vibration"
     }
 
     const S: i64 = 1_000_000_000;
+
+    /// `abs` is a number's magnitude; of an unknown, unknown (never 0 by accident).
+    #[test]
+    fn abs_is_the_magnitude_and_unknown_stays_unknown() {
+        let expr = crate::syntax::parse_condition("abs(x - y) > 1")
+            .unwrap()
+            .expr;
+        let known = |x: f64, y: f64| {
+            move |name: &str| match name {
+                "x" => Some(x),
+                "y" => Some(y),
+                _ => None,
+            }
+        };
+        assert_eq!(truth_from(&expr, &known(1.0, 3.0)), Truth::True);
+        assert_eq!(truth_from(&expr, &known(3.0, 1.0)), Truth::True);
+        assert_eq!(truth_from(&expr, &known(3.0, 2.5)), Truth::False);
+        assert_eq!(
+            truth_from(&expr, &|n: &str| (n == "x").then_some(1.0)),
+            Truth::Unknown
+        );
+    }
 
     /// A condition must hold for its whole `for` before it fires, fires once, and resolves
     /// once false; a sensor gone quiet makes it unknown, which neither fires nor resolves.

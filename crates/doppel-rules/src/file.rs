@@ -278,7 +278,7 @@ fn unit_of(expr: &Expr, units: &HashMap<&str, &str>) -> Result<Option<String>, S
             Window::Rate => of(sensor).map(|u| format!("{u}/s")),
             _ => of(sensor),
         },
-        Expr::Negate(e) | Expr::Not(e) => unit_of(e, units)?,
+        Expr::Negate(e) | Expr::Abs(e) | Expr::Not(e) => unit_of(e, units)?,
         Expr::Arith(Arith::Mul | Arith::Div, a, b) => {
             unit_of(a, units)?;
             unit_of(b, units)?;

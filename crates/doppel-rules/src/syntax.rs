@@ -10,13 +10,13 @@
 //! product   := unary (("*" | "/") unary)*
 //! unary     := "-" unary | primary
 //! primary   := number | sensor | "(" expr ")" | call ["." field]
-//! call      := name "(" sensor-or-asset ["," duration] ")"
+//! call      := name "(" sensor-or-asset ["," duration] ")" | "abs" "(" expr ")"
 //! ```
 //!
 //! Sensors and assets are named by their spec id; an id with characters other than letters,
 //! digits, `_` and `.` is written in double quotes (`"pump-1.speed"`). Functions: `mean`,
 //! `min`, `max`, `rate` (per second) over a window; `stale(sensor)`; `anomaly(asset|sensor)`;
-//! `forecast(sensor, horizon).p10|p50|p90`. Durations: a number and `s`, `m`, `h` or `d`.
+//! `forecast(sensor, horizon).p10|p50|p90`; `abs(expr)`. Durations: a number and `s`, `m`, `h` or `d`.
 //! Only syntax here: whether a name exists is `file`'s business.
 
 use std::ops::Range;
@@ -93,6 +93,8 @@ pub enum Expr {
         quantile: Quantile,
     },
     Negate(Box<Expr>),
+    /// The magnitude of a number: `abs(a - b) > 1` for a two-sided check.
+    Abs(Box<Expr>),
     Arith(Arith, Box<Expr>, Box<Expr>),
     Compare(Compare, Box<Expr>, Box<Expr>),
     And(Box<Expr>, Box<Expr>),
@@ -118,7 +120,7 @@ impl Expr {
                 out.push((sensor.clone(), false))
             }
             Expr::Anomaly(n) => out.push((n.clone(), true)),
-            Expr::Negate(e) | Expr::Not(e) => e.names(out),
+            Expr::Negate(e) | Expr::Abs(e) | Expr::Not(e) => e.names(out),
             Expr::Arith(_, a, b) | Expr::Compare(_, a, b) | Expr::And(a, b) | Expr::Or(a, b) => {
                 a.names(out);
                 b.names(out);
@@ -132,7 +134,7 @@ impl Expr {
             Expr::Forecast {
                 sensor, horizon, ..
             } => out.push((sensor.text.clone(), *horizon)),
-            Expr::Negate(e) | Expr::Not(e) => e.forecasts(out),
+            Expr::Negate(e) | Expr::Abs(e) | Expr::Not(e) => e.forecasts(out),
             Expr::Arith(_, a, b) | Expr::Compare(_, a, b) | Expr::And(a, b) | Expr::Or(a, b) => {
                 a.forecasts(out);
                 b.forecasts(out);
@@ -471,6 +473,7 @@ impl Parser {
                             width,
                         }
                     }
+                    "abs" => Expr::Abs(Box::new(self.or()?)),
                     "stale" => Expr::Stale(self.name("a sensor")?),
                     "anomaly" => Expr::Anomaly(self.name("an asset or a sensor")?),
                     "forecast" => {
@@ -514,7 +517,7 @@ impl Parser {
                         return Err(SyntaxError {
                             span,
                             message: format!(
-                                "unknown function `{other}`: use mean, min, max, rate, stale, anomaly or forecast"
+                                "unknown function `{other}`: use mean, min, max, rate, spread, stale, anomaly, forecast or abs"
                             ),
                         });
                     }
@@ -577,6 +580,10 @@ mod tests {
             }
         ));
         let c = parse_condition("not stale(\"pump-1.speed\") and -x + 2 * y <= 1e3").unwrap();
+        assert!(matches!(
+            parse_condition("abs(x - y) > 1").unwrap().expr,
+            Expr::Compare(Compare::Gt, left, _) if matches!(*left, Expr::Abs(_))
+        ));
         let mut names = Vec::new();
         c.expr.names(&mut names);
         let names: Vec<&str> = names.iter().map(|(n, _)| n.text.as_str()).collect();
