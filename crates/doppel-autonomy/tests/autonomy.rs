@@ -78,18 +78,23 @@ fn mpc_spends_less_energy_than_the_rules_without_more_excursions() {
     assert!(all.ms_per_decision > 0.0);
 }
 
-/// A reckless policy: every 15 minutes it stops every chiller and raises the setpoint.
-struct Reckless;
+/// A scripted policy for the gate's tests: every quarter hour the next of its batches, in
+/// turn, made for the plant by `batches`.
+struct Scripted {
+    name: &'static str,
+    batches: fn(&dyn Plant) -> Vec<Vec<Action>>,
+}
 
-struct RecklessPolicy {
-    chillers: Vec<usize>,
-    setpoint: usize,
+struct ScriptedPolicy {
+    name: &'static str,
+    batches: Vec<Vec<Action>>,
+    turn: usize,
     next_s: f64,
 }
 
-impl Policy for RecklessPolicy {
+impl Policy for ScriptedPolicy {
     fn name(&self) -> &str {
-        "reckless"
+        self.name
     }
     fn wants_readings(&self, t_s: f64) -> bool {
         t_s >= self.next_s
@@ -99,22 +104,14 @@ impl Policy for RecklessPolicy {
             return;
         }
         self.next_s = t_s + 900.0;
-        for &actuator in &self.chillers {
-            actions.push(Action::Set {
-                actuator,
-                value: 0.0,
-            });
-        }
-        actions.push(Action::Set {
-            actuator: self.setpoint,
-            value: 12.0,
-        });
+        actions.extend_from_slice(&self.batches[self.turn % self.batches.len()]);
+        self.turn += 1;
     }
 }
 
-impl PolicyMaker for Reckless {
+impl PolicyMaker for Scripted {
     fn name(&self) -> String {
-        "reckless".into()
+        self.name.into()
     }
     fn make(
         &self,
@@ -122,16 +119,44 @@ impl PolicyMaker for Reckless {
         _config: &ChillerPlantConfig,
         _seed: u64,
     ) -> doppel_sim::Result<Box<dyn Policy>> {
-        Ok(Box::new(RecklessPolicy {
-            chillers: ["chiller1", "chiller2", "chiller3"]
-                .iter()
-                .map(|c| actuator_index(plant, &format!("{c}.run")).unwrap())
-                .collect(),
-            setpoint: actuator_index(plant, "chw.supply_setpoint").unwrap(),
+        Ok(Box::new(ScriptedPolicy {
+            name: self.name,
+            batches: (self.batches)(plant),
+            turn: 0,
             next_s: 0.0,
         }))
     }
 }
+
+fn setpoint_to(plant: &dyn Plant, value: f64) -> Action {
+    Action::Set {
+        actuator: actuator_index(plant, "chw.supply_setpoint").unwrap(),
+        value,
+    }
+}
+
+/// Every quarter hour, stops every chiller and raises the setpoint to 12 °C.
+const RECKLESS: Scripted = Scripted {
+    name: "reckless",
+    batches: |plant| {
+        let mut batch: Vec<Action> = ["chiller1", "chiller2", "chiller3"]
+            .iter()
+            .map(|c| Action::Set {
+                actuator: actuator_index(plant, &format!("{c}.run")).unwrap(),
+                value: 0.0,
+            })
+            .collect();
+        batch.push(setpoint_to(plant, 12.0));
+        vec![batch]
+    },
+};
+
+/// Swings the setpoint between 8 and 6 °C every quarter hour: each value legal, each jump
+/// past the policy file's 1 K rate limit.
+const JUMPY: Scripted = Scripted {
+    name: "jumpy",
+    batches: |plant| vec![vec![setpoint_to(plant, 8.0)], vec![setpoint_to(plant, 6.0)]],
+};
 
 /// Unshielded, the reckless policy overheats the loop; behind the safety gate every one of its
 /// batches is blocked and replaced by the operator's, and no limit breaks.
@@ -139,11 +164,11 @@ impl PolicyMaker for Reckless {
 fn the_safety_gate_blocks_what_would_break_a_limit() {
     let objective = Arc::new(Objective::reference(&probe()).unwrap());
     let shielded: Arc<dyn PolicyMaker> = Arc::new(doppel_autonomy::shield::ShieldMaker {
-        inner: Arc::new(Reckless),
+        inner: Arc::new(RECKLESS),
         objective: objective.clone(),
         lookahead_s: doppel_autonomy::shield::LOOKAHEAD_S,
     });
-    let mut e = evaluation(vec![Arc::new(Reckless), shielded], objective);
+    let mut e = evaluation(vec![Arc::new(RECKLESS), shielded], objective);
     e.days = 1.0;
     let episodes = run(&e, &|_| {}).unwrap();
     let broken = |p| sum(&episodes, p, |e| e.violation_steps as f64);
@@ -155,65 +180,17 @@ fn the_safety_gate_blocks_what_would_break_a_limit() {
     assert_eq!(blocked("reckless"), 0.0);
 }
 
-/// Swings the setpoint between 6 and 8 °C every quarter hour: each value legal, each jump
-/// past the policy file's 1 K rate limit.
-struct Jumpy;
-
-struct JumpyPolicy {
-    setpoint: usize,
-    next_s: f64,
-    high: bool,
-}
-
-impl Policy for JumpyPolicy {
-    fn name(&self) -> &str {
-        "jumpy"
-    }
-    fn wants_readings(&self, t_s: f64) -> bool {
-        t_s >= self.next_s
-    }
-    fn decide(&mut self, t_s: f64, _readings: &Readings, actions: &mut Vec<Action>) {
-        if t_s < self.next_s {
-            return;
-        }
-        self.next_s = t_s + 900.0;
-        self.high = !self.high;
-        actions.push(Action::Set {
-            actuator: self.setpoint,
-            value: if self.high { 8.0 } else { 6.0 },
-        });
-    }
-}
-
-impl PolicyMaker for Jumpy {
-    fn name(&self) -> String {
-        "jumpy".into()
-    }
-    fn make(
-        &self,
-        plant: &dyn Plant,
-        _config: &ChillerPlantConfig,
-        _seed: u64,
-    ) -> doppel_sim::Result<Box<dyn Policy>> {
-        Ok(Box::new(JumpyPolicy {
-            setpoint: actuator_index(plant, "chw.supply_setpoint").unwrap(),
-            next_s: 0.0,
-            high: false,
-        }))
-    }
-}
-
 /// A jump the batch itself makes counts against it: behind the gate, the setpoint swings
 /// are blocked, and the operator's fallback walks the setpoint back within the rate limit.
 #[test]
 fn the_safety_gate_blocks_a_setpoint_jump_past_its_rate_limit() {
     let objective = Arc::new(Objective::reference(&probe()).unwrap());
     let shielded: Arc<dyn PolicyMaker> = Arc::new(doppel_autonomy::shield::ShieldMaker {
-        inner: Arc::new(Jumpy),
+        inner: Arc::new(JUMPY),
         objective: objective.clone(),
         lookahead_s: doppel_autonomy::shield::LOOKAHEAD_S,
     });
-    let mut e = evaluation(vec![Arc::new(Jumpy), shielded], objective);
+    let mut e = evaluation(vec![Arc::new(JUMPY), shielded], objective);
     e.days = 1.0;
     let episodes = run(&e, &|_| {}).unwrap();
     let rate = |p| {

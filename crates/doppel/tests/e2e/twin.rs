@@ -669,7 +669,7 @@ fn rules_backtest_on_a_recorded_run_finds_the_injected_trip() {
 /// A tiny HTTP receiver on loopback: answers the first request 500, the rest 204, and hands
 /// each request's body over.
 fn flaky_receiver() -> (String, std::sync::mpsc::Receiver<String>) {
-    use std::io::{BufRead, Read, Write};
+    use std::io::Write;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     let (tx, rx) = std::sync::mpsc::channel();
@@ -677,18 +677,7 @@ fn flaky_receiver() -> (String, std::sync::mpsc::Receiver<String>) {
         for (n, stream) in listener.incoming().enumerate() {
             let Ok(mut stream) = stream else { return };
             let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
-            let mut length = 0;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0; length];
-            let _ = reader.read_exact(&mut body);
+            let body = request_body(&mut reader).unwrap_or_default();
             let status = if n == 0 {
                 "500 Internal Server Error"
             } else {
@@ -800,12 +789,29 @@ fn a_bad_webhook_is_refused_at_start() {
     }
 }
 
+/// The body of the HTTP request `reader` holds (read to its Content-Length); `None` if the
+/// connection gave none.
+fn request_body(reader: &mut impl std::io::BufRead) -> Option<Vec<u8>> {
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0; length];
+    (length > 0 && reader.read_exact(&mut body).is_ok()).then_some(body)
+}
+
 /// An https receiver on loopback with the test certificate (tests/e2e/tls: a CA and a
 /// server certificate for 127.0.0.1 signed by it), answering 204 and handing each body over.
 fn tls_receiver(tls: &std::path::Path) -> (String, std::sync::mpsc::Receiver<String>) {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    use std::io::{BufRead, Read, Write};
+    use std::io::Write;
     let certs: Vec<_> = CertificateDer::pem_file_iter(tls.join("server.pem"))
         .unwrap()
         .map(Result::unwrap)
@@ -830,20 +836,9 @@ fn tls_receiver(tls: &std::path::Path) -> (String, std::sync::mpsc::Receiver<Str
             let connection = rustls::ServerConnection::new(config.clone()).unwrap();
             let mut stream = rustls::StreamOwned::new(connection, stream);
             let mut reader = std::io::BufReader::new(&mut stream);
-            let mut length = 0;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0; length];
-            if length == 0 || reader.read_exact(&mut body).is_err() {
+            let Some(body) = request_body(&mut reader) else {
                 continue;
-            }
+            };
             drop(reader);
             let _ = write!(
                 stream,
