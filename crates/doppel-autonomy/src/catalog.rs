@@ -1,6 +1,6 @@
 //! Policies chosen by name, wherever a policy is taken (`--policy`, the API):
 //! `none` and `rules` (the simulator's own), `mpc` or `mpc:horizon=2h,period=15m,...`
-//! ([`crate::mpc`]), `maintenance` or `maintenance:slot=6h,horizon=7d`
+//! ([`crate::mpc`]), `maintenance` or `maintenance:slot=6h,horizon=7d,solver=highs`
 //! ([`crate::maintenance`]). Any of them behind the safety gate with a `+shield` suffix
 //! (`mpc+shield`). `grpo:FOLDER` (or `ppo:FOLDER`): a policy `doppel policy train` wrote.
 
@@ -15,7 +15,7 @@ use crate::shield::{LOOKAHEAD_S, ShieldMaker};
 
 /// The names `policy_by_name` knows, for messages.
 pub const KNOWN: &str = "none, rules, mpc[:horizon=2h,period=15m,setpoints=6.5/7/7.5], \
-                         maintenance[:slot=6h,horizon=7d], grpo:FOLDER, ppo:FOLDER, each with +shield for the safety gate";
+                         maintenance[:slot=6h,horizon=7d,solver=microlp|highs], grpo:FOLDER, ppo:FOLDER, each with +shield for the safety gate";
 
 /// The policy called `name`, paid and limited by `objective`.
 pub fn policy_by_name(name: &str, objective: Arc<Objective>) -> Result<Arc<dyn PolicyMaker>> {

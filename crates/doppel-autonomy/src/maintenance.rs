@@ -1,6 +1,7 @@
 //! The maintenance planner: when to service which pump and clean which chiller, decided as a
-//! mixed-integer program (`good_lp` on `microlp`, pure Rust) over the next days in slots, from
-//! the wear and fouling the state estimator finds in the planner's own readings.
+//! mixed-integer program (`good_lp` on `microlp`, pure Rust; HiGHS with the `highs` feature and
+//! `solver=highs`) over the next days in slots, from the wear and fouling the state estimator
+//! finds in the planner's own readings.
 //!
 //! For each unit and each slot its service could start in, the expected cost of doing it then
 //! is known in advance: the service's price, plus what failures cost on the way there (the
@@ -29,13 +30,23 @@ use good_lp::{
 use crate::error::{AutonomyError, Result};
 use crate::lookahead::{Lookahead, OperatorHalf};
 
-/// How far and how finely the planner looks.
+/// Which solver takes the planning program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanSolver {
+    /// microlp: pure Rust, always built in.
+    Microlp,
+    /// HiGHS (C++), with the `highs` feature of this crate (or of the `doppel` binary).
+    Highs,
+}
+
+/// How far and how finely the planner looks, and with which solver.
 #[derive(Debug, Clone)]
 pub struct PlannerSettings {
     /// Hours a slot (and between plans).
     pub slot_h: f64,
     /// Slots planned ahead.
     pub slots: usize,
+    pub solver: PlanSolver,
 }
 
 impl Default for PlannerSettings {
@@ -43,12 +54,13 @@ impl Default for PlannerSettings {
         PlannerSettings {
             slot_h: 6.0,
             slots: 28,
+            solver: PlanSolver::Microlp,
         }
     }
 }
 
 impl PlannerSettings {
-    /// Reads `slot=6h,horizon=7d` (any subset).
+    /// Reads `slot=6h,horizon=7d,solver=highs` (any subset).
     pub fn parse(options: &str) -> Result<PlannerSettings> {
         let mut s = PlannerSettings::default();
         let mut horizon_h = s.slot_h * s.slots as f64;
@@ -60,15 +72,33 @@ impl PlannerSettings {
             let (key, value) = part
                 .split_once('=')
                 .ok_or_else(|| bad(format!("`{part}` is not key=value")))?;
-            let hours = doppel_core::time::parse_offset_seconds(value)
-                .map_err(|e| bad(format!("{key}: {e}")))?
-                / 3600.0;
+            let hours = || {
+                doppel_core::time::parse_offset_seconds(value)
+                    .map(|s| s / 3600.0)
+                    .map_err(|e| bad(format!("{key}: {e}")))
+            };
             match key {
-                "slot" => s.slot_h = hours,
-                "horizon" => horizon_h = hours,
+                "slot" => s.slot_h = hours()?,
+                "horizon" => horizon_h = hours()?,
+                "solver" => {
+                    s.solver = match value {
+                        "microlp" => PlanSolver::Microlp,
+                        "highs" if cfg!(feature = "highs") => PlanSolver::Highs,
+                        "highs" => {
+                            return Err(bad("HiGHS is not built in: build doppel with \
+                                 `--features highs` (needs cmake, a C++ compiler and libclang)"
+                                .into()));
+                        }
+                        other => {
+                            return Err(bad(format!(
+                                "unknown solver `{other}`: use microlp or highs"
+                            )));
+                        }
+                    }
+                }
                 other => {
                     return Err(bad(format!(
-                        "unknown option `{other}`: use slot or horizon"
+                        "unknown option `{other}`: use slot, horizon or solver"
                     )));
                 }
             }
@@ -315,6 +345,7 @@ impl Planner {
             kits_by: &kits_by,
             lead_slots,
             crews: m.crews.max(1) as f64,
+            solver: self.settings.solver,
         };
         // The relaxation (starts between 0 and 1) comes out whole on these programs (one crew's
         // intervals and a kit count): it is solved first, being what microlp solves reliably;
@@ -348,6 +379,7 @@ struct Program<'a> {
     kits_by: &'a [f64],
     lead_slots: usize,
     crews: f64,
+    solver: PlanSolver,
 }
 
 impl Program<'_> {
@@ -382,12 +414,12 @@ impl Program<'_> {
                 whole: true,
             });
         }
-        let mut problem = vars.minimise(objective).using(microlp);
+        let mut constraints = Vec::new();
         // Constraints that could only read "≤ 0" or hold anyway are never written.
         for x in &starts {
             if x.iter().flatten().count() > 1 {
                 let once: Expression = x.iter().flatten().sum();
-                problem = problem.with(constraint!(once <= 1.0));
+                constraints.push(constraint!(once <= 1.0));
             }
         }
         let slots = self.kits_by.len();
@@ -405,7 +437,7 @@ impl Program<'_> {
                 }
             }
             if terms as f64 > self.crews {
-                problem = problem.with(constraint!(crew <= self.crews));
+                constraints.push(constraint!(crew <= self.crews));
             }
             // Kits used by `slot`, less those the planner's own services bring back a lead
             // time later: at most what it counts on then.
@@ -425,25 +457,46 @@ impl Program<'_> {
                 }
             }
             if terms as f64 > self.kits_by[slot] {
-                problem = problem.with(constraint!(used <= self.kits_by[slot]));
+                constraints.push(constraint!(used <= self.kits_by[slot]));
             }
         }
-        let solution = problem.solve().ok()?;
-        let values: Vec<f64> = starts
+        let problem = vars.minimise(objective);
+        match self.solver {
+            PlanSolver::Microlp => problem
+                .using(microlp)
+                .with_all(constraints)
+                .solve()
+                .ok()
+                .map(|s| schedule(&s, &starts)),
+            #[cfg(feature = "highs")]
+            PlanSolver::Highs => problem
+                .using(good_lp::highs)
+                .with_all(constraints)
+                .solve()
+                .ok()
+                .map(|s| schedule(&s, &starts)),
+            #[cfg(not(feature = "highs"))]
+            PlanSolver::Highs => unreachable!("settings refuse HiGHS unless it is built in"),
+        }
+    }
+}
+
+/// The plan a solution makes of `starts`.
+fn schedule(solution: &impl Solution, starts: &[Vec<Option<Variable>>]) -> Schedule {
+    let values: Vec<f64> = starts
+        .iter()
+        .flatten()
+        .flatten()
+        .map(|v| solution.value(*v))
+        .collect();
+    Schedule {
+        first: starts
             .iter()
-            .flatten()
-            .flatten()
-            .map(|v| solution.value(*v))
-            .collect();
-        Some(Schedule {
-            first: starts
-                .iter()
-                .enumerate()
-                .filter(|(_, x)| x[0].is_some_and(|v| solution.value(v) > 0.5))
-                .map(|(k, _)| k)
-                .collect(),
-            whole: values.iter().all(|x| *x < 1e-6 || *x > 1.0 - 1e-6),
-        })
+            .enumerate()
+            .filter(|(_, x)| x[0].is_some_and(|v| solution.value(v) > 0.5))
+            .map(|(k, _)| k)
+            .collect(),
+        whole: values.iter().all(|x| *x < 1e-6 || *x > 1.0 - 1e-6),
     }
 }
 

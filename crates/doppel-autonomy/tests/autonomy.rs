@@ -319,6 +319,32 @@ keep = "chw_supply_temp > hall_load"
 /// once; with young bearings it orders nothing.
 #[test]
 fn the_maintenance_planner_services_worn_pumps_and_leaves_young_ones() {
+    plans_service_worn_pumps_and_leave_young_ones("maintenance");
+}
+
+/// On HiGHS (with the `highs` feature) the planner services worn pumps and leaves young ones.
+#[cfg(feature = "highs")]
+#[test]
+fn the_maintenance_planner_on_highs_services_worn_pumps_too() {
+    plans_service_worn_pumps_and_leave_young_ones("maintenance:solver=highs");
+}
+
+/// Without the `highs` feature, asking for HiGHS says how to build it in.
+#[cfg(not(feature = "highs"))]
+#[test]
+fn highs_asked_for_but_not_built_in_says_how_to_build_it() {
+    let objective = Arc::new(Objective::reference(&probe()).unwrap());
+    let e = policy_by_name("maintenance:solver=highs", objective.clone())
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("--features highs"), "{e}");
+    let e = policy_by_name("maintenance:solver=cplex", objective)
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("microlp or highs"), "{e}");
+}
+
+fn plans_service_worn_pumps_and_leave_young_ones(policy: &str) {
     let run = |wear: f64| {
         let config = ChillerPlantConfig {
             initial_wear: (wear, wear),
@@ -327,7 +353,7 @@ fn the_maintenance_planner_services_worn_pumps_and_leaves_young_ones() {
         };
         let mut plant = ChillerPlant::new(config.clone(), 3).unwrap();
         let objective = Arc::new(Objective::reference(&plant).unwrap());
-        let maker = policy_by_name("maintenance", objective).unwrap();
+        let maker = policy_by_name(policy, objective).unwrap();
         let mut policy = maker.make(&plant, &config, 3).unwrap();
         let outcome = doppel_sim::run::simulate(
             &mut plant,
