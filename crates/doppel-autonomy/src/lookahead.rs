@@ -96,8 +96,8 @@ pub fn rollout(
     objective: &Objective,
 ) -> Option<Rollout> {
     let mut plant = model.plant.clone();
-    // Watched from before the batch, so a jump the batch itself makes (a setpoint past its
-    // rate limit) counts against it.
+    // Watched from the plant as the batch finds it: the first step's changes (a setpoint's
+    // step among them) are measured from there.
     let mut watch = Watch::new(&plant);
     for action in actions {
         plant.act(action).ok()?;

@@ -462,34 +462,30 @@ impl Program<'_> {
         }
         let problem = vars.minimise(objective);
         match self.solver {
-            PlanSolver::Microlp => problem
-                .using(microlp)
-                .with_all(constraints)
-                .solve()
-                .ok()
-                .map(|s| schedule(&s, &starts)),
+            PlanSolver::Microlp => solved(problem, microlp, constraints, &starts),
             #[cfg(feature = "highs")]
-            PlanSolver::Highs => problem
-                .using(good_lp::highs)
-                .with_all(constraints)
-                .solve()
-                .ok()
-                .map(|s| schedule(&s, &starts)),
+            PlanSolver::Highs => solved(problem, good_lp::highs, constraints, &starts),
             #[cfg(not(feature = "highs"))]
             PlanSolver::Highs => unreachable!("settings refuse HiGHS unless it is built in"),
         }
     }
 }
 
-/// The plan a solution makes of `starts`.
-fn schedule(solution: &impl Solution, starts: &[Vec<Option<Variable>>]) -> Schedule {
+/// `problem` under `constraints` solved by `solver`, as the plan it makes of `starts`.
+fn solved<S: good_lp::Solver>(
+    problem: good_lp::variable::UnsolvedProblem,
+    solver: S,
+    constraints: Vec<good_lp::Constraint>,
+    starts: &[Vec<Option<Variable>>],
+) -> Option<Schedule> {
+    let solution = problem.using(solver).with_all(constraints).solve().ok()?;
     let values: Vec<f64> = starts
         .iter()
         .flatten()
         .flatten()
         .map(|v| solution.value(*v))
         .collect();
-    Schedule {
+    Some(Schedule {
         first: starts
             .iter()
             .enumerate()
@@ -497,7 +493,7 @@ fn schedule(solution: &impl Solution, starts: &[Vec<Option<Variable>>]) -> Sched
             .map(|(k, _)| k)
             .collect(),
         whole: values.iter().all(|x| *x < 1e-6 || *x > 1.0 - 1e-6),
-    }
+    })
 }
 
 /// A unit's expected cost if its service starts in slot `t` (entries `0..slots`) and if it does
