@@ -22,6 +22,11 @@ the pump still open at the trip. Under the default operator a worn pump is
 usually serviced before it trips; `--policy none` leaves the plant to itself, so the wear runs
 to its trip.
 
+For spoofs of the supply temperature, whether the fake hid a real excursion (the true supply,
+from the run's labels, above 9 °C) and when the first alert on the loop came: minutes after
+the true supply first passed 9 °C, and whether before the harm (the true supply above 9 °C
+for 5 minutes, when "supply too warm" would have fired on honest readings).
+
 Prints a table per kind of disruption (sensor faults and spoofs per mode): runs where it
 happened, share detected, median and worst time to detect, and in how many runs each rule
 alerted during it; then the baseline's alerts a week, per rule.
@@ -78,6 +83,29 @@ def trips(path):
     return found
 
 
+def hidden_excursion(labels, start, stop, limit=9.0, hold=300):
+    """The first time the true supply passed `limit` within [start, stop], and the time it had
+    stayed above for `hold` seconds (the harm), from the run's labels; None if it never did."""
+    with open(labels) as f:
+        header = next(f).rstrip("\n").split(",")
+        column = header.index("true_chw_supply_temp")
+        above = None
+        for line in f:
+            cells = line.rstrip("\n").split(",")
+            t = when(cells[0])
+            if t < start:
+                continue
+            if t > stop:
+                break
+            if float(cells[column]) > limit:
+                above = above or t
+                if t - above >= hold:
+                    return above, t
+            else:
+                above = None
+    return None
+
+
 def run(doppel, rules, scenario, seed, days, folder, model=None, policy="rules"):
     out = os.path.join(folder, f"run{seed}.csv")
     command = [doppel, "sim", "run", "--days", str(days), "--seed", str(seed), "--out", out,
@@ -100,7 +128,7 @@ def run(doppel, rules, scenario, seed, days, folder, model=None, policy="rules")
             t = line.split(",", 1)[0]
             first = first or t
             last = t
-    return alerts, events, when(first), when(last), trips(out)
+    return alerts, events, when(first), when(last), trips(out), out[: -len(".csv")] + ".labels.csv"
 
 
 def main():
@@ -131,10 +159,13 @@ def main():
     # Bearing wear: hours from the first alert on the pump to its trip, per run that tripped.
     leads = []
     untripped = 0
+    # Spoofs of the supply that hid an excursion: (minutes from the true crossing to the
+    # first alert on the loop or None, whether before the harm).
+    hidden = []
     with tempfile.TemporaryDirectory() as folder:
         for scenario in scenarios:
             for seed in range(1, args.seeds + 1):
-                alerts, events, _, end, tripped = run(
+                alerts, events, _, end, tripped, labels = run(
                     args.doppel, args.rules, scenario, seed, args.days, folder, args.model,
                     args.policy,
                 )
@@ -166,6 +197,17 @@ def main():
                                        if a["asset"] in assets and when(a["start"]) <= trip
                                        and (not a.get("end") or when(a["end"]) >= trip - 600)]
                             leads.append((trip - min(flagged)) / 3600 if flagged else 0.0)
+                    if event["kind"] == "spoof" and "chw_supply_temp" in event.get("targets", []):
+                        excursion = hidden_excursion(labels, start, stop)
+                        if excursion:
+                            crossed, harm = excursion
+                            seen = [when(a["start"]) for a in alerts
+                                    if a["asset"] == "chw" and when(a["start"]) >= start]
+                            first_seen = min(seen) if seen else None
+                            hidden.append((
+                                (first_seen - crossed) / 60 if first_seen else None,
+                                first_seen is not None and first_seen <= harm,
+                            ))
                     if hits:
                         delay, rule = min(hits)
                         kinds[kind]["detected"] += 1
@@ -176,7 +218,7 @@ def main():
         false = defaultdict(int)
         weeks = 0.0
         for seed in range(1, args.seeds + 1):
-            alerts, _, first, last, _ = run(
+            alerts, _, first, last, _, _ = run(
                 args.doppel, args.rules, None, seed, args.days, folder, args.model, args.policy
             )
             weeks += (last - first) / (7 * 86400)
@@ -200,6 +242,12 @@ def main():
         print(f"\nbearing wear: {len(leads)} worn pump(s) tripped, {untripped} did not; "
               f"flagged 24 h or more before the trip: {early} of {len(leads)}; lead hours "
               f"{', '.join(f'{h:.0f}' for h in sorted(leads))}")
+    if hidden:
+        before = sum(1 for _, early in hidden if early)
+        minutes = sorted(m for m, _ in hidden if m is not None)
+        print(f"\nspoofed supply over a real excursion: {len(hidden)} run(s); alerted on the "
+              f"loop before the harm (5 min above 9 °C, true) in {before}; minutes from the "
+              f"true crossing to the first alert: {', '.join(f'{m:.0f}' for m in minutes)}")
     total = sum(false.values())
     print(f"\nbaseline ({args.seeds} runs of {args.days:g} days): {total} alert(s), "
           f"{total / weeks:.2f} a simulated week")

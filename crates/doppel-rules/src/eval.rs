@@ -47,12 +47,14 @@ pub struct Firing {
 /// How many sampling periods without a reading make a sensor stale (its value unknown).
 const STALE_PERIODS: i64 = 3;
 
-/// Readings a window needs before `spread` says anything (fewer: unknown).
+/// Readings a window needs before `spread` or `noise` says anything (fewer: unknown).
 const SPREAD_READINGS: usize = 3;
 
 struct RuleState {
     /// When the condition became true and has stayed so (data time).
     true_since: Option<i64>,
+    /// When a firing rule's condition became false and has stayed so.
+    false_since: Option<i64>,
     firing: bool,
 }
 
@@ -105,6 +107,7 @@ impl Evaluator {
             .iter()
             .map(|_| RuleState {
                 true_since: None,
+                false_since: None,
                 firing: false,
             })
             .collect();
@@ -203,21 +206,25 @@ impl Evaluator {
             let state = &mut self.states[r];
             let change = match truth {
                 Truth::True => {
+                    state.false_since = None;
                     let since = *state.true_since.get_or_insert(now);
                     (!state.firing && now - since >= rule.condition.hold).then_some(true)
                 }
                 Truth::False => {
                     state.true_since = None;
-                    state.firing.then_some(false)
+                    let since = *state.false_since.get_or_insert(now);
+                    (state.firing && now - since >= rule.keep_firing_for).then_some(false)
                 }
                 // Unknown cannot claim the condition held, nor that it ended.
                 Truth::Unknown => {
                     state.true_since = None;
+                    state.false_since = None;
                     None
                 }
             };
             if let Some(firing) = change {
                 state.firing = firing;
+                state.false_since = None;
                 let values = self.reads[r]
                     .iter()
                     .map(|&i| (self.names[i].clone(), self.latest(i, now)))
@@ -295,6 +302,14 @@ impl Evaluator {
                                 (lo.min(v), hi.max(v))
                             });
                         Number(hi - lo)
+                    }
+                    (Window::Noise, n) if n < SPREAD_READINGS => Unknown,
+                    (Window::Noise, n) => {
+                        let squares: f64 = inside
+                            .windows(2)
+                            .map(|pair| (pair[1].1 - pair[0].1).powi(2))
+                            .sum();
+                        Number((squares / (2.0 * (n - 1) as f64)).sqrt())
                     }
                     (Window::Rate, n) => {
                         let (t0, v0) = inside[0];
@@ -608,6 +623,85 @@ field = "vibration"
         assert!(
             e.evaluate(10 * S).is_empty(),
             "two readings are too few to call it stuck"
+        );
+    }
+
+    /// `noise(x, w)` sees an instrument turn noisy, and a steady climb much larger than the
+    /// noise does not look like noise (where `spread` would be as large).
+    #[test]
+    fn noise_sees_scatter_and_not_a_steady_climb() {
+        let noise_of = |readings: &[f64]| {
+            let rules = RuleSet::parse(
+                "[[rule]]\nname = \"noisy\"\nwhen = \"noise(chw_supply_temp, 10m) > 1\"\n",
+                std::path::Path::new("r.toml"),
+                &spec(),
+            )
+            .unwrap();
+            let mut e = Evaluator::new(rules, &spec());
+            let mut fired = Vec::new();
+            for (i, v) in readings.iter().enumerate() {
+                let t = i as i64 * 10 * S;
+                e.observe(0, t, *v);
+                fired.extend(e.evaluate(t).into_iter().map(|f| (f.firing, f.time / S)));
+            }
+            fired
+        };
+        // Climbing 0.5 K a reading: a spread of 4.5 K over ten readings, a noise of 0.35.
+        let climb: Vec<f64> = (0..10).map(|i| 7.0 + 0.5 * i as f64).collect();
+        assert!(noise_of(&climb).is_empty());
+        // Alternating ±2 K around 7: successive differences of 4 K, a noise of 2.83.
+        let scatter = [7.0, 7.0, 9.0, 5.0, 9.0, 5.0];
+        // At 20 s: differences 0 and 2 → √(4 / 4) = 1, not above; at 30 s: √(20 / 6) = 1.8.
+        assert_eq!(noise_of(&scatter), [(true, 30)]);
+        assert!(
+            noise_of(&[7.0, 12.0]).is_empty(),
+            "two readings are too few"
+        );
+    }
+
+    /// With `keep_firing_for`, a condition that dips false for less than that does not resolve
+    /// the alert (and so does not open a new one when it comes back); false for that long
+    /// resolves it.
+    #[test]
+    fn keep_firing_for_rides_out_a_short_dip() {
+        let rules = RuleSet::parse(
+            "[[rule]]\nname = \"warm\"\nwhen = \"chw_supply_temp > 9\"\nkeep_firing_for = \"30s\"\n",
+            std::path::Path::new("r.toml"),
+            &spec(),
+        )
+        .unwrap();
+        assert_eq!(rules.rules[0].keep_firing_for, 30 * S);
+        let mut e = Evaluator::new(rules, &spec());
+        let mut changes = Vec::new();
+        // Warm, a 20 s dip, warm again, then cool for good from 60 s.
+        for (t, v) in [
+            (0, 10.0),
+            (10, 8.0),
+            (20, 8.5),
+            (30, 10.0),
+            (60, 8.0),
+            (70, 8.0),
+            (80, 8.0),
+            (90, 8.0),
+        ] {
+            e.observe(0, t * S, v);
+            changes.extend(
+                e.evaluate(t * S)
+                    .into_iter()
+                    .map(|f| (f.firing, f.time / S)),
+            );
+        }
+        assert_eq!(changes, [(true, 0), (false, 90)]);
+        let bad = RuleSet::parse(
+            "[[rule]]\nname = \"warm\"\nwhen = \"chw_supply_temp > 9\"\nkeep_firing_for = \"soon\"\n",
+            std::path::Path::new("r.toml"),
+            &spec(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            bad.contains("r.toml:4:") && bad.contains("keep_firing_for"),
+            "{bad}"
         );
     }
 

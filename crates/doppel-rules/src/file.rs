@@ -1,6 +1,8 @@
 //! A rules file: `[[rule]]` tables, each with `name`, `when` (a condition), and optionally
-//! `severity` (`info`, `warning` — the default — or `critical`) and `asset` (the asset its
-//! alerts are about; by default the asset of the first sensor it names). Every problem is
+//! `severity` (`info`, `warning` — the default — or `critical`), `asset` (the asset its
+//! alerts are about; by default the asset of the first sensor it names) and
+//! `keep_firing_for` (how long the condition must stay false before its alert resolves, so a
+//! value wavering about its limit does not open an alert a minute). Every problem is
 //! reported with file, line, column and key, and a file with any problem yields no rules.
 //! Names are checked against the twin spec, and so are units where the spec gives them: a
 //! sensor in °C is not compared with one in %.
@@ -35,6 +37,8 @@ pub struct Rule {
     pub severity: Severity,
     /// The asset its alerts are about.
     pub asset: String,
+    /// How long the condition must stay false before a firing alert resolves, ns (0: at once).
+    pub keep_firing_for: i64,
 }
 
 /// The rules of one file, all checked.
@@ -68,6 +72,7 @@ struct RawRule {
     when: Spanned<String>,
     severity: Option<Spanned<String>>,
     asset: Option<Spanned<String>>,
+    keep_firing_for: Option<Spanned<String>>,
 }
 
 impl RuleSet {
@@ -179,12 +184,23 @@ impl RuleSet {
                     }
                 }
             };
+            let keep_firing_for = match &raw.keep_firing_for {
+                None => 0,
+                Some(text) => match doppel_core::time::parse_duration(text.get_ref()) {
+                    Ok(ns) => ns,
+                    Err(message) => {
+                        problems.push(text.span(), key("keep_firing_for"), message);
+                        continue;
+                    }
+                },
+            };
             rules.push(Rule {
                 name,
                 when: raw.when.into_inner(),
                 condition,
                 severity,
                 asset,
+                keep_firing_for,
             });
         }
         if problems.list.is_empty() {

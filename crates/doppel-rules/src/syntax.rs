@@ -38,6 +38,9 @@ pub enum Window {
     Rate,
     /// The largest reading less the smallest: 0 for a sensor stuck on one value.
     Spread,
+    /// The reading-to-reading scatter (von Neumann's estimate of an instrument's noise: the
+    /// root mean square of successive differences over √2), which a slow trend barely moves.
+    Noise,
 }
 
 /// A quantile of a forecast band.
@@ -456,7 +459,7 @@ impl Parser {
                 }
                 self.at += 1;
                 let call = match word.as_str() {
-                    "mean" | "min" | "max" | "rate" | "spread" => {
+                    "mean" | "min" | "max" | "rate" | "spread" | "noise" => {
                         let sensor = self.name("a sensor")?;
                         self.expect(Token::Comma, "`,` and a window, such as `mean(x, 10m)`")?;
                         let width = self.duration("a window")?;
@@ -465,6 +468,7 @@ impl Parser {
                             "min" => Window::Min,
                             "max" => Window::Max,
                             "spread" => Window::Spread,
+                            "noise" => Window::Noise,
                             _ => Window::Rate,
                         };
                         Expr::Window {
@@ -517,7 +521,7 @@ impl Parser {
                         return Err(SyntaxError {
                             span,
                             message: format!(
-                                "unknown function `{other}`: use mean, min, max, rate, spread, stale, anomaly, forecast or abs"
+                                "unknown function `{other}`: use mean, min, max, rate, spread, noise, stale, anomaly, forecast or abs"
                             ),
                         });
                     }

@@ -36,6 +36,10 @@ const LIBRARY: &[(&str, &str)] = &[
         "cyber_spoof",
         include_str!("../../../scenarios/cyber_spoof.toml"),
     ),
+    (
+        "cyber_stealth",
+        include_str!("../../../scenarios/cyber_stealth.toml"),
+    ),
     ("fouling", include_str!("../../../scenarios/fouling.toml")),
     ("heatwave", include_str!("../../../scenarios/heatwave.toml")),
     (

@@ -56,6 +56,9 @@ pub struct Twin {
     webhook: Option<Arc<crate::webhook::Webhook>>,
     /// The asset states last announced, and the minute of data time last scored into the lake.
     announced: Arc<parking_lot::Mutex<BTreeMap<String, AssetState>>>,
+    /// Whether the data has once come within a stale window of the wall clock: until then the
+    /// twin is catching up on history, and states are not judged.
+    caught_up: Arc<std::sync::atomic::AtomicBool>,
     scored_minute: Arc<parking_lot::Mutex<i64>>,
     /// Data time of the newest reading seen (ns), and when its batch arrived.
     newest: Arc<parking_lot::Mutex<Option<(i64, std::time::Instant)>>>,
@@ -203,6 +206,7 @@ impl Twin {
             rules: evaluator.clone(),
             webhook,
             announced: Default::default(),
+            caught_up: Default::default(),
             scored_minute: Arc::new(parking_lot::Mutex::new(i64::MIN)),
             newest: Default::default(),
             models,
@@ -351,7 +355,7 @@ impl Twin {
     /// After readings up to data time `now`: each asset's anomaly score (for the rules, the
     /// views and, once a minute of data time, the lake), the rules judged (alerts opened or
     /// resolved: written, announced, sent to the webhook), then the asset states that changed
-    /// (by the wall clock, as the views judge them) announced.
+    /// (by the wall clock, as the views judge them) announced, once the data is live.
     fn judge(&self, now: i64) {
         let announce = |event: TwinEvent| {
             // No listener is not an error.
@@ -423,6 +427,25 @@ impl Twin {
         }
         let wall = now_nanos();
         let state = self.state.read();
+        // States are judged by the wall clock: while the twin catches up on history (a
+        // backfill at start, a restart filling its gap) every asset would look stale, then
+        // fine again, which says nothing about the plant. Caught up: the data came within the
+        // shortest stale window of the wall clock, once.
+        use std::sync::atomic::Ordering;
+        if !self.caught_up.load(Ordering::Relaxed) {
+            let window = state
+                .spec()
+                .sensors
+                .iter()
+                .map(|s| crate::state::STALE_PERIODS * s.period_nanos)
+                .min()
+                .unwrap_or(LIVE_WITHIN)
+                .min(LIVE_WITHIN);
+            if wall - now > window {
+                return;
+            }
+            self.caught_up.store(true, Ordering::Relaxed);
+        }
         let alerts = self.alerts.read();
         for asset in &state.spec().assets {
             let current = asset_state(

@@ -66,8 +66,15 @@ pub fn run(command: RulesCommand) -> anyhow::Result<ExitCode> {
             match doppel_rules::RuleSet::load(&file, &spec) {
                 Ok(rules) => {
                     for rule in &rules.rules {
+                        let keep = match rule.keep_firing_for {
+                            0 => String::new(),
+                            ns if ns % 60_000_000_000 == 0 => {
+                                format!("; keeps firing {} min after", ns / 60_000_000_000)
+                            }
+                            ns => format!("; keeps firing {} s after", ns / 1_000_000_000),
+                        };
                         println!(
-                            "{} ({:?}, asset {}): {}",
+                            "{} ({:?}, asset {}): {}{keep}",
                             rule.name, rule.severity, rule.asset, rule.when
                         );
                     }
