@@ -122,47 +122,67 @@ pub fn rollout(
     })
 }
 
-/// The rule-based operator kept for one half of its work: its maintenance orders beside a
-/// policy that runs the plant (MPC, the learned policy), or its running of the plant beside a
-/// policy that orders maintenance (the planner).
+/// The rule-based operator kept for part of its work: its maintenance orders beside a policy
+/// that runs the plant (MPC, the learned policy), its running of the plant beside a policy
+/// that orders maintenance (the planner), or everything but the setpoint beside a policy that
+/// moves only the setpoint (a learned policy with `control = setpoint`).
 pub struct OperatorHalf {
     operator: doppel_sim::policy::RuleBasedOperator,
-    keep_maintenance: bool,
+    keep: Keep,
     scratch: Vec<Action>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    Maintenance,
+    Operations,
+    AllButSetpoint,
 }
 
 impl OperatorHalf {
     /// Its maintenance orders only.
     pub fn maintenance(plant: &dyn Plant) -> doppel_sim::Result<OperatorHalf> {
-        Self::new(plant, true)
+        Self::new(plant, Keep::Maintenance)
     }
 
     /// Everything but its maintenance orders.
     pub fn operations(plant: &dyn Plant) -> doppel_sim::Result<OperatorHalf> {
-        Self::new(plant, false)
+        Self::new(plant, Keep::Operations)
     }
 
-    fn new(plant: &dyn Plant, keep_maintenance: bool) -> doppel_sim::Result<OperatorHalf> {
+    /// Everything (staging by the setpoint it reads, maintenance), leaving the setpoint to
+    /// the policy beside it unless someone tampered with it.
+    pub fn all_but_setpoint(plant: &dyn Plant) -> doppel_sim::Result<OperatorHalf> {
+        Self::new(plant, Keep::AllButSetpoint)
+    }
+
+    fn new(plant: &dyn Plant, keep: Keep) -> doppel_sim::Result<OperatorHalf> {
         Ok(OperatorHalf {
             operator: doppel_sim::policy::RuleBasedOperator::new(
                 plant,
-                doppel_sim::policy::OperatorRules::default(),
+                doppel_sim::policy::OperatorRules {
+                    hold_setpoint: keep != Keep::AllButSetpoint,
+                    ..Default::default()
+                },
             )?,
-            keep_maintenance,
+            keep,
             scratch: Vec::new(),
         })
     }
 
-    /// The operator watches every step; its half of what it decides is added to `actions`.
+    /// The operator watches every step; its part of what it decides is added to `actions`.
     pub fn decide(&mut self, t_s: f64, readings: &Readings, actions: &mut Vec<Action>) {
         self.scratch.clear();
         self.operator.decide(t_s, readings, &mut self.scratch);
-        let keep = self.keep_maintenance;
-        actions.extend(
-            self.scratch
-                .iter()
-                .filter(|a| matches!(a, Action::Maintain { .. }) == keep),
-        );
+        let keep = self.keep;
+        actions.extend(self.scratch.iter().filter(|a| {
+            let maintenance = matches!(a, Action::Maintain { .. });
+            match keep {
+                Keep::Maintenance => maintenance,
+                Keep::Operations => !maintenance,
+                Keep::AllButSetpoint => true,
+            }
+        }));
     }
 }
 

@@ -464,3 +464,105 @@ fn grpo_trains_resumes_and_runs_by_name() {
             .contains("doppel policy train")
     );
 }
+
+/// Every action a policy took, with its time.
+struct Recorded {
+    inner: Box<dyn Policy>,
+    actions: Vec<(f64, Action)>,
+}
+
+impl Policy for Recorded {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn wants_readings(&self, t_s: f64) -> bool {
+        self.inner.wants_readings(t_s)
+    }
+    fn decide(&mut self, t_s: f64, readings: &Readings, actions: &mut Vec<Action>) {
+        let before = actions.len();
+        self.inner.decide(t_s, readings, actions);
+        self.actions
+            .extend(actions[before..].iter().map(|a| (t_s, *a)));
+    }
+}
+
+/// A policy trained to move only the setpoint runs beside the rule-based operator: the
+/// operator stages chillers and pumps, the network moves the setpoint half a degree at a time
+/// within 6 to 8.5 °C, and an intruder's 12 °C goes back to the operator's 7 at its next look
+/// without the network moving it that period.
+#[test]
+fn a_setpoint_policy_moves_the_setpoint_beside_the_operators_staging() {
+    use doppel_autonomy::grpo::net::Control;
+    use doppel_autonomy::grpo::train::{GrpoSettings, train};
+    let plant = probe();
+    let objective = Objective::reference(&plant).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("sp");
+    let settings = GrpoSettings {
+        iterations: 2,
+        groups: 2,
+        group: 4,
+        horizon: 8,
+        cold_start_days: 2.0,
+        cold_start_steps: 0,
+        control: Control::Setpoint,
+        ..GrpoSettings::default()
+    };
+    let scenarios = vec![("undisturbed".to_owned(), Scenario::baseline())];
+    let card = train(&scenarios, &objective, settings, &out, false, &|_| {}).unwrap();
+    assert_eq!(card.settings.control, Control::Setpoint);
+
+    let attack = dir.path().join("attack.toml");
+    std::fs::write(
+        &attack,
+        "[[disruption]]\nkind = \"malicious_command\"\nstart = \"1d\"\nactuator = \"chw.supply_setpoint\"\nvalue = 12.0\n",
+    )
+    .unwrap();
+    let config = ChillerPlantConfig::default();
+    let mut plant = ChillerPlant::new(config.clone(), 4).unwrap();
+    let events = Scenario::load(&attack, &plant).unwrap().draw(4);
+    let maker = policy_by_name(&format!("grpo:{}", out.display()), Arc::new(objective)).unwrap();
+    let mut policy = Recorded {
+        inner: maker.make(&plant, &config, 4).unwrap(),
+        actions: Vec::new(),
+    };
+    doppel_sim::run::simulate(
+        &mut plant,
+        &mut policy,
+        events,
+        doppel_sim::run::RunSettings {
+            days: 2.0,
+            step_s: 60.0,
+        },
+        None,
+    )
+    .unwrap();
+    let setpoint = actuator_index(&plant, "chw.supply_setpoint").unwrap();
+    let setpoints: Vec<(f64, f64)> = policy
+        .actions
+        .iter()
+        .filter_map(|&(t, a)| match a {
+            Action::Set { actuator, value } if actuator == setpoint => Some((t, value)),
+            _ => None,
+        })
+        .collect();
+    let staging = policy
+        .actions
+        .iter()
+        .filter(|(_, a)| matches!(a, Action::Set { actuator, .. } if *actuator != setpoint))
+        .count();
+    assert!(staging > 0, "the operator stages: {:?}", policy.actions);
+    // An untrained network moves the setpoint often; every move is legal and on the grid.
+    assert!(setpoints.len() > 5, "{setpoints:?}");
+    for &(_, v) in &setpoints {
+        assert!((6.0..=8.5).contains(&v), "{setpoints:?}");
+        assert!((v * 2.0).fract() == 0.0, "half-degree steps: {setpoints:?}");
+    }
+    // The first move at or after the attack is the operator's 7 °C, alone in its period.
+    let after: Vec<&(f64, f64)> = setpoints.iter().filter(|(t, _)| *t >= 86_400.0).collect();
+    assert_eq!(after[0].1, 7.0, "{after:?}");
+    assert!(
+        after.get(1).is_none_or(|(t, _)| *t > after[0].0),
+        "the network left the operator's reset alone: {after:?}"
+    );
+}

@@ -131,6 +131,12 @@ pub struct OperatorRules {
     /// limit); one outside it (tampering) goes back at once.
     pub setpoint_safe_c: (f64, f64),
     pub setpoint_step_k: f64,
+    /// Whether it holds its own setpoint. When not (a policy beside it moves the setpoint),
+    /// it leaves a setpoint within the safe range where it is, still puts one outside it back,
+    /// and judges the supply against the setpoint it reads.
+    pub hold_setpoint: bool,
+    /// A supply this close to the top of the safe range is too warm whatever the setpoint, K.
+    pub supply_margin_k: f64,
     /// Wait this long before asking again after a maintenance order was refused, seconds.
     pub retry_s: f64,
 }
@@ -151,6 +157,8 @@ impl Default for OperatorRules {
             supply_setpoint_c: 7.0,
             setpoint_safe_c: (5.5, 9.0),
             setpoint_step_k: 1.0,
+            hold_setpoint: true,
+            supply_margin_k: 0.4,
             retry_s: 4.0 * 3600.0,
         }
     }
@@ -276,9 +284,10 @@ impl Policy for RuleBasedOperator {
         // A setpoint someone else changed goes back: at once from outside the safe range,
         // else a step at a time.
         let seen = self.seen[self.setpoint];
-        if (seen - r.supply_setpoint_c).abs() > 0.05 {
-            let (low, high) = r.setpoint_safe_c;
-            let value = if (low..=high).contains(&seen) {
+        let (low, high) = r.setpoint_safe_c;
+        let legal = (low..=high).contains(&seen);
+        if (seen - r.supply_setpoint_c).abs() > 0.05 && (r.hold_setpoint || !legal) {
+            let value = if legal {
                 seen + (r.supply_setpoint_c - seen).clamp(-r.setpoint_step_k, r.setpoint_step_k)
             } else {
                 r.supply_setpoint_c
@@ -297,7 +306,14 @@ impl Policy for RuleBasedOperator {
             .map(|&j| self.seen[self.chillers[j].load])
             .sum();
         let n = running.len() as f64;
-        let supply_high = self.seen[self.supply] > r.supply_setpoint_c + 0.8;
+        // Too warm: 0.8 K above the setpoint (its own, or the one it reads beside a policy
+        // that moves it), and never closer than `supply_margin_k` to the safe range's top.
+        let target = if r.hold_setpoint || !legal {
+            r.supply_setpoint_c
+        } else {
+            seen
+        };
+        let supply_high = self.seen[self.supply] > (target + 0.8).min(high - r.supply_margin_k);
         if t_s - self.last_chiller_change_s >= r.staging_hold_s {
             if (supply_high || duty > r.chiller_start_load * n * r.chiller_capacity_kw)
                 && let Some(&j) = idle.first()
@@ -397,8 +413,12 @@ mod tests {
 
     /// The setpoint action the operator takes when it reads `setpoint`.
     fn setpoint_back_from(setpoint: f64) -> Option<f64> {
+        setpoint_back_by(setpoint, OperatorRules::default())
+    }
+
+    fn setpoint_back_by(setpoint: f64, rules: OperatorRules) -> Option<f64> {
         let plant = ChillerPlant::new(ChillerPlantConfig::default(), 1).unwrap();
-        let mut operator = RuleBasedOperator::new(&plant, OperatorRules::default()).unwrap();
+        let mut operator = RuleBasedOperator::new(&plant, rules).unwrap();
         let mut readings = Readings::new(plant.sensors().len());
         readings.values.copy_from_slice(plant.truth());
         readings.present.fill(true);
@@ -421,5 +441,18 @@ mod tests {
         assert_eq!(setpoint_back_from(8.5), Some(7.5));
         assert_eq!(setpoint_back_from(6.0), Some(7.0));
         assert_eq!(setpoint_back_from(7.0), None);
+    }
+
+    /// Beside a policy that moves the setpoint, the operator leaves a legal one alone and still
+    /// puts a tampered one back.
+    #[test]
+    fn beside_a_setpoint_policy_the_operator_only_undoes_tampering() {
+        let beside = || OperatorRules {
+            hold_setpoint: false,
+            ..OperatorRules::default()
+        };
+        assert_eq!(setpoint_back_by(8.5, beside()), None);
+        assert_eq!(setpoint_back_by(6.0, beside()), None);
+        assert_eq!(setpoint_back_by(12.0, beside()), Some(7.0));
     }
 }

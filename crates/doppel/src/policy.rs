@@ -62,6 +62,13 @@ pub enum PolicyCommand {
         /// Decisions (of 15 minutes) each future lasts.
         #[arg(long, default_value_t = 16)]
         horizon: usize,
+        /// What the network moves: `all` (the setpoint and the staging of chillers and pumps)
+        /// or `setpoint` (the setpoint alone; the rule-based operator stages beside it).
+        #[arg(long, default_value = "all", value_parser = ["all", "setpoint"])]
+        control: String,
+        /// Steps imitating the rule-based operator before GRPO (0: none, from a fresh network).
+        #[arg(long, default_value_t = 300)]
+        cold_start_steps: usize,
         /// The policy file (default: the reference plant's).
         #[arg(long)]
         objective: Option<PathBuf>,
@@ -148,6 +155,8 @@ pub fn run_command(command: PolicyCommand) -> anyhow::Result<ExitCode> {
             seed,
             reward_scale,
             horizon,
+            control,
+            cold_start_steps,
             objective: file,
         } => {
             if algo == "ppo" && resume {
@@ -170,6 +179,9 @@ pub fn run_command(command: PolicyCommand) -> anyhow::Result<ExitCode> {
                 seed,
                 reward_scale,
                 horizon,
+                control: doppel_autonomy::grpo::net::Control::parse(&control)
+                    .expect("clap allows only all or setpoint"),
+                cold_start_steps,
                 ..Default::default()
             };
             let bar = crate::progress::bar(iterations as u64, "iterations");

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{AutonomyError, Result};
 use crate::lookahead::{Fleet, OperatorHalf};
-use net::{CHOICES, FEATURES, HEADS, PolicyNet, SETPOINT_RANGE, SETPOINT_STEP};
+use net::{CHOICES, Control, FEATURES, HEADS, PolicyNet, SETPOINT_RANGE, SETPOINT_STEP};
 
 /// The weights' file and the card's, in a policy's folder.
 pub const WEIGHTS: &str = "policy.safetensors";
@@ -166,10 +166,20 @@ impl Senses {
         .map(|x| x as f32)
     }
 
-    /// The plant's actions for a choice of the three heads, given what was last seen.
-    pub fn act(&self, choice: [usize; HEADS], seen: &[f64], actions: &mut Vec<Action>) {
+    /// The plant's actions for a choice of the three heads, given what was last seen. With
+    /// `hold_first`, the setpoint goes up only while the supply holds the one it has (within
+    /// 0.2 K): a plant that cannot reach its setpoint gains nothing from a higher one but a
+    /// warmer hall.
+    pub fn act(
+        &self,
+        choice: [usize; HEADS],
+        seen: &[f64],
+        hold_first: bool,
+        actions: &mut Vec<Action>,
+    ) {
         let current = seen[self.setpoint];
-        if current.is_finite() && choice[0] != 1 {
+        let holds = seen[self.supply] <= current + 0.2;
+        if current.is_finite() && choice[0] != 1 && (choice[0] == 0 || holds || !hold_first) {
             let step = if choice[0] == 0 {
                 -SETPOINT_STEP
             } else {
@@ -221,12 +231,14 @@ pub struct Step {
 }
 
 /// The network at work in a run: every period it observes, chooses (the likeliest choice, or
-/// sampled when training) and acts; maintenance orders are the rule-based operator's.
+/// sampled when training) and acts; maintenance orders are the rule-based operator's (and the
+/// staging too, when the network moves only the setpoint).
 pub struct Actor {
     net: PolicyNet,
     device: Device,
     senses: Senses,
     operator: OperatorHalf,
+    control: Control,
     seen: Vec<f64>,
     next_s: f64,
     /// Sampling (training) or the likeliest choice (at work).
@@ -242,12 +254,17 @@ impl Actor {
         plant: &dyn Plant,
         config: &ChillerPlantConfig,
         sample_seed: Option<u64>,
+        control: Control,
     ) -> doppel_sim::Result<Actor> {
         Ok(Actor {
             net,
             device,
             senses: Senses::new(plant, config)?,
-            operator: OperatorHalf::maintenance(plant)?,
+            operator: match control {
+                Control::All => OperatorHalf::maintenance(plant)?,
+                Control::Setpoint => OperatorHalf::all_but_setpoint(plant)?,
+            },
+            control,
             // Until a sensor reports, its true value stands in (a run forked mid-way).
             seen: plant.truth().to_vec(),
             next_s: plant.time_s(),
@@ -273,17 +290,29 @@ impl Policy for Actor {
                 *seen = v;
             }
         }
+        let before = actions.len();
         self.operator.decide(t_s, readings, actions);
         if t_s < self.next_s {
             return;
         }
         self.next_s = t_s + PERIOD_S;
+        // Beside the operator, a setpoint it puts back (someone tampered with it) is not the
+        // network's to move: no choice this period.
+        let setpoint = self.senses.setpoint_actuator;
+        if self.control == Control::Setpoint
+            && actions[before..]
+                .iter()
+                .any(|a| matches!(a, Action::Set { actuator, .. } if *actuator == setpoint))
+        {
+            return;
+        }
         let began = Instant::now();
         let obs = self.senses.observe(t_s, &self.seen);
         let probs = net::probabilities(&self.net, &obs, &self.device);
         let mut choice = [1; HEADS];
         let mut logp = 0.0f32;
-        for (h, p) in probs.iter().enumerate() {
+        // Heads that do not act keep things as they are, and are not part of the choice.
+        for (h, p) in probs.iter().enumerate().take(self.control.heads()) {
             // Sampling for training mixes in a tenth of uniform choice (exploration); the
             // log-probability is the mixture's, the policy that actually chose.
             let p: [f32; CHOICES] = match self.rng {
@@ -307,7 +336,12 @@ impl Policy for Actor {
             };
             logp += p[choice[h]].max(1e-8).ln();
         }
-        self.senses.act(choice, &self.seen, actions);
+        self.senses.act(
+            choice,
+            &self.seen,
+            self.control == Control::Setpoint,
+            actions,
+        );
         self.steps.push(Step { obs, choice, logp });
         self.stats.decisions += 1;
         self.stats.compute_s += began.elapsed().as_secs_f64();
@@ -376,16 +410,18 @@ pub struct GrpoMaker {
     pub dir: PathBuf,
     pub label: String,
     net: PolicyNet,
+    control: Control,
 }
 
 impl GrpoMaker {
     pub fn open(name: &str, dir: &str) -> Result<Arc<GrpoMaker>> {
         let device = Device::flex();
-        let (net, _) = load(Path::new(dir), &device)?;
+        let (net, card) = load(Path::new(dir), &device)?;
         Ok(Arc::new(GrpoMaker {
             dir: dir.into(),
             label: name.to_owned(),
             net,
+            control: card.settings.control,
         }))
     }
 }
@@ -406,6 +442,7 @@ impl PolicyMaker for GrpoMaker {
             plant,
             config,
             None,
+            self.control,
         )?))
     }
 }

@@ -5,7 +5,9 @@
 //! how many pumps and chillers run, the hour (as sine and cosine), the weekend and the day tariff.
 //! Actions are three choices made together every decision period: the setpoint half a degree
 //! down, kept or up (within 6 to 8.5 °C), one chiller fewer, the same or more, one pump fewer,
-//! the same or more. Maintenance orders are the rule-based operator's.
+//! the same or more. Maintenance orders are the rule-based operator's. With
+//! [`Control::Setpoint`] only the first head acts, and the operator stages as it always does
+//! (a policy learned as a correction to the operator, not a replacement of it).
 
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
@@ -17,6 +19,35 @@ pub const FEATURES: usize = 14;
 /// Choices of each of the three action heads (down, keep, up).
 pub const CHOICES: usize = 3;
 pub const HEADS: usize = 3;
+
+/// What the network moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Control {
+    /// The setpoint and the staging of chillers and pumps.
+    #[default]
+    All,
+    /// The setpoint alone, beside the rule-based operator's staging.
+    Setpoint,
+}
+
+impl Control {
+    /// The heads that act (the first ones).
+    pub fn heads(self) -> usize {
+        match self {
+            Control::All => HEADS,
+            Control::Setpoint => 1,
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Control> {
+        match text {
+            "all" => Some(Control::All),
+            "setpoint" => Some(Control::Setpoint),
+            _ => None,
+        }
+    }
+}
 
 /// The setpoint moves by this much, and stays within this range, °C.
 pub const SETPOINT_STEP: f64 = 0.5;
@@ -49,13 +80,15 @@ impl PolicyNet {
         log_softmax(logits, 2)
     }
 
-    /// Log-probability of the choices taken, summed over heads.
+    /// Log-probability of the choices taken, summed over the first `heads` heads (those
+    /// that act).
     /// obs [n, FEATURES], actions [n, HEADS] → [n]
-    pub fn log_prob_of(&self, obs: Tensor<2>, actions: Tensor<2, Int>) -> Tensor<1> {
+    pub fn log_prob_of(&self, obs: Tensor<2>, actions: Tensor<2, Int>, heads: usize) -> Tensor<1> {
         let [n, _] = obs.dims();
         let all = self.log_probs(obs); // [n, HEADS, CHOICES]
         let taken = all.gather(2, actions.reshape([n, HEADS, 1])); // [n, HEADS, 1]
-        taken.sum_dim(1).reshape([n]) // [n]
+        let acting = taken.reshape([n, HEADS]).slice([0..n, 0..heads]); // [n, heads]
+        acting.sum_dim(1).reshape([n]) // [n]
     }
 }
 

@@ -86,6 +86,7 @@ pub fn train(
                     &plant,
                     &config,
                     Some(run_seed(seed, k as u64)),
+                    settings.control,
                 )?;
                 let mut limits = Limits::new(&plant, objective);
                 // One decision period at a time, so each decision has its own reward.
@@ -167,6 +168,7 @@ pub fn train(
                 let logp = net.log_prob_of(
                     net::observations(&obs, &device),
                     net::actions(&choices, &device),
+                    settings.control.heads(),
                 );
                 let ratio = (logp - old.clone()).exp();
                 let clipped = ratio.clone().clamp(1.0 - CLIP, 1.0 + CLIP);

@@ -32,7 +32,7 @@ use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use serde::{Deserialize, Serialize};
 
-use super::net::{self, FEATURES, HEADS, PolicyNet};
+use super::net::{self, Control, FEATURES, HEADS, PolicyNet};
 use super::{Actor, PERIOD_S, PolicyCard, Senses};
 use crate::error::Result;
 use crate::objective::{Objective, Watch};
@@ -58,6 +58,9 @@ pub struct GrpoSettings {
     /// Advantages are divided by this (currency): a fixed scale, not the group's spread.
     pub reward_scale: f64,
     pub seed: u64,
+    /// What the network moves (cards written before it existed: everything).
+    #[serde(default)]
+    pub control: Control,
 }
 
 impl Default for GrpoSettings {
@@ -77,6 +80,7 @@ impl Default for GrpoSettings {
             cold_start_steps: 300,
             reward_scale: 100.0,
             seed: 1,
+            control: Control::All,
         }
     }
 }
@@ -91,7 +95,7 @@ const ADVANTAGE_CAP: f64 = 10.0;
 pub struct ColdStart {
     pub examples: usize,
     pub steps: usize,
-    /// Share of the operator's decisions the policy makes the same (all three heads).
+    /// Share of the operator's decisions the policy makes the same (every head that acts).
     pub agreement: f64,
 }
 
@@ -283,6 +287,7 @@ pub fn train(
                     &plant,
                     &config,
                     Some(run_seed(seed, k as u64)),
+                    settings.control,
                 )?;
                 let before: Kpis = *plant.kpis();
                 let mut limits = Limits::new(&plant, objective);
@@ -331,16 +336,19 @@ pub fn train(
                 TensorData::new(batch.iter().map(|(_, a)| *a).collect::<Vec<_>>(), [n]),
                 &device,
             );
+            let heads = settings.control.heads();
             let reference_logp = reference
                 .log_prob_of(
                     net::observations(&obs, &device),
                     net::actions(&choices, &device),
+                    heads,
                 )
                 .detach();
             for _ in 0..settings.epochs {
                 let logp = net.log_prob_of(
                     net::observations(&obs, &device),
                     net::actions(&choices, &device),
+                    heads,
                 );
                 let ratio = (logp.clone() - old.clone()).exp();
                 let clipped = ratio
@@ -429,9 +437,15 @@ pub(super) fn cold_start(
             counts[h][c[h]] += 1;
         }
     }
+    // Heads that do not act are not imitated.
+    let heads = settings.control.heads();
     let weight = |h: usize, c: usize| {
         let n = choices.len() as f64 / (net::CHOICES as f64 * counts[h][c].max(1) as f64);
-        n.clamp(0.2, RARE_WEIGHT_CAP) as f32
+        if h < heads {
+            n.clamp(0.2, RARE_WEIGHT_CAP) as f32
+        } else {
+            0.0
+        }
     };
     let weights: Vec<f32> = choices
         .iter()
@@ -468,7 +482,7 @@ pub(super) fn cold_start(
     let agree = choices
         .iter()
         .enumerate()
-        .filter(|(i, c)| (0..HEADS).all(|h| best.get(i * HEADS + h) == Some(&(c[h] as i64))))
+        .filter(|(i, c)| (0..heads).all(|h| best.get(i * HEADS + h) == Some(&(c[h] as i64))))
         .count();
     Ok((
         net,
