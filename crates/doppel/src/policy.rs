@@ -219,12 +219,18 @@ pub fn run_command(command: PolicyCommand) -> anyhow::Result<ExitCode> {
                 "reward",
                 &curve,
             )?;
+            let cold = match card.cold_start.steps {
+                0 => "no cold start (a fresh network)".to_owned(),
+                _ => format!(
+                    "cold start agreed with the operator on {:.0} % of {} decisions",
+                    100.0 * card.cold_start.agreement,
+                    card.cold_start.examples
+                ),
+            };
             println!(
-                "{}: cold start agreed with the operator on {:.0} % of {} decisions; {} \
-                 iterations in {:.0} s ({:.0} % in the simulator); reward {:.1} → {:.1}",
+                "{}: {cold}; {} iterations in {:.0} s ({:.0} % in the simulator); reward \
+                 {:.1} → {:.1}",
                 out.display(),
-                100.0 * card.cold_start.agreement,
-                card.cold_start.examples,
                 card.iterations_done,
                 card.seconds,
                 100.0 * card.simulator_share,

@@ -88,7 +88,9 @@ impl Default for GrpoSettings {
 /// The most a rare choice of the operator's weighs in the cold start, against a common one's 1.
 const RARE_WEIGHT_CAP: f64 = 20.0;
 
-/// The largest advantage a future counts with, in units of `reward_scale`.
+/// The largest advantage a future counts with, in units of `reward_scale` (capping the
+/// difference in currency instead, a thousand whatever the scale, let setpoint-only policies
+/// trained at a scale of 5 run far above the supply limit: docs/BENCHMARKS.md).
 const ADVANTAGE_CAP: f64 = 10.0;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -397,6 +399,14 @@ pub(super) fn cold_start(
     progress: &dyn Fn(&Progress),
     sim_seconds: &mut f64,
 ) -> Result<(PolicyNet, ColdStart)> {
+    let fresh = || {
+        net::seeded(device, settings.seed, || {
+            PolicyNet::new(settings.width, device)
+        })
+    };
+    if settings.cold_start_steps == 0 {
+        return Ok((fresh(), ColdStart::default()));
+    }
     let mut examples = Vec::new();
     let days_each = (settings.cold_start_days / scenarios.len() as f64).max(1.0);
     let sim = Instant::now();
@@ -423,9 +433,7 @@ pub(super) fn cold_start(
         examples.extend(imitated.examples);
     }
     *sim_seconds += sim.elapsed().as_secs_f64();
-    let mut net = net::seeded(device, settings.seed, || {
-        PolicyNet::new(settings.width, device)
-    });
+    let mut net = fresh();
     let mut optimizer = AdamWConfig::new().init();
     let obs: Vec<[f32; FEATURES]> = examples.iter().map(|e| e.0).collect();
     let choices: Vec<[usize; HEADS]> = examples.iter().map(|e| e.1).collect();
