@@ -314,6 +314,20 @@ impl Policy for RuleBasedOperator {
             seen
         };
         let supply_high = self.seen[self.supply] > (target + 0.8).min(high - r.supply_margin_k);
+        // Beside a policy that raised the setpoint: a supply near the top of the safe range with
+        // every chiller running (nothing left to start) takes the setpoint down a step, toward
+        // its own.
+        if !r.hold_setpoint
+            && legal
+            && seen > r.supply_setpoint_c
+            && idle.is_empty()
+            && self.seen[self.supply] > high - r.supply_margin_k
+        {
+            actions.push(Action::Set {
+                actuator: self.setpoint_actuator,
+                value: (seen - 0.5).max(r.supply_setpoint_c),
+            });
+        }
         if t_s - self.last_chiller_change_s >= r.staging_hold_s {
             if (supply_high || duty > r.chiller_start_load * n * r.chiller_capacity_kw)
                 && let Some(&j) = idle.first()
@@ -417,12 +431,24 @@ mod tests {
     }
 
     fn setpoint_back_by(setpoint: f64, rules: OperatorRules) -> Option<f64> {
+        setpoint_back_reading(setpoint, rules, &[])
+    }
+
+    /// The same, with some readings set (sensor id, value).
+    fn setpoint_back_reading(
+        setpoint: f64,
+        rules: OperatorRules,
+        set: &[(&str, f64)],
+    ) -> Option<f64> {
         let plant = ChillerPlant::new(ChillerPlantConfig::default(), 1).unwrap();
         let mut operator = RuleBasedOperator::new(&plant, rules).unwrap();
         let mut readings = Readings::new(plant.sensors().len());
         readings.values.copy_from_slice(plant.truth());
         readings.present.fill(true);
         readings.values[sensor_index(&plant, "chw_setpoint").unwrap()] = setpoint;
+        for (id, value) in set {
+            readings.values[sensor_index(&plant, id).unwrap()] = *value;
+        }
         let actuator = actuator_index(&plant, "chw.supply_setpoint").unwrap();
         let mut actions = Vec::new();
         operator.decide(0.0, &readings, &mut actions);
@@ -454,5 +480,14 @@ mod tests {
         assert_eq!(setpoint_back_by(8.5, beside()), None);
         assert_eq!(setpoint_back_by(6.0, beside()), None);
         assert_eq!(setpoint_back_by(12.0, beside()), Some(7.0));
+        // A raised setpoint the plant cannot hold with every chiller on comes down a step.
+        let struggling = [
+            ("chiller1_status", 1.0),
+            ("chiller2_status", 1.0),
+            ("chiller3_status", 1.0),
+            ("chw_supply_temp", 8.8),
+        ];
+        assert_eq!(setpoint_back_reading(8.5, beside(), &struggling), Some(8.0));
+        assert_eq!(setpoint_back_reading(8.5, beside(), &struggling[3..]), None);
     }
 }

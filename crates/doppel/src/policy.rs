@@ -43,9 +43,9 @@ pub enum PolicyCommand {
         /// Go on from the last checkpoint in --out.
         #[arg(long)]
         resume: bool,
-        /// GRPO iterations.
-        #[arg(long, default_value_t = 60)]
-        iterations: usize,
+        /// Iterations (default: 1,200 with --control setpoint, about 75 s here; 60 with all).
+        #[arg(long)]
+        iterations: Option<usize>,
         /// Futures a group (same disruptions and seed; they differ by the policy's choices).
         #[arg(long, default_value_t = 8)]
         group: usize,
@@ -56,19 +56,23 @@ pub enum PolicyCommand {
         #[arg(long, default_value_t = 1)]
         seed: u64,
         /// Advantages are a future's reward less its group's mean, divided by this fixed
-        /// scale (never by the group's spread) and capped at ±10.
-        #[arg(long, default_value_t = 100.0)]
-        reward_scale: f64,
+        /// scale (never by the group's spread) and capped at ±10 (default: 5 with --control
+        /// setpoint, 100 with all).
+        #[arg(long)]
+        reward_scale: Option<f64>,
         /// Decisions (of 15 minutes) each future lasts.
         #[arg(long, default_value_t = 16)]
         horizon: usize,
-        /// What the network moves: `all` (the setpoint and the staging of chillers and pumps)
-        /// or `setpoint` (the setpoint alone; the rule-based operator stages beside it).
-        #[arg(long, default_value = "all", value_parser = ["all", "setpoint"])]
+        /// What the network moves: `setpoint` (the setpoint alone; the rule-based operator
+        /// stages and maintains beside it) or `all` (the setpoint and the staging of chillers
+        /// and pumps; the operator only orders maintenance).
+        #[arg(long, default_value = "setpoint", value_parser = ["setpoint", "all"])]
         control: String,
-        /// Steps imitating the rule-based operator before GRPO (0: none, from a fresh network).
-        #[arg(long, default_value_t = 300)]
-        cold_start_steps: usize,
+        /// Steps imitating the rule-based operator before GRPO, 0 for a fresh network
+        /// (default: 0 with --control setpoint, whose cold start is the operator beside it;
+        /// 300 with all).
+        #[arg(long)]
+        cold_start_steps: Option<usize>,
         /// The policy file (default: the reference plant's).
         #[arg(long)]
         objective: Option<PathBuf>,
@@ -172,16 +176,20 @@ pub fn run_command(command: PolicyCommand) -> anyhow::Result<ExitCode> {
                     .map_or("?".into(), |s| s.to_string_lossy().into_owned());
                 list.push((name, Scenario::load(&path, &plant)?));
             }
+            let control = doppel_autonomy::grpo::net::Control::parse(&control)
+                .expect("clap allows only all or setpoint");
+            // Each mode's measured recipe (docs/BENCHMARKS.md), unless asked otherwise.
+            let setpoint = control == doppel_autonomy::grpo::net::Control::Setpoint;
+            let iterations = iterations.unwrap_or(if setpoint { 1200 } else { 60 });
             let settings = doppel_autonomy::grpo::train::GrpoSettings {
                 iterations,
                 group,
                 groups,
                 seed,
-                reward_scale,
+                reward_scale: reward_scale.unwrap_or(if setpoint { 5.0 } else { 100.0 }),
                 horizon,
-                control: doppel_autonomy::grpo::net::Control::parse(&control)
-                    .expect("clap allows only all or setpoint"),
-                cold_start_steps,
+                control,
+                cold_start_steps: cold_start_steps.unwrap_or(if setpoint { 0 } else { 300 }),
                 ..Default::default()
             };
             let bar = crate::progress::bar(iterations as u64, "iterations");

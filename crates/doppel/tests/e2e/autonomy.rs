@@ -274,11 +274,9 @@ fn policies_are_checked_and_compared_from_the_command_line() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // By default the network moves the setpoint beside the operator, from a fresh start.
     let said = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        said.contains("cold start agreed with the operator on"),
-        "{said}"
-    );
+    assert!(said.contains("no cold start (a fresh network)"), "{said}");
     for file in ["policy.safetensors", "card.json", "reward.png"] {
         assert!(policy_dir.join(file).exists(), "{file}");
     }
@@ -286,6 +284,8 @@ fn policies_are_checked_and_compared_from_the_command_line() {
         serde_json::from_str(&std::fs::read_to_string(policy_dir.join("card.json")).unwrap())
             .unwrap();
     assert_eq!(card["algo"], "grpo");
+    assert_eq!(card["settings"]["control"], "setpoint");
+    assert_eq!(card["settings"]["reward_scale"], 5.0);
     assert_eq!(
         card["scenarios"],
         serde_json::json!(["undisturbed", "pump_trip"])
@@ -300,6 +300,7 @@ fn policies_are_checked_and_compared_from_the_command_line() {
             .arg("--out")
             .arg(&ppo_dir)
             .args(["--iterations", "2", "--groups", "1", "--group", "4"])
+            .args(["--control", "all"])
             .args(extra)
             .output()
             .unwrap()
@@ -321,6 +322,13 @@ fn policies_are_checked_and_compared_from_the_command_line() {
         serde_json::from_str(&std::fs::read_to_string(ppo_dir.join("card.json")).unwrap()).unwrap();
     assert_eq!(card["algo"], "ppo");
     assert_eq!(card["iterations_done"], 2);
+    // Moving everything, it first imitates the operator.
+    assert_eq!(card["settings"]["control"], "all");
+    assert_eq!(card["cold_start"]["steps"], 300);
+    assert!(
+        card["cold_start"]["agreement"].as_f64().unwrap() > 0.5,
+        "{card}"
+    );
     assert!(ppo_dir.join("reward.png").exists());
     let out = doppel()
         .args([
