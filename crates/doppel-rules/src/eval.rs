@@ -447,6 +447,11 @@ fn windows(expr: &Expr, index: &HashMap<String, usize>, keep: &mut [i64]) {
 mod tests {
     use super::*;
 
+    /// `text` as a checked rule set over the test spec.
+    fn checked(text: &str) -> RuleSet {
+        RuleSet::parse(text, std::path::Path::new("r.toml"), &spec()).unwrap()
+    }
+
     const SPEC: &str = r#"
 [[site]]
 id = "s"
@@ -507,12 +512,9 @@ field = "vibration"
     /// once false; a sensor gone quiet makes it unknown, which neither fires nor resolves.
     #[test]
     fn for_durations_fire_once_and_resolve_and_unknown_is_neither() {
-        let rules = RuleSet::parse(
+        let rules = checked(
             "[[rule]]\nname = \"warm\"\nwhen = \"chw_supply_temp > 9 for 30s\"\nseverity = \"critical\"\n",
-            std::path::Path::new("r.toml"),
-            &spec(),
-        )
-        .unwrap();
+        );
         let mut e = Evaluator::new(rules, &spec());
         let mut changes = Vec::new();
         for (t, v) in [
@@ -556,7 +558,7 @@ field = "vibration"
         let text = "[[rule]]\nname = \"shaking\"\nwhen = \"mean(pump3_vibration, 30s) > 7 or anomaly(pump3) > 0.99\"\n\
                     [[rule]]\nname = \"both\"\nwhen = \"pump3_vibration > 1 and chw_supply_temp > 1\"\n\
                     [[rule]]\nname = \"rising\"\nwhen = \"rate(pump3_vibration, 1m) > 0.1\"\n";
-        let rules = RuleSet::parse(text, std::path::Path::new("r.toml"), &spec()).unwrap();
+        let rules = checked(text);
         assert_eq!(rules.rules[0].asset, "pump3");
         let mut e = Evaluator::new(rules, &spec());
         let mut fired = Vec::new();
@@ -581,12 +583,8 @@ field = "vibration"
     /// before three readings say so.
     #[test]
     fn spread_finds_a_sensor_stuck_on_one_value() {
-        let rules = RuleSet::parse(
-            "[[rule]]\nname = \"stuck\"\nwhen = \"spread(chw_supply_temp, 1m) == 0\"\n",
-            std::path::Path::new("r.toml"),
-            &spec(),
-        )
-        .unwrap();
+        let rules =
+            checked("[[rule]]\nname = \"stuck\"\nwhen = \"spread(chw_supply_temp, 1m) == 0\"\n");
         let mut e = Evaluator::new(rules, &spec());
         let mut fired = Vec::new();
         // Noisy until 30 s, then 7.0 over and over.
@@ -610,12 +608,7 @@ field = "vibration"
         // The window (t − 60 s, t] holds only 7.0 from 100 s on (50, 60 and 100 s).
         assert_eq!(fired, [(true, 100)]);
         let mut e = Evaluator::new(
-            RuleSet::parse(
-                "[[rule]]\nname = \"stuck\"\nwhen = \"spread(chw_supply_temp, 1m) == 0\"\n",
-                std::path::Path::new("r.toml"),
-                &spec(),
-            )
-            .unwrap(),
+            checked("[[rule]]\nname = \"stuck\"\nwhen = \"spread(chw_supply_temp, 1m) == 0\"\n"),
             &spec(),
         );
         e.observe(0, 0, 7.0);
@@ -631,12 +624,8 @@ field = "vibration"
     #[test]
     fn noise_sees_scatter_and_not_a_steady_climb() {
         let noise_of = |readings: &[f64]| {
-            let rules = RuleSet::parse(
-                "[[rule]]\nname = \"noisy\"\nwhen = \"noise(chw_supply_temp, 10m) > 1\"\n",
-                std::path::Path::new("r.toml"),
-                &spec(),
-            )
-            .unwrap();
+            let rules =
+                checked("[[rule]]\nname = \"noisy\"\nwhen = \"noise(chw_supply_temp, 10m) > 1\"\n");
             let mut e = Evaluator::new(rules, &spec());
             let mut fired = Vec::new();
             for (i, v) in readings.iter().enumerate() {
@@ -664,12 +653,9 @@ field = "vibration"
     /// resolves it.
     #[test]
     fn keep_firing_for_rides_out_a_short_dip() {
-        let rules = RuleSet::parse(
+        let rules = checked(
             "[[rule]]\nname = \"warm\"\nwhen = \"chw_supply_temp > 9\"\nkeep_firing_for = \"30s\"\n",
-            std::path::Path::new("r.toml"),
-            &spec(),
-        )
-        .unwrap();
+        );
         assert_eq!(rules.rules[0].keep_firing_for, 30 * S);
         let mut e = Evaluator::new(rules, &spec());
         let mut changes = Vec::new();
@@ -708,12 +694,7 @@ field = "vibration"
     /// `anomaly(asset)` reads the score the twin hands in; without one it is unknown.
     #[test]
     fn anomaly_reads_the_score_handed_in() {
-        let rules = RuleSet::parse(
-            "[[rule]]\nname = \"odd\"\nwhen = \"anomaly(pump3) > 0.99\"\n",
-            std::path::Path::new("r.toml"),
-            &spec(),
-        )
-        .unwrap();
+        let rules = checked("[[rule]]\nname = \"odd\"\nwhen = \"anomaly(pump3) > 0.99\"\n");
         assert_eq!(rules.rules[0].asset, "pump3");
         let mut e = Evaluator::new(rules, &spec());
         assert!(e.evaluate(0).is_empty(), "no score: unknown");
@@ -732,13 +713,10 @@ field = "vibration"
     /// the rules say which they want; without one it is unknown.
     #[test]
     fn forecasts_read_the_band_handed_in() {
-        let rules = RuleSet::parse(
+        let rules = checked(
             "[[rule]]\nname = \"warm soon\"\nwhen = \"forecast(chw_supply_temp, 30m).p90 > 9\"\n\
              [[rule]]\nname = \"cold soon\"\nwhen = \"forecast(chw_supply_temp, 30m).p10 < 5\"\n",
-            std::path::Path::new("r.toml"),
-            &spec(),
-        )
-        .unwrap();
+        );
         let mut e = Evaluator::new(rules, &spec());
         assert_eq!(
             e.forecasts_wanted(),
@@ -764,12 +742,7 @@ field = "vibration"
     /// to report (at start, nothing has), and is once they have passed.
     #[test]
     fn stale_waits_three_periods_from_the_start() {
-        let rules = RuleSet::parse(
-            "[[rule]]\nname = \"silent\"\nwhen = \"stale(chw_supply_temp)\"\n",
-            std::path::Path::new("r.toml"),
-            &spec(),
-        )
-        .unwrap();
+        let rules = checked("[[rule]]\nname = \"silent\"\nwhen = \"stale(chw_supply_temp)\"\n");
         let mut e = Evaluator::new(rules, &spec());
         e.observe(1, 0, 1.0);
         assert!(e.evaluate(0).is_empty());
