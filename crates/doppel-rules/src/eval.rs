@@ -452,6 +452,21 @@ mod tests {
         RuleSet::parse(text, std::path::Path::new("r.toml"), &spec()).unwrap()
     }
 
+    /// Feeds the supply sensor `readings` (seconds, value), judging after each one: the
+    /// changes, as (began firing, seconds).
+    fn feed(e: &mut Evaluator, readings: &[(i64, f64)]) -> Vec<(bool, i64)> {
+        let mut changes = Vec::new();
+        for &(t, v) in readings {
+            e.observe(0, t * S, v);
+            changes.extend(
+                e.evaluate(t * S)
+                    .into_iter()
+                    .map(|f| (f.firing, f.time / S)),
+            );
+        }
+        changes
+    }
+
     const SPEC: &str = r#"
 [[site]]
 id = "s"
@@ -586,25 +601,20 @@ field = "vibration"
         let rules =
             checked("[[rule]]\nname = \"stuck\"\nwhen = \"spread(chw_supply_temp, 1m) == 0\"\n");
         let mut e = Evaluator::new(rules, &spec());
-        let mut fired = Vec::new();
         // Noisy until 30 s, then 7.0 over and over.
-        for (t, v) in [
-            (0, 7.1),
-            (10, 7.0),
-            (20, 7.0),
-            (30, 7.2),
-            (40, 7.0),
-            (50, 7.0),
-            (60, 7.0),
-            (100, 7.0),
-        ] {
-            e.observe(0, t * S, v);
-            fired.extend(
-                e.evaluate(t * S)
-                    .into_iter()
-                    .map(|f| (f.firing, f.time / S)),
-            );
-        }
+        let fired = feed(
+            &mut e,
+            &[
+                (0, 7.1),
+                (10, 7.0),
+                (20, 7.0),
+                (30, 7.2),
+                (40, 7.0),
+                (50, 7.0),
+                (60, 7.0),
+                (100, 7.0),
+            ],
+        );
         // The window (t − 60 s, t] holds only 7.0 from 100 s on (50, 60 and 100 s).
         assert_eq!(fired, [(true, 100)]);
         let mut e = Evaluator::new(
@@ -627,13 +637,8 @@ field = "vibration"
             let rules =
                 checked("[[rule]]\nname = \"noisy\"\nwhen = \"noise(chw_supply_temp, 10m) > 1\"\n");
             let mut e = Evaluator::new(rules, &spec());
-            let mut fired = Vec::new();
-            for (i, v) in readings.iter().enumerate() {
-                let t = i as i64 * 10 * S;
-                e.observe(0, t, *v);
-                fired.extend(e.evaluate(t).into_iter().map(|f| (f.firing, f.time / S)));
-            }
-            fired
+            let timed: Vec<(i64, f64)> = (0..).step_by(10).zip(readings.iter().copied()).collect();
+            feed(&mut e, &timed)
         };
         // Climbing 0.5 K a reading: a spread of 4.5 K over ten readings, a noise of 0.35.
         let climb: Vec<f64> = (0..10).map(|i| 7.0 + 0.5 * i as f64).collect();
@@ -658,25 +663,20 @@ field = "vibration"
         );
         assert_eq!(rules.rules[0].keep_firing_for, 30 * S);
         let mut e = Evaluator::new(rules, &spec());
-        let mut changes = Vec::new();
         // Warm, a 20 s dip, warm again, then cool for good from 60 s.
-        for (t, v) in [
-            (0, 10.0),
-            (10, 8.0),
-            (20, 8.5),
-            (30, 10.0),
-            (60, 8.0),
-            (70, 8.0),
-            (80, 8.0),
-            (90, 8.0),
-        ] {
-            e.observe(0, t * S, v);
-            changes.extend(
-                e.evaluate(t * S)
-                    .into_iter()
-                    .map(|f| (f.firing, f.time / S)),
-            );
-        }
+        let changes = feed(
+            &mut e,
+            &[
+                (0, 10.0),
+                (10, 8.0),
+                (20, 8.5),
+                (30, 10.0),
+                (60, 8.0),
+                (70, 8.0),
+                (80, 8.0),
+                (90, 8.0),
+            ],
+        );
         assert_eq!(changes, [(true, 0), (false, 90)]);
         let bad = RuleSet::parse(
             "[[rule]]\nname = \"warm\"\nwhen = \"chw_supply_temp > 9\"\nkeep_firing_for = \"soon\"\n",
