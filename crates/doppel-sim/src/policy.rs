@@ -286,7 +286,9 @@ impl Policy for RuleBasedOperator {
         let seen = self.seen[self.setpoint];
         let (low, high) = r.setpoint_safe_c;
         let legal = (low..=high).contains(&seen);
-        if (seen - r.supply_setpoint_c).abs() > 0.05 && (r.hold_setpoint || !legal) {
+        // Beside a policy that moves the setpoint, a legal one is the policy's: followed.
+        let follows = !r.hold_setpoint && legal;
+        if (seen - r.supply_setpoint_c).abs() > 0.05 && !follows {
             let value = if legal {
                 seen + (r.supply_setpoint_c - seen).clamp(-r.setpoint_step_k, r.setpoint_step_k)
             } else {
@@ -308,17 +310,12 @@ impl Policy for RuleBasedOperator {
         let n = running.len() as f64;
         // Too warm: 0.8 K above the setpoint (its own, or the one it reads beside a policy
         // that moves it), and never closer than `supply_margin_k` to the safe range's top.
-        let target = if r.hold_setpoint || !legal {
-            r.supply_setpoint_c
-        } else {
-            seen
-        };
+        let target = if follows { seen } else { r.supply_setpoint_c };
         let supply_high = self.seen[self.supply] > (target + 0.8).min(high - r.supply_margin_k);
         // Beside a policy that raised the setpoint: a supply near the top of the safe range with
         // every chiller running (nothing left to start) takes the setpoint down a step, toward
         // its own.
-        if !r.hold_setpoint
-            && legal
+        if follows
             && seen > r.supply_setpoint_c
             && idle.is_empty()
             && self.seen[self.supply] > high - r.supply_margin_k

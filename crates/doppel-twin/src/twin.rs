@@ -56,9 +56,11 @@ pub struct Twin {
     webhook: Option<Arc<crate::webhook::Webhook>>,
     /// The asset states last announced, and the minute of data time last scored into the lake.
     announced: Arc<parking_lot::Mutex<BTreeMap<String, AssetState>>>,
-    /// Whether the data has once come within a stale window of the wall clock: until then the
-    /// twin is catching up on history, and states are not judged.
+    /// Whether the data has once come within `catch_up_within` of the wall clock (ns, the
+    /// spec's shortest stale window): until then the twin is catching up on history, and
+    /// states are not judged.
     caught_up: Arc<std::sync::atomic::AtomicBool>,
+    catch_up_within: i64,
     scored_minute: Arc<parking_lot::Mutex<i64>>,
     /// Data time of the newest reading seen (ns), and when its batch arrived.
     newest: Arc<parking_lot::Mutex<Option<(i64, std::time::Instant)>>>,
@@ -168,6 +170,13 @@ impl Twin {
         let evaluator = options
             .rules
             .map(|r| Arc::new(parking_lot::Mutex::new(Evaluator::new(r, &spec))));
+        let catch_up_within = spec
+            .sensors
+            .iter()
+            .map(|s| crate::state::STALE_PERIODS * s.period_nanos)
+            .min()
+            .unwrap_or(LIVE_WITHIN)
+            .min(LIVE_WITHIN);
         let state = Arc::new(RwLock::new(LiveState::new(spec)));
         let alerts = Arc::new(RwLock::new(Alerts::default()));
         let (lake_rows, rows) = std::sync::mpsc::channel::<doppel_core::Point>();
@@ -207,6 +216,7 @@ impl Twin {
             webhook,
             announced: Default::default(),
             caught_up: Default::default(),
+            catch_up_within,
             scored_minute: Arc::new(parking_lot::Mutex::new(i64::MIN)),
             newest: Default::default(),
             models,
@@ -429,19 +439,10 @@ impl Twin {
         let state = self.state.read();
         // States are judged by the wall clock: while the twin catches up on history (a
         // backfill at start, a restart filling its gap) every asset would look stale, then
-        // fine again, which says nothing about the plant. Caught up: the data came within the
-        // shortest stale window of the wall clock, once.
+        // fine again, which says nothing about the plant.
         use std::sync::atomic::Ordering;
         if !self.caught_up.load(Ordering::Relaxed) {
-            let window = state
-                .spec()
-                .sensors
-                .iter()
-                .map(|s| crate::state::STALE_PERIODS * s.period_nanos)
-                .min()
-                .unwrap_or(LIVE_WITHIN)
-                .min(LIVE_WITHIN);
-            if wall - now > window {
+            if wall - now > self.catch_up_within {
                 return;
             }
             self.caught_up.store(true, Ordering::Relaxed);
