@@ -11,11 +11,18 @@
 //! Judging against doing nothing, rather than against no broken limit at all, keeps a plant
 //! already outside a limit (a heat wave no action can undo) from blocking every action,
 //! including the ones that bring it back. The plant is estimated once a decision.
+//!
+//! The gate also owns the setpoints it let through: every [`REFRESH_S`] it writes each one
+//! again (as a supervisory controller refreshes its commands), so a value that did not pass
+//! the gate (an intruder's, written past it straight to the plant) stands for at most that
+//! long, even when its reading is faked. The loop's supply setpoint counts as let through as
+//! the gate first read it. The gate never refreshes a switch: the plant's own
+//! changeover and trips move those.
 
 use std::sync::Arc;
 
 use doppel_sim::chiller::ChillerPlantConfig;
-use doppel_sim::plant::{Action, Plant, Readings};
+use doppel_sim::plant::{Action, ActuatorKind, Plant, Readings, actuator_index, sensor_index};
 use doppel_sim::policy::{OperatorRules, Policy, PolicyMaker, PolicyStats, RuleBasedOperator};
 
 use crate::lookahead::{Lookahead, Model, Rollout, rollout};
@@ -23,6 +30,9 @@ use crate::objective::Objective;
 
 /// Seconds a batch is looked ahead by default.
 pub const LOOKAHEAD_S: f64 = 1800.0;
+
+/// Seconds between two writes of the setpoints the gate let through (one simulator step).
+pub const REFRESH_S: f64 = 60.0;
 
 /// Wraps every policy another maker makes in the gate.
 pub struct ShieldMaker {
@@ -41,8 +51,18 @@ impl PolicyMaker for ShieldMaker {
         config: &ChillerPlantConfig,
         seed: u64,
     ) -> doppel_sim::Result<Box<dyn Policy>> {
+        let supply_setpoint =
+            actuator_index(plant, "chw.supply_setpoint").zip(sensor_index(plant, "chw_setpoint"));
         Ok(Box::new(Shielded {
             inner: self.inner.make(plant, config, seed)?,
+            setpoints: plant
+                .actuators()
+                .iter()
+                .map(|a| matches!(a.kind, ActuatorKind::Setpoint { .. }))
+                .collect(),
+            held: vec![None; plant.actuators().len()],
+            supply_setpoint,
+            next_refresh_s: plant.time_s(),
             fallback: RuleBasedOperator::new(plant, OperatorRules::default())?,
             view: Lookahead::new(plant, config, seed ^ 0x5348_4c44),
             objective: self.objective.clone(),
@@ -56,6 +76,12 @@ impl PolicyMaker for ShieldMaker {
 
 pub struct Shielded {
     inner: Box<dyn Policy>,
+    /// Which actuators are setpoints, and the value the gate last let through to each.
+    setpoints: Vec<bool>,
+    held: Vec<Option<f64>>,
+    /// The supply setpoint's actuator and sensor, until its first reading is held.
+    supply_setpoint: Option<(usize, usize)>,
+    next_refresh_s: f64,
     fallback: RuleBasedOperator,
     view: Lookahead,
     objective: Arc<Objective>,
@@ -123,6 +149,53 @@ impl Policy for Shielded {
     }
 
     fn decide(&mut self, t_s: f64, readings: &Readings, actions: &mut Vec<Action>) {
+        if let Some((actuator, sensor)) = self.supply_setpoint
+            && let Some(value) = readings.get(sensor)
+        {
+            self.held[actuator] = Some(value);
+            self.supply_setpoint = None;
+        }
+        let before = actions.len();
+        self.judge(t_s, readings, actions);
+        self.hold(t_s, before, actions);
+    }
+
+    fn stats(&self) -> PolicyStats {
+        PolicyStats {
+            blocked: self.blocked,
+            ..self.inner.stats()
+        }
+    }
+}
+
+impl Shielded {
+    /// Keeps what the gate let through in `actions[before..]`, and writes again every
+    /// setpoint it holds that the batch does not set, once a refresh is due.
+    fn hold(&mut self, t_s: f64, before: usize, actions: &mut Vec<Action>) {
+        let mut set_now = vec![false; self.held.len()];
+        for action in &actions[before..] {
+            match *action {
+                Action::Set { actuator, value } if self.setpoints[actuator] => {
+                    self.held[actuator] = Some(value);
+                    set_now[actuator] = true;
+                }
+                Action::Release { actuator } => self.held[actuator] = None,
+                _ => {}
+            }
+        }
+        if t_s + 1e-9 < self.next_refresh_s {
+            return;
+        }
+        self.next_refresh_s = t_s + REFRESH_S;
+        for (actuator, held) in self.held.iter().enumerate() {
+            if let (Some(value), false) = (*held, set_now[actuator]) {
+                actions.push(Action::Set { actuator, value });
+            }
+        }
+    }
+
+    /// The policy's batch if it passes, the operator's (counted) if not.
+    fn judge(&mut self, t_s: f64, readings: &Readings, actions: &mut Vec<Action>) {
         self.view.observe(t_s, readings);
         self.proposed.clear();
         self.fallback_actions.clear();
@@ -131,6 +204,12 @@ impl Policy for Shielded {
         self.fallback
             .decide(t_s, readings, &mut self.fallback_actions);
         if self.proposed.is_empty() && self.fallback_actions.is_empty() {
+            return;
+        }
+        // The operator's own batch has nothing to be replaced by (one the plant refuses too,
+        // an order for a busy crew, is refused there, not blocked here).
+        if self.proposed == self.fallback_actions {
+            actions.append(&mut self.proposed);
             return;
         }
         let Ok(model) = self.view.model() else {
@@ -157,13 +236,6 @@ impl Policy for Shielded {
         } else {
             self.blocked += 1;
             actions.append(&mut self.fallback_actions);
-        }
-    }
-
-    fn stats(&self) -> PolicyStats {
-        PolicyStats {
-            blocked: self.blocked,
-            ..self.inner.stats()
         }
     }
 }

@@ -203,6 +203,57 @@ fn the_safety_gate_blocks_a_setpoint_jump_past_its_rate_limit() {
     assert!(sum(&episodes, "jumpy+shield", |e| e.stats.blocked as f64) > 50.0);
 }
 
+/// The gate never blocks the rule-based operator in normal weather (it changes nothing of its
+/// run), and it owns the setpoint it let through: an intruder who writes 12 °C past it while
+/// faking the setpoint's and supply's readings (`cyber_stealth`) keeps it one step, not the
+/// six hours the operator, reading the fakes, leaves it.
+#[test]
+fn the_safety_gate_leaves_the_operator_alone_and_puts_an_intruders_setpoint_back() {
+    let plant = probe();
+    let objective = Arc::new(Objective::reference(&plant).unwrap());
+    let policies = ["rules", "rules+shield"]
+        .iter()
+        .map(|p| policy_by_name(p, objective.clone()).unwrap())
+        .collect();
+    let mut e = evaluation(policies, objective);
+    e.scenarios = vec![
+        ("undisturbed".into(), Scenario::baseline()),
+        (
+            "cyber_stealth".into(),
+            Scenario::load(&scenarios_dir().join("cyber_stealth.toml"), &plant).unwrap(),
+        ),
+    ];
+    e.days = 9.0;
+    let episodes = run(&e, &|_| {}).unwrap();
+    let of = |policy: &str, scenario: &str| -> Vec<&Episode> {
+        episodes
+            .iter()
+            .filter(|e| e.policy == policy && e.scenario == scenario)
+            .collect()
+    };
+    for (alone, shielded) in of("rules", "undisturbed")
+        .iter()
+        .zip(of("rules+shield", "undisturbed"))
+    {
+        assert_eq!(shielded.stats.blocked, 0);
+        assert_eq!(shielded.kpis.energy_cost, alone.kpis.energy_cost);
+        assert_eq!(shielded.violation_steps, 0);
+    }
+    for (alone, shielded) in of("rules", "cyber_stealth")
+        .iter()
+        .zip(of("rules+shield", "cyber_stealth"))
+    {
+        // Six hours at 12 °C, and the loop's water far above its limit.
+        assert!(alone.violation_steps >= 300, "{}", alone.violation_steps);
+        assert!(alone.kpis.limit_excursion_minutes > 60.0);
+        // The intruder's step (range and rate), then the gate's step back (rate).
+        let broken = |limit: &str| shielded.broken.get(limit).copied().unwrap_or(0);
+        assert_eq!(broken("setpoint range"), 1, "{:?}", shielded.broken);
+        assert_eq!(shielded.violation_steps, 2, "{:?}", shielded.broken);
+        assert_eq!(shielded.kpis.limit_excursion_minutes, 0.0);
+    }
+}
+
 /// Doing nothing is judged too: a policy that never acts lets a load surge overheat the loop;
 /// behind the gate, the operator's staging is done when doing nothing would break limits.
 #[test]
