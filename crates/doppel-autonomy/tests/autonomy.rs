@@ -451,6 +451,9 @@ fn grpo_trains_resumes_and_runs_by_name() {
         horizon: 8,
         cold_start_days: 6.0,
         cold_start_steps: 120,
+        validations: 2,
+        validation_seeds: 1,
+        validation_days: 2.0,
         ..GrpoSettings::default()
     };
     let card = train(&scenarios, &objective, settings(2), &out, false, &|_| {}).unwrap();
@@ -459,6 +462,26 @@ fn grpo_trains_resumes_and_runs_by_name() {
     assert_eq!(card.curve.len(), 2);
     assert!(card.curve.iter().all(|c| c.reward.is_finite()));
     assert!(out.join("policy.safetensors").exists() && out.join("reference/card.json").exists());
+    // Scored where it started and after each iteration; the folder holds the best scored,
+    // `last/` the latest.
+    let scored: Vec<usize> = card.validation.iter().map(|p| p.iteration).collect();
+    assert_eq!(scored, [0, 1, 2]);
+    let best = card
+        .validation
+        .iter()
+        .min_by(|a, b| a.total_cost.total_cmp(&b.total_cost))
+        .unwrap();
+    assert_eq!(
+        card.kept_iteration,
+        Some(best.iteration),
+        "{:?}",
+        card.validation
+    );
+    assert!(
+        card.validation
+            .iter()
+            .all(|p| p.against_rules_pct.is_finite())
+    );
     // Same seed, same policy, to the byte; and so for the PPO reference.
     let again = dir.path().join("p1-again");
     train(&scenarios, &objective, settings(2), &again, false, &|_| {}).unwrap();
@@ -466,6 +489,13 @@ fn grpo_trains_resumes_and_runs_by_name() {
     assert!(
         bytes(&out) == bytes(&again),
         "two trainings of one seed differ"
+    );
+    let last = out.join("last");
+    assert_eq!(
+        card.kept_iteration == Some(2),
+        bytes(&out) == bytes(&last),
+        "the folder holds iteration {:?}",
+        card.kept_iteration
     );
     let ppo = |name: &str| {
         let dir = dir.path().join(name);
@@ -484,6 +514,7 @@ fn grpo_trains_resumes_and_runs_by_name() {
     let card = train(&scenarios, &objective, settings(3), &out, true, &|_| {}).unwrap();
     assert_eq!(card.iterations_done, 3);
     assert_eq!(card.curve.len(), 3);
+    assert_eq!(card.validation.last().map(|p| p.iteration), Some(3));
 
     let name = format!("grpo:{}", out.display());
     let maker = policy_by_name(&name, Arc::new(objective)).unwrap();

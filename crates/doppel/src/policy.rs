@@ -73,6 +73,11 @@ pub enum PolicyCommand {
         /// 300 with all).
         #[arg(long)]
         cold_start_steps: Option<usize>,
+        /// Times the network is scored during training on episodes set aside (two seeds of 15
+        /// days of every scenario, seeds 9000 and 9001); the folder keeps the best scored and
+        /// `last/` the latest. 0 keeps the last.
+        #[arg(long, default_value_t = 12)]
+        validations: usize,
         /// The policy file (default: the reference plant's).
         #[arg(long)]
         objective: Option<PathBuf>,
@@ -161,6 +166,7 @@ pub fn run_command(command: PolicyCommand) -> anyhow::Result<ExitCode> {
             horizon,
             control,
             cold_start_steps,
+            validations,
             objective: file,
         } => {
             if algo == "ppo" && resume {
@@ -190,11 +196,18 @@ pub fn run_command(command: PolicyCommand) -> anyhow::Result<ExitCode> {
                 horizon,
                 control,
                 cold_start_steps: cold_start_steps.unwrap_or(if setpoint { 0 } else { 300 }),
+                validations,
                 ..Default::default()
             };
             let bar = crate::progress::bar(iterations as u64, "iterations");
             let report = |p: &doppel_autonomy::grpo::train::Progress| {
-                if p.phase == algo {
+                if p.phase == "validation" {
+                    bar.println(format!(
+                        "iteration {}: {:.0} total cost an episode set aside",
+                        p.done,
+                        -p.reward.unwrap_or(f64::NAN)
+                    ));
+                } else if p.phase == algo {
                     bar.set_position(p.done as u64);
                     if let Some(r) = p.reward {
                         bar.set_message(format!("reward {r:.1}"));
@@ -245,6 +258,20 @@ pub fn run_command(command: PolicyCommand) -> anyhow::Result<ExitCode> {
                 card.curve.first().map_or(f64::NAN, |c| c.reward),
                 card.curve.last().map_or(f64::NAN, |c| c.reward),
             );
+            if let (Some(kept), Some(point)) = (
+                card.kept_iteration,
+                card.validation
+                    .iter()
+                    .find(|p| Some(p.iteration) == card.kept_iteration),
+            ) {
+                println!(
+                    "kept the network of iteration {kept} of {} scored: {:+.1} % total cost \
+                     against the rule-based operator on the validation episodes (latest in {})",
+                    card.validation.len(),
+                    point.against_rules_pct,
+                    out.join(doppel_autonomy::grpo::train::LAST).display()
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         PolicyCommand::Eval {

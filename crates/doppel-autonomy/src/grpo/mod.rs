@@ -4,12 +4,14 @@
 //!
 //! - [`net`]: the network, what it observes and the actions it chooses between;
 //! - [`train`]: cold start and GRPO, checkpoints, the card;
+//! - [`validate`]: checkpoints scored on episodes set aside, so training keeps its best;
 //! - here: the policy at work (`grpo:FOLDER`), choosing the likeliest action every period,
 //!   and the actor training samples actions from.
 
 pub mod net;
 pub mod ppo;
 pub mod train;
+pub mod validate;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -56,6 +58,12 @@ pub struct PolicyCard {
     pub iterations_done: usize,
     pub seconds: f64,
     pub simulator_share: f64,
+    /// The network scored on episodes set aside as training went, and which iteration's
+    /// network this folder holds (the best scored; none: the last).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub validation: Vec<validate::ValidationPoint>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept_iteration: Option<usize>,
     /// What `doppel policy eval` found, each run appended (kept as written).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub evaluations: Vec<serde_json::Value>,
@@ -87,6 +95,8 @@ impl PolicyCard {
             iterations_done: 0,
             seconds: 0.0,
             simulator_share: 0.0,
+            validation: Vec::new(),
+            kept_iteration: None,
             evaluations: Vec::new(),
         }
     }
@@ -391,7 +401,7 @@ fn read_card(dir: &Path) -> Result<PolicyCard> {
     serde_json::from_str(&text).map_err(|e| folder_error(dir, format!("{CARD}: {e}")))
 }
 
-fn write_card(dir: &Path, card: &PolicyCard) -> Result<()> {
+pub(super) fn write_card(dir: &Path, card: &PolicyCard) -> Result<()> {
     let text = serde_json::to_string_pretty(card).expect("the card serialises");
     std::fs::write(dir.join(CARD), text + "\n")
         .map_err(|e| folder_error(dir, format!("cannot write {CARD}: {e}")))
@@ -419,10 +429,18 @@ impl GrpoMaker {
         let (net, card) = load(Path::new(dir), &device)?;
         Ok(Arc::new(GrpoMaker {
             dir: dir.into(),
+            ..GrpoMaker::from_net(name, net, card.settings.control)
+        }))
+    }
+
+    /// A network in memory at work (training scores its checkpoints with it).
+    pub fn from_net(name: &str, net: PolicyNet, control: Control) -> GrpoMaker {
+        GrpoMaker {
+            dir: PathBuf::new(),
             label: name.to_owned(),
             net,
-            control: card.settings.control,
-        }))
+            control,
+        }
     }
 }
 

@@ -33,7 +33,8 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use serde::{Deserialize, Serialize};
 
 use super::net::{self, Control, FEATURES, HEADS, PolicyNet};
-use super::{Actor, PERIOD_S, PolicyCard, Senses};
+use super::validate::Validation;
+use super::{Actor, PERIOD_S, PolicyCard, Senses, WEIGHTS};
 use crate::error::Result;
 use crate::objective::{Objective, Watch};
 
@@ -61,6 +62,15 @@ pub struct GrpoSettings {
     /// What the network moves (cards written before it existed: everything).
     #[serde(default)]
     pub control: Control,
+    /// Times the network is scored on episodes set aside (`validation_seeds` seeds of
+    /// `validation_days` days of every scenario), evenly through training; the best scored
+    /// is the policy kept. 0 keeps the last.
+    #[serde(default)]
+    pub validations: usize,
+    #[serde(default)]
+    pub validation_seeds: u64,
+    #[serde(default)]
+    pub validation_days: f64,
 }
 
 impl Default for GrpoSettings {
@@ -81,6 +91,9 @@ impl Default for GrpoSettings {
             reward_scale: 100.0,
             seed: 1,
             control: Control::All,
+            validations: 12,
+            validation_seeds: 2,
+            validation_days: 15.0,
         }
     }
 }
@@ -228,8 +241,13 @@ pub(super) fn snapshot(
     Ok((plant, events))
 }
 
+/// The folder in a policy's folder where training keeps its latest network (what `--resume`
+/// goes on from) while the folder itself holds the best scored.
+pub const LAST: &str = "last";
+
 /// Trains a policy into `out` (its weights, its card, and checkpoints as it goes; `resume`
-/// goes on from the last one there).
+/// goes on from the last one there). With validations, `out` holds the best network scored
+/// and `out/last` the latest.
 pub fn train(
     scenarios: &[(String, Scenario)],
     objective: &Objective,
@@ -243,7 +261,26 @@ pub fn train(
     let config = ChillerPlantConfig::default();
     let mut sim_seconds = 0.0;
 
-    let (mut net, reference, mut card) = match resume.then(|| super::load(out, &device)) {
+    let last = out.join(LAST);
+    let checkpoint = if last.join(WEIGHTS).exists() {
+        last.as_path()
+    } else {
+        out
+    };
+    let mut validation = match settings.validations {
+        0 => None,
+        _ => Some(Validation::new(
+            scenarios,
+            objective,
+            settings.validation_seeds,
+            settings.validation_days,
+        )?),
+    };
+    let every = settings
+        .iterations
+        .div_ceil(settings.validations.max(1))
+        .max(1);
+    let (mut net, reference, mut card) = match resume.then(|| super::load(checkpoint, &device)) {
         Some(Ok((net, card))) if card.iterations_done < settings.iterations => {
             let reference = super::load(&out.join("reference"), &device)?.0;
             (net, reference, card)
@@ -259,8 +296,15 @@ pub fn train(
                 progress,
                 &mut sim_seconds,
             )?;
-            let card = PolicyCard::new("grpo", scenarios, objective, &settings, cold);
+            let mut card = PolicyCard::new("grpo", scenarios, objective, &settings, cold);
             super::save(&out.join("reference"), &net.valid(), &card)?;
+            // Where training starts is scored too: it is kept unless training does better.
+            if let Some(v) = &mut validation {
+                card.validation
+                    .push(v.score(&net.valid(), settings.control, 0)?);
+                card.kept_iteration = Some(0);
+                super::save(out, &net.valid(), &card)?;
+            }
             (net.clone(), net, card)
         }
     };
@@ -382,8 +426,35 @@ pub fn train(
             of: total,
             reward: Some(reward),
         });
-        if (iteration + 1) % 5 == 0 || iteration + 1 == total {
-            super::save(out, &net.valid(), &card)?;
+        let done = iteration + 1;
+        if let Some(v) = &mut validation
+            && (done % every == 0 || done == total)
+        {
+            let point = v.score(&net.valid(), settings.control, done)?;
+            let best = card
+                .validation
+                .iter()
+                .all(|p| point.total_cost < p.total_cost);
+            progress(&Progress {
+                phase: "validation",
+                done,
+                of: total,
+                reward: Some(-point.total_cost),
+            });
+            card.validation.push(point);
+            if best {
+                card.kept_iteration = Some(done);
+                super::save(out, &net.valid(), &card)?;
+            }
+        }
+        if done % 5 == 0 || done == total {
+            match validation {
+                None => super::save(out, &net.valid(), &card)?,
+                Some(_) => {
+                    super::save(&last, &net.valid(), &card)?;
+                    super::write_card(out, &card)?;
+                }
+            }
         }
     }
     Ok(card)

@@ -266,6 +266,8 @@ fn policies_are_checked_and_compared_from_the_command_line() {
             "1",
             "--group",
             "4",
+            "--validations",
+            "1",
         ])
         .output()
         .unwrap();
@@ -274,9 +276,12 @@ fn policies_are_checked_and_compared_from_the_command_line() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // By default the network moves the setpoint beside the operator, from a fresh start.
+    // By default the network moves the setpoint beside the operator, from a fresh start; the
+    // folder keeps the better scored of where it started and where it ended.
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("no cold start (a fresh network)"), "{said}");
+    assert!(said.contains("kept the network of iteration"), "{said}");
+    assert!(policy_dir.join("last/policy.safetensors").exists());
     for file in ["policy.safetensors", "card.json", "reward.png"] {
         assert!(policy_dir.join(file).exists(), "{file}");
     }
@@ -286,6 +291,7 @@ fn policies_are_checked_and_compared_from_the_command_line() {
     assert_eq!(card["algo"], "grpo");
     assert_eq!(card["settings"]["control"], "setpoint");
     assert_eq!(card["settings"]["reward_scale"], 5.0);
+    assert_eq!(card["validation"].as_array().map(Vec::len), Some(2));
     assert_eq!(
         card["scenarios"],
         serde_json::json!(["undisturbed", "pump_trip"])
