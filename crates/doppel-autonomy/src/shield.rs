@@ -61,6 +61,7 @@ impl PolicyMaker for ShieldMaker {
                 .map(|a| matches!(a.kind, ActuatorKind::Setpoint { .. }))
                 .collect(),
             held: vec![None; plant.actuators().len()],
+            seen: Readings::new(plant.sensors().len()),
             supply_setpoint,
             next_refresh_s: plant.time_s(),
             fallback: RuleBasedOperator::new(plant, OperatorRules::default())?,
@@ -79,7 +80,10 @@ pub struct Shielded {
     /// Which actuators are setpoints, and the value the gate last let through to each.
     setpoints: Vec<bool>,
     held: Vec<Option<f64>>,
-    /// The supply setpoint's actuator and sensor, until its first reading is held.
+    /// The readings the policies behind the gate see.
+    seen: Readings,
+    /// The supply setpoint's actuator and sensor (held as first read until the gate lets a
+    /// value through).
     supply_setpoint: Option<(usize, usize)>,
     next_refresh_s: f64,
     fallback: RuleBasedOperator,
@@ -150,10 +154,19 @@ impl Policy for Shielded {
 
     fn decide(&mut self, t_s: f64, readings: &Readings, actions: &mut Vec<Action>) {
         if let Some((actuator, sensor)) = self.supply_setpoint
+            && self.held[actuator].is_none()
             && let Some(value) = readings.get(sensor)
         {
             self.held[actuator] = Some(value);
-            self.supply_setpoint = None;
+        }
+        // Behind the gate, the policies read the supply setpoint it holds (a sample of it may
+        // lag a step the gate let through, and a step from a stale value past the rate limit).
+        self.seen.clone_from(readings);
+        if let Some((actuator, sensor)) = self.supply_setpoint
+            && let Some(value) = self.held[actuator]
+        {
+            self.seen.values[sensor] = value;
+            self.seen.present[sensor] = true;
         }
         let before = actions.len();
         self.judge(t_s, readings, actions);
@@ -199,10 +212,10 @@ impl Shielded {
         self.view.observe(t_s, readings);
         self.proposed.clear();
         self.fallback_actions.clear();
-        self.inner.decide(t_s, readings, &mut self.proposed);
+        self.inner.decide(t_s, &self.seen, &mut self.proposed);
         // The operator watches every step, so its decision is ready when one is needed.
         self.fallback
-            .decide(t_s, readings, &mut self.fallback_actions);
+            .decide(t_s, &self.seen, &mut self.fallback_actions);
         if self.proposed.is_empty() && self.fallback_actions.is_empty() {
             return;
         }
@@ -212,11 +225,21 @@ impl Shielded {
             actions.append(&mut self.proposed);
             return;
         }
-        let Ok(model) = self.view.model() else {
+        let Ok(mut model) = self.view.model() else {
             // Nothing known of the plant yet: nothing to judge by.
             actions.append(&mut self.proposed);
             return;
         };
+        // The setpoints are what the gate let through, whatever their readings say (a reading
+        // a sample behind would hide a jump from the value the plant holds).
+        for (actuator, held) in self.held.iter().enumerate() {
+            if let Some(value) = *held {
+                let _ = model.plant.act(&Action::Set { actuator, value });
+            }
+        }
+        model.setpoint_c = self
+            .supply_setpoint
+            .and_then(|(actuator, _)| self.held[actuator]);
         let trial = Trial {
             model: &model,
             lookahead_s: self.lookahead_s,
