@@ -1,8 +1,10 @@
 //! The state estimator: the reference plant as its recent readings say it is now, so a
 //! simulation can start from the live plant instead of from a fresh one.
 //!
-//! What a sensor shows is taken as it is (temperatures, statuses, the setpoint). What no sensor
-//! shows is inverted from the plant's own equations (docs/REFERENCE_PLANT.md):
+//! What a sensor shows is taken as it is (temperatures, statuses, the setpoint), except a
+//! return temperature the loop's heat balance contradicts (a drifting sensor: the supply, flow
+//! and load give the return instead). What no sensor shows is inverted from the plant's own
+//! equations (docs/REFERENCE_PLANT.md):
 //! - bearing wear, from vibration `0.5 + 0.9 s² + 7 w^2.5` (averaged over the pump's recent
 //!   running readings, since one reading's noise hides a young bearing's wear);
 //! - tube fouling, from the condenser's approach to the tower water `2 + 6 φ`;
@@ -20,6 +22,7 @@ use serde::Serialize;
 
 use super::layout::*;
 use super::maintenance::{Equipment, Job, Maintenance};
+use super::physics::{CP, RHO};
 use super::{ChillerPlant, ChillerPlantConfig, Operations, State, step};
 use crate::error::{Result, SimError};
 use crate::kpi::Kpis;
@@ -87,6 +90,8 @@ pub struct Estimate {
     pub hidden: Vec<HiddenEstimate>,
     /// Sensors with no reading in the window (their quantities took defaults).
     pub missing: Vec<String>,
+    /// Sensors whose latest reading the others contradict (the value they imply was used).
+    pub distrusted: Vec<String>,
 }
 
 /// An asset's health at a glance, from its estimated degradation.
@@ -122,6 +127,11 @@ impl Estimate {
             .collect()
     }
 }
+
+/// How far a return reading may stray from the loop's heat balance before it is not believed,
+/// K: beyond the balance's own error with a flow meter off by a sixth (a biased meter is a
+/// fault of its own, and a return within this changes little of what a simulation predicts).
+const RETURN_TOLERANCE_K: f64 = 1.5;
 
 /// A pump's readings are used for its wear only this close to the newest (wear moves slowly,
 /// but a service resets it).
@@ -161,13 +171,27 @@ impl ChillerPlant {
         };
 
         let supply_c = latest(l.plant(CHW_SUPPLY), cfg.supply_setpoint_c);
-        let return_c = latest(
+        let mut return_c = latest(
             l.plant(CHW_RETURN),
             cfg.supply_setpoint_c + cfg.design_delta_t_k,
         );
         let setpoint_c = latest(l.plant(CHW_SETPOINT), cfg.supply_setpoint_c);
         let outdoor_c = latest(l.plant(WEATHER_TEMP), f64::NAN);
         let load_kw = latest(l.plant(HALL_LOAD), f64::NAN);
+        let flow_m3h = latest(l.plant(CHW_FLOW), f64::NAN);
+        // The return is weighed against the loop's heat balance (the hall's heat carried by
+        // the flow: `T_r = T_s + Q / (ṁ·c_p)`): a return the supply, flow and load together
+        // contradict by more than `RETURN_TOLERANCE_K` (a drifting sensor) is replaced by the
+        // balance's, and the estimate says so.
+        let mut distrusted = Vec::new();
+        if flow_m3h > 1.0 && load_kw.is_finite() {
+            let balanced_c = (supply_c + load_kw / (flow_m3h * RHO / 3600.0 * CP))
+                .min(cfg.coil_max_return_c.max(supply_c));
+            if (return_c - balanced_c).abs() > RETURN_TOLERANCE_K {
+                return_c = balanced_c;
+                distrusted.push(plant.sensors[l.plant(CHW_RETURN)].id.clone());
+            }
+        }
         let status = |code: f64| match code.round() as i64 {
             1 => AssetStatus::Running,
             2 => AssetStatus::Failed,
@@ -344,6 +368,7 @@ impl ChillerPlant {
             load_factor,
             hidden,
             missing,
+            distrusted,
         };
         Ok((plant, estimate))
     }

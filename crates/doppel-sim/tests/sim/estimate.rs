@@ -95,6 +95,7 @@ fn health_falls_and_trip_odds_rise_with_wear() {
             hidden("chiller2", "fouling", 1.2),
         ],
         missing: Vec::new(),
+        distrusted: Vec::new(),
     };
     let health = estimate.health();
     assert_eq!(health.len(), 4);
@@ -107,4 +108,87 @@ fn health_falls_and_trip_odds_rise_with_wear() {
     assert!(health[3].trip_odds > 10.0 * health[2].trip_odds);
     assert_eq!(health[3].health, 0.0, "clamped: fouling past 1 is failing");
     assert!(health.iter().all(|h| (0.0..=1.0).contains(&h.trip_odds)));
+}
+
+/// A drifting return sensor is weighed against the loop's heat balance: the estimate believes
+/// the balance instead (and says so), so a simulation from it runs as one from honest readings
+/// would; honest readings are never doubted.
+#[test]
+fn an_estimate_replaces_a_return_reading_the_heat_balance_contradicts() {
+    use doppel_sim::run::{Observer, RunSettings, StepView, simulate};
+    struct Window {
+        start_s: f64,
+        recent: RecentReadings,
+    }
+    impl Observer for Window {
+        fn observe(&mut self, view: &StepView) -> doppel_sim::Result<bool> {
+            self.recent
+                .push(self.start_s + view.t_s, view.readings, 6.0 * 3600.0);
+            Ok(true)
+        }
+    }
+    let config = ChillerPlantConfig::default();
+    let hour_of_supply = |plant: &mut ChillerPlant| -> Vec<f64> {
+        let supply = doppel_sim::plant::sensor_index(plant, "chw_supply_temp").unwrap();
+        let mut policy = doppel_sim::policy::PolicyKind::Rules.build(plant).unwrap();
+        (0..60)
+            .map(|_| {
+                simulate(
+                    plant,
+                    policy.as_mut(),
+                    Vec::new(),
+                    RunSettings {
+                        days: 1.0 / 1440.0,
+                        step_s: 60.0,
+                    },
+                    None,
+                )
+                .unwrap();
+                plant.truth()[supply]
+            })
+            .collect()
+    };
+    for seed in 1..5 {
+        let mut truth = ChillerPlant::new(config.clone(), seed).unwrap();
+        let mut window = Window {
+            start_s: config.start_ns as f64 / 1e9,
+            recent: RecentReadings::new(truth.sensors().len()),
+        };
+        let mut operator = doppel_sim::policy::PolicyKind::Rules.build(&truth).unwrap();
+        let settings = RunSettings {
+            days: 1.0 + seed as f64 / 7.0,
+            step_s: 60.0,
+        };
+        simulate(
+            &mut truth,
+            operator.as_mut(),
+            Vec::new(),
+            settings,
+            Some(&mut window),
+        )
+        .unwrap();
+        let (mut honest, estimate) =
+            ChillerPlant::estimate(config.clone(), 7, &window.recent).unwrap();
+        assert!(
+            estimate.distrusted.is_empty(),
+            "seed {seed}: {:?}",
+            estimate.distrusted
+        );
+
+        // Four days of a sensor drifting half a degree a day.
+        let ret = doppel_sim::plant::sensor_index(&truth, "chw_return_temp").unwrap();
+        for (_, v) in window.recent.series[ret].iter_mut() {
+            *v += 2.0;
+        }
+        let (mut drifted, estimate) =
+            ChillerPlant::estimate(config.clone(), 7, &window.recent).unwrap();
+        assert_eq!(estimate.distrusted, ["chw_return_temp"]);
+        let (a, b) = (hour_of_supply(&mut honest), hour_of_supply(&mut drifted));
+        let worst = a
+            .iter()
+            .zip(&b)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(worst < 0.2, "seed {seed}: supply {worst} K apart");
+    }
 }
