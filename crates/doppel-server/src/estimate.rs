@@ -89,6 +89,7 @@ pub(crate) async fn estimate(State(state): State<AppState>) -> Response {
             "health": estimate.health(),
             "health_horizon_hours": doppel_sim::chiller::HEALTH_HORIZON_H,
             "missing": estimate.missing,
+            "distrusted": estimate.distrusted,
             "state": plant.save_state(),
         }))
         .into_response(),

@@ -65,6 +65,8 @@ fn studies_start_from_the_live_plant_as_the_estimator_finds_it() {
         estimate["missing"].as_array().unwrap().is_empty(),
         "{estimate}"
     );
+    // Honest instruments agree with each other: none is doubted.
+    assert_eq!(estimate["distrusted"], serde_json::json!([]), "{estimate}");
     assert_eq!(estimate["state"]["plant"], "chilled-water");
 
     // Through the CLI: every run starts from the live plant.
