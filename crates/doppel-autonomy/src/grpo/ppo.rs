@@ -25,6 +25,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 
 use super::net::{self, FEATURES, HEADS, ValueNet};
 use super::train::{CurvePoint, GrpoSettings, Limits, Progress, cold_start, curriculum, snapshot};
+use super::validate::Validation;
 use super::{Actor, PERIOD_S, PolicyCard};
 use crate::error::Result;
 use crate::objective::Objective;
@@ -68,6 +69,14 @@ pub fn train(
     let mut policy_optimizer = AdamWConfig::new().init();
     let mut critic_optimizer = AdamWConfig::new().init();
     let mut card = PolicyCard::new("ppo", scenarios, objective, &settings, cold);
+    // Kept as GRPO keeps it: the best scored on the validation episodes, where training
+    // started included.
+    let mut validation = Validation::new(scenarios, objective, &settings)?;
+    let mut best = None;
+    if let Some(v) = &mut validation {
+        v.consider(&mut card, &net.valid(), 0)?;
+        best = Some(net.valid());
+    }
     let total = settings.iterations;
     for iteration in 0..total {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(run_seed(settings.seed, iteration as u64));
@@ -204,7 +213,15 @@ pub fn train(
             of: total,
             reward: Some(reward),
         });
+        if let Some(v) = &mut validation
+            && v.due(iteration + 1)
+        {
+            if v.consider(&mut card, &net.valid(), iteration + 1)? {
+                best = Some(net.valid());
+            }
+            super::train::report_validation(&card, progress);
+        }
     }
-    super::save(out, &net.valid(), &card)?;
+    super::save(out, &best.unwrap_or_else(|| net.valid()), &card)?;
     Ok(card)
 }

@@ -267,19 +267,7 @@ pub fn train(
     } else {
         out
     };
-    let mut validation = match settings.validations {
-        0 => None,
-        _ => Some(Validation::new(
-            scenarios,
-            objective,
-            settings.validation_seeds,
-            settings.validation_days,
-        )?),
-    };
-    let every = settings
-        .iterations
-        .div_ceil(settings.validations.max(1))
-        .max(1);
+    let mut validation = Validation::new(scenarios, objective, &settings)?;
     let (mut net, reference, mut card) = match resume.then(|| super::load(checkpoint, &device)) {
         Some(Ok((net, card))) if card.iterations_done < settings.iterations => {
             let reference = super::load(&out.join("reference"), &device)?.0;
@@ -300,9 +288,7 @@ pub fn train(
             super::save(&out.join("reference"), &net.valid(), &card)?;
             // Where training starts is scored too: it is kept unless training does better.
             if let Some(v) = &mut validation {
-                card.validation
-                    .push(v.score(&net.valid(), settings.control, 0)?);
-                card.kept_iteration = Some(0);
+                v.consider(&mut card, &net.valid(), 0)?;
                 super::save(out, &net.valid(), &card)?;
             }
             (net.clone(), net, card)
@@ -428,24 +414,12 @@ pub fn train(
         });
         let done = iteration + 1;
         if let Some(v) = &mut validation
-            && (done % every == 0 || done == total)
+            && v.due(done)
         {
-            let point = v.score(&net.valid(), settings.control, done)?;
-            let best = card
-                .validation
-                .iter()
-                .all(|p| point.total_cost < p.total_cost);
-            progress(&Progress {
-                phase: "validation",
-                done,
-                of: total,
-                reward: Some(-point.total_cost),
-            });
-            card.validation.push(point);
-            if best {
-                card.kept_iteration = Some(done);
+            if v.consider(&mut card, &net.valid(), done)? {
                 super::save(out, &net.valid(), &card)?;
             }
+            report_validation(&card, progress);
         }
         if done % 5 == 0 || done == total {
             match validation {
@@ -458,6 +432,18 @@ pub fn train(
         }
     }
     Ok(card)
+}
+
+/// Reports the latest validation score (its total cost, as a negative reward).
+pub(super) fn report_validation(card: &PolicyCard, progress: &dyn Fn(&Progress)) {
+    if let Some(point) = card.validation.last() {
+        progress(&Progress {
+            phase: "validation",
+            done: point.iteration,
+            of: card.settings.iterations,
+            reward: Some(-point.total_cost),
+        });
+    }
 }
 
 /// The policy's cold start: the rule-based operator's decisions over `cold_start_days` of

@@ -15,8 +15,9 @@ use doppel_sim::policy::PolicyKind;
 use doppel_sim::scenario::Scenario;
 use serde::{Deserialize, Serialize};
 
-use super::GrpoMaker;
 use super::net::{Control, PolicyNet};
+use super::train::GrpoSettings;
+use super::{GrpoMaker, PolicyCard};
 use crate::error::Result;
 use crate::evaluate::{Evaluation, run};
 use crate::objective::Objective;
@@ -35,25 +36,31 @@ pub struct ValidationPoint {
     pub against_rules_pct: f64,
 }
 
-/// The episodes set aside, and the operator's cost on them.
+/// The episodes set aside, the operator's cost on them, and when to score.
 pub struct Validation {
     evaluation: Evaluation,
     rules_cost: f64,
+    control: Control,
+    every: usize,
+    total: usize,
 }
 
 impl Validation {
-    /// Runs the rule-based operator on `seeds` seeds of `days` days of every scenario.
+    /// As `settings` asks (`None` when it asks for no validation): runs the rule-based
+    /// operator on the validation episodes once.
     pub fn new(
         scenarios: &[(String, Scenario)],
         objective: &Objective,
-        seeds: u64,
-        days: f64,
-    ) -> Result<Validation> {
+        settings: &GrpoSettings,
+    ) -> Result<Option<Validation>> {
+        if settings.validations == 0 {
+            return Ok(None);
+        }
         let mut evaluation = Evaluation {
             policies: vec![Arc::new(PolicyKind::Rules)],
             scenarios: scenarios.to_vec(),
-            seeds: SEEDS_FROM..SEEDS_FROM + seeds.max(1),
-            days,
+            seeds: SEEDS_FROM..SEEDS_FROM + settings.validation_seeds.max(1),
+            days: settings.validation_days,
             step_s: 60.0,
             plant: ChillerPlantConfig::default(),
             objective: Arc::new(objective.clone()),
@@ -61,28 +68,45 @@ impl Validation {
         };
         let rules_cost = mean_cost(&evaluation)?;
         evaluation.policies.clear();
-        Ok(Validation {
+        Ok(Some(Validation {
             evaluation,
             rules_cost,
-        })
+            control: settings.control,
+            every: settings.iterations.div_ceil(settings.validations).max(1),
+            total: settings.iterations,
+        }))
     }
 
-    /// Scores `net` after `iteration` iterations.
-    pub fn score(
+    /// Whether the network is scored after `done` iterations (evenly, and at the end).
+    pub fn due(&self, done: usize) -> bool {
+        done.is_multiple_of(self.every) || done == self.total
+    }
+
+    /// Scores `net` after `done` iterations into `card`; true when it is the best scored so
+    /// far (the card then says it is the one kept).
+    pub fn consider(
         &mut self,
+        card: &mut PolicyCard,
         net: &PolicyNet,
-        control: Control,
-        iteration: usize,
-    ) -> Result<ValidationPoint> {
-        self.evaluation.policies =
-            vec![Arc::new(GrpoMaker::from_net("grpo", net.clone(), control))];
+        done: usize,
+    ) -> Result<bool> {
+        self.evaluation.policies = vec![Arc::new(GrpoMaker::from_net(
+            "validation",
+            net.clone(),
+            self.control,
+        ))];
         let total_cost = mean_cost(&self.evaluation)?;
         self.evaluation.policies.clear();
-        Ok(ValidationPoint {
-            iteration,
+        let best = card.validation.iter().all(|p| total_cost < p.total_cost);
+        card.validation.push(ValidationPoint {
+            iteration: done,
             total_cost,
             against_rules_pct: 100.0 * (total_cost / self.rules_cost - 1.0),
-        })
+        });
+        if best {
+            card.kept_iteration = Some(done);
+        }
+        Ok(best)
     }
 }
 
