@@ -63,8 +63,31 @@ impl RecentReadings {
         }
     }
 
+    /// An observer that keeps a run's last six hours of readings here (as a policy's or the
+    /// lake's window would hold them), for a run of a plant configured by `config`.
+    pub fn observer(self, config: &ChillerPlantConfig) -> ReadingsWindow {
+        ReadingsWindow {
+            start_unix_s: config.start_ns as f64 / 1e9,
+            recent: self,
+        }
+    }
+
     fn latest(&self, sensor: usize) -> Option<f64> {
         self.series.get(sensor)?.last().map(|&(_, v)| v)
+    }
+}
+
+/// A run's recent readings, kept as it goes (see [`RecentReadings::observer`]).
+pub struct ReadingsWindow {
+    pub start_unix_s: f64,
+    pub recent: RecentReadings,
+}
+
+impl crate::run::Observer for ReadingsWindow {
+    fn observe(&mut self, view: &crate::run::StepView) -> Result<bool> {
+        self.recent
+            .push(self.start_unix_s + view.t_s, view.readings, WEAR_WINDOW_S);
+        Ok(true)
     }
 }
 
@@ -503,17 +526,6 @@ pub fn measure_estimator(seeds: std::ops::Range<u64>, days: f64) -> Result<Estim
     use crate::policy::PolicyKind;
     use crate::run::{Observer, RunSettings, StepView, simulate};
 
-    struct Window {
-        start_s: f64,
-        recent: RecentReadings,
-    }
-    impl Observer for Window {
-        fn observe(&mut self, view: &StepView) -> Result<bool> {
-            self.recent
-                .push(self.start_s + view.t_s, view.readings, WEAR_WINDOW_S);
-            Ok(true)
-        }
-    }
     struct Power {
         supply: usize,
         power: usize,
@@ -537,10 +549,7 @@ pub fn measure_estimator(seeds: std::ops::Range<u64>, days: f64) -> Result<Estim
     for seed in seeds {
         let mut truth = ChillerPlant::new(config.clone(), seed)?;
         let l = truth.layout;
-        let mut window = Window {
-            start_s: config.start_ns as f64 / 1e9,
-            recent: RecentReadings::new(truth.sensors.len()),
-        };
+        let mut window = RecentReadings::new(truth.sensors.len()).observer(&config);
         let mut operator = PolicyKind::Rules.build(&truth)?;
         let settings = RunSettings { days, step_s: 60.0 };
         simulate(

@@ -115,18 +115,7 @@ fn health_falls_and_trip_odds_rise_with_wear() {
 /// would; honest readings are never doubted.
 #[test]
 fn an_estimate_replaces_a_return_reading_the_heat_balance_contradicts() {
-    use doppel_sim::run::{Observer, RunSettings, StepView, simulate};
-    struct Window {
-        start_s: f64,
-        recent: RecentReadings,
-    }
-    impl Observer for Window {
-        fn observe(&mut self, view: &StepView) -> doppel_sim::Result<bool> {
-            self.recent
-                .push(self.start_s + view.t_s, view.readings, 6.0 * 3600.0);
-            Ok(true)
-        }
-    }
+    use doppel_sim::run::{RunSettings, simulate};
     let config = ChillerPlantConfig::default();
     let hour_of_supply = |plant: &mut ChillerPlant| -> Vec<f64> {
         let supply = doppel_sim::plant::sensor_index(plant, "chw_supply_temp").unwrap();
@@ -150,10 +139,7 @@ fn an_estimate_replaces_a_return_reading_the_heat_balance_contradicts() {
     };
     for seed in 1..5 {
         let mut truth = ChillerPlant::new(config.clone(), seed).unwrap();
-        let mut window = Window {
-            start_s: config.start_ns as f64 / 1e9,
-            recent: RecentReadings::new(truth.sensors().len()),
-        };
+        let mut window = RecentReadings::new(truth.sensors().len()).observer(&config);
         let mut operator = doppel_sim::policy::PolicyKind::Rules.build(&truth).unwrap();
         let settings = RunSettings {
             days: 1.0 + seed as f64 / 7.0,
