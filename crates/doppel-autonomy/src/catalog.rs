@@ -17,14 +17,26 @@ use crate::shield::{LOOKAHEAD_S, ShieldMaker};
 pub const KNOWN: &str = "none, rules, mpc[:horizon=2h,period=15m,setpoints=6.5/7/7.5], \
                          maintenance[:slot=6h,horizon=7d,solver=microlp|highs], grpo:FOLDER, ppo:FOLDER, each with +shield for the safety gate";
 
-/// The policy called `name`, paid and limited by `objective`.
+/// The policy called `name`, paid and limited by `objective`, running the plant.
 pub fn policy_by_name(name: &str, objective: Arc<Objective>) -> Result<Arc<dyn PolicyMaker>> {
+    by_name(name, objective, true)
+}
+
+/// The policy called `name` where its batches are proposals someone else may act on (the
+/// shadow, recommend and approve modes): its gate does not write again what it let through,
+/// since what it let through never reached the plant.
+pub fn advisor_by_name(name: &str, objective: Arc<Objective>) -> Result<Arc<dyn PolicyMaker>> {
+    by_name(name, objective, false)
+}
+
+fn by_name(name: &str, objective: Arc<Objective>, acts: bool) -> Result<Arc<dyn PolicyMaker>> {
     let name = name.trim();
     if let Some(inner) = name.strip_suffix("+shield") {
         return Ok(Arc::new(ShieldMaker {
-            inner: policy_by_name(inner, objective.clone())?,
+            inner: by_name(inner, objective.clone(), acts)?,
             objective,
             lookahead_s: LOOKAHEAD_S,
+            refresh: acts,
         }));
     }
     let (kind, options) = name.split_once(':').unwrap_or((name, ""));

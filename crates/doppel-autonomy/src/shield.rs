@@ -39,6 +39,9 @@ pub struct ShieldMaker {
     pub inner: Arc<dyn PolicyMaker>,
     pub objective: Arc<Objective>,
     pub lookahead_s: f64,
+    /// Whether the gate writes what it let through again every [`REFRESH_S`]: only where its
+    /// batches reach the plant (a gate whose batches are proposals owns no setpoint).
+    pub refresh: bool,
 }
 
 impl PolicyMaker for ShieldMaker {
@@ -63,7 +66,11 @@ impl PolicyMaker for ShieldMaker {
             held: vec![None; plant.actuators().len()],
             seen: Readings::new(plant.sensors().len()),
             supply_setpoint,
-            next_refresh_s: plant.time_s(),
+            next_refresh_s: if self.refresh {
+                plant.time_s()
+            } else {
+                f64::INFINITY
+            },
             fallback: RuleBasedOperator::new(plant, OperatorRules::default())?,
             view: Lookahead::new(plant, config, seed ^ 0x5348_4c44),
             objective: self.objective.clone(),

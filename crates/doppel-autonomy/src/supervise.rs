@@ -23,6 +23,7 @@ use serde::Serialize;
 use crate::error::{AutonomyError, Result};
 use crate::lookahead::{Lookahead, rollout};
 use crate::objective::Objective;
+use crate::shield::REFRESH_S;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -109,6 +110,8 @@ pub struct Supervised {
     actuators: Vec<(String, bool)>,
     assets: Vec<String>,
     proposed: Vec<Action>,
+    /// Per actuator, the value last set and when (run seconds).
+    written: Vec<(f64, f64)>,
     /// Run time from which the policy is at work; before it (history being written), the
     /// rule-based operator runs the plant and nothing is proposed.
     from_s: f64,
@@ -142,6 +145,7 @@ impl Supervised {
                 .collect(),
             assets: plant.assets().iter().map(|a| a.id.clone()).collect(),
             proposed: Vec::new(),
+            written: vec![(f64::NAN, f64::NEG_INFINITY); plant.actuators().len()],
             from_s: f64::NEG_INFINITY,
         })
     }
@@ -239,6 +243,17 @@ impl Policy for Supervised {
             }
             Mode::Auto => actions.extend(self.proposed.iter().copied()),
         }
+        // A value written again within two refreshes of the same write (the gate holding what
+        // it let through) is no new decision: done, not recorded.
+        let written = &mut self.written;
+        self.proposed.retain(|action| match *action {
+            Action::Set { actuator, value } => {
+                let (last, at) = written[actuator];
+                written[actuator] = (value, t_s);
+                !(last == value && t_s - at <= 2.0 * REFRESH_S)
+            }
+            _ => true,
+        });
         if self.proposed.is_empty() {
             return;
         }

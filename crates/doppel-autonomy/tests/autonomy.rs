@@ -167,6 +167,7 @@ fn the_safety_gate_blocks_what_would_break_a_limit() {
         inner: Arc::new(RECKLESS),
         objective: objective.clone(),
         lookahead_s: doppel_autonomy::shield::LOOKAHEAD_S,
+        refresh: true,
     });
     let mut e = evaluation(vec![Arc::new(RECKLESS), shielded], objective);
     e.days = 1.0;
@@ -189,6 +190,7 @@ fn the_safety_gate_blocks_a_setpoint_jump_past_its_rate_limit() {
         inner: Arc::new(JUMPY),
         objective: objective.clone(),
         lookahead_s: doppel_autonomy::shield::LOOKAHEAD_S,
+        refresh: true,
     });
     let mut e = evaluation(vec![Arc::new(JUMPY), shielded], objective);
     e.days = 1.0;
@@ -647,4 +649,99 @@ fn a_setpoint_policy_moves_the_setpoint_beside_the_operators_staging() {
         after.get(1).is_none_or(|(t, _)| *t > after[0].0),
         "the network left the operator's reset alone: {after:?}"
     );
+}
+
+/// Decisions a supervised policy recorded.
+struct Collected(std::sync::Arc<std::sync::Mutex<Vec<doppel_autonomy::supervise::Decision>>>);
+
+impl doppel_autonomy::supervise::Desk for Collected {
+    fn record(&mut self, decision: doppel_autonomy::supervise::Decision) {
+        self.0.lock().unwrap().push(decision);
+    }
+    fn approved(&mut self) -> Vec<Vec<Action>> {
+        Vec::new()
+    }
+}
+
+/// On the live plant, a gated policy running it (`auto`) holds its setpoint against an
+/// intruder within a minute, and the gate's refreshing writes are done but not recorded as
+/// decisions; as an adviser (`shadow`) its gate writes nothing again, so its proposals are the
+/// policy's own.
+#[test]
+fn a_supervised_gate_holds_the_setpoint_in_auto_and_records_only_decisions() {
+    use doppel_autonomy::supervise::{Mode, Supervised};
+    let config = ChillerPlantConfig::default();
+    let probe = probe();
+    let objective = Arc::new(Objective::reference(&probe).unwrap());
+    let attack = Scenario::parse(
+        "[[disruption]]\nkind = \"malicious_command\"\nstart = \"722m\"\nactuator = \"chw.supply_setpoint\"\nvalue = 12.0\n",
+        std::path::Path::new("attack.toml"),
+        &probe,
+    )
+    .unwrap();
+    for mode in [Mode::Auto, Mode::Shadow] {
+        let mut plant = ChillerPlant::new(config.clone(), 4).unwrap();
+        let maker = match mode {
+            Mode::Auto => policy_by_name("rules+shield", objective.clone()),
+            _ => doppel_autonomy::catalog::advisor_by_name("rules+shield", objective.clone()),
+        }
+        .unwrap();
+        let agent = maker.make(&plant, &config, 4).unwrap();
+        let decisions = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut supervised = Supervised::new(
+            "rules+shield".into(),
+            mode,
+            agent,
+            &plant,
+            &config,
+            4,
+            objective.clone(),
+            Box::new(Collected(decisions.clone())),
+        )
+        .unwrap();
+        let mut limits = Vec::new();
+        struct Broken<'a>(
+            doppel_autonomy::objective::Watch,
+            &'a Objective,
+            &'a mut Vec<f64>,
+        );
+        impl doppel_sim::run::Observer for Broken<'_> {
+            fn observe(&mut self, view: &doppel_sim::run::StepView) -> doppel_sim::Result<bool> {
+                self.0.observe(view.t_s, view.truth, view.labels);
+                if self.1.broken(&self.0).is_some() {
+                    self.2.push(view.t_s);
+                }
+                Ok(true)
+            }
+        }
+        let mut observer = Broken(
+            doppel_autonomy::objective::Watch::new(&plant),
+            &objective,
+            &mut limits,
+        );
+        doppel_sim::run::simulate(
+            &mut plant,
+            &mut supervised,
+            attack.draw(4),
+            doppel_sim::run::RunSettings {
+                days: 1.0,
+                step_s: 60.0,
+            },
+            Some(&mut observer),
+        )
+        .unwrap();
+        let decisions = decisions.lock().unwrap();
+        // A day of 15-minute looks holds at most 96 decisions; a refresh a minute would be 1,440.
+        assert!(
+            decisions.len() < 96,
+            "{mode:?}: {} decisions",
+            decisions.len()
+        );
+        match mode {
+            // The intruder's step and the step back.
+            Mode::Auto => assert_eq!(limits.len(), 2, "{limits:?}"),
+            // The operator runs the plant and puts the 12 °C back at its next look.
+            _ => assert!(limits.len() > 2, "{limits:?}"),
+        }
+    }
 }

@@ -184,7 +184,13 @@ impl LiveSource {
                 let objective = Arc::new(Objective::reference(&plant)?);
                 let config = plant.config().clone();
                 let seed = plant.seed();
-                let agent = policy_by_name(name, objective.clone())?.make(&plant, &config, seed)?;
+                // Only in `auto` do the policy's batches reach the plant (its gate then holds
+                // the setpoints it let through); otherwise they are proposals.
+                let maker = match mode {
+                    Mode::Auto => policy_by_name(name, objective.clone())?,
+                    _ => doppel_autonomy::catalog::advisor_by_name(name, objective.clone())?,
+                };
+                let agent = maker.make(&plant, &config, seed)?;
                 let desk = Box::new(TwinDesk { twin: twin.clone() });
                 Box::new(
                     Supervised::new(
