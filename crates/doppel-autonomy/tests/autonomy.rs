@@ -519,7 +519,21 @@ fn grpo_trains_resumes_and_runs_by_name() {
     assert_eq!(card.validation.last().map(|p| p.iteration), Some(3));
 
     let name = format!("grpo:{}", out.display());
-    let maker = policy_by_name(&name, Arc::new(objective)).unwrap();
+    let objective = Arc::new(objective);
+    let maker = policy_by_name(&name, objective.clone()).unwrap();
+    // Evaluated on one thread or two, the same episodes to the last digit (behind the gate
+    // too, whose estimates draw random numbers).
+    let shielded = policy_by_name(&format!("{name}+shield"), objective.clone()).unwrap();
+    let on = |threads: usize| {
+        let mut e = evaluation(vec![maker.clone(), shielded.clone()], objective.clone());
+        e.days = 2.0;
+        e.threads = Some(threads);
+        let mut episodes = run(&e, &|_| {}).unwrap();
+        // (Compute time is the one thing that may differ.)
+        episodes.iter_mut().for_each(|e| e.stats.compute_s = 0.0);
+        serde_json::to_string(&episodes).unwrap()
+    };
+    assert_eq!(on(1), on(2), "evaluations on 1 and 2 threads differ");
     let config = ChillerPlantConfig::default();
     let mut plant = ChillerPlant::new(config.clone(), 9).unwrap();
     let mut policy = maker.make(&plant, &config, 9).unwrap();
@@ -536,10 +550,7 @@ fn grpo_trains_resumes_and_runs_by_name() {
     .unwrap();
     assert_eq!(policy.stats().decisions, 96, "a decision every 15 minutes");
     assert_eq!(outcome.kpis.limit_excursion_minutes, 0.0);
-    let missing = policy_by_name(
-        "grpo:/nowhere",
-        Arc::new(Objective::reference(&probe()).unwrap()),
-    );
+    let missing = policy_by_name("grpo:/nowhere", objective);
     assert!(
         missing
             .err()
