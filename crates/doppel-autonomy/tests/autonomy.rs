@@ -756,3 +756,50 @@ fn a_supervised_gate_holds_the_setpoint_in_auto_and_records_only_decisions() {
         }
     }
 }
+
+/// The residual policy's chiller head corrects the operator's staging by one: it undoes the
+/// operator's start or stop when it wants the other way, keeps it when it wants the same,
+/// starts or stops one itself when the operator changed nothing, and never stops the last.
+#[test]
+fn a_residual_chiller_choice_corrects_the_operators_staging_by_one() {
+    use doppel_autonomy::grpo::Senses;
+    let plant = probe();
+    let config = ChillerPlantConfig::default();
+    let senses = Senses::new(&plant, &config).unwrap();
+    let status =
+        |n: usize| doppel_sim::plant::sensor_index(&plant, &format!("chiller{n}_status")).unwrap();
+    let run = |n: usize| actuator_index(&plant, &format!("chiller{n}.run")).unwrap();
+    let mut seen = vec![0.0; plant.sensors().len()];
+    // Chillers 1 and 2 run, 3 is off.
+    seen[status(1)] = 1.0;
+    seen[status(2)] = 1.0;
+    let start3 = Action::Set {
+        actuator: run(3),
+        value: 1.0,
+    };
+    let other = setpoint_to(&plant, 7.5);
+    let corrected = |seen: &[f64], change: usize, operators: &[Action]| {
+        let mut actions = vec![other];
+        actions.extend_from_slice(operators);
+        senses.correct_chillers(change, seen, 1, &mut actions);
+        actions
+    };
+    assert_eq!(corrected(&seen, 1, &[start3]), [other, start3]);
+    assert_eq!(corrected(&seen, 2, &[start3]), [other, start3]);
+    assert_eq!(
+        corrected(&seen, 0, &[start3]),
+        [other],
+        "the operator's start undone"
+    );
+    assert_eq!(
+        corrected(&seen, 2, &[]),
+        [other, start3],
+        "one more started"
+    );
+    let stopped = corrected(&seen, 0, &[]);
+    assert_eq!(stopped.len(), 2);
+    assert!(matches!(stopped[1], Action::Set { value, .. } if value == 0.0));
+    // With one chiller left, "fewer" stops nothing.
+    seen[status(2)] = 0.0;
+    assert_eq!(corrected(&seen, 0, &[]), [other]);
+}
