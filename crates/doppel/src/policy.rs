@@ -64,10 +64,9 @@ pub enum PolicyCommand {
         #[arg(long, default_value_t = 16)]
         horizon: usize,
         /// What the network moves: `setpoint` (the setpoint alone; the rule-based operator
-        /// stages and maintains beside it), `residual` (the setpoint, and one chiller more or
-        /// fewer than the operator's staging) or `all` (the setpoint and the staging of
-        /// chillers and pumps; the operator only orders maintenance).
-        #[arg(long, default_value = "setpoint", value_parser = ["setpoint", "residual", "all"])]
+        /// stages and maintains beside it) or `all` (the setpoint and the staging of chillers
+        /// and pumps; the operator only orders maintenance).
+        #[arg(long, default_value = "setpoint", value_parser = ["setpoint", "all"])]
         control: String,
         /// Steps imitating the rule-based operator before GRPO, 0 for a fresh network
         /// (default: 0 with --control setpoint, whose cold start is the operator beside it;
@@ -186,17 +185,17 @@ pub fn run_command(command: PolicyCommand) -> anyhow::Result<ExitCode> {
             let control = doppel_autonomy::grpo::net::Control::parse(&control)
                 .expect("clap allows only all or setpoint");
             // Each mode's measured recipe (docs/BENCHMARKS.md), unless asked otherwise.
-            let beside = control.beside_operator();
-            let iterations = iterations.unwrap_or(if beside { 1200 } else { 60 });
+            let setpoint = control == doppel_autonomy::grpo::net::Control::Setpoint;
+            let iterations = iterations.unwrap_or(if setpoint { 1200 } else { 60 });
             let settings = doppel_autonomy::grpo::train::GrpoSettings {
                 iterations,
                 group,
                 groups,
                 seed,
-                reward_scale: reward_scale.unwrap_or(if beside { 5.0 } else { 100.0 }),
+                reward_scale: reward_scale.unwrap_or(if setpoint { 5.0 } else { 100.0 }),
                 horizon,
                 control,
-                cold_start_steps: cold_start_steps.unwrap_or(if beside { 0 } else { 300 }),
+                cold_start_steps: cold_start_steps.unwrap_or(if setpoint { 0 } else { 300 }),
                 validations,
                 ..Default::default()
             };

@@ -213,34 +213,6 @@ impl Senses {
         actions.extend(stage(&self.pumps, choice[2], 2));
     }
 
-    /// One chiller more (`change` 2) or fewer (0) than the operator's staging in
-    /// `actions[from..]`: its start or stop is undone, or one more is started or stopped (one
-    /// change a period at most, at least one chiller left running).
-    pub fn correct_chillers(
-        &self,
-        change: usize,
-        seen: &[f64],
-        from: usize,
-        actions: &mut Vec<Action>,
-    ) {
-        let operators = actions[from..].iter().position(
-            |a| matches!(a, Action::Set { actuator, .. } if self.chillers.switches(*actuator)),
-        );
-        let last = |i: usize| Some(seen[i]);
-        match (change, operators) {
-            (1, _) => {}
-            (_, Some(k)) => {
-                let starts = matches!(actions[from + k], Action::Set { value, .. } if value == 1.0);
-                // Undone when the network wants the other way; kept when it wants the same.
-                if starts == (change == 0) {
-                    actions.remove(from + k);
-                }
-            }
-            (2, None) => actions.extend(self.chillers.start_one(&last)),
-            (_, None) => actions.extend(self.chillers.stop_one(&last, 1)),
-        }
-    }
-
     /// The head choices an operator's actions amount to (for imitating it).
     pub fn choice_of(&self, actions: &[Action], seen: &[f64]) -> [usize; HEADS] {
         let mut choice = [1; HEADS];
@@ -300,7 +272,7 @@ impl Actor {
             senses: Senses::new(plant, config)?,
             operator: match control {
                 Control::All => OperatorHalf::maintenance(plant)?,
-                Control::Setpoint | Control::Residual => OperatorHalf::all_but_setpoint(plant)?,
+                Control::Setpoint => OperatorHalf::all_but_setpoint(plant)?,
             },
             control,
             // Until a sensor reports, its true value stands in (a run forked mid-way).
@@ -337,7 +309,7 @@ impl Policy for Actor {
         // Beside the operator, a setpoint it puts back (someone tampered with it) is not the
         // network's to move: no choice this period.
         let setpoint = self.senses.setpoint_actuator;
-        if self.control.beside_operator()
+        if self.control == Control::Setpoint
             && actions[before..]
                 .iter()
                 .any(|a| matches!(a, Action::Set { actuator, .. } if *actuator == setpoint))
@@ -374,20 +346,12 @@ impl Policy for Actor {
             };
             logp += p[choice[h]].max(1e-8).ln();
         }
-        match self.control {
-            Control::Residual => {
-                self.senses
-                    .act([choice[0], 1, 1], &self.seen, true, actions);
-                self.senses
-                    .correct_chillers(choice[1], &self.seen, before, actions);
-            }
-            _ => self.senses.act(
-                choice,
-                &self.seen,
-                self.control == Control::Setpoint,
-                actions,
-            ),
-        }
+        self.senses.act(
+            choice,
+            &self.seen,
+            self.control == Control::Setpoint,
+            actions,
+        );
         self.steps.push(Step { obs, choice, logp });
         self.stats.decisions += 1;
         self.stats.compute_s += began.elapsed().as_secs_f64();

@@ -7,8 +7,7 @@
 //! down, kept or up (within 6 to 8.5 °C), one chiller fewer, the same or more, one pump fewer,
 //! the same or more. Maintenance orders are the rule-based operator's. With
 //! [`Control::Setpoint`] only the first head acts, and the operator stages as it always does
-//! (a policy learned as a correction to the operator, not a replacement of it); with
-//! [`Control::Residual`] the second head also corrects the operator's chiller staging by one.
+//! (a policy learned as a correction to the operator, not a replacement of it).
 
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
@@ -30,10 +29,6 @@ pub enum Control {
     All,
     /// The setpoint alone, beside the rule-based operator's staging.
     Setpoint,
-    /// The setpoint, and one chiller more or fewer than the rule-based operator's staging
-    /// (a correction to it: the operator stages pumps and chillers, the network may undo or
-    /// add one chiller change a period).
-    Residual,
 }
 
 impl Control {
@@ -42,21 +37,13 @@ impl Control {
         match self {
             Control::All => HEADS,
             Control::Setpoint => 1,
-            Control::Residual => 2,
         }
-    }
-
-    /// Whether the rule-based operator stages beside the network (it moves no switch itself
-    /// but through the operator).
-    pub fn beside_operator(self) -> bool {
-        self != Control::All
     }
 
     pub fn parse(text: &str) -> Option<Control> {
         match text {
             "all" => Some(Control::All),
             "setpoint" => Some(Control::Setpoint),
-            "residual" => Some(Control::Residual),
             _ => None,
         }
     }
