@@ -471,7 +471,7 @@ fn grpo_trains_resumes_and_runs_by_name() {
     let best = card
         .validation
         .iter()
-        .min_by(|a, b| a.total_cost.total_cmp(&b.total_cost))
+        .min_by(|a, b| a.score.total_cmp(&b.score))
         .unwrap();
     assert_eq!(
         card.kept_iteration,

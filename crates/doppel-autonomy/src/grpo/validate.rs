@@ -30,16 +30,24 @@ pub const SEEDS_FROM: u64 = 9000;
 pub struct ValidationPoint {
     /// Iterations done when it was scored (0: the network training started from).
     pub iteration: usize,
-    /// Mean total cost an episode (what the policy file's reward charges).
+    /// Mean total cost an episode (what the policy file's reward charges for the KPIs).
     pub total_cost: f64,
-    /// Against the rule-based operator on the same episodes, %.
+    /// Mean steps an episode at which a limit broke in the plant.
+    #[serde(default)]
+    pub limit_steps: f64,
+    /// What the network is judged by: the total cost with each step that broke a limit
+    /// charged the policy file's floor, as training's rewards charge it (a network that
+    /// saves energy by breaking limits is never the one kept).
+    #[serde(default)]
+    pub score: f64,
+    /// The score against the rule-based operator's on the same episodes, %.
     pub against_rules_pct: f64,
 }
 
 /// The episodes set aside, the operator's cost on them, and when to score.
 pub struct Validation {
     evaluation: Evaluation,
-    rules_cost: f64,
+    rules_score: f64,
     control: Control,
     every: usize,
     total: usize,
@@ -66,11 +74,11 @@ impl Validation {
             objective: Arc::new(objective.clone()),
             threads: None,
         };
-        let rules_cost = mean_cost(&evaluation)?;
+        let rules_score = score(&evaluation)?.2;
         evaluation.policies.clear();
         Ok(Some(Validation {
             evaluation,
-            rules_cost,
+            rules_score,
             control: settings.control,
             every: settings.iterations.div_ceil(settings.validations).max(1),
             total: settings.iterations,
@@ -95,13 +103,15 @@ impl Validation {
             net.clone(),
             self.control,
         ))];
-        let total_cost = mean_cost(&self.evaluation)?;
+        let (total_cost, limit_steps, score) = score(&self.evaluation)?;
         self.evaluation.policies.clear();
-        let best = card.validation.iter().all(|p| total_cost < p.total_cost);
+        let best = card.validation.iter().all(|p| score < p.score);
         card.validation.push(ValidationPoint {
             iteration: done,
             total_cost,
-            against_rules_pct: 100.0 * (total_cost / self.rules_cost - 1.0),
+            limit_steps,
+            score,
+            against_rules_pct: 100.0 * (score / self.rules_score - 1.0),
         });
         if best {
             card.kept_iteration = Some(done);
@@ -110,7 +120,15 @@ impl Validation {
     }
 }
 
-fn mean_cost(evaluation: &Evaluation) -> Result<f64> {
+/// Mean total cost, limit steps and score an episode.
+fn score(evaluation: &Evaluation) -> Result<(f64, f64, f64)> {
     let episodes = run(evaluation, &|_| {})?;
-    Ok(episodes.iter().map(|e| e.total_cost).sum::<f64>() / episodes.len().max(1) as f64)
+    let n = episodes.len().max(1) as f64;
+    let cost = episodes.iter().map(|e| e.total_cost).sum::<f64>() / n;
+    let steps = episodes
+        .iter()
+        .map(|e| e.violation_steps as f64)
+        .sum::<f64>()
+        / n;
+    Ok((cost, steps, cost - evaluation.objective.floor * steps))
 }
