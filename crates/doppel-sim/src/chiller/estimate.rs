@@ -522,6 +522,29 @@ pub struct EstimatorErrors {
 /// Runs `seeds` reference plants for `days` each under the rule-based operator, estimates
 /// each from its last six hours of readings, and compares the estimate with the truth, then
 /// and over the hour after.
+/// A plant of `config` and `seed` run `days` by the rule-based operator, and its recent
+/// readings (what the estimator would be handed).
+pub fn operated(
+    config: &ChillerPlantConfig,
+    seed: u64,
+    days: f64,
+) -> Result<(ChillerPlant, RecentReadings)> {
+    use crate::policy::PolicyKind;
+    use crate::run::{RunSettings, simulate};
+    let mut plant = ChillerPlant::new(config.clone(), seed)?;
+    let mut window = RecentReadings::new(plant.sensors.len()).observer(config);
+    let mut operator = PolicyKind::Rules.build(&plant)?;
+    let settings = RunSettings { days, step_s: 60.0 };
+    simulate(
+        &mut plant,
+        operator.as_mut(),
+        Vec::new(),
+        settings,
+        Some(&mut window),
+    )?;
+    Ok((plant, window.recent))
+}
+
 pub fn measure_estimator(seeds: std::ops::Range<u64>, days: f64) -> Result<EstimatorErrors> {
     use crate::policy::PolicyKind;
     use crate::run::{Observer, RunSettings, StepView, simulate};
@@ -547,20 +570,10 @@ pub fn measure_estimator(seeds: std::ops::Range<u64>, days: f64) -> Result<Estim
         slot.1 += 1;
     };
     for seed in seeds {
-        let mut truth = ChillerPlant::new(config.clone(), seed)?;
+        let (mut truth, recent) = operated(&config, seed, days)?;
         let l = truth.layout;
-        let mut window = RecentReadings::new(truth.sensors.len()).observer(&config);
-        let mut operator = PolicyKind::Rules.build(&truth)?;
-        let settings = RunSettings { days, step_s: 60.0 };
-        simulate(
-            &mut truth,
-            operator.as_mut(),
-            Vec::new(),
-            settings,
-            Some(&mut window),
-        )?;
         let (mut estimated, estimate) =
-            ChillerPlant::estimate(config.clone(), seed ^ 0x5eed, &window.recent)?;
+            ChillerPlant::estimate(config.clone(), seed ^ 0x5eed, &recent)?;
         let actual = truth.hidden_truth();
         for (h, actual) in estimate.hidden.iter().zip(actual) {
             let err = (h.value - actual.min(1.2)).abs();

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 pub use environment::EnvironmentConfig;
 pub use estimate::{
     Estimate, EstimatorErrors, HEALTH_HORIZON_H, Health, HiddenEstimate, ReadingsWindow,
-    RecentReadings, measure_estimator,
+    RecentReadings, measure_estimator, operated,
 };
 pub use layout::Layout;
 pub use maintenance::MaintenanceConfig;

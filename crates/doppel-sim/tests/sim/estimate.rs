@@ -138,23 +138,9 @@ fn an_estimate_replaces_a_return_reading_the_heat_balance_contradicts() {
             .collect()
     };
     for seed in 1..5 {
-        let mut truth = ChillerPlant::new(config.clone(), seed).unwrap();
-        let mut window = RecentReadings::new(truth.sensors().len()).observer(&config);
-        let mut operator = doppel_sim::policy::PolicyKind::Rules.build(&truth).unwrap();
-        let settings = RunSettings {
-            days: 1.0 + seed as f64 / 7.0,
-            step_s: 60.0,
-        };
-        simulate(
-            &mut truth,
-            operator.as_mut(),
-            Vec::new(),
-            settings,
-            Some(&mut window),
-        )
-        .unwrap();
-        let (mut honest, estimate) =
-            ChillerPlant::estimate(config.clone(), 7, &window.recent).unwrap();
+        let (truth, mut recent) =
+            doppel_sim::chiller::operated(&config, seed, 1.0 + seed as f64 / 7.0).unwrap();
+        let (mut honest, estimate) = ChillerPlant::estimate(config.clone(), 7, &recent).unwrap();
         assert!(
             estimate.distrusted.is_empty(),
             "seed {seed}: {:?}",
@@ -163,11 +149,10 @@ fn an_estimate_replaces_a_return_reading_the_heat_balance_contradicts() {
 
         // Four days of a sensor drifting half a degree a day.
         let ret = doppel_sim::plant::sensor_index(&truth, "chw_return_temp").unwrap();
-        for (_, v) in window.recent.series[ret].iter_mut() {
+        for (_, v) in recent.series[ret].iter_mut() {
             *v += 2.0;
         }
-        let (mut drifted, estimate) =
-            ChillerPlant::estimate(config.clone(), 7, &window.recent).unwrap();
+        let (mut drifted, estimate) = ChillerPlant::estimate(config.clone(), 7, &recent).unwrap();
         assert_eq!(estimate.distrusted, ["chw_return_temp"]);
         let (a, b) = (hour_of_supply(&mut honest), hour_of_supply(&mut drifted));
         let worst = a
