@@ -468,11 +468,23 @@ fn grpo_trains_resumes_and_runs_by_name() {
     // `last/` the latest.
     let scored: Vec<usize> = card.validation.iter().map(|p| p.iteration).collect();
     assert_eq!(scored, [0, 1, 2]);
-    let best = card
+    // The kept one: the cheapest of those within the operator's broken-limit steps (the
+    // fewest steps when none is).
+    let within: Vec<_> = card
         .validation
         .iter()
-        .min_by(|a, b| a.score.total_cmp(&b.score))
-        .unwrap();
+        .filter(|p| p.limit_steps <= p.rules_limit_steps)
+        .collect();
+    let best = if within.is_empty() {
+        card.validation
+            .iter()
+            .min_by(|a, b| a.limit_steps.total_cmp(&b.limit_steps))
+    } else {
+        within
+            .into_iter()
+            .min_by(|a, b| a.total_cost.total_cmp(&b.total_cost))
+    }
+    .unwrap();
     assert_eq!(
         card.kept_iteration,
         Some(best.iteration),

@@ -203,8 +203,7 @@ pub fn run_command(command: PolicyCommand) -> anyhow::Result<ExitCode> {
             let report = |p: &doppel_autonomy::grpo::train::Progress| {
                 if p.phase == "validation" {
                     bar.println(format!(
-                        "iteration {}: scored {:.0} an episode set aside (total cost, broken \
-                         limits at the floor)",
+                        "iteration {}: {:.0} total cost an episode set aside",
                         p.done,
                         -p.reward.unwrap_or(f64::NAN)
                     ));
@@ -266,8 +265,8 @@ pub fn run_command(command: PolicyCommand) -> anyhow::Result<ExitCode> {
                     .find(|p| Some(p.iteration) == card.kept_iteration),
             ) {
                 println!(
-                    "kept the network of iteration {kept} of {} scored: {:+.1} % against the \
-                     rule-based operator on the validation episodes (latest in {})",
+                    "kept the network of iteration {kept} of {} scored: {:+.1} % total cost \
+                     against the rule-based operator on the validation episodes (latest in {})",
                     card.validation.len(),
                     point.against_rules_pct,
                     out.join(doppel_autonomy::grpo::train::LAST).display()

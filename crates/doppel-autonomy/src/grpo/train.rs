@@ -434,14 +434,14 @@ pub fn train(
     Ok(card)
 }
 
-/// Reports the latest validation score (as a negative reward).
+/// Reports the latest validation score (its total cost, as a negative reward).
 pub(super) fn report_validation(card: &PolicyCard, progress: &dyn Fn(&Progress)) {
     if let Some(point) = card.validation.last() {
         progress(&Progress {
             phase: "validation",
             done: point.iteration,
             of: card.settings.iterations,
-            reward: Some(-point.score),
+            reward: Some(-point.total_cost),
         });
     }
 }

@@ -32,22 +32,39 @@ pub struct ValidationPoint {
     pub iteration: usize,
     /// Mean total cost an episode (what the policy file's reward charges for the KPIs).
     pub total_cost: f64,
-    /// Mean steps an episode at which a limit broke in the plant.
+    /// Mean steps an episode at which a limit broke in the plant, and the operator's on the
+    /// same episodes.
     #[serde(default)]
     pub limit_steps: f64,
-    /// What the network is judged by: the total cost with each step that broke a limit
-    /// charged the policy file's floor, as training's rewards charge it (a network that
-    /// saves energy by breaking limits is never the one kept).
     #[serde(default)]
-    pub score: f64,
-    /// The score against the rule-based operator's on the same episodes, %.
+    pub rules_limit_steps: f64,
+    /// The total cost against the operator's on the same episodes, %.
     pub against_rules_pct: f64,
+}
+
+impl ValidationPoint {
+    /// Whether it broke limits on no more steps than the operator did.
+    fn within_limits(&self) -> bool {
+        self.limit_steps <= self.rules_limit_steps
+    }
+
+    /// Whether it is a better network than `other`: one within the operator's broken-limit
+    /// steps beats one beyond them; within, the cheaper; beyond, the fewer steps.
+    fn beats(&self, other: &ValidationPoint) -> bool {
+        match (self.within_limits(), other.within_limits()) {
+            (true, false) => true,
+            (false, true) => false,
+            (true, true) => self.total_cost < other.total_cost,
+            (false, false) => self.limit_steps < other.limit_steps,
+        }
+    }
 }
 
 /// The episodes set aside, the operator's cost on them, and when to score.
 pub struct Validation {
     evaluation: Evaluation,
-    rules_score: f64,
+    /// The operator's mean total cost and broken-limit steps an episode.
+    rules: (f64, f64),
     control: Control,
     every: usize,
     total: usize,
@@ -74,11 +91,11 @@ impl Validation {
             objective: Arc::new(objective.clone()),
             threads: None,
         };
-        let rules_score = score(&evaluation)?.2;
+        let rules = score(&evaluation)?;
         evaluation.policies.clear();
         Ok(Some(Validation {
             evaluation,
-            rules_score,
+            rules,
             control: settings.control,
             every: settings.iterations.div_ceil(settings.validations).max(1),
             total: settings.iterations,
@@ -90,8 +107,10 @@ impl Validation {
         done.is_multiple_of(self.every) || done == self.total
     }
 
-    /// Scores `net` after `done` iterations into `card`; true when it is the best scored so
-    /// far (the card then says it is the one kept).
+    /// Scores `net` after `done` iterations into `card`; true when it is the best so far (the
+    /// card then says it is the one kept): the cheapest of those that broke limits on no more
+    /// steps than the operator (a network that saves energy by breaking limits is never kept
+    /// over one that does not).
     pub fn consider(
         &mut self,
         card: &mut PolicyCard,
@@ -103,16 +122,17 @@ impl Validation {
             net.clone(),
             self.control,
         ))];
-        let (total_cost, limit_steps, score) = score(&self.evaluation)?;
+        let (total_cost, limit_steps) = score(&self.evaluation)?;
         self.evaluation.policies.clear();
-        let best = card.validation.iter().all(|p| score < p.score);
-        card.validation.push(ValidationPoint {
+        let point = ValidationPoint {
             iteration: done,
             total_cost,
             limit_steps,
-            score,
-            against_rules_pct: 100.0 * (score / self.rules_score - 1.0),
-        });
+            rules_limit_steps: self.rules.1,
+            against_rules_pct: 100.0 * (total_cost / self.rules.0 - 1.0),
+        };
+        let best = card.validation.iter().all(|p| point.beats(p));
+        card.validation.push(point);
         if best {
             card.kept_iteration = Some(done);
         }
@@ -120,8 +140,8 @@ impl Validation {
     }
 }
 
-/// Mean total cost, limit steps and score an episode.
-fn score(evaluation: &Evaluation) -> Result<(f64, f64, f64)> {
+/// Mean total cost and broken-limit steps an episode.
+fn score(evaluation: &Evaluation) -> Result<(f64, f64)> {
     let episodes = run(evaluation, &|_| {})?;
     let n = episodes.len().max(1) as f64;
     let cost = episodes.iter().map(|e| e.total_cost).sum::<f64>() / n;
@@ -130,5 +150,5 @@ fn score(evaluation: &Evaluation) -> Result<(f64, f64, f64)> {
         .map(|e| e.violation_steps as f64)
         .sum::<f64>()
         / n;
-    Ok((cost, steps, cost - evaluation.objective.floor * steps))
+    Ok((cost, steps))
 }

@@ -199,7 +199,11 @@ fn a_query_is_stopped_by_its_time_limit_or_when_its_client_leaves() {
     std::thread::sleep(Duration::from_millis(1500));
     let pid = slow.child.id();
     let busy = cpu_seconds(pid);
-    std::thread::sleep(Duration::from_millis(500));
+    // Running: it spends CPU (given up to 5 s, since other work may share the cores).
+    let began = std::time::Instant::now();
+    while cpu_seconds(pid) - busy <= 0.2 && began.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert!(cpu_seconds(pid) - busy > 0.2, "the query was not running");
     // While it runs, the server still answers at once.
     assert_eq!(get(&format!("{}/ping", slow.url), &[]).status, 204);
