@@ -63,24 +63,16 @@ impl RecentReadings {
         }
     }
 
-    /// An observer that keeps a run's last six hours of readings here (as a policy's or the
-    /// lake's window would hold them), for a run of a plant configured by `config`.
-    pub fn observer(self, config: &ChillerPlantConfig) -> ReadingsWindow {
-        ReadingsWindow {
-            start_unix_s: config.start_ns as f64 / 1e9,
-            recent: self,
-        }
-    }
-
     fn latest(&self, sensor: usize) -> Option<f64> {
         self.series.get(sensor)?.last().map(|&(_, v)| v)
     }
 }
 
-/// A run's recent readings, kept as it goes (see [`RecentReadings::observer`]).
-pub struct ReadingsWindow {
-    pub start_unix_s: f64,
-    pub recent: RecentReadings,
+/// A run's last six hours of readings, kept as it goes (as a policy's or the lake's window
+/// would hold them).
+struct ReadingsWindow {
+    start_unix_s: f64,
+    recent: RecentReadings,
 }
 
 impl crate::run::Observer for ReadingsWindow {
@@ -519,9 +511,6 @@ pub struct EstimatorErrors {
     pub mean_power_kw: f64,
 }
 
-/// Runs `seeds` reference plants for `days` each under the rule-based operator, estimates
-/// each from its last six hours of readings, and compares the estimate with the truth, then
-/// and over the hour after.
 /// A plant of `config` and `seed` run `days` by the rule-based operator, and its recent
 /// readings (what the estimator would be handed).
 pub fn operated(
@@ -532,7 +521,10 @@ pub fn operated(
     use crate::policy::PolicyKind;
     use crate::run::{RunSettings, simulate};
     let mut plant = ChillerPlant::new(config.clone(), seed)?;
-    let mut window = RecentReadings::new(plant.sensors.len()).observer(config);
+    let mut window = ReadingsWindow {
+        start_unix_s: config.start_ns as f64 / 1e9,
+        recent: RecentReadings::new(plant.sensors.len()),
+    };
     let mut operator = PolicyKind::Rules.build(&plant)?;
     let settings = RunSettings { days, step_s: 60.0 };
     simulate(
@@ -545,6 +537,9 @@ pub fn operated(
     Ok((plant, window.recent))
 }
 
+/// Runs `seeds` reference plants for `days` each under the rule-based operator, estimates
+/// each from its last six hours of readings, and compares the estimate with the truth, then
+/// and over the hour after.
 pub fn measure_estimator(seeds: std::ops::Range<u64>, days: f64) -> Result<EstimatorErrors> {
     use crate::policy::PolicyKind;
     use crate::run::{Observer, RunSettings, StepView, simulate};

@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 
 pub use environment::EnvironmentConfig;
 pub use estimate::{
-    Estimate, EstimatorErrors, HEALTH_HORIZON_H, Health, HiddenEstimate, ReadingsWindow,
-    RecentReadings, measure_estimator, operated,
+    Estimate, EstimatorErrors, HEALTH_HORIZON_H, Health, HiddenEstimate, RecentReadings,
+    measure_estimator, operated,
 };
 pub use layout::Layout;
 pub use maintenance::MaintenanceConfig;
