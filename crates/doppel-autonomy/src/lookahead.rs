@@ -52,11 +52,7 @@ impl Lookahead {
             ChillerPlant::estimate(self.config.clone(), self.seed, &self.recent)?;
         let mut world = Disturbances::none(plant.assets().len(), plant.sensors().len());
         world.load_factor = estimate.load_factor;
-        Ok(Model {
-            plant,
-            world,
-            setpoint_c: None,
-        })
+        Ok(Model { plant, world })
     }
 }
 
@@ -65,9 +61,6 @@ impl Lookahead {
 pub struct Model {
     pub plant: ChillerPlant,
     pub world: Disturbances,
-    /// The supply setpoint the plant holds, where known better than its last reading (the
-    /// safety gate knows what it let through): a batch's setpoint step is measured from it.
-    pub setpoint_c: Option<f64>,
 }
 
 impl Model {
@@ -76,7 +69,6 @@ impl Model {
         Model {
             plant: self.plant.reseeded(seed),
             world: self.world.clone(),
-            setpoint_c: self.setpoint_c,
         }
     }
 }
@@ -107,9 +99,6 @@ pub fn rollout(
     // Watched from the plant as the batch finds it: the first step's changes (a setpoint's
     // step among them) are measured from there.
     let mut watch = Watch::new(&plant);
-    if let Some(setpoint) = model.setpoint_c {
-        watch.setpoint_was(setpoint);
-    }
     for action in actions {
         plant.act(action).ok()?;
     }

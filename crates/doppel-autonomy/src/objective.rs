@@ -293,12 +293,6 @@ impl Watch {
         }
     }
 
-    /// The setpoint the next step's change is measured from, when the truth the watch started
-    /// from is not the plant's latest (an estimated plant the gate corrected).
-    pub fn setpoint_was(&mut self, setpoint_c: f64) {
-        self.last_setpoint = setpoint_c;
-    }
-
     /// The plant after a step ending at `t_s`.
     pub fn observe(&mut self, t_s: f64, truth: &[f64], labels: &[AssetLabel]) {
         self.values.clear();

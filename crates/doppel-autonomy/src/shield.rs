@@ -12,17 +12,16 @@
 //! already outside a limit (a heat wave no action can undo) from blocking every action,
 //! including the ones that bring it back. The plant is estimated once a decision.
 //!
-//! The gate also owns the setpoints it let through: every [`REFRESH_S`] it writes each one
-//! again (as a supervisory controller refreshes its commands), so a value that did not pass
-//! the gate (an intruder's, written past it straight to the plant) stands for at most that
-//! long, even when its reading is faked. The loop's supply setpoint counts as let through as
-//! the gate first read it. The gate never refreshes a switch: the plant's own
-//! changeover and trips move those.
+//! The gate also owns the loop's supply setpoint: every [`REFRESH_S`] it writes again the value
+//! it last let through (as a supervisory controller refreshes its commands; as first read,
+//! until it lets one through), so a value that did not pass the gate (an intruder's, written
+//! past it straight to the plant) stands for at most that long, even when its reading is
+//! faked. Behind the gate, and on the plant it estimates, the setpoint reads as that value.
 
 use std::sync::Arc;
 
 use doppel_sim::chiller::ChillerPlantConfig;
-use doppel_sim::plant::{Action, ActuatorKind, Plant, Readings, actuator_index, sensor_index};
+use doppel_sim::plant::{Action, Plant, Readings, actuator_index, sensor_index};
 use doppel_sim::policy::{OperatorRules, Policy, PolicyMaker, PolicyStats, RuleBasedOperator};
 
 use crate::lookahead::{Lookahead, Model, Rollout, rollout};
@@ -31,7 +30,7 @@ use crate::objective::Objective;
 /// Seconds a batch is looked ahead by default.
 pub const LOOKAHEAD_S: f64 = 1800.0;
 
-/// Seconds between two writes of the setpoints the gate let through (one simulator step).
+/// Seconds between two writes of the setpoint the gate let through (one simulator step).
 pub const REFRESH_S: f64 = 60.0;
 
 /// Wraps every policy another maker makes in the gate.
@@ -54,18 +53,12 @@ impl PolicyMaker for ShieldMaker {
         config: &ChillerPlantConfig,
         seed: u64,
     ) -> doppel_sim::Result<Box<dyn Policy>> {
-        let supply_setpoint =
-            actuator_index(plant, "chw.supply_setpoint").zip(sensor_index(plant, "chw_setpoint"));
         Ok(Box::new(Shielded {
             inner: self.inner.make(plant, config, seed)?,
-            setpoints: plant
-                .actuators()
-                .iter()
-                .map(|a| matches!(a.kind, ActuatorKind::Setpoint { .. }))
-                .collect(),
-            held: vec![None; plant.actuators().len()],
+            setpoint: actuator_index(plant, "chw.supply_setpoint")
+                .zip(sensor_index(plant, "chw_setpoint")),
+            held: None,
             seen: Readings::new(plant.sensors().len()),
-            supply_setpoint,
             next_refresh_s: if self.refresh {
                 plant.time_s()
             } else {
@@ -84,14 +77,11 @@ impl PolicyMaker for ShieldMaker {
 
 pub struct Shielded {
     inner: Box<dyn Policy>,
-    /// Which actuators are setpoints, and the value the gate last let through to each.
-    setpoints: Vec<bool>,
-    held: Vec<Option<f64>>,
-    /// The readings the policies behind the gate see.
+    /// The supply setpoint's actuator and sensor, and the value the gate holds it at.
+    setpoint: Option<(usize, usize)>,
+    held: Option<f64>,
+    /// The readings behind the gate: the plant's, the setpoint at the value held.
     seen: Readings,
-    /// The supply setpoint's actuator and sensor (held as first read until the gate lets a
-    /// value through).
-    supply_setpoint: Option<(usize, usize)>,
     next_refresh_s: f64,
     fallback: RuleBasedOperator,
     view: Lookahead,
@@ -160,23 +150,18 @@ impl Policy for Shielded {
     }
 
     fn decide(&mut self, t_s: f64, readings: &Readings, actions: &mut Vec<Action>) {
-        if let Some((actuator, sensor)) = self.supply_setpoint
-            && self.held[actuator].is_none()
-            && let Some(value) = readings.get(sensor)
-        {
-            self.held[actuator] = Some(value);
-        }
-        // Behind the gate, the policies read the supply setpoint it holds (a sample of it may
-        // lag a step the gate let through, and a step from a stale value past the rate limit).
+        // Behind the gate the setpoint reads as the value held (a sample of it may lag a step
+        // the gate let through, and a step from a stale value break the rate limit).
         self.seen.clone_from(readings);
-        if let Some((actuator, sensor)) = self.supply_setpoint
-            && let Some(value) = self.held[actuator]
-        {
-            self.seen.values[sensor] = value;
-            self.seen.present[sensor] = true;
+        if let Some((_, sensor)) = self.setpoint {
+            self.held = self.held.or(readings.get(sensor));
+            if let Some(value) = self.held {
+                self.seen.values[sensor] = value;
+                self.seen.present[sensor] = true;
+            }
         }
         let before = actions.len();
-        self.judge(t_s, readings, actions);
+        self.judge(t_s, actions);
         self.hold(t_s, before, actions);
     }
 
@@ -189,17 +174,20 @@ impl Policy for Shielded {
 }
 
 impl Shielded {
-    /// Keeps what the gate let through in `actions[before..]`, and writes again every
-    /// setpoint it holds that the batch does not set, once a refresh is due.
+    /// Holds the setpoint the gate let through in `actions[before..]`, or writes the one it
+    /// holds again when the batch sets none and a refresh is due.
     fn hold(&mut self, t_s: f64, before: usize, actions: &mut Vec<Action>) {
-        let mut set_now = vec![false; self.held.len()];
+        let Some((setpoint, _)) = self.setpoint else {
+            return;
+        };
+        let mut set_now = false;
         for action in &actions[before..] {
             match *action {
-                Action::Set { actuator, value } if self.setpoints[actuator] => {
-                    self.held[actuator] = Some(value);
-                    set_now[actuator] = true;
+                Action::Set { actuator, value } if actuator == setpoint => {
+                    self.held = Some(value);
+                    set_now = true;
                 }
-                Action::Release { actuator } => self.held[actuator] = None,
+                Action::Release { actuator } if actuator == setpoint => self.held = None,
                 _ => {}
             }
         }
@@ -207,16 +195,17 @@ impl Shielded {
             return;
         }
         self.next_refresh_s = t_s + REFRESH_S;
-        for (actuator, held) in self.held.iter().enumerate() {
-            if let (Some(value), false) = (*held, set_now[actuator]) {
-                actions.push(Action::Set { actuator, value });
-            }
+        if let (Some(value), false) = (self.held, set_now) {
+            actions.push(Action::Set {
+                actuator: setpoint,
+                value,
+            });
         }
     }
 
     /// The policy's batch if it passes, the operator's (counted) if not.
-    fn judge(&mut self, t_s: f64, readings: &Readings, actions: &mut Vec<Action>) {
-        self.view.observe(t_s, readings);
+    fn judge(&mut self, t_s: f64, actions: &mut Vec<Action>) {
+        self.view.observe(t_s, &self.seen);
         self.proposed.clear();
         self.fallback_actions.clear();
         self.inner.decide(t_s, &self.seen, &mut self.proposed);
@@ -232,21 +221,11 @@ impl Shielded {
             actions.append(&mut self.proposed);
             return;
         }
-        let Ok(mut model) = self.view.model() else {
+        let Ok(model) = self.view.model() else {
             // Nothing known of the plant yet: nothing to judge by.
             actions.append(&mut self.proposed);
             return;
         };
-        // The setpoints are what the gate let through, whatever their readings say (a reading
-        // a sample behind would hide a jump from the value the plant holds).
-        for (actuator, held) in self.held.iter().enumerate() {
-            if let Some(value) = *held {
-                let _ = model.plant.act(&Action::Set { actuator, value });
-            }
-        }
-        model.setpoint_c = self
-            .supply_setpoint
-            .and_then(|(actuator, _)| self.held[actuator]);
         let trial = Trial {
             model: &model,
             lookahead_s: self.lookahead_s,
