@@ -267,7 +267,6 @@ pub fn train(
     } else {
         out
     };
-    let mut validation = Validation::new(scenarios, objective, &settings)?;
     let (mut net, reference, mut card) = match resume.then(|| super::load(checkpoint, &device)) {
         Some(Ok((net, card))) if card.iterations_done < settings.iterations => {
             let reference = super::load(&out.join("reference"), &device)?.0;
@@ -284,16 +283,19 @@ pub fn train(
                 progress,
                 &mut sim_seconds,
             )?;
-            let mut card = PolicyCard::new("grpo", scenarios, objective, &settings, cold);
+            let card = PolicyCard::new("grpo", scenarios, objective, &settings, cold);
             super::save(&out.join("reference"), &net.valid(), &card)?;
-            // Where training starts is scored too: it is kept unless training does better.
-            if let Some(v) = &mut validation {
-                v.consider(&mut card, &net.valid(), 0)?;
-                super::save(out, &net.valid(), &card)?;
-            }
             (net.clone(), net, card)
         }
     };
+    let mut validation = Validation::new(scenarios, objective, &settings)?;
+    // Where training starts is scored too: it is kept unless training does better.
+    if let Some(v) = &mut validation
+        && card.iterations_done == 0
+    {
+        v.consider(&mut card, &net.valid(), 0)?;
+        super::save(out, &net.valid(), &card)?;
+    }
     let reference = reference.valid();
     let mut optimizer = AdamWConfig::new().init();
     // Time spent by earlier runs (a resumed training adds to it).
